@@ -1,0 +1,1 @@
+"""Repository-level pytest configuration (the kit's own plugin is loaded through its entry point)."""

@@ -1,0 +1,30 @@
+"""The kit's exceptions.
+
+``InvalidArgument`` is raised up front for bad arguments and names ``arg=value``;
+``GradientMismatch`` is the only exception that says a gradient is wrong, and it is
+raised only by the ``assert_*`` functions.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GradcheckKitError", "InvalidArgument", "GradientMismatch", "FunctionError"]
+
+
+class GradcheckKitError(Exception):
+    """Base class of every exception the kit raises on purpose."""
+
+
+class InvalidArgument(GradcheckKitError, ValueError):
+    """An argument to a public function is invalid; the message names ``arg=value``."""
+
+
+class FunctionError(GradcheckKitError, RuntimeError):
+    """The checked function itself failed (raised, or returned something that is not a tensor)."""
+
+
+class GradientMismatch(GradcheckKitError, AssertionError):
+    """Gradients are wrong. ``.report`` holds the full :class:`GradientReport`."""
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
