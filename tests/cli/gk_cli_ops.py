@@ -1,0 +1,60 @@
+"""Functions for the command-line tests, imported by ``gradcheck-kit`` through ``PYTHONPATH``.
+
+Not a test module (no ``test_`` prefix): ``tests/cli`` is put on ``PYTHONPATH`` of the subprocess.
+"""
+
+import torch
+
+NOT_A_FUNCTION = 3
+
+
+def good_square(x):
+    return x * x
+
+
+class _WrongSquare(torch.autograd.Function):
+    """``x**2`` whose backward is off by 5 %: ``2.1 * x`` instead of ``2 * x``."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2.1 * x * grad
+
+
+def wrong_square(x):
+    return _WrongSquare.apply(x)
+
+
+class _WrongAboveThreshold(torch.autograd.Function):
+    """``x**2`` whose backward is wrong only where an element exceeds 2.5."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return torch.where(x > 2.5, 3 * x, 2 * x) * grad
+
+
+def wrong_above_threshold(x):
+    return _WrongAboveThreshold.apply(x)
+
+
+def add_scaled(x, y, scale=1.0):
+    return x + scale * y
+
+
+def raises(x):
+    raise RuntimeError("boom inside the function")
+
+
+def returns_a_string(x):
+    return "not a tensor"
