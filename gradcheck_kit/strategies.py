@@ -1,0 +1,59 @@
+"""Hypothesis strategies that find the inputs where gradients break.
+
+    from gradcheck_kit import strategies as gst
+
+Shapes (``shapes``, ``broadcastable_shapes``, ``mutually_broadcastable_shapes``), dtypes
+(``float_dtypes``), tensors with real strided layouts and the values where gradients break
+(``tensors``), several related tensors for one function (``broadcastable_tensors``,
+``tensor_inputs``), and random differentiable expressions (``expressions``, ``Expression``, ``Op``).
+Importing this module registers torch's global RNG with Hypothesis, so ``torch.randn`` inside
+``@given`` is reproducible.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from gradcheck_kit import _hypothesis_hook
+from gradcheck_kit._strategies import (
+    BroadcastableShapes,
+    broadcastable_shapes,
+    broadcastable_tensors,
+    float_dtypes,
+    mutually_broadcastable_shapes,
+    shapes,
+    tensor_inputs,
+    tensors,
+)
+
+_hypothesis_hook.register_torch_random()
+
+# defined in gradcheck_kit._expressions, loaded on first use
+_EXPRESSION_NAMES = ("Expression", "Op", "expressions")
+
+__all__ = [
+    "BroadcastableShapes",
+    "Expression",
+    "Op",
+    "broadcastable_shapes",
+    "broadcastable_tensors",
+    "expressions",
+    "float_dtypes",
+    "mutually_broadcastable_shapes",
+    "shapes",
+    "tensor_inputs",
+    "tensors",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPRESSION_NAMES:
+        value = getattr(importlib.import_module("gradcheck_kit._expressions"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gradcheck_kit.strategies' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
