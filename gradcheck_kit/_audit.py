@@ -53,12 +53,23 @@ EXAMPLES_QUICK = 4
 
 
 @dataclasses.dataclass(frozen=True)
+class ExpressionSpec:
+    """How random expressions use an elementwise op: its smooth domain and sympy counterpart."""
+
+    domain: tuple[float | None, float | None] | None = None
+    sympy: Callable[..., Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class AuditOp:
     """One catalogue entry.
 
     ``make_inputs(dtype, generator)`` returns the positional inputs (differentiated tensors have
     ``requires_grad=True``); ``call`` says how the op is applied (``conv1d(x, w, b, padding=1)``);
-    ``domain`` is the value range for random expressions (elementwise unary ops only).
+    ``expression`` is set for elementwise unary ops that random expressions use: the open interval
+    where the op is defined and smooth (``None`` for an open end; Hypothesis keeps arguments inside)
+    and, where numpy can evaluate it, a sympy counterpart that gives an analytic gradient
+    independent of torch.
     """
 
     name: str
@@ -68,7 +79,7 @@ class AuditOp:
     call: str
     note: str = ""
     order: int = 2
-    domain: tuple[float, float] | None = None
+    expression: ExpressionSpec | None = None
 
     @property
     def quick(self) -> bool:
@@ -154,52 +165,59 @@ def catalogue() -> list[AuditOp]:
     """Every op the audit knows, in the order it runs them."""
     ops: list[AuditOp] = []
 
-    def add(name, family, fn, make_inputs, call, note="", order=2, domain=None):
-        ops.append(AuditOp(name, family, _named(name, fn), make_inputs, call, note, order, domain))
+    def add(name, family, fn, make_inputs, call, note="", order=2, expr=None):
+        ops.append(AuditOp(name, family, _named(name, fn), make_inputs, call, note, order, expr))
+
+    import sympy as sp
+
+    def E(domain=None, sym=None):  # noqa: N802 - reads as a declaration
+        return ExpressionSpec(domain, sym)
+
+    def _softplus(s):
+        return sp.log(1 + sp.exp(s))
 
     # ---- elementwise, unary ----
-    R = (-3.0, 3.0)  # domain of random expressions for ops defined everywhere
-    add("exp", "elementwise", lambda x: torch.exp(x), _unary(), "exp(x)", domain=R)
-    add("log", "elementwise", lambda x: torch.log(x), _unary(0.5, 3.0), "log(x), x in [0.5, 3]", domain=(0.5, 3.0))
+    add("exp", "elementwise", lambda x: torch.exp(x), _unary(), "exp(x)", expr=E((None, 3.5), sp.exp))
+    add("log", "elementwise", lambda x: torch.log(x), _unary(0.5, 3.0), "log(x), x in [0.5, 3]", expr=E((0, None), sp.log))
     add("log1p", "elementwise", lambda x: torch.log1p(x), _unary(-0.5, 2.0), "log1p(x), x in [-0.5, 2]",
-        domain=(-0.5, 2.0))
-    add("expm1", "elementwise", lambda x: torch.expm1(x), _unary(), "expm1(x)", domain=R)
+        expr=E((-1, None), lambda s: sp.log(1 + s)))
+    add("expm1", "elementwise", lambda x: torch.expm1(x), _unary(), "expm1(x)", expr=E((None, 3.5), lambda s: sp.exp(s) - 1))
     add("sqrt", "elementwise", lambda x: torch.sqrt(x), _unary(0.5, 3.0), "sqrt(x), x in [0.5, 3]",
-        domain=(0.5, 3.0))
+        expr=E((0, None), sp.sqrt))
     add("rsqrt", "elementwise", lambda x: torch.rsqrt(x), _unary(0.5, 3.0), "rsqrt(x), x in [0.5, 3]",
-        domain=(0.5, 3.0))
-    add("sin", "elementwise", lambda x: torch.sin(x), _unary(), "sin(x)", domain=R)
-    add("cos", "elementwise", lambda x: torch.cos(x), _unary(), "cos(x)", domain=R)
-    add("tan", "elementwise", lambda x: torch.tan(x), _unary(-1.2, 1.2), "tan(x), |x| < 1.2", domain=(-1.2, 1.2))
-    add("tanh", "elementwise", lambda x: torch.tanh(x), _unary(), "tanh(x)", domain=R)
-    add("sigmoid", "elementwise", lambda x: torch.sigmoid(x), _unary(), "sigmoid(x)", domain=R)
-    add("atan", "elementwise", lambda x: torch.atan(x), _unary(), "atan(x)", domain=R)
+        expr=E((0, None), lambda s: 1 / sp.sqrt(s)))
+    add("sin", "elementwise", lambda x: torch.sin(x), _unary(), "sin(x)", expr=E(None, sp.sin))
+    add("cos", "elementwise", lambda x: torch.cos(x), _unary(), "cos(x)", expr=E(None, sp.cos))
+    add("tan", "elementwise", lambda x: torch.tan(x), _unary(-1.2, 1.2), "tan(x), |x| < 1.2", expr=E((-1.5, 1.5), sp.tan))
+    add("tanh", "elementwise", lambda x: torch.tanh(x), _unary(), "tanh(x)", expr=E(None, sp.tanh))
+    add("sigmoid", "elementwise", lambda x: torch.sigmoid(x), _unary(), "sigmoid(x)", expr=E(None, lambda s: 1 / (1 + sp.exp(-s))))
+    add("atan", "elementwise", lambda x: torch.atan(x), _unary(), "atan(x)", expr=E(None, sp.atan))
     add("asin", "elementwise", lambda x: torch.asin(x), _unary(-0.9, 0.9), "asin(x), |x| < 0.9",
-        domain=(-0.9, 0.9))
-    add("erf", "elementwise", lambda x: torch.erf(x), _unary(), "erf(x)", domain=R)
+        expr=E((-1, 1), sp.asin))
+    add("erf", "elementwise", lambda x: torch.erf(x), _unary(), "erf(x)", expr=E())
     add("erfinv", "elementwise", lambda x: torch.erfinv(x), _unary(-0.9, 0.9), "erfinv(x), |x| < 0.9",
-        domain=(-0.9, 0.9))
+        expr=E((-1, 1)))
     add("lgamma", "elementwise", lambda x: torch.lgamma(x), _unary(0.5, 4.0), "lgamma(x), x in [0.5, 4]",
-        domain=(0.5, 4.0))
+        expr=E((0, None)))
     add("digamma", "elementwise", lambda x: torch.digamma(x), _unary(0.5, 4.0), "digamma(x), x in [0.5, 4]",
-        domain=(0.5, 4.0))
+        expr=E((0, None)))
     add("reciprocal", "elementwise", lambda x: torch.reciprocal(x), _unary(away=True),
-        "reciprocal(x), 0.5 <= |x| <= 2", domain=(0.5, 2.0))
-    add("sinc", "elementwise", lambda x: torch.sinc(x), _unary(), "sinc(x)", domain=R)
+        "reciprocal(x), 0.5 <= |x| <= 2", expr=E((0, None), lambda s: 1 / s))
+    add("sinc", "elementwise", lambda x: torch.sinc(x), _unary(), "sinc(x)", expr=E())
     add("abs", "elementwise", lambda x: torch.abs(x), _with_values([0.0]), "abs(x), one x exactly 0",
-        note="kink at 0 included on purpose (torch: gradient 0 there)", domain=R)
+        note="kink at 0 included on purpose (torch: gradient 0 there)", expr=E())
     add("relu", "elementwise", lambda x: F.relu(x), _with_values([0.0, 0.0]), "relu(x), two x exactly 0",
-        note="kink at 0 included on purpose (torch: gradient 0 there)", domain=R)
+        note="kink at 0 included on purpose (torch: gradient 0 there)", expr=E())
     add("leaky_relu", "elementwise", lambda x: F.leaky_relu(x, 0.1), _with_values([0.0]),
-        "leaky_relu(x, 0.1), one x exactly 0", note="kink at 0 included on purpose", domain=R)
+        "leaky_relu(x, 0.1), one x exactly 0", note="kink at 0 included on purpose", expr=E())
     add("hardtanh", "elementwise", lambda x: F.hardtanh(x), _with_values([1.0, -1.0], scale=1.5),
-        "hardtanh(x), x = +-1 included", note="kinks at +-1 included on purpose", domain=R)
-    add("gelu", "elementwise", lambda x: F.gelu(x), _unary(), "gelu(x)", domain=R)
-    add("silu", "elementwise", lambda x: F.silu(x), _unary(), "silu(x)", domain=R)
-    add("softplus", "elementwise", lambda x: F.softplus(x), _unary(), "softplus(x)", domain=R)
-    add("elu", "elementwise", lambda x: F.elu(x), _unary(away=True), "elu(x), 0.5 <= |x| <= 2", domain=R)
-    add("mish", "elementwise", lambda x: F.mish(x), _unary(), "mish(x)", domain=R)
-    add("logsigmoid", "elementwise", lambda x: F.logsigmoid(x), _unary(), "logsigmoid(x)", domain=R)
+        "hardtanh(x), x = +-1 included", note="kinks at +-1 included on purpose", expr=E())
+    add("gelu", "elementwise", lambda x: F.gelu(x), _unary(), "gelu(x)", expr=E())
+    add("silu", "elementwise", lambda x: F.silu(x), _unary(), "silu(x)", expr=E(None, lambda s: s / (1 + sp.exp(-s))))
+    add("softplus", "elementwise", lambda x: F.softplus(x), _unary(), "softplus(x)", expr=E(None, _softplus))
+    add("elu", "elementwise", lambda x: F.elu(x), _unary(away=True), "elu(x), 0.5 <= |x| <= 2", expr=E())
+    add("mish", "elementwise", lambda x: F.mish(x), _unary(), "mish(x)", expr=E(None, lambda s: s * sp.tanh(_softplus(s))))
+    add("logsigmoid", "elementwise", lambda x: F.logsigmoid(x), _unary(), "logsigmoid(x)", expr=E(None, lambda s: -_softplus(-s)))
 
     # ---- elementwise, several inputs ----
     def pow_inputs(dtype, gen):
@@ -625,7 +643,7 @@ def run_audit(
             if progress is not None:
                 progress.start(index, total, op, dtype_name)
             row = _audit_one(gk, op, dtype_name, seed=seed, order=1 if quick else op.order)
-            if expressions is not None and op.domain is not None and n_examples > 0:
+            if expressions is not None and op.expression is not None and n_examples > 0:
                 _expression_checks(row, op, dtype_name, n_examples, seed, expressions)
             rows.append(row)
             if progress is not None:
@@ -710,9 +728,79 @@ def _expressions_module() -> Any:
 
 
 def _expression_checks(row: AuditRow, op: AuditOp, dtype_name: str, n: int, seed: int, gst: Any) -> None:
-    """Up to ``n`` random expressions containing ``op``: autograd against the expression's analytic
-    gradient and against finite differences. Adds one check (passed or failed) to ``row``."""
-    raise NotImplementedError  # filled in when gradcheck_kit._expressions lands
+    """Up to ``n`` random expressions containing ``op`` (Hypothesis, shrinking a failure): autograd
+    against finite differences (``check_gradients``) and, where every op has a sympy counterpart,
+    against the expression's analytic gradient. Adds one check, passed or failed, to ``row``."""
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+    from hypothesis import seed as hypothesis_seed
+    from hypothesis import strategies as st
+
+    import gradcheck_kit as gk
+
+    t0 = time.perf_counter()
+    spec = op.expression
+    dtype = getattr(torch, dtype_name)
+    try:
+        user_op = gst.Op(f"torch_{op.name}", op.fn, sympy=spec.sympy, domain=spec.domain)
+        strategy = gst.expressions(extra_ops=[user_op], max_depth=2)
+    except Exception as exc:
+        row.errors += 1
+        row.details.append(f"random expressions: could not register {op.name}: {type(exc).__name__}: {exc}")
+        return
+    state: dict[str, Any] = {"count": 0, "failure": None, "worst": None}
+
+    def probe(data: Any) -> None:
+        expr = data.draw(strategy, label="expression")
+        xs = data.draw(expr.inputs(dtype=dtype, max_side=3), label="inputs")
+        state["count"] += 1
+        report = gk.check_gradients(expr, *xs, seed=seed, forward_ad=False)
+        worst = getattr(report, "worst_ratio", None)
+        if worst is not None and math.isfinite(worst):
+            state["worst"] = worst if state["worst"] is None else max(state["worst"], worst)
+        problems = [] if report.ok else [str(report)]
+        if expr.has_analytic_gradient:
+            grad_outputs = data.draw(expr.grad_outputs(*xs), label="grad_outputs")
+            try:
+                gk.assert_grad_equals(
+                    expr, tuple(xs), expr.gradient(*xs, grad_outputs=grad_outputs), grad_outputs=grad_outputs
+                )
+            except AssertionError as exc:
+                problems.append(f"autograd against the sympy gradient: {exc}")
+        if problems:
+            shapes = ", ".join(f"{tuple(x.shape)}" for x in xs)
+            state["failure"] = f"random expression {expr} on inputs of shape {shapes}:\n" + "\n".join(problems)
+            raise _ExpressionFailed
+
+    test = given(st.data())(probe)
+    test = settings(
+        max_examples=n,
+        database=None,
+        deadline=None,
+        print_blob=False,
+        report_multiple_bugs=False,
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+        verbosity=Verbosity.quiet,
+    )(test)
+    test = hypothesis_seed(_op_seed(seed, f"{op.name}/{dtype_name}"))(test)
+    try:
+        test()
+    except _ExpressionFailed:
+        row.failed += 1
+        row.details.append(state["failure"])
+    except Exception as exc:  # the strategy or the checker broke: report it, keep auditing
+        row.errors += 1
+        row.details.append(f"random expressions with {op.name} raised {type(exc).__name__}: {_first_line(exc)}")
+    else:
+        row.passed += 1
+    row.expressions += state["count"]
+    if state["worst"] is not None:
+        row.worst_ratio = state["worst"] if row.worst_ratio is None else max(row.worst_ratio, state["worst"])
+    row.elapsed += time.perf_counter() - t0
+
+
+class _ExpressionFailed(Exception):
+    """Raised inside the Hypothesis probe so that Hypothesis shrinks the failing expression."""
 
 
 # --------------------------------------------------------------------------------------------

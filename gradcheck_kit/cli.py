@@ -475,6 +475,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug of ours: one line, not a traceback (unless asked for)
+        if os.environ.get("GRADCHECK_KIT_TRACEBACK"):
+            raise
+        print(
+            f"{PROG}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(set GRADCHECK_KIT_TRACEBACK=1 to see the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     except BrokenPipeError:  # | head
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
@@ -612,6 +621,8 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
 
     strategies = []
     for spec in specs:
+        if spec.dtype not in FLOATING or spec.dtype.startswith("complex"):
+            raise UsageError(f"--input {spec}: fuzz draws real floating tensors (float64, float32, ...)")
         shape: Any = (
             st.tuples(*(st.integers(1, args.max_side) if s is None else st.just(s) for s in spec.shape))
             if spec.free
@@ -627,10 +638,11 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
             )
         )
     options = _checker_options(args)
+    seed = options.pop("seed")
     from gradcheck_kit.errors import InvalidArgument
 
     try:
-        result = gk.fuzz_gradients(fn, strategies, max_examples=args.examples, **options)
+        result = gk.fuzz_gradients(fn, strategies, max_examples=args.examples, seed=seed, **options)
     except InvalidArgument as exc:
         raise UsageError(_one_line(exc)) from None
     if args.json is not None:
@@ -653,9 +665,22 @@ def _fuzz_to_dict(result: Any) -> dict[str, Any]:
     return {
         "ok": bool(result.ok),
         "examples": getattr(result, "examples", None),
-        "counterexample": None if counterexample is None else [_json_default(x) for x in counterexample],
+        "seed": getattr(result, "seed", None),
+        "counterexample": None if counterexample is None else [_describe_value(x) for x in counterexample],
         "report": None if report is None else report.to_dict(),
     }
+
+
+def _describe_value(value: Any) -> Any:
+    if hasattr(value, "detach") and hasattr(value, "stride"):
+        return {
+            "shape": list(value.shape),
+            "dtype": str(value.dtype).replace("torch.", ""),
+            "stride": list(value.stride()),
+            "storage_offset": value.storage_offset(),
+            "values": value.detach().tolist(),
+        }
+    return _json_default(value)
 
 
 # --------------------------------------------------------------------------------------------
