@@ -110,15 +110,15 @@ def _cuda_devices(tensors: Iterable[torch.Tensor]) -> list[int]:
     return sorted({t.device.index or 0 for t in tensors if isinstance(t, torch.Tensor) and t.device.type == "cuda"})
 
 
+def _cast(tensor: torch.Tensor, dtypes: dict[torch.dtype, torch.dtype]) -> torch.Tensor:
+    target = dtypes.get(tensor.dtype)
+    return tensor if target is None or not target.is_floating_point else tensor.to(target)
+
+
 @contextmanager
-def _rng_fixed(seed: int | None, devices: list[int]) -> Iterator[None]:
-    """Fork the RNG (the caller's state is restored on exit); reseed it when ``seed`` is given."""
+def _rng_preserved(devices: list[int]) -> Iterator[None]:
+    """The caller's RNG state (CPU, and the CUDA devices given) is restored on exit."""
     with torch.random.fork_rng(devices=devices):
-        if seed is not None:
-            torch.default_generator.manual_seed(seed)
-            for index in devices:
-                with torch.cuda.device(index):
-                    torch.cuda.manual_seed(seed)
         yield
 
 
@@ -232,8 +232,9 @@ def check_module_gradients(
 
     The module is left as it was: the parameters, their ``.grad`` and the buffers are never written
     (each evaluation gets fresh copies of the buffers), the training mode is kept (call ``.eval()``
-    first to check inference behaviour), and each evaluation runs with the RNG seeded from ``seed``
-    (so dropout draws one mask for all evaluations) while the caller's RNG state is restored.
+    first to check inference behaviour). The checker seeds the RNG from ``seed`` before every
+    evaluation, so dropout in training mode draws the same mask on the analytic and the numerical
+    side; the caller's RNG state is restored.
     """
     from gradcheck_kit.checkers import check_gradients
 
@@ -244,10 +245,6 @@ def check_module_gradients(
         forward_kwargs = {}
     elif not isinstance(forward_kwargs, Mapping):
         raise InvalidArgument(f"forward_kwargs={_short(forward_kwargs)} is not a mapping of keyword arguments")
-    seed = check_keywords.get("seed", 0)
-    seed = 0 if seed is None else seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InvalidArgument(f"seed={seed!r} is not an int")
 
     params = dict(module.named_parameters())
     display = {path: prefix + path for path in params}
@@ -264,18 +261,25 @@ def check_module_gradients(
     fixed = {path: p.detach() for path, p in params.items() if path not in selected}
     copies = [params[path].detach().clone().requires_grad_(True) for path in selected]
     buffers = {path: b.detach().clone() for path, b in module.named_buffers()}
-    devices = _cuda_devices([*params.values(), *buffers.values(), *inputs])
     n_inputs = len(inputs)
 
+    dtypes = [x.dtype if isinstance(x, torch.Tensor) else None for x in (*inputs, *copies)]
+
     def module_function(*args: Any) -> Any:
-        state: dict[str, torch.Tensor] = dict(fixed)
+        # When the checker evaluates at higher precision (float32 inputs cast to float64), the fixed
+        # parameters and the buffers follow, so BatchNorm's running stats match the input dtype.
+        cast = {
+            old: arg.dtype
+            for old, arg in zip(dtypes, args)
+            if old is not None and old.is_floating_point and isinstance(arg, torch.Tensor) and arg.dtype != old
+        }
+        state: dict[str, torch.Tensor] = {path: _cast(p, cast) for path, p in fixed.items()}
         state.update(zip(selected, args[n_inputs:]))
-        state.update((path, b.clone()) for path, b in buffers.items())
-        with _rng_fixed(seed, devices):
-            return torch.func.functional_call(module, state, tuple(args[:n_inputs]), dict(forward_kwargs))
+        state.update((path, _cast(b, cast).clone()) for path, b in buffers.items())
+        return torch.func.functional_call(module, state, tuple(args[:n_inputs]), dict(forward_kwargs))
 
     module_function.__name__ = module_function.__qualname__ = type(module).__name__
-    return check_gradients(
+    report = check_gradients(
         module_function,
         *inputs,
         *copies,
@@ -283,6 +287,14 @@ def check_module_gradients(
         input_names=[*names, *(display[path] for path in selected)],
         **check_keywords,
     )
+    extras = [f"name={name!r}"] if name is not None else []
+    extras += [f"wrt={wrt!r}"] if wrt is not None else []
+    extras += [f"input_names={list(input_names)!r}"] if input_names is not None else []
+    extras += [f"forward_kwargs={dict(forward_kwargs)!r}"] if forward_kwargs else []
+    extras += [f"{key}={value!r}" for key, value in check_keywords.items() if key != "seed" and value is not None]
+    extras.append(f"seed={report.seed}")
+    report.reproduce = f"gk.assert_module_gradients({name or 'module'}, {', '.join([*names, *extras])})"
+    return report
 
 
 def assert_module_gradients(module: nn.Module, *inputs: Any, **check_keywords: Any):
@@ -496,7 +508,7 @@ def check_gradient_flow(
     tensors = [t for _, _, t in watched]
     tracker = _UseTracker({id(t) for t in tensors})
 
-    with _buffers_restored(module), _rng_fixed(None, _cuda_devices(tensors)), torch.enable_grad():
+    with _buffers_restored(module), _rng_preserved(_cuda_devices(tensors)), torch.enable_grad():
         with tracker:
             output = module_or_fn(*inputs)
             scalar, description = _scalar_loss(output, loss, module_or_fn)
