@@ -437,6 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_audit.add_argument("--dtypes", default="float32,float64", metavar="DTYPES", help="default float32,float64")
     p_audit.add_argument("--quick", action="store_true", help="a fast subset with fewer checks (under a minute)")
     p_audit.add_argument("--examples", type=int, default=None, help="random expressions per elementwise op and dtype")
+    p_audit.add_argument(
+        "--order", type=int, choices=[1, 2], default=None,
+        help="highest derivative order (default: 2 where torch has double backward; 1 with --quick)",
+    )
+    p_audit.add_argument(
+        "--strict", action="store_true", help="count failures listed as known torch issues as failures"
+    )
     p_audit.add_argument("--seed", type=int, default=0)
     p_audit.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON ('-': stdout)")
     p_audit.add_argument("--list", action="store_true", help="list the catalogue and exit")
@@ -710,7 +717,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         raise UsageError(f"--examples {args.examples}: must be >= 0")
     progress = None if args.quiet else _audit.Progress(sys.stderr, Style.for_stream(sys.stderr, args.color))
     result = _audit.run_audit(
-        ops, dtypes=dtypes, quick=args.quick, examples=args.examples, seed=args.seed, progress=progress
+        ops, dtypes=dtypes, quick=args.quick, examples=args.examples, seed=args.seed, order=args.order,
+        strict=args.strict,
+        progress=progress,
     )
     if args.json is not None:
         _write_json(args.json, result.to_dict())

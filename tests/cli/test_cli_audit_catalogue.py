@@ -101,7 +101,7 @@ def test_results_table_and_summary():
     assert lines[-1].startswith("2 ops x float32, float64: 1 passed, 1 failed, 0 errors in 1.5 s")
     assert not result.ok
     data = result.to_dict()
-    assert data["summary"] == {"rows": 2, "passed": 1, "failed": 1, "errors": 0}
+    assert data["summary"] == {"rows": 2, "passed": 1, "failed": 1, "errors": 0, "known": 0}
     assert data["results"][1]["verdict"] == "FAIL"
     assert data["results"][1]["checks"] == {"passed": 2, "failed": 1, "skipped": 1, "errors": 0}
 
@@ -116,3 +116,16 @@ def test_progress_lines_when_not_a_terminal():
     progress.done(_row(op.name, "float32"))
     progress.finish()
     assert stream.getvalue() == f"[ 1/12] {op.name} float32: pass (0.25 s)\n"
+
+
+def test_a_known_torch_issue_is_shown_but_does_not_fail_the_audit():
+    row = _row("digamma", "float64", passed=1, failed=1, ratio=1.4)
+    row.known_issue = "trigamma is a truncated series"
+    result = _audit.AuditResult([_row("tanh", "float64"), row], elapsed=1.0, seed=0, quick=False)
+    assert row.verdict == "known" and result.ok
+    text = _audit.format_results(result, Style(False))
+    assert "known: digamma (float64) - known torch issue: trigamma is a truncated series" in text
+    assert text.splitlines()[-1].startswith(
+        "2 ops x float64: 1 passed, 0 failed, 0 errors, 1 known torch issues in 1.0 s"
+    )
+    assert result.to_dict()["results"][1]["known_issue"] == "trigamma is a truncated series"
