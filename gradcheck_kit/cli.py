@@ -66,6 +66,11 @@ class UsageError(Exception):
     """Bad usage: reported as one line on stderr, exit status 2."""
 
 
+class CommandFailed(Exception):
+    """The check could not run to a report (the function failed in a way the checker raised for):
+    one line on stderr, exit status 1."""
+
+
 # --------------------------------------------------------------------------------------------
 # input specs: SHAPE[:DTYPE]
 
@@ -479,6 +484,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = f"{PROG}" if not argv or argv[0] not in ("check", "fuzz", "audit") else f"{PROG} {argv[0]}"
         print(f"{command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except CommandFailed as exc:
+        command = f"{PROG} {argv[0]}" if argv else PROG
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -519,6 +528,7 @@ def _checker_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _prepare_target(args: argparse.Namespace, *, allow_free: bool) -> tuple[Callable[..., Any], list[InputSpec]]:
+    _check_json_path(args.json)
     specs = [parse_input_spec(text, allow_free=allow_free) for text in args.inputs]
     kwargs = dict(parse_kwarg(text) for text in args.kwarg)
     if args.min_value is not None and args.max_value is not None and args.min_value > args.max_value:
@@ -602,12 +612,25 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _run_check(gk: Any, fn: Callable[..., Any], inputs: Sequence[Any], options: dict[str, Any]) -> Any:
-    from gradcheck_kit.errors import InvalidArgument
+    from gradcheck_kit.errors import FunctionError, InvalidArgument
 
     try:
         return gk.check_gradients(fn, *inputs, **options)
     except InvalidArgument as exc:
         raise UsageError(_one_line(exc)) from None
+    except FunctionError as exc:
+        raise CommandFailed(f"the function failed: {_one_line(exc)}") from None
+
+
+def _check_json_path(path: str | None) -> None:
+    """Fail before the work, not after it, when ``--json PATH`` cannot be written."""
+    if path is None or path == "-":
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--json {path!r}: no such directory {folder!r}")
+    if os.path.isdir(path):
+        raise UsageError(f"--json {path!r} is a directory")
 
 
 # --------------------------------------------------------------------------------------------
@@ -695,6 +718,7 @@ def _describe_value(value: Any) -> Any:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    _check_json_path(args.json)
     from gradcheck_kit import _audit
 
     catalogue = _audit.catalogue()

@@ -185,6 +185,8 @@ def assert_one_line_usage_error(code, err, fragment):
         (["audit", "--ops", "tanhh"], "unknown op 'tanhh'; did you mean tanh"),
         (["audit", "--dtypes", "float16"], "--dtypes: 'float16' is not float32 or float64"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["audit", "--ops", "tanh", "--json", "/no/such/dir/a.json"], "--json '/no/such/dir/a.json': no such directory"),
+        (["check", "torch:tanh", "--input", "3", "--json", "/no/such/dir/a.json"], "no such directory"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(capsys, argv, fragment):
