@@ -58,3 +58,27 @@ def raises(x):
 
 def returns_a_string(x):
     return "not a tensor"
+
+
+def catalogue_with_a_wrong_op():
+    """The audit's catalogue plus ``wrong_square`` (for the audit's failing case)."""
+    from gradcheck_kit import _audit
+
+    def inputs(dtype, generator):
+        return (torch.randn(3, 4, generator=generator, dtype=torch.float64).to(dtype).requires_grad_(True),)
+
+    wrong = _audit.AuditOp("wrong_square", "elementwise", wrong_square, inputs, "wrong_square(x)", order=1)
+    return [*_ORIGINAL_CATALOGUE(), wrong]
+
+
+_ORIGINAL_CATALOGUE = None
+
+
+def run_audit_with_a_wrong_op(argv):
+    """``gradcheck-kit audit ARGV`` with ``wrong_square`` added to the catalogue; returns the exit status."""
+    global _ORIGINAL_CATALOGUE
+    from gradcheck_kit import _audit, cli
+
+    _ORIGINAL_CATALOGUE = _audit.catalogue
+    _audit.catalogue = catalogue_with_a_wrong_op
+    return cli.main(["audit", *argv])

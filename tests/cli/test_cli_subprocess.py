@@ -159,3 +159,24 @@ def test_full_audit_passes(tmp_path):
     assert proc.returncode == 0, proc.stdout[-5000:]
     data = json.loads(out.read_text())
     assert data["summary"]["rows"] >= 80
+
+
+def test_audit_fails_on_a_wrong_op(tmp_path):
+    out = tmp_path / "audit.json"
+    code = (
+        "import sys, gk_cli_ops; "
+        f"sys.exit(gk_cli_ops.run_audit_with_a_wrong_op(['--ops', 'wrong_square,tanh', '--order', '1', '--examples', '0', '--json', {str(out)!r}]))"
+    )
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=environment)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert_no_traceback(proc)
+    rows = {tuple(line.split()[:3]): line for line in proc.stdout.splitlines() if line.startswith(("tanh", "wrong"))}
+    assert " FAIL " in rows[("wrong_square", "elementwise", "float64")]
+    assert " pass " in rows[("tanh", "elementwise", "float64")]
+    assert "FAIL: wrong_square (float32)" in proc.stdout
+    assert "not close" in proc.stdout
+    assert "1 failed" not in proc.stdout and "2 failed" in proc.stdout  # one row per dtype
+    data = json.loads(out.read_text())
+    assert data["ok"] is False
+    assert {(r["op"], r["verdict"]) for r in data["results"]} == {("tanh", "pass"), ("wrong_square", "FAIL")}
