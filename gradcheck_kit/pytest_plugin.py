@@ -60,7 +60,7 @@ MARKER_KEYWORDS = frozenset(_config.CONFIGURABLE | {"dtype", "dtypes", "devices"
 HYPOTHESIS_PROFILES: dict[str, dict[str, Any]] = {
     "gradcheck-fast": {"max_examples": 10, "deadline": None},
     "gradcheck-ci": {"max_examples": 50, "deadline": None, "derandomize": True, "database": None, "print_blob": True},
-    "gradcheck-thorough": {"max_examples": 1000, "deadline": None},
+    "gradcheck-thorough": {"max_examples": 1000, "deadline": None, "derandomize": False},
 }
 _SLOW_HEALTH_CHECKS = ("too_slow", "data_too_large")
 _RECORDS_KEY = "gradcheck_kit_records"
@@ -79,8 +79,9 @@ def register_hypothesis_profiles() -> None:
     from hypothesis import HealthCheck, settings
 
     slow = [getattr(HealthCheck, name) for name in _SLOW_HEALTH_CHECKS]
+    base = settings.get_profile("default")  # not whichever profile is loaded now (e.g. "ci")
     for name, options in HYPOTHESIS_PROFILES.items():
-        settings.register_profile(name, suppress_health_check=slow, **options)
+        settings.register_profile(name, base, suppress_health_check=slow, **options)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -547,7 +548,8 @@ def _equals_record(item: pytest.Item | None, fn: Any, inputs: tuple[Any, ...], o
 
 def _describe(record: dict[str, Any]) -> str:
     args = ", ".join(
-        f"{spec['name'] or 'input ' + str(spec['index'])}: {tuple(spec['shape'])} {spec['dtype']}"
+        f"{spec['name'] or 'input ' + str(spec['index'])}: "
+        + (spec["dtype"] if spec.get("differentiated") is False and not spec["shape"] else f"{tuple(spec['shape'])} {spec['dtype']}")
         for spec in record["inputs"]
     )
     return f"{record['test']}: {record['function']}({args})"
