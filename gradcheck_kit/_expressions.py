@@ -26,8 +26,9 @@ This module imports Hypothesis and sympy; it is reached only through ``gradcheck
 
 from __future__ import annotations
 
+import inspect
 import math
-import string
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -653,6 +654,15 @@ class Expression:
             extra += f", bounds={self.bounds!r}"
         return f"Expression.parse({str(self)!r}{extra})"
 
+    @property
+    def __name__(self) -> str:  # checkers and reports name the function by it
+        return str(self)
+
+    @property
+    def __signature__(self) -> inspect.Signature:  # so that messages name the inputs x, y, z
+        kind = inspect.Parameter.POSITIONAL_ONLY
+        return inspect.Signature([inspect.Parameter(v, kind) for v in self.variables])
+
     # ---- evaluation
     def _check_inputs(self, xs):
         if len(xs) != self.n_inputs:
@@ -709,7 +719,7 @@ class Expression:
         for x, d in zip(xs, derivatives):
             full = np.broadcast_to(np.asarray(d, dtype=np.float64), shape) * weight
             g = _sum_to_shape(np.asarray(full), tuple(x.shape))
-            grads.append(torch.from_numpy(np.array(g, dtype=np.float64)).to(dtype=x.dtype, device=x.device))
+            grads.append(torch.from_numpy(np.array(g, dtype=np.float64, order="C")).to(dtype=x.dtype, device=x.device))
         return tuple(grads)
 
     # ---- strategies
@@ -752,14 +762,8 @@ class Expression:
 
 
 def _identifiers(text: str):
-    word = ""
-    for ch in text + " ":
-        if ch in string.ascii_letters + string.digits + "_":
-            word += ch
-        else:
-            if word and not word[0].isdigit():
-                yield word
-            word = ""
+    """Names in ``text`` that are not called (the variables)."""
+    return re.findall(r"\b([A-Za-z_]\w*)\b(?!\s*\()", text)
 
 
 def _from_sympy(expr, index, user, text):
@@ -892,7 +896,8 @@ def expressions(
 ) -> SearchStrategy[Expression]:
     """A strategy of random differentiable :class:`Expression` objects.
 
-    * ``n_inputs``: 1 to 3 tensor inputs (default: drawn, shrinking to 1); every input appears.
+    * ``n_inputs``: 1 to 3 tensor inputs; by default the leaves choose among x, y, z and the
+      expression takes the inputs it uses (shrinking to one).  Every input appears.
     * ``max_depth``: the most operations on a path from the root to a leaf (default 3).
     * ``extra_ops``: :class:`Op` objects to use among the built-in ones; every expression then uses
       at least one of them (shrinking towards ``op(x)``).
@@ -928,9 +933,19 @@ def expressions(
     return _draw_expression(n_inputs, max_depth, extra_ops, unary, binary, reductions)
 
 
+def _renumber(node, mapping):
+    if isinstance(node, _Var):
+        return _Var(mapping[node.index])
+    if isinstance(node, _Apply):
+        return _Apply(node.op, tuple(_renumber(a, mapping) for a in node.args))
+    return node
+
+
 @st.composite
 def _draw_expression(draw, n_inputs, max_depth, extra_ops, unary, binary, reductions):
-    n = n_inputs if n_inputs is not None else draw(st.integers(1, 3))
+    # With n_inputs=None the leaves choose among three variables and the expression takes those it
+    # uses (renumbered x, y, z in order): shrinking a leaf's index towards 0 drops an input.
+    n = n_inputs if n_inputs is not None else 3
     bounds = (DEFAULT_BOUNDS,) * n
     builder = _Builder(draw, n, unary, binary, bounds, leaf_root=bool(extra_ops))
     node, iv = builder.build(max_depth, root=True)
@@ -942,9 +957,14 @@ def _draw_expression(draw, n_inputs, max_depth, extra_ops, unary, binary, reduct
             j = (draw(st.integers(0, n - 1)) + 1) % n
             children.append((_Var(j), bounds[j]))
         node, iv = _apply(op, children)
-    used = {x.index for x in _walk(node) if isinstance(x, _Var)}
-    for j in range(n):
-        if j not in used:
-            node, iv = _apply(_ADD, [(node, iv), (_Var(j), bounds[j])])
+    used = sorted({x.index for x in _walk(node) if isinstance(x, _Var)})
+    if n_inputs is None:
+        n = len(used)
+        node = _renumber(node, {old: new for new, old in enumerate(used)})
+        bounds = bounds[:n]
+    else:
+        for j in range(n):
+            if j not in used:
+                node, iv = _apply(_ADD, [(node, iv), (_Var(j), bounds[j])])
     reduction = draw(st.sampled_from(reductions))
     return Expression(node, n_inputs=n, reduction=reduction, bounds=bounds)
