@@ -261,7 +261,7 @@ class Op:
         self._function_class = None
 
     @classmethod
-    def _make_builtin(cls, name, fn, sym, *, arity=1, domain=None, safe=None, interval=None, text=None):
+    def _make_builtin(cls, name, fn, sym, *, arity=1, domain=None, safe=None, interval=None):
         op = cls.__new__(cls)
         op._builtin = True
         op.name = name
@@ -274,7 +274,6 @@ class Op:
         op._interval_fn = interval
         op._image_cache = {}
         op._function_class = None
-        op._text = text or name
         return op
 
     @property
@@ -466,12 +465,10 @@ def _evaluate(node, xs):
 
 
 def _nice_ceil(value: float) -> Fraction:
-    """A simple fraction >= value (an integer when that is close enough)."""
-    for denominator in (1, 2, 4, 8, 16, 64, 256, 1024):
+    """The simplest fraction >= value with a power-of-two denominator, no more than 1/d above it."""
+    for denominator in (1, 2, 4, 8, 16, 64, 256):
         candidate = Fraction(math.ceil(value * denominator - 1e-12), denominator)
-        if float(candidate) - value <= 1.0 / denominator or denominator == 1024:
-            if denominator == 1:
-                return candidate
+        if float(candidate) - value <= 1.0 / denominator:
             return candidate
     return Fraction(value).limit_denominator(1024)
 
@@ -624,7 +621,7 @@ class Expression:
         bounds = tuple((float(lo), float(hi)) for lo, hi in bounds)
         if len(bounds) != n or any(not lo <= hi for lo, hi in bounds):
             raise InvalidArgument(f"bounds={bounds!r} must be one (lo, hi) pair, or one per variable")
-        _check_domains(node, bounds, text)
+        _check_domains(node, bounds, text, [sympy.Symbol(v) for v in variables])
         return cls(node, n_inputs=n, reduction=reduction, variables=variables, bounds=bounds)
 
     # ---- maths
@@ -823,18 +820,18 @@ def _from_sympy(expr, index, user, text):
     return convert(expr)
 
 
-def _check_domains(node, bounds, text):
+def _check_domains(node, bounds, text, symbols):
     if not isinstance(node, _Apply):
         return
     for arg in node.args:
-        _check_domains(arg, bounds, text)
+        _check_domains(arg, bounds, text, symbols)
     for position, (arg, domain) in enumerate(zip(node.args, node.op.domain)):
         iv = _interval_of(arg, bounds)
         if not _within(iv, domain):
-            shown = _to_text(_to_sympy(arg, [sympy.Symbol(f"x{i}") for i in range(3)], analytic=False))
+            shown = _to_text(_to_sympy(arg, symbols, analytic=False))
             raise InvalidArgument(
                 f"text={text!r}: argument {position} of {node.op.name} ({shown}) may reach {list(iv)}, outside "
-                f"its domain {list(domain)} for inputs in bounds={list(bounds)}; narrow bounds="
+                f"its domain ({domain[0]:g}, {domain[1]:g}) for inputs in bounds={list(bounds)}; narrow bounds="
             )
 
 
