@@ -255,11 +255,27 @@ def _element_strategy(dtype: torch.dtype, low: float, high: float) -> st.SearchS
     if dtype == torch.bfloat16:
         floats = floats.map(_round_bf16).filter(lambda v: low <= v <= high)
     tiny = float(finfo.tiny)
-    specials = []
-    for value in (0.0, 1.0, -1.0, tiny, -tiny, low, high):
-        if low <= value <= high and value not in specials:
-            specials.append(value)
-    return st.one_of(floats, st.sampled_from(specials)) if specials else floats
+    specials = sorted({v for v in (low, -1.0, -tiny, tiny, 1.0, high) if low <= v <= high})
+    if not specials:
+        return floats
+    # One draw in four is snapped to the nearest special value: +-tiny, +-1 or a bound (0 is the
+    # floats' own simplest value). The special branch draws the very same floats, so when the
+    # shrinker moves a counterexample to the first branch the drawn float stays, and keeps failing
+    # when the failure is about a region (``x > 2.5``): shrinking then reaches 3.0, not the bound.
+    return st.one_of(floats, floats, floats, floats.map(_Snap(specials)))
+
+
+class _Snap:
+    """Maps a float to the nearest of the given sorted values."""
+
+    def __init__(self, values: list[float]):
+        self.values = values
+
+    def __call__(self, value: float) -> float:
+        return min(self.values, key=lambda v: abs(v - value))
+
+    def __repr__(self) -> str:
+        return f"snap_to({self.values!r})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,7 +400,7 @@ class _TensorSpec:
         array = data.draw(self._values(dtype, shape))
         if self.elements is not None and not np.isfinite(array).all():
             raise InvalidArgument(
-                f"elements{self.where}={self.elements!r} drew {array[~np.isfinite(array)][0]!r}; values must be finite"
+                f"elements{self.where}={self.elements!r} drew {float(array[~np.isfinite(array)][0])!r}; values must be finite"
             )
         values = torch.from_numpy(array).to(dtype)
         if self.elements is not None and not torch.isfinite(values).all():
