@@ -20,7 +20,6 @@ Buffer elements outside a view are NaN, so a kernel that reads memory it does no
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -223,6 +222,17 @@ def _round_bf16(value: float) -> float:
     return float(torch.tensor(value, dtype=torch.float64).to(torch.bfloat16))
 
 
+def _inward_bf16(value: float, upward: bool) -> float:
+    """The bfloat16 value nearest ``value``, rounding into the interval."""
+    rounded = torch.tensor(value, dtype=torch.float64).to(torch.bfloat16)
+    if torch.isinf(rounded):
+        rounded = torch.tensor(torch.finfo(torch.bfloat16).max * (1 if value > 0 else -1), dtype=torch.bfloat16)
+    if (upward and float(rounded) < value) or (not upward and float(rounded) > value):
+        target = torch.tensor(math.inf if upward else -math.inf, dtype=torch.bfloat16)
+        rounded = torch.nextafter(rounded, target)
+    return float(rounded)
+
+
 def _inward(value: float, width: int, upward: bool) -> float:
     """The representable float of this width nearest ``value``, rounding into the interval."""
     np_type = _NP_FLOAT[width]
@@ -245,10 +255,7 @@ def _element_strategy(dtype: torch.dtype, low: float, high: float) -> st.SearchS
     width = _WIDTH[dtype]
     low, high = _inward(low, width, upward=True), _inward(high, width, upward=False)
     if dtype == torch.bfloat16:
-        low_bf, high_bf = _round_bf16(low), _round_bf16(high)
-        low = low_bf if low_bf >= low else float(torch.nextafter(torch.tensor(low_bf), torch.tensor(math.inf)))
-        high = high_bf if high_bf <= high else float(torch.nextafter(torch.tensor(high_bf), torch.tensor(-math.inf)))
-        low, high = _round_bf16(low), _round_bf16(high)
+        low, high = _inward_bf16(low, upward=True), _inward_bf16(high, upward=False)
     if low > high:
         raise InvalidArgument(f"no {dtype} value lies between min_value={low!r} and max_value={high!r}")
     floats = st.floats(low, high, allow_nan=False, allow_infinity=False, width=width)
@@ -282,8 +289,10 @@ class _Snap:
 # layouts
 # --------------------------------------------------------------------------------------------
 
-# layout kinds drawn under layout="any": index 0 (contiguous) is where shrinking goes
+# layout kinds drawn under layout="any": the first (contiguous) is where shrinking goes; strided
+# views come up most (nominally 3 in 5: Hypothesis's bias to simple examples makes it about half)
 _KIND_CONTIGUOUS, _KIND_OFFSET, _KIND_STRIDED = 0, 1, 2
+_ANY_LAYOUT = st.sampled_from((_KIND_CONTIGUOUS, _KIND_OFFSET, _KIND_STRIDED, _KIND_STRIDED, _KIND_STRIDED))
 
 
 def _strided_view(values: torch.Tensor, perm, steps, offsets, device) -> torch.Tensor:
@@ -394,14 +403,13 @@ class _TensorSpec:
         if dtype is None:
             dtype = self.draw_dtype(data)
         if self.layout == "any":
-            kind = data.draw(st.sampled_from((_KIND_CONTIGUOUS, _KIND_OFFSET, _KIND_STRIDED, _KIND_STRIDED)))
+            kind = data.draw(_ANY_LAYOUT)
         else:
             kind = _KIND_CONTIGUOUS if self.layout == "contiguous" else _KIND_STRIDED
         array = data.draw(self._values(dtype, shape))
         if self.elements is not None and not np.isfinite(array).all():
-            raise InvalidArgument(
-                f"elements{self.where}={self.elements!r} drew {float(array[~np.isfinite(array)][0])!r}; values must be finite"
-            )
+            bad = float(array[~np.isfinite(array)][0])
+            raise InvalidArgument(f"elements{self.where}={self.elements!r} drew {bad!r}; values must be finite")
         values = torch.from_numpy(array).to(dtype)
         if self.elements is not None and not torch.isfinite(values).all():
             raise InvalidArgument(

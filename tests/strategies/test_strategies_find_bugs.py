@@ -157,4 +157,4 @@ def test_no_false_alarm_on_kinks_and_ties(fn, strategy):
 
     test_gradients()
     # the search did visit the points where these functions have kinks
-    assert seen["zeros"] >= 20 and seen["tied_max"] >= 20 and seen["three_way_tie"] >= 10, seen
+    assert seen["zeros"] >= 10 and seen["tied_max"] >= 10 and seen["three_way_tie"] >= 5, seen

@@ -126,10 +126,14 @@ def test_to_dict():
             lambda: gk.fuzz_gradients(torch.sin, [gst.tensors()], max_examples=0),
             "max_examples=0 must be an int >= 1",
         ),
-        (lambda: gk.fuzz_gradients(torch.sin, [gst.tensors()], seed=-1), "seed=-1 must be None or an int in [0, 2**64)"),
+        (
+            lambda: gk.fuzz_gradients(torch.sin, [gst.tensors()], seed=-1),
+            "seed=-1 must be None or an int in [0, 2**64)",
+        ),
         (
             lambda: gk.fuzz_gradients(torch.sin, "x"),
-            "strategy_or_strategies='x' must be a Hypothesis strategy of input tuples or a list of per-input strategies",
+            "strategy_or_strategies='x' must be a Hypothesis strategy of input tuples "
+            "or a list of per-input strategies",
         ),
         (
             lambda: gk.fuzz_gradients(torch.sin, [1.0]),

@@ -111,8 +111,8 @@ def test_noncontiguous_layout_is_a_real_strided_view_leaf(x):
         assert not x.is_contiguous()
     else:
         assert x.storage_offset() > 0
-    # the view lives inside a bigger buffer whose other elements are NaN
-    assert x.untyped_storage().nbytes() > x.numel() * x.element_size()
+    # a view of a buffer at least as big (a pure transpose needs no more room)
+    assert x.untyped_storage().nbytes() >= x.numel() * x.element_size()
     assert torch.isfinite(x).all()
     # gradients reach the leaf with its shape
     (x * 2).sum().backward()
@@ -139,7 +139,8 @@ def test_any_layout_draws_every_kind_of_view_often():
     offset_only = sum(x.is_contiguous() and x.storage_offset() > 0 for x in xs)
     strided = sum(not x.is_contiguous() for x in xs)
     transposed = sum(x.stride()[-1] != min(x.stride()) or x.stride()[-2] == 1 for x in xs)
-    assert contiguous > 20 and offset_only > 15 and strided > 60 and transposed > 10, (contiguous, offset_only, strided, transposed)
+    counts = (contiguous, offset_only, strided, transposed)
+    assert contiguous > 25 and offset_only > 8 and strided > 45 and transposed > 15, counts
 
 
 def test_special_values_and_ties_come_up_often():
