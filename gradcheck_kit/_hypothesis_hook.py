@@ -19,7 +19,7 @@ class _TorchGlobalRandom:
     def seed(self, seed: int) -> None:
         import torch
 
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
 
     def getstate(self):
         import torch

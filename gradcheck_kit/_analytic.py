@@ -1,0 +1,184 @@
+"""The autograd side: vector-Jacobian products (backward) and Jacobian-vector products (forward AD).
+
+Rows of ``V·J`` are computed in batches through ``is_grads_batched`` and columns ``J·u`` through
+``vmap(jvp)``; when torch cannot batch a function (a custom ``autograd.Function`` without a vmap rule)
+the same products are computed one at a time. Results come back as real coordinates in float64, so a
+complex input's gradient ``g`` reads as ``(Re g, Im g)`` per element (torch's convention: for a real
+loss ``L``, ``g = dL/d(re) + i dL/d(im)``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.autograd.forward_ad as fwAD
+
+from gradcheck_kit._evaluate import as_outputs, describe_exception, seed_global_rng
+from gradcheck_kit._inputs import batched_coords, from_coords
+
+__all__ = ["vjp_rows", "jvp_columns", "ForwardADUnsupported", "rows_from_coords"]
+
+#: largest number of elements (rows x input coordinates) one batched backward may produce
+BATCH_ELEMENTS = 1 << 24
+
+
+class ForwardADUnsupported(RuntimeError):
+    """The function cannot be differentiated in forward mode."""
+
+
+def rows_from_coords(rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``(r, n_out_coords)`` float64 -> ``(r, *out.shape)`` in the output's dtype (complex rebuilt)."""
+    shaped = from_coords(rows, out.shape, out.is_complex())
+    return shaped.to(out.dtype)
+
+
+def vjp_rows(
+    output: torch.Tensor,
+    leaves: Sequence[torch.Tensor],
+    rows: torch.Tensor,
+    *,
+    retain_graph: bool = True,
+) -> tuple[list[torch.Tensor], list[bool], str]:
+    """``rows``: ``(r, n_out_coords)``. Returns per leaf ``(r, n_leaf_coords)`` float64, whether any
+    gradient flowed to each leaf, and the path used (``batched`` or ``loop``)."""
+    r = rows.shape[0]
+    if not output.requires_grad:
+        zeros = [torch.zeros(r, _n(leaf), dtype=torch.float64) for leaf in leaves]
+        return zeros, [False] * len(leaves), "none"
+    per_leaf_cols = sum(_n(leaf) for leaf in leaves)
+    chunk = max(1, min(r, BATCH_ELEMENTS // max(per_leaf_cols, 1)))
+    results: list[list[torch.Tensor]] = [[] for _ in leaves]
+    flowed = [False] * len(leaves)
+    path = "batched"
+    if r == 1:
+        path = "single"
+    start = 0
+    while start < r:
+        block = rows[start : start + chunk]
+        grad_outputs = rows_from_coords(block, output)
+        grads = None
+        if path == "batched":
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    grads = torch.autograd.grad(
+                        output, leaves, grad_outputs=grad_outputs, retain_graph=True,
+                        allow_unused=True, is_grads_batched=True,
+                    )
+            except Exception:  # noqa: BLE001 - torch could not batch this backward: loop instead
+                path = "loop"
+        if grads is None:
+            per_row = []
+            for b in range(block.shape[0]):
+                per_row.append(
+                    torch.autograd.grad(output, leaves, grad_outputs=grad_outputs[b], retain_graph=True, allow_unused=True)
+                )
+            grads = [
+                None if all(g[k] is None for g in per_row)
+                else torch.stack([g[k] if g[k] is not None else torch.zeros_like(leaves[k]) for g in per_row])
+                for k in range(len(leaves))
+            ]
+        for k, g in enumerate(grads):
+            if g is None:
+                results[k].append(torch.zeros(block.shape[0], _n(leaves[k]), dtype=torch.float64))
+            else:
+                flowed[k] = True
+                _check_grad_meta(g, leaves[k])
+                results[k].append(batched_coords(g.detach()).to(torch.float64))
+        start += chunk
+    if not retain_graph:
+        pass
+    return [torch.cat(parts) for parts in results], flowed, path
+
+
+class GradientMetaError(RuntimeError):
+    pass
+
+
+def _check_grad_meta(g: torch.Tensor, leaf: torch.Tensor) -> None:
+    if tuple(g.shape[1:]) != tuple(leaf.shape):
+        raise GradientMetaError(f"gradient has shape {tuple(g.shape[1:])}, input has shape {tuple(leaf.shape)}")
+    if g.dtype != leaf.dtype:
+        raise GradientMetaError(f"gradient has dtype {g.dtype}, input has dtype {leaf.dtype}")
+    if g.device != leaf.device:
+        raise GradientMetaError(f"gradient is on {g.device}, input is on {leaf.device}")
+
+
+def _n(t: torch.Tensor) -> int:
+    return t.numel() * (2 if t.is_complex() else 1)
+
+
+def jvp_columns(
+    fn: Callable,
+    args: Sequence[Any],
+    i: int,
+    tangents: torch.Tensor,
+    output_indices: Sequence[int],
+    rng_seed: int,
+) -> tuple[list[torch.Tensor], str]:
+    """Forward-mode ``J·t`` for tangents ``(B, n_coords)`` of input ``i`` (as given, layout kept).
+
+    Returns per differentiable output ``(B, n_out_coords)`` float64 and the path used.
+    Raises :class:`ForwardADUnsupported` when the function has no forward-mode derivative.
+    """
+    primal = args[i]
+    shaped = from_coords(tangents, primal.shape, primal.is_complex()).to(primal.dtype)
+    try:
+        cols = _jvp_vmapped(fn, args, i, shaped, output_indices, rng_seed)
+        return cols, "batched"
+    except ForwardADUnsupported:
+        raise
+    except Exception:  # noqa: BLE001 - vmap could not run it: one jvp at a time
+        pass
+    per_col = [_jvp_single(fn, args, i, shaped[b], output_indices, rng_seed) for b in range(shaped.shape[0])]
+    return [torch.stack([c[o] for c in per_col]) for o in range(len(output_indices))], "loop"
+
+
+def _jvp_single(fn, args, i, tangent, output_indices, rng_seed) -> list[torch.Tensor]:
+    seed_global_rng(rng_seed)
+    with fwAD.dual_level():
+        call_args = list(args)
+        call_args[i] = fwAD.make_dual(args[i].detach(), tangent)
+        try:
+            outs = as_outputs(fn(*call_args))
+        except (NotImplementedError, RuntimeError) as exc:
+            text = str(exc)
+            if "forward AD" in text or "forward-mode" in text or "jvp" in text or "forward mode" in text:
+                raise ForwardADUnsupported(describe_exception(exc)) from None
+            raise
+        result = []
+        for k in output_indices:
+            primal, tangent_out = fwAD.unpack_dual(outs[k])
+            if tangent_out is None:
+                tangent_out = torch.zeros_like(primal)
+            result.append(_coords64(tangent_out))
+        return result
+
+
+def _jvp_vmapped(fn, args, i, tangents, output_indices, rng_seed) -> list[torch.Tensor]:
+    primal = args[i].detach()
+
+    def single(t):
+        def g(x):
+            call_args = list(args)
+            call_args[i] = x
+            outs = as_outputs(fn(*call_args))
+            return tuple(outs[k] for k in output_indices)
+
+        _, tangent_out = torch.func.jvp(g, (primal,), (t,))
+        return tangent_out
+
+    seed_global_rng(rng_seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outs = torch.func.vmap(single, randomness="error")(tangents)
+    return [batched_coords(o.detach()).to(torch.float64) for o in outs]
+
+
+def _coords64(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach()
+    if t.is_complex():
+        return torch.view_as_real(t.resolve_conj().contiguous()).reshape(-1).to(torch.float64)
+    return t.reshape(-1).to(torch.float64)

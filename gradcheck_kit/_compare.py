@@ -1,0 +1,89 @@
+"""Autograd values + numerical estimates + allowances -> which derivatives are wrong.
+
+Vectorised over any batch shape. A derivative passes when it matches the central estimate within
+``kappa * error + allowance``. When it does not, the one-sided estimates decide:
+
+- the point is a **kink** when the left and right slopes disagree and both are sharp: any value between
+  them is a valid subgradient (relu at 0, abs at 0, ties in max);
+- a kink *near* the point contaminates one side (and the central value): one side may rescue the check
+  only when the other side's error estimate is more than 4x larger, i.e. it looks contaminated;
+- a derivative that no estimate can be computed for (the function is not finite around the point) is
+  counted as unchecked, never as passed silently.
+
+A non-finite autograd value where a numerical value exists is always a mismatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from gradcheck_kit._finite_diff import Estimates
+
+__all__ = ["Verdict", "compare"]
+
+CONTAMINATION_RATIO = 4.0
+SHARPNESS = 4.0  # |right - left| must exceed SHARPNESS * kappa * (their errors) to count as a kink
+
+
+@dataclass
+class Verdict:
+    failed: torch.Tensor  # bool
+    kink: torch.Tensor  # bool: passed because the point is (next to) a kink
+    unchecked: torch.Tensor  # bool: no numerical value could be computed
+    numerical: torch.Tensor  # the numerical value shown for the derivative
+    allowed: torch.Tensor  # what was allowed against that value
+    ratio: torch.Tensor  # |autograd - numerical| / allowed (0 where unchecked)
+
+
+def _usable(value: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
+    return torch.isfinite(value) & torch.isfinite(err)
+
+
+def compare(analytic: torch.Tensor, est: Estimates, allowance: torch.Tensor, kappa: float) -> Verdict:
+    a = analytic
+    finite_a = torch.isfinite(a)
+    c_ok_num = _usable(est.central, est.central_err)
+    r_ok_num = _usable(est.right, est.right_err)
+    l_ok_num = _usable(est.left, est.left_err)
+
+    tol_c = kappa * est.central_err + allowance
+    tol_r = kappa * est.right_err + allowance
+    tol_l = kappa * est.left_err + allowance
+    diff_c = (a - est.central).abs()
+    diff_r = (a - est.right).abs()
+    diff_l = (a - est.left).abs()
+
+    pass_c = c_ok_num & finite_a & (diff_c <= tol_c)
+    pass_r = r_ok_num & finite_a & (diff_r <= tol_r)
+    pass_l = l_ok_num & finite_a & (diff_l <= tol_l)
+
+    spread = (est.right - est.left).abs()
+    both = r_ok_num & l_ok_num
+    disagree = both & (spread > tol_r + tol_l)
+    sharp = disagree & (SHARPNESS * kappa * (est.right_err + est.left_err) <= spread)
+    lo = torch.minimum(est.right, est.left) - torch.maximum(tol_r, tol_l)
+    hi = torch.maximum(est.right, est.left) + torch.maximum(tol_r, tol_l)
+    between = sharp & finite_a & (a >= lo) & (a <= hi)
+    rescue_r = pass_r & (~l_ok_num | (est.left_err > CONTAMINATION_RATIO * est.right_err))
+    rescue_l = pass_l & (~r_ok_num | (est.right_err > CONTAMINATION_RATIO * est.left_err))
+
+    unchecked = ~(c_ok_num | r_ok_num | l_ok_num)
+    passed = pass_c | between | rescue_r | rescue_l | unchecked
+    failed = ~passed
+    kink = passed & ~pass_c & ~unchecked
+
+    # what to show: the central value where it exists, else a usable side
+    side = torch.where(r_ok_num, est.right, est.left)
+    side_tol = torch.where(r_ok_num, tol_r, tol_l)
+    numerical = torch.where(c_ok_num, est.central, side)
+    allowed = torch.where(c_ok_num, tol_c, side_tol)
+    diff = (a - numerical).abs()
+    ratio = torch.where(allowed > 0, diff / allowed, torch.where(diff > 0, torch.inf, 0.0))
+    # a check rescued by a side is as close as that side says
+    side_ratio = torch.where(rescue_r, diff_r / tol_r, torch.where(rescue_l, diff_l / tol_l, torch.zeros_like(ratio)))
+    ratio = torch.where(kink, side_ratio, ratio)
+    ratio = torch.where(unchecked, torch.zeros_like(ratio), ratio)
+    ratio = torch.where(failed & ~finite_a, torch.full_like(ratio, torch.inf), ratio)
+    return Verdict(failed, kink, unchecked, numerical, allowed, torch.nan_to_num(ratio, nan=torch.inf))

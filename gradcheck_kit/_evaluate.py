@@ -1,0 +1,146 @@
+"""Calling the checked function: safely, with its randomness fixed, batched through vmap when it can be.
+
+Every call of ``fn`` starts from the same global RNG state (derived from the check's seed), so a
+function that draws random numbers (dropout) is the same function at every point; the caller's RNG
+state is restored by the checker afterwards. Batched evaluation uses ``torch.func.vmap``; functions vmap
+cannot run (custom ``autograd.Function`` without a vmap rule, ``.item()``, random draws) fall back to a
+Python loop, and the report says which path ran.
+"""
+
+from __future__ import annotations
+
+import traceback
+import warnings
+from typing import Any, Callable, Sequence
+
+import torch
+
+from gradcheck_kit._inputs import batched_coords, from_coords, is_differentiable
+from gradcheck_kit.errors import FunctionError
+
+__all__ = ["Evaluator", "as_outputs", "describe_exception", "seed_global_rng"]
+
+
+def seed_global_rng(seed: int) -> None:
+    """Reset the global RNG the function draws from (cheap: ``torch.manual_seed`` also queues lazy
+    seeding of every accelerator, which formats a stack trace on each call)."""
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
+
+
+def describe_exception(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    if frames:
+        last = frames[-1]
+        where = f" (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name})"
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message}{where}"
+
+
+def as_outputs(result: Any) -> tuple:
+    """The function's result as a tuple of tensors; anything else is a :class:`FunctionError`."""
+    if isinstance(result, torch.Tensor):
+        return (result,)
+    if isinstance(result, (tuple, list)) and result:
+        bad = [i for i, r in enumerate(result) if not isinstance(r, torch.Tensor)]
+        if bad:
+            i = bad[0]
+            raise FunctionError(
+                f"fn returned a {type(result).__name__} whose item {i} is a {type(result[i]).__name__}, not a tensor"
+            )
+        return tuple(result)
+    raise FunctionError(
+        f"fn returned {type(result).__name__}"
+        + (" (empty)" if isinstance(result, (tuple, list)) else "")
+        + "; it must return a tensor or a tuple/list of tensors"
+    )
+
+
+class Evaluator:
+    """Evaluates ``fn`` on numeric copies of the inputs (no autograd), one point or a batch of points."""
+
+    def __init__(
+        self,
+        fn: Callable,
+        base_args: Sequence[Any],
+        output_indices: Sequence[int],
+        rng_seed: int,
+        out_dtype: torch.dtype = torch.float64,
+    ):
+        self.fn = fn
+        self.base_args = list(base_args)
+        self.output_indices = list(output_indices)
+        self.rng_seed = rng_seed
+        self.out_dtype = out_dtype
+        self.evaluations = 0
+        self.vmap_failed: str | None = None
+        self.used_vmap = False
+
+    def call(self, args: Sequence[Any]) -> tuple:
+        seed_global_rng(self.rng_seed)
+        with torch.no_grad():
+            return as_outputs(self.fn(*args))
+
+    def outputs_at(self, replacements: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+        """Real coordinates (float64, flat) of the differentiable outputs at one point."""
+        args = list(self.base_args)
+        for i, t in replacements.items():
+            args[i] = t
+        outs = self.call(args)
+        self.evaluations += 1
+        return [_flat_coords(outs[k]) for k in self.output_indices]
+
+    def batched(self, i: int, points: torch.Tensor, shape: Sequence[int], complex_: bool) -> list[torch.Tensor]:
+        """``points``: ``(B, n_coords)`` values of input ``i``; returns per output ``(B, n_out_coords)``."""
+        batch = from_coords(points, shape, complex_)
+        self.evaluations += batch.shape[0]
+        if self.vmap_failed is None:
+            try:
+                result = self._vmapped(i, batch)
+                self.used_vmap = True
+                return result
+            except Exception as exc:  # noqa: BLE001 - any failure of vmap means: use the loop
+                self.vmap_failed = describe_exception(exc)
+        rows = []
+        for b in range(batch.shape[0]):
+            args = list(self.base_args)
+            args[i] = batch[b]
+            outs = self.call(args)
+            rows.append([_flat_coords(outs[k]) for k in self.output_indices])
+        return [torch.stack([r[o] for r in rows]) for o in range(len(self.output_indices))]
+
+    def _vmapped(self, i: int, batch: torch.Tensor) -> list[torch.Tensor]:
+        def single(xi: torch.Tensor):
+            args = list(self.base_args)
+            args[i] = xi
+            outs = as_outputs(self.fn(*args))
+            return tuple(outs[k] for k in self.output_indices)
+
+        seed_global_rng(self.rng_seed)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outs = torch.func.vmap(single, randomness="error")(batch)
+        return [batched_coords(o).to(_real_dtype(o)) for o in outs]
+
+    @property
+    def path(self) -> str:
+        if self.vmap_failed is not None:
+            return f"loop (vmap could not run fn: {self.vmap_failed})"
+        return "vmap" if self.used_vmap else "direct"
+
+
+def _real_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64
+
+
+def _flat_coords(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach()
+    if t.is_complex():
+        return torch.view_as_real(t.resolve_conj().contiguous()).reshape(-1).to(torch.float64)
+    return t.reshape(-1).to(torch.float64)
+
+
+def differentiable_output_indices(outs: Sequence[torch.Tensor]) -> list[int]:
+    return [k for k, o in enumerate(outs) if is_differentiable(o)]

@@ -1,0 +1,130 @@
+"""Numerical derivatives with error estimates. Pure: never raises a mismatch, never calls autograd.
+
+Every estimate here is a linear combination of the function's values at the stencil points
+``f(x + t·h)`` for ``t`` in ``0, +1, -1, +2, -2, ...`` (times each coordinate's step). The weights are
+computed once per stencil, so each estimate and its error terms are one ``tensordot``:
+
+- the central value (Richardson over central differences) and its truncation estimate,
+- the right and left one-sided values (Richardson over forward / backward differences), used to tell a
+  kink (left and right slopes differ) from a wrong gradient,
+- an empirical noise sample of ``f`` (the residual of the highest-degree polynomial the points allow),
+  which, with a round-off model, bounds the round-off part of each estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from gradcheck_kit import tolerances
+from gradcheck_kit.tolerances import Stencil
+
+__all__ = ["Weights", "weights_for", "Estimates", "estimate"]
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Weights over the points ``[0, +1, -1, +2, -2, ...]`` (in units of h; divide by h to use)."""
+
+    central: np.ndarray
+    central_prev: np.ndarray  # the previous Richardson level: |central - prev| estimates truncation
+    right: np.ndarray
+    right_prev: np.ndarray
+    left: np.ndarray
+    left_prev: np.ndarray
+    noise: np.ndarray  # unit-norm residual weights: kill polynomials of the highest degree the points allow
+
+
+def _richardson(values: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray]:
+    table = [list(values)]
+    for k in range(1, len(values)):
+        factor = float(base**k)
+        prev = table[-1]
+        table.append([(factor * prev[m] - prev[m + 1]) / (factor - 1) for m in range(len(prev) - 1)])
+    best = table[-1][0]
+    previous = table[-2][0] if len(table) > 1 else table[-1][0]
+    return best, previous
+
+
+@lru_cache(maxsize=None)
+def _weights(levels: int) -> Weights:
+    ts = [0.0]
+    for m in range(levels):
+        ts += [float(2**m), -float(2**m)]
+    n = len(ts)
+    eye = np.eye(n)
+    f0 = eye[0]
+
+    def at(t: float) -> np.ndarray:
+        return eye[ts.index(t)]
+
+    steps = [float(2**m) for m in range(levels)]
+    central, central_prev = _richardson([(at(s) - at(-s)) / (2 * s) for s in steps], base=4)
+    right, right_prev = _richardson([(at(s) - f0) / s for s in steps], base=2)
+    left, left_prev = _richardson([(f0 - at(-s)) / s for s in steps], base=2)
+    vander = np.vander(np.array(ts), n - 1, increasing=True)  # columns t^0 .. t^(n-2)
+    _, _, vt = np.linalg.svd(vander.T)
+    noise = vt[-1] / np.linalg.norm(vt[-1])
+    return Weights(central, central_prev, right, right_prev, left, left_prev, noise)
+
+
+def weights_for(stencil: Stencil) -> Weights:
+    return _weights(stencil.levels)
+
+
+@dataclass
+class Estimates:
+    """Numerical derivatives (value and error estimate) for a batch of derivatives of any shape."""
+
+    central: torch.Tensor
+    central_err: torch.Tensor
+    right: torch.Tensor
+    right_err: torch.Tensor
+    left: torch.Tensor
+    left_err: torch.Tensor
+
+
+def _apply(w: np.ndarray, values: torch.Tensor) -> torch.Tensor:
+    return torch.tensordot(torch.as_tensor(w, dtype=values.dtype, device=values.device), values, dims=1)
+
+
+def estimate(
+    values: torch.Tensor,
+    h: torch.Tensor,
+    fmag: torch.Tensor,
+    stencil: Stencil,
+    *,
+    x_abs: torch.Tensor | None = None,
+    pool_dim: int | None = None,
+) -> Estimates:
+    """Estimates from ``values`` of shape ``(points, *batch)``.
+
+    ``h``: the absolute step of each derivative (broadcasts to ``batch``); ``fmag``: a magnitude of the
+    projected function value (for the round-off model); ``x_abs``: |x| of the perturbed coordinate (the
+    point ``x + h`` is rounded, an error of about ``eps |x| / h`` relative); ``pool_dim``: a batch
+    dimension over which the noise of ``f`` is pooled (the perturbed coordinates of one output row).
+    """
+    w = weights_for(stencil)
+    e = tolerances.eps(stencil.dtype)
+    sample = _apply(w.noise, values).abs()
+    if pool_dim is not None and sample.shape[pool_dim] > 1:
+        pooled = sample.square().mean(dim=pool_dim, keepdim=True).sqrt()
+        sample = torch.maximum(sample, pooled)
+    sigma = torch.maximum(sample, tolerances.NOISE_MODEL_EPS * e * fmag)
+
+    def one(wv: np.ndarray, wprev: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        value = _apply(wv, values) / h
+        truncation = (value - _apply(wprev, values) / h).abs()
+        roundoff = float(np.abs(wv).sum()) * sigma / h
+        err = truncation + roundoff
+        if x_abs is not None:
+            err = err + e * (x_abs / h) * value.abs()
+        return value, err
+
+    central, central_err = one(w.central, w.central_prev)
+    right, right_err = one(w.right, w.right_prev)
+    left, left_err = one(w.left, w.left_prev)
+    return Estimates(central, central_err, right, right_err, left, left_err)

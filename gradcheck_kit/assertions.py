@@ -1,0 +1,217 @@
+"""Assertions: the only place the kit raises because a gradient is wrong."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+
+from gradcheck_kit._evaluate import as_outputs, describe_exception
+from gradcheck_kit._inputs import function_name, input_names, is_differentiable, layout_clone
+from gradcheck_kit._report import format_index
+from gradcheck_kit.checkers import check_gradients
+from gradcheck_kit.errors import FunctionError, GradientMismatch, InvalidArgument
+
+__all__ = ["assert_gradients_close", "assert_grad_equals", "DEFAULT_TOLERANCES"]
+
+#: (rtol, atol) per dtype for comparing autograd with a formula, as torch.testing.assert_close does
+DEFAULT_TOLERANCES = {
+    torch.float16: (1e-3, 1e-5),
+    torch.bfloat16: (1.6e-2, 1e-5),
+    torch.float32: (1.3e-6, 1e-5),
+    torch.float64: (1e-7, 1e-7),
+    torch.complex64: (1.3e-6, 1e-5),
+    torch.complex128: (1e-7, 1e-7),
+}
+LISTED = 8
+
+
+def assert_gradients_close(fn: Callable, *inputs: Any, **options: Any):
+    """:func:`check_gradients`, raising :class:`GradientMismatch` when it finds a wrong gradient.
+
+    Returns the report when the gradients are right.
+    """
+    __tracebackhide__ = True
+    report = check_gradients(fn, *inputs, **options)
+    if not report.ok:
+        raise GradientMismatch(str(report), report) from None
+    return report
+
+
+def assert_grad_equals(
+    fn: Callable,
+    inputs: Any,
+    expected: Any,
+    *,
+    grad_outputs: Any = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+) -> tuple:
+    """Assert that autograd's gradient of ``fn(*inputs)`` equals ``expected``.
+
+    ``inputs``: a tensor or a tuple of tensors (and other values); the differentiated inputs are those
+    that require grad, or every floating tensor when none does. ``expected``: a tensor, a tuple of
+    tensors (one per differentiated input), or a callable taking the inputs and returning them.
+    ``grad_outputs``: the vector passed to ``backward`` for a non-scalar output. Returns autograd's
+    gradients (a tuple, one per differentiated input). Inputs and their ``.grad`` are left untouched.
+    """
+    __tracebackhide__ = True
+    args = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs) if isinstance(inputs, (tuple, list)) else None
+    if args is None:
+        raise InvalidArgument(f"inputs={inputs!r} must be a tensor or a tuple of tensors")
+    for key, value in (("atol", atol), ("rtol", rtol)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise InvalidArgument(f"{key}={value!r} must be a non-negative number or None")
+    wrt = [i for i, t in enumerate(args) if is_differentiable(t) and t.requires_grad]
+    if not wrt:
+        wrt = [i for i, t in enumerate(args) if is_differentiable(t)]
+    if not wrt:
+        raise InvalidArgument(f"inputs={inputs!r} contain no floating-point tensor to differentiate")
+    names = input_names(fn, len(args), None)
+
+    if callable(expected) and not isinstance(expected, torch.Tensor):
+        with torch.no_grad():
+            expected = expected(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
+    if isinstance(expected, torch.Tensor):
+        expected = (expected,)
+    if not isinstance(expected, (tuple, list)) or not all(isinstance(e, torch.Tensor) for e in expected):
+        raise InvalidArgument(
+            f"expected={type(expected).__name__} must be a tensor, a tuple of tensors, or a callable returning them"
+        )
+    if len(expected) != len(wrt):
+        raise InvalidArgument(
+            f"expected has {len(expected)} tensor(s) but {len(wrt)} input(s) are differentiated "
+            f"({', '.join(names[i] for i in wrt)})"
+        )
+
+    grads, problem = _autograd(fn, args, wrt, grad_outputs)
+    failures: list[str] = []
+    for pos, i in enumerate(wrt):
+        got = grads[pos]
+        want = expected[pos].detach()
+        label = f"input {i} ({names[i]}, shape {tuple(args[i].shape)}, {str(args[i].dtype).replace('torch.', '')})"
+        if got is None:
+            flows = problem or "autograd gave no gradient (the output does not depend on it through the graph)"
+            if want.abs().sum() == 0:
+                continue
+            failures.append(f"no gradient flows to input {i} ({names[i]}): {flows}")
+            continue
+        if tuple(want.shape) != tuple(got.shape):
+            failures.append(
+                f"Gradient of {label}: expected has shape {tuple(want.shape)}, autograd's gradient has shape "
+                f"{tuple(got.shape)}"
+            )
+            continue
+        failures.extend(_compare_tensors(got, want, label, names[i], atol, rtol))
+    if failures:
+        message = "\n".join(failures)
+        message += f"\nReproduce: gk.assert_grad_equals({function_name(fn)}, ({', '.join(names)},), expected)"
+        raise GradientMismatch(message, None)
+    return tuple(grads)
+
+
+def _autograd(fn, args, wrt, grad_outputs) -> tuple[list, str]:
+    call = list(args)
+    leaves = []
+    for i in wrt:
+        leaf = layout_clone(args[i]).requires_grad_(True)
+        call[i] = leaf
+        leaves.append(leaf)
+    for i, a in enumerate(call):
+        if i not in wrt and isinstance(a, torch.Tensor):
+            call[i] = a.detach()
+    try:
+        with torch.enable_grad():
+            outs = as_outputs(fn(*call))
+    except FunctionError as exc:
+        raise FunctionError(f"assert_grad_equals: {exc}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise FunctionError(f"assert_grad_equals: fn raised {describe_exception(exc)}") from exc
+    if grad_outputs is None:
+        non_scalar = [k for k, o in enumerate(outs) if o.numel() != 1]
+        if non_scalar:
+            k = non_scalar[0]
+            raise InvalidArgument(
+                f"grad_outputs=None but output {k} of fn has shape {tuple(outs[k].shape)}; pass grad_outputs "
+                "(the vector given to backward) for a non-scalar output"
+            )
+        grad_outputs = tuple(torch.ones_like(o) for o in outs)
+    elif isinstance(grad_outputs, torch.Tensor):
+        grad_outputs = (grad_outputs,)
+    grad_outputs = tuple(grad_outputs)
+    if len(grad_outputs) != len(outs):
+        raise InvalidArgument(f"grad_outputs has {len(grad_outputs)} tensor(s) but fn returned {len(outs)} output(s)")
+    pairs = [(o, g) for o, g in zip(outs, grad_outputs) if o.requires_grad]
+    if not pairs:
+        return [None] * len(wrt), (
+            "the output does not require grad (detached, computed under torch.no_grad(), "
+            "or the input had requires_grad_(False))"
+        )
+    try:
+        grads = torch.autograd.grad(
+            [o for o, _ in pairs], leaves, grad_outputs=[g.to(o.dtype) for o, g in pairs], allow_unused=True
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise FunctionError(f"assert_grad_equals: backward raised {describe_exception(exc)}") from exc
+    return [None if g is None else g.detach() for g in grads], ""
+
+
+def _compare_tensors(got: torch.Tensor, want: torch.Tensor, label: str, name: str, atol, rtol) -> list[str]:
+    default_rtol, default_atol = DEFAULT_TOLERANCES.get(got.dtype, (1e-7, 1e-7))
+    rtol = default_rtol if rtol is None else rtol
+    atol = default_atol if atol is None else atol
+    g = got.to(torch.complex128 if got.is_complex() or want.is_complex() else torch.float64)
+    w = want.to(g.dtype)
+    diff = (g - w).abs()
+    allowed = atol + rtol * w.abs()
+    bad = ~(diff <= allowed)
+    bad |= torch.isnan(g) != torch.isnan(w)
+    both_nan = torch.isnan(g) & torch.isnan(w)
+    bad &= ~both_nan
+    n_bad = int(bad.sum())
+    if not n_bad:
+        return []
+    lines = [f"Gradient of {label} differs from expected: {n_bad} of {got.numel()} elements"]
+    flat = bad.reshape(-1).nonzero().reshape(-1)
+    order = torch.argsort(diff.reshape(-1)[flat].nan_to_num(math.inf), descending=True)[:LISTED]
+    rows = []
+    for pos in flat[order].tolist():
+        index = _unravel(pos, got.shape)
+        rows.append(
+            [
+                f"{name}{format_index(index)}",
+                f"autograd={_fmt(g.reshape(-1)[pos].item())}",
+                f"expected={_fmt(w.reshape(-1)[pos].item())}",
+                f"|diff|={float(diff.reshape(-1)[pos]):.1e}",
+                f"allowed {float(allowed.reshape(-1)[pos]):.1e}",
+            ]
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines += ["  " + "  ".join(c.ljust(wd) for c, wd in zip(r, widths)).rstrip() for r in rows]
+    if n_bad > LISTED:
+        lines.append(f"  ... and {n_bad - LISTED} more")
+    rel = diff / w.abs().clamp_min(torch.finfo(torch.float64).tiny)
+    worst_abs = int(diff.reshape(-1).nan_to_num(math.inf).argmax())
+    worst_rel = int(rel.reshape(-1).nan_to_num(math.inf).argmax())
+    lines.append(
+        f"  greatest absolute difference {float(diff.reshape(-1)[worst_abs]):.2e} at {name}"
+        f"{format_index(_unravel(worst_abs, got.shape))}, greatest relative difference "
+        f"{float(rel.reshape(-1)[worst_rel]):.2e} at {name}{format_index(_unravel(worst_rel, got.shape))} "
+        f"(allowed: atol={atol:g} + rtol={rtol:g}·|expected|)"
+    )
+    return lines
+
+
+def _fmt(value) -> str:
+    if isinstance(value, complex):
+        return f"{value.real:.6g}{value.imag:+.6g}j"
+    return f"{value:.6g}"
+
+
+def _unravel(pos: int, shape: Sequence[int]) -> tuple:
+    index = []
+    for size in reversed(tuple(shape)):
+        pos, r = divmod(pos, size)
+        index.append(r)
+    return tuple(reversed(index))

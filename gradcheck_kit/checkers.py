@@ -1,0 +1,868 @@
+"""``check_gradients``: autograd against finite differences, in the inputs' own dtype.
+
+Data flows one way: inputs -> numerical derivatives with error estimates (``_finite_diff``) and autograd
+derivatives (``_analytic``) -> comparison (``_compare``) -> :class:`GradientReport`. Nothing here raises
+because a gradient is wrong; see ``assertions`` for that.
+
+Two ways to compare:
+
+- **full**: every input coordinate is perturbed (batched through ``vmap``) and compared with autograd,
+  entry by entry of the Jacobian when it is small (``d out[k] / d x[j]``), else projected on the
+  output vector ``v`` (``d(v·out) / d x[j]``, one backward);
+- **directional**: random directions ``u`` (Rademacher, scaled per coordinate) against ``v·J·u``, a
+  constant number of evaluations whatever the size. ``mode="auto"`` picks by size and, when a
+  directional check fails, narrows it down to the wrong input elements.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from gradcheck_kit import _config, tolerances
+from gradcheck_kit._analytic import (
+    ForwardADUnsupported,
+    GradientMetaError,
+    jvp_columns,
+    vjp_rows,
+)
+from gradcheck_kit._compare import Verdict, compare
+from gradcheck_kit._evaluate import (
+    Evaluator,
+    as_outputs,
+    describe_exception,
+    differentiable_output_indices,
+    seed_global_rng,
+)
+from gradcheck_kit._finite_diff import Estimates, estimate
+from gradcheck_kit._inputs import (
+    coord_index,
+    coords,
+    function_name,
+    input_infos,
+    input_names,
+    is_differentiable,
+    layout_clone,
+    n_coords,
+    resolve_wrt,
+    safe_float,
+    scale_of,
+)
+from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch
+from gradcheck_kit.errors import FunctionError, InvalidArgument
+
+__all__ = ["check_gradients", "MODES"]
+
+MODES = ("auto", "full", "directional")
+FORWARD_AD = ("auto", True, False)
+#: full mode compares every Jacobian entry up to this many entries, else projections d(v·out)/dx
+JACOBIAN_ENTRIES = 1 << 20
+#: auto mode uses full mode up to this many Jacobian entries and input coordinates
+AUTO_ENTRIES = 1 << 20
+AUTO_COORDS = 1 << 13
+#: after a failed directional check, auto mode narrows down inputs up to this many coordinates
+NARROW_COORDS = 1 << 16
+#: elements of one batch of perturbed evaluations (inputs + outputs, per point)
+BATCH_ELEMENTS = 1 << 23
+#: mismatches kept per (check, input, output) group
+KEPT_PER_GROUP = 100
+DEFAULT_DIRECTIONS = 2
+
+
+def check_gradients(
+    fn: Callable,
+    *inputs: Any,
+    wrt: Any = None,
+    grad_outputs: Any = None,
+    mode: str | None = None,
+    order: int | None = None,
+    forward_ad: Any = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    seed: int | None = None,
+    input_names: Sequence[str] | None = None,
+    directions: int | None = None,
+    nondet_tol: float | None = None,
+) -> GradientReport:
+    """Compare autograd's derivatives of ``fn(*inputs)`` with finite differences; return a report.
+
+    ``wrt``: indices of the inputs to differentiate (default: the tensors that require grad, or every
+    floating tensor when none does). ``grad_outputs``: the vector ``v`` (one tensor per output) that
+    projects outputs where a projection is used (default: Gaussian, from the private generator).
+    ``mode``: ``"full"``, ``"directional"`` or ``"auto"``. ``order=2`` also checks the backward of the
+    backward. ``forward_ad``: ``True`` checks forward-mode AD too, ``"auto"`` where supported, ``False``
+    skips it. ``atol``/``rtol``: ``None`` derives the allowance for autograd's round-off from the dtype
+    (and a float64 run where possible); given values replace it (``atol + rtol·|numerical|``); the
+    numerical error estimate is always added. ``seed`` seeds every random choice (the caller's RNG is
+    untouched). ``input_names``: display names of the inputs in messages. ``directions``: random
+    directions per directional check (default 2). Keywords left ``None`` take the defaults of
+    ``gradcheck_kit._config.defaults`` (the pytest plugin sets them from its options).
+    """
+    options = _resolve_options(
+        mode=mode, order=order, forward_ad=forward_ad, atol=atol, rtol=rtol, seed=seed,
+        directions=directions, nondet_tol=nondet_tol,
+    )
+    if not callable(fn):
+        raise InvalidArgument(f"fn={fn!r} is not callable")
+    names = _names(fn, inputs, input_names)
+    wrt_list = resolve_wrt(inputs, wrt)
+    run = _Check(fn, inputs, wrt_list, names, grad_outputs, options)
+    report = run.execute()
+    _config.notify_report(report)
+    return report
+
+
+def _names(fn: Callable, inputs: Sequence[Any], given: Sequence[str] | None) -> list[str]:
+    return input_names(fn, len(inputs), given)
+
+
+def _resolve_options(**given: Any) -> dict:
+    defaults = _config.current_defaults()
+    options = {k: (defaults.get(k) if v is None else v) for k, v in given.items()}
+    for key, fallback in _config.BUILTIN_DEFAULTS.items():
+        if key in options and options[key] is None and fallback is not None:
+            options[key] = fallback
+    if options["mode"] not in MODES:
+        raise InvalidArgument(f"mode={options['mode']!r} is not one of {list(MODES)}")
+    if options["order"] not in (1, 2) or isinstance(options["order"], bool):
+        raise InvalidArgument(f"order={options['order']!r} must be 1 or 2")
+    if options["forward_ad"] not in FORWARD_AD or (
+        isinstance(options["forward_ad"], int) and not isinstance(options["forward_ad"], bool) and options["forward_ad"] not in (0, 1)
+    ):
+        raise InvalidArgument(f"forward_ad={options['forward_ad']!r} must be True, False or 'auto'")
+    for key in ("atol", "rtol"):
+        value = options[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0):
+            raise InvalidArgument(f"{key}={value!r} must be a non-negative number or None")
+    seed_value = options["seed"]
+    if isinstance(seed_value, bool) or not isinstance(seed_value, int):
+        raise InvalidArgument(f"seed={seed_value!r} must be an int")
+    d = options["directions"]
+    if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1):
+        raise InvalidArgument(f"directions={d!r} must be a positive int")
+    nd = options["nondet_tol"]
+    if nd is None:
+        options["nondet_tol"] = 0.0
+    elif isinstance(nd, bool) or not isinstance(nd, (int, float)) or nd < 0:
+        raise InvalidArgument(f"nondet_tol={nd!r} must be a non-negative number")
+    return options
+
+
+@contextmanager
+def _isolated_state() -> Iterator[None]:
+    """The caller's grad mode and RNG states are restored whatever the checked function does."""
+    grad_enabled = torch.is_grad_enabled()
+    cpu_rng = torch.random.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        torch.set_grad_enabled(grad_enabled)
+        torch.random.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+class _Failure(Exception):
+    """Internal: stop the check and report this message as an error."""
+
+
+class _Check:
+    def __init__(self, fn, inputs, wrt, names, grad_outputs, options):
+        self.fn = fn
+        self.inputs = list(inputs)
+        self.wrt = wrt
+        self.names = names
+        self.user_grad_outputs = grad_outputs
+        self.options = options
+        self.seed = options["seed"]
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.rng_seed = (self.seed * 2654435761 + 97) % (2**63)
+        self.report = GradientReport(
+            function=function_name(fn),
+            seed=self.seed,
+            inputs=input_infos(inputs, names, wrt),
+            options={k: v for k, v in options.items()},
+        )
+        self.report.reproduce = self._reproduce_line()
+
+    # ---------------------------------------------------------------------------------------------
+    def execute(self) -> GradientReport:
+        start = time.perf_counter()
+        with _isolated_state():
+            try:
+                self._run()
+            except _Failure as exc:
+                self.report.errors.append(str(exc))
+        self.report.elapsed = time.perf_counter() - start
+        return self.report
+
+    def _reproduce_line(self) -> str:
+        args = ", ".join(self.names)
+        extras = []
+        defaults = _config.BUILTIN_DEFAULTS
+        for key in ("mode", "order", "forward_ad", "atol", "rtol", "directions"):
+            if self.options.get(key) != defaults.get(key):
+                extras.append(f"{key}={self.options[key]!r}")
+        if self.wrt != [i for i, t in enumerate(self.inputs) if is_differentiable(t) and t.requires_grad]:
+            extras.append(f"wrt={self.wrt}")
+        extras.append(f"seed={self.seed}")
+        name = function_name(self.fn).replace(".apply", ".apply")
+        return f"gk.assert_gradients_close({name}, {args}, {', '.join(extras)})"
+
+    # ---------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        report = self.report
+        # 1. autograd's forward on the inputs as given (layout kept, storage of our own)
+        self.leaves = {}
+        analytic_args = []
+        for i, t in enumerate(self.inputs):
+            if isinstance(t, torch.Tensor):
+                clone = layout_clone(t)
+                if i in self.wrt:
+                    clone.requires_grad_(True)
+                    self.leaves[i] = clone
+                analytic_args.append(clone)
+            else:
+                analytic_args.append(t)
+        self.analytic_args = analytic_args
+        snapshot = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in analytic_args]
+        outs = self._call_with_grad(analytic_args)
+        for i, (a, before) in enumerate(zip(analytic_args, snapshot)):
+            if before is not None and not torch.equal(a.detach(), before) and not (
+                torch.isnan(before).any() if before.is_floating_point() else False
+            ):
+                report.notes.append(
+                    f"fn modified input {i} ({self.names[i]}) in place; the check used the modified values"
+                )
+        self.outs = outs
+        self.out_idx = differentiable_output_indices(outs)
+        report.outputs = [
+            f"{tuple(o.shape)} {str(o.dtype).replace('torch.', '')}" for o in outs
+        ]
+        if not self.out_idx:
+            raise _Failure(
+                "fn returned no floating-point or complex tensor: " + ", ".join(report.outputs)
+            )
+        for k in self.out_idx:
+            bad = (~torch.isfinite(outs[k].detach())).sum().item()
+            if bad:
+                raise _Failure(
+                    f"output {k} of fn has {bad} non-finite value(s) (NaN or inf) at the given inputs; "
+                    "gradients cannot be checked there"
+                )
+        # 2. numerics: in float64 where fn runs in float64, else in the inputs' dtype
+        self._choose_numeric_dtype()
+        # 3. projections v of the outputs
+        self.v = self._output_vectors()
+        # 4. mode
+        n_in = sum(n_coords(self.inputs[i]) for i in self.wrt)
+        n_out = sum(n_coords(outs[k]) for k in self.out_idx)
+        self.n_in, self.n_out = n_in, n_out
+        mode = self.options["mode"]
+        if mode == "auto":
+            mode = "full" if (n_in * n_out <= AUTO_ENTRIES and n_in <= AUTO_COORDS) else "directional"
+        report.mode = mode
+        self.backward_check(mode)
+        self.forward_check(mode)
+        self.second_order_check()
+        report.evaluations = self.evaluator.evaluations + self.extra_evaluations
+        report.path = self.evaluator.path
+        report.method = self.stencil.describe() + (
+            f" at the {self.low_dtype_name} point" if self.reference else ""
+        )
+        if self.reference:
+            report.notes.insert(
+                0,
+                f"numerical derivatives evaluated in float64 at the {self.low_dtype_name} point; autograd checked in "
+                f"{self.low_dtype_name}, its round-off allowance measured against a float64 autograd run",
+            )
+        elif self.no_reference_reason:
+            report.notes.append(self.no_reference_reason)
+
+    # ---------------------------------------------------------------------------------------------
+    def _call_with_grad(self, args) -> tuple:
+        seed_global_rng(self.rng_seed)
+        try:
+            with torch.enable_grad():
+                result = self.fn(*args)
+        except Exception as exc:  # noqa: BLE001 - the function's own failure is reported, not raised
+            raise _Failure(f"fn raised {describe_exception(exc)} when called with the inputs as given") from None
+        try:
+            return as_outputs(result)
+        except FunctionError as exc:
+            raise _Failure(str(exc)) from None
+
+    def _choose_numeric_dtype(self) -> None:
+        self.extra_evaluations = 1  # the analytic forward
+        low = [self.inputs[i].dtype for i in self.wrt if tolerances.eps(self.inputs[i].dtype) > 1e-15]
+        self.reference = False
+        self.no_reference_reason = ""
+        self.low_dtype_name = ""
+        if low:
+            self.low_dtype_name = str(low[0]).replace("torch.", "")
+            ref_args = [_to_double(t) for t in self.inputs]
+            try:
+                seed_global_rng(self.rng_seed)
+                with torch.no_grad():
+                    ref_outs = as_outputs(self.fn(*ref_args))
+                self.extra_evaluations += 1
+                ok = len(ref_outs) == len(self.outs) and all(
+                    ref_outs[k].dtype in (torch.float64, torch.complex128)
+                    and ref_outs[k].shape == self.outs[k].shape
+                    for k in self.out_idx
+                )
+                if ok:
+                    self.reference = True
+                    base = ref_args
+                else:
+                    dts = ", ".join(str(ref_outs[k].dtype) for k in self.out_idx if k < len(ref_outs))
+                    self.no_reference_reason = (
+                        f"fn does not compute in float64 (float64 inputs gave {dts}): numerical derivatives in "
+                        f"{self.low_dtype_name}, so resolution is coarse"
+                    )
+            except Exception as exc:  # noqa: BLE001
+                self.no_reference_reason = (
+                    f"fn cannot run in float64 ({describe_exception(exc)}): numerical derivatives in "
+                    f"{self.low_dtype_name}, so resolution is coarse"
+                )
+        if not self.reference:
+            base = [t.detach().clone() if isinstance(t, torch.Tensor) else t for t in self.inputs]
+        num_dtype = torch.float64
+        if not self.reference and low:
+            num_dtype = _real_of(low[0])
+        self.num_dtype = num_dtype
+        self.stencil = tolerances.stencil_for(num_dtype)
+        base = [b.contiguous() if isinstance(b, torch.Tensor) else b for b in base]
+        self.evaluator = Evaluator(self.fn, base, self.out_idx, self.rng_seed)
+        self.f0 = self.evaluator.outputs_at({})
+
+    def _output_vectors(self) -> dict[int, torch.Tensor]:
+        """v per differentiable output, as float64 real coordinates of the output's own dtype values."""
+        given = self.user_grad_outputs
+        if given is not None:
+            if isinstance(given, torch.Tensor):
+                given = (given,)
+            given = tuple(given)
+            if len(given) != len(self.outs):
+                raise InvalidArgument(
+                    f"grad_outputs has {len(given)} tensor(s) but fn returned {len(self.outs)} output(s)"
+                )
+        vectors = {}
+        for k in self.out_idx:
+            out = self.outs[k]
+            if given is not None:
+                g = given[k]
+                if not isinstance(g, torch.Tensor) or tuple(g.shape) != tuple(out.shape):
+                    shape = tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__
+                    raise InvalidArgument(
+                        f"grad_outputs[{k}] has shape {shape}; output {k} has shape {tuple(out.shape)}"
+                    )
+                v = g.detach().to(out.dtype)
+            else:
+                v = torch.randn(out.shape, generator=self.gen, dtype=torch.float64)
+                if out.is_complex():
+                    v = torch.complex(v, torch.randn(out.shape, generator=self.gen, dtype=torch.float64))
+                v = v.to(out.dtype)
+            vectors[k] = coords(v).to(torch.float64)
+        return vectors
+
+    # ---------------------------------------------------------------------------------------------
+    # full mode
+    def _full_numerics(self, i: int, rows: dict[int, str]) -> dict[int, Estimates]:
+        """Numerical derivatives of every output row w.r.t. every coordinate of input ``i``.
+
+        ``rows[k]`` is ``"jacobian"`` (one row per output coordinate) or ``"projected"`` (one row: v·out).
+        Returns per output an :class:`Estimates` of shape ``(n_i, r_k)``.
+        """
+        x = self.evaluator.base_args[i]
+        xc = coords(x).to(torch.float64)
+        n_i = xc.numel()
+        complex_ = x.is_complex()
+        step = self.stencil.h0 * scale_of(xc)
+        mult = torch.tensor(self.stencil.multipliers, dtype=torch.float64)
+        npts = mult.numel()
+        per_point = n_i + sum(self.f0[o].numel() for o in range(len(self.out_idx)))
+        cols_per_batch = max(1, BATCH_ELEMENTS // (per_point * npts))
+        values = {
+            k: torch.empty(npts + 1, n_i, self._rows(k, rows[k]), dtype=torch.float64) for k in self.out_idx
+        }
+        for pos, k in enumerate(self.out_idx):
+            values[k][0] = self._project(k, rows[k], self.f0[pos].unsqueeze(0))[0]
+        base = xc.to(x.dtype if not complex_ else _real_of(x.dtype))
+        for start in range(0, n_i, cols_per_batch):
+            cols = torch.arange(start, min(n_i, start + cols_per_batch))
+            b = cols.numel()
+            points = base.expand(npts * b, n_i).clone()
+            offsets = (mult.unsqueeze(1) * step[cols].unsqueeze(0)).reshape(-1)  # (npts*b,)
+            rows_idx = torch.arange(npts * b)
+            col_idx = cols.repeat(npts)
+            points[rows_idx, col_idx] = (base[col_idx].to(torch.float64) + offsets).to(points.dtype)
+            outs = self.evaluator.batched(i, points, x.shape, complex_)
+            for pos, k in enumerate(self.out_idx):
+                proj = self._project(k, rows[k], outs[pos])  # (npts*b, r)
+                values[k][1:, start : start + b] = proj.reshape(npts, b, -1)
+        # actual steps as represented in the numeric dtype
+        h = step.unsqueeze(1)
+        estimates = {}
+        for k in self.out_idx:
+            pos = self.out_idx.index(k)
+            fmag = self._project(k, rows[k], self.f0[pos].abs().unsqueeze(0), absolute=True)  # (1, r)
+            estimates[k] = estimate(values[k], h, fmag, self.stencil, x_abs=xc.abs().unsqueeze(1), pool_dim=0)
+        return estimates
+
+    def _rows(self, k: int, kind: str) -> int:
+        return self.f0[self.out_idx.index(k)].numel() if kind == "jacobian" else 1
+
+    def _project(self, k: int, kind: str, values: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+        """``(B, n_out_coords)`` -> ``(B, r)``."""
+        if kind == "jacobian":
+            return values
+        v = self.v[k].abs() if absolute else self.v[k]
+        return (values @ v).unsqueeze(1)
+
+    def _row_vectors(self, k: int, kind: str) -> torch.Tensor:
+        if kind == "jacobian":
+            return torch.eye(self.f0[self.out_idx.index(k)].numel(), dtype=torch.float64)
+        return self.v[k].unsqueeze(0)
+
+    def _analytic_full(self, rows: dict[int, str], leaves: dict[int, torch.Tensor], outs) -> tuple[dict, dict, str]:
+        """Autograd's rows: per (input, output) ``(n_i, r_k)`` float64, and whether a gradient flowed."""
+        results, flowed = {}, {}
+        path = "single"
+        order = list(self.wrt)
+        leaf_list = [leaves[i] for i in order]
+        for k in self.out_idx:
+            try:
+                per_leaf, flow, p = vjp_rows(outs[k], leaf_list, self._row_vectors(k, rows[k]))
+            except GradientMetaError as exc:
+                raise _Failure(f"autograd returned a malformed gradient for output {k}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - a failing backward is reported
+                raise _Failure(f"backward of output {k} raised {describe_exception(exc)}") from None
+            path = p if p not in ("single", "none") else path
+            for i, g, f in zip(order, per_leaf, flow):
+                results[(i, k)] = g.T.contiguous()
+                flowed[(i, k)] = f
+        return results, flowed, path
+
+    def _reference_leaves(self):
+        """float64 copies of the inputs with a fresh graph, for the autograd round-off allowance."""
+        args = [_to_double(t) for t in self.inputs]
+        leaves = {}
+        for i in self.wrt:
+            args[i] = args[i].detach().clone().requires_grad_(True)
+            leaves[i] = args[i]
+        seed_global_rng(self.rng_seed)
+        with torch.enable_grad():
+            outs = as_outputs(self.fn(*args))
+        self.extra_evaluations += 1
+        return args, leaves, outs
+
+    def backward_check(self, mode: str) -> None:
+        if mode == "full":
+            self._backward_full()
+        else:
+            self._backward_directional()
+
+    def _full_rows(self) -> dict[int, str]:
+        rows = {}
+        for k in self.out_idx:
+            n_k = self.f0[self.out_idx.index(k)].numel()
+            rows[k] = "jacobian" if self.n_in * n_k <= JACOBIAN_ENTRIES else "projected"
+        return rows
+
+    def _backward_full(self, *, inputs: Sequence[int] | None = None, check_name: str = "backward") -> None:
+        rows = self._full_rows() if inputs is None else {k: "projected" for k in self.out_idx}
+        inputs = list(self.wrt) if inputs is None else list(inputs)
+        analytic, flowed, path = self._analytic_full(rows, self.leaves, self.outs)
+        reference = None
+        if self.reference:
+            try:
+                _, ref_leaves, ref_outs = self._reference_leaves()
+                reference, _, _ = self._analytic_full(rows, ref_leaves, ref_outs)
+            except _Failure:
+                reference = None
+        extra = self._global_scales(rows, reference if reference is not None else analytic, inputs)
+        self.full_state = {"rows": rows, "estimates": {}, "reference": reference, "extra": extra}
+        total = sum(
+            n_coords(self.inputs[i]) * self._rows(k, rows[k]) for i in inputs for k in self.out_idx
+        )
+        kap = tolerances.kappa(total)
+        failed_any = False
+        for i in inputs:
+            est = self._full_numerics(i, rows)
+            self.full_state["estimates"][i] = est
+            for k in self.out_idx:
+                a = analytic[(i, k)]
+                ref = reference[(i, k)] if reference is not None else None
+                allow = self._allowance_full(i, a, ref, est[k], extra[(i, k)])
+                verdict = compare(a, est[k], allow, kap)
+                failed_any |= self._record(check_name, i, k, rows[k], a, verdict, flowed.get((i, k), True))
+        kinds = sorted(set(rows.values()))
+        detail = f"full, {'/'.join(kinds)}, numerical {self.evaluator.path}, autograd {path}"
+        self.report.checks.append(CheckResult(check_name, "failed" if failed_any else "passed", detail))
+
+    def _natural_scale(self, i: int, k: int, kind: str) -> float:
+        """A derivative's natural size, |out| / max(|x|, 1): round-off of terms that cancel to an exact
+        zero (a shift-invariant input, say) is of this order even where the Jacobian is zero."""
+        pos = self.out_idx.index(k)
+        out_rms = float(self.f0[pos].square().mean().sqrt())
+        x_rms = float(coords(self.inputs[i]).to(torch.float64).square().mean().sqrt())
+        v_norm = 1.0 if kind == "jacobian" else float(self.v[k].norm())
+        return v_norm * out_rms / max(x_rms, 1.0)
+
+    def _global_scales(self, rows: dict, jac: dict, inputs: Sequence[int]) -> dict:
+        """Per (input, output): the rms of every Jacobian entry of that output (all inputs) plus the
+        natural scale; added to each entry's own scale so exact zeros get a round-off allowance."""
+        extra = {}
+        for k in self.out_idx:
+            total = sum(float(jac[(i, k)].nan_to_num(0.0).square().sum()) for i in self.wrt if (i, k) in jac)
+            count = sum(jac[(i, k)].numel() for i in self.wrt if (i, k) in jac)
+            rms = (total / max(count, 1)) ** 0.5
+            for i in inputs:
+                extra[(i, k)] = rms + self._natural_scale(i, k, rows[k])
+        return extra
+
+    def _allowance_full(
+        self, i: int, a: torch.Tensor, ref: torch.Tensor | None, est: Estimates, extra: float = 0.0
+    ) -> torch.Tensor:
+        if self.options["atol"] is not None or self.options["rtol"] is not None:
+            atol = self.options["atol"] or 0.0
+            rtol = self.options["rtol"] or 0.0
+            return atol + rtol * est.central.abs().nan_to_num(0.0)
+        base = ref if ref is not None else a
+        base = base.nan_to_num(0.0, posinf=0.0, neginf=0.0)
+        row_rms = base.square().mean(dim=0, keepdim=True).sqrt()
+        scale = base.abs() + row_rms + extra
+        measured = (a - ref).abs().nan_to_num(0.0) if ref is not None else None
+        policy = tolerances.AnalyticAllowance(self.inputs[i].dtype, ref is not None)
+        return policy.allowance(scale, measured)
+
+    def _record(self, check: str, i: int, k: int, kind: str, a: torch.Tensor, verdict: Verdict, flowed: bool) -> bool:
+        """Add a group summary and its mismatches; return whether anything failed."""
+        report = self.report
+        group = GroupSummary(check, i, k, kind)
+        group.compared = int(a.numel() - verdict.unchecked.sum().item())
+        group.unchecked = int(verdict.unchecked.sum().item())
+        group.failed = int(verdict.failed.sum().item())
+        group.kinks = int(verdict.kink.sum().item())
+        finite_ratio = verdict.ratio
+        group.worst_ratio = float(finite_ratio.max().item()) if finite_ratio.numel() else 0.0
+        report.groups.append(group)
+        x = self.inputs[i]
+        name = self.names[i]
+        if group.kinks:
+            report.notes.append(
+                f"{group.kinks} derivative(s) of output {k} w.r.t. {name} sit at or next to a kink (left and right "
+                "slopes differ); autograd's value was accepted where it lies between them or matches the clean side"
+            )
+        if group.unchecked:
+            report.notes.append(
+                f"{group.unchecked} derivative(s) of output {k} w.r.t. {name} could not be checked: fn is not "
+                "finite around the point"
+            )
+        if not flowed and check == "backward":
+            report.notes.append(
+                f"no gradient flows to input {i} ({name}) from output {k}: autograd treats it as not used "
+                "(detached, computed under no_grad, or requires_grad_(False)); compared as zero"
+            )
+        if not group.failed:
+            return False
+        idx = verdict.failed.nonzero()
+        ratios = verdict.ratio[verdict.failed]
+        order = torch.argsort(ratios, descending=True)[:KEPT_PER_GROUP]
+        xc = coords(x)
+        for pos in order.tolist():
+            j, r = idx[pos].tolist()
+            index, part = coord_index(j, x.shape, x.is_complex())
+            out_shape = self.outs[k].shape
+            out_elem = None
+            note = []
+            if kind == "jacobian":
+                out_elem, opart = coord_index(r, out_shape, self.outs[k].is_complex())
+                if opart:
+                    note.append(f"output {opart}")
+            if part:
+                note.append(f"input {part}")
+            if not flowed:
+                note.append(f"no gradient flows to input {i}: autograd gave none")
+            analytic_value = float(a[j, r])
+            if not math.isfinite(analytic_value):
+                note.append("autograd's value is not finite where the numerical one is")
+            report.mismatches.append(
+                Mismatch(
+                    check=check,
+                    input_index=i,
+                    output_index=k,
+                    index=index,
+                    analytic=analytic_value,
+                    numerical=float(verdict.numerical[j, r]),
+                    abs_error=abs(analytic_value - float(verdict.numerical[j, r])),
+                    allowed=float(verdict.allowed[j, r]),
+                    output_element=out_elem,
+                    input_name=name,
+                    input_value=safe_float(xc[j]),
+                    kind=kind,
+                    note="; ".join(note),
+                )
+            )
+        return True
+
+    # ---------------------------------------------------------------------------------------------
+    # directional mode
+    def _directions(self) -> dict[int, torch.Tensor]:
+        d = self.options["directions"] or DEFAULT_DIRECTIONS
+        self.n_directions = d
+        u = {}
+        for i in self.wrt:
+            xc = coords(self.evaluator.base_args[i]).to(torch.float64)
+            signs = torch.randint(0, 2, (d, xc.numel()), generator=self.gen, dtype=torch.int8).to(torch.float64) * 2 - 1
+            u[i] = signs * scale_of(xc).unsqueeze(0)
+        return u
+
+    def _directional_numerics(self, u: dict[int, torch.Tensor]) -> Estimates:
+        h = self.stencil.h0
+        mult = self.stencil.multipliers
+        d = self.n_directions
+        n_out = len(self.out_idx)
+        values = torch.empty(len(mult) + 1, n_out, d, dtype=torch.float64)
+        for pos, k in enumerate(self.out_idx):
+            values[0, pos, :] = self.f0[pos] @ self.v[k]
+        for di in range(d):
+            for p, m in enumerate(mult):
+                repl = {}
+                for i in self.wrt:
+                    x = self.evaluator.base_args[i]
+                    xc = coords(x).to(torch.float64) + (m * h) * u[i][di]
+                    repl[i] = _from_flat(xc, x)
+                outs = self.evaluator.outputs_at(repl)
+                for pos, k in enumerate(self.out_idx):
+                    values[p + 1, pos, di] = outs[pos] @ self.v[k]
+        fmag = torch.stack([self.f0[pos].abs() @ self.v[k].abs() for pos, k in enumerate(self.out_idx)]).unsqueeze(1)
+        return estimate(values, torch.tensor(h, dtype=torch.float64), fmag, self.stencil, pool_dim=1)
+
+    def _vjp_vectors(self, leaves: dict[int, torch.Tensor], outs) -> tuple[dict, dict]:
+        """g[(i, k)] = v_k · d out_k / d x_i as float64 coordinates, and whether a gradient flowed."""
+        grads, flowed = {}, {}
+        order = list(self.wrt)
+        for k in self.out_idx:
+            try:
+                per_leaf, flow, _ = vjp_rows(outs[k], [leaves[i] for i in order], self.v[k].unsqueeze(0))
+            except GradientMetaError as exc:
+                raise _Failure(f"autograd returned a malformed gradient for output {k}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001
+                raise _Failure(f"backward of output {k} raised {describe_exception(exc)}") from None
+            for i, g, f in zip(order, per_leaf, flow):
+                grads[(i, k)] = g[0]
+                flowed[(i, k)] = f
+        return grads, flowed
+
+    def _backward_directional(self) -> None:
+        u = self._directions()
+        est = self._directional_numerics(u)
+        grads, flowed = self._vjp_vectors(self.leaves, self.outs)
+        ref = None
+        if self.reference:
+            try:
+                _, ref_leaves, ref_outs = self._reference_leaves()
+                ref, _ = self._vjp_vectors(ref_leaves, ref_outs)
+            except Exception:  # noqa: BLE001 - no reference: blanket allowance
+                ref = None
+        self.directional_state = {"u": u, "estimates": est, "grads": grads, "grads_ref": ref}
+        a = self._project_directional(grads, u)
+        allow, scale = self._allowance_directional(grads, ref, u, est)
+        kap = tolerances.kappa(a.numel())
+        verdict = compare(a, est, allow, kap)
+        failed = self._record_directional("backward", a, verdict, all(flowed.values()))
+        self.report.resolution = float((verdict.allowed / scale.clamp_min(1e-300)).max())
+        detail = f"directional, {self.n_directions} direction(s), {self.stencil.points} evaluations each"
+        self.report.checks.append(CheckResult("backward", "failed" if failed else "passed", detail))
+        if failed and self.options["mode"] == "auto":
+            self._narrow()
+
+    def _project_directional(self, grads: dict, u: dict) -> torch.Tensor:
+        a = torch.zeros(len(self.out_idx), self.n_directions, dtype=torch.float64)
+        for pos, k in enumerate(self.out_idx):
+            for i in self.wrt:
+                a[pos] += u[i] @ grads[(i, k)]
+        return a
+
+    def _allowance_directional(self, grads, ref, u, est) -> tuple[torch.Tensor, torch.Tensor]:
+        n_out = len(self.out_idx)
+        scale = torch.zeros(n_out, 1, dtype=torch.float64)
+        measured = torch.zeros(n_out, 1, dtype=torch.float64) if ref is not None else None
+        for pos, k in enumerate(self.out_idx):
+            for i in self.wrt:
+                s = u[i][0].abs()
+                base = (ref[(i, k)] if ref is not None else grads[(i, k)]).nan_to_num(0.0)
+                scale[pos] += (base * s).square().sum()
+                if measured is not None:
+                    measured[pos] += ((grads[(i, k)] - ref[(i, k)]) * s).nan_to_num(0.0).square().sum()
+        scale = scale.sqrt()
+        for pos, k in enumerate(self.out_idx):
+            scale[pos] += max(self._natural_scale(i, k, "projected") for i in self.wrt)
+        if measured is not None:
+            measured = measured.sqrt()
+        if self.options["atol"] is not None or self.options["rtol"] is not None:
+            allow = (self.options["atol"] or 0.0) + (self.options["rtol"] or 0.0) * est.central.abs().nan_to_num(0.0)
+            return allow, scale.expand(n_out, self.n_directions)
+        dtype = min((self.inputs[i].dtype for i in self.wrt), key=lambda dt: -tolerances.eps(dt))
+        policy = tolerances.AnalyticAllowance(dtype, measured is not None)
+        allow = policy.allowance(scale, measured).expand(n_out, self.n_directions)
+        return allow, scale.expand(n_out, self.n_directions)
+
+    def _record_directional(self, check: str, a: torch.Tensor, verdict: Verdict, flowed: bool) -> bool:
+        failed_any = False
+        first_input = self.wrt[0]
+        for pos, k in enumerate(self.out_idx):
+            group = GroupSummary(check, first_input if len(self.wrt) == 1 else -1, k, "directional")
+            group.compared = int((~verdict.unchecked[pos]).sum())
+            group.unchecked = int(verdict.unchecked[pos].sum())
+            group.failed = int(verdict.failed[pos].sum())
+            group.kinks = int(verdict.kink[pos].sum())
+            group.worst_ratio = float(verdict.ratio[pos].max())
+            self.report.groups.append(group)
+            for di in range(a.shape[1]):
+                if not verdict.failed[pos, di]:
+                    continue
+                failed_any = True
+                analytic_value = float(a[pos, di])
+                self.report.mismatches.append(
+                    Mismatch(
+                        check=check,
+                        input_index=group.input_index,
+                        output_index=k,
+                        index=(di,),
+                        analytic=analytic_value,
+                        numerical=float(verdict.numerical[pos, di]),
+                        abs_error=abs(analytic_value - float(verdict.numerical[pos, di])),
+                        allowed=float(verdict.allowed[pos, di]),
+                        input_name="+".join(self.names[i] for i in self.wrt),
+                        kind="directional",
+                        note="" if flowed else "some input gets no gradient from autograd",
+                    )
+                )
+        return failed_any
+
+    def _narrow(self) -> None:
+        small = [i for i in self.wrt if n_coords(self.inputs[i]) <= NARROW_COORDS]
+        if not small:
+            self.report.notes.append(
+                f"the directional check failed; inputs are larger than {NARROW_COORDS} elements, so the wrong "
+                "elements were not narrowed down (run with mode='full' to list them)"
+            )
+            return
+        self.report.notes.append(
+            "the directional check failed; the wrong elements were narrowed down with a full check of "
+            "d(v·out)/dx for " + ", ".join(self.names[i] for i in small)
+        )
+        self._backward_full(inputs=small, check_name="backward")
+        # the narrowing check repeats the name: keep one entry, failed if either failed
+        results = [c for c in self.report.checks if c.name == "backward"]
+        if len(results) == 2:
+            self.report.checks.remove(results[1])
+            self.report.checks[self.report.checks.index(results[0])] = CheckResult(
+                "backward", "failed", results[0].detail + "; narrowed: " + results[1].detail
+            )
+
+    # ---------------------------------------------------------------------------------------------
+    def forward_check(self, mode: str) -> None:
+        setting = self.options["forward_ad"]
+        if setting is False:
+            self.report.checks.append(CheckResult("forward_ad", "skipped", "forward_ad=False"))
+            return
+        try:
+            if mode == "full" and hasattr(self, "full_state"):
+                failed = self._forward_full()
+            else:
+                failed = self._forward_directional()
+        except ForwardADUnsupported as exc:
+            status = "skipped" if setting == "auto" else "error"
+            self.report.checks.append(CheckResult("forward_ad", status, f"fn does not support forward-mode AD: {exc}"))
+            return
+        except Exception as exc:  # noqa: BLE001
+            status = "skipped" if setting == "auto" else "error"
+            self.report.checks.append(
+                CheckResult("forward_ad", status, f"forward-mode AD raised {describe_exception(exc)}")
+            )
+            return
+        self.report.checks.append(CheckResult("forward_ad", "failed" if failed else "passed", mode))
+
+    def _forward_full(self) -> bool:
+        state = self.full_state
+        rows = state["rows"]
+        failed_any = False
+        total = sum(n_coords(self.inputs[i]) * self._rows(k, rows[k]) for i in state["estimates"] for k in self.out_idx)
+        kap = tolerances.kappa(total)
+        for i, est in state["estimates"].items():
+            n_i = n_coords(self.inputs[i])
+            cols_per_batch = max(1, BATCH_ELEMENTS // (n_i + self.n_out))
+            parts: dict[int, list] = {k: [] for k in self.out_idx}
+            for start in range(0, n_i, cols_per_batch):
+                stop = min(n_i, start + cols_per_batch)
+                tangents = torch.zeros(stop - start, n_i, dtype=torch.float64)
+                tangents[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+                cols, _ = jvp_columns(self.fn, self.analytic_args, i, tangents, self.out_idx, self.rng_seed)
+                for pos, k in enumerate(self.out_idx):
+                    parts[k].append(self._project(k, rows[k], cols[pos]))
+            for k in self.out_idx:
+                a = torch.cat(parts[k])
+                ref = state["reference"][(i, k)] if state["reference"] is not None else None
+                allow = self._allowance_full(i, a, ref, est[k], state["extra"][(i, k)])
+                verdict = compare(a, est[k], allow, kap)
+                failed_any |= self._record("forward_ad", i, k, rows[k], a, verdict, True)
+        return failed_any
+
+    def _forward_directional(self) -> bool:
+        if not hasattr(self, "directional_state"):
+            raise ForwardADUnsupported("no directional numerics to compare with")
+        state = self.directional_state
+        u = state["u"]
+        a = torch.zeros(len(self.out_idx), self.n_directions, dtype=torch.float64)
+        if len(self.wrt) == 1:
+            i = self.wrt[0]
+            cols, _ = jvp_columns(self.fn, self.analytic_args, i, u[i], self.out_idx, self.rng_seed)
+            for pos, k in enumerate(self.out_idx):
+                a[pos] = cols[pos] @ self.v[k]
+        else:
+            for i in self.wrt:  # J·u = sum over inputs of J_i·u_i
+                cols, _ = jvp_columns(self.fn, self.analytic_args, i, u[i], self.out_idx, self.rng_seed)
+                for pos, k in enumerate(self.out_idx):
+                    a[pos] += cols[pos] @ self.v[k]
+        est = state["estimates"]
+        # the jvp's round-off is judged like the backward's: same scale, same measured float32 error
+        allow, _ = self._allowance_directional(state["grads"], state["grads_ref"], u, est)
+        verdict = compare(a, est, allow, tolerances.kappa(a.numel()))
+        return self._record_directional("forward_ad", a, verdict, True)
+
+    # ---------------------------------------------------------------------------------------------
+    def second_order_check(self) -> None:
+        if self.options["order"] == 1:
+            return
+        from gradcheck_kit._second_order import check_second_order
+
+        check_second_order(self)
+
+
+def _real_of(dtype: torch.dtype) -> torch.dtype:
+    return {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)
+
+
+def _to_double(t: Any) -> Any:
+    if isinstance(t, torch.Tensor):
+        if t.is_complex():
+            return t.detach().to(torch.complex128).contiguous()
+        if t.is_floating_point():
+            return t.detach().to(torch.float64).contiguous()
+        return t.detach().clone()
+    return t
+
+
+def _from_flat(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if like.is_complex():
+        return torch.view_as_complex(c.reshape(*like.shape, 2).to(_real_of(like.dtype)).contiguous())
+    return c.reshape(like.shape).to(like.dtype)

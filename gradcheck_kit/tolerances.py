@@ -1,0 +1,110 @@
+"""Step sizes and tolerances, derived from the dtype and from error estimates.
+
+Nothing here is a fixed atol/rtol. A numerical derivative carries an error estimate ``E`` (truncation
+from the Richardson table, plus round-off from an empirical noise estimate of ``f``); an autograd value
+carries an allowance for its own round-off. A derivative passes when::
+
+    |autograd - numerical| <= kappa(N) * E + allowance_autograd
+
+with ``kappa(N) = max(4, sqrt(2 ln(N / alpha)))`` for ``N`` comparisons, so the chance of a false alarm
+stays near ``alpha`` however many entries are compared (see ``shared/NUMERICS.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "eps",
+    "kappa",
+    "Stencil",
+    "stencil_for",
+    "AnalyticAllowance",
+    "ALPHA",
+]
+
+#: target false-alarm probability of one whole check
+ALPHA = 1e-3
+
+# autograd round-off allowances, in units of the dtype's eps times a scale of the derivative
+FLOOR_EPS = 4.0  # always allowed: a few ulps of the derivative's scale
+MEASURED_FACTOR = 4.0  # times |autograd(dtype) - autograd(float64)| where a float64 run exists
+CAP_EPS = 64.0  # the measured part never exceeds this (an uncapped one would hide a float32-only bug)
+NO_REFERENCE_EPS = 64.0  # low precision with no float64 run: a generous blanket allowance
+#: round-off model of f: this many eps of |f| (the empirical estimate is used when larger)
+NOISE_MODEL_EPS = 2.0
+
+
+def eps(dtype: torch.dtype) -> float:
+    if dtype.is_complex:
+        dtype = torch.float64 if dtype == torch.complex128 else torch.float32
+    return float(torch.finfo(dtype).eps)
+
+
+def kappa(n_comparisons: int, alpha: float = ALPHA) -> float:
+    """Multiplier of a (roughly one-sigma) error estimate for ``n`` simultaneous comparisons."""
+    n = max(int(n_comparisons), 1)
+    return max(4.0, math.sqrt(2.0 * math.log(n / alpha)))
+
+
+@dataclass(frozen=True)
+class Stencil:
+    """Central differences at ``h, 2h, ..., 2^(levels-1) h`` (times each coordinate's scale).
+
+    ``levels=2`` with ``h ~ eps^(1/3)`` (float64 numerics: value (4 D(h) - D(2h)) / 3), ``levels=3`` with
+    ``h ~ eps^(1/5)`` (float32 numerics: value (64 D(h) - 20 D(2h) + D(4h)) / 45).
+    """
+
+    levels: int
+    h0: float
+    dtype: torch.dtype
+
+    @property
+    def multipliers(self) -> list[float]:
+        """Offsets of the evaluation points in units of h: +1, -1, +2, -2, ..."""
+        out: list[float] = []
+        for m in range(self.levels):
+            out += [float(2**m), -float(2**m)]
+        return out
+
+    @property
+    def points(self) -> int:
+        return 2 * self.levels
+
+    def describe(self) -> str:
+        order = 2 * self.levels
+        return (
+            f"central differences at h, {', '.join(f'{2**m}h' for m in range(1, self.levels))} with Richardson "
+            f"extrapolation (order {order}), h = {self.h0:.2g}·max(|x|, 1), evaluated in {str(self.dtype).replace('torch.', '')}"
+        )
+
+
+def stencil_for(numeric_dtype: torch.dtype) -> Stencil:
+    e = eps(numeric_dtype)
+    if e <= 1e-15:  # float64 numerics: two levels at the central-difference optimum eps^(1/3)
+        return Stencil(levels=2, h0=2.0 ** round(math.log2(e ** (1 / 3))), dtype=numeric_dtype)
+    return Stencil(levels=3, h0=2.0 ** round(math.log2(e ** (1 / 5))), dtype=numeric_dtype)
+
+
+@dataclass(frozen=True)
+class AnalyticAllowance:
+    """How much round-off the autograd side may carry, per dtype and per available reference."""
+
+    dtype: torch.dtype
+    has_reference: bool
+
+    def allowance(self, analytic_scale: torch.Tensor, measured: torch.Tensor | None) -> torch.Tensor:
+        """``analytic_scale``: a magnitude of the derivative (|entry| + the size of its row).
+
+        ``measured``: |autograd(dtype) - autograd(float64)| where a float64 run exists.
+        """
+        e = eps(self.dtype)
+        if e <= 1e-15:
+            return (16 * e) * analytic_scale
+        if measured is None:
+            return (NO_REFERENCE_EPS * e) * analytic_scale
+        cap = (CAP_EPS * e) * analytic_scale
+        return (FLOOR_EPS * e) * analytic_scale + torch.minimum(MEASURED_FACTOR * measured, cap)
