@@ -140,7 +140,7 @@ def _jvp_single(fn, args, i, tangent, output_indices, rng_seed) -> list[torch.Te
     seed_global_rng(rng_seed)
     with fwAD.dual_level():
         call_args = list(args)
-        call_args[i] = fwAD.make_dual(args[i].detach(), tangent)
+        call_args[i] = fwAD.make_dual(args[i], tangent)  # keeps requires_grad: forward-over-reverse
         try:
             outs = as_outputs(fn(*call_args))
         except (NotImplementedError, RuntimeError) as exc:

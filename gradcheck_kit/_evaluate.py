@@ -127,7 +127,10 @@ class Evaluator:
     @property
     def path(self) -> str:
         if self.vmap_failed is not None:
-            return f"loop (vmap could not run fn: {self.vmap_failed})"
+            reason = self.vmap_failed.split(" (at ")[0]
+            if len(reason) > 90:
+                reason = reason[:87] + "..."
+            return f"loop (vmap could not run fn: {reason})"
         return "vmap" if self.used_vmap else "direct"
 
 

@@ -1,0 +1,95 @@
+"""``order=2``: second derivatives, the backward of the backward, against finite differences.
+
+The first derivative projected on the check's output vectors ``v`` is itself a function of the inputs,
+``G(x) = d(v·fn(x))/dx`` (one output per differentiated input). Its Jacobian is checked like any other:
+the autograd side is reverse-over-reverse (``create_graph=True``), and forward-over-reverse where torch
+supports forward AD through the backward; the numerical side is finite differences of ``G``. A backward
+that is not differentiable (``.detach()`` inside it) gives ``G`` no graph and its second derivative
+compares as zero; a double backward wrong by a factor differs from the numerical one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gradcheck_kit._analytic import rows_from_coords
+from gradcheck_kit._evaluate import as_outputs
+from gradcheck_kit._report import CheckResult
+
+__all__ = ["check_second_order", "first_derivative"]
+
+
+def first_derivative(fn, wrt: list[int], vectors: list[torch.Tensor]):
+    """``G(*args) = d(sum_k v_k·out_k)/d args[wrt]`` as a tuple, differentiable when the backward is."""
+
+    def G(*args: Any):
+        call = list(args)
+        with torch.enable_grad():
+            for i in wrt:
+                if not call[i].requires_grad:
+                    call[i] = call[i].detach().requires_grad_(True)
+            outs = as_outputs(fn(*call))
+            diff = [(o, v) for o, v in zip(outs, vectors) if v is not None and o.requires_grad]
+            if not diff:
+                return tuple(torch.zeros_like(call[i]) for i in wrt)
+            grads = torch.autograd.grad(
+                [o for o, _ in diff],
+                [call[i] for i in wrt],
+                grad_outputs=[v.to(o.dtype) for o, v in diff],
+                create_graph=True,
+                allow_unused=True,
+            )
+        return tuple(torch.zeros_like(call[i]) if g is None else g for g, i in zip(grads, wrt))
+
+    G.__name__ = G.__qualname__ = f"grad({getattr(fn, '__name__', 'fn')})"
+    return G
+
+
+def check_second_order(run) -> None:
+    """Run the second-order check for a first-order ``_Check`` ``run`` and merge it into its report."""
+    from gradcheck_kit.checkers import _Check
+
+    vectors: list = []
+    for k, out in enumerate(run.outs):
+        vectors.append(rows_from_coords(run.v[k].unsqueeze(0), out)[0] if k in run.v else None)
+    G = first_derivative(run.fn, list(run.wrt), vectors)
+    options = dict(run.options)
+    options["order"] = 1
+    options["seed"] = run.seed + 1
+    inner = _Check(G, run.inputs, list(run.wrt), run.names, None, options)
+    report = inner.execute()
+    outer = run.report
+    outer.evaluations += report.evaluations
+    renamed = {"backward": "second_order", "forward_ad": "second_order_forward"}
+    for group in report.groups:
+        group.check = renamed.get(group.check, group.check)
+        outer.groups.append(group)
+    for m in report.mismatches:
+        outer.mismatches.append(
+            type(m)(**{**m.__dict__, "check": renamed.get(m.check, m.check), "note": _note(m, run)})
+        )
+    if report.errors:
+        outer.checks.append(CheckResult("second_order", "error", "; ".join(report.errors)))
+        return
+    for c in report.checks:
+        name = renamed.get(c.name, c.name)
+        detail = c.detail
+        if name == "second_order_forward":
+            detail = ("forward-over-reverse; " + detail) if detail else "forward-over-reverse"
+        else:
+            detail = "reverse-over-reverse; " + detail
+        outer.checks.append(CheckResult(name, c.status, detail))
+    for note in report.notes:
+        if "no gradient flows" in note:
+            outer.notes.append(
+                "second order: the backward is not differentiable (its result has no graph: .detach() or "
+                "no_grad inside backward?); " + note
+            )
+
+
+def _note(m, run) -> str:
+    wrt_name = run.names[run.wrt[m.output_index]] if m.output_index < len(run.wrt) else "?"
+    text = f"second derivative: output {m.output_index} is d(v·out)/d {wrt_name}"
+    return f"{text}; {m.note}" if m.note else text
