@@ -215,14 +215,7 @@ def _batchnorm_after_linear(dtype):
         (_batchnorm_first, torch.float32),
         (_batchnorm_first, torch.float64),
         (_batchnorm_after_linear, torch.float64),
-        pytest.param(
-            _batchnorm_after_linear,
-            torch.float32,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="core: in float32 the round-off allowance is too small for d out / d 0.bias, which "
-                "BatchNorm cancels to exactly zero (autograd gives ~1e-7); reported to the core's owner",
-            ),
+        (_batchnorm_after_linear, torch.float32),
         ),
     ],
 )
