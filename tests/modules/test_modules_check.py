@@ -216,7 +216,6 @@ def _batchnorm_after_linear(dtype):
         (_batchnorm_first, torch.float64),
         (_batchnorm_after_linear, torch.float64),
         (_batchnorm_after_linear, torch.float32),
-        ),
     ],
 )
 def test_batchnorm_train_mode_buffers_untouched(one_thread, make, dtype):
