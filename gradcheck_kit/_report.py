@@ -217,6 +217,12 @@ class GradientReport:
             lines.extend(f"  {e}" for e in self.errors)
         else:
             lines.extend(self._mismatch_lines())
+            failed_checks = [c for c in self.checks if c.status in ("failed", "error") and not any(
+                g.failed and g.check == c.name for g in self.groups)]
+            if failed_checks:
+                if not self.failed:
+                    lines.append(f"Gradient check of {self.function} failed:")
+                lines.extend(f"  {c.name}: {c.detail}" for c in failed_checks)
             if self.errors:
                 lines.extend(f"Error: {e}" for e in self.errors)
         checks = " · ".join(str(c) for c in self.checks)

@@ -53,6 +53,7 @@ from gradcheck_kit._inputs import (
     scale_of,
 )
 from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch
+from gradcheck_kit._structural import structural_checks
 from gradcheck_kit.errors import FunctionError, InvalidArgument
 
 __all__ = ["check_gradients", "MODES"]
@@ -268,6 +269,7 @@ class _Check:
             mode = "full" if (n_in * n_out <= AUTO_ENTRIES and n_in <= AUTO_COORDS) else "directional"
         report.mode = mode
         self.backward_check(mode)
+        structural_checks(self)
         self.forward_check(mode)
         self.second_order_check()
         report.evaluations = self.evaluator.evaluations + self.extra_evaluations
@@ -540,7 +542,7 @@ class _Check:
         scale = base.abs() + row_rms + extra
         measured = (a - ref).abs().nan_to_num(0.0) if ref is not None else None
         policy = tolerances.AnalyticAllowance(self.inputs[i].dtype, ref is not None)
-        return policy.allowance(scale, measured)
+        return policy.allowance(scale, measured) + self.options["nondet_tol"]
 
     def _record(self, check: str, i: int, k: int, kind: str, a: torch.Tensor, verdict: Verdict, flowed: bool) -> bool:
         """Add a group summary and its mismatches; return whether anything failed."""
@@ -712,7 +714,9 @@ class _Check:
             return allow, scale.expand(n_out, self.n_directions)
         dtype = min((self.inputs[i].dtype for i in self.wrt), key=lambda dt: -tolerances.eps(dt))
         policy = tolerances.AnalyticAllowance(dtype, measured is not None)
-        allow = policy.allowance(scale, measured).expand(n_out, self.n_directions)
+        allow = (policy.allowance(scale, measured) + self.options["nondet_tol"] * scale.clamp_min(1.0)).expand(
+            n_out, self.n_directions
+        )
         return allow, scale.expand(n_out, self.n_directions)
 
     def _record_directional(self, check: str, a: torch.Tensor, verdict: Verdict, flowed: bool) -> bool:

@@ -1,0 +1,102 @@
+"""Structural checks borrowed from ``torch.autograd.gradcheck``, run on the graph the check already built.
+
+- ``reentrant``: two backward passes over the same graph agree (exactly, or within ``nondet_tol`` for
+  functions that are legitimately nondeterministic); the backward leaves ``grad_output`` untouched; a
+  backward that modified a saved tensor in place shows up as a second pass that differs or raises.
+- ``zero_grad_output``: a zero ``grad_output`` gives a zero gradient.
+
+Undefined ``grad_output``s (one output's gradient missing) are exercised by the main check, which
+differentiates each output on its own.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gradcheck_kit._analytic import rows_from_coords
+from gradcheck_kit._evaluate import describe_exception
+from gradcheck_kit._inputs import coord_index
+from gradcheck_kit._report import CheckResult, format_index
+
+__all__ = ["structural_checks"]
+
+
+def _grads(outs, leaves, grad_outputs):
+    grads = torch.autograd.grad(outs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(leaf) if g is None else g.detach().clone() for g, leaf in zip(grads, leaves)]
+
+
+def structural_checks(run) -> None:
+    report = run.report
+    pairs = [(run.outs[k], k) for k in run.out_idx if run.outs[k].requires_grad]
+    if not pairs:
+        report.checks.append(CheckResult("reentrant", "skipped", "no output requires grad"))
+        return
+    outs = [o for o, _ in pairs]
+    leaves = [run.leaves[i] for i in run.wrt]
+    vectors = [rows_from_coords(run.v[k].unsqueeze(0), o)[0] for o, k in pairs]
+    nondet_tol = float(run.options["nondet_tol"])
+
+    # two passes over one graph, and grad_output left as it was
+    given = [v.clone() for v in vectors]
+    try:
+        first = _grads(outs, leaves, given)
+    except Exception as exc:  # noqa: BLE001
+        report.checks.append(CheckResult("reentrant", "error", f"backward raised {describe_exception(exc)}"))
+        return
+    mutated = [k for (o, k), v, g in zip(pairs, vectors, given) if not torch.equal(v, g)]
+    problems = []
+    if mutated:
+        problems.append(
+            "backward modified grad_output in place (output " + ", ".join(str(k) for k in mutated) + ")"
+        )
+    try:
+        second = _grads(outs, leaves, [v.clone() for v in vectors])
+    except Exception as exc:  # noqa: BLE001
+        problems.append(
+            f"a second backward over the same graph raised {describe_exception(exc)} "
+            "(did the first backward modify a saved tensor in place?)"
+        )
+        second = None
+    if second is not None:
+        for i, a, b in zip(run.wrt, first, second):
+            diff = (a - b).abs()
+            if a.is_floating_point() or a.is_complex():
+                diff = diff.nan_to_num(nan=float("inf")) if not torch.equal(torch.isnan(a), torch.isnan(b)) else diff.nan_to_num(0.0)
+            worst = float(diff.max()) if diff.numel() else 0.0
+            if worst > nondet_tol:
+                j = int(diff.reshape(-1).argmax())
+                index, _ = coord_index(j, a.shape, False)
+                problems.append(
+                    f"two backward passes over the same graph differ for {run.names[i]}: at "
+                    f"{run.names[i]}{format_index(index)} {a.reshape(-1)[j].item():.6g} then "
+                    f"{b.reshape(-1)[j].item():.6g} (|diff| {worst:.1e} > nondet_tol={nondet_tol:g}); "
+                    "a nondeterministic backward needs nondet_tol, a backward that modifies saved tensors in "
+                    "place is a bug"
+                )
+    detail = "two passes agree" + (f" within nondet_tol={nondet_tol:g}" if nondet_tol else " exactly")
+    report.checks.append(
+        CheckResult("reentrant", "failed" if problems else "passed", "; ".join(problems) if problems else detail)
+    )
+
+    # a zero grad_output gives a zero gradient
+    try:
+        zeros = _grads(outs, leaves, [torch.zeros_like(v) for v in vectors])
+    except Exception as exc:  # noqa: BLE001
+        report.checks.append(
+            CheckResult("zero_grad_output", "error", f"backward of a zero grad_output raised {describe_exception(exc)}")
+        )
+        return
+    nonzero = [(i, g) for i, g in zip(run.wrt, zeros) if bool((g != 0).any())]
+    if nonzero:
+        i, g = nonzero[0]
+        report.checks.append(
+            CheckResult(
+                "zero_grad_output",
+                "failed",
+                f"a zero grad_output gave a nonzero gradient for {run.names[i]} "
+                f"({int((g != 0).sum())} nonzero element(s), largest {float(g.abs().nan_to_num(float('inf')).max()):.3g})",
+            )
+        )
+    else:
+        report.checks.append(CheckResult("zero_grad_output", "passed", ""))
