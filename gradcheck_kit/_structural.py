@@ -87,7 +87,7 @@ def structural_checks(run) -> None:
             CheckResult("zero_grad_output", "error", f"backward of a zero grad_output raised {describe_exception(exc)}")
         )
         return
-    nonzero = [(i, g) for i, g in zip(run.wrt, zeros) if bool((g != 0).any())]
+    nonzero = [(i, g) for i, g in zip(run.wrt, zeros) if bool((g.abs() > nondet_tol).any())]
     if nonzero:
         i, g = nonzero[0]
         report.checks.append(
@@ -95,7 +95,7 @@ def structural_checks(run) -> None:
                 "zero_grad_output",
                 "failed",
                 f"a zero grad_output gave a nonzero gradient for {run.names[i]} "
-                f"({int((g != 0).sum())} nonzero element(s), largest {float(g.abs().nan_to_num(float('inf')).max()):.3g})",
+                f"({int((g.abs() > nondet_tol).sum())} nonzero element(s), largest {float(g.abs().nan_to_num(float('inf')).max()):.3g})",
             )
         )
     else:
