@@ -1,0 +1,275 @@
+"""Beyond first order: second derivatives, forward-mode AD, re-entrancy, structural checks, complex inputs."""
+
+import pytest
+import torch
+
+import gradcheck_kit as gk
+
+DTYPES = [torch.float32, torch.float64]
+
+
+# --- custom Functions ---------------------------------------------------------------------------
+class CubeDetachedBackward(torch.autograd.Function):
+    """First derivative right, backward not differentiable (detach inside it)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 3 * x.detach() ** 2
+
+
+class ThreeSquare(torch.autograd.Function):
+    """3x^2 whose own backward is 10% off: the double backward of WrongDoubleCube."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 3 * x**2
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 6.6 * x
+
+
+class WrongDoubleCube(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * ThreeSquare.apply(x)
+
+
+class ExpWrongJvp(torch.autograd.Function):
+    """Backward right, jvp 10% off."""
+
+    @staticmethod
+    def forward(x):
+        return x.exp()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (x,) = inputs
+        ctx.save_for_backward(x)
+        ctx.x = x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x.exp()
+
+    @staticmethod
+    def jvp(ctx, t):
+        return 1.1 * t * ctx.x.exp()
+
+
+class ExpRightJvp(ExpWrongJvp):
+    @staticmethod
+    def jvp(ctx, t):
+        return t * ctx.x.exp()
+
+
+class Twice(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return 2 * x
+
+
+class MutatesGradOutput(Twice):
+    @staticmethod
+    def backward(ctx, g):
+        g.mul_(2)
+        return g
+
+
+class MutatesSaved(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = x.exp()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        out = g * y
+        y.mul_(1.5)
+        return out
+
+
+class Nondeterministic(Twice):
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * g + 1e-9 * torch.rand_like(g)
+
+
+class NonzeroForZeroGrad(Twice):
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * g + 1e-3 * (g == 0)
+
+
+class ComplexSquareNoConj(torch.autograd.Function):
+    """d(z^2): torch's convention wants grad * conj(2z); this forgets the conjugate."""
+
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return z * z
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        return g * 2 * z
+
+
+def _x(dtype, n=5, seed=0):
+    return torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+# --- order=2 -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", [torch.tanh, torch.sin, lambda x: torch.softmax(x, 0), lambda x: (x**3).sum()])
+def test_second_order_passes_on_torch(fn, dtype):
+    report = gk.check_gradients(fn, _x(dtype), order=2)
+    assert report.ok, str(report)
+    assert report.check("second_order").status == "passed"
+    assert "reverse-over-reverse" in report.check("second_order").detail
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_second_order_catches_a_non_differentiable_backward(dtype):
+    first = gk.check_gradients(CubeDetachedBackward.apply, _x(dtype))
+    assert first.ok  # the first derivative is right
+    report = gk.check_gradients(CubeDetachedBackward.apply, _x(dtype), order=2)
+    assert not report.ok
+    assert report.check("second_order").status == "failed"
+    bad = [m for m in report.mismatches if m.check == "second_order"]
+    assert bad and all(m.analytic == 0.0 for m in bad)
+    text = str(report)
+    assert "Second derivatives (backward of backward) is not close" in text
+    assert "the backward is not differentiable" in text
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_second_order_catches_a_double_backward_wrong_by_a_factor(dtype):
+    assert gk.check_gradients(WrongDoubleCube.apply, _x(dtype)).ok
+    report = gk.check_gradients(WrongDoubleCube.apply, _x(dtype), order=2)
+    assert report.check("second_order").status == "failed"
+    m = max((m for m in report.mismatches if m.check == "second_order"), key=lambda m: m.ratio)
+    assert m.analytic == pytest.approx(1.1 * m.numerical, rel=1e-3)
+
+
+# --- forward mode --------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_forward_ad_catches_a_wrong_jvp_with_a_right_backward(dtype, mode):
+    report = gk.check_gradients(ExpWrongJvp.apply, _x(dtype), forward_ad=True, mode=mode)
+    assert report.check("backward").status == "passed"
+    assert report.check("forward_ad").status == "failed"
+    assert "Forward-mode AD (jvp) is not close" in str(report)
+    assert gk.check_gradients(ExpRightJvp.apply, _x(dtype), forward_ad=True, mode=mode).ok
+
+
+def test_forward_ad_auto_skips_with_the_reason_when_unsupported():
+    report = gk.check_gradients(CubeDetachedBackward.apply, _x(torch.float64))
+    check = report.check("forward_ad")
+    assert check.status == "skipped"
+    assert "does not support forward-mode AD" in check.detail
+    assert report.ok
+    strict = gk.check_gradients(CubeDetachedBackward.apply, _x(torch.float64), forward_ad=True)
+    assert strict.check("forward_ad").status == "error" and not strict.ok
+    off = gk.check_gradients(torch.sin, _x(torch.float64), forward_ad=False)
+    assert off.check("forward_ad").status == "skipped" and off.check("forward_ad").detail == "forward_ad=False"
+
+
+def test_forward_ad_passes_on_torch_ops():
+    report = gk.check_gradients(torch.nn.functional.gelu, _x(torch.float32, 12), forward_ad=True)
+    assert report.ok and report.check("forward_ad").status == "passed"
+
+
+# --- re-entrancy and structure -------------------------------------------------------------------
+def test_backward_that_mutates_grad_output_is_caught():
+    report = gk.check_gradients(MutatesGradOutput.apply, _x(torch.float64))
+    assert report.check("reentrant").status == "failed"
+    assert "modified grad_output in place" in report.check("reentrant").detail
+    assert "reentrant: backward modified grad_output in place" in str(report)
+
+
+def test_backward_that_mutates_a_saved_tensor_is_caught():
+    report = gk.check_gradients(MutatesSaved.apply, _x(torch.float64))
+    assert not report.ok
+    assert report.check("reentrant").status in ("failed", "error")
+    assert "modified by an inplace operation" in report.check("reentrant").detail
+
+
+def test_nondeterministic_backward_needs_nondet_tol():
+    report = gk.check_gradients(Nondeterministic.apply, _x(torch.float64))
+    assert report.check("reentrant").status == "failed"
+    assert "nondet_tol" in report.check("reentrant").detail
+    assert gk.check_gradients(Nondeterministic.apply, _x(torch.float64), nondet_tol=1e-6).ok
+
+
+def test_zero_grad_output_must_give_zero_gradient():
+    report = gk.check_gradients(NonzeroForZeroGrad.apply, _x(torch.float64))
+    assert report.check("zero_grad_output").status == "failed"
+    assert "zero grad_output gave a nonzero gradient for x" in report.check("zero_grad_output").detail
+
+
+def test_correct_functions_pass_the_structural_checks():
+    report = gk.check_gradients(torch.sin, _x(torch.float64))
+    assert report.check("reentrant").status == "passed"
+    assert report.check("zero_grad_output").status == "passed"
+
+
+def test_integer_inputs_are_passed_through_and_never_differentiated():
+    index = torch.tensor([2, 0, 1])
+    report = gk.check_gradients(lambda x, i: x[i] * 2, _x(torch.float64, 3), index)
+    assert report.ok
+    assert [info.differentiated for info in report.inputs] == [True, False]
+    with pytest.raises(gk.InvalidArgument, match=r"wrt=\[1\]: input 1 is a torch.int64 tensor"):
+        gk.check_gradients(lambda x, i: x[i] * 2, _x(torch.float64, 3), index, wrt=[1])
+
+
+def test_undefined_grad_of_one_output_is_handled():
+    def two(x):
+        return x.sin(), x.cos() * 3
+
+    report = gk.check_gradients(two, _x(torch.float64))
+    assert report.ok and {g.output_index for g in report.groups} == {0, 1}
+
+
+# --- complex -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda z: z * z,
+        torch.exp,
+        lambda z: (z * z.conj()).real.sum(),  # a real loss of a complex input
+        lambda z: z.abs(),
+        lambda z: torch.view_as_real(z * z.sin()),
+    ],
+)
+def test_complex_functions_pass(fn, dtype):
+    z = torch.randn(4, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    report = gk.check_gradients(fn, z)
+    assert report.ok, str(report)
+
+
+def test_complex_backward_without_the_conjugate_is_caught():
+    z = torch.randn(3, generator=torch.Generator().manual_seed(2), dtype=torch.complex128)
+    report = gk.check_gradients(ComplexSquareNoConj.apply, z)
+    assert not report.ok
+    notes = {m.note for m in report.mismatches}
+    assert any("imaginary part" in n for n in notes)
+    assert "complex128" in str(report)
