@@ -24,6 +24,8 @@ _LAZY = {
     "check_module_gradients": "gradcheck_kit._modules",
     "assert_module_gradients": "gradcheck_kit._modules",
     "assert_gradient_flow": "gradcheck_kit._modules",
+    "check_gradient_flow": "gradcheck_kit._modules",
+    "GradientFlowReport": "gradcheck_kit._modules",
     "fuzz_gradients": "gradcheck_kit._fuzz",
     "FuzzReport": "gradcheck_kit._fuzz",
 }
@@ -50,7 +52,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from gradcheck_kit._fuzz import FuzzReport, fuzz_gradients
-    from gradcheck_kit._modules import assert_gradient_flow, assert_module_gradients, check_module_gradients
+    from gradcheck_kit._modules import (
+        GradientFlowReport,
+        assert_gradient_flow,
+        assert_module_gradients,
+        check_gradient_flow,
+        check_module_gradients,
+    )
     from gradcheck_kit._report import CheckResult, GradientReport, Mismatch
     from gradcheck_kit.assertions import assert_grad_equals, assert_gradients_close
     from gradcheck_kit.checkers import check_gradients
