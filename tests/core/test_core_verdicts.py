@@ -1,0 +1,290 @@
+"""Verdicts with default settings, float32 and float64: correct functions pass, wrong ones fail."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gradcheck_kit as gk
+
+DTYPES = [torch.float32, torch.float64]
+
+
+def _randn(*shape, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+
+def _solve_inputs(dtype):
+    a = _randn(4, 4, seed=1) + 4 * torch.eye(4, dtype=torch.float64)
+    return a.to(dtype), _randn(4, 2, dtype=dtype, seed=2)
+
+
+CORRECT = {
+    "tanh": (torch.tanh, lambda dt: (_randn(3, 4, dtype=dt),)),
+    "exp_wide": (torch.exp, lambda dt: (torch.linspace(-10, 10, 21, dtype=torch.float64).to(dt),)),
+    "softmax": (lambda x: torch.softmax(x, dim=-1), lambda dt: (_randn(3, 5, dtype=dt),)),
+    "log_softmax": (lambda x: torch.log_softmax(x, dim=-1), lambda dt: (_randn(3, 5, dtype=dt),)),
+    "layer_norm": (
+        lambda x, w, b: F.layer_norm(x, (6,), w, b),
+        lambda dt: (_randn(3, 6, dtype=dt), _randn(6, dtype=dt, seed=1), _randn(6, dtype=dt, seed=2)),
+    ),
+    "matmul": (torch.matmul, lambda dt: (_randn(4, 5, dtype=dt), _randn(5, 3, dtype=dt, seed=1))),
+    "conv1d": (
+        lambda x, w: F.conv1d(x, w, padding=1),
+        lambda dt: (_randn(2, 3, 8, dtype=dt), _randn(4, 3, 3, dtype=dt, seed=1)),
+    ),
+    "cross_entropy": (
+        lambda logits, target: F.cross_entropy(logits, target),
+        lambda dt: (_randn(5, 4, dtype=dt), torch.tensor([0, 3, 1, 2, 3])),
+    ),
+    "linalg_solve": (torch.linalg.solve, _solve_inputs),
+    # kinks and ties: inputs sit exactly on the non-differentiable points
+    "relu_at_0": (torch.relu, lambda dt: (torch.tensor([-1.0, 0.0, 0.0, 2.0, -0.5, 0.0], dtype=dt),)),
+    "abs_at_0": (torch.abs, lambda dt: (torch.tensor([-1.0, 0.0, 3.0, 0.0], dtype=dt),)),
+    "amax_ties": (lambda x: torch.amax(x, dim=1), lambda dt: (torch.tensor([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]], dtype=dt),)),
+    "max_ties": (lambda x: torch.max(x), lambda dt: (torch.tensor([0.5, 2.0, 2.0, -1.0], dtype=dt),)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_correct_function_passes(name, dtype):
+    fn, make = CORRECT[name]
+    report = gk.check_gradients(fn, *make(dtype))
+    assert report.ok, str(report)
+    assert report.mismatches == []
+    assert report.check("backward").status == "passed"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: a correct function accepted at a kink (relu/abs at 0) gets no kink note in the report",
+)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("fn", [torch.relu, torch.abs], ids=["relu", "abs"])
+def test_kink_is_noted(fn, dtype):
+    report = gk.check_gradients(fn, torch.tensor([0.0, 1.0, -2.0], dtype=dtype))
+    assert report.ok, str(report)
+    assert any("kink" in n for n in report.notes), report.notes
+
+
+def _relu_with_value_at_0(value):
+    class _Relu(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.clamp_min(0)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            at0 = torch.full_like(x, value)
+            return grad * torch.where(x > 0, torch.ones_like(x), torch.where(x == 0, at0, torch.zeros_like(x)))
+
+    return _Relu.apply
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
+def test_relu_any_subgradient_at_0_passes(value, dtype):
+    report = gk.check_gradients(_relu_with_value_at_0(value), torch.tensor([0.0, 1.0, -2.0], dtype=dtype))
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_relu_gradient_far_outside_subgradient_range_fails(dtype):
+    report = gk.check_gradients(_relu_with_value_at_0(3.0), torch.tensor([0.0, 1.0, -2.0], dtype=dtype))
+    assert not report.ok
+    assert [m.index for m in report.mismatches if m.check == "backward"] == [(0,)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: at relu's kink any value within ~1.5 of the central slope 0.5 is accepted "
+    "(the central error estimate there is the size of the jump), so -1 and 2 pass though the "
+    "subgradients are [0, 1]",
+)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("value", [-1.0, 2.0])
+def test_relu_gradient_outside_subgradient_range_fails(value, dtype):
+    report = gk.check_gradients(_relu_with_value_at_0(value), torch.tensor([0.0, 1.0, -2.0], dtype=dtype))
+    assert not report.ok
+
+
+# ---- deliberately wrong custom Functions -------------------------------------------------------
+
+
+class _TooLarge(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.cos(x) * 1.01
+
+
+class _SignFlip(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return -grad * torch.cos(x)
+
+
+WRONG_ELEMENT = 377
+
+
+class _OneWrongElement(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        g = 2 * x * grad
+        g = g.clone()
+        g.view(-1)[WRONG_ELEMENT] *= 1.5
+        return g
+
+
+class _SecondOutputIgnored(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sin(x), torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, g_sin, g_exp):
+        (x,) = ctx.saved_tensors
+        return g_sin * torch.cos(x)  # the exp output's gradient is dropped
+
+
+class _HalfRounded(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return (grad * torch.cos(x)).to(torch.float16).to(grad.dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("fn", [_TooLarge.apply, _SignFlip.apply, _HalfRounded.apply], ids=["1pct", "sign", "fp16"])
+def test_wrong_backward_fails(fn, dtype):
+    report = gk.check_gradients(fn, _randn(3, 4, dtype=dtype))
+    assert not report.ok, str(report)
+    assert report.check("backward").status == "failed"
+    assert report.mismatches
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_second_output_gradient_ignored_fails_on_output_1(dtype):
+    report = gk.check_gradients(_SecondOutputIgnored.apply, _randn(5, dtype=dtype))
+    assert not report.ok
+    assert {m.output_index for m in report.mismatches if m.check == "backward"} == {1}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("mode", ["auto", "full", "directional"])
+def test_one_wrong_element_in_1000_is_caught(mode, dtype):
+    x = _randn(1000, dtype=dtype, seed=5)
+    report = gk.check_gradients(_OneWrongElement.apply, x, mode=mode)
+    assert not report.ok, str(report)
+    assert report.check("backward").status == "failed"
+    if mode != "directional":
+        backward = [m for m in report.mismatches if m.check == "backward" and m.kind != "directional"]
+        assert [m.index for m in backward] == [(WRONG_ELEMENT,)]
+
+
+def test_sign_flip_mismatch_fields():
+    x = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    report = gk.check_gradients(_SignFlip.apply, x)
+    m = next(m for m in report.mismatches if m.index == (1,) and m.output_element == (1,))
+    assert m.check == "backward"
+    assert m.input_index == 0
+    assert m.output_index == 0
+    assert isinstance(m.index, tuple)
+    assert m.kind == "jacobian"
+    assert m.analytic == pytest.approx(-math.cos(-1.2), rel=1e-12)
+    assert m.numerical == pytest.approx(math.cos(-1.2), rel=1e-8)
+    assert m.abs_error == pytest.approx(abs(m.analytic - m.numerical))
+    assert 0 < m.allowed < 1e-6
+    assert m.input_value == pytest.approx(-1.2)
+    assert m.input_name == "x"
+    # off-diagonal entries are zero on both sides and are not mismatches
+    assert all(m.index == m.output_element for m in report.mismatches)
+    assert len([m for m in report.mismatches if m.check == "backward"]) == 3
+
+
+# ---- NaN / inf / malformed gradients ------------------------------------------------------------
+
+
+class _NaNGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 3
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = grad * 3
+        g = g.clone()
+        g[1] = float("nan")
+        return g
+
+
+class _InfGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 3
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = (grad * 3).clone()
+        g[0] = float("inf")
+        return g
+
+
+class _WrongShape(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.reshape(-1)[:1] * 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("fn, bad", [(_NaNGrad.apply, 1), (_InfGrad.apply, 0)], ids=["nan", "inf"])
+def test_non_finite_analytic_gradient_is_a_mismatch(fn, bad, dtype):
+    report = gk.check_gradients(fn, _randn(4, dtype=dtype))
+    assert not report.ok
+    rows = [m for m in report.mismatches if m.check == "backward"]
+    assert rows and {m.index for m in rows} == {(bad,)}
+    assert all(not math.isfinite(m.analytic) and math.isfinite(m.numerical) for m in rows)
+    assert "not finite" in rows[0].note
+
+
+def test_backward_of_wrong_shape_is_a_clear_error_not_a_crash():
+    # torch itself rejects the malformed gradient inside backward; the kit reports it
+    report = gk.check_gradients(_WrongShape.apply, _randn(2, 3))
+    assert not report.ok
+    assert report.errors, str(report)
+    text = str(report)
+    assert "backward" in text and "shape" in text
