@@ -288,3 +288,69 @@ def test_backward_of_wrong_shape_is_a_clear_error_not_a_crash():
     assert report.errors, str(report)
     text = str(report)
     assert "backward" in text and "shape" in text
+
+
+class _RoundedToFloat32(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return (grad * torch.cos(x)).float()  # torch casts back to float64 silently
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_float64_gradient_computed_in_float32_is_caught(mode):
+    report = gk.check_gradients(_RoundedToFloat32.apply, _randn(5), mode=mode)
+    assert not report.ok
+    assert report.check("backward").status == "failed"
+
+
+class _MissingProductTerm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y):
+        ctx.save_for_backward(x, y)
+        return x * y * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y = ctx.saved_tensors
+        return grad * x * y, grad * x * x  # right: 2 * x * y for x
+
+
+class _MeanInsteadOfSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b):
+        return x + b
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, grad.mean(0)  # right: grad.sum(0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_missing_product_rule_term_fails_on_input_0(dtype):
+    report = gk.check_gradients(_MissingProductTerm.apply, _randn(3, dtype=dtype), _randn(3, dtype=dtype, seed=1))
+    assert not report.ok
+    assert {m.input_index for m in report.mismatches if m.check == "backward"} == {0}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_mean_instead_of_sum_over_broadcast_fails_on_input_1(dtype):
+    report = gk.check_gradients(_MeanInsteadOfSum.apply, _randn(4, 3, dtype=dtype), _randn(3, dtype=dtype, seed=1))
+    assert not report.ok
+    assert {m.input_index for m in report.mismatches if m.check == "backward"} == {1}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: an empty input (0 elements) gives 'backward of output 0 raised ValueError: torch.cat(): "
+    "expected a non-empty list of Tensors' from _analytic.py, a false alarm blamed on the function's backward",
+)
+def test_empty_input_is_not_a_false_alarm():
+    report = gk.check_gradients(torch.tanh, torch.zeros(0, 3, dtype=torch.float64))
+    assert report.ok or not any("backward of output 0 raised" in e for e in report.errors), str(report)
+    assert report.ok, str(report)
