@@ -16,7 +16,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from gradcheck_kit._evaluate import as_outputs, describe_exception, seed_global_rng
-from gradcheck_kit._inputs import batched_coords, from_coords
+from gradcheck_kit._inputs import batched_coords, coords64, from_coords
 
 __all__ = ["vjp_rows", "jvp_columns", "ForwardADUnsupported", "rows_from_coords"]
 
@@ -153,7 +153,7 @@ def _jvp_single(fn, args, i, tangent, output_indices, rng_seed) -> list[torch.Te
             primal, tangent_out = fwAD.unpack_dual(outs[k])
             if tangent_out is None:
                 tangent_out = torch.zeros_like(primal)
-            result.append(_coords64(tangent_out))
+            result.append(coords64(tangent_out))
         return result
 
 
@@ -175,10 +175,3 @@ def _jvp_vmapped(fn, args, i, tangents, output_indices, rng_seed) -> list[torch.
         warnings.simplefilter("ignore")
         outs = torch.func.vmap(single, randomness="error")(tangents)
     return [batched_coords(o.detach()).to(torch.float64) for o in outs]
-
-
-def _coords64(t: torch.Tensor) -> torch.Tensor:
-    t = t.detach()
-    if t.is_complex():
-        return torch.view_as_real(t.resolve_conj().contiguous()).reshape(-1).to(torch.float64)
-    return t.reshape(-1).to(torch.float64)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from gradcheck_kit._inputs import batched_coords, from_coords, is_differentiable
+from gradcheck_kit._inputs import batched_coords, coords64, from_coords, is_differentiable
 from gradcheck_kit.errors import FunctionError
 
 __all__ = ["Evaluator", "as_outputs", "describe_exception", "seed_global_rng"]
@@ -90,7 +90,7 @@ class Evaluator:
             args[i] = t
         outs = self.call(args)
         self.evaluations += 1
-        return [_flat_coords(outs[k]) for k in self.output_indices]
+        return [coords64(outs[k]) for k in self.output_indices]
 
     def batched(self, i: int, points: torch.Tensor, shape: Sequence[int], complex_: bool) -> list[torch.Tensor]:
         """``points``: ``(B, n_coords)`` values of input ``i``; returns per output ``(B, n_out_coords)``."""
@@ -108,7 +108,7 @@ class Evaluator:
             args = list(self.base_args)
             args[i] = batch[b]
             outs = self.call(args)
-            rows.append([_flat_coords(outs[k]) for k in self.output_indices])
+            rows.append([coords64(outs[k]) for k in self.output_indices])
         return [torch.stack([r[o] for r in rows]) for o in range(len(self.output_indices))]
 
     def _vmapped(self, i: int, batch: torch.Tensor) -> list[torch.Tensor]:
@@ -122,7 +122,7 @@ class Evaluator:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             outs = torch.func.vmap(single, randomness="error")(batch)
-        return [batched_coords(o).to(_real_dtype(o)) for o in outs]
+        return [batched_coords(o).to(torch.float64) for o in outs]
 
     @property
     def path(self) -> str:
@@ -132,17 +132,6 @@ class Evaluator:
                 reason = reason[:87] + "..."
             return f"loop (vmap could not run fn: {reason})"
         return "vmap" if self.used_vmap else "direct"
-
-
-def _real_dtype(t: torch.Tensor) -> torch.dtype:
-    return torch.float64
-
-
-def _flat_coords(t: torch.Tensor) -> torch.Tensor:
-    t = t.detach()
-    if t.is_complex():
-        return torch.view_as_real(t.resolve_conj().contiguous()).reshape(-1).to(torch.float64)
-    return t.reshape(-1).to(torch.float64)
 
 
 def differentiable_output_indices(outs: Sequence[torch.Tensor]) -> list[int]:

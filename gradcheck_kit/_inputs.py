@@ -23,6 +23,7 @@ __all__ = [
     "describe_layout",
     "is_differentiable",
     "coords",
+    "coords64",
     "n_coords",
     "from_coords",
     "coord_index",
@@ -161,6 +162,11 @@ def coords(t: torch.Tensor) -> torch.Tensor:
     if t.is_complex():
         return torch.view_as_real(t.resolve_conj().contiguous()).reshape(-1)
     return t.reshape(-1)
+
+
+def coords64(t: torch.Tensor) -> torch.Tensor:
+    """``coords`` in float64 (exact for every float dtype): what the numerics and comparisons use."""
+    return coords(t).to(torch.float64)
 
 
 def batched_coords(t: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,8 @@ from gradcheck_kit._finite_diff import Estimates, estimate
 from gradcheck_kit._inputs import (
     coord_index,
     coords,
+    coords64,
+    from_coords,
     function_name,
     input_infos,
     input_names,
@@ -345,7 +347,7 @@ class _Check:
         self.evaluator = Evaluator(self.fn, base, self.out_idx, self.rng_seed)
         if not self.reference and not low:
             # numerics in the inputs' own dtype: autograd's forward already is f(x)
-            self.f0 = [_flat64(self.outs[k]) for k in self.out_idx]
+            self.f0 = [coords64(self.outs[k]) for k in self.out_idx]
         else:
             self.f0 = self.evaluator.outputs_at({})
 
@@ -657,7 +659,7 @@ class _Check:
                 for i in self.wrt:
                     x = self.evaluator.base_args[i]
                     point = torch.add(base[i], u[i][di].to(base[i].dtype), alpha=m * h, out=buffers[i])
-                    repl[i] = _from_flat(point, x)
+                    repl[i] = from_coords(point.unsqueeze(0), x.shape, x.is_complex())[0].to(x.dtype)
                 outs = self.evaluator.outputs_at(repl)
                 for pos, k in enumerate(self.out_idx):
                     values[p + 1, pos, di] = outs[pos] @ self.v[k]
@@ -877,13 +879,6 @@ class _Check:
         check_second_order(self)
 
 
-def _flat64(t: torch.Tensor) -> torch.Tensor:
-    t = t.detach()
-    if t.is_complex():
-        return torch.view_as_real(t.resolve_conj().contiguous()).reshape(-1).to(torch.float64)
-    return t.reshape(-1).to(torch.float64)
-
-
 def _real_of(dtype: torch.dtype) -> torch.dtype:
     return {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)
 
@@ -896,9 +891,3 @@ def _to_double(t: Any) -> Any:
             return t.detach().to(torch.float64).contiguous()
         return t.detach().clone()
     return t
-
-
-def _from_flat(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    if like.is_complex():
-        return torch.view_as_complex(c.reshape(*like.shape, 2).to(_real_of(like.dtype)).contiguous())
-    return c.reshape(like.shape).to(like.dtype)
