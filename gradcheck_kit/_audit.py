@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from gradcheck_kit.cli import Style, UsageError, format_ratio, format_table
 
-__all__ = ["AuditOp", "AuditRow", "AuditResult", "catalogue", "select", "run_audit", "format_results", "Progress"]
+__all__ = ["AuditOp", "KnownIssue", "AuditRow", "AuditResult", "catalogue", "select", "run_audit", "format_results", "Progress"]
 
 FAMILIES = ("elementwise", "reduction", "linalg", "normalisation", "convolution", "loss")
 
@@ -208,6 +208,8 @@ def catalogue() -> list[AuditOp]:
 
     import sympy as sp
 
+    jump = [KnownIssue(("float32", "float64"), _SECOND_ORDER, _JUMP, source="gradcheck_kit")]
+
     def E(domain=None, sym=None):  # noqa: N802 - reads as a declaration
         return ExpressionSpec(domain, sym)
 
@@ -236,7 +238,7 @@ def catalogue() -> list[AuditOp]:
     add("erfinv", "elementwise", lambda x: torch.erfinv(x), _unary(-0.9, 0.9), "erfinv(x), |x| < 0.9",
         expr=E((-1, 1)))
     add("lgamma", "elementwise", lambda x: torch.lgamma(x), _unary(0.5, 4.0), "lgamma(x), x in [0.5, 4]",
-        expr=E((0, None)))
+        expr=E((0, None)), known=[KnownIssue(("float64",), _SECOND_ORDER, _TRIGAMMA)])
     add("digamma", "elementwise", lambda x: torch.digamma(x), _unary(0.5, 4.0), "digamma(x), x in [0.5, 4]",
         expr=E((0, None)),
         known=[KnownIssue(("float64",), ("backward", "forward_ad"), _TRIGAMMA)])
@@ -246,13 +248,13 @@ def catalogue() -> list[AuditOp]:
         known=[KnownIssue(("float32",), ("expressions",), "torch's sinc backward, (pi*x*cos(pi*x) - sin(pi*x)) "
                           "/ (pi*x**2), cancels catastrophically near 0 in float32 (1.4% off at x = 1e-3)")])
     add("abs", "elementwise", lambda x: torch.abs(x), _with_values([0.0]), "abs(x), one x exactly 0",
-        note="kink at 0 included on purpose (torch: gradient 0 there)", expr=E())
+        note="kink at 0 included on purpose (torch: gradient 0 there)", expr=E(), known=jump)
     add("relu", "elementwise", lambda x: F.relu(x), _with_values([0.0, 0.0]), "relu(x), two x exactly 0",
-        note="kink at 0 included on purpose (torch: gradient 0 there)", expr=E())
+        note="kink at 0 included on purpose (torch: gradient 0 there)", expr=E(), known=jump)
     add("leaky_relu", "elementwise", lambda x: F.leaky_relu(x, 0.1), _with_values([0.0]),
-        "leaky_relu(x, 0.1), one x exactly 0", note="kink at 0 included on purpose", expr=E())
+        "leaky_relu(x, 0.1), one x exactly 0", note="kink at 0 included on purpose", expr=E(), known=jump)
     add("hardtanh", "elementwise", lambda x: F.hardtanh(x), _with_values([1.0, -1.0], scale=1.5),
-        "hardtanh(x), x = +-1 included", note="kinks at +-1 included on purpose", expr=E())
+        "hardtanh(x), x = +-1 included", note="kinks at +-1 included on purpose", expr=E(), known=jump)
     add("gelu", "elementwise", lambda x: F.gelu(x), _unary(), "gelu(x)", expr=E())
     add("silu", "elementwise", lambda x: F.silu(x), _unary(), "silu(x)", expr=E(None, lambda s: s / (1 + sp.exp(-s))))
     add("softplus", "elementwise", lambda x: F.softplus(x), _unary(), "softplus(x)", expr=E(None, _softplus))
@@ -283,7 +285,7 @@ def catalogue() -> list[AuditOp]:
         return (_as(x.reshape(3, 4), dtype),)
 
     add("clamp", "elementwise", lambda x: torch.clamp(x, -1.0, 1.0), clamp_inputs,
-        "clamp(x, -1, 1), x = +-1 included", note="kinks at the bounds included on purpose")
+        "clamp(x, -1, 1), x = +-1 included", note="kinks at the bounds included on purpose", known=jump)
 
     def maximum_inputs(dtype, gen):
         x, y = _randn(gen, 3, 4), _randn(gen, 3, 4)
@@ -291,7 +293,7 @@ def catalogue() -> list[AuditOp]:
         return _as(x, dtype), _as(y, dtype)
 
     add("maximum", "elementwise", lambda x, y: torch.maximum(x, y), maximum_inputs, "maximum(x, y), two ties",
-        note="ties included on purpose (torch splits the gradient evenly)")
+        note="ties included on purpose (torch splits the gradient evenly)", known=jump)
 
     def where_inputs(dtype, gen):
         cond = torch.rand((3, 4), generator=gen) < 0.5
@@ -305,7 +307,7 @@ def catalogue() -> list[AuditOp]:
     add("prod", "reduction", lambda x: torch.prod(x, dim=1), _with_values([0.0]), "prod(x, dim=1), one x exactly 0",
         note="a zero factor included on purpose (torch's special backward path)")
     add("amax", "reduction", lambda x: torch.amax(x, dim=1), _amax_inputs, "amax(x, dim=1), ties in row 0",
-        note="ties included on purpose (torch splits the gradient evenly)")
+        note="ties included on purpose (torch splits the gradient evenly)", known=jump)
     add("max", "reduction", lambda x: torch.max(x, dim=1).values, _unary(), "max(x, dim=1).values")
     add("logsumexp", "reduction", lambda x: torch.logsumexp(x, dim=1), _unary(), "logsumexp(x, dim=1)")
     add("var", "reduction", lambda x: torch.var(x, dim=1), _unary(), "var(x, dim=1)")
@@ -556,7 +558,17 @@ class AuditRow:
     details: list[str] = dataclasses.field(default_factory=list)
     report: dict[str, Any] | None = None
     expressions: int = 0
-    known_issue: str = ""
+    known: KnownIssue | None = None
+    failed_checks: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def known_issue(self) -> str:
+        """Why this row's failures are expected ('' when they are not, or when nothing failed)."""
+        if not self.failed or self.known is None:
+            return ""
+        if not set(self.failed_checks) <= set(self.known.checks):
+            return ""
+        return self.known.describe()
 
     @property
     def verdict(self) -> str:
@@ -589,6 +601,7 @@ class AuditRow:
             "elapsed": round(self.elapsed, 4),
             "details": self.details,
             "known_issue": self.known_issue,
+            "failed_checks": self.failed_checks,
             "report": self.report,
         }
 
@@ -675,8 +688,8 @@ def run_audit(
 ) -> AuditResult:
     """Check every op in every dtype; never raises for an op that fails or errors.
 
-    A failure listed as a known torch limitation of the op (``AuditOp.known``) gets the verdict
-    ``known`` and does not fail the audit, unless ``strict``."""
+    A failure explained by a :class:`KnownIssue` of the op (``AuditOp.known``: those dtypes, only
+    those checks failing) gets the verdict ``known`` and does not fail the audit, unless ``strict``."""
     import gradcheck_kit as gk
 
     expressions = _expressions_module()
@@ -708,7 +721,7 @@ def _op_seed(seed: int, name: str) -> int:
 
 
 def _audit_one(gk: Any, op: AuditOp, dtype_name: str, *, seed: int, order: int, strict: bool = False) -> AuditRow:
-    row = AuditRow(op.name, op.family, dtype_name, known_issue="" if strict else op.known_issue(dtype_name))
+    row = AuditRow(op.name, op.family, dtype_name, known=None if strict else op.known_issue(dtype_name))
     t0 = time.perf_counter()
     try:
         gen = torch.Generator().manual_seed(_op_seed(seed, op.name))
@@ -731,6 +744,7 @@ def _absorb_report(row: AuditRow, report: Any) -> None:
             row.passed += 1
         elif status == "failed":
             row.failed += 1
+            row.failed_checks.append(getattr(check, "name", "?"))
         elif status == "skipped":
             row.skipped += 1
         else:
@@ -739,6 +753,7 @@ def _absorb_report(row: AuditRow, report: Any) -> None:
         # a report that failed without a failed check (mismatches or errors only)
         if getattr(report, "mismatches", None):
             row.failed += 1
+            row.failed_checks.append("report")
         else:
             row.errors += 1
     worst = getattr(report, "worst_ratio", None)
@@ -836,6 +851,7 @@ def _expression_checks(row: AuditRow, op: AuditOp, dtype_name: str, n: int, seed
         test()
     except _ExpressionFailed:
         row.failed += 1
+        row.failed_checks.append("expressions")
         row.details.append(state["failure"])
     except Exception as exc:  # the strategy or the checker broke: report it, keep auditing
         row.errors += 1
@@ -875,7 +891,7 @@ def format_results(result: AuditResult, style: Style) -> str:
         if r.verdict == "pass":
             continue
         parts.append("")
-        reason = f" - known torch issue: {r.known_issue}" if r.verdict == "known" else ""
+        reason = f" - {r.known_issue}" if r.verdict == "known" else ""
         parts.append(style(f"{r.verdict}: {r.op} ({r.dtype}){reason}", colours[r.verdict]))
         for detail in r.details:
             parts.append(_indent(_cap_lines(detail, 14)))
@@ -889,7 +905,7 @@ def format_results(result: AuditResult, style: Style) -> str:
     dtypes = ", ".join(dict.fromkeys(r.dtype for r in result.rows))
     summary = (
         f"{n_ops} ops x {dtypes}: {counts['pass']} passed, {counts['FAIL']} failed, "
-        f"{counts['error']} errors{f', {n} known torch issues' if (n := counts['known']) else ''}"
+        f"{counts['error']} errors{f', {n} known issues' if (n := counts['known']) else ''}"
         f" in {result.elapsed:.1f} s"
         f" (torch {torch.__version__}, seed {result.seed}{', quick' if result.quick else ''}"
         f"{'' if result.expressions_available else ', no random expressions in this build'})"

@@ -118,14 +118,28 @@ def test_progress_lines_when_not_a_terminal():
     assert stream.getvalue() == f"[ 1/12] {op.name} float32: pass (0.25 s)\n"
 
 
-def test_a_known_torch_issue_is_shown_but_does_not_fail_the_audit():
+def test_a_known_issue_is_shown_but_does_not_fail_the_audit():
     row = _row("digamma", "float64", passed=1, failed=1, ratio=1.4)
-    row.known_issue = "trigamma is a truncated series"
+    row.failed_checks = ["backward"]
+    row.known = _audit.KnownIssue(("float64",), ("backward", "forward_ad"), "trigamma is a truncated series")
     result = _audit.AuditResult([_row("tanh", "float64"), row], elapsed=1.0, seed=0, quick=False)
     assert row.verdict == "known" and result.ok
     text = _audit.format_results(result, Style(False))
     assert "known: digamma (float64) - known torch issue: trigamma is a truncated series" in text
-    assert text.splitlines()[-1].startswith(
-        "2 ops x float64: 1 passed, 0 failed, 0 errors, 1 known torch issues in 1.0 s"
-    )
-    assert result.to_dict()["results"][1]["known_issue"] == "trigamma is a truncated series"
+    assert text.splitlines()[-1].startswith("2 ops x float64: 1 passed, 0 failed, 0 errors, 1 known issues in 1.0 s")
+    assert result.to_dict()["results"][1]["known_issue"] == "known torch issue: trigamma is a truncated series"
+
+
+def test_a_known_issue_covers_only_its_checks():
+    row = _row("digamma", "float64", passed=1, failed=2, ratio=1.4)
+    row.failed_checks = ["backward", "second_order"]
+    row.known = _audit.KnownIssue(("float64",), ("backward", "forward_ad"), "trigamma")
+    assert row.verdict == "FAIL" and row.known_issue == ""
+
+
+def test_known_issues_name_real_dtypes():
+    for op in CATALOGUE:
+        for issue in op.known:
+            assert set(issue.dtypes) <= {"float32", "float64"}
+            assert issue.source in ("torch", "gradcheck_kit")
+            assert issue.checks
