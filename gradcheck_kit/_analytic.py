@@ -16,7 +16,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from gradcheck_kit._evaluate import as_outputs, describe_exception, seed_global_rng
-from gradcheck_kit._inputs import batched_coords, coords64, from_coords
+from gradcheck_kit._inputs import batched_coords, coords64, from_coords, layout_clone
 
 __all__ = ["vjp_rows", "jvp_columns", "ForwardADUnsupported", "rows_from_coords"]
 
@@ -117,6 +117,7 @@ def jvp_columns(
     tangents: torch.Tensor,
     output_indices: Sequence[int],
     rng_seed: int,
+    fresh_copies: bool = False,
 ) -> tuple[list[torch.Tensor], str]:
     """Forward-mode ``J·t`` for tangents ``(B, n_coords)`` of input ``i`` (as given, layout kept).
 
@@ -132,7 +133,12 @@ def jvp_columns(
         raise
     except Exception:  # noqa: BLE001 - vmap could not run it: one jvp at a time
         pass
-    per_col = [_jvp_single(fn, args, i, shaped[b], output_indices, rng_seed) for b in range(shaped.shape[0])]
+    per_col = []
+    for b in range(shaped.shape[0]):
+        call_args = args
+        if fresh_copies:  # fn modifies its inputs: each pass starts from the original values
+            call_args = [layout_clone(a) if isinstance(a, torch.Tensor) and j != i else a for j, a in enumerate(args)]
+        per_col.append(_jvp_single(fn, call_args, i, shaped[b], output_indices, rng_seed))
     return [torch.stack([c[o] for c in per_col]) for o in range(len(output_indices))], "loop"
 
 

@@ -72,7 +72,10 @@ def compare(analytic: torch.Tensor, est: Estimates, allowance: torch.Tensor, kap
     unchecked = ~(c_ok_num | r_ok_num | l_ok_num)
     passed = pass_c | between | rescue_r | rescue_l | unchecked
     failed = ~passed
-    kink = passed & ~pass_c & ~unchecked
+    # At a sharp kink only values between the one-sided slopes are valid, even where the central value
+    # (their average) is near enough: relu's backward giving 2 at 0 is wrong, 0, 0.5 or 1 are right.
+    passed = passed & ~(sharp & ~between)
+    kink = passed & (sharp | ~pass_c) & ~unchecked
 
     # what to show: the central value where it exists, else a usable side
     side = torch.where(r_ok_num, est.right, est.left)

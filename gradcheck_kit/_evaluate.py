@@ -68,7 +68,9 @@ class Evaluator:
         output_indices: Sequence[int],
         rng_seed: int,
         out_dtype: torch.dtype = torch.float64,
+        fresh_copies: bool = False,
     ):
+        self.fresh_copies = fresh_copies  # fn modifies its inputs: give every call its own copy
         self.fn = fn
         self.base_args = list(base_args)
         self.output_indices = list(output_indices)
@@ -78,7 +80,13 @@ class Evaluator:
         self.vmap_failed: str | None = None
         self.used_vmap = False
 
+    def _fresh(self, args: Sequence[Any], keep: int | None = None) -> list:
+        if not self.fresh_copies:
+            return list(args)
+        return [a.clone() if isinstance(a, torch.Tensor) and j != keep else a for j, a in enumerate(args)]
+
     def call(self, args: Sequence[Any]) -> tuple:
+        args = self._fresh(args)
         seed_global_rng(self.rng_seed)
         with torch.no_grad():
             return as_outputs(self.fn(*args))
@@ -112,8 +120,10 @@ class Evaluator:
         return [torch.stack([r[o] for r in rows]) for o in range(len(self.output_indices))]
 
     def _vmapped(self, i: int, batch: torch.Tensor) -> list[torch.Tensor]:
+        fixed = self._fresh(self.base_args, keep=i)
+
         def single(xi: torch.Tensor):
-            args = list(self.base_args)
+            args = list(fixed)
             args[i] = xi
             outs = as_outputs(self.fn(*args))
             return tuple(outs[k] for k in self.output_indices)

@@ -18,7 +18,7 @@ LISTED_PER_GROUP = 8
 
 
 def format_index(index: Optional[tuple]) -> str:
-    if index is None:
+    if not index:
         return ""
     return "[" + ", ".join(str(i) for i in index) + "]"
 

@@ -144,8 +144,8 @@ def _resolve_options(**given: Any) -> dict:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0):
             raise InvalidArgument(f"{key}={value!r} must be a non-negative number or None")
     seed_value = options["seed"]
-    if isinstance(seed_value, bool) or not isinstance(seed_value, int):
-        raise InvalidArgument(f"seed={seed_value!r} must be an int")
+    if isinstance(seed_value, bool) or not isinstance(seed_value, int) or not 0 <= seed_value < 2**63:
+        raise InvalidArgument(f"seed={seed_value!r} must be an int in [0, 2**63)")
     d = options["directions"]
     if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1):
         raise InvalidArgument(f"directions={d!r} must be a positive int")
@@ -203,6 +203,7 @@ class _Check:
                 self._run()
             except _Failure as exc:
                 self.report.errors.append(str(exc))
+        self.report.notes = list(dict.fromkeys(self.report.notes))
         self.report.elapsed = time.perf_counter() - start
         return self.report
 
@@ -235,14 +236,17 @@ class _Check:
             else:
                 analytic_args.append(t)
         self.analytic_args = analytic_args
+        self.mutates_inputs = False
         snapshot = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in analytic_args]
         outs = self._call_with_grad(analytic_args)
         for i, (a, before) in enumerate(zip(analytic_args, snapshot)):
             if before is not None and not torch.equal(a.detach(), before) and not (
                 torch.isnan(before).any() if before.is_floating_point() else False
             ):
+                self.mutates_inputs = True
                 report.notes.append(
-                    f"fn modified input {i} ({self.names[i]}) in place; the check used the modified values"
+                    f"fn modifies input {i} ({self.names[i]}) in place; every evaluation was given a fresh copy "
+                    "of the original values"
                 )
         self.outs = outs
         self.out_idx = differentiable_output_indices(outs)
@@ -268,6 +272,12 @@ class _Check:
         n_in = sum(n_coords(self.inputs[i]) for i in self.wrt)
         n_out = sum(n_coords(outs[k]) for k in self.out_idx)
         self.n_in, self.n_out = n_in, n_out
+        if n_in == 0 or n_out == 0:
+            what = "input" if n_in == 0 else "output"
+            report.mode = self.options["mode"]
+            report.checks.append(CheckResult("backward", "skipped", f"empty {what}: no derivative to compare"))
+            report.evaluations = self.evaluator.evaluations + self.extra_evaluations
+            return
         mode = self.options["mode"]
         if mode == "auto":
             mode = "full" if (n_in * n_out <= AUTO_ENTRIES and n_in <= AUTO_COORDS) else "directional"
@@ -344,7 +354,7 @@ class _Check:
         self.num_dtype = num_dtype
         self.stencil = tolerances.stencil_for(num_dtype)
         base = [b.contiguous() if isinstance(b, torch.Tensor) else b for b in base]
-        self.evaluator = Evaluator(self.fn, base, self.out_idx, self.rng_seed)
+        self.evaluator = Evaluator(self.fn, base, self.out_idx, self.rng_seed, fresh_copies=self.mutates_inputs)
         if not self.reference and not low:
             # numerics in the inputs' own dtype: autograd's forward already is f(x)
             self.f0 = [coords64(self.outs[k]) for k in self.out_idx]
@@ -823,6 +833,19 @@ class _Check:
             return
         self.report.checks.append(CheckResult("forward_ad", "failed" if failed else "passed", mode))
 
+    def _jvp_args(self) -> list:
+        """The inputs as given for a forward-mode pass (fresh copies when fn modifies its inputs)."""
+        if not self.mutates_inputs:
+            return self.analytic_args
+        args = []
+        for i, t in enumerate(self.inputs):
+            if isinstance(t, torch.Tensor):
+                clone = layout_clone(t)
+                args.append(clone.requires_grad_(True) if i in self.wrt else clone)
+            else:
+                args.append(t)
+        return args
+
     def _forward_full(self) -> bool:
         state = self.full_state
         rows = state["rows"]
@@ -837,7 +860,9 @@ class _Check:
                 stop = min(n_i, start + cols_per_batch)
                 tangents = torch.zeros(stop - start, n_i, dtype=torch.float64)
                 tangents[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
-                cols, _ = jvp_columns(self.fn, self.analytic_args, i, tangents, self.out_idx, self.rng_seed)
+                cols, _ = jvp_columns(
+                    self.fn, self._jvp_args(), i, tangents, self.out_idx, self.rng_seed, self.mutates_inputs
+                )
                 for pos, k in enumerate(self.out_idx):
                     parts[k].append(self._project(k, rows[k], cols[pos]))
             for k in self.out_idx:
@@ -856,12 +881,12 @@ class _Check:
         a = torch.zeros(len(self.out_idx), self.n_directions, dtype=torch.float64)
         if len(self.wrt) == 1:
             i = self.wrt[0]
-            cols, _ = jvp_columns(self.fn, self.analytic_args, i, u[i], self.out_idx, self.rng_seed)
+            cols, _ = jvp_columns(self.fn, self._jvp_args(), i, u[i], self.out_idx, self.rng_seed, self.mutates_inputs)
             for pos, k in enumerate(self.out_idx):
                 a[pos] = cols[pos] @ self.v[k]
         else:
             for i in self.wrt:  # J·u = sum over inputs of J_i·u_i
-                cols, _ = jvp_columns(self.fn, self.analytic_args, i, u[i], self.out_idx, self.rng_seed)
+                cols, _ = jvp_columns(self.fn, self._jvp_args(), i, u[i], self.out_idx, self.rng_seed, self.mutates_inputs)
                 for pos, k in enumerate(self.out_idx):
                     a[pos] += cols[pos] @ self.v[k]
         est = state["estimates"]

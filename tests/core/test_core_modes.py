@@ -244,11 +244,6 @@ def test_seed_makes_reports_reproducible():
     assert gk.check_gradients(torch.tanh, x, seed=3).ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: seed=2**70 escapes validation and fails inside torch.Generator.manual_seed with a raw "
-    "ValueError('Overflow when unpacking long long') instead of InvalidArgument naming seed=",
-)
 def test_out_of_range_seed_is_invalid_argument():
     with pytest.raises(gk.InvalidArgument, match=r"seed=1180591620717411303424"):
         gk.check_gradients(torch.tanh, _randn(3), seed=2**70)
