@@ -88,5 +88,10 @@ def compare(analytic: torch.Tensor, est: Estimates, allowance: torch.Tensor, kap
     side_ratio = torch.where(rescue_r, diff_r / tol_r, torch.where(rescue_l, diff_l / tol_l, torch.zeros_like(ratio)))
     ratio = torch.where(kink, side_ratio, ratio)
     ratio = torch.where(unchecked, torch.zeros_like(ratio), ratio)
+    # a derivative failed by the kink rule lies outside [left, right]: say by how much, never below 1
+    side_tol = torch.maximum(tol_r, tol_l)
+    outside = torch.maximum(lo - a, a - hi).clamp_min(0.0)
+    kink_ratio = 1.0 + torch.where(side_tol > 0, outside / side_tol, torch.zeros_like(outside))
+    ratio = torch.where(failed & (ratio < 1.0), torch.maximum(ratio, kink_ratio), ratio)
     ratio = torch.where(failed & ~finite_a, torch.full_like(ratio, torch.inf), ratio)
     return Verdict(failed, kink, unchecked, numerical, allowed, torch.nan_to_num(ratio, nan=torch.inf))
