@@ -35,6 +35,9 @@ class Verdict:
     numerical: torch.Tensor  # the numerical value shown for the derivative
     allowed: torch.Tensor  # what was allowed against that value
     ratio: torch.Tensor  # |autograd - numerical| / allowed (0 where unchecked)
+    sharp_kink: torch.Tensor  # bool: left and right slopes differ sharply (the point is not differentiable)
+    left: torch.Tensor
+    right: torch.Tensor
 
 
 def _usable(value: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
@@ -94,4 +97,6 @@ def compare(analytic: torch.Tensor, est: Estimates, allowance: torch.Tensor, kap
     kink_ratio = 1.0 + torch.where(side_tol > 0, outside / side_tol, torch.zeros_like(outside))
     ratio = torch.where(failed & (ratio < 1.0), torch.maximum(ratio, kink_ratio), ratio)
     ratio = torch.where(failed & ~finite_a, torch.full_like(ratio, torch.inf), ratio)
-    return Verdict(failed, kink, unchecked, numerical, allowed, torch.nan_to_num(ratio, nan=torch.inf))
+    return Verdict(
+        failed, kink, unchecked, numerical, allowed, torch.nan_to_num(ratio, nan=torch.inf), sharp, est.left, est.right
+    )

@@ -616,6 +616,11 @@ class _Check:
                 note.append(f"input {part}")
             if not flowed:
                 note.append(f"no gradient flows to input {i}: autograd gave none")
+            if bool(verdict.sharp_kink[j, r]):
+                lo, hi = sorted((float(verdict.left[j, r]), float(verdict.right[j, r])))
+                note.append(
+                    f"a kink: the one-sided slopes are {lo:.6g} and {hi:.6g}; a valid (sub)gradient lies between them"
+                )
             analytic_value = float(a[j, r])
             if not math.isfinite(analytic_value):
                 note.append("autograd's value is not finite where the numerical one is")
