@@ -399,7 +399,10 @@ def catalogue() -> list[AuditOp]:
     add("group_norm", "normalisation", lambda x, w, b: F.group_norm(x, 2, w, b), group_norm_inputs,
         "group_norm(x[2,4,3], 2 groups, w, b)")
     add("batch_norm", "normalisation", lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
-        group_norm_inputs, "batch_norm(x[2,4,3], w, b, training=True)")
+        group_norm_inputs, "batch_norm(x[2,4,3], w, b, training=True)",
+        known=[KnownIssue(("float64",), _SECOND_ORDER, "the numerical second derivative's error estimate is "
+                          "too small here (|diff| 4e-11 vs allowed 2e-11); torch's double backward agrees with an "
+                          "independent composite formula to 7e-16 (reported)", source="gradcheck_kit")])
     add("instance_norm", "normalisation", lambda x, w, b: F.instance_norm(x, weight=w, bias=b),
         group_norm_inputs, "instance_norm(x[2,4,3], w, b)")
     add("rms_norm", "normalisation", lambda x, w: F.rms_norm(x, (5,), w),
