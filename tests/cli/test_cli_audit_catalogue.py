@@ -121,7 +121,7 @@ def test_progress_lines_when_not_a_terminal():
 def test_a_known_issue_is_shown_but_does_not_fail_the_audit():
     row = _row("digamma", "float64", passed=1, failed=1, ratio=1.4)
     row.failed_checks = ["backward"]
-    row.known = _audit.KnownIssue(("float64",), ("backward", "forward_ad"), "trigamma is a truncated series")
+    row.known = (_audit.KnownIssue(("float64",), ("backward", "forward_ad"), "trigamma is a truncated series"),)
     result = _audit.AuditResult([_row("tanh", "float64"), row], elapsed=1.0, seed=0, quick=False)
     assert row.verdict == "known" and result.ok
     text = _audit.format_results(result, Style(False))
@@ -133,7 +133,7 @@ def test_a_known_issue_is_shown_but_does_not_fail_the_audit():
 def test_a_known_issue_covers_only_its_checks():
     row = _row("digamma", "float64", passed=1, failed=2, ratio=1.4)
     row.failed_checks = ["backward", "second_order"]
-    row.known = _audit.KnownIssue(("float64",), ("backward", "forward_ad"), "trigamma")
+    row.known = (_audit.KnownIssue(("float64",), ("backward", "forward_ad"), "trigamma"),)
     assert row.verdict == "FAIL" and row.known_issue == ""
 
 
