@@ -22,7 +22,7 @@ import torch
 from gradcheck_kit import tolerances
 from gradcheck_kit.tolerances import Stencil
 
-__all__ = ["Weights", "weights_for", "Estimates", "estimate"]
+__all__ = ["Weights", "weights_for", "Estimates", "estimate", "noise_sigma", "estimate_with_sigma"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,58 @@ def _apply(w: np.ndarray, values: torch.Tensor) -> torch.Tensor:
     return torch.tensordot(torch.as_tensor(w, dtype=values.dtype, device=values.device), values, dims=1)
 
 
+def noise_sigma(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil, pool_dim: int | None = None) -> torch.Tensor:
+    """Round-off level of ``f`` for each derivative of ``values`` (shape ``(points, *batch)``)."""
+    w = weights_for(stencil)
+    e = tolerances.eps(stencil.dtype)
+    sample = _apply(w.noise, values).abs()
+    # round-off model: eps of |f| plus eps of the output's typical size. An entry far below its siblings is
+    # often the difference of large intermediates (gelu's tail is x * (1 + erf) with erf ~ -1) whose
+    # rounding is a staircase the stencil cannot see: it is flat, then jumps by an ulp of the intermediate.
+    f_scale = fmag.square().mean().sqrt()
+    model = tolerances.NOISE_MODEL_EPS * e * (fmag + f_scale)
+    # The residual of one derivative is noise (round-off of f, which can be far above eps|f| where terms
+    # cancel) or non-smoothness (a kink inside the stencil leaves a residual ~ h x the jump). Round-off of
+    # that size is implausible, so the entry's own sample counts up to a cap far below h; the pooled median
+    # of the row's derivatives (x 1.48: the median of |N(0, s)| is 0.674 s) stands for noise shared by the row.
+    plausible = tolerances.PLAUSIBLE_NOISE_EPS * model + 1e-6 * stencil.h0 * (fmag + fmag.max())
+    sigma = torch.maximum(model, torch.minimum(sample, plausible))
+    if pool_dim is not None and sample.shape[pool_dim] > 1:
+        pooled = 1.4826 * sample.nan_to_num(nan=torch.inf).median(dim=pool_dim, keepdim=True).values
+        sigma = torch.maximum(sigma, pooled)
+    return sigma
+
+
+def estimate_with_sigma(
+    values: torch.Tensor,
+    h: torch.Tensor,
+    sigma: torch.Tensor,
+    stencil: Stencil,
+    *,
+    x_abs: torch.Tensor | None = None,
+) -> Estimates:
+    """Estimates from ``values`` of shape ``(points, *batch)`` and the noise ``sigma`` of ``f``.
+
+    ``h``: the absolute step of each derivative (broadcasts to ``batch``); ``x_abs``: |x| of the perturbed
+    coordinate (the point ``x + h`` is rounded, an error of about ``eps |x| / h`` relative).
+    """
+    w = weights_for(stencil)
+    e = tolerances.eps(stencil.dtype)
+
+    def one(wv: np.ndarray, wprev: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        value = _apply(wv, values) / h
+        truncation = (value - _apply(wprev, values) / h).abs()
+        err = truncation + (float(np.abs(wv).sum()) * sigma / h)
+        if x_abs is not None:
+            err = err + e * (x_abs / h) * value.abs()
+        return value, err
+
+    central, central_err = one(w.central, w.central_prev)
+    right, right_err = one(w.right, w.right_prev)
+    left, left_err = one(w.left, w.left_prev)
+    return Estimates(central, central_err, right, right_err, left, left_err)
+
+
 def estimate(
     values: torch.Tensor,
     h: torch.Tensor,
@@ -100,34 +152,7 @@ def estimate(
     x_abs: torch.Tensor | None = None,
     pool_dim: int | None = None,
 ) -> Estimates:
-    """Estimates from ``values`` of shape ``(points, *batch)``.
-
-    ``h``: the absolute step of each derivative (broadcasts to ``batch``); ``fmag``: a magnitude of the
-    projected function value (for the round-off model); ``x_abs``: |x| of the perturbed coordinate (the
-    point ``x + h`` is rounded, an error of about ``eps |x| / h`` relative); ``pool_dim``: a batch
-    dimension over which the noise of ``f`` is pooled (the perturbed coordinates of one output row).
-    """
-    w = weights_for(stencil)
-    e = tolerances.eps(stencil.dtype)
-    sample = _apply(w.noise, values).abs()
-    if pool_dim is not None and sample.shape[pool_dim] > 1:
-        # Noise is a property of computing f near x, shared by every perturbed coordinate of a row; a kink
-        # makes the residual of its own column large (non-smoothness, not noise). The median (x 1.48: the
-        # median of |N(0, s)| is 0.674 s) keeps a few kink columns from inflating everyone's tolerance,
-        # so the one-sided slopes at a kink stay sharp and the kink rule can decide.
-        sample = 1.4826 * sample.nan_to_num(nan=torch.inf).median(dim=pool_dim, keepdim=True).values
-    sigma = torch.maximum(sample, tolerances.NOISE_MODEL_EPS * e * fmag)
-
-    def one(wv: np.ndarray, wprev: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        value = _apply(wv, values) / h
-        truncation = (value - _apply(wprev, values) / h).abs()
-        roundoff = float(np.abs(wv).sum()) * sigma / h
-        err = truncation + roundoff
-        if x_abs is not None:
-            err = err + e * (x_abs / h) * value.abs()
-        return value, err
-
-    central, central_err = one(w.central, w.central_prev)
-    right, right_err = one(w.right, w.right_prev)
-    left, left_err = one(w.left, w.left_prev)
-    return Estimates(central, central_err, right, right_err, left, left_err)
+    """Noise and estimates in one go (``fmag``: a magnitude of the projected function value;
+    ``pool_dim``: a batch dimension over which the noise of ``f`` is pooled)."""
+    sigma = noise_sigma(values, fmag, stencil, pool_dim)
+    return estimate_with_sigma(values, h, sigma, stencil, x_abs=x_abs)

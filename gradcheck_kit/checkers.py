@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -38,7 +39,7 @@ from gradcheck_kit._evaluate import (
     differentiable_output_indices,
     seed_global_rng,
 )
-from gradcheck_kit._finite_diff import Estimates, estimate
+from gradcheck_kit._finite_diff import Estimates, estimate, estimate_with_sigma, noise_sigma
 from gradcheck_kit._inputs import (
     coord_index,
     coords,
@@ -394,11 +395,11 @@ class _Check:
 
     # ---------------------------------------------------------------------------------------------
     # full mode
-    def _full_numerics(self, i: int, rows: dict[int, str]) -> dict[int, Estimates]:
+    def _full_numerics(self, i: int, rows: dict[int, str]) -> dict[int, "_FullNumerics"]:
         """Numerical derivatives of every output row w.r.t. every coordinate of input ``i``.
 
         ``rows[k]`` is ``"jacobian"`` (one row per output coordinate) or ``"projected"`` (one row: v·out).
-        Returns per output an :class:`Estimates` of shape ``(n_i, r_k)``.
+        Returns per output the raw stencil values ``(points, n_i, r_k)`` with the noise of ``f``.
         """
         x = self.evaluator.base_args[i]
         xc = coords(x).to(torch.float64)
@@ -427,14 +428,29 @@ class _Check:
             for pos, k in enumerate(self.out_idx):
                 proj = self._project(k, rows[k], outs[pos])  # (npts*b, r)
                 values[k][1:, start : start + b] = proj.reshape(npts, b, -1)
-        # actual steps as represented in the numeric dtype
-        h = step.unsqueeze(1)
-        estimates = {}
+        numerics = {}
         for k in self.out_idx:
             pos = self.out_idx.index(k)
             fmag = self._project(k, rows[k], self.f0[pos].abs().unsqueeze(0), absolute=True)  # (1, r)
-            estimates[k] = estimate(values[k], h, fmag, self.stencil, x_abs=xc.abs().unsqueeze(1), pool_dim=0)
-        return estimates
+            sigma = noise_sigma(values[k], fmag, self.stencil, pool_dim=0)
+            flat = (values[k][1:] == values[k][0]).all(dim=0)
+            numerics[k] = _FullNumerics(values[k], sigma, step, xc.abs(), flat)
+        return numerics
+
+    def _judge(self, i, k, a, ref, num: "_FullNumerics", extra: float, kap: float):
+        """Compare autograd's ``(n_i, r)`` values with the numerics, on the entries that can differ.
+
+        An entry whose stencil values are all identical (f does not depend on that coordinate) and whose
+        autograd value is exactly zero passes without arithmetic: most of a Jacobian, for most functions.
+        """
+        candidates = ~num.flat | (a != 0)
+        j_idx, r_idx = candidates.nonzero(as_tuple=True)
+        est = estimate_with_sigma(
+            num.values[:, j_idx, r_idx], num.step[j_idx], num.sigma[j_idx, r_idx], self.stencil,
+            x_abs=num.x_abs[j_idx],
+        )
+        allow = self._allowance_full(i, a, ref, est, extra, (j_idx, r_idx))
+        return compare(a[j_idx, r_idx], est, allow, kap), j_idx, r_idx
 
     def _rows(self, k: int, kind: str) -> int:
         return self.f0[self.out_idx.index(k)].numel() if kind == "jacobian" else 1
@@ -515,14 +531,15 @@ class _Check:
         kap = tolerances.kappa(total)
         failed_any = False
         for i in inputs:
-            est = self._full_numerics(i, rows)
-            self.full_state["estimates"][i] = est
+            num = self._full_numerics(i, rows)
+            self.full_state["estimates"][i] = num
             for k in self.out_idx:
                 a = analytic[(i, k)]
                 ref = reference[(i, k)] if reference is not None else None
-                allow = self._allowance_full(i, a, ref, est[k], extra[(i, k)])
-                verdict = compare(a, est[k], allow, kap)
-                failed_any |= self._record(check_name, i, k, rows[k], a, verdict, flowed.get((i, k), True))
+                verdict, j_idx, r_idx = self._judge(i, k, a, ref, num[k], extra[(i, k)], kap)
+                failed_any |= self._record(
+                    check_name, i, k, rows[k], a, verdict, flowed.get((i, k), True), j_idx, r_idx
+                )
         kinds = sorted(set(rows.values()))
         detail = f"full, {'/'.join(kinds)}, numerical {self.evaluator.path}, autograd {path}"
         self.report.checks.append(CheckResult(check_name, "failed" if failed_any else "passed", detail))
@@ -554,22 +571,30 @@ class _Check:
         return extra
 
     def _allowance_full(
-        self, i: int, a: torch.Tensor, ref: torch.Tensor | None, est: Estimates, extra: float = 0.0
+        self, i: int, a: torch.Tensor, ref: torch.Tensor | None, est: Estimates, extra: float, idx: tuple
     ) -> torch.Tensor:
+        """Autograd's allowance on the entries ``idx`` (rows, columns) of the ``(n_i, r)`` matrices."""
         if self.options["atol"] is not None or self.options["rtol"] is not None:
             atol = self.options["atol"] or 0.0
             rtol = self.options["rtol"] or 0.0
             return atol + rtol * est.central.abs().nan_to_num(0.0)
         base = ref if ref is not None else a
         base = base.nan_to_num(0.0, posinf=0.0, neginf=0.0)
-        row_rms = base.square().mean(dim=0, keepdim=True).sqrt()
-        scale = base.abs() + row_rms + extra
-        measured = (a - ref).abs().nan_to_num(0.0) if ref is not None else None
+        row_rms = base.square().mean(dim=0).sqrt()
+        j_idx, r_idx = idx
+        scale = base[j_idx, r_idx].abs() + row_rms[r_idx] + extra
+        measured = (a[j_idx, r_idx] - ref[j_idx, r_idx]).abs().nan_to_num(0.0) if ref is not None else None
         policy = tolerances.AnalyticAllowance(self.inputs[i].dtype, ref is not None)
         return policy.allowance(scale, measured) + self.options["nondet_tol"]
 
-    def _record(self, check: str, i: int, k: int, kind: str, a: torch.Tensor, verdict: Verdict, flowed: bool) -> bool:
-        """Add a group summary and its mismatches; return whether anything failed."""
+    def _record(
+        self, check: str, i: int, k: int, kind: str, a: torch.Tensor, verdict: Verdict, flowed: bool,
+        j_idx: torch.Tensor, r_idx: torch.Tensor,
+    ) -> bool:
+        """Add a group summary and its mismatches; return whether anything failed.
+
+        ``verdict`` covers the entries ``(j_idx, r_idx)`` of the ``(n_i, r)`` matrix ``a``; the others passed.
+        """
         report = self.report
         group = GroupSummary(check, i, k, kind)
         group.compared = int(a.numel() - verdict.unchecked.sum().item())
@@ -598,12 +623,11 @@ class _Check:
             )
         if not group.failed:
             return False
-        idx = verdict.failed.nonzero()
-        ratios = verdict.ratio[verdict.failed]
-        order = torch.argsort(ratios, descending=True)[:KEPT_PER_GROUP]
+        failed_at = verdict.failed.nonzero().reshape(-1)
+        order = torch.argsort(verdict.ratio[failed_at], descending=True)[:KEPT_PER_GROUP]
         xc = coords(x)
-        for pos in order.tolist():
-            j, r = idx[pos].tolist()
+        for pos in failed_at[order].tolist():
+            j, r = int(j_idx[pos]), int(r_idx[pos])
             index, part = coord_index(j, x.shape, x.is_complex())
             out_shape = self.outs[k].shape
             out_elem = None
@@ -616,12 +640,13 @@ class _Check:
                 note.append(f"input {part}")
             if not flowed:
                 note.append(f"no gradient flows to input {i}: autograd gave none")
-            if bool(verdict.sharp_kink[j, r]):
-                lo, hi = sorted((float(verdict.left[j, r]), float(verdict.right[j, r])))
+            if bool(verdict.sharp_kink[pos]):
+                lo, hi = sorted((float(verdict.left[pos]), float(verdict.right[pos])))
                 note.append(
                     f"a kink: the one-sided slopes are {lo:.6g} and {hi:.6g}; a valid (sub)gradient lies between them"
                 )
             analytic_value = float(a[j, r])
+            numerical_value = float(verdict.numerical[pos])
             if not math.isfinite(analytic_value):
                 note.append("autograd's value is not finite where the numerical one is")
             report.mismatches.append(
@@ -631,9 +656,9 @@ class _Check:
                     output_index=k,
                     index=index,
                     analytic=analytic_value,
-                    numerical=float(verdict.numerical[j, r]),
-                    abs_error=abs(analytic_value - float(verdict.numerical[j, r])),
-                    allowed=float(verdict.allowed[j, r]),
+                    numerical=numerical_value,
+                    abs_error=abs(analytic_value - numerical_value),
+                    allowed=float(verdict.allowed[pos]),
                     output_element=out_elem,
                     input_name=name,
                     input_value=safe_float(xc[j]),
@@ -873,9 +898,8 @@ class _Check:
             for k in self.out_idx:
                 a = torch.cat(parts[k])
                 ref = state["reference"][(i, k)] if state["reference"] is not None else None
-                allow = self._allowance_full(i, a, ref, est[k], state["extra"][(i, k)])
-                verdict = compare(a, est[k], allow, kap)
-                failed_any |= self._record("forward_ad", i, k, rows[k], a, verdict, True)
+                verdict, j_idx, r_idx = self._judge(i, k, a, ref, est[k], state["extra"][(i, k)], kap)
+                failed_any |= self._record("forward_ad", i, k, rows[k], a, verdict, True, j_idx, r_idx)
         return failed_any
 
     def _forward_directional(self) -> bool:
@@ -907,6 +931,19 @@ class _Check:
         from gradcheck_kit._second_order import check_second_order
 
         check_second_order(self)
+
+
+@dataclass
+class _FullNumerics:
+    """Raw stencil values of one (input, output) pair in full mode, ``(points, n_i, r)``, and what the
+    estimates need besides: the noise of ``f``, each coordinate's step and |x|, and which entries are flat
+    (every stencil value identical: f does not depend on that coordinate)."""
+
+    values: torch.Tensor
+    sigma: torch.Tensor
+    step: torch.Tensor
+    x_abs: torch.Tensor
+    flat: torch.Tensor
 
 
 def _real_of(dtype: torch.dtype) -> torch.dtype:

@@ -36,6 +36,8 @@ CAP_EPS = 64.0  # the measured part never exceeds this (an uncapped one would hi
 NO_REFERENCE_EPS = 64.0  # low precision with no float64 run: a generous blanket allowance
 #: round-off model of f: this many eps of |f| (the empirical estimate is used when larger)
 NOISE_MODEL_EPS = 2.0
+#: an entry's own noise sample counts up to this many times the model (beyond it: non-smoothness, a kink)
+PLAUSIBLE_NOISE_EPS = 1e3
 
 
 def eps(dtype: torch.dtype) -> float:
