@@ -24,7 +24,9 @@ from gradcheck_kit._finite_diff import Estimates
 __all__ = ["Verdict", "compare"]
 
 CONTAMINATION_RATIO = 4.0
-SHARPNESS = 4.0  # |right - left| must exceed SHARPNESS * kappa * (their errors) to count as a kink
+SHARPNESS = 4.0
+JUMP_FRACTION = 0.1  # an estimate that moves this much between Richardson levels is not converging
+JUMP_DOMINANCE = 100.0  # ... and is this many times autograd's value: f jumps inside the stencil  # |right - left| must exceed SHARPNESS * kappa * (their errors) to count as a kink
 
 
 @dataclass
@@ -73,6 +75,20 @@ def compare(analytic: torch.Tensor, est: Estimates, allowance: torch.Tensor, kap
     rescue_l = pass_l & (~r_ok_num | (est.right_err > CONTAMINATION_RATIO * est.left_err))
 
     unchecked = ~(c_ok_num | r_ok_num | l_ok_num)
+    if est.central_trunc is not None:
+        # A jump of f inside the stencil (the first derivative of abs at 0, when checking second order)
+        # makes every estimate grow like 1/h: each differs from its previous Richardson level by a large
+        # fraction and dwarfs autograd's value. The derivative does not exist there: not checkable.
+        def blows_up(value, trunc):
+            return torch.isfinite(value) & (trunc > JUMP_FRACTION * value.abs())
+
+        magnitude = torch.minimum(torch.minimum(est.central.abs(), est.right.abs()), est.left.abs())
+        jump = (
+            blows_up(est.central, est.central_trunc) & blows_up(est.right, est.right_trunc)
+            & blows_up(est.left, est.left_trunc) & (magnitude > JUMP_DOMINANCE * (a.abs() + allowance))
+            & finite_a
+        )
+        unchecked = unchecked | jump
     passed = pass_c | between | rescue_r | rescue_l | unchecked
     failed = ~passed
     # At a sharp kink only values between the one-sided slopes are valid, even where the central value

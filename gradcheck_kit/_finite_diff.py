@@ -85,6 +85,10 @@ class Estimates:
     right_err: torch.Tensor
     left: torch.Tensor
     left_err: torch.Tensor
+    #: the truncation parts of the errors (|value - previous Richardson level|), without round-off
+    central_trunc: torch.Tensor | None = None
+    right_trunc: torch.Tensor | None = None
+    left_trunc: torch.Tensor | None = None
 
 
 def _apply(w: np.ndarray, values: torch.Tensor) -> torch.Tensor:
@@ -100,7 +104,10 @@ def noise_sigma(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil, pool
     # often the difference of large intermediates (gelu's tail is x * (1 + erf) with erf ~ -1) whose
     # rounding is a staircase the stencil cannot see: it is flat, then jumps by an ulp of the intermediate.
     f_scale = fmag.square().mean().sqrt()
-    model = tolerances.NOISE_MODEL_EPS * e * (fmag + f_scale)
+    # |f| at the stencil points too, not only at x: where the step dwarfs x (x = 1e-200), f(x) can be 0
+    # while f(x +- h) ~ h^2, whose rounding swallows the difference a derivative needs
+    at_points = values.abs().nan_to_num(0.0, posinf=0.0).amax(dim=0)
+    model = tolerances.NOISE_MODEL_EPS * e * (torch.maximum(fmag, at_points) + f_scale)
     # The residual of one derivative is noise (round-off of f, which can be far above eps|f| where terms
     # cancel) or non-smoothness (a kink inside the stencil leaves a residual ~ h x the jump). Round-off of
     # that size is implausible, so the entry's own sample counts up to a cap far below h; the pooled median
@@ -108,7 +115,13 @@ def noise_sigma(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil, pool
     plausible = tolerances.PLAUSIBLE_NOISE_EPS * model + 1e-6 * stencil.h0 * (fmag + fmag.max())
     sigma = torch.maximum(model, torch.minimum(sample, plausible))
     if pool_dim is not None and sample.shape[pool_dim] > 1:
-        pooled = 1.4826 * sample.nan_to_num(nan=torch.inf).median(dim=pool_dim, keepdim=True).values
+        # pool over the derivatives where f moved: a coordinate f does not depend on has an exactly zero
+        # residual that says nothing about noise (in a sparse Jacobian it would pull the median to 0)
+        moved = ~(values[1:] == values[0]).all(dim=0)
+        pool = torch.where(moved, sample.nan_to_num(nan=torch.inf), torch.nan)
+        pooled = (1.4826 * pool.nanmedian(dim=pool_dim, keepdim=True).values).nan_to_num(0.0)
+        # a median of fewer than 3 samples is no protection against the one kink among them
+        pooled = torch.where(moved.sum(dim=pool_dim, keepdim=True) >= 3, pooled, torch.zeros_like(pooled))
         sigma = torch.maximum(sigma, pooled)
     return sigma
 
@@ -129,18 +142,18 @@ def estimate_with_sigma(
     w = weights_for(stencil)
     e = tolerances.eps(stencil.dtype)
 
-    def one(wv: np.ndarray, wprev: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def one(wv: np.ndarray, wprev: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         value = _apply(wv, values) / h
         truncation = (value - _apply(wprev, values) / h).abs()
         err = truncation + (float(np.abs(wv).sum()) * sigma / h)
         if x_abs is not None:
             err = err + e * (x_abs / h) * value.abs()
-        return value, err
+        return value, err, truncation
 
-    central, central_err = one(w.central, w.central_prev)
-    right, right_err = one(w.right, w.right_prev)
-    left, left_err = one(w.left, w.left_prev)
-    return Estimates(central, central_err, right, right_err, left, left_err)
+    central, central_err, ct = one(w.central, w.central_prev)
+    right, right_err, rt = one(w.right, w.right_prev)
+    left, left_err, lt = one(w.left, w.left_prev)
+    return Estimates(central, central_err, right, right_err, left, left_err, ct, rt, lt)
 
 
 def estimate(
