@@ -86,23 +86,12 @@ _TRIGAMMA = (
     "torch's trigamma (digamma's derivative, lgamma's second) is a truncated asymptotic series "
     "(calc_trigamma in ATen's Math.h), accurate to ~5e-10 relative against mpmath, not to float64's 1e-16"
 )
-_TINY = KnownIssue(
-    ("float64",),
-    ("expressions",),
-    "random expressions reach values near 1e-100 where the numerical derivative is 0 and the allowance "
-    "underflows (x*x at x = 1.3e-208 on a (3,) input fails; reported)",
-    source="gradcheck_kit",
-)
 _NEAR_ONE = KnownIssue(
     ("float64",),
     ("expressions",),
     "log(x/10 + 1) at x = 0: the rounding of the argument near 1 is missing from the numerical error "
     "estimate (|diff| 7e-12 vs allowed 4.8e-12; reported)",
     source="gradcheck_kit",
-)
-_JUMP = (
-    "the first derivative jumps at this deliberate kink or tie; the second-order comparison does not "
-    "yet treat a jump as a kink (reported with a reproducer); first order passes"
 )
 
 
@@ -222,8 +211,6 @@ def catalogue() -> list[AuditOp]:
 
     import sympy as sp
 
-    jump = [KnownIssue(("float32", "float64"), _SECOND_ORDER, _JUMP, source="gradcheck_kit"), _TINY]
-
     def E(domain=None, sym=None):  # noqa: N802 - reads as a declaration
         return ExpressionSpec(domain, sym)
 
@@ -263,13 +250,13 @@ def catalogue() -> list[AuditOp]:
         known=[KnownIssue(("float32",), ("expressions",), "torch's sinc backward, (pi*x*cos(pi*x) - sin(pi*x)) "
                           "/ (pi*x**2), cancels catastrophically near 0 in float32 (1.4% off at x = 1e-3)")])
     add("abs", "elementwise", lambda x: torch.abs(x), _with_values([0.0]), "abs(x), one x exactly 0",
-        note="kink at 0 included on purpose (torch: gradient 0 there)", expr=E(), known=jump)
+        note="kink at 0 included on purpose (torch: gradient 0 there)", expr=E())
     add("relu", "elementwise", lambda x: F.relu(x), _with_values([0.0, 0.0]), "relu(x), two x exactly 0",
-        note="kink at 0 included on purpose (torch: gradient 0 there)", expr=E(), known=jump)
+        note="kink at 0 included on purpose (torch: gradient 0 there)", expr=E())
     add("leaky_relu", "elementwise", lambda x: F.leaky_relu(x, 0.1), _with_values([0.0]),
-        "leaky_relu(x, 0.1), one x exactly 0", note="kink at 0 included on purpose", expr=E(), known=jump)
+        "leaky_relu(x, 0.1), one x exactly 0", note="kink at 0 included on purpose", expr=E())
     add("hardtanh", "elementwise", lambda x: F.hardtanh(x), _with_values([1.0, -1.0], scale=1.5),
-        "hardtanh(x), x = +-1 included", note="kinks at +-1 included on purpose", expr=E(), known=jump)
+        "hardtanh(x), x = +-1 included", note="kinks at +-1 included on purpose", expr=E())
     add("gelu", "elementwise", lambda x: F.gelu(x), _unary(), "gelu(x)", expr=E())
     add("silu", "elementwise", lambda x: F.silu(x), _unary(), "silu(x)", expr=E(None, lambda s: s / (1 + sp.exp(-s))))
     add("softplus", "elementwise", lambda x: F.softplus(x), _unary(), "softplus(x)", expr=E(None, _softplus))
@@ -300,7 +287,7 @@ def catalogue() -> list[AuditOp]:
         return (_as(x.reshape(3, 4), dtype),)
 
     add("clamp", "elementwise", lambda x: torch.clamp(x, -1.0, 1.0), clamp_inputs,
-        "clamp(x, -1, 1), x = +-1 included", note="kinks at the bounds included on purpose", known=jump)
+        "clamp(x, -1, 1), x = +-1 included", note="kinks at the bounds included on purpose")
 
     def maximum_inputs(dtype, gen):
         x, y = _randn(gen, 3, 4), _randn(gen, 3, 4)
@@ -308,7 +295,7 @@ def catalogue() -> list[AuditOp]:
         return _as(x, dtype), _as(y, dtype)
 
     add("maximum", "elementwise", lambda x, y: torch.maximum(x, y), maximum_inputs, "maximum(x, y), two ties",
-        note="ties included on purpose (torch splits the gradient evenly)", known=jump)
+        note="ties included on purpose (torch splits the gradient evenly)")
 
     def where_inputs(dtype, gen):
         cond = torch.rand((3, 4), generator=gen) < 0.5
@@ -322,7 +309,7 @@ def catalogue() -> list[AuditOp]:
     add("prod", "reduction", lambda x: torch.prod(x, dim=1), _with_values([0.0]), "prod(x, dim=1), one x exactly 0",
         note="a zero factor included on purpose (torch's special backward path)")
     add("amax", "reduction", lambda x: torch.amax(x, dim=1), _amax_inputs, "amax(x, dim=1), ties in row 0",
-        note="ties included on purpose (torch splits the gradient evenly)", known=jump)
+        note="ties included on purpose (torch splits the gradient evenly)")
     add("max", "reduction", lambda x: torch.max(x, dim=1).values, _unary(), "max(x, dim=1).values")
     add("logsumexp", "reduction", lambda x: torch.logsumexp(x, dim=1), _unary(), "logsumexp(x, dim=1)")
     add("var", "reduction", lambda x: torch.var(x, dim=1), _unary(), "var(x, dim=1)")
