@@ -38,8 +38,6 @@ def vjp_rows(
     output: torch.Tensor,
     leaves: Sequence[torch.Tensor],
     rows: torch.Tensor,
-    *,
-    retain_graph: bool = True,
 ) -> tuple[list[torch.Tensor], list[bool], str]:
     """``rows``: ``(r, n_out_coords)``. Returns per leaf ``(r, n_leaf_coords)`` float64, whether any
     gradient flowed to each leaf, and the path used (``batched`` or ``loop``)."""
@@ -88,8 +86,6 @@ def vjp_rows(
                 _check_grad_meta(g, leaves[k])
                 results[k].append(batched_coords(g.detach()).to(torch.float64))
         start += chunk
-    if not retain_graph:
-        pass
     return [torch.cat(parts) for parts in results], flowed, path
 
 

@@ -40,6 +40,7 @@ from gradcheck_kit._evaluate import (
     seed_global_rng,
 )
 from gradcheck_kit._finite_diff import Estimates, estimate, estimate_with_sigma, noise_sigma
+from gradcheck_kit._inputs import input_names as names_for_inputs  # the keyword shadows the name
 from gradcheck_kit._inputs import (
     coord_index,
     coords,
@@ -47,7 +48,6 @@ from gradcheck_kit._inputs import (
     from_coords,
     function_name,
     input_infos,
-    input_names,
     is_differentiable,
     layout_clone,
     n_coords,
@@ -114,16 +114,12 @@ def check_gradients(
     )
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable")
-    names = _names(fn, inputs, input_names)
+    names = names_for_inputs(fn, len(inputs), input_names)
     wrt_list = resolve_wrt(inputs, wrt)
     run = _Check(fn, inputs, wrt_list, names, grad_outputs, options)
     report = run.execute()
     _config.notify_report(report)
     return report
-
-
-def _names(fn: Callable, inputs: Sequence[Any], given: Sequence[str] | None) -> list[str]:
-    return input_names(fn, len(inputs), given)
 
 
 def _resolve_options(**given: Any) -> dict:
@@ -218,8 +214,7 @@ class _Check:
         if self.wrt != [i for i, t in enumerate(self.inputs) if is_differentiable(t) and t.requires_grad]:
             extras.append(f"wrt={self.wrt}")
         extras.append(f"seed={self.seed}")
-        name = function_name(self.fn).replace(".apply", ".apply")
-        return f"gk.assert_gradients_close({name}, {args}, {', '.join(extras)})"
+        return f"gk.assert_gradients_close({function_name(self.fn)}, {args}, {', '.join(extras)})"
 
     # ---------------------------------------------------------------------------------------------
     def _run(self) -> None:
