@@ -197,6 +197,11 @@ def test_forward_ad_passes_on_torch_ops():
     assert report.ok and report.check("forward_ad").status == "passed"
 
 
+def test_forward_ad_is_checked_by_default_where_supported():
+    report = gk.check_gradients(torch.tanh, _x(torch.float64))
+    assert report.check("forward_ad").status == "passed"
+
+
 # --- re-entrancy and structure -------------------------------------------------------------------
 def test_backward_that_mutates_grad_output_is_caught():
     report = gk.check_gradients(MutatesGradOutput.apply, _x(torch.float64))
