@@ -67,7 +67,6 @@ class Evaluator:
         base_args: Sequence[Any],
         output_indices: Sequence[int],
         rng_seed: int,
-        out_dtype: torch.dtype = torch.float64,
         fresh_copies: bool = False,
     ):
         self.fresh_copies = fresh_copies  # fn modifies its inputs: give every call its own copy
@@ -75,7 +74,6 @@ class Evaluator:
         self.base_args = list(base_args)
         self.output_indices = list(output_indices)
         self.rng_seed = rng_seed
-        self.out_dtype = out_dtype
         self.evaluations = 0
         self.vmap_failed: str | None = None
         self.used_vmap = False

@@ -10,6 +10,7 @@ compares as zero; a double backward wrong by a factor differs from the numerical
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -67,9 +68,7 @@ def check_second_order(run) -> None:
         group.check = renamed.get(group.check, group.check)
         outer.groups.append(group)
     for m in report.mismatches:
-        outer.mismatches.append(
-            type(m)(**{**m.__dict__, "check": renamed.get(m.check, m.check), "note": _note(m, run)})
-        )
+        outer.mismatches.append(dataclasses.replace(m, check=renamed.get(m.check, m.check), note=_note(m, run)))
     if report.errors:
         outer.checks.append(CheckResult("second_order", "error", "; ".join(report.errors)))
         return

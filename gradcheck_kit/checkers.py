@@ -184,6 +184,8 @@ class _Check:
         self.seed = options["seed"]
         self.gen = torch.Generator().manual_seed(self.seed)
         self.rng_seed = (self.seed * 2654435761 + 97) % (2**63)
+        self._rms_cache: dict = {}  # rms of inputs and outputs, for the natural derivative scale
+        self._directional_allowance = None  # (grads it was computed for, result): backward and jvp share it
         self.report = GradientReport(
             function=function_name(fn),
             seed=self.seed,
@@ -553,8 +555,6 @@ class _Check:
         """A derivative's natural size, |out| / max(|x|, 1): round-off of terms that cancel to an exact
         zero (a shift-invariant input, say) is of this order even where the Jacobian is zero."""
         pos = self.out_idx.index(k)
-        if not hasattr(self, "_rms_cache"):
-            self._rms_cache = {}
         if ("x", i) not in self._rms_cache:
             self._rms_cache[("x", i)] = float(coords(self.inputs[i]).to(torch.float64).square().mean().sqrt())
         if ("out", k) not in self._rms_cache:
@@ -758,7 +758,7 @@ class _Check:
         return a
 
     def _allowance_directional(self, grads, ref, u, est) -> tuple[torch.Tensor, torch.Tensor]:
-        cached = getattr(self, "_directional_allowance", None)
+        cached = self._directional_allowance
         if cached is not None and cached[0] is grads:
             return cached[1]
         result = self._compute_allowance_directional(grads, ref, u, est)
