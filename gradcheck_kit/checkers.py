@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -29,6 +29,7 @@ from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
     jvp_columns,
+    jvp_directions,
     vjp_rows,
 )
 from gradcheck_kit._compare import Verdict, compare
@@ -75,6 +76,8 @@ BATCH_ELEMENTS = 1 << 23
 #: mismatches kept per (check, input, output) group
 KEPT_PER_GROUP = 100
 DEFAULT_DIRECTIONS = 2
+#: random directions of the full-mode forward-AD check against the checked backward Jacobian
+FORWARD_DIRECTIONS = 2
 #: above this many input coordinates one direction is the default (each costs a stencil of evaluations)
 LARGE_COORDS = 1 << 16
 
@@ -186,6 +189,7 @@ class _Check:
         self.rng_seed = (self.seed * 2654435761 + 97) % (2**63)
         self._rms_cache: dict = {}  # rms of inputs and outputs, for the natural derivative scale
         self._directional_allowance = None  # (grads it was computed for, result): backward and jvp share it
+        self._steps: dict[int, torch.Tensor] = {}  # finite-difference step per coordinate, per input
         self.report = GradientReport(
             function=function_name(fn),
             seed=self.seed,
@@ -392,26 +396,21 @@ class _Check:
 
     # ---------------------------------------------------------------------------------------------
     # full mode
-    def _full_numerics(self, i: int, rows: dict[int, str]) -> dict[int, "_FullNumerics"]:
-        """Numerical derivatives of every output row w.r.t. every coordinate of input ``i``.
-
-        ``rows[k]`` is ``"jacobian"`` (one row per output coordinate) or ``"projected"`` (one row: v·out).
-        Returns per output the raw stencil values ``(points, n_i, r_k)`` with the noise of ``f``.
-        """
+    def _stencil_values(self, i: int, rows: dict[int, str], mults: Sequence[float]) -> dict[int, torch.Tensor]:
+        """``f`` at ``x + m·h_j·e_j`` for every coordinate ``j`` of input ``i`` and each multiplier ``m``:
+        per output ``(len(mults), n_i, r_k)`` float64 (projected rows when ``rows[k]`` says so)."""
         x = self.evaluator.base_args[i]
         xc = coords(x).to(torch.float64)
         n_i = xc.numel()
         complex_ = x.is_complex()
-        step = self.stencil.h0 * scale_of(xc)
-        mult = torch.tensor(self.stencil.multipliers, dtype=torch.float64)
+        step = self._step(i)
+        mult = torch.tensor(list(mults), dtype=torch.float64)
         npts = mult.numel()
         per_point = n_i + sum(self.f0[o].numel() for o in range(len(self.out_idx)))
         cols_per_batch = max(1, BATCH_ELEMENTS // (per_point * npts))
-        values = {
-            k: torch.empty(npts + 1, n_i, self._rows(k, rows[k]), dtype=torch.float64) for k in self.out_idx
-        }
-        for pos, k in enumerate(self.out_idx):
-            values[k][0] = self._project(k, rows[k], self.f0[pos].unsqueeze(0))[0]
+        values = {}
+        if cols_per_batch < n_i:
+            values = {k: torch.empty(npts, n_i, self._rows(k, rows[k]), dtype=torch.float64) for k in self.out_idx}
         base = xc.to(x.dtype if not complex_ else _real_of(x.dtype))
         for start in range(0, n_i, cols_per_batch):
             cols = torch.arange(start, min(n_i, start + cols_per_batch))
@@ -424,14 +423,43 @@ class _Check:
             outs = self.evaluator.batched(i, points, x.shape, complex_)
             for pos, k in enumerate(self.out_idx):
                 proj = self._project(k, rows[k], outs[pos])  # (npts*b, r)
-                values[k][1:, start : start + b] = proj.reshape(npts, b, -1)
+                if b == n_i:
+                    values[k] = proj.reshape(npts, b, -1)
+                else:
+                    values[k][:, start : start + b] = proj.reshape(npts, b, -1)
+        return values
+
+    def _step(self, i: int) -> torch.Tensor:
+        if i not in self._steps:
+            xc = coords(self.evaluator.base_args[i]).to(torch.float64)
+            self._steps[i] = self.stencil.h0 * scale_of(xc)
+        return self._steps[i]
+
+    def _full_numerics(self, i: int, rows: dict[int, str], known: dict | None = None) -> dict[int, "_FullNumerics"]:
+        """Numerical derivatives of every output row w.r.t. every coordinate of input ``i``.
+
+        ``rows[k]`` is ``"jacobian"`` (one row per output coordinate) or ``"projected"`` (one row: v·out).
+        Returns per output the raw stencil values ``(points, n_i, r_k)`` with the noise of ``f``.
+        ``known``: stencil values already computed for the first multipliers (the screen's ±h).
+        """
+        mults = self.stencil.multipliers
+        done = 0 if known is None else next(iter(known.values())).shape[0]
+        fresh = self._stencil_values(i, rows, mults[done:]) if done < len(mults) else None
+        x = self.evaluator.base_args[i]
+        xc = coords(x).to(torch.float64)
+        step = self._step(i)
         numerics = {}
-        for k in self.out_idx:
-            pos = self.out_idx.index(k)
+        for pos, k in enumerate(self.out_idx):
+            parts = [self._project(k, rows[k], self.f0[pos].unsqueeze(0)).unsqueeze(1).expand(1, xc.numel(), -1)]
+            if known is not None:
+                parts.append(known[k])
+            if fresh is not None:
+                parts.append(fresh[k])
+            values = torch.cat(parts)
             fmag = self._project(k, rows[k], self.f0[pos].abs().unsqueeze(0), absolute=True)  # (1, r)
-            sigma = noise_sigma(values[k], fmag, self.stencil, pool_dim=0)
-            flat = (values[k][1:] == values[k][0]).all(dim=0)
-            numerics[k] = _FullNumerics(values[k], sigma, step, xc.abs(), flat)
+            sigma = noise_sigma(values, fmag, self.stencil, pool_dim=0)
+            flat = (values[1:] == values[0]).all(dim=0)
+            numerics[k] = _FullNumerics(values, sigma, step, xc.abs(), flat)
         return numerics
 
     def _judge(self, i, k, a, ref, num: "_FullNumerics", extra: float, kap: float):
@@ -489,7 +517,7 @@ class _Check:
                 raise _Failure(f"backward of output {k} raised {describe_exception(exc)}") from None
             path = p if p not in ("single", "none") else path
             for i, g, f in zip(order, per_leaf, flow):
-                results[(i, k)] = g.T.contiguous()
+                results[(i, k)] = g.T  # (n_i, r): a view, no copy
                 flowed[(i, k)] = f
         return results, flowed, path
 
@@ -530,26 +558,141 @@ class _Check:
                 reference, _, _ = self._analytic_full(rows, ref_leaves, ref_outs)
             except _Failure:
                 reference = None
-        extra = self._global_scales(rows, reference if reference is not None else analytic, inputs)
-        self.full_state = {"rows": rows, "estimates": {}, "reference": reference, "extra": extra}
+        prepared = {}
+        if self._can_screen():
+            prepared = {i: self._screen_prepare(i, rows, analytic, reference) for i in inputs}
+        extra = self._global_scales(rows, reference if reference is not None else analytic, inputs, prepared)
+        self.full_state = {
+            "rows": rows, "estimates": {}, "reference": reference, "extra": extra, "analytic": analytic,
+            "input_passed": {}, "prepared": prepared,
+        }
         total = sum(
             n_coords(self.inputs[i]) * self._rows(k, rows[k]) for i in inputs for k in self.out_idx
         )
         kap = tolerances.kappa(total)
         failed_any = False
+        screened = []
         for i in inputs:
-            num = self._full_numerics(i, rows)
+            known = None
+            if i in prepared:
+                known = prepared[i].known
+                worst = self._screen_test(i, prepared[i], rows, analytic, reference, extra, kap)
+                if worst is not None:
+                    screened.append(i)
+                    self.full_state["input_passed"][i] = True
+                    self.full_state["estimates"][i] = None  # computed on demand (forward AD per entry)
+                    for k in self.out_idx:
+                        self._record_screened(check_name, i, k, rows[k], worst[k], flowed.get((i, k), True))
+                    continue
+            num = self._full_numerics(i, rows, known)
             self.full_state["estimates"][i] = num
+            failed_i = False
             for k in self.out_idx:
                 a = analytic[(i, k)]
                 ref = reference[(i, k)] if reference is not None else None
                 verdict, j_idx, r_idx = self._judge(i, k, a, ref, num[k], extra[(i, k)], kap)
-                failed_any |= self._record(
+                failed_i |= self._record(
                     check_name, i, k, rows[k], a, verdict, flowed.get((i, k), True), j_idx, r_idx
                 )
+            self.full_state["input_passed"][i] = not failed_i
+            failed_any |= failed_i
+        self.full_state["screened"] = screened
         kinds = sorted(set(rows.values()))
         detail = f"full, {'/'.join(kinds)}, numerical {self.evaluator.path}, autograd {path}"
+        if screened:
+            names = ", ".join(self.names[i] for i in screened)
+            detail += f"; settled at ±h (every entry within the plain central difference's tolerance): {names}"
         self.report.checks.append(CheckResult(check_name, "failed" if failed_any else "passed", detail))
+
+    # The screen: the plain central difference D(h) from the first two stencil points. The full estimate is
+    # the Richardson value D4 = (4 D(h) - D(2h)) / 3 with error |D4 - D(h)| + 1.5 sigma/h (+ ...), sigma at
+    # least the round-off model. So |a - D(h)| <= kappa sigma_model / h + allowance implies
+    # |a - D4| <= kappa (|D4 - D(h)| + 1.5 sigma / h) + allowance: the full comparison would pass too, and
+    # the points at 2h are not needed. Anything else (a failure, a possible kink, an entry f does not move
+    # while autograd is nonzero, a non-finite value) goes through the full stencil.
+    KINK_SUSPECT = 1e-2  # one-sided slopes at h differing by this fraction of D(h): maybe a kink
+
+    def _can_screen(self) -> bool:
+        return self.stencil.levels == 2 and self.options["rtol"] is None
+
+    def _screen_prepare(self, i, rows, analytic, reference) -> "_Screen":
+        """``f`` at ±h for every coordinate of input ``i`` and the entries that can differ from zero."""
+        known = self._stencil_values(i, rows, self.stencil.multipliers[:2])
+        screen = _Screen(known)
+        for pos, k in enumerate(self.out_idx):
+            fp, fm = known[k][0], known[k][1]  # (n_i, r)
+            f0 = self._project(k, rows[k], self.f0[pos].unsqueeze(0))  # (1, r)
+            a = analytic[(i, k)]
+            moved = (fp != f0).logical_or_(fm != f0)
+            j_idx, r_idx = moved.nonzero(as_tuple=True)
+            a_c = a[j_idx, r_idx]
+            # autograd nonzero only where f moves (else: the full stencil decides)
+            complete = int(torch.count_nonzero(a)) == int(torch.count_nonzero(a_c))
+            screen.candidates[k] = (j_idx, r_idx, a_c)
+            screen.complete &= complete
+            if complete and reference is None:  # every nonzero of the Jacobian is among the candidates
+                finite = a_c.nan_to_num(0.0, posinf=0.0, neginf=0.0)
+                screen.sumsq[k] = float(finite.square().sum())
+                rows_sq = torch.zeros(a.shape[1], dtype=torch.float64).index_add_(0, r_idx, finite.square())
+                screen.row_rms[k] = (rows_sq / max(a.shape[0], 1)).sqrt()
+        return screen
+
+    def _screen_test(self, i, screen, rows, analytic, reference, extra, kap) -> dict | None:
+        """The worst ratio per output when every entry of input ``i`` passes the screen, else ``None``."""
+        if not screen.complete:
+            return None
+        e = tolerances.eps(self.stencil.dtype)
+        step = self._step(i)
+        worst = {}
+        policy = tolerances.AnalyticAllowance(self.inputs[i].dtype, reference is not None)
+        for pos, k in enumerate(self.out_idx):
+            j_idx, r_idx, a_c = screen.candidates[k]
+            if j_idx.numel() == 0:
+                worst[k] = 0.0
+                continue
+            fp, fm = screen.known[k][0], screen.known[k][1]
+            fpc, fmc = fp[j_idx, r_idx], fm[j_idx, r_idx]
+            f0 = self._project(k, rows[k], self.f0[pos].unsqueeze(0))[0]
+            f0c = f0[r_idx]
+            h = step[j_idx]
+            d = (fpc - fmc) / (2 * h)
+            fmag = self._project(k, rows[k], self.f0[pos].abs().unsqueeze(0), absolute=True)[0]  # (r,)
+            f_scale = fmag.square().mean().sqrt()
+            sigma = (tolerances.NOISE_MODEL_EPS * e) * (
+                torch.maximum(torch.maximum(fmag[r_idx], fpc.abs()), fmc.abs()) + f_scale
+            )
+            ref = reference[(i, k)] if reference is not None else None
+            if ref is None and k in screen.row_rms:
+                base_c, row_rms = a_c, screen.row_rms[k]
+            else:
+                base = ref if ref is not None else analytic[(i, k)]
+                base_c = base[j_idx, r_idx]
+                row_rms = torch.linalg.vector_norm(base.nan_to_num(0.0, posinf=0.0, neginf=0.0), dim=0)
+                row_rms = row_rms / math.sqrt(max(base.shape[0], 1))
+            scale = base_c.abs() + row_rms[r_idx] + extra[(i, k)]
+            measured = (a_c - ref[j_idx, r_idx]).abs() if ref is not None else None
+            allow = policy.allowance(scale, measured) + self.options["nondet_tol"]
+            if self.options["atol"] is not None:
+                allow = torch.full_like(d, float(self.options["atol"]))
+            tol = kap * sigma / h + allow
+            diff = (a_c - d).abs()
+            kinkish = (fpc - 2 * f0c + fmc).abs() / h > self.KINK_SUSPECT * d.abs() + 4 * kap * sigma / h
+            ok = (diff <= tol) & ~kinkish  # NaN anywhere compares False: full treatment
+            if not bool(ok.all()):
+                return None
+            worst[k] = float((diff / tol).max())
+        return worst
+
+    def _record_screened(self, check: str, i: int, k: int, kind: str, worst: float, flowed: bool) -> None:
+        group = GroupSummary(check, i, k, kind)
+        group.compared = n_coords(self.inputs[i]) * self._rows(k, kind)
+        group.worst_ratio = worst
+        self.report.groups.append(group)
+        if not flowed and check == "backward":
+            self.report.notes.append(
+                f"no gradient flows to input {i} ({self.names[i]}) from output {k}: autograd treats it as not used "
+                "(detached, computed under no_grad, or requires_grad_(False)); compared as zero"
+            )
 
     def _natural_scale(self, i: int, k: int, kind: str) -> float:
         """A derivative's natural size, |out| / max(|x|, 1): round-off of terms that cancel to an exact
@@ -563,12 +706,19 @@ class _Check:
         v_norm = 1.0 if kind == "jacobian" else float(self.v[k].norm())
         return v_norm * out_rms / max(x_rms, 1.0)
 
-    def _global_scales(self, rows: dict, jac: dict, inputs: Sequence[int]) -> dict:
+    def _global_scales(self, rows: dict, jac: dict, inputs: Sequence[int], prepared: dict | None = None) -> dict:
         """Per (input, output): the rms of every Jacobian entry of that output (all inputs) plus the
         natural scale; added to each entry's own scale so exact zeros get a round-off allowance."""
         extra = {}
+        prepared = prepared or {}
+
+        def sumsq(i, k):
+            if i in prepared and k in prepared[i].sumsq:
+                return prepared[i].sumsq[k]
+            return _sum_squares(jac[(i, k)])
+
         for k in self.out_idx:
-            total = sum(float(jac[(i, k)].nan_to_num(0.0).square().sum()) for i in self.wrt if (i, k) in jac)
+            total = sum(sumsq(i, k) for i in self.wrt if (i, k) in jac)
             count = sum(jac[(i, k)].numel() for i in self.wrt if (i, k) in jac)
             rms = (total / max(count, 1)) ** 0.5
             for i in inputs:
@@ -866,7 +1016,8 @@ class _Check:
                 CheckResult("forward_ad", status, f"forward-mode AD raised {describe_exception(exc)}")
             )
             return
-        self.report.checks.append(CheckResult("forward_ad", "failed" if failed else "passed", mode))
+        detail = getattr(self, "_forward_detail", None) if mode == "full" else None
+        self.report.checks.append(CheckResult("forward_ad", "failed" if failed else "passed", detail or mode))
 
     def _jvp_args(self) -> list:
         """The inputs as given for a forward-mode pass (fresh copies when fn modifies its inputs)."""
@@ -882,12 +1033,39 @@ class _Check:
         return args
 
     def _forward_full(self) -> bool:
+        """Forward AD in full mode. Inputs whose backward Jacobian passed entry by entry are checked against
+        it along ``FORWARD_DIRECTIONS`` Gaussian directions (one batched jvp for all of them: ``J·u`` from
+        forward AD against ``J·u`` from the checked backward Jacobian, within autograd's round-off). An
+        input whose backward failed, or a disagreement there, gets every forward column compared entry by
+        entry with the finite differences, which is what names the wrong entries."""
         state = self.full_state
         rows = state["rows"]
         failed_any = False
         total = sum(n_coords(self.inputs[i]) * self._rows(k, rows[k]) for i in state["estimates"] for k in self.out_idx)
         kap = tolerances.kappa(total)
-        for i, est in state["estimates"].items():
+        verified = [i for i in state["estimates"] if state["input_passed"].get(i)]
+        per_entry = [i for i in state["estimates"] if i not in verified]
+        self._forward_detail = "full, every column against the finite differences"
+        if verified:
+            if self._forward_against_backward(verified):
+                self._forward_detail = (
+                    f"full: J·u along {FORWARD_DIRECTIONS} random directions against the checked backward Jacobian"
+                    + (f"; every column of {', '.join(self.names[i] for i in per_entry)} against the finite "
+                       "differences" if per_entry else "")
+                )
+                for i in verified:
+                    for k in self.out_idx:
+                        self._record_screened("forward_ad", i, k, rows[k], 0.0, True)
+            else:
+                per_entry = list(state["estimates"])
+                self._forward_detail = (
+                    "full: J·u disagreed with the checked backward Jacobian; every column compared with the "
+                    "finite differences"
+                )
+        for i in per_entry:
+            est = state["estimates"][i]
+            if est is None:  # settled by the screen: the full stencil is needed now
+                est = state["estimates"][i] = self._full_numerics(i, rows)
             n_i = n_coords(self.inputs[i])
             cols_per_batch = max(1, BATCH_ELEMENTS // (n_i + self.n_out))
             parts: dict[int, list] = {k: [] for k in self.out_idx}
@@ -906,6 +1084,59 @@ class _Check:
                 verdict, j_idx, r_idx = self._judge(i, k, a, ref, est[k], state["extra"][(i, k)], kap)
                 failed_any |= self._record("forward_ad", i, k, rows[k], a, verdict, True, j_idx, r_idx)
         return failed_any
+
+    def _forward_against_backward(self, inputs: list[int]) -> bool:
+        """Whether forward AD's ``J·u`` matches the backward Jacobian's (already checked) ``J·u``."""
+        state = self.full_state
+        rows, analytic, reference, extra = state["rows"], state["analytic"], state["reference"], state["extra"]
+        tangents = {
+            i: torch.randn(FORWARD_DIRECTIONS, n_coords(self.inputs[i]), generator=self.gen, dtype=torch.float64)
+            for i in inputs
+        }
+        cols, _ = jvp_directions(self.fn, self._jvp_args(), tangents, self.out_idx, self.rng_seed, self.mutates_inputs)
+        dtype = min((self.inputs[i].dtype for i in inputs), key=lambda dt: -tolerances.eps(dt))
+        policy = tolerances.AnalyticAllowance(dtype, reference is not None)
+        for pos, k in enumerate(self.out_idx):
+            got = self._project(k, rows[k], cols[pos])  # (d, r)
+            expected = torch.zeros_like(got)
+            scale2 = torch.zeros_like(got)
+            measured2 = torch.zeros_like(got) if reference is not None else None
+            scale = torch.zeros_like(got)
+            for i in inputs:
+                a = analytic[(i, k)]
+                ref = reference[(i, k)] if reference is not None else None
+                base = ref if ref is not None else a
+                u = tangents[i]
+                product = u @ base
+                if not bool(torch.isfinite(product).all()):  # entries left unchecked (fn not finite there)
+                    base = base.nan_to_num(0.0, posinf=0.0, neginf=0.0)
+                    product = u @ base
+                expected += product
+                # each entry's scale is |entry| + the rms of its row + the global scale (as in the backward
+                # check); || u * (|b| + c) || <= || u * b || + c || u ||
+                u2 = u.square()
+                screen = state["prepared"].get(i)
+                if ref is None and screen is not None and k in screen.row_rms:  # from the nonzero entries only
+                    j_idx, r_idx, a_c = screen.candidates[k]
+                    b2 = a_c.nan_to_num(0.0, posinf=0.0, neginf=0.0).square()
+                    scale2.index_add_(1, r_idx, u2[:, j_idx] * b2)
+                    row_rms = screen.row_rms[k]
+                else:
+                    b2 = base.square()
+                    scale2 += u2 @ b2
+                    row_rms = b2.mean(dim=0).sqrt()
+                row = (row_rms + extra[(i, k)]).unsqueeze(0)  # (1, r)
+                scale += row * u2.sum(dim=1, keepdim=True).sqrt()
+                if measured2 is not None:
+                    measured2 += u2 @ (a - ref).nan_to_num(0.0).square()
+            scale = scale + scale2.sqrt()
+            measured = measured2.sqrt() if measured2 is not None else None
+            # both sides carry autograd's round-off; without a float64 run, allow it twice
+            allow = policy.allowance(scale, measured) * (1.0 if measured is not None else 2.0)
+            allow = allow + self.options["nondet_tol"] * scale.clamp_min(1.0)
+            if not bool(((got - expected).abs() <= allow).all()):
+                return False
+        return True
 
     def _forward_directional(self) -> bool:
         if not hasattr(self, "directional_state"):
@@ -949,6 +1180,26 @@ class _FullNumerics:
     step: torch.Tensor
     x_abs: torch.Tensor
     flat: torch.Tensor
+
+
+@dataclass
+class _Screen:
+    """What the ±h screen of one input found: the stencil values, per output the entries where f moved
+    (rows, columns, autograd's values there), and sums of squares of autograd's values."""
+
+    known: dict
+    candidates: dict = field(default_factory=dict)
+    complete: bool = True  # autograd is zero wherever f did not move, for every output
+    sumsq: dict = field(default_factory=dict)
+    row_rms: dict = field(default_factory=dict)
+
+
+def _sum_squares(t: torch.Tensor) -> float:
+    """Sum of squares of the finite entries (one pass where every entry is finite)."""
+    total = float(torch.linalg.vector_norm(t)) ** 2
+    if not math.isfinite(total):
+        total = float(t.nan_to_num(0.0, posinf=0.0, neginf=0.0).square().sum())
+    return total
 
 
 def _real_of(dtype: torch.dtype) -> torch.dtype:
