@@ -676,17 +676,11 @@ class _Check:
     # ---------------------------------------------------------------------------------------------
     # directional mode
     def _directions(self) -> dict[int, torch.Tensor]:
+        """Per input ``(d, n_i)`` float64: random signs times each coordinate's step scale (``scale_of``),
+        so ``|u|`` is the scale."""
         d = self.options["directions"] or (DEFAULT_DIRECTIONS if self.n_in <= LARGE_COORDS else 1)
         self.n_directions = d
-        u = {}
-        self.u_scale = {}
-        for i in self.wrt:
-            xc = coords(self.evaluator.base_args[i]).to(torch.float64)
-            scale = scale_of(xc)
-            signs = torch.randint(0, 2, (d, xc.numel()), generator=self.gen, dtype=torch.int8).to(torch.float64)
-            u[i] = signs.mul_(2).sub_(1).mul_(scale)
-            self.u_scale[i] = scale
-        return u
+        return {i: _rademacher(coords(self.evaluator.base_args[i]).to(torch.float64), d, self.gen) for i in self.wrt}
 
     def _directional_numerics(self, u: dict[int, torch.Tensor]) -> Estimates:
         h = self.stencil.h0
@@ -771,14 +765,14 @@ class _Check:
         measured = torch.zeros(n_out, 1, dtype=torch.float64) if ref is not None else None
         for pos, k in enumerate(self.out_idx):
             for i in self.wrt:
-                s = self.u_scale[i]
-                base = (ref[(i, k)] if ref is not None else grads[(i, k)]).nan_to_num(0.0)
-                scale[pos] += (base * s).square().sum()
+                s = u[i][0]  # |u| is each coordinate's step scale; signs do not change a sum of squares
+                base = ref[(i, k)] if ref is not None else grads[(i, k)]
+                scale[pos] += _scaled_square_sum(base, s)
                 if measured is not None:
-                    measured[pos] += ((grads[(i, k)] - ref[(i, k)]) * s).nan_to_num(0.0).square().sum()
+                    measured[pos] += _scaled_square_sum(grads[(i, k)] - ref[(i, k)], s)
         scale = scale.sqrt()
         for pos, k in enumerate(self.out_idx):
-            scale[pos] += max(self._natural_scale(i, k, "projected") for i in self.wrt)
+            scale[pos] += max(self._directional_natural_scale(i, k) for i in self.wrt)
         if measured is not None:
             measured = measured.sqrt()
         if self.options["atol"] is not None or self.options["rtol"] is not None:
@@ -790,6 +784,18 @@ class _Check:
             n_out, self.n_directions
         )
         return allow, scale.expand(n_out, self.n_directions)
+
+    def _directional_natural_scale(self, i: int, k: int) -> float:
+        """``_natural_scale(i, k, "projected")`` from dot products (one pass each, cached per check)."""
+        key = ("directional", i, k)
+        if key not in self._rms_cache:
+            x = coords(self.evaluator.base_args[i]).to(torch.float64)  # the inputs' values, in float64
+            f0 = self.f0[self.out_idx.index(k)]
+            x_rms = math.sqrt(float(torch.dot(x, x)) / max(x.numel(), 1))
+            out_rms = math.sqrt(float(torch.dot(f0, f0)) / max(f0.numel(), 1))
+            v_norm = math.sqrt(float(torch.dot(self.v[k], self.v[k])))
+            self._rms_cache[key] = v_norm * out_rms / max(x_rms, 1.0)
+        return self._rms_cache[key]
 
     def _record_directional(self, check: str, a: torch.Tensor, verdict: Verdict, flowed: bool) -> bool:
         failed_any = False
@@ -949,6 +955,36 @@ class _FullNumerics:
     step: torch.Tensor
     x_abs: torch.Tensor
     flat: torch.Tensor
+
+
+_SIGN_BIT = -(1 << 63)
+_MANTISSA = (1 << 52) - 1
+#: added to the bits of |x| it carries into the exponent exactly when the significand is >= sqrt(2)
+_ROUND_UP = (1 << 52) - round((math.sqrt(2.0) - 1.0) * 2.0**52)
+_ONE_BITS = 0x3FF0000000000000  # float64 1.0
+_SHIFTS = torch.arange(64, dtype=torch.int64)
+
+
+def _rademacher(x: torch.Tensor, d: int, gen: torch.Generator) -> torch.Tensor:
+    """``(d, n)`` float64 ``±scale_of(x)`` with independent fair signs, from bit operations on float64's
+    representation: 64 signs per random word drawn, and ``2^round(log2(max(|x|, 1)))`` as the exponent of
+    |x| rounded at the significand sqrt(2), floored at 1 (a few integer passes instead of log2/exp2)."""
+    n = x.numel()
+    words = torch.randint(-(2**63), 2**63 - 1, (-(-d * n // 64),), generator=gen, dtype=torch.int64)
+    signs = (words.unsqueeze(1) << _SHIFTS).bitwise_and_(_SIGN_BIT).reshape(-1)[: d * n].reshape(d, n)
+    scale = x.view(torch.int64).bitwise_and(~_SIGN_BIT).add_(_ROUND_UP).bitwise_and_(~_MANTISSA)
+    scale = scale.clamp_min_(_ONE_BITS)  # non-negative floats order like their bits
+    return signs.bitwise_or_(scale).view(torch.float64)
+
+
+def _scaled_square_sum(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``sum((g·s)²)`` with NaN counted as 0 and ±inf as the largest float (``nan_to_num``); the cleanup
+    pass runs only where the plain sum is not finite."""
+    gs = g * s
+    total = torch.dot(gs, gs)
+    if bool(torch.isfinite(total)):
+        return total
+    return gs.nan_to_num_(0.0).square_().sum()
 
 
 def _real_of(dtype: torch.dtype) -> torch.dtype:
