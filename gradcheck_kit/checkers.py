@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from gradcheck_kit import _config, tolerances
+from gradcheck_kit import _config, _screen, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -185,7 +185,7 @@ class _Check:
         self.gen = torch.Generator().manual_seed(self.seed)
         self.rng_seed = (self.seed * 2654435761 + 97) % (2**63)
         self._rms_cache: dict = {}  # rms of inputs and outputs, for the natural derivative scale
-        self._directional_allowance = None  # (grads it was computed for, result): backward and jvp share it
+        self._directional_allowance: dict = {}  # "screen"/"full" -> (allowance, scale): backward and jvp share them
         self.report = GradientReport(
             function=function_name(fn),
             seed=self.seed,
@@ -286,17 +286,26 @@ class _Check:
         self.second_order_check()
         report.evaluations = self.evaluator.evaluations + self.extra_evaluations
         report.path = self.evaluator.path
-        report.method = self.stencil.describe() + (
-            f" at the {self.low_dtype_name} point" if self.reference else ""
-        )
+        report.method = self._method() + (f" at the {self.low_dtype_name} point" if self.reference else "")
         if self.reference:
-            report.notes.insert(
-                0,
-                f"numerical derivatives evaluated in float64 at the {self.low_dtype_name} point; autograd checked in "
-                f"{self.low_dtype_name}, its round-off allowance measured against a float64 autograd run",
-            )
+            report.notes.insert(0, self._reference_note())
         elif self.no_reference_reason:
             report.notes.append(self.no_reference_reason)
+
+    def _method(self) -> str:
+        num = self.directional_state["numerics"] if hasattr(self, "directional_state") else None
+        if num is not None and num.estimates is None:
+            return _screen.describe(self.stencil)
+        return self.stencil.describe()
+
+    def _reference_note(self) -> str:
+        where = f"numerical derivatives evaluated in float64 at the {self.low_dtype_name} point; autograd checked in "
+        if hasattr(self, "directional_state") and self.directional_state["numerics"].estimates is None:
+            return where + (
+                f"{self.low_dtype_name} within the floor of its round-off allowance (no float64 autograd run was "
+                "needed)"
+            )
+        return where + f"{self.low_dtype_name}, its round-off allowance measured against a float64 autograd run"
 
     # ---------------------------------------------------------------------------------------------
     def _call_with_grad(self, args) -> tuple:
@@ -682,28 +691,70 @@ class _Check:
         self.n_directions = d
         return {i: _rademacher(coords(self.evaluator.base_args[i]).to(torch.float64), d, self.gen) for i in self.wrt}
 
-    def _directional_numerics(self, u: dict[int, torch.Tensor]) -> Estimates:
-        h = self.stencil.h0
-        mult = self.stencil.multipliers
+    def _directional_numerics(self, u: dict[int, torch.Tensor]) -> "_DirectionalNumerics":
+        """phi(0) for every output and direction, then phi(+-h), or the whole stencil where no screen applies
+        (``_screen``): the rest of the stencil is evaluated by ``_directional_estimates`` on first need."""
         d = self.n_directions
         n_out = len(self.out_idx)
-        values = torch.empty(len(mult) + 1, n_out, d, dtype=torch.float64)
+        values = torch.empty(self.stencil.points + 1, n_out, d, dtype=torch.float64)
+        fmag = torch.empty(n_out, 1, dtype=torch.float64)
         for pos, k in enumerate(self.out_idx):
             values[0, pos, :] = self.f0[pos] @ self.v[k]
+            fmag[pos, 0] = torch.linalg.vector_norm(self.f0[pos] * self.v[k], ord=1)  # sum |f0|·|v|
+        num = _DirectionalNumerics(values, fmag, evaluated=1)
+        self._evaluate_directional(num, u, _screen.POINTS if _screen.applies(self.stencil) else values.shape[0])
+        return num
+
+    def _evaluate_directional(self, num: "_DirectionalNumerics", u: dict[int, torch.Tensor], upto: int) -> None:
+        """Fill the stencil rows ``num.evaluated .. upto - 1`` (offsets ``multipliers[row - 1]`` times h)."""
+        h = self.stencil.h0
+        mult = self.stencil.multipliers
         base = {i: coords(self.evaluator.base_args[i]) for i in self.wrt}
         buffers = {i: torch.empty_like(base[i]) for i in self.wrt}
-        for di in range(d):
-            for p, m in enumerate(mult):
+        for di in range(self.n_directions):
+            for row in range(num.evaluated, upto):
                 repl = {}
                 for i in self.wrt:
                     x = self.evaluator.base_args[i]
-                    point = torch.add(base[i], u[i][di].to(base[i].dtype), alpha=m * h, out=buffers[i])
+                    step = u[i][di] if base[i].dtype == torch.float64 else u[i][di].to(base[i].dtype)
+                    point = torch.add(base[i], step, alpha=mult[row - 1] * h, out=buffers[i])
                     repl[i] = from_coords(point.unsqueeze(0), x.shape, x.is_complex())[0].to(x.dtype)
                 outs = self.evaluator.outputs_at(repl)
                 for pos, k in enumerate(self.out_idx):
-                    values[p + 1, pos, di] = outs[pos] @ self.v[k]
-        fmag = torch.stack([self.f0[pos].abs() @ self.v[k].abs() for pos, k in enumerate(self.out_idx)]).unsqueeze(1)
-        return estimate(values, torch.tensor(h, dtype=torch.float64), fmag, self.stencil, pool_dim=1)
+                    num.values[row, pos, di] = outs[pos] @ self.v[k]
+        num.evaluated = max(num.evaluated, upto)
+
+    def _directional_estimates(self) -> Estimates:
+        """The full stencil's estimates (evaluating the points the screen left out), and for low-precision
+        inputs the float64 autograd reference its allowance measures round-off against."""
+        state = self.directional_state
+        num = state["numerics"]
+        if num.estimates is None:
+            self._evaluate_directional(num, state["u"], num.values.shape[0])
+            h = torch.tensor(self.stencil.h0, dtype=torch.float64)
+            num.estimates = estimate(num.values, h, num.fmag, self.stencil, pool_dim=1)
+            if self.reference:
+                try:
+                    _, ref_leaves, ref_outs = self._reference_leaves()
+                    state["grads_ref"], _ = self._vjp_vectors(ref_leaves, ref_outs)
+                except Exception:  # noqa: BLE001 - no reference: blanket allowance
+                    state["grads_ref"] = None
+        return num.estimates
+
+    def _judge_directional(self, a: torch.Tensor) -> tuple[Verdict, torch.Tensor, bool]:
+        """Autograd's ``(n_out, d)`` values against the numerics: the +-h screen where it decides (every value
+        passes it), else the full stencil. Returns the verdict, the scale of each value, and whether the screen
+        decided."""
+        kap = tolerances.kappa(a.numel())
+        num = self.directional_state["numerics"]
+        if num.estimates is None and _screen.applies(self.stencil):
+            allow, scale = self._allowance_directional(screen=True)
+            verdict = _screen.screen(a, num.values, self.stencil.h0, num.fmag, self.stencil, allow, kap)
+            if verdict is not None:
+                return verdict, scale, True
+        est = self._directional_estimates()
+        allow, scale = self._allowance_directional(screen=False)
+        return compare(a, est, allow, kap), scale, False
 
     def _vjp_vectors(self, leaves: dict[int, torch.Tensor], outs) -> tuple[dict, dict]:
         """g[(i, k)] = v_k · d out_k / d x_i as float64 coordinates, and whether a gradient flowed."""
@@ -723,23 +774,20 @@ class _Check:
 
     def _backward_directional(self) -> None:
         u = self._directions()
-        est = self._directional_numerics(u)
+        num = self._directional_numerics(u)
         grads, flowed = self._vjp_vectors(self.leaves, self.outs)
-        ref = None
-        if self.reference:
-            try:
-                _, ref_leaves, ref_outs = self._reference_leaves()
-                ref, _ = self._vjp_vectors(ref_leaves, ref_outs)
-            except Exception:  # noqa: BLE001 - no reference: blanket allowance
-                ref = None
-        self.directional_state = {"u": u, "estimates": est, "grads": grads, "grads_ref": ref}
+        self.directional_state = {"u": u, "numerics": num, "grads": grads, "grads_ref": None}
         a = self._project_directional(grads, u)
-        allow, scale = self._allowance_directional(grads, ref, u, est)
-        kap = tolerances.kappa(a.numel())
-        verdict = compare(a, est, allow, kap)
+        verdict, scale, screened = self._judge_directional(a)
         failed = self._record_directional("backward", a, verdict, all(flowed.values()))
         self.report.resolution = float((verdict.allowed / scale.clamp_min(1e-300)).max())
-        detail = f"directional, {self.n_directions} direction(s), {self.stencil.points} evaluations each"
+        if screened:
+            detail = (
+                f"directional, {self.n_directions} direction(s), 2 evaluations each (stopped after ±h: the "
+                "central difference already agreed within its round-off)"
+            )
+        else:
+            detail = f"directional, {self.n_directions} direction(s), {self.stencil.points} evaluations each"
         self.report.checks.append(CheckResult("backward", "failed" if failed else "passed", detail))
         if failed and self.options["mode"] == "auto":
             self._narrow()
@@ -751,15 +799,24 @@ class _Check:
                 a[pos] += u[i] @ grads[(i, k)]
         return a
 
-    def _allowance_directional(self, grads, ref, u, est) -> tuple[torch.Tensor, torch.Tensor]:
-        cached = self._directional_allowance
-        if cached is not None and cached[0] is grads:
-            return cached[1]
-        result = self._compute_allowance_directional(grads, ref, u, est)
-        self._directional_allowance = (grads, result)
-        return result
+    def _allowance_directional(self, screen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Autograd's allowance and scale per ``(n_out, d)`` value; backward and jvp share them.
+
+        ``screen``: what the +-h screen may allow, never more than the full comparison: with given tolerances
+        ``atol`` alone (``rtol`` scales the full stencil's value), for low-precision inputs the floor that
+        ``AnalyticAllowance`` always allows (the part measured against a float64 autograd run only adds).
+        """
+        key = "screen" if screen else "full"
+        if key not in self._directional_allowance:
+            state = self.directional_state
+            self._directional_allowance[key] = self._compute_allowance_directional(
+                state["grads"], None if screen else state["grads_ref"], state["u"],
+                None if screen else state["numerics"].estimates,
+            )
+        return self._directional_allowance[key]
 
     def _compute_allowance_directional(self, grads, ref, u, est) -> tuple[torch.Tensor, torch.Tensor]:
+        """``est`` None: the screen's allowance (see ``_allowance_directional``)."""
         n_out = len(self.out_idx)
         scale = torch.zeros(n_out, 1, dtype=torch.float64)
         measured = torch.zeros(n_out, 1, dtype=torch.float64) if ref is not None else None
@@ -776,10 +833,19 @@ class _Check:
         if measured is not None:
             measured = measured.sqrt()
         if self.options["atol"] is not None or self.options["rtol"] is not None:
-            allow = (self.options["atol"] or 0.0) + (self.options["rtol"] or 0.0) * est.central.abs().nan_to_num(0.0)
+            atol = self.options["atol"] or 0.0
+            if est is None:  # the screen: rtol scales the full stencil's value, which it has not computed
+                allow = torch.full((n_out, self.n_directions), float(atol), dtype=torch.float64)
+            else:
+                allow = atol + (self.options["rtol"] or 0.0) * est.central.abs().nan_to_num(0.0)
             return allow, scale.expand(n_out, self.n_directions)
         dtype = min((self.inputs[i].dtype for i in self.wrt), key=lambda dt: -tolerances.eps(dt))
-        policy = tolerances.AnalyticAllowance(dtype, measured is not None)
+        if est is None and self.reference:
+            # the screen of low-precision inputs: the floor alone (a measured round-off of 0)
+            policy = tolerances.AnalyticAllowance(dtype, True)
+            measured = torch.zeros_like(scale)
+        else:
+            policy = tolerances.AnalyticAllowance(dtype, measured is not None)
         allow = (policy.allowance(scale, measured) + self.options["nondet_tol"] * scale.clamp_min(1.0)).expand(
             n_out, self.n_directions
         )
@@ -929,10 +995,9 @@ class _Check:
                 cols, _ = jvp_columns(self.fn, self._jvp_args(), i, u[i], self.out_idx, self.rng_seed, self.mutates_inputs)
                 for pos, k in enumerate(self.out_idx):
                     a[pos] += cols[pos] @ self.v[k]
-        est = state["estimates"]
-        # the jvp's round-off is judged like the backward's: same scale, same measured float32 error
-        allow, _ = self._allowance_directional(state["grads"], state["grads_ref"], u, est)
-        verdict = compare(a, est, allow, tolerances.kappa(a.numel()))
+        # the jvp's round-off is judged like the backward's: same scale, same measured float32 error; the
+        # backward's screen may have stopped the stencil early, the jvp is screened (or not) on its own
+        verdict, _, _ = self._judge_directional(a)
         return self._record_directional("forward_ad", a, verdict, True)
 
     # ---------------------------------------------------------------------------------------------
@@ -942,6 +1007,18 @@ class _Check:
         from gradcheck_kit._second_order import check_second_order
 
         check_second_order(self)
+
+
+@dataclass
+class _DirectionalNumerics:
+    """``phi(t) = v_k·out_k(x + t·h·u)`` per output and direction: ``values`` ``(points + 1, n_out, d)`` in the
+    stencil's order ``[0, +1, -1, +2, -2, ...]`` of which the first ``evaluated`` rows are known; ``fmag``
+    (``(n_out, 1)``, ``sum |f(x)|·|v|``) sizes the noise model; ``estimates`` once the whole stencil ran."""
+
+    values: torch.Tensor
+    fmag: torch.Tensor
+    evaluated: int
+    estimates: Estimates | None = None
 
 
 @dataclass
@@ -962,7 +1039,6 @@ _MANTISSA = (1 << 52) - 1
 #: added to the bits of |x| it carries into the exponent exactly when the significand is >= sqrt(2)
 _ROUND_UP = (1 << 52) - round((math.sqrt(2.0) - 1.0) * 2.0**52)
 _ONE_BITS = 0x3FF0000000000000  # float64 1.0
-_SHIFTS = torch.arange(64, dtype=torch.int64)
 
 
 def _rademacher(x: torch.Tensor, d: int, gen: torch.Generator) -> torch.Tensor:
@@ -971,7 +1047,8 @@ def _rademacher(x: torch.Tensor, d: int, gen: torch.Generator) -> torch.Tensor:
     |x| rounded at the significand sqrt(2), floored at 1 (a few integer passes instead of log2/exp2)."""
     n = x.numel()
     words = torch.randint(-(2**63), 2**63 - 1, (-(-d * n // 64),), generator=gen, dtype=torch.int64)
-    signs = (words.unsqueeze(1) << _SHIFTS).bitwise_and_(_SIGN_BIT).reshape(-1)[: d * n].reshape(d, n)
+    shifts = torch.arange(64, dtype=torch.int64)
+    signs = (words.unsqueeze(1) << shifts).bitwise_and_(_SIGN_BIT).reshape(-1)[: d * n].reshape(d, n)
     scale = x.view(torch.int64).bitwise_and(~_SIGN_BIT).add_(_ROUND_UP).bitwise_and_(~_MANTISSA)
     scale = scale.clamp_min_(_ONE_BITS)  # non-negative floats order like their bits
     return signs.bitwise_or_(scale).view(torch.float64)
