@@ -28,7 +28,10 @@ from gradcheck_kit import _config, _screen, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
+    _check_grad_meta,
+    _jvp_single,
     jvp_columns,
+    rows_from_coords,
     vjp_rows,
 )
 from gradcheck_kit._compare import Verdict, compare
@@ -700,7 +703,7 @@ class _Check:
         fmag = torch.empty(n_out, 1, dtype=torch.float64)
         for pos, k in enumerate(self.out_idx):
             values[0, pos, :] = self.f0[pos] @ self.v[k]
-            fmag[pos, 0] = torch.linalg.vector_norm(self.f0[pos] * self.v[k], ord=1)  # sum |f0|·|v|
+            fmag[pos, 0] = _sum_abs_product(self.f0[pos], self.v[k])  # sum |f0|·|v|
         num = _DirectionalNumerics(values, fmag, evaluated=1)
         self._evaluate_directional(num, u, _screen.POINTS if _screen.applies(self.stencil) else values.shape[0])
         return num
@@ -756,27 +759,46 @@ class _Check:
         allow, scale = self._allowance_directional(screen=False)
         return compare(a, est, allow, kap), scale, False
 
-    def _vjp_vectors(self, leaves: dict[int, torch.Tensor], outs) -> tuple[dict, dict]:
-        """g[(i, k)] = v_k · d out_k / d x_i as float64 coordinates, and whether a gradient flowed."""
+    def _vjp_vectors(self, leaves: dict[int, torch.Tensor], outs, raw: dict | None = None) -> tuple[dict, dict]:
+        """g[(i, k)] = v_k · d out_k / d x_i as float64 coordinates, and whether a gradient flowed.
+
+        One backward per output (``vjp_rows``' single-row case, without its batching machinery and copies);
+        ``raw`` receives autograd's own gradients (``None`` where none flowed), for the re-entrancy check.
+        """
         grads, flowed = {}, {}
         order = list(self.wrt)
+        leaf_list = [leaves[i] for i in order]
         for k in self.out_idx:
-            try:
-                per_leaf, flow, _ = vjp_rows(outs[k], [leaves[i] for i in order], self.v[k].unsqueeze(0))
-            except GradientMetaError as exc:
-                raise _Failure(f"autograd returned a malformed gradient for output {k}: {exc}") from None
-            except Exception as exc:  # noqa: BLE001
-                raise _Failure(f"backward of output {k} raised {describe_exception(exc)}") from None
-            for i, g, f in zip(order, per_leaf, flow):
-                grads[(i, k)] = g[0]
-                flowed[(i, k)] = f
+            out = outs[k]
+            result: tuple = (None,) * len(order)
+            if out.requires_grad:
+                grad_output = rows_from_coords(self.v[k].unsqueeze(0), out)[0]
+                try:
+                    result = torch.autograd.grad(
+                        out, leaf_list, grad_outputs=grad_output, retain_graph=True, allow_unused=True
+                    )
+                except Exception as exc:  # noqa: BLE001
+                    raise _Failure(f"backward of output {k} raised {describe_exception(exc)}") from None
+            for i, leaf, g in zip(order, leaf_list, result):
+                flowed[(i, k)] = g is not None
+                if raw is not None:
+                    raw[(i, k)] = None if g is None else g.detach()
+                if g is None:
+                    grads[(i, k)] = torch.zeros(n_coords(leaf), dtype=torch.float64)
+                    continue
+                try:
+                    _check_grad_meta(g.unsqueeze(0), leaf)
+                except GradientMetaError as exc:
+                    raise _Failure(f"autograd returned a malformed gradient for output {k}: {exc}") from None
+                grads[(i, k)] = coords64(g.detach())
         return grads, flowed
 
     def _backward_directional(self) -> None:
         u = self._directions()
         num = self._directional_numerics(u)
-        grads, flowed = self._vjp_vectors(self.leaves, self.outs)
-        self.directional_state = {"u": u, "numerics": num, "grads": grads, "grads_ref": None}
+        raw: dict = {}
+        grads, flowed = self._vjp_vectors(self.leaves, self.outs, raw)
+        self.directional_state = {"u": u, "numerics": num, "grads": grads, "grads_ref": None, "raw_grads": raw}
         a = self._project_directional(grads, u)
         verdict, scale, screened = self._judge_directional(a)
         failed = self._record_directional("backward", a, verdict, all(flowed.values()))
@@ -979,22 +1001,26 @@ class _Check:
                 failed_any |= self._record("forward_ad", i, k, rows[k], a, verdict, True, j_idx, r_idx)
         return failed_any
 
+    def _jvp_directional(self, i: int, tangents: torch.Tensor) -> list[torch.Tensor]:
+        """``J_i·u`` per output, ``(d, n_out_coords)`` float64: one forward-mode pass for one direction (no
+        vmap wrapper), else ``jvp_columns``."""
+        if tangents.shape[0] != 1:
+            cols, _ = jvp_columns(self.fn, self._jvp_args(), i, tangents, self.out_idx, self.rng_seed, self.mutates_inputs)
+            return cols
+        args = self._jvp_args()
+        primal = args[i]
+        tangent = from_coords(tangents, primal.shape, primal.is_complex())[0].to(primal.dtype)
+        return [c.unsqueeze(0) for c in _jvp_single(self.fn, args, i, tangent, self.out_idx, self.rng_seed)]
+
     def _forward_directional(self) -> bool:
         if not hasattr(self, "directional_state"):
             raise ForwardADUnsupported("no directional numerics to compare with")
         state = self.directional_state
         u = state["u"]
         a = torch.zeros(len(self.out_idx), self.n_directions, dtype=torch.float64)
-        if len(self.wrt) == 1:
-            i = self.wrt[0]
-            cols, _ = jvp_columns(self.fn, self._jvp_args(), i, u[i], self.out_idx, self.rng_seed, self.mutates_inputs)
-            for pos, k in enumerate(self.out_idx):
-                a[pos] = cols[pos] @ self.v[k]
-        else:
-            for i in self.wrt:  # J·u = sum over inputs of J_i·u_i
-                cols, _ = jvp_columns(self.fn, self._jvp_args(), i, u[i], self.out_idx, self.rng_seed, self.mutates_inputs)
-                for pos, k in enumerate(self.out_idx):
-                    a[pos] += cols[pos] @ self.v[k]
+        for i in self.wrt:  # J·u = sum over inputs of J_i·u_i
+            for pos, col in enumerate(self._jvp_directional(i, u[i])):
+                a[pos] += col @ self.v[self.out_idx[pos]]
         # the jvp's round-off is judged like the backward's: same scale, same measured float32 error; the
         # backward's screen may have stopped the stencil early, the jvp is screened (or not) on its own
         verdict, _, _ = self._judge_directional(a)
@@ -1043,25 +1069,51 @@ _ONE_BITS = 0x3FF0000000000000  # float64 1.0
 
 def _rademacher(x: torch.Tensor, d: int, gen: torch.Generator) -> torch.Tensor:
     """``(d, n)`` float64 ``±scale_of(x)`` with independent fair signs, from bit operations on float64's
-    representation: 64 signs per random word drawn, and ``2^round(log2(max(|x|, 1)))`` as the exponent of
-    |x| rounded at the significand sqrt(2), floored at 1 (a few integer passes instead of log2/exp2)."""
+    representation: ``2^round(log2(max(|x|, 1)))`` is the exponent of |x| rounded at the significand sqrt(2),
+    floored at 1, and each random 64-bit word gives 64 signs (bit ``b`` of word ``w`` the sign of element
+    ``b·m + w``, so that blocks of elements take their signs in one operation). One full-size buffer."""
     n = x.numel()
-    words = torch.randint(-(2**63), 2**63 - 1, (-(-d * n // 64),), generator=gen, dtype=torch.int64)
-    shifts = torch.arange(64, dtype=torch.int64)
-    signs = (words.unsqueeze(1) << shifts).bitwise_and_(_SIGN_BIT).reshape(-1)[: d * n].reshape(d, n)
     scale = x.view(torch.int64).bitwise_and(~_SIGN_BIT).add_(_ROUND_UP).bitwise_and_(~_MANTISSA)
-    scale = scale.clamp_min_(_ONE_BITS)  # non-negative floats order like their bits
-    return signs.bitwise_or_(scale).view(torch.float64)
+    scale.clamp_min_(_ONE_BITS)  # non-negative floats order like their bits
+    u = scale.unsqueeze(0) if d == 1 else scale.expand(d, n).clone()
+    flat = u.view(-1)
+    total = d * n
+    m = -(-total // 64)
+    words = torch.randint(-(2**63), 2**63 - 1, (m,), generator=gen, dtype=torch.int64)
+    for b in range(0, 64, _SIGN_BITS_PER_BLOCK):
+        start, stop = b * m, min((b + _SIGN_BITS_PER_BLOCK) * m, total)
+        if start >= stop:
+            break
+        shifts = torch.arange(b, b + _SIGN_BITS_PER_BLOCK, dtype=torch.int64).unsqueeze(1)
+        signs = (words.unsqueeze(0) << shifts).bitwise_and_(_SIGN_BIT).view(-1)
+        flat[start:stop].bitwise_or_(signs[: stop - start])
+    return u.view(torch.float64)
+
+
+#: sign bits applied per operation in ``_rademacher`` (a temporary of this many words per random word)
+_SIGN_BITS_PER_BLOCK = 8
+#: elements per chunk of a reduction that would otherwise need a full-size temporary
+_CHUNK = 1 << 16
 
 
 def _scaled_square_sum(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """``sum((g·s)²)`` with NaN counted as 0 and ±inf as the largest float (``nan_to_num``); the cleanup
-    pass runs only where the plain sum is not finite."""
-    gs = g * s
-    total = torch.dot(gs, gs)
+    """``sum((g·s)²)`` with NaN counted as 0 and ±inf as the largest float (``nan_to_num``), in chunks (no
+    full-size temporary); the cleanup pass runs only where the plain sum is not finite."""
+    total = torch.zeros((), dtype=torch.float64)
+    for start in range(0, g.numel(), _CHUNK):
+        gs = g[start : start + _CHUNK] * s[start : start + _CHUNK]
+        total += torch.dot(gs, gs)
     if bool(torch.isfinite(total)):
         return total
-    return gs.nan_to_num_(0.0).square_().sum()
+    return (g * s).nan_to_num_(0.0).square_().sum()
+
+
+def _sum_abs_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum |a·b|`` in chunks (no full-size temporary)."""
+    total = torch.zeros((), dtype=torch.float64)
+    for start in range(0, a.numel(), _CHUNK):
+        total += torch.linalg.vector_norm(a[start : start + _CHUNK] * b[start : start + _CHUNK], ord=1)
+    return total
 
 
 def _real_of(dtype: torch.dtype) -> torch.dtype:
