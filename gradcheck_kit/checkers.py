@@ -383,6 +383,7 @@ class _Check:
                     f"grad_outputs has {len(given)} tensor(s) but fn returned {len(self.outs)} output(s)"
                 )
         vectors = {}
+        self.drawn_vectors: dict[int, torch.Tensor] = {}  # v as drawn, in the output's dtype and shape
         for k in self.out_idx:
             out = self.outs[k]
             if given is not None:
@@ -395,10 +396,11 @@ class _Check:
                 v = g.detach().to(out.dtype)
             else:
                 # drawn in float32 (4x cheaper than float64 at 1e6 elements; any Gaussian vector serves)
-                v = torch.randn(out.shape, generator=self.gen, dtype=torch.float32).to(torch.float64)
+                v = torch.randn(out.shape, generator=self.gen, dtype=torch.float32)
                 if out.is_complex():
-                    v = torch.complex(v, torch.randn(out.shape, generator=self.gen, dtype=torch.float32).to(torch.float64))
-                v = v.to(out.dtype)
+                    v = torch.complex(v, torch.randn(out.shape, generator=self.gen, dtype=torch.float32))
+                v = v.to(out.dtype)  # float32 values: exact in float64, rounded once in lower precision
+                self.drawn_vectors[k] = v
             vectors[k] = coords(v).to(torch.float64)
         return vectors
 
@@ -772,7 +774,9 @@ class _Check:
             out = outs[k]
             result: tuple = (None,) * len(order)
             if out.requires_grad:
-                grad_output = rows_from_coords(self.v[k].unsqueeze(0), out)[0]
+                grad_output = self.drawn_vectors.get(k)
+                if grad_output is None or grad_output.dtype != out.dtype:  # given, or a float64 reference run
+                    grad_output = rows_from_coords(self.v[k].unsqueeze(0), out)[0]
                 try:
                     result = torch.autograd.grad(
                         out, leaf_list, grad_outputs=grad_output, retain_graph=True, allow_unused=True
