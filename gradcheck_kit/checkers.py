@@ -10,7 +10,9 @@ Two ways to compare:
   entry by entry of the Jacobian when it is small (``d out[k] / d x[j]``), else projected on the
   output vector ``v`` (``d(v·out) / d x[j]``, one backward);
 - **directional**: random directions ``u`` (Rademacher, scaled per coordinate) against ``v·J·u``, a
-  constant number of evaluations whatever the size. ``mode="auto"`` picks by size and, when a
+  constant number of evaluations whatever the size; with float64 numerics it stops after ``x ± h·u``
+  when that already decides a pass (``_screen``), and runs the rest of the stencil (and, for float32
+  inputs, the float64 autograd reference) only otherwise. ``mode="auto"`` picks by size and, when a
   directional check fails, narrows it down to the wrong input elements.
 """
 
