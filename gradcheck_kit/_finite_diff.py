@@ -22,7 +22,9 @@ import torch
 from gradcheck_kit import tolerances
 from gradcheck_kit.tolerances import Stencil
 
-__all__ = ["Weights", "weights_for", "Estimates", "estimate", "noise_sigma", "estimate_with_sigma"]
+__all__ = [
+    "Weights", "weights_for", "Estimates", "estimate", "noise_sigma", "round_off_model", "estimate_with_sigma",
+]
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,13 @@ def _apply(w: np.ndarray, values: torch.Tensor) -> torch.Tensor:
     return torch.tensordot(torch.as_tensor(w, dtype=values.dtype, device=values.device), values, dims=1)
 
 
-def noise_sigma(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil, pool_dim: int | None = None) -> torch.Tensor:
-    """Round-off level of ``f`` for each derivative of ``values`` (shape ``(points, *batch)``)."""
-    w = weights_for(stencil)
+def round_off_model(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) -> torch.Tensor:
+    """The round-off model of ``f`` (a floor of :func:`noise_sigma`) from the points in ``values``.
+
+    Monotone in the points: computed from some of a stencil's points it is at most the value from all of
+    them (what lets a directional check stop after the first points, see ``_screen``).
+    """
     e = tolerances.eps(stencil.dtype)
-    sample = _apply(w.noise, values).abs()
     # round-off model: eps of |f| plus eps of the output's typical size. An entry far below its siblings is
     # often the difference of large intermediates (gelu's tail is x * (1 + erf) with erf ~ -1) whose
     # rounding is a staircase the stencil cannot see: it is flat, then jumps by an ulp of the intermediate.
@@ -107,7 +111,14 @@ def noise_sigma(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil, pool
     # |f| at the stencil points too, not only at x: where the step dwarfs x (x = 1e-200), f(x) can be 0
     # while f(x +- h) ~ h^2, whose rounding swallows the difference a derivative needs
     at_points = values.abs().nan_to_num(0.0, posinf=0.0).amax(dim=0)
-    model = tolerances.NOISE_MODEL_EPS * e * (torch.maximum(fmag, at_points) + f_scale)
+    return tolerances.NOISE_MODEL_EPS * e * (torch.maximum(fmag, at_points) + f_scale)
+
+
+def noise_sigma(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil, pool_dim: int | None = None) -> torch.Tensor:
+    """Round-off level of ``f`` for each derivative of ``values`` (shape ``(points, *batch)``)."""
+    w = weights_for(stencil)
+    sample = _apply(w.noise, values).abs()
+    model = round_off_model(values, fmag, stencil)
     # The residual of one derivative is noise (round-off of f, which can be far above eps|f| where terms
     # cancel) or non-smoothness (a kink inside the stencil leaves a residual ~ h x the jump). Round-off of
     # that size is implausible, so the entry's own sample counts up to a cap far below h; the pooled median

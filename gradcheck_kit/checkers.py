@@ -10,7 +10,9 @@ Two ways to compare:
   entry by entry of the Jacobian when it is small (``d out[k] / d x[j]``), else projected on the
   output vector ``v`` (``d(v·out) / d x[j]``, one backward);
 - **directional**: random directions ``u`` (Rademacher, scaled per coordinate) against ``v·J·u``, a
-  constant number of evaluations whatever the size. ``mode="auto"`` picks by size and, when a
+  constant number of evaluations whatever the size; with float64 numerics it stops after ``x ± h·u``
+  when that already decides a pass (``_screen``), and runs the rest of the stencil (and, for float32
+  inputs, the float64 autograd reference) only otherwise. ``mode="auto"`` picks by size and, when a
   directional check fails, narrows it down to the wrong input elements.
 """
 
@@ -24,12 +26,15 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from gradcheck_kit import _config, tolerances
+from gradcheck_kit import _config, _screen, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
+    _check_grad_meta,
+    _jvp_single,
     jvp_columns,
     jvp_directions,
+    rows_from_coords,
     vjp_rows,
 )
 from gradcheck_kit._compare import Verdict, compare
@@ -188,8 +193,8 @@ class _Check:
         self.gen = torch.Generator().manual_seed(self.seed)
         self.rng_seed = (self.seed * 2654435761 + 97) % (2**63)
         self._rms_cache: dict = {}  # rms of inputs and outputs, for the natural derivative scale
-        self._directional_allowance = None  # (grads it was computed for, result): backward and jvp share it
         self._steps: dict[int, torch.Tensor] = {}  # finite-difference step per coordinate, per input
+        self._directional_allowance: dict = {}  # "screen"/"full" -> (allowance, scale): backward and jvp share them
         self.report = GradientReport(
             function=function_name(fn),
             seed=self.seed,
@@ -290,17 +295,26 @@ class _Check:
         self.second_order_check()
         report.evaluations = self.evaluator.evaluations + self.extra_evaluations
         report.path = self.evaluator.path
-        report.method = self.stencil.describe() + (
-            f" at the {self.low_dtype_name} point" if self.reference else ""
-        )
+        report.method = self._method() + (f" at the {self.low_dtype_name} point" if self.reference else "")
         if self.reference:
-            report.notes.insert(
-                0,
-                f"numerical derivatives evaluated in float64 at the {self.low_dtype_name} point; autograd checked in "
-                f"{self.low_dtype_name}, its round-off allowance measured against a float64 autograd run",
-            )
+            report.notes.insert(0, self._reference_note())
         elif self.no_reference_reason:
             report.notes.append(self.no_reference_reason)
+
+    def _method(self) -> str:
+        num = self.directional_state["numerics"] if hasattr(self, "directional_state") else None
+        if num is not None and num.estimates is None:
+            return _screen.describe(self.stencil)
+        return self.stencil.describe()
+
+    def _reference_note(self) -> str:
+        where = f"numerical derivatives evaluated in float64 at the {self.low_dtype_name} point; autograd checked in "
+        if hasattr(self, "directional_state") and self.directional_state["numerics"].estimates is None:
+            return where + (
+                f"{self.low_dtype_name} within the floor of its round-off allowance (no float64 autograd run was "
+                "needed)"
+            )
+        return where + f"{self.low_dtype_name}, its round-off allowance measured against a float64 autograd run"
 
     # ---------------------------------------------------------------------------------------------
     def _call_with_grad(self, args) -> tuple:
@@ -375,6 +389,7 @@ class _Check:
                     f"grad_outputs has {len(given)} tensor(s) but fn returned {len(self.outs)} output(s)"
                 )
         vectors = {}
+        self.drawn_vectors: dict[int, torch.Tensor] = {}  # v as drawn, in the output's dtype and shape
         for k in self.out_idx:
             out = self.outs[k]
             if given is not None:
@@ -387,10 +402,11 @@ class _Check:
                 v = g.detach().to(out.dtype)
             else:
                 # drawn in float32 (4x cheaper than float64 at 1e6 elements; any Gaussian vector serves)
-                v = torch.randn(out.shape, generator=self.gen, dtype=torch.float32).to(torch.float64)
+                v = torch.randn(out.shape, generator=self.gen, dtype=torch.float32)
                 if out.is_complex():
-                    v = torch.complex(v, torch.randn(out.shape, generator=self.gen, dtype=torch.float32).to(torch.float64))
-                v = v.to(out.dtype)
+                    v = torch.complex(v, torch.randn(out.shape, generator=self.gen, dtype=torch.float32))
+                v = v.to(out.dtype)  # float32 values: exact in float64, rounded once in lower precision
+                self.drawn_vectors[k] = v
             vectors[k] = coords(v).to(torch.float64)
         return vectors
 
@@ -826,76 +842,130 @@ class _Check:
     # ---------------------------------------------------------------------------------------------
     # directional mode
     def _directions(self) -> dict[int, torch.Tensor]:
+        """Per input ``(d, n_i)`` float64: random signs times each coordinate's step scale (``scale_of``),
+        so ``|u|`` is the scale."""
         d = self.options["directions"] or (DEFAULT_DIRECTIONS if self.n_in <= LARGE_COORDS else 1)
         self.n_directions = d
-        u = {}
-        self.u_scale = {}
-        for i in self.wrt:
-            xc = coords(self.evaluator.base_args[i]).to(torch.float64)
-            scale = scale_of(xc)
-            signs = torch.randint(0, 2, (d, xc.numel()), generator=self.gen, dtype=torch.int8).to(torch.float64)
-            u[i] = signs.mul_(2).sub_(1).mul_(scale)
-            self.u_scale[i] = scale
-        return u
+        return {i: _rademacher(coords(self.evaluator.base_args[i]).to(torch.float64), d, self.gen) for i in self.wrt}
 
-    def _directional_numerics(self, u: dict[int, torch.Tensor]) -> Estimates:
-        h = self.stencil.h0
-        mult = self.stencil.multipliers
+    def _directional_numerics(self, u: dict[int, torch.Tensor]) -> "_DirectionalNumerics":
+        """phi(0) for every output and direction, then phi(+-h), or the whole stencil where no screen applies
+        (``_screen``): the rest of the stencil is evaluated by ``_directional_estimates`` on first need."""
         d = self.n_directions
         n_out = len(self.out_idx)
-        values = torch.empty(len(mult) + 1, n_out, d, dtype=torch.float64)
+        values = torch.empty(self.stencil.points + 1, n_out, d, dtype=torch.float64)
+        fmag = torch.empty(n_out, 1, dtype=torch.float64)
         for pos, k in enumerate(self.out_idx):
             values[0, pos, :] = self.f0[pos] @ self.v[k]
+            fmag[pos, 0] = _sum_abs_product(self.f0[pos], self.v[k])  # sum |f0|·|v|
+        num = _DirectionalNumerics(values, fmag, evaluated=1)
+        self._evaluate_directional(num, u, _screen.POINTS if _screen.applies(self.stencil) else values.shape[0])
+        return num
+
+    def _evaluate_directional(self, num: "_DirectionalNumerics", u: dict[int, torch.Tensor], upto: int) -> None:
+        """Fill the stencil rows ``num.evaluated .. upto - 1`` (offsets ``multipliers[row - 1]`` times h)."""
+        h = self.stencil.h0
+        mult = self.stencil.multipliers
         base = {i: coords(self.evaluator.base_args[i]) for i in self.wrt}
         buffers = {i: torch.empty_like(base[i]) for i in self.wrt}
-        for di in range(d):
-            for p, m in enumerate(mult):
+        for di in range(self.n_directions):
+            for row in range(num.evaluated, upto):
                 repl = {}
                 for i in self.wrt:
                     x = self.evaluator.base_args[i]
-                    point = torch.add(base[i], u[i][di].to(base[i].dtype), alpha=m * h, out=buffers[i])
+                    step = u[i][di] if base[i].dtype == torch.float64 else u[i][di].to(base[i].dtype)
+                    point = torch.add(base[i], step, alpha=mult[row - 1] * h, out=buffers[i])
                     repl[i] = from_coords(point.unsqueeze(0), x.shape, x.is_complex())[0].to(x.dtype)
                 outs = self.evaluator.outputs_at(repl)
                 for pos, k in enumerate(self.out_idx):
-                    values[p + 1, pos, di] = outs[pos] @ self.v[k]
-        fmag = torch.stack([self.f0[pos].abs() @ self.v[k].abs() for pos, k in enumerate(self.out_idx)]).unsqueeze(1)
-        return estimate(values, torch.tensor(h, dtype=torch.float64), fmag, self.stencil, pool_dim=1)
+                    num.values[row, pos, di] = outs[pos] @ self.v[k]
+        num.evaluated = max(num.evaluated, upto)
 
-    def _vjp_vectors(self, leaves: dict[int, torch.Tensor], outs) -> tuple[dict, dict]:
-        """g[(i, k)] = v_k · d out_k / d x_i as float64 coordinates, and whether a gradient flowed."""
+    def _directional_estimates(self) -> Estimates:
+        """The full stencil's estimates (evaluating the points the screen left out), and for low-precision
+        inputs the float64 autograd reference its allowance measures round-off against."""
+        state = self.directional_state
+        num = state["numerics"]
+        if num.estimates is None:
+            self._evaluate_directional(num, state["u"], num.values.shape[0])
+            h = torch.tensor(self.stencil.h0, dtype=torch.float64)
+            num.estimates = estimate(num.values, h, num.fmag, self.stencil, pool_dim=1)
+            if self.reference:
+                try:
+                    _, ref_leaves, ref_outs = self._reference_leaves()
+                    state["grads_ref"], _ = self._vjp_vectors(ref_leaves, ref_outs)
+                except Exception:  # noqa: BLE001 - no reference: blanket allowance
+                    state["grads_ref"] = None
+        return num.estimates
+
+    def _judge_directional(self, a: torch.Tensor) -> tuple[Verdict, torch.Tensor, bool]:
+        """Autograd's ``(n_out, d)`` values against the numerics: the +-h screen where it decides (every value
+        passes it), else the full stencil. Returns the verdict, the scale of each value, and whether the screen
+        decided."""
+        kap = tolerances.kappa(a.numel())
+        num = self.directional_state["numerics"]
+        if num.estimates is None and _screen.applies(self.stencil):
+            allow, scale = self._allowance_directional(screen=True)
+            verdict = _screen.screen(a, num.values, self.stencil.h0, num.fmag, self.stencil, allow, kap)
+            if verdict is not None:
+                return verdict, scale, True
+        est = self._directional_estimates()
+        allow, scale = self._allowance_directional(screen=False)
+        return compare(a, est, allow, kap), scale, False
+
+    def _vjp_vectors(self, leaves: dict[int, torch.Tensor], outs, raw: dict | None = None) -> tuple[dict, dict]:
+        """g[(i, k)] = v_k · d out_k / d x_i as float64 coordinates, and whether a gradient flowed.
+
+        One backward per output (``vjp_rows``' single-row case, without its batching machinery and copies);
+        ``raw`` receives autograd's own gradients (``None`` where none flowed), for the re-entrancy check.
+        """
         grads, flowed = {}, {}
         order = list(self.wrt)
+        leaf_list = [leaves[i] for i in order]
         for k in self.out_idx:
-            try:
-                per_leaf, flow, _ = vjp_rows(outs[k], [leaves[i] for i in order], self.v[k].unsqueeze(0))
-            except GradientMetaError as exc:
-                raise _Failure(f"autograd returned a malformed gradient for output {k}: {exc}") from None
-            except Exception as exc:  # noqa: BLE001
-                raise _Failure(f"backward of output {k} raised {describe_exception(exc)}") from None
-            for i, g, f in zip(order, per_leaf, flow):
-                grads[(i, k)] = g[0]
-                flowed[(i, k)] = f
+            out = outs[k]
+            result: tuple = (None,) * len(order)
+            if out.requires_grad:
+                grad_output = self.drawn_vectors.get(k)
+                if grad_output is None or grad_output.dtype != out.dtype:  # given, or a float64 reference run
+                    grad_output = rows_from_coords(self.v[k].unsqueeze(0), out)[0]
+                try:
+                    result = torch.autograd.grad(
+                        out, leaf_list, grad_outputs=grad_output, retain_graph=True, allow_unused=True
+                    )
+                except Exception as exc:  # noqa: BLE001
+                    raise _Failure(f"backward of output {k} raised {describe_exception(exc)}") from None
+            for i, leaf, g in zip(order, leaf_list, result):
+                flowed[(i, k)] = g is not None
+                if raw is not None:
+                    raw[(i, k)] = None if g is None else g.detach()
+                if g is None:
+                    grads[(i, k)] = torch.zeros(n_coords(leaf), dtype=torch.float64)
+                    continue
+                try:
+                    _check_grad_meta(g.unsqueeze(0), leaf)
+                except GradientMetaError as exc:
+                    raise _Failure(f"autograd returned a malformed gradient for output {k}: {exc}") from None
+                grads[(i, k)] = coords64(g.detach())
         return grads, flowed
 
     def _backward_directional(self) -> None:
         u = self._directions()
-        est = self._directional_numerics(u)
-        grads, flowed = self._vjp_vectors(self.leaves, self.outs)
-        ref = None
-        if self.reference:
-            try:
-                _, ref_leaves, ref_outs = self._reference_leaves()
-                ref, _ = self._vjp_vectors(ref_leaves, ref_outs)
-            except Exception:  # noqa: BLE001 - no reference: blanket allowance
-                ref = None
-        self.directional_state = {"u": u, "estimates": est, "grads": grads, "grads_ref": ref}
+        num = self._directional_numerics(u)
+        raw: dict = {}
+        grads, flowed = self._vjp_vectors(self.leaves, self.outs, raw)
+        self.directional_state = {"u": u, "numerics": num, "grads": grads, "grads_ref": None, "raw_grads": raw}
         a = self._project_directional(grads, u)
-        allow, scale = self._allowance_directional(grads, ref, u, est)
-        kap = tolerances.kappa(a.numel())
-        verdict = compare(a, est, allow, kap)
+        verdict, scale, screened = self._judge_directional(a)
         failed = self._record_directional("backward", a, verdict, all(flowed.values()))
         self.report.resolution = float((verdict.allowed / scale.clamp_min(1e-300)).max())
-        detail = f"directional, {self.n_directions} direction(s), {self.stencil.points} evaluations each"
+        if screened:
+            detail = (
+                f"directional, {self.n_directions} direction(s), 2 evaluations each (stopped after ±h: the "
+                "central difference already agreed within its round-off)"
+            )
+        else:
+            detail = f"directional, {self.n_directions} direction(s), {self.stencil.points} evaluations each"
         self.report.checks.append(CheckResult("backward", "failed" if failed else "passed", detail))
         if failed and self.options["mode"] == "auto":
             self._narrow()
@@ -907,39 +977,69 @@ class _Check:
                 a[pos] += u[i] @ grads[(i, k)]
         return a
 
-    def _allowance_directional(self, grads, ref, u, est) -> tuple[torch.Tensor, torch.Tensor]:
-        cached = self._directional_allowance
-        if cached is not None and cached[0] is grads:
-            return cached[1]
-        result = self._compute_allowance_directional(grads, ref, u, est)
-        self._directional_allowance = (grads, result)
-        return result
+    def _allowance_directional(self, screen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Autograd's allowance and scale per ``(n_out, d)`` value; backward and jvp share them.
+
+        ``screen``: what the +-h screen may allow, never more than the full comparison: with given tolerances
+        ``atol`` alone (``rtol`` scales the full stencil's value), for low-precision inputs the floor that
+        ``AnalyticAllowance`` always allows (the part measured against a float64 autograd run only adds).
+        """
+        key = "screen" if screen else "full"
+        if key not in self._directional_allowance:
+            state = self.directional_state
+            self._directional_allowance[key] = self._compute_allowance_directional(
+                state["grads"], None if screen else state["grads_ref"], state["u"],
+                None if screen else state["numerics"].estimates,
+            )
+        return self._directional_allowance[key]
 
     def _compute_allowance_directional(self, grads, ref, u, est) -> tuple[torch.Tensor, torch.Tensor]:
+        """``est`` None: the screen's allowance (see ``_allowance_directional``)."""
         n_out = len(self.out_idx)
         scale = torch.zeros(n_out, 1, dtype=torch.float64)
         measured = torch.zeros(n_out, 1, dtype=torch.float64) if ref is not None else None
         for pos, k in enumerate(self.out_idx):
             for i in self.wrt:
-                s = self.u_scale[i]
-                base = (ref[(i, k)] if ref is not None else grads[(i, k)]).nan_to_num(0.0)
-                scale[pos] += (base * s).square().sum()
+                s = u[i][0]  # |u| is each coordinate's step scale; signs do not change a sum of squares
+                base = ref[(i, k)] if ref is not None else grads[(i, k)]
+                scale[pos] += _scaled_square_sum(base, s)
                 if measured is not None:
-                    measured[pos] += ((grads[(i, k)] - ref[(i, k)]) * s).nan_to_num(0.0).square().sum()
+                    measured[pos] += _scaled_square_sum(grads[(i, k)] - ref[(i, k)], s)
         scale = scale.sqrt()
         for pos, k in enumerate(self.out_idx):
-            scale[pos] += max(self._natural_scale(i, k, "projected") for i in self.wrt)
+            scale[pos] += max(self._directional_natural_scale(i, k) for i in self.wrt)
         if measured is not None:
             measured = measured.sqrt()
         if self.options["atol"] is not None or self.options["rtol"] is not None:
-            allow = (self.options["atol"] or 0.0) + (self.options["rtol"] or 0.0) * est.central.abs().nan_to_num(0.0)
+            atol = self.options["atol"] or 0.0
+            if est is None:  # the screen: rtol scales the full stencil's value, which it has not computed
+                allow = torch.full((n_out, self.n_directions), float(atol), dtype=torch.float64)
+            else:
+                allow = atol + (self.options["rtol"] or 0.0) * est.central.abs().nan_to_num(0.0)
             return allow, scale.expand(n_out, self.n_directions)
         dtype = min((self.inputs[i].dtype for i in self.wrt), key=lambda dt: -tolerances.eps(dt))
-        policy = tolerances.AnalyticAllowance(dtype, measured is not None)
+        if est is None and self.reference:
+            # the screen of low-precision inputs: the floor alone (a measured round-off of 0)
+            policy = tolerances.AnalyticAllowance(dtype, True)
+            measured = torch.zeros_like(scale)
+        else:
+            policy = tolerances.AnalyticAllowance(dtype, measured is not None)
         allow = (policy.allowance(scale, measured) + self.options["nondet_tol"] * scale.clamp_min(1.0)).expand(
             n_out, self.n_directions
         )
         return allow, scale.expand(n_out, self.n_directions)
+
+    def _directional_natural_scale(self, i: int, k: int) -> float:
+        """``_natural_scale(i, k, "projected")`` from dot products (one pass each, cached per check)."""
+        key = ("directional", i, k)
+        if key not in self._rms_cache:
+            x = coords(self.evaluator.base_args[i]).to(torch.float64)  # the inputs' values, in float64
+            f0 = self.f0[self.out_idx.index(k)]
+            x_rms = math.sqrt(float(torch.dot(x, x)) / max(x.numel(), 1))
+            out_rms = math.sqrt(float(torch.dot(f0, f0)) / max(f0.numel(), 1))
+            v_norm = math.sqrt(float(torch.dot(self.v[k], self.v[k])))
+            self._rms_cache[key] = v_norm * out_rms / max(x_rms, 1.0)
+        return self._rms_cache[key]
 
     def _record_directional(self, check: str, a: torch.Tensor, verdict: Verdict, flowed: bool) -> bool:
         failed_any = False
@@ -1138,26 +1238,29 @@ class _Check:
                 return False
         return True
 
+    def _jvp_directional(self, i: int, tangents: torch.Tensor) -> list[torch.Tensor]:
+        """``J_i·u`` per output, ``(d, n_out_coords)`` float64: one forward-mode pass for one direction (no
+        vmap wrapper), else ``jvp_columns``."""
+        if tangents.shape[0] != 1:
+            cols, _ = jvp_columns(self.fn, self._jvp_args(), i, tangents, self.out_idx, self.rng_seed, self.mutates_inputs)
+            return cols
+        args = self._jvp_args()
+        primal = args[i]
+        tangent = from_coords(tangents, primal.shape, primal.is_complex())[0].to(primal.dtype)
+        return [c.unsqueeze(0) for c in _jvp_single(self.fn, args, i, tangent, self.out_idx, self.rng_seed)]
+
     def _forward_directional(self) -> bool:
         if not hasattr(self, "directional_state"):
             raise ForwardADUnsupported("no directional numerics to compare with")
         state = self.directional_state
         u = state["u"]
         a = torch.zeros(len(self.out_idx), self.n_directions, dtype=torch.float64)
-        if len(self.wrt) == 1:
-            i = self.wrt[0]
-            cols, _ = jvp_columns(self.fn, self._jvp_args(), i, u[i], self.out_idx, self.rng_seed, self.mutates_inputs)
-            for pos, k in enumerate(self.out_idx):
-                a[pos] = cols[pos] @ self.v[k]
-        else:
-            for i in self.wrt:  # J·u = sum over inputs of J_i·u_i
-                cols, _ = jvp_columns(self.fn, self._jvp_args(), i, u[i], self.out_idx, self.rng_seed, self.mutates_inputs)
-                for pos, k in enumerate(self.out_idx):
-                    a[pos] += cols[pos] @ self.v[k]
-        est = state["estimates"]
-        # the jvp's round-off is judged like the backward's: same scale, same measured float32 error
-        allow, _ = self._allowance_directional(state["grads"], state["grads_ref"], u, est)
-        verdict = compare(a, est, allow, tolerances.kappa(a.numel()))
+        for i in self.wrt:  # J·u = sum over inputs of J_i·u_i
+            for pos, col in enumerate(self._jvp_directional(i, u[i])):
+                a[pos] += col @ self.v[self.out_idx[pos]]
+        # the jvp's round-off is judged like the backward's: same scale, same measured float32 error; the
+        # backward's screen may have stopped the stencil early, the jvp is screened (or not) on its own
+        verdict, _, _ = self._judge_directional(a)
         return self._record_directional("forward_ad", a, verdict, True)
 
     # ---------------------------------------------------------------------------------------------
@@ -1167,6 +1270,18 @@ class _Check:
         from gradcheck_kit._second_order import check_second_order
 
         check_second_order(self)
+
+
+@dataclass
+class _DirectionalNumerics:
+    """``phi(t) = v_k·out_k(x + t·h·u)`` per output and direction: ``values`` ``(points + 1, n_out, d)`` in the
+    stencil's order ``[0, +1, -1, +2, -2, ...]`` of which the first ``evaluated`` rows are known; ``fmag``
+    (``(n_out, 1)``, ``sum |f(x)|·|v|``) sizes the noise model; ``estimates`` once the whole stencil ran."""
+
+    values: torch.Tensor
+    fmag: torch.Tensor
+    evaluated: int
+    estimates: Estimates | None = None
 
 
 @dataclass
@@ -1199,6 +1314,62 @@ def _sum_squares(t: torch.Tensor) -> float:
     total = float(torch.linalg.vector_norm(t)) ** 2
     if not math.isfinite(total):
         total = float(t.nan_to_num(0.0, posinf=0.0, neginf=0.0).square().sum())
+    return total
+
+
+_SIGN_BIT = -(1 << 63)
+_MANTISSA = (1 << 52) - 1
+#: added to the bits of |x| it carries into the exponent exactly when the significand is >= sqrt(2)
+_ROUND_UP = (1 << 52) - round((math.sqrt(2.0) - 1.0) * 2.0**52)
+_ONE_BITS = 0x3FF0000000000000  # float64 1.0
+
+
+def _rademacher(x: torch.Tensor, d: int, gen: torch.Generator) -> torch.Tensor:
+    """``(d, n)`` float64 ``±scale_of(x)`` with independent fair signs, from bit operations on float64's
+    representation: ``2^round(log2(max(|x|, 1)))`` is the exponent of |x| rounded at the significand sqrt(2),
+    floored at 1, and each random 64-bit word gives 64 signs (bit ``b`` of word ``w`` the sign of element
+    ``b·m + w``, so that blocks of elements take their signs in one operation). One full-size buffer."""
+    n = x.numel()
+    scale = x.view(torch.int64).bitwise_and(~_SIGN_BIT).add_(_ROUND_UP).bitwise_and_(~_MANTISSA)
+    scale.clamp_min_(_ONE_BITS)  # non-negative floats order like their bits
+    u = scale.unsqueeze(0) if d == 1 else scale.expand(d, n).clone()
+    flat = u.view(-1)
+    total = d * n
+    m = -(-total // 64)
+    words = torch.randint(-(2**63), 2**63 - 1, (m,), generator=gen, dtype=torch.int64)
+    for b in range(0, 64, _SIGN_BITS_PER_BLOCK):
+        start, stop = b * m, min((b + _SIGN_BITS_PER_BLOCK) * m, total)
+        if start >= stop:
+            break
+        shifts = torch.arange(b, b + _SIGN_BITS_PER_BLOCK, dtype=torch.int64).unsqueeze(1)
+        signs = (words.unsqueeze(0) << shifts).bitwise_and_(_SIGN_BIT).view(-1)
+        flat[start:stop].bitwise_or_(signs[: stop - start])
+    return u.view(torch.float64)
+
+
+#: sign bits applied per operation in ``_rademacher`` (a temporary of this many words per random word)
+_SIGN_BITS_PER_BLOCK = 8
+#: elements per chunk of a reduction that would otherwise need a full-size temporary
+_CHUNK = 1 << 16
+
+
+def _scaled_square_sum(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``sum((g·s)²)`` with NaN counted as 0 and ±inf as the largest float (``nan_to_num``), in chunks (no
+    full-size temporary); the cleanup pass runs only where the plain sum is not finite."""
+    total = torch.zeros((), dtype=torch.float64)
+    for start in range(0, g.numel(), _CHUNK):
+        gs = g[start : start + _CHUNK] * s[start : start + _CHUNK]
+        total += torch.dot(gs, gs)
+    if bool(torch.isfinite(total)):
+        return total
+    return (g * s).nan_to_num_(0.0).square_().sum()
+
+
+def _sum_abs_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum |a·b|`` in chunks (no full-size temporary)."""
+    total = torch.zeros((), dtype=torch.float64)
+    for start in range(0, a.numel(), _CHUNK):
+        total += torch.linalg.vector_norm(a[start : start + _CHUNK] * b[start : start + _CHUNK], ord=1)
     return total
 
 

@@ -1,0 +1,189 @@
+"""Directional mode's early stop: +-h decides a pass only when the full stencil would pass too.
+
+Float64 numerics evaluate ``v·f(x + t·u)`` at ``t = ±h`` first; when autograd's value agrees with that
+central difference within its round-off (and the one-sided differences agree) the check stops there,
+otherwise ``±2h`` and the full comparison run. Float32 inputs skip the float64 autograd reference while
+the floor allowance suffices.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradcheck_kit as gk
+
+
+def _randn(*shape, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+
+class _SinOnePercentOff(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.cos(x) * 1.01
+
+
+class _SinHalfPrecisionBackward(torch.autograd.Function):
+    """Right formula, but the gradient is rounded through float16."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return (grad * torch.cos(x)).half().to(x.dtype)
+
+
+class _SinRightBackwardWrongJvp(torch.autograd.Function):
+    @staticmethod
+    def forward(x):
+        return torch.sin(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (x,) = inputs
+        ctx.save_for_backward(x)
+        ctx.x = x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.cos(x)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * torch.cos(ctx.x) * 1.01
+
+
+@pytest.mark.parametrize("n, directions", [(10_000, 2), (100_000, 1)])
+def test_a_smooth_function_stops_after_plus_minus_h(n, directions):
+    report = gk.check_gradients(lambda x: torch.sin(x) * x, _randn(n), mode="directional")
+    assert report.ok, str(report)
+    detail = report.check("backward").detail
+    assert f"{directions} direction(s), 2 evaluations each" in detail
+    assert "stopped after ±h" in detail
+    assert report.method.startswith("central differences at ±h (stopped there")
+    # the analytic forward plus +-h per direction: what actually ran
+    assert report.evaluations == 1 + 2 * directions
+    assert report.check("forward_ad").status == "passed"
+
+
+def test_the_screen_saves_evaluations_against_the_full_stencil():
+    x = _randn(10_000)
+    screened = gk.check_gradients(torch.tanh, x, mode="directional")
+    wrong = gk.check_gradients(_SinOnePercentOff.apply, x, mode="directional")
+    assert screened.ok and not wrong.ok
+    # a failing screen evaluates the rest of the stencil: +-h, +-2h per direction
+    assert wrong.evaluations == 1 + 4 * 2
+    assert screened.evaluations == 1 + 2 * 2
+    assert "4 evaluations each" in wrong.check("backward").detail
+    assert "stopped" not in wrong.check("backward").detail
+    assert wrong.method.startswith("central differences at h, 2h with Richardson")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_one_percent_error_is_never_screened_through(dtype):
+    report = gk.check_gradients(_SinOnePercentOff.apply, _randn(200_000, dtype=dtype, seed=4), mode="directional")
+    assert not report.ok
+    assert report.check("backward").status == "failed"
+
+
+def test_a_kink_at_the_point_gets_the_full_stencil_and_is_counted():
+    # abs at an exact 0: autograd's 0 is the mean of the one-sided slopes, so the central difference at +-h
+    # agrees; the one-sided differences at +-h disagree, so the full stencil runs and reports the kink
+    x = _randn(2_000, seed=2)
+    x[5] = 0.0
+    report = gk.check_gradients(torch.abs, x, mode="directional", grad_outputs=torch.ones_like(x))
+    assert report.ok, str(report)
+    assert "4 evaluations each" in report.check("backward").detail
+    assert sum(g.kinks for g in report.groups if g.check == "backward") >= 1
+
+
+def test_auto_mode_still_narrows_down_after_a_failed_screen():
+    class _OneWrong(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.sin(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            g = (grad * torch.cos(x)).clone()
+            g.view(-1)[1234] *= 2.0
+            return g
+
+    report = gk.check_gradients(_OneWrong.apply, _randn(50, 60, seed=6))
+    assert report.mode == "directional" and not report.ok
+    assert [m.index for m in report.mismatches if m.kind != "directional"] == [divmod(1234, 60)]
+    assert "narrowed" in report.check("backward").detail
+
+
+def test_float32_passes_within_the_floor_without_a_float64_autograd_run():
+    report = gk.check_gradients(torch.sin, _randn(100_000, dtype=torch.float32), mode="directional")
+    assert report.ok, str(report)
+    assert "stopped after ±h" in report.check("backward").detail
+    assert any("no float64 autograd run was needed" in n for n in report.notes), report.notes
+    # the analytic forward, two float64 forwards at x (whether fn runs in float64, then f(x) for the numerics)
+    # and +-h: no float64 autograd run
+    assert report.evaluations == 2 + 1 + 2
+
+
+@pytest.mark.parametrize("n", [2_000, 200_000])
+def test_float32_backward_rounded_through_float16_is_caught(n):
+    report = gk.check_gradients(
+        _SinHalfPrecisionBackward.apply, _randn(n, dtype=torch.float32, seed=8), mode="directional"
+    )
+    assert not report.ok, str(report)
+    assert report.check("backward").status == "failed"
+    # the screen failed, so the allowance was measured against a float64 autograd run as before
+    assert any("measured against a float64 autograd run" in n for n in report.notes), report.notes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_wrong_jvp_fails_although_the_backward_was_screened(dtype):
+    report = gk.check_gradients(
+        _SinRightBackwardWrongJvp.apply, _randn(20_000, dtype=dtype), mode="directional", forward_ad=True
+    )
+    assert report.check("backward").status == "passed"
+    assert "stopped after ±h" in report.check("backward").detail
+    assert report.check("forward_ad").status == "failed"
+    # the jvp's failing screen ran the rest of the stencil
+    assert report.method.startswith("central differences at h, 2h with Richardson")
+
+
+def test_given_rtol_is_applied_by_the_full_stencil_only():
+    x = _randn(10_000, seed=3)
+    # 1% off passes with rtol=5% (the screen allows atol only, so the full stencil decides) and fails with 1e-4
+    loose = gk.check_gradients(_SinOnePercentOff.apply, x, mode="directional", rtol=0.05)
+    assert loose.ok, str(loose)
+    assert "4 evaluations each" in loose.check("backward").detail
+    assert not gk.check_gradients(_SinOnePercentOff.apply, x, mode="directional", rtol=1e-4).ok
+    # a correct function passes the screen with given tolerances too
+    assert "stopped after ±h" in gk.check_gradients(torch.sin, x, mode="directional", atol=1e-9).check(
+        "backward"
+    ).detail
+
+
+def test_float32_only_functions_keep_the_full_stencil():
+    # a function that cannot run in float64 is differentiated numerically in float32 (three levels): no screen
+    def float32_only(x):
+        if x.dtype != torch.float32:
+            raise TypeError("float32 only")
+        return torch.sin(x)
+
+    report = gk.check_gradients(float32_only, _randn(10_000, dtype=torch.float32), mode="directional")
+    assert report.ok, str(report)
+    assert "6 evaluations each" in report.check("backward").detail
+    assert "stopped" not in report.check("backward").detail
