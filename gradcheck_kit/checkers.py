@@ -338,10 +338,15 @@ class _Check:
         if low:
             self.low_dtype_name = str(low[0]).replace("torch.", "")
             ref_args = [_to_double(t) for t in self.inputs]
+            probe = None
             try:
                 seed_global_rng(self.rng_seed)
                 with torch.no_grad():
-                    ref_outs = as_outputs(self.fn(*ref_args))
+                    # fresh copies where fn modifies its inputs: ref_args become the numerics' base point
+                    probe_args = [
+                        a.clone() if self.mutates_inputs and isinstance(a, torch.Tensor) else a for a in ref_args
+                    ]
+                    ref_outs = as_outputs(self.fn(*probe_args))
                 self.extra_evaluations += 1
                 ok = len(ref_outs) == len(self.outs) and all(
                     ref_outs[k].dtype in (torch.float64, torch.complex128)
@@ -351,6 +356,7 @@ class _Check:
                 if ok:
                     self.reference = True
                     base = ref_args
+                    probe = ref_outs
                 else:
                     dts = ", ".join(str(ref_outs[k].dtype) for k in self.out_idx if k < len(ref_outs))
                     self.no_reference_reason = (
@@ -375,7 +381,10 @@ class _Check:
             # numerics in the inputs' own dtype: autograd's forward already is f(x)
             self.f0 = [coords64(self.outs[k]) for k in self.out_idx]
         else:
-            self.f0 = self.evaluator.outputs_at({})
+            if probe is not None:  # the float64 probe ran at the base point with the same RNG state: f(x)
+                self.f0 = [coords64(probe[k]) for k in self.out_idx]
+            else:
+                self.f0 = self.evaluator.outputs_at({})
 
     def _output_vectors(self) -> dict[int, torch.Tensor]:
         """v per differentiable output, as float64 real coordinates of the output's own dtype values."""
