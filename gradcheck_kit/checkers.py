@@ -8,7 +8,11 @@ Two ways to compare:
 
 - **full**: every input coordinate is perturbed (batched through ``vmap``) and compared with autograd,
   entry by entry of the Jacobian when it is small (``d out[k] / d x[j]``), else projected on the
-  output vector ``v`` (``d(v·out) / d x[j]``, one backward);
+  output vector ``v`` (``d(v·out) / d x[j]``, one backward); with float64 numerics an input is first
+  evaluated at ``x ± h·e_j`` only, and the rest of the stencil runs only when some entry does not pass the
+  plain central difference's tolerance (``_screen_prepare``/``_screen_test``). Forward AD of an input
+  whose backward Jacobian passed is compared with that Jacobian along random directions, entry by entry
+  (against the finite differences) when they disagree;
 - **directional**: random directions ``u`` (Rademacher, scaled per coordinate) against ``v·J·u``, a
   constant number of evaluations whatever the size; with float64 numerics it stops after ``x ± h·u``
   when that already decides a pass (``_screen``), and runs the rest of the stencil (and, for float32
