@@ -195,6 +195,7 @@ class _Check:
         self._rms_cache: dict = {}  # rms of inputs and outputs, for the natural derivative scale
         self._steps: dict[int, torch.Tensor] = {}  # finite-difference step per coordinate, per input
         self._directional_allowance: dict = {}  # "screen"/"full" -> (allowance, scale): backward and jvp share them
+        self._directional_square_sums: dict = {}  # (i, k) -> sum((g·u)²) of autograd's gradient, when finite
         self.report = GradientReport(
             function=function_name(fn),
             seed=self.seed,
@@ -995,7 +996,11 @@ class _Check:
         a = torch.zeros(len(self.out_idx), self.n_directions, dtype=torch.float64)
         for pos, k in enumerate(self.out_idx):
             for i in self.wrt:
-                for di in range(self.n_directions):
+                # the first direction's pass also sums (g·u)² = (g·|u|)², the allowance's scale
+                value, square_sum = _dot_and_square_sum(u[i][0], grads[(i, k)])
+                a[pos, 0] += value
+                self._directional_square_sums[(i, k)] = square_sum
+                for di in range(1, self.n_directions):
                     a[pos, di] += _dot64(u[i][di], grads[(i, k)])
         return a
 
@@ -1024,7 +1029,8 @@ class _Check:
             for i in self.wrt:
                 s = u[i][0]  # |u| is each coordinate's step scale; signs do not change a sum of squares
                 base = ref[(i, k)] if ref is not None else grads[(i, k)]
-                scale[pos] += _scaled_square_sum(base, s)
+                known = self._directional_square_sums.get((i, k)) if ref is None else None
+                scale[pos] += known if known is not None else _scaled_square_sum(base, s)
                 if measured is not None:
                     measured[pos] += _scaled_square_sum(grads[(i, k)] - ref[(i, k)], s)
         scale = scale.sqrt()
@@ -1400,6 +1406,18 @@ def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     for start in range(0, a.numel(), _CHUNK):
         total += torch.dot(a[start : start + _CHUNK].to(torch.float64), b[start : start + _CHUNK].to(torch.float64))
     return total
+
+
+def _dot_and_square_sum(u: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``u·g`` and ``sum((u·g)²)`` in float64 from one chunked pass over the flat vectors; the sum of squares
+    is ``None`` where it is not finite (``_scaled_square_sum`` then counts NaN and inf its own way)."""
+    dot = torch.zeros((), dtype=torch.float64)
+    squares = torch.zeros((), dtype=torch.float64)
+    for start in range(0, g.numel(), _CHUNK):
+        p = u[start : start + _CHUNK] * g[start : start + _CHUNK]  # float64 (u is float64)
+        dot += p.sum()
+        squares += torch.dot(p, p)
+    return dot, (squares if bool(torch.isfinite(squares)) else None)
 
 
 def _output_sums(f: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
