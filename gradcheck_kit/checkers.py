@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from gradcheck_kit import _config, _screen, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
     _check_grad_meta,
-    _jvp_single,
     jvp_columns,
     jvp_directions,
     rows_from_coords,
@@ -199,6 +199,7 @@ class _Check:
         self._rms_cache: dict = {}  # rms of inputs and outputs, for the natural derivative scale
         self._steps: dict[int, torch.Tensor] = {}  # finite-difference step per coordinate, per input
         self._directional_allowance: dict = {}  # "screen"/"full" -> (allowance, scale): backward and jvp share them
+        self._directional_square_sums: dict = {}  # (i, k) -> sum((g·u)²) of autograd's gradient, when finite
         self.report = GradientReport(
             function=function_name(fn),
             seed=self.seed,
@@ -249,6 +250,7 @@ class _Check:
         self.analytic_args = analytic_args
         self.mutates_inputs = False
         snapshot = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in analytic_args]
+        self._snapshot = snapshot  # the inputs' values, never given to fn: the numerics' base where it is exact
         outs = self._call_with_grad(analytic_args)
         for i, (a, before) in enumerate(zip(analytic_args, snapshot)):
             if before is not None and not torch.equal(a.detach(), before) and not (
@@ -269,7 +271,7 @@ class _Check:
                 "fn returned no floating-point or complex tensor: " + ", ".join(report.outputs)
             )
         for k in self.out_idx:
-            bad = (~torch.isfinite(outs[k].detach())).sum().item()
+            bad = _nonfinite_count(outs[k])
             if bad:
                 raise _Failure(
                     f"output {k} of fn has {bad} non-finite value(s) (NaN or inf) at the given inputs; "
@@ -373,7 +375,12 @@ class _Check:
                     f"{self.low_dtype_name}, so resolution is coarse"
                 )
         if not self.reference:
-            base = [t.detach().clone() if isinstance(t, torch.Tensor) else t for t in self.inputs]
+            # the snapshot taken before autograd's forward holds the inputs' values in storage of our own
+            # (fn never sees it): one full-size copy less than cloning the inputs again
+            base = [
+                s if isinstance(s, torch.Tensor) else (t.detach().clone() if isinstance(t, torch.Tensor) else t)
+                for s, t in zip(self._snapshot, self.inputs)
+            ]
         num_dtype = torch.float64
         if not self.reference and low:
             num_dtype = _real_of(low[0])
@@ -869,8 +876,11 @@ class _Check:
         values = torch.empty(self.stencil.points + 1, n_out, d, dtype=torch.float64)
         fmag = torch.empty(n_out, 1, dtype=torch.float64)
         for pos, k in enumerate(self.out_idx):
-            values[0, pos, :] = self.f0[pos] @ self.v[k]
-            fmag[pos, 0] = _sum_abs_product(self.f0[pos], self.v[k])  # sum |f0|·|v|
+            # phi(0) = f0·v, sum |f0·v| (the noise model), and f0·f0, v·v for the natural scale: one pass
+            sums = _output_sums(self.f0[pos], self.v[k])
+            values[0, pos, :] = sums[0]
+            fmag[pos, 0] = sums[1]
+            self._rms_cache[("directional sums", k)] = (float(sums[2]), float(sums[3]))
         num = _DirectionalNumerics(values, fmag, evaluated=1)
         self._evaluate_directional(num, u, _screen.POINTS if _screen.applies(self.stencil) else values.shape[0])
         return num
@@ -927,7 +937,8 @@ class _Check:
         return compare(a, est, allow, kap), scale, False
 
     def _vjp_vectors(self, leaves: dict[int, torch.Tensor], outs, raw: dict | None = None) -> tuple[dict, dict]:
-        """g[(i, k)] = v_k · d out_k / d x_i as float64 coordinates, and whether a gradient flowed.
+        """g[(i, k)] = v_k · d out_k / d x_i as real coordinates (in the gradient's dtype), and whether a
+        gradient flowed.
 
         One backward per output (``vjp_rows``' single-row case, without its batching machinery and copies);
         ``raw`` receives autograd's own gradients (``None`` where none flowed), for the re-entrancy check.
@@ -959,7 +970,9 @@ class _Check:
                     _check_grad_meta(g.unsqueeze(0), leaf)
                 except GradientMetaError as exc:
                     raise _Failure(f"autograd returned a malformed gradient for output {k}: {exc}") from None
-                grads[(i, k)] = coords64(g.detach())
+                # coordinates in the gradient's own dtype (exact in float64): the products with u and the
+                # sums of squares convert them chunk by chunk, without a full-size float64 copy
+                grads[(i, k)] = coords(g.detach())
         return grads, flowed
 
     def _backward_directional(self) -> None:
@@ -987,7 +1000,12 @@ class _Check:
         a = torch.zeros(len(self.out_idx), self.n_directions, dtype=torch.float64)
         for pos, k in enumerate(self.out_idx):
             for i in self.wrt:
-                a[pos] += u[i] @ grads[(i, k)]
+                # the first direction's pass also sums (g·u)² = (g·|u|)², the allowance's scale
+                value, square_sum = _dot_and_square_sum(u[i][0], grads[(i, k)])
+                a[pos, 0] += value
+                self._directional_square_sums[(i, k)] = square_sum
+                for di in range(1, self.n_directions):
+                    a[pos, di] += _dot64(u[i][di], grads[(i, k)])
         return a
 
     def _allowance_directional(self, screen: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1015,7 +1033,8 @@ class _Check:
             for i in self.wrt:
                 s = u[i][0]  # |u| is each coordinate's step scale; signs do not change a sum of squares
                 base = ref[(i, k)] if ref is not None else grads[(i, k)]
-                scale[pos] += _scaled_square_sum(base, s)
+                known = self._directional_square_sums.get((i, k)) if ref is None else None
+                scale[pos] += known if known is not None else _scaled_square_sum(base, s)
                 if measured is not None:
                     measured[pos] += _scaled_square_sum(grads[(i, k)] - ref[(i, k)], s)
         scale = scale.sqrt()
@@ -1046,11 +1065,14 @@ class _Check:
         """``_natural_scale(i, k, "projected")`` from dot products (one pass each, cached per check)."""
         key = ("directional", i, k)
         if key not in self._rms_cache:
-            x = coords(self.evaluator.base_args[i]).to(torch.float64)  # the inputs' values, in float64
+            x = coords(self.evaluator.base_args[i])  # the inputs' values (float64 products)
             f0 = self.f0[self.out_idx.index(k)]
-            x_rms = math.sqrt(float(torch.dot(x, x)) / max(x.numel(), 1))
-            out_rms = math.sqrt(float(torch.dot(f0, f0)) / max(f0.numel(), 1))
-            v_norm = math.sqrt(float(torch.dot(self.v[k], self.v[k])))
+            sums = self._rms_cache.get(("directional sums", k))
+            if sums is None:
+                sums = (float(torch.dot(f0, f0)), float(torch.dot(self.v[k], self.v[k])))
+            x_rms = math.sqrt(float(_dot64(x, x)) / max(x.numel(), 1))
+            out_rms = math.sqrt(sums[0] / max(f0.numel(), 1))
+            v_norm = math.sqrt(sums[1])
             self._rms_cache[key] = v_norm * out_rms / max(x_rms, 1.0)
         return self._rms_cache[key]
 
@@ -1252,15 +1274,15 @@ class _Check:
         return True
 
     def _jvp_directional(self, i: int, tangents: torch.Tensor) -> list[torch.Tensor]:
-        """``J_i·u`` per output, ``(d, n_out_coords)`` float64: one forward-mode pass for one direction (no
-        vmap wrapper), else ``jvp_columns``."""
+        """``J_i·u`` per output, ``(d, n_out_coords)``: one forward-mode pass for one direction (no vmap
+        wrapper, coordinates in the output's dtype), else ``jvp_columns`` (float64)."""
         if tangents.shape[0] != 1:
             cols, _ = jvp_columns(self.fn, self._jvp_args(), i, tangents, self.out_idx, self.rng_seed, self.mutates_inputs)
             return cols
         args = self._jvp_args()
         primal = args[i]
         tangent = from_coords(tangents, primal.shape, primal.is_complex())[0].to(primal.dtype)
-        return [c.unsqueeze(0) for c in _jvp_single(self.fn, args, i, tangent, self.out_idx, self.rng_seed)]
+        return [c.unsqueeze(0) for c in _jvp_single_coords(self.fn, args, i, tangent, self.out_idx, self.rng_seed)]
 
     def _forward_directional(self) -> bool:
         if not hasattr(self, "directional_state"):
@@ -1270,7 +1292,8 @@ class _Check:
         a = torch.zeros(len(self.out_idx), self.n_directions, dtype=torch.float64)
         for i in self.wrt:  # J·u = sum over inputs of J_i·u_i
             for pos, col in enumerate(self._jvp_directional(i, u[i])):
-                a[pos] += col @ self.v[self.out_idx[pos]]
+                for di in range(col.shape[0]):
+                    a[pos, di] += _dot64(col[di], self.v[self.out_idx[pos]])
         # the jvp's round-off is judged like the backward's: same scale, same measured float32 error; the
         # backward's screen may have stopped the stencil early, the jvp is screened (or not) on its own
         verdict, _, _ = self._judge_directional(a)
@@ -1378,12 +1401,77 @@ def _scaled_square_sum(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return (g * s).nan_to_num_(0.0).square_().sum()
 
 
-def _sum_abs_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``sum |a·b|`` in chunks (no full-size temporary)."""
+def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a·b`` in float64 for flat real vectors of any float dtypes (float64 values of each, exactly), in
+    chunks where one is of lower precision (no full-size float64 copy)."""
+    if a.dtype == torch.float64 and b.dtype == torch.float64:
+        return torch.dot(a, b)
     total = torch.zeros((), dtype=torch.float64)
     for start in range(0, a.numel(), _CHUNK):
-        total += torch.linalg.vector_norm(a[start : start + _CHUNK] * b[start : start + _CHUNK], ord=1)
+        total += torch.dot(a[start : start + _CHUNK].to(torch.float64), b[start : start + _CHUNK].to(torch.float64))
     return total
+
+
+def _dot_and_square_sum(u: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``u·g`` and ``sum((u·g)²)`` in float64 from one chunked pass over the flat vectors; the sum of squares
+    is ``None`` where it is not finite (``_scaled_square_sum`` then counts NaN and inf its own way)."""
+    dot = torch.zeros((), dtype=torch.float64)
+    squares = torch.zeros((), dtype=torch.float64)
+    for start in range(0, g.numel(), _CHUNK):
+        p = u[start : start + _CHUNK] * g[start : start + _CHUNK]  # float64 (u is float64)
+        dot += p.sum()
+        squares += torch.dot(p, p)
+    return dot, (squares if bool(torch.isfinite(squares)) else None)
+
+
+def _output_sums(f: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``[f·v, sum |f·v|, f·f, v·v]`` (float64 vectors) in one chunked pass."""
+    n = f.numel()
+    buf = torch.empty(min(n, _CHUNK), dtype=torch.float64)
+    parts = []
+    for start in range(0, n, _CHUNK):
+        fc, vc = f[start : start + _CHUNK], v[start : start + _CHUNK]
+        p = torch.mul(fc, vc, out=buf[: fc.numel()])
+        parts.append(torch.stack([p.sum(), torch.linalg.vector_norm(p, ord=1), torch.dot(fc, fc), torch.dot(vc, vc)]))
+    if not parts:
+        return torch.zeros(4, dtype=torch.float64)
+    return torch.stack(parts).sum(0)
+
+
+def _jvp_single_coords(fn, args, i, tangent, output_indices, rng_seed) -> list[torch.Tensor]:
+    """``_analytic._jvp_single`` with the tangents' real coordinates in their own dtype (the caller's
+    float64 products convert them chunk by chunk)."""
+    seed_global_rng(rng_seed)
+    with fwAD.dual_level():
+        call_args = list(args)
+        call_args[i] = fwAD.make_dual(args[i], tangent)  # keeps requires_grad: forward-over-reverse
+        try:
+            outs = as_outputs(fn(*call_args))
+        except (NotImplementedError, RuntimeError) as exc:
+            text = str(exc)
+            if "forward AD" in text or "forward-mode" in text or "jvp" in text or "forward mode" in text:
+                raise ForwardADUnsupported(describe_exception(exc)) from None
+            raise
+        result = []
+        for k in output_indices:
+            primal, tangent_out = fwAD.unpack_dual(outs[k])
+            if tangent_out is None:
+                tangent_out = torch.zeros_like(primal)
+            result.append(coords(tangent_out.detach()))
+        return result
+
+
+def _nonfinite_count(t: torch.Tensor) -> int:
+    """How many elements of ``t`` are NaN or ±inf. A finite sum proves there are none (a NaN makes the sum
+    NaN, an inf makes it inf or NaN, in any order of summation): one reduction without a full-size
+    temporary; the count runs only where the sum is not finite (overflow of finite values included)."""
+    t = t.detach()
+    try:
+        if t.numel() == 0 or bool(torch.isfinite(t.sum())):
+            return 0
+    except Exception:  # noqa: BLE001 - a layout without sum: count directly
+        pass
+    return int((~torch.isfinite(t)).sum().item())
 
 
 def _real_of(dtype: torch.dtype) -> torch.dtype:

@@ -1,0 +1,113 @@
+"""Directional mode's cheaper passes give the same verdicts and reports: the output finiteness check, the
+reductions over outputs and gradients, the forward-AD pass and the random directions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradcheck_kit as gk
+
+
+def _randn(*shape, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_non_finite_outputs_are_counted_exactly(bad, dtype):
+    x = _randn(1000, dtype=dtype).requires_grad_()
+
+    def fn(x):
+        y = x * 2
+        return torch.where(torch.arange(1000) % 250 == 3, torch.full_like(y, bad), y)
+
+    report = gk.check_gradients(fn, x, mode="directional")
+    assert report.errors == [
+        "output 0 of fn has 4 non-finite value(s) (NaN or inf) at the given inputs; gradients cannot be checked there"
+    ]
+
+
+def test_opposite_infinities_are_counted_too():
+    x = _randn(10).requires_grad_()
+    report = gk.check_gradients(lambda x: x * torch.tensor([float("inf"), -float("inf")] + [1.0] * 8), x)
+    assert "output 0 of fn has 2 non-finite value(s)" in report.errors[0]
+
+
+@pytest.mark.parametrize("mode", ["directional", "full"])
+def test_finite_outputs_whose_sum_overflows_are_not_called_non_finite(mode):
+    x = torch.full((64,), 1.0, dtype=torch.float32).requires_grad_()
+    report = gk.check_gradients(lambda x: x * 3e38, x, mode=mode)
+    assert not any("non-finite" in e for e in report.errors)
+
+
+class _MutatesGradOutput(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        result = grad * 2
+        grad.mul_(3)  # after use: the gradient itself is right
+        return result
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_directional_backward_that_mutates_grad_output_is_caught(dtype):
+    x = _randn(5000, dtype=dtype).requires_grad_()
+    report = gk.check_gradients(_MutatesGradOutput.apply, x, mode="directional")
+    check = report.check("reentrant")
+    assert check.status == "failed"
+    assert "modified grad_output in place" in check.detail
+    assert report.check("backward").status == "passed"
+
+
+class _SinOff(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.cos(x) * 1.01
+
+
+@pytest.mark.parametrize("directions", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64])
+def test_chunked_products_give_the_same_verdicts(dtype, directions):
+    """Gradients and tangents kept in float32 (real or complex coordinates) and chunked float64 products:
+    a smooth function passes every check, more directions included, and a 1% error fails."""
+    x = _randn(70_000, dtype=torch.float64, seed=3)
+    if dtype == torch.complex64:
+        x = torch.complex(x, _randn(70_000, seed=4)).to(dtype)
+    else:
+        x = x.to(dtype)
+    x.requires_grad_()
+    report = gk.check_gradients(lambda x: torch.sin(x) * x, x, mode="directional", directions=directions)
+    assert report.ok, str(report)
+    assert report.check("forward_ad").status == "passed"
+    if not dtype.is_complex:
+        bad = gk.check_gradients(_SinOff.apply, x, mode="directional", directions=directions)
+        assert bad.check("backward").status == "failed"
+
+
+def test_a_gradient_with_a_nan_is_not_passed():
+    x = _randn(100_000).requires_grad_()
+
+    class NaNAt7(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            g = grad * 2
+            g[7] = float("nan")
+            return g
+
+    report = gk.check_gradients(NaNAt7.apply, x, mode="directional", forward_ad=False)
+    assert report.check("backward").status == "failed"
