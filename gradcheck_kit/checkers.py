@@ -89,6 +89,9 @@ DEFAULT_DIRECTIONS = 2
 FORWARD_DIRECTIONS = 2
 #: above this many input coordinates one direction is the default (each costs a stencil of evaluations)
 LARGE_COORDS = 1 << 16
+#: inputs whose Jacobians have at most this many entries together (float64, no user rtol) share one ±h
+#: screen: one set of tensor operations over their stacked matrices instead of one per input
+JOINT_SCREEN_ENTRIES = 1 << 18
 
 
 def check_gradients(
@@ -594,9 +597,15 @@ class _Check:
                 reference, _, _ = self._analytic_full(rows, ref_leaves, ref_outs)
             except _Failure:
                 reference = None
-        prepared = {}
+        prepared, joint = {}, None
         if self._can_screen():
-            prepared = {i: self._screen_prepare(i, rows, analytic, reference) for i in inputs}
+            joint = self._joint_screen_prepare(inputs, rows, analytic, reference)
+            if joint is not None and joint.complete:
+                prepared = joint.screens()
+            else:
+                known = joint.known if joint is not None else {}
+                prepared = {i: self._screen_prepare(i, rows, analytic, reference, known.get(i)) for i in inputs}
+                joint = None
         extra = self._global_scales(rows, reference if reference is not None else analytic, inputs, prepared)
         self.full_state = {
             "rows": rows, "estimates": {}, "reference": reference, "extra": extra, "analytic": analytic,
@@ -608,11 +617,18 @@ class _Check:
         kap = tolerances.kappa(total)
         failed_any = False
         screened = []
+        joint_worst = self._joint_screen_test(joint, rows, extra, kap) if joint is not None else None
+        if joint is not None and joint_worst is None:  # some entry needs a closer look: input by input
+            prepared = {i: self._screen_prepare(i, rows, analytic, reference, joint.known[i]) for i in inputs}
+            self.full_state["prepared"] = prepared
         for i in inputs:
             known = None
             if i in prepared:
                 known = prepared[i].known
-                worst = self._screen_test(i, prepared[i], rows, analytic, reference, extra, kap)
+                if joint_worst is not None:
+                    worst = joint_worst[i]
+                else:
+                    worst = self._screen_test(i, prepared[i], rows, analytic, reference, extra, kap)
                 if worst is not None:
                     screened.append(i)
                     self.full_state["input_passed"][i] = True
@@ -651,9 +667,10 @@ class _Check:
     def _can_screen(self) -> bool:
         return self.stencil.levels == 2 and self.options["rtol"] is None
 
-    def _screen_prepare(self, i, rows, analytic, reference) -> "_Screen":
+    def _screen_prepare(self, i, rows, analytic, reference, known: dict | None = None) -> "_Screen":
         """``f`` at ±h for every coordinate of input ``i`` and the entries that can differ from zero."""
-        known = self._stencil_values(i, rows, self.stencil.multipliers[:2])
+        if known is None:
+            known = self._stencil_values(i, rows, self.stencil.multipliers[:2])
         screen = _Screen(known)
         for pos, k in enumerate(self.out_idx):
             fp, fm = known[k][0], known[k][1]  # (n_i, r)
@@ -717,6 +734,79 @@ class _Check:
             if not bool(ok.all()):
                 return None
             worst[k] = float((diff / tol).max())
+        return worst
+
+    def _joint_screen_prepare(self, inputs, rows, analytic, reference) -> "_JointScreen | None":
+        """The ±h screen of several small inputs of one dtype at once (no float64 reference run): ``f`` at ±h
+        per input (one vmap each), then the candidates, sums of squares and row sizes from the inputs'
+        stacked ``(sum n_i, r)`` matrices. ``None`` where the inputs do not qualify; ``complete`` is false
+        where autograd is nonzero somewhere f did not move (the input-by-input path decides then)."""
+        if len(inputs) < 2 or reference is not None:
+            return None
+        dtype = self.inputs[inputs[0]].dtype
+        if any(self.inputs[i].dtype != dtype for i in inputs):
+            return None
+        sizes = [n_coords(self.inputs[i]) for i in inputs]
+        if sum(sizes) * sum(self._rows(k, rows[k]) for k in self.out_idx) > JOINT_SCREEN_ENTRIES:
+            return None
+        known = {i: self._stencil_values(i, rows, self.stencil.multipliers[:2]) for i in inputs}
+        joint = _JointScreen(known, list(inputs), sizes, dtype)
+        seg = torch.repeat_interleave(torch.arange(len(inputs)), torch.tensor(sizes))  # input position per row
+        step = torch.cat([self._step(i) for i in inputs])
+        n_rows = torch.tensor(sizes, dtype=torch.float64).clamp_min(1.0).unsqueeze(1)
+        for pos, k in enumerate(self.out_idx):
+            fp = torch.cat([known[i][k][0] for i in inputs])
+            fm = torch.cat([known[i][k][1] for i in inputs])
+            a = torch.cat([analytic[(i, k)] for i in inputs])
+            f0 = self._project(k, rows[k], self.f0[pos].unsqueeze(0))  # (1, r)
+            moved = (fp != f0).logical_or_(fm != f0)
+            j_idx, r_idx = moved.nonzero(as_tuple=True)
+            a_c = a[j_idx, r_idx]
+            if int(torch.count_nonzero(a)) != int(torch.count_nonzero(a_c)):
+                joint.complete = False
+                return joint
+            s = seg[j_idx]
+            sq = a_c.nan_to_num(0.0, posinf=0.0, neginf=0.0).square()
+            sums = torch.zeros(len(inputs), a.shape[1], dtype=torch.float64).index_put_((s, r_idx), sq, accumulate=True)
+            joint.sumsq[k] = sums.sum(dim=1).tolist()
+            joint.row_rms[k] = (sums / n_rows).sqrt()  # (inputs, r)
+            joint.parts[k] = (fp[j_idx, r_idx], fm[j_idx, r_idx], step[j_idx], a_c, s, r_idx)
+        return joint
+
+    def _joint_screen_test(self, joint: "_JointScreen", rows, extra, kap) -> dict | None:
+        """``_screen_test`` for every input of ``joint`` in one pass: per input the worst ratio per output
+        when every entry of every input passes, else ``None``."""
+        e = tolerances.eps(self.stencil.dtype)
+        policy = tolerances.AnalyticAllowance(joint.dtype, False)
+        n = len(joint.inputs)
+        worst: dict[int, dict] = {i: {} for i in joint.inputs}
+        for pos, k in enumerate(self.out_idx):
+            fpc, fmc, h, a_c, s, r_idx = joint.parts[k]
+            if a_c.numel() == 0:
+                for i in joint.inputs:
+                    worst[i][k] = 0.0
+                continue
+            f0 = self._project(k, rows[k], self.f0[pos].unsqueeze(0))[0]
+            d = (fpc - fmc) / (2 * h)
+            fmag = self._project(k, rows[k], self.f0[pos].abs().unsqueeze(0), absolute=True)[0]  # (r,)
+            f_scale = fmag.square().mean().sqrt()
+            sigma = (tolerances.NOISE_MODEL_EPS * e) * (
+                torch.maximum(torch.maximum(fmag[r_idx], fpc.abs()), fmc.abs()) + f_scale
+            )
+            extra_c = torch.tensor([extra[(i, k)] for i in joint.inputs], dtype=torch.float64)[s]
+            scale = a_c.abs() + joint.row_rms[k][s, r_idx] + extra_c
+            allow = policy.allowance(scale, None) + self.options["nondet_tol"]
+            if self.options["atol"] is not None:
+                allow = torch.full_like(d, float(self.options["atol"]))
+            tol = kap * sigma / h + allow
+            diff = (a_c - d).abs()
+            kinkish = (fpc - 2 * f0[r_idx] + fmc).abs() / h > self.KINK_SUSPECT * d.abs() + 4 * kap * sigma / h
+            ok = (diff <= tol) & ~kinkish  # NaN anywhere compares False: input by input, then the full stencil
+            if not bool(ok.all()):
+                return None
+            per_input = torch.zeros(n, dtype=torch.float64).scatter_reduce_(0, s, diff / tol, "amax")
+            for p, i in enumerate(joint.inputs):
+                worst[i][k] = float(per_input[p])
         return worst
 
     def _record_screened(self, check: str, i: int, k: int, kind: str, worst: float, flowed: bool) -> None:
@@ -1251,7 +1341,7 @@ class _Check:
                 # check); || u * (|b| + c) || <= || u * b || + c || u ||
                 u2 = u.square()
                 screen = state["prepared"].get(i)
-                if ref is None and screen is not None and k in screen.row_rms:  # from the nonzero entries only
+                if ref is None and screen is not None and k in screen.candidates:  # from the nonzero entries only
                     j_idx, r_idx, a_c = screen.candidates[k]
                     b2 = a_c.nan_to_num(0.0, posinf=0.0, neginf=0.0).square()
                     scale2.index_add_(1, r_idx, u2[:, j_idx] * b2)
@@ -1343,6 +1433,32 @@ class _Screen:
     complete: bool = True  # autograd is zero wherever f did not move, for every output
     sumsq: dict = field(default_factory=dict)
     row_rms: dict = field(default_factory=dict)
+
+
+@dataclass
+class _JointScreen:
+    """The ±h screen of several small inputs together: per input its stencil values; per output the
+    entries where f moved, over the inputs' stacked matrices (``parts``: f(+h), f(-h), step, autograd,
+    input position, row), and per input the sums of squares and row rms of autograd's values."""
+
+    known: dict
+    inputs: list
+    sizes: list
+    dtype: torch.dtype
+    complete: bool = True
+    parts: dict = field(default_factory=dict)
+    sumsq: dict = field(default_factory=dict)
+    row_rms: dict = field(default_factory=dict)
+
+    def screens(self) -> dict[int, "_Screen"]:
+        """Per input a ``_Screen`` without candidates (its consumers use the dense matrices then)."""
+        out = {}
+        for p, i in enumerate(self.inputs):
+            screen = _Screen(self.known[i])
+            screen.sumsq = {k: v[p] for k, v in self.sumsq.items()}
+            screen.row_rms = {k: v[p] for k, v in self.row_rms.items()}
+            out[i] = screen
+        return out
 
 
 def _sum_squares(t: torch.Tensor) -> float:

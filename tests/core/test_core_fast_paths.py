@@ -148,3 +148,93 @@ def test_forward_ad_of_a_failed_backward_is_compared_entry_by_entry():
     # the jvp is right: compared with the finite differences, not with the wrong backward
     assert report.check("forward_ad").status == "passed"
     assert report.check("forward_ad").detail == "full, every column against the finite differences"
+
+
+# --- several small inputs share one ±h screen -----------------------------------------------------
+def _mlp(x, w1, b1, w2, b2):
+    return torch.tanh(x @ w1.T + b1) @ w2.T + b2
+
+
+def _mlp_args(dtype=torch.float64):
+    shapes = [(4, 8), (16, 8), (16,), (4, 16), (4,)]
+    return [_randn(*s, seed=n, dtype=dtype) * 0.5 for n, s in enumerate(shapes)]
+
+
+def _worst(report, check="backward"):
+    return {(g.input_index, g.output_index): g.worst_ratio for g in report.groups if g.check == check}
+
+
+def test_small_inputs_screened_together_give_the_input_by_input_verdict(monkeypatch):
+    from gradcheck_kit import checkers
+
+    args = _mlp_args()
+    together = gk.check_gradients(_mlp, *args, mode="full")
+    monkeypatch.setattr(checkers, "JOINT_SCREEN_ENTRIES", 0)  # the input-by-input path
+    apart = gk.check_gradients(_mlp, *args, mode="full")
+    for report in (together, apart):
+        assert report.ok, str(report)
+        assert _settled(report)
+        assert report.check("backward").detail.endswith(": x, w1, b1, w2, b2")
+    # one analytic forward + f at ±h per coordinate (the forward-AD check counts on top)
+    assert together.evaluations == apart.evaluations
+    assert together.evaluations - 1 - 2 * sum(a.numel() for a in args) in range(0, 4)
+    w_together, w_apart = _worst(together), _worst(apart)
+    assert w_together.keys() == w_apart.keys() and len(w_together) == 5
+    for key, value in w_apart.items():
+        assert w_together[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        assert 0.0 <= value < 1.0
+    assert max(w_apart.values()) > 0.0
+
+
+class _ScaleWrongInSecond(torch.autograd.Function):
+    """x * y with y's gradient 1e-6 too large at one element: x must still be settled at ±h."""
+
+    @staticmethod
+    def forward(x, y):
+        return x * y
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        gy = (g * x).clone()
+        gy.view(-1)[5] *= 1 + 1e-6
+        return g * y, gy
+
+
+class _LeaksToUnused(torch.autograd.Function):
+    """x * 2 whose backward also sends a gradient to ``y``, which the output does not depend on."""
+
+    @staticmethod
+    def forward(x, y):
+        return x * 2
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 2, g.clone()
+
+
+def test_one_wrong_input_among_small_ones_is_named_and_the_others_stay_settled():
+    x, y = _randn(12, seed=3), _randn(12, seed=4)
+    report = gk.check_gradients(_ScaleWrongInSecond.apply, x, y, mode="full", forward_ad=False)
+    assert not report.ok
+    assert {(m.input_index, m.index) for m in report.mismatches} == {(1, (5,))}
+    detail = report.check("backward").detail
+    assert "settled at ±h" in detail and detail.rstrip().endswith("input0")
+    # x: 2 evaluations per coordinate; y: the whole stencil (4)
+    assert report.evaluations == 1 + 2 * 12 + 4 * 12
+
+
+def test_a_gradient_where_the_output_does_not_move_is_a_mismatch_with_shared_screening():
+    x, y = _randn(6, seed=5), _randn(6, seed=6)
+    report = gk.check_gradients(_LeaksToUnused.apply, x, y, mode="full", forward_ad=False)
+    assert not report.ok
+    assert {m.input_index for m in report.mismatches} == {1}
+    assert len(report.mismatches) == 6
