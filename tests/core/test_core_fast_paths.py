@@ -238,3 +238,81 @@ def test_a_gradient_where_the_output_does_not_move_is_a_mismatch_with_shared_scr
     assert not report.ok
     assert {m.input_index for m in report.mismatches} == {1}
     assert len(report.mismatches) == 6
+
+
+# --- autograd's rows through vmap over torch.func.vjp ------------------------------------------------
+def _conv(x, w):
+    return torch.nn.functional.conv1d(x, w)
+
+
+def test_many_rows_come_from_functorch_with_the_is_grads_batched_verdict(monkeypatch):
+    from gradcheck_kit import checkers
+
+    x, w = _randn(2, 3, 16, seed=7), _randn(4, 3, 3, seed=8)
+    via_functorch = gk.check_gradients(_conv, x, w, mode="full")
+    monkeypatch.setattr(checkers, "FUNCTORCH_ROWS", 1 << 40)
+    via_grad = gk.check_gradients(_conv, x, w, mode="full")
+    assert via_functorch.ok and via_grad.ok
+    assert "autograd batched (vmap over torch.func.vjp)" in via_functorch.check("backward").detail
+    assert "autograd batched;" in via_grad.check("backward").detail
+    w1, w2 = _worst(via_functorch), _worst(via_grad)
+    assert w1.keys() == w2.keys()
+    for key, value in w2.items():
+        assert w1[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
+
+
+class _VmappableSinWrongAt(torch.autograd.Function):
+    """sin with a vmap rule (so functorch batches its backward) and a backward wrong at one element."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return torch.sin(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        wrong = torch.ones_like(x)
+        wrong[33] = 1 + 1e-5
+        return grad * torch.cos(x) * wrong
+
+
+def test_a_wrong_element_is_named_through_the_functorch_rows():
+    x = _randn(80, seed=9)
+    report = gk.check_gradients(_VmappableSinWrongAt.apply, x, mode="full", forward_ad=False)
+    assert "vmap over torch.func.vjp" in report.check("backward").detail
+    assert [m.index for m in report.mismatches] == [(33,)]
+
+
+class _OldStyleSin(torch.autograd.Function):
+    """forward(ctx, x) without setup_context: functorch refuses to transform it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        g = grad * torch.cos(x)
+        return g * (1 + 1e-5) if x.numel() > 60 else g  # wrong on inputs above 60 elements
+
+
+def test_a_function_functorch_cannot_run_falls_back_to_is_grads_batched():
+    x = _randn(80, seed=9)
+    report = gk.check_gradients(_OldStyleSin.apply, x, mode="full", forward_ad=False)
+    detail = report.check("backward").detail
+    assert "vmap over torch.func.vjp" not in detail and "autograd batched" in detail
+    assert len(report.mismatches) == 80
+
+
+def test_a_function_drawing_random_numbers_gets_rows_of_the_same_draw():
+    x = _randn(70, seed=10)
+    report = gk.check_gradients(lambda t: torch.nn.functional.dropout(t, 0.3) * t, x, mode="full")
+    assert report.ok, str(report)
