@@ -20,7 +20,9 @@ import torch.autograd.forward_ad as fwAD
 from gradcheck_kit._evaluate import as_outputs, describe_exception, seed_global_rng
 from gradcheck_kit._inputs import batched_coords, coords64, from_coords, layout_clone
 
-__all__ = ["vjp_rows", "vjp_rows_functorch", "jvp_columns", "jvp_directions", "ForwardADUnsupported", "rows_from_coords"]
+__all__ = [
+    "vjp_rows", "vjp_rows_functorch", "jvp_columns", "jvp_directions", "ForwardADUnsupported", "rows_from_coords",
+]
 
 #: largest number of elements (rows x input coordinates) one batched backward may produce
 BATCH_ELEMENTS = 1 << 24

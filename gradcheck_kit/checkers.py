@@ -560,11 +560,12 @@ class _Check:
         order = list(self.wrt)
         leaf_list = [leaves[i] for i in order]
         vectors = {k: self._row_vectors(k, rows[k]) for k in self.out_idx}
+        n_rows = sum(v.shape[0] for v in vectors.values())
         if (
             args is not None
             and not self.mutates_inputs
-            and FUNCTORCH_ROWS <= sum(v.shape[0] for v in vectors.values())
-            and sum(v.shape[0] for v in vectors.values()) * sum(leaf.numel() for leaf in leaf_list) <= FUNCTORCH_ELEMENTS
+            and FUNCTORCH_ROWS <= n_rows
+            and n_rows * sum(leaf.numel() for leaf in leaf_list) <= FUNCTORCH_ELEMENTS
         ):
             batched = vjp_rows_functorch(self.fn, args, order, outs, vectors, self.rng_seed)
             if batched is not None:
@@ -720,7 +721,6 @@ class _Check:
         """The worst ratio per output when every entry of input ``i`` passes the screen, else ``None``."""
         if not screen.complete:
             return None
-        e = tolerances.eps(self.stencil.dtype)
         step = self._step(i)
         worst = {}
         policy = tolerances.AnalyticAllowance(self.inputs[i].dtype, reference is not None)
@@ -731,15 +731,6 @@ class _Check:
                 continue
             fp, fm = screen.known[k][0], screen.known[k][1]
             fpc, fmc = fp[j_idx, r_idx], fm[j_idx, r_idx]
-            f0 = self._project(k, rows[k], self.f0[pos].unsqueeze(0))[0]
-            f0c = f0[r_idx]
-            h = step[j_idx]
-            d = (fpc - fmc) / (2 * h)
-            fmag = self._project(k, rows[k], self.f0[pos].abs().unsqueeze(0), absolute=True)[0]  # (r,)
-            f_scale = fmag.square().mean().sqrt()
-            sigma = (tolerances.NOISE_MODEL_EPS * e) * (
-                torch.maximum(torch.maximum(fmag[r_idx], fpc.abs()), fmc.abs()) + f_scale
-            )
             ref = reference[(i, k)] if reference is not None else None
             if ref is None and k in screen.row_rms:
                 base_c, row_rms = a_c, screen.row_rms[k]
@@ -750,17 +741,33 @@ class _Check:
                 row_rms = row_rms / math.sqrt(max(base.shape[0], 1))
             scale = base_c.abs() + row_rms[r_idx] + extra[(i, k)]
             measured = (a_c - ref[j_idx, r_idx]).abs() if ref is not None else None
-            allow = policy.allowance(scale, measured) + self.options["nondet_tol"]
-            if self.options["atol"] is not None:
-                allow = torch.full_like(d, float(self.options["atol"]))
-            tol = kap * sigma / h + allow
-            diff = (a_c - d).abs()
-            kinkish = (fpc - 2 * f0c + fmc).abs() / h > self.KINK_SUSPECT * d.abs() + 4 * kap * sigma / h
-            ok = (diff <= tol) & ~kinkish  # NaN anywhere compares False: full treatment
-            if not bool(ok.all()):
+            allow = policy.allowance(scale, measured)
+            ratio = self._screen_ratios(pos, k, rows[k], fpc, fmc, step[j_idx], r_idx, a_c, allow, kap)
+            if ratio is None:
                 return None
-            worst[k] = float((diff / tol).max())
+            worst[k] = float(ratio.max())
         return worst
+
+    def _screen_ratios(self, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap) -> torch.Tensor | None:
+        """The screen's test of candidate entries (f at ±h, steps, rows, autograd's values, autograd's
+        round-off allowance): ``|a - D(h)| / tolerance`` per entry when every one passes and none looks
+        like a kink, else ``None``."""
+        e = tolerances.eps(self.stencil.dtype)
+        f0 = self._project(k, kind, self.f0[pos].unsqueeze(0))[0]
+        d = (fpc - fmc) / (2 * h)
+        fmag = self._project(k, kind, self.f0[pos].abs().unsqueeze(0), absolute=True)[0]  # (r,)
+        f_scale = fmag.square().mean().sqrt()
+        sigma = (tolerances.NOISE_MODEL_EPS * e) * (
+            torch.maximum(torch.maximum(fmag[r_idx], fpc.abs()), fmc.abs()) + f_scale
+        )
+        allow = allow + self.options["nondet_tol"]
+        if self.options["atol"] is not None:
+            allow = torch.full_like(d, float(self.options["atol"]))
+        tol = kap * sigma / h + allow
+        diff = (a_c - d).abs()
+        kinkish = (fpc - 2 * f0[r_idx] + fmc).abs() / h > self.KINK_SUSPECT * d.abs() + 4 * kap * sigma / h
+        ok = (diff <= tol) & ~kinkish  # NaN anywhere compares False: the full treatment
+        return diff / tol if bool(ok.all()) else None
 
     def _joint_screen_prepare(self, inputs, rows, analytic, reference) -> "_JointScreen | None":
         """The ±h screen of several small inputs of one dtype at once (no float64 reference run): ``f`` at ±h
@@ -802,7 +809,6 @@ class _Check:
     def _joint_screen_test(self, joint: "_JointScreen", rows, extra, kap) -> dict | None:
         """``_screen_test`` for every input of ``joint`` in one pass: per input the worst ratio per output
         when every entry of every input passes, else ``None``."""
-        e = tolerances.eps(self.stencil.dtype)
         policy = tolerances.AnalyticAllowance(joint.dtype, False)
         n = len(joint.inputs)
         worst: dict[int, dict] = {i: {} for i in joint.inputs}
@@ -812,25 +818,12 @@ class _Check:
                 for i in joint.inputs:
                     worst[i][k] = 0.0
                 continue
-            f0 = self._project(k, rows[k], self.f0[pos].unsqueeze(0))[0]
-            d = (fpc - fmc) / (2 * h)
-            fmag = self._project(k, rows[k], self.f0[pos].abs().unsqueeze(0), absolute=True)[0]  # (r,)
-            f_scale = fmag.square().mean().sqrt()
-            sigma = (tolerances.NOISE_MODEL_EPS * e) * (
-                torch.maximum(torch.maximum(fmag[r_idx], fpc.abs()), fmc.abs()) + f_scale
-            )
             extra_c = torch.tensor([extra[(i, k)] for i in joint.inputs], dtype=torch.float64)[s]
             scale = a_c.abs() + joint.row_rms[k][s, r_idx] + extra_c
-            allow = policy.allowance(scale, None) + self.options["nondet_tol"]
-            if self.options["atol"] is not None:
-                allow = torch.full_like(d, float(self.options["atol"]))
-            tol = kap * sigma / h + allow
-            diff = (a_c - d).abs()
-            kinkish = (fpc - 2 * f0[r_idx] + fmc).abs() / h > self.KINK_SUSPECT * d.abs() + 4 * kap * sigma / h
-            ok = (diff <= tol) & ~kinkish  # NaN anywhere compares False: input by input, then the full stencil
-            if not bool(ok.all()):
+            ratio = self._screen_ratios(pos, k, rows[k], fpc, fmc, h, r_idx, a_c, policy.allowance(scale, None), kap)
+            if ratio is None:
                 return None
-            per_input = torch.zeros(n, dtype=torch.float64).scatter_reduce_(0, s, diff / tol, "amax")
+            per_input = torch.zeros(n, dtype=torch.float64).scatter_reduce_(0, s, ratio, "amax")
             for p, i in enumerate(joint.inputs):
                 worst[i][k] = float(per_input[p])
         return worst
