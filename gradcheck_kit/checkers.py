@@ -1360,7 +1360,7 @@ class _Check:
                 # check); || u * (|b| + c) || <= || u * b || + c || u ||
                 u2 = u.square()
                 screen = state["prepared"].get(i)
-                if ref is None and screen is not None and k in screen.candidates:  # from the nonzero entries only
+                if ref is None and screen is not None and k in screen.row_rms:  # from the nonzero entries only
                     j_idx, r_idx, a_c = screen.candidates[k]
                     b2 = a_c.nan_to_num(0.0, posinf=0.0, neginf=0.0).square()
                     scale2.index_add_(1, r_idx, u2[:, j_idx] * b2)
@@ -1470,12 +1470,12 @@ class _JointScreen:
     row_rms: dict = field(default_factory=dict)
 
     def screens(self) -> dict[int, "_Screen"]:
-        """Per input a ``_Screen`` without candidates (its consumers use the dense matrices then)."""
+        """Per input a ``_Screen`` with its stencil values and sums of squares only (no candidates and no
+        row rms: the forward-AD check uses the dense matrices then)."""
         out = {}
         for p, i in enumerate(self.inputs):
             screen = _Screen(self.known[i])
             screen.sumsq = {k: v[p] for k, v in self.sumsq.items()}
-            screen.row_rms = {k: v[p] for k, v in self.row_rms.items()}
             out[i] = screen
         return out
 

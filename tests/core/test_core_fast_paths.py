@@ -316,3 +316,13 @@ def test_a_function_drawing_random_numbers_gets_rows_of_the_same_draw():
     x = _randn(70, seed=10)
     report = gk.check_gradients(lambda t: torch.nn.functional.dropout(t, 0.3) * t, x, mode="full")
     assert report.ok, str(report)
+
+
+def test_forward_ad_is_checked_when_autograd_is_nonzero_where_f_does_not_move():
+    # 1e-20·x vanishes in the rounding of 1.0: f does not move at ±h while autograd is 1e-20, so the
+    # screen leaves the input to the full stencil, which passes it; forward AD must still be checked
+    x = _randn(5, seed=11)
+    report = gk.check_gradients(lambda t: t * 1e-20 + 1.0, x, mode="full")
+    assert report.ok, str(report)
+    assert not _settled(report)
+    assert report.check("forward_ad").status == "passed", report.check("forward_ad").detail
