@@ -2,7 +2,7 @@
 
 Rows of ``V·J`` are computed in batches through ``is_grads_batched`` or, for many rows, through
 ``vmap`` over ``torch.func.vjp`` (functorch has batching rules where ``is_grads_batched``'s older vmap
-loops: 5x faster on a matmul's backward); columns ``J·u`` through ``vmap(jvp)``. When torch cannot batch
+runs slowly, conv1d's backward among them); columns ``J·u`` through ``vmap(jvp)``. When torch cannot batch
 a function (a custom ``autograd.Function`` without a vmap rule) the same products are computed one at a
 time. Results come back as real coordinates in float64, so a
 complex input's gradient ``g`` reads as ``(Re g, Im g)`` per element (torch's convention: for a real
@@ -131,9 +131,8 @@ def vjp_rows_functorch(
         per_leaf_cols = max(sum(_n(leaf) for leaf in leaves), 1)
         for pos, k in enumerate(order):
             out = outs[k]
-            if not out.requires_grad:
-                r = rows[k].shape[0]
-                result[k] = ([torch.zeros(r, _n(leaf), dtype=torch.float64) for leaf in leaves], [False] * len(leaves))
+            if not out.requires_grad:  # zeros, no gradient flowed
+                result[k] = vjp_rows(out, leaves, rows[k])[:2]
                 continue
             r = rows[k].shape[0]
             chunk = max(1, min(r, BATCH_ELEMENTS // per_leaf_cols))

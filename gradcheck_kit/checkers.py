@@ -630,8 +630,7 @@ class _Check:
             if joint is not None and joint.complete:
                 prepared = joint.screens()
             else:
-                known = joint.known if joint is not None else {}
-                prepared = {i: self._screen_prepare(i, rows, analytic, reference, known.get(i)) for i in inputs}
+                prepared = self._screens_apart(inputs, rows, analytic, reference, joint)
                 joint = None
         extra = self._global_scales(rows, reference if reference is not None else analytic, inputs, prepared)
         self.full_state = {
@@ -646,8 +645,7 @@ class _Check:
         screened = []
         joint_worst = self._joint_screen_test(joint, rows, extra, kap) if joint is not None else None
         if joint is not None and joint_worst is None:  # some entry needs a closer look: input by input
-            prepared = {i: self._screen_prepare(i, rows, analytic, reference, joint.known[i]) for i in inputs}
-            self.full_state["prepared"] = prepared
+            prepared = self.full_state["prepared"] = self._screens_apart(inputs, rows, analytic, reference, joint)
         for i in inputs:
             known = None
             if i in prepared:
@@ -693,6 +691,13 @@ class _Check:
 
     def _can_screen(self) -> bool:
         return self.stencil.levels == 2 and self.options["rtol"] is None
+
+    def _screens_apart(self, inputs, rows, analytic, reference, joint: "_JointScreen | None") -> dict:
+        """Input by input screens, reusing the stencil values a shared screen already computed."""
+        return {
+            i: self._screen_prepare(i, rows, analytic, reference, joint.known[i] if joint is not None else None)
+            for i in inputs
+        }
 
     def _screen_prepare(self, i, rows, analytic, reference, known: dict | None = None) -> "_Screen":
         """``f`` at ±h for every coordinate of input ``i`` and the entries that can differ from zero."""
@@ -783,7 +788,7 @@ class _Check:
         if sum(sizes) * sum(self._rows(k, rows[k]) for k in self.out_idx) > JOINT_SCREEN_ENTRIES:
             return None
         known = {i: self._stencil_values(i, rows, self.stencil.multipliers[:2]) for i in inputs}
-        joint = _JointScreen(known, list(inputs), sizes, dtype)
+        joint = _JointScreen(known, list(inputs), dtype)
         seg = torch.repeat_interleave(torch.arange(len(inputs)), torch.tensor(sizes))  # input position per row
         step = torch.cat([self._step(i) for i in inputs])
         n_rows = torch.tensor(sizes, dtype=torch.float64).clamp_min(1.0).unsqueeze(1)
@@ -1462,7 +1467,6 @@ class _JointScreen:
 
     known: dict
     inputs: list
-    sizes: list
     dtype: torch.dtype
     complete: bool = True
     parts: dict = field(default_factory=dict)
