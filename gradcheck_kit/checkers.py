@@ -208,6 +208,8 @@ class _Check:
         self.rng_seed = (self.seed * 2654435761 + 97) % (2**63)
         self._rms_cache: dict = {}  # rms of inputs and outputs, for the natural derivative scale
         self._steps: dict[int, torch.Tensor] = {}  # finite-difference step per coordinate, per input
+        self._mult_cache: dict[tuple, torch.Tensor] = {}  # stencil multipliers as (points, 1) tensors
+        self._segment_cache: dict[tuple, torch.Tensor] = {}  # see _segments
         self._directional_allowance: dict = {}  # "screen"/"full" -> (allowance, scale): backward and jvp share them
         self._directional_square_sums: dict = {}  # (i, k) -> sum((g·u)²) of autograd's gradient, when finite
         self.report = GradientReport(
@@ -305,6 +307,7 @@ class _Check:
         if mode == "auto":
             mode = "full" if (n_in * n_out <= AUTO_ENTRIES and n_in <= AUTO_COORDS) else "directional"
         report.mode = mode
+        self.mode = mode
         self.backward_check(mode)
         structural_checks(self)
         self.forward_check(mode)
@@ -446,27 +449,28 @@ class _Check:
         """``f`` at ``x + m·h_j·e_j`` for every coordinate ``j`` of input ``i`` and each multiplier ``m``:
         per output ``(len(mults), n_i, r_k)`` float64 (projected rows when ``rows[k]`` says so)."""
         x = self.evaluator.base_args[i]
-        xc = coords(x).to(torch.float64)
-        n_i = xc.numel()
         complex_ = x.is_complex()
+        base = coords(x)  # the input's (real) dtype
+        n_i = base.numel()
         step = self._step(i)
-        mult = torch.tensor(list(mults), dtype=torch.float64)
-        npts = mult.numel()
-        per_point = n_i + sum(self.f0[o].numel() for o in range(len(self.out_idx)))
-        cols_per_batch = max(1, BATCH_ELEMENTS // (per_point * npts))
+        key = tuple(mults)
+        mult = self._mult_cache.get(key)
+        if mult is None:
+            mult = self._mult_cache[key] = torch.tensor(key, dtype=torch.float64).unsqueeze(1)  # (npts, 1)
+        npts = len(key)
+        cols_per_batch = max(1, BATCH_ELEMENTS // ((n_i + self.n_out) * npts))
         values = {}
         if cols_per_batch < n_i:
             values = {k: torch.empty(npts, n_i, self._rows(k, rows[k]), dtype=torch.float64) for k in self.out_idx}
-        base = xc.to(x.dtype if not complex_ else _real_of(x.dtype))
         for start in range(0, n_i, cols_per_batch):
-            cols = torch.arange(start, min(n_i, start + cols_per_batch))
-            b = cols.numel()
-            points = base.expand(npts * b, n_i).clone()
-            offsets = (mult.unsqueeze(1) * step[cols].unsqueeze(0)).reshape(-1)  # (npts*b,)
-            rows_idx = torch.arange(npts * b)
-            col_idx = cols.repeat(npts)
-            points[rows_idx, col_idx] = (base[col_idx].to(torch.float64) + offsets).to(points.dtype)
-            outs = self.evaluator.batched(i, points, x.shape, complex_)
+            stop = min(n_i, start + cols_per_batch)
+            b = stop - start
+            # points[m, c] is x with coordinate start + c moved by mults[m]·h (the sum in float64, rounded
+            # once to the input's dtype)
+            points = base.expand(npts, b, n_i).clone()
+            moved = points.diagonal(offset=start, dim1=1, dim2=2)  # (npts, b)
+            moved.copy_(moved.to(torch.float64) + mult * step[start:stop])
+            outs = self.evaluator.batched(i, points.view(npts * b, n_i), x.shape, complex_)
             for pos, k in enumerate(self.out_idx):
                 proj = self._project(k, rows[k], outs[pos])  # (npts*b, r)
                 if b == n_i:
@@ -477,9 +481,24 @@ class _Check:
 
     def _step(self, i: int) -> torch.Tensor:
         if i not in self._steps:
-            xc = coords(self.evaluator.base_args[i]).to(torch.float64)
-            self._steps[i] = self.stencil.h0 * scale_of(xc)
+            self._prepare_steps([i])
         return self._steps[i]
+
+    def _prepare_steps(self, inputs: Sequence[int]) -> torch.Tensor | None:
+        """The finite-difference steps of several inputs in one pass (per coordinate, float64); returns
+        them concatenated when that pass computed all of them."""
+        todo = [i for i in inputs if i not in self._steps]
+        if not todo:
+            return None
+        parts = [coords(self.evaluator.base_args[i]) for i in todo]
+        if len(todo) == 1 or any(p.dtype != parts[0].dtype for p in parts):
+            for i, p in zip(todo, parts):
+                self._steps[i] = scale_of(p.to(torch.float64)).mul_(self.stencil.h0)
+            return None
+        steps = scale_of(torch.cat(parts).to(torch.float64)).mul_(self.stencil.h0)
+        for i, s in zip(todo, steps.split([p.numel() for p in parts])):
+            self._steps[i] = s
+        return steps if len(todo) == len(inputs) else None
 
     def _full_numerics(self, i: int, rows: dict[int, str], known: dict | None = None) -> dict[int, "_FullNumerics"]:
         """Numerical derivatives of every output row w.r.t. every coordinate of input ``i``.
@@ -549,18 +568,35 @@ class _Check:
         return self.v[k].unsqueeze(0)
 
     def _analytic_full(
-        self, rows: dict[int, str], leaves: dict[int, torch.Tensor], outs, args: Sequence | None = None
+        self, rows: dict[int, str], leaves: dict[int, torch.Tensor], outs, args: Sequence | None = None,
+        zero_rows: dict | None = None,
     ) -> tuple[dict, dict, str]:
         """Autograd's rows: per (input, output) ``(n_i, r_k)`` float64, and whether a gradient flowed.
 
         ``args``: the call that built ``outs`` (its tensors are ``leaves``); with many rows the rows come
-        from ``vmap`` over ``torch.func.vjp`` of the same call where it runs and reproduces ``outs``."""
+        from ``vmap`` over ``torch.func.vjp`` of the same call where it runs and reproduces ``outs``.
+        ``zero_rows``: where every output's rows are batched anyway (two or more), one more row of zeros
+        goes with them, and this dict receives per (input, output) the gradient of that zero
+        ``grad_output`` (the structural check's zero_grad_output, without a backward of its own)."""
         results, flowed = {}, {}
         path = "single"
         order = list(self.wrt)
         leaf_list = [leaves[i] for i in order]
         vectors = {k: self._row_vectors(k, rows[k]) for k in self.out_idx}
+        fold = zero_rows is not None and all(v.shape[0] >= 2 for v in vectors.values())
+        if fold:
+            vectors = {k: torch.cat([v, v.new_zeros(1, v.shape[1])]) for k, v in vectors.items()}
         n_rows = sum(v.shape[0] for v in vectors.values())
+        results, flowed, path = self._analytic_rows(order, leaf_list, vectors, n_rows, outs, args)
+        if fold:
+            for key, g in results.items():
+                zero_rows[key] = g[:, -1]
+                results[key] = g[:, :-1]
+        return results, flowed, path
+
+    def _analytic_rows(self, order, leaf_list, vectors, n_rows, outs, args) -> tuple[dict, dict, str]:
+        results, flowed = {}, {}
+        path = "single"
         if (
             args is not None
             and not self.mutates_inputs
@@ -616,7 +652,10 @@ class _Check:
     def _backward_full(self, *, inputs: Sequence[int] | None = None, check_name: str = "backward") -> None:
         rows = self._full_rows() if inputs is None else {k: "projected" for k in self.out_idx}
         inputs = list(self.wrt) if inputs is None else list(inputs)
-        analytic, flowed, path = self._analytic_full(rows, self.leaves, self.outs, self.analytic_args)
+        zero_rows = {} if check_name == "backward" and self.mode == "full" else None
+        analytic, flowed, path = self._analytic_full(rows, self.leaves, self.outs, self.analytic_args, zero_rows)
+        if zero_rows:
+            self.zero_grad_rows = zero_rows  # structural_checks reads the zero grad_output's gradient here
         reference = None
         if self.reference:
             try:
@@ -635,7 +674,7 @@ class _Check:
         extra = self._global_scales(rows, reference if reference is not None else analytic, inputs, prepared)
         self.full_state = {
             "rows": rows, "estimates": {}, "reference": reference, "extra": extra, "analytic": analytic,
-            "input_passed": {}, "prepared": prepared,
+            "input_passed": {}, "prepared": prepared, "joint": joint,
         }
         total = sum(
             n_coords(self.inputs[i]) * self._rows(k, rows[k]) for i in inputs for k in self.out_idx
@@ -758,10 +797,8 @@ class _Check:
         round-off allowance): ``|a - D(h)| / tolerance`` per entry when every one passes and none looks
         like a kink, else ``None``."""
         e = tolerances.eps(self.stencil.dtype)
-        f0 = self._project(k, kind, self.f0[pos].unsqueeze(0))[0]
+        f0, fmag, f_scale = self._f0_rows(pos, k, kind)
         d = (fpc - fmc) / (2 * h)
-        fmag = self._project(k, kind, self.f0[pos].abs().unsqueeze(0), absolute=True)[0]  # (r,)
-        f_scale = fmag.square().mean().sqrt()
         sigma = (tolerances.NOISE_MODEL_EPS * e) * (
             torch.maximum(torch.maximum(fmag[r_idx], fpc.abs()), fmc.abs()) + f_scale
         )
@@ -773,6 +810,16 @@ class _Check:
         kinkish = (fpc - 2 * f0[r_idx] + fmc).abs() / h > self.KINK_SUSPECT * d.abs() + 4 * kap * sigma / h
         ok = (diff <= tol) & ~kinkish  # NaN anywhere compares False: the full treatment
         return diff / tol if bool(ok.all()) else None
+
+    def _f0_rows(self, pos: int, k: int, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``f(x)`` in output ``k``'s rows, ``|f(x)|`` projected on ``|v|`` (the noise model's size) and the
+        rms of that (cached per output and kind of rows)."""
+        key = ("f0 rows", k, kind)
+        if key not in self._rms_cache:
+            f0 = self._project(k, kind, self.f0[pos].unsqueeze(0))[0]
+            fmag = self._project(k, kind, self.f0[pos].abs().unsqueeze(0), absolute=True)[0]  # (r,)
+            self._rms_cache[key] = (f0, fmag, fmag.square().mean().sqrt())
+        return self._rms_cache[key]
 
     def _joint_screen_prepare(self, inputs, rows, analytic, reference) -> "_JointScreen | None":
         """The ±h screen of several small inputs of one dtype at once (no float64 reference run): ``f`` at ±h
@@ -787,16 +834,17 @@ class _Check:
         sizes = [n_coords(self.inputs[i]) for i in inputs]
         if sum(sizes) * sum(self._rows(k, rows[k]) for k in self.out_idx) > JOINT_SCREEN_ENTRIES:
             return None
+        step = self._prepare_steps(inputs)
+        if step is None:
+            step = torch.cat([self._step(i) for i in inputs])
         known = {i: self._stencil_values(i, rows, self.stencil.multipliers[:2]) for i in inputs}
         joint = _JointScreen(known, list(inputs), dtype)
-        seg = torch.repeat_interleave(torch.arange(len(inputs)), torch.tensor(sizes))  # input position per row
-        step = torch.cat([self._step(i) for i in inputs])
+        seg = self._segments(sizes)  # input position per row
         n_rows = torch.tensor(sizes, dtype=torch.float64).clamp_min(1.0).unsqueeze(1)
         for pos, k in enumerate(self.out_idx):
-            fp = torch.cat([known[i][k][0] for i in inputs])
-            fm = torch.cat([known[i][k][1] for i in inputs])
+            fp, fm = torch.cat([known[i][k] for i in inputs], dim=1)  # f at +h, -h: (sum n_i, r) each
             a = torch.cat([analytic[(i, k)] for i in inputs])
-            f0 = self._project(k, rows[k], self.f0[pos].unsqueeze(0))  # (1, r)
+            f0 = self._f0_rows(pos, k, rows[k])[0]  # (r,)
             moved = (fp != f0).logical_or_(fm != f0)
             j_idx, r_idx = moved.nonzero(as_tuple=True)
             a_c = a[j_idx, r_idx]
@@ -808,7 +856,7 @@ class _Check:
             sums = torch.zeros(len(inputs), a.shape[1], dtype=torch.float64).index_put_((s, r_idx), sq, accumulate=True)
             joint.sumsq[k] = sums.sum(dim=1).tolist()
             joint.row_rms[k] = (sums / n_rows).sqrt()  # (inputs, r)
-            joint.parts[k] = (fp[j_idx, r_idx], fm[j_idx, r_idx], step[j_idx], a_c, s, r_idx)
+            joint.parts[k] = (fp[j_idx, r_idx], fm[j_idx, r_idx], step[j_idx], a_c, s, r_idx, j_idx)
         return joint
 
     def _joint_screen_test(self, joint: "_JointScreen", rows, extra, kap) -> dict | None:
@@ -818,7 +866,7 @@ class _Check:
         n = len(joint.inputs)
         worst: dict[int, dict] = {i: {} for i in joint.inputs}
         for pos, k in enumerate(self.out_idx):
-            fpc, fmc, h, a_c, s, r_idx = joint.parts[k]
+            fpc, fmc, h, a_c, s, r_idx, _ = joint.parts[k]
             if a_c.numel() == 0:
                 for i in joint.inputs:
                     worst[i][k] = 0.0
@@ -849,12 +897,36 @@ class _Check:
         zero (a shift-invariant input, say) is of this order even where the Jacobian is zero."""
         pos = self.out_idx.index(k)
         if ("x", i) not in self._rms_cache:
-            self._rms_cache[("x", i)] = float(coords(self.inputs[i]).to(torch.float64).square().mean().sqrt())
+            self._input_rms([i] + [j for j in self.wrt if j != i])
         if ("out", k) not in self._rms_cache:
             self._rms_cache[("out", k)] = float(self.f0[pos].square().mean().sqrt())
         out_rms, x_rms = self._rms_cache[("out", k)], self._rms_cache[("x", i)]
         v_norm = 1.0 if kind == "jacobian" else float(self.v[k].norm())
         return v_norm * out_rms / max(x_rms, 1.0)
+
+    def _input_rms(self, inputs: Sequence[int]) -> None:
+        """The rms of each input's coordinates (float64), into ``_rms_cache``; one pass for several inputs of
+        one dtype."""
+        todo = [i for i in inputs if ("x", i) not in self._rms_cache]
+        parts = [coords(self.inputs[i]) for i in todo]
+        if len(todo) > 1 and all(p.dtype == parts[0].dtype for p in parts):
+            sizes = [p.numel() for p in parts]
+            sums = torch.zeros(len(todo), dtype=torch.float64).index_add_(
+                0, self._segments(sizes), torch.cat(parts).to(torch.float64).square()
+            )
+            for i, s, n in zip(todo, sums.tolist(), sizes):
+                self._rms_cache[("x", i)] = math.sqrt(s / n) if n else math.nan
+            return
+        for i, p in zip(todo, parts):
+            self._rms_cache[("x", i)] = float(p.to(torch.float64).square().mean().sqrt())
+
+    def _segments(self, sizes: Sequence[int]) -> torch.Tensor:
+        """For stacked parts of these sizes, the part each row belongs to (cached)."""
+        key = tuple(sizes)
+        seg = self._segment_cache.get(key)
+        if seg is None:
+            seg = self._segment_cache[key] = torch.repeat_interleave(torch.arange(len(key)), torch.tensor(key))
+        return seg
 
     def _global_scales(self, rows: dict, jac: dict, inputs: Sequence[int], prepared: dict | None = None) -> dict:
         """Per (input, output): the rms of every Jacobian entry of that output (all inputs) plus the
@@ -1335,57 +1407,86 @@ class _Check:
         return failed_any
 
     def _forward_against_backward(self, inputs: list[int]) -> bool:
-        """Whether forward AD's ``J·u`` matches the backward Jacobian's (already checked) ``J·u``."""
+        """Whether forward AD's ``J·u`` matches the backward Jacobian's (already checked) ``J·u``.
+
+        Where the ±h screen listed every nonzero entry of the inputs' Jacobians (``_screen_candidates``),
+        the products and scales are sums over those entries, all inputs at once; else input by input over
+        the dense matrices."""
         state = self.full_state
         rows, analytic, reference, extra = state["rows"], state["analytic"], state["reference"], state["extra"]
-        tangents = {
-            i: torch.randn(FORWARD_DIRECTIONS, n_coords(self.inputs[i]), generator=self.gen, dtype=torch.float64)
-            for i in inputs
-        }
+        sizes = [n_coords(self.inputs[i]) for i in inputs]
+        u_all = torch.randn(FORWARD_DIRECTIONS, sum(sizes), generator=self.gen, dtype=torch.float64)
+        tangents = dict(zip(inputs, u_all.split(sizes, dim=1)))
         cols, _ = jvp_directions(self.fn, self._jvp_args(), tangents, self.out_idx, self.rng_seed, self.mutates_inputs)
         dtype = min((self.inputs[i].dtype for i in inputs), key=lambda dt: -tolerances.eps(dt))
         policy = tolerances.AnalyticAllowance(dtype, reference is not None)
+        u2_all = u_all.square()
+        u_norm = torch.stack([u2.sum(dim=1) for u2 in u2_all.split(sizes, dim=1)], dim=1).sqrt()  # (d, inputs)
+        sparse = self._screen_candidates(inputs, sizes) if reference is None else None
         for pos, k in enumerate(self.out_idx):
             got = self._project(k, rows[k], cols[pos])  # (d, r)
-            expected = torch.zeros_like(got)
-            scale2 = torch.zeros_like(got)
-            measured2 = torch.zeros_like(got) if reference is not None else None
-            scale = torch.zeros_like(got)
-            for i in inputs:
-                a = analytic[(i, k)]
-                ref = reference[(i, k)] if reference is not None else None
-                base = ref if ref is not None else a
-                u = tangents[i]
-                product = u @ base
-                if not bool(torch.isfinite(product).all()):  # entries left unchecked (fn not finite there)
-                    base = base.nan_to_num(0.0, posinf=0.0, neginf=0.0)
+            extra_k = torch.tensor([extra[(i, k)] for i in inputs], dtype=torch.float64).unsqueeze(1)
+            measured = None
+            if sparse is not None:
+                # J·u and sum (u b)² over the nonzero entries b of the stacked (sum n_i, r) Jacobians
+                j_idx, r_idx, b, row_rms = sparse[k]
+                b = b.nan_to_num(0.0, posinf=0.0, neginf=0.0)  # entries left unchecked (fn not finite there)
+                ub = u_all[:, j_idx] * b
+                expected = got.new_zeros(got.shape).index_add_(1, r_idx, ub)
+                scale2 = got.new_zeros(got.shape).index_add_(1, r_idx, ub.square())
+            else:
+                expected, scale2 = torch.zeros_like(got), torch.zeros_like(got)
+                measured2 = torch.zeros_like(got) if reference is not None else None
+                rms_parts = []
+                for i, u, u2 in zip(inputs, tangents.values(), u2_all.split(sizes, dim=1)):
+                    a = analytic[(i, k)]
+                    ref = reference[(i, k)] if reference is not None else None
+                    base = ref if ref is not None else a
                     product = u @ base
-                expected += product
-                # each entry's scale is |entry| + the rms of its row + the global scale (as in the backward
-                # check); || u * (|b| + c) || <= || u * b || + c || u ||
-                u2 = u.square()
-                screen = state["prepared"].get(i)
-                if ref is None and screen is not None and k in screen.row_rms:  # from the nonzero entries only
-                    j_idx, r_idx, a_c = screen.candidates[k]
-                    b2 = a_c.nan_to_num(0.0, posinf=0.0, neginf=0.0).square()
-                    scale2.index_add_(1, r_idx, u2[:, j_idx] * b2)
-                    row_rms = screen.row_rms[k]
-                else:
+                    if not bool(torch.isfinite(product).all()):  # entries left unchecked (fn not finite there)
+                        base = base.nan_to_num(0.0, posinf=0.0, neginf=0.0)
+                        product = u @ base
+                    expected += product
                     b2 = base.square()
                     scale2 += u2 @ b2
-                    row_rms = b2.mean(dim=0).sqrt()
-                row = (row_rms + extra[(i, k)]).unsqueeze(0)  # (1, r)
-                scale += row * u2.sum(dim=1, keepdim=True).sqrt()
-                if measured2 is not None:
-                    measured2 += u2 @ (a - ref).nan_to_num(0.0).square()
-            scale = scale + scale2.sqrt()
-            measured = measured2.sqrt() if measured2 is not None else None
+                    rms_parts.append(b2.mean(dim=0).sqrt())
+                    if measured2 is not None:
+                        measured2 += u2 @ (a - ref).nan_to_num(0.0).square()
+                row_rms = torch.stack(rms_parts)  # (inputs, r)
+                measured = measured2.sqrt() if measured2 is not None else None
+            # each entry's scale is |entry| + the rms of its row within its input + the global scale (as in
+            # the backward check); || u * (|b| + c) || <= || u * b || + c || u ||
+            scale = u_norm @ (row_rms + extra_k) + scale2.sqrt()
             # both sides carry autograd's round-off; without a float64 run, allow it twice
             allow = policy.allowance(scale, measured) * (1.0 if measured is not None else 2.0)
             allow = allow + self.options["nondet_tol"] * scale.clamp_min(1.0)
             if not bool(((got - expected).abs() <= allow).all()):
                 return False
         return True
+
+    def _screen_candidates(self, inputs: list[int], sizes: list[int]) -> dict | None:
+        """Per output, every nonzero entry of autograd's Jacobians of ``inputs`` stacked as one
+        ``(sum n_i, r)`` matrix (rows, columns, values) and each input's row rms ``(inputs, r)``, as the
+        ±h screen found them; ``None`` unless the screen listed them all for every input."""
+        state = self.full_state
+        joint = state.get("joint")
+        if joint is not None and joint.inputs == list(inputs):
+            return {k: (j, r, a, joint.row_rms[k]) for k, (_, _, _, a, _, r, j) in joint.parts.items()}
+        prepared = state["prepared"]
+        screens = [prepared.get(i) for i in inputs]
+        if any(s is None or any(k not in s.row_rms for k in self.out_idx) for s in screens):
+            return None
+        offsets = [0]
+        for n in sizes[:-1]:
+            offsets.append(offsets[-1] + n)
+        result = {}
+        for k in self.out_idx:
+            parts = [s.candidates[k] for s in screens]
+            j_idx = torch.cat([j + off for (j, _, _), off in zip(parts, offsets)])
+            r_idx = torch.cat([r for _, r, _ in parts])
+            values = torch.cat([a for _, _, a in parts])
+            result[k] = (j_idx, r_idx, values, torch.stack([s.row_rms[k] for s in screens]))
+        return result
 
     def _jvp_directional(self, i: int, tangents: torch.Tensor) -> list[torch.Tensor]:
         """``J_i·u`` per output, ``(d, n_out_coords)``: one forward-mode pass for one direction (no vmap
