@@ -127,7 +127,7 @@ def test_forward_ad_of_a_verified_backward_is_checked_along_random_directions():
     a, b = _randn(6, 5, seed=1), _randn(5, 4, seed=2)
     report = gk.check_gradients(_MatmulRightJvp.apply, a, b, mode="full", forward_ad=True)
     assert report.ok, str(report)
-    assert "random directions against the checked backward Jacobian" in report.check("forward_ad").detail
+    assert "random direction against the checked backward Jacobian" in report.check("forward_ad").detail
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
@@ -305,3 +305,139 @@ def test_forward_ad_is_checked_when_autograd_is_nonzero_where_f_does_not_move():
     assert report.ok, str(report)
     assert not _settled(report)
     assert report.check("forward_ad").status == "passed", report.check("forward_ad").detail
+
+
+# --- forward AD against the screen's nonzero entries, and the zero grad_output in the batched rows -----
+class _MlpWrongJvpInB1(torch.autograd.Function):
+    """The MLP with a right backward and a jvp that drops 1% of b1's tangent at one element."""
+
+    @staticmethod
+    def forward(x, w1, b1, w2, b2):
+        return _mlp(x, w1, b1, w2, b2)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w1, b1, w2, b2 = ctx.saved_tensors
+        h = torch.tanh(x @ w1.T + b1)
+        gz = (g @ w2) * (1 - h * h)
+        return gz @ w1, gz.T @ x, gz.sum(0), g.T @ h, g.sum(0)
+
+    @staticmethod
+    def jvp(ctx, tx, tw1, tb1, tw2, tb2):
+        x, w1, b1, w2, b2 = ctx.saved_tensors
+        tb1 = tb1.clone()
+        tb1[5] = tb1[5] * 0.99
+        z = x @ w1.T + b1
+        h = torch.tanh(z)
+        tz = tx @ w1.T + x @ tw1.T + tb1
+        return ((1 - h * h) * tz) @ w2.T + h @ tw2.T + tb2
+
+
+class _MlpRightJvp(_MlpWrongJvpInB1):
+    @staticmethod
+    def jvp(ctx, tx, tw1, tb1, tw2, tb2):
+        x, w1, b1, w2, b2 = ctx.saved_tensors
+        h = torch.tanh(x @ w1.T + b1)
+        tz = tx @ w1.T + x @ tw1.T + tb1
+        return ((1 - h * h) * tz) @ w2.T + h @ tw2.T + tb2
+
+
+@pytest.mark.parametrize("screens", ["shared", "input by input", "dense"])
+def test_forward_ad_against_the_backward_gives_one_verdict_whatever_the_screen(monkeypatch, screens):
+    from gradcheck_kit import checkers
+
+    if screens != "shared":
+        monkeypatch.setattr(checkers, "JOINT_SCREEN_ENTRIES", 0)
+    if screens == "dense":  # no list of nonzero entries: the products over the dense matrices
+        monkeypatch.setattr(checkers._Check, "_screen_candidates", lambda self, inputs, sizes: None)
+    args = _mlp_args()
+    right = gk.check_gradients(_MlpRightJvp.apply, *args, mode="full", forward_ad=True)
+    assert right.ok, str(right)
+    assert "random direction against the checked backward Jacobian" in right.check("forward_ad").detail
+    wrong = gk.check_gradients(_MlpWrongJvpInB1.apply, *args, mode="full", forward_ad=True)
+    assert wrong.check("backward").status == "passed"
+    assert wrong.check("forward_ad").status == "failed"
+    named = {(m.input_index, m.index) for m in wrong.mismatches if m.check == "forward_ad"}
+    assert named == {(2, (5,))}
+
+
+def test_the_screen_lists_every_nonzero_entry_that_forward_ad_sums_over(monkeypatch):
+    from gradcheck_kit import checkers
+
+    seen = []
+    original = checkers._Check._screen_candidates
+
+    def spy(self, inputs, sizes):
+        result = original(self, inputs, sizes)
+        seen.append(result)
+        if result is not None:  # every nonzero of the stacked Jacobian, and nothing else
+            analytic = self.full_state["analytic"]
+            for k, (j_idx, r_idx, values, row_rms) in result.items():
+                dense = torch.cat([analytic[(i, k)] for i in inputs])
+                assert int(torch.count_nonzero(dense)) == int(torch.count_nonzero(values))
+                assert torch.equal(dense[j_idx, r_idx], values)
+                assert row_rms.shape == (len(inputs), dense.shape[1])
+        return result
+
+    monkeypatch.setattr(checkers._Check, "_screen_candidates", spy)
+    assert gk.check_gradients(_mlp, *_mlp_args(), mode="full", forward_ad=True).ok
+    monkeypatch.setattr(checkers, "JOINT_SCREEN_ENTRIES", 0)
+    assert gk.check_gradients(_mlp, *_mlp_args(), mode="full", forward_ad=True).ok
+    assert len(seen) == 2 and all(s is not None for s in seen)
+
+
+class _TwoOutputsNonzeroForZeroGradOfSecond(torch.autograd.Function):
+    """(2x, x²): the backward adds 1e-3 whenever the second output's gradient is all zeros."""
+
+    @staticmethod
+    def forward(x):
+        return 2 * x, x * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g1, g2):
+        (x,) = ctx.saved_tensors
+        g = 2 * g1 + 2 * x * g2
+        return g + 1e-3 if not bool(g2.any()) and not bool(g1.any()) else g
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_a_nonzero_gradient_of_a_zero_grad_output_is_caught_in_either_mode(mode):
+    x = _randn(6, seed=12)
+    report = gk.check_gradients(_TwoOutputsNonzeroForZeroGradOfSecond.apply, x, mode=mode, forward_ad=False)
+    check = report.check("zero_grad_output")
+    assert check.status == "failed", str(report)
+    assert "zero grad_output gave a nonzero gradient for x (6 nonzero element(s), largest 0.001)" in check.detail
+    right = gk.check_gradients(lambda t: (2 * t, t * t), x, mode=mode, forward_ad=False)
+    assert right.check("zero_grad_output").status == "passed"
+    folded = "went with the Jacobian's batched rows" in right.check("zero_grad_output").detail
+    assert folded == (mode == "full")
+
+
+def test_the_zero_grad_output_of_a_complex_input_counts_elements():
+    class NonzeroForZero(torch.autograd.Function):
+        @staticmethod
+        def forward(z):
+            return z * 2
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, g):  # 1e-3 on the real part of each element
+            return g * 2 + (1e-3 if not bool(g.any()) else 0.0)
+
+    z = torch.complex(_randn(4, seed=13), _randn(4, seed=14))
+    report = gk.check_gradients(NonzeroForZero.apply, z, mode="full", forward_ad=False)
+    check = report.check("zero_grad_output")
+    assert check.status == "failed"
+    assert "(4 nonzero element(s)" in check.detail
