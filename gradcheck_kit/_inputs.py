@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import types
 from typing import Any, Sequence
 
 import torch
@@ -61,23 +62,31 @@ def input_names(fn: Any, n: int, given: Sequence[str] | None) -> list[str]:
         if len(names) != n or not all(isinstance(s, str) and s for s in names):
             raise InvalidArgument(f"input_names={given!r} must be {n} non-empty strings, one per input")
         return names
-    names: list[str] = []
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        params = []
-    for p in params:
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            names.append(p.name)
-        elif p.kind == p.VAR_POSITIONAL:
-            break
-    names = names[:n]
+    names = _positional_names(fn)[:n]
     if n == 1 and not names:
         names = ["x"]
     while len(names) < n:
         names.append(f"input{len(names)}")
     if len(set(names)) != len(names):
         names = [f"input{i}" for i in range(n)]
+    return names
+
+
+def _positional_names(fn: Any) -> list[str]:
+    """The names of ``fn``'s positional parameters (up to ``*args``)."""
+    if isinstance(fn, types.FunctionType) and not hasattr(fn, "__wrapped__") and not hasattr(fn, "__signature__"):
+        code = fn.__code__  # a plain function: its code object says it (inspect.signature costs far more)
+        return list(code.co_varnames[: code.co_argcount])
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    names = []
+    for p in params:
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            names.append(p.name)
+        elif p.kind == p.VAR_POSITIONAL:
+            break
     return names
 
 

@@ -1419,8 +1419,11 @@ class _Check:
         state = self.full_state
         rows, analytic, reference, extra = state["rows"], state["analytic"], state["reference"], state["extra"]
         sizes = [n_coords(self.inputs[i]) for i in inputs]
-        u_all = torch.randn(FORWARD_DIRECTIONS, sum(sizes), generator=self.gen, dtype=torch.float64)
-        tangents = dict(zip(inputs, u_all.split(sizes, dim=1)))
+        # one tensor per input (make_dual copies a tangent that is a view into a larger storage)
+        tangents = {
+            i: torch.randn(FORWARD_DIRECTIONS, n, generator=self.gen, dtype=torch.float64) for i, n in zip(inputs, sizes)
+        }
+        u_all = torch.cat(list(tangents.values()), dim=1) if len(inputs) > 1 else tangents[inputs[0]]
         cols, _ = jvp_directions(self.fn, self._jvp_args(), tangents, self.out_idx, self.rng_seed, self.mutates_inputs)
         dtype = min((self.inputs[i].dtype for i in inputs), key=lambda dt: -tolerances.eps(dt))
         policy = tolerances.AnalyticAllowance(dtype, reference is not None)
