@@ -117,6 +117,32 @@ class Evaluator:
             rows.append([coords64(outs[k]) for k in self.output_indices])
         return [torch.stack([r[o] for r in rows]) for o in range(len(self.output_indices))]
 
+    def batched_together(self, inputs: Sequence[int], batches: Sequence[torch.Tensor]) -> list[torch.Tensor] | None:
+        """``batches[p]``: ``(B, *shape)`` values of input ``inputs[p]`` at the same ``B`` points; ``f`` at
+        each point through one vmap over all of them, per output ``(B, n_out_coords)``. ``None`` where vmap
+        cannot run it so (the caller evaluates input by input then)."""
+        if self.vmap_failed is not None or self.fresh_copies:
+            return None
+        fixed = list(self.base_args)
+
+        def several(*xs: torch.Tensor):
+            args = list(fixed)
+            for i, x in zip(inputs, xs):
+                args[i] = x
+            outs = as_outputs(self.fn(*args))
+            return tuple(outs[k] for k in self.output_indices)
+
+        seed_global_rng(self.rng_seed)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                outs = torch.func.vmap(several, randomness="error")(*batches)
+        except Exception:  # noqa: BLE001 - input by input decides (and says why vmap cannot run fn)
+            return None
+        self.evaluations += batches[0].shape[0]
+        self.used_vmap = True
+        return [batched_coords(o).to(torch.float64) for o in outs]
+
     def _vmapped(self, i: int, batch: torch.Tensor) -> list[torch.Tensor]:
         fixed = self._fresh(self.base_args, keep=i)
 

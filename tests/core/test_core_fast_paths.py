@@ -168,6 +168,7 @@ def test_small_inputs_screened_together_give_the_input_by_input_verdict(monkeypa
     from gradcheck_kit import checkers
 
     args = _mlp_args()
+    monkeypatch.setattr(checkers, "TOGETHER_ELEMENTS", 0)  # the same f values: one vmap per input
     together = gk.check_gradients(_mlp, *args, mode="full")
     monkeypatch.setattr(checkers, "JOINT_SCREEN_ENTRIES", 0)  # the input-by-input path
     apart = gk.check_gradients(_mlp, *args, mode="full")
@@ -441,3 +442,81 @@ def test_the_zero_grad_output_of_a_complex_input_counts_elements():
     check = report.check("zero_grad_output")
     assert check.status == "failed"
     assert "(4 nonzero element(s)" in check.detail
+
+
+# --- vectors and matrices evaluated through one vmap ------------------------------------------------
+def test_inputs_evaluated_through_one_vmap_give_the_verdict_of_one_vmap_per_input(monkeypatch):
+    from gradcheck_kit import checkers
+
+    calls = []
+    original = checkers._Check._stencil_values_together
+
+    def spy(self, inputs, rows, mults):
+        calls.append(list(inputs))
+        return original(self, inputs, rows, mults)
+
+    monkeypatch.setattr(checkers._Check, "_stencil_values_together", spy)
+    args = _mlp_args()
+    together = gk.check_gradients(_mlp, *args, mode="full")
+    assert calls == [[0, 1, 2, 3, 4]]
+    monkeypatch.setattr(checkers, "TOGETHER_ELEMENTS", 0)
+    apart = gk.check_gradients(_mlp, *args, mode="full")
+    assert len(calls) == 1
+    for report in (together, apart):
+        assert report.ok and _settled(report), str(report)
+    assert together.evaluations == apart.evaluations
+    # f agrees to round-off (batched and unbatched matmuls), so the worst ratios are close, not equal
+    for key, value in _worst(apart).items():
+        assert abs(_worst(together)[key] - value) < 0.2, key
+
+
+def test_a_convolution_is_evaluated_one_input_at_a_time(monkeypatch):
+    from gradcheck_kit import checkers
+
+    calls = []
+    monkeypatch.setattr(checkers._Check, "_stencil_values_together", lambda *a: calls.append(a))
+    x, w = _randn(2, 3, 10, seed=3), _randn(4, 3, 3, seed=4)
+    b = _randn(4, seed=5)
+    report = gk.check_gradients(lambda x, w, b: torch.nn.functional.conv1d(x, w, b), x, w, b, mode="full")
+    assert report.ok, str(report)
+    assert calls == []  # a batched weight beside a batched image would make a grouped convolution
+
+
+class _ScaleWrongInSecondVmap(_ScaleWrongInSecond):
+    generate_vmap_rule = True
+
+
+def test_a_wrong_element_is_named_when_inputs_are_evaluated_together(monkeypatch):
+    from gradcheck_kit import checkers
+
+    calls = []
+    original = checkers._Check._stencil_values_together
+    monkeypatch.setattr(
+        checkers._Check, "_stencil_values_together", lambda self, *a: calls.append(a[0]) or original(self, *a)
+    )
+    x, y = _randn(12, seed=6), _randn(12, seed=7)
+    report = gk.check_gradients(_ScaleWrongInSecondVmap.apply, x, y, mode="full", forward_ad=False)
+    assert calls == [[0, 1]]
+    assert {(m.input_index, m.index) for m in report.mismatches} == {(1, (5,))}
+    assert report.check("backward").detail.endswith("settled at ±h (every entry within the plain central "
+                                                    "difference's tolerance): input0")
+
+
+def _picky(a, b):
+    """a * b that refuses to run with both inputs batched by vmap (one at a time is fine)."""
+    from torch._C._functorch import is_batchedtensor
+
+    if is_batchedtensor(a) and is_batchedtensor(b):
+        raise RuntimeError("not with both inputs batched")
+    return a * b
+
+
+def test_a_function_vmap_cannot_run_on_all_inputs_at_once_is_evaluated_input_by_input(monkeypatch):
+    from gradcheck_kit import checkers
+
+    x, y = _randn(6, seed=8), _randn(6, seed=9)
+    report = gk.check_gradients(_picky, x, y, mode="full")
+    assert report.ok, str(report)
+    assert "numerical vmap" in report.check("backward").detail  # one input at a time, not the loop
+    monkeypatch.setattr(checkers, "TOGETHER_ELEMENTS", 0)
+    assert report.evaluations == gk.check_gradients(_picky, x, y, mode="full").evaluations
