@@ -106,8 +106,8 @@ def vjp_rows_functorch(
 
     ``outs``: the outputs of the call whose graph the caller holds. Returns ``None`` when functorch cannot
     run ``fn`` or its backward, or when the functorch forward does not reproduce ``outs`` exactly (the
-    caller uses ``vjp_rows`` then). Whether a gradient flows to each input is read from the caller's graph
-    (one plain backward per output), as ``vjp_rows`` reports it.
+    caller uses ``vjp_rows`` then). Whether a gradient flows to an input whose rows are all zero is read
+    from the caller's graph (one plain backward of that output), as ``vjp_rows`` reports it.
     """
     order = list(rows)
     leaves = [args[i] for i in wrt]
@@ -149,10 +149,12 @@ def vjp_rows_functorch(
                 for q, (g, leaf) in enumerate(zip(grads, leaves)):
                     _check_grad_meta(g, leaf)
                     parts[q].append(batched_coords(g.detach()).to(torch.float64))
-            first = rows_from_coords(rows[k][:1], out)[0]
-            plain = torch.autograd.grad(out, leaves, grad_outputs=first, retain_graph=True, allow_unused=True)
-            flowed = [g is not None for g in plain]
             per_leaf = [p[0] if len(p) == 1 else torch.cat(p) for p in parts]
+            flowed = [True] * len(leaves)  # a nonzero gradient flowed; for all-zero rows the graph decides
+            if not all(bool(p.any()) for p in per_leaf):
+                first = rows_from_coords(rows[k][:1], out)[0]
+                plain = torch.autograd.grad(out, leaves, grad_outputs=first, retain_graph=True, allow_unused=True)
+                flowed = [g is not None for g in plain]
             # no path from the output to an input: its rows are zeros, as the caller's graph says
             per_leaf = [p if fl else torch.zeros_like(p) for p, fl in zip(per_leaf, flowed)]
             result[k] = (per_leaf, flowed)

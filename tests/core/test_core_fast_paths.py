@@ -520,3 +520,19 @@ def test_a_function_vmap_cannot_run_on_all_inputs_at_once_is_evaluated_input_by_
     assert "numerical vmap" in report.check("backward").detail  # one input at a time, not the loop
     monkeypatch.setattr(checkers, "TOGETHER_ELEMENTS", 0)
     assert report.evaluations == gk.check_gradients(_picky, x, y, mode="full").evaluations
+
+
+@pytest.mark.parametrize("connected", [True, False], ids=["zero gradient", "no path"])
+def test_functorch_rows_tell_a_zero_gradient_from_no_gradient(connected):
+    x, w = _randn(80, seed=15), _randn(3, seed=16)
+    if connected:
+        def fn(x, w):
+            return torch.sin(x) + 0.0 * w.sum()
+    else:
+        def fn(x, w):  # w unused: autograd has no path to it
+            return torch.sin(x)
+    report = gk.check_gradients(fn, x, w, mode="full")
+    assert report.ok, str(report)
+    assert "vmap over torch.func.vjp" in report.check("backward").detail
+    flows_note = any("no gradient flows to input 1" in note for note in report.notes)
+    assert flows_note == (not connected)
