@@ -10,7 +10,7 @@ Part 1 (verdicts): every corpus entry (``benchmarks/corpus.py``) in float32 and 
 (defaults, ``raise_exception=False``; ``gradgradcheck`` / ``check_forward_ad=True`` for the issue-3
 entries), slow and fast mode.
 
-Part 2 (speed): medians of several repeats after a warm-up, as ratios.
+Part 2 (speed): medians of several repeats after a warm-up, the compared calls taking turns, as ratios.
 """
 
 from __future__ import annotations
@@ -155,14 +155,17 @@ def totals(rows: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------------
 # part 2: speed
-def _median_time(call, repeats: int) -> tuple[float, object]:
-    result = call()  # warm-up
-    times = []
+def _interleaved_medians(calls: dict, repeats: int) -> dict:
+    """Median seconds and last result per call, the calls taking turns (one warm-up each first), so that
+    a slower or faster spell of a shared machine falls on every side of a ratio alike."""
+    results = {name: call() for name, call in calls.items()}
+    times: dict = {name: [] for name in calls}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for name, call in calls.items():
+            start = time.perf_counter()
+            results[name] = call()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), results[name]) for name in calls}
 
 
 def _speed_cases():
@@ -204,9 +207,12 @@ def speed_rows(repeats: int, big_n: int, log) -> list[dict]:
     rows = []
     for name, make in _speed_cases():
         fn, args = make()
-        t_ours, rep = _median_time(lambda: gk.check_gradients(fn, *args, mode="full"), repeats)
-        t_gc, gc_ok = _median_time(lambda: _gc(fn, args, fast_mode=False), repeats)
-        t_nofwd, _ = _median_time(lambda: gk.check_gradients(fn, *args, mode="full", forward_ad=False), repeats)
+        timed = _interleaved_medians({
+            "ours": lambda: gk.check_gradients(fn, *args, mode="full"),
+            "gc": lambda: _gc(fn, args, fast_mode=False),
+            "nofwd": lambda: gk.check_gradients(fn, *args, mode="full", forward_ad=False),
+        }, repeats)
+        (t_ours, rep), (t_gc, gc_ok), (t_nofwd, _) = timed["ours"], timed["gc"], timed["nofwd"]
         row = {"case": name, "dtype": "float64", "ours": f"mode=\"full\" ({'pass' if rep.ok else 'FAIL'})",
                "ours_time": t_ours, "baseline": f"gradcheck(fast_mode=False) ({'pass' if gc_ok else 'FAIL'})",
                "baseline_time": t_gc, "ratio": t_gc / t_ours, "target": "≥ 10× faster",
@@ -229,10 +235,15 @@ def speed_rows(repeats: int, big_n: int, log) -> list[dict]:
             (gx,) = torch.autograd.grad(y, xx, v)
             return gx
 
-        t_fb, _ = _median_time(fwd_bwd, repeats)
-        t_ours, rep = _median_time(lambda: gk.check_gradients(fn, x, mode="directional"), repeats)
-        t_fast, fast_ok = _median_time(lambda: _gc(fn, (x,), fast_mode=True), repeats)
-        t_nofwd, _ = _median_time(lambda: gk.check_gradients(fn, x, mode="directional", forward_ad=False), repeats)
+        timed = _interleaved_medians({
+            "fb": fwd_bwd,
+            "ours": lambda: gk.check_gradients(fn, x, mode="directional"),
+            "fast": lambda: _gc(fn, (x,), fast_mode=True),
+            "nofwd": lambda: gk.check_gradients(fn, x, mode="directional", forward_ad=False),
+        }, repeats)
+        (t_fb, _), (t_ours, rep), (t_fast, fast_ok), (t_nofwd, _) = (
+            timed["fb"], timed["ours"], timed["fast"], timed["nofwd"]
+        )
         label = f"sin(x)·x, {big_n:,} elements, non-scalar output"
         ours = f"mode=\"directional\" ({'pass' if rep.ok else 'FAIL'}, {rep.evaluations} evals)"
         rows.append({"case": label, "dtype": dname, "ours": ours, "ours_time": t_ours,

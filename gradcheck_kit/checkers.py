@@ -862,7 +862,8 @@ class _Check:
         sigma = (tolerances.NOISE_MODEL_EPS * e) * (
             torch.maximum(torch.maximum(fmag[r_idx], fpc.abs()), fmc.abs()) + f_scale
         )
-        allow = allow + self.options["nondet_tol"]
+        if self.options["nondet_tol"]:
+            allow = allow + self.options["nondet_tol"]
         if self.options["atol"] is not None:
             allow = torch.full_like(d, float(self.options["atol"]))
         tol = kap * sigma / h + allow
@@ -1485,9 +1486,11 @@ class _Check:
         dtype = min((self.inputs[i].dtype for i in inputs), key=lambda dt: -tolerances.eps(dt))
         policy = tolerances.AnalyticAllowance(dtype, reference is not None)
         u2_all = u_all.square()
-        u_norm = (  # (d, inputs)
-            u2_all.new_zeros(FORWARD_DIRECTIONS, len(inputs)).index_add_(1, self._segments(sizes), u2_all).sqrt()
-        )
+        if len(inputs) == 1:
+            u_norm = u2_all.sum(dim=1, keepdim=True).sqrt()  # (d, 1)
+        else:  # (d, inputs)
+            u_norm = u2_all.new_zeros(FORWARD_DIRECTIONS, len(inputs)).index_add_(1, self._segments(sizes), u2_all)
+            u_norm.sqrt_()
         sparse = self._screen_candidates(inputs, sizes) if reference is None else None
         for pos, k in enumerate(self.out_idx):
             got = self._project(k, rows[k], cols[pos])  # (d, r)
@@ -1525,7 +1528,8 @@ class _Check:
             scale = u_norm @ (row_rms + extra_k) + scale2.sqrt()
             # both sides carry autograd's round-off; without a float64 run, allow it twice
             allow = policy.allowance(scale, measured) * (1.0 if measured is not None else 2.0)
-            allow = allow + self.options["nondet_tol"] * scale.clamp_min(1.0)
+            if self.options["nondet_tol"]:
+                allow = allow + self.options["nondet_tol"] * scale.clamp_min(1.0)
             if not bool(((got - expected).abs() <= allow).all()):
                 return False
         return True
@@ -1542,6 +1546,8 @@ class _Check:
         screens = [prepared.get(i) for i in inputs]
         if any(s is None or any(k not in s.row_rms for k in self.out_idx) for s in screens):
             return None
+        if len(screens) == 1:
+            return {k: (*screens[0].candidates[k], screens[0].row_rms[k].unsqueeze(0)) for k in self.out_idx}
         offsets = [0]
         for n in sizes[:-1]:
             offsets.append(offsets[-1] + n)
