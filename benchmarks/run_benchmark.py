@@ -311,12 +311,14 @@ def render(rows, tot, speed, meta) -> str:
         lines.append(f"- {r['function']} ({r['dtype']}): expected {r['expected']}, got {r['ours']}. {why}")
     lines += ["", "## 2. Speed (same run, medians)", ""]
     lines.append(
-        f"Median of {meta['repeats']} repeats after one warm-up call each. *ratio* = baseline time / our "
-        "time (above 1: ours is faster). Full mode and gradcheck both check every Jacobian entry here."
+        f"Median of {meta['repeats']} repeats after one warm-up call each, the compared calls taking turns. "
+        "*ratio* = baseline time / our time (above 1: ours is faster). Full mode and gradcheck both check "
+        "every Jacobian entry here."
     )
     lines.append(
         "Ours runs with its defaults apart from `mode`, so it also checks forward-mode AD "
-        "(`forward_ad=\"auto\"`) and re-entrancy; gradcheck checks neither by default. The last two columns "
+        "(`forward_ad=\"auto\"`) and a zero grad_output; gradcheck checks neither by default (both check "
+        "re-entrancy). The last two columns "
         "are for information: our time and ratio with `forward_ad=False`. The target and *met* use the "
         "default call."
     )
