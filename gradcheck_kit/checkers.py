@@ -10,9 +10,10 @@ Two ways to compare:
   entry by entry of the Jacobian when it is small (``d out[k] / d x[j]``), else projected on the
   output vector ``v`` (``d(v·out) / d x[j]``, one backward); with float64 numerics an input is first
   evaluated at ``x ± h·e_j`` only, and the rest of the stencil runs only when some entry does not pass the
-  plain central difference's tolerance (``_screen_prepare``/``_screen_test``). Forward AD of an input
-  whose backward Jacobian passed is compared with that Jacobian along random directions, entry by entry
-  (against the finite differences) when they disagree;
+  plain central difference's tolerance (``_screen_prepare``/``_screen_test``; several small inputs share
+  one screen, their vectors and matrices evaluated through one vmap). Forward AD of inputs whose backward
+  Jacobian passed is compared with that Jacobian along a random direction, entry by entry (against the
+  finite differences) when they disagree;
 - **directional**: random directions ``u`` (Rademacher, scaled per coordinate) against ``v·J·u``, a
   constant number of evaluations whatever the size; with float64 numerics it stops after ``x ± h·u``
   when that already decides a pass (``_screen``), and runs the rest of the stencil (and, for float32
@@ -1416,8 +1417,9 @@ class _Check:
 
     def _forward_full(self) -> bool:
         """Forward AD in full mode. Inputs whose backward Jacobian passed entry by entry are checked against
-        it along ``FORWARD_DIRECTIONS`` Gaussian directions (one batched jvp for all of them: ``J·u`` from
-        forward AD against ``J·u`` from the checked backward Jacobian, within autograd's round-off). An
+        it along ``FORWARD_DIRECTIONS`` Gaussian direction(s) (one forward-mode pass per direction for all of
+        them: ``J·u`` from forward AD against ``J·u`` from the checked backward Jacobian, within autograd's
+        round-off). An
         input whose backward failed, or a disagreement there, gets every forward column compared entry by
         entry with the finite differences, which is what names the wrong entries."""
         state = self.full_state
