@@ -104,7 +104,7 @@ class Evaluator:
         self.evaluations += batch.shape[0]
         if self.vmap_failed is None:
             try:
-                result = self._vmapped(i, batch)
+                result = self._vmapped([i], [batch], self._fresh(self.base_args, keep=i))
                 self.used_vmap = True
                 return result
             except Exception as exc:  # noqa: BLE001 - any failure of vmap means: use the loop
@@ -123,9 +123,18 @@ class Evaluator:
         cannot run it so (the caller evaluates input by input then)."""
         if self.vmap_failed is not None or self.fresh_copies:
             return None
-        fixed = list(self.base_args)
+        try:
+            outs = self._vmapped(inputs, batches, list(self.base_args))
+        except Exception:  # noqa: BLE001 - input by input decides (and says why vmap cannot run fn)
+            return None
+        self.evaluations += batches[0].shape[0]
+        self.used_vmap = True
+        return outs
 
-        def several(*xs: torch.Tensor):
+    def _vmapped(self, inputs: Sequence[int], batches: Sequence[torch.Tensor], fixed: list) -> list[torch.Tensor]:
+        """``f`` through one vmap over ``batches`` (the values of ``inputs``), the other arguments ``fixed``."""
+
+        def at(*xs: torch.Tensor):
             args = list(fixed)
             for i, x in zip(inputs, xs):
                 args[i] = x
@@ -133,29 +142,9 @@ class Evaluator:
             return tuple(outs[k] for k in self.output_indices)
 
         seed_global_rng(self.rng_seed)
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                outs = torch.func.vmap(several, randomness="error")(*batches)
-        except Exception:  # noqa: BLE001 - input by input decides (and says why vmap cannot run fn)
-            return None
-        self.evaluations += batches[0].shape[0]
-        self.used_vmap = True
-        return [batched_coords(o).to(torch.float64) for o in outs]
-
-    def _vmapped(self, i: int, batch: torch.Tensor) -> list[torch.Tensor]:
-        fixed = self._fresh(self.base_args, keep=i)
-
-        def single(xi: torch.Tensor):
-            args = list(fixed)
-            args[i] = xi
-            outs = as_outputs(self.fn(*args))
-            return tuple(outs[k] for k in self.output_indices)
-
-        seed_global_rng(self.rng_seed)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            outs = torch.func.vmap(single, randomness="error")(batch)
+            outs = torch.func.vmap(at, randomness="error")(*batches)
         return [batched_coords(o).to(torch.float64) for o in outs]
 
     @property

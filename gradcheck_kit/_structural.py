@@ -23,6 +23,7 @@ __all__ = ["structural_checks"]
 
 #: above this many input coordinates a directional check skips the zero-grad_output backward
 LARGE_INPUT = 1 << 16
+_FOLDED = "the zero grad_output went with the Jacobian's batched rows"
 
 
 def _grads(outs, leaves, grad_outputs):
@@ -117,9 +118,7 @@ def structural_checks(run) -> None:
     if folded is not None and all((i, k) in folded for i in run.wrt for _, k in pairs):
         every = torch.cat([folded[(i, k)] for i in run.wrt for _, k in pairs])
         if not bool((every.abs() > nondet_tol).any()):  # the usual case: one test over everything
-            report.checks.append(
-                CheckResult("zero_grad_output", "passed", "the zero grad_output went with the Jacobian's batched rows")
-            )
+            report.checks.append(CheckResult("zero_grad_output", "passed", _FOLDED))
             return
         # per input, the largest |gradient| of a zero grad_output over the outputs, element by element
         zeros = []
@@ -148,5 +147,4 @@ def structural_checks(run) -> None:
             )
         )
     else:
-        detail = "" if folded is None else "the zero grad_output went with the Jacobian's batched rows"
-        report.checks.append(CheckResult("zero_grad_output", "passed", detail))
+        report.checks.append(CheckResult("zero_grad_output", "passed", "" if folded is None else _FOLDED))

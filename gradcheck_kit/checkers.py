@@ -102,10 +102,10 @@ JOINT_SCREEN_ENTRIES = 1 << 18
 #: faster on a conv1d's 112 rows; slower than is_grads_batched for a few rows, and measured slower
 #: overall on a 24x24 matmul's 576 x 1152)
 FUNCTORCH_ROWS = 64
+FUNCTORCH_ELEMENTS = 1 << 16
 #: the shared ±h screen evaluates its vector and matrix inputs through one vmap up to this many elements
 #: of batched input values (points x coordinates); see _Check._screen_stencil
 TOGETHER_ELEMENTS = 1 << 19
-FUNCTORCH_ELEMENTS = 1 << 16
 
 
 def check_gradients(
@@ -460,11 +460,8 @@ class _Check:
         base = coords(x)  # the input's (real) dtype
         n_i = base.numel()
         step = self._step(i)
-        key = tuple(mults)
-        mult = self._mult_cache.get(key)
-        if mult is None:
-            mult = self._mult_cache[key] = torch.tensor(key, dtype=torch.float64).unsqueeze(1)  # (npts, 1)
-        npts = len(key)
+        mult = self._multipliers(mults)
+        npts = len(mults)
         cols_per_batch = max(1, BATCH_ELEMENTS // ((n_i + self.n_out) * npts))
         values = {}
         if cols_per_batch < n_i:
@@ -472,11 +469,8 @@ class _Check:
         for start in range(0, n_i, cols_per_batch):
             stop = min(n_i, start + cols_per_batch)
             b = stop - start
-            # points[m, c] is x with coordinate start + c moved by mults[m]·h (the sum in float64, rounded
-            # once to the input's dtype)
             points = base.expand(npts, b, n_i).clone()
-            moved = points.diagonal(offset=start, dim1=1, dim2=2)  # (npts, b)
-            moved.copy_(moved.to(torch.float64) + mult * step[start:stop])
+            _move_diagonal(points, start, mult * step[start:stop])
             outs = self.evaluator.batched(i, points.view(npts * b, n_i), x.shape, complex_)
             for pos, k in enumerate(self.out_idx):
                 proj = self._project(k, rows[k], outs[pos])  # (npts*b, r)
@@ -512,11 +506,8 @@ class _Check:
     ) -> dict[int, dict[int, torch.Tensor]] | None:
         """``_stencil_values`` of several inputs through one vmap over all of them (each point moves one
         coordinate of one input; the others stay at x). ``None`` where vmap cannot run fn so."""
-        key = tuple(mults)
-        mult = self._mult_cache.get(key)
-        if mult is None:
-            mult = self._mult_cache[key] = torch.tensor(key, dtype=torch.float64).unsqueeze(1)
-        npts = len(key)
+        mult = self._multipliers(mults)
+        npts = len(mults)
         xs = [self.evaluator.base_args[i] for i in inputs]
         bases = [coords(x) for x in xs]
         sizes = [b.numel() for b in bases]
@@ -524,8 +515,7 @@ class _Check:
         batches, start = [], 0
         for i, x, base, n in zip(inputs, xs, bases, sizes):
             points = base.expand(total, n).clone()
-            moved = points[start : start + npts * n].view(npts, n, n).diagonal(dim1=1, dim2=2)  # (npts, n)
-            moved.copy_(moved.to(torch.float64) + mult * self._step(i))
+            _move_diagonal(points[start : start + npts * n].view(npts, n, n), 0, mult * self._step(i))
             batches.append(from_coords(points, x.shape, x.is_complex()))
             start += npts * n
         outs = self.evaluator.batched_together(inputs, batches)
@@ -540,26 +530,31 @@ class _Check:
             start += npts * n
         return values
 
+    def _multipliers(self, mults: Sequence[float]) -> torch.Tensor:
+        """The stencil multipliers as a ``(points, 1)`` float64 tensor (cached)."""
+        key = tuple(mults)
+        if key not in self._mult_cache:
+            self._mult_cache[key] = torch.tensor(key, dtype=torch.float64).unsqueeze(1)
+        return self._mult_cache[key]
+
     def _step(self, i: int) -> torch.Tensor:
         if i not in self._steps:
             self._prepare_steps([i])
         return self._steps[i]
 
-    def _prepare_steps(self, inputs: Sequence[int]) -> torch.Tensor | None:
-        """The finite-difference steps of several inputs in one pass (per coordinate, float64); returns
-        them concatenated when that pass computed all of them."""
+    def _prepare_steps(self, inputs: Sequence[int]) -> None:
+        """The finite-difference steps of several inputs in one pass (per coordinate, float64)."""
         todo = [i for i in inputs if i not in self._steps]
         if not todo:
-            return None
+            return
         parts = [coords(self.evaluator.base_args[i]) for i in todo]
         if len(todo) == 1 or any(p.dtype != parts[0].dtype for p in parts):
             for i, p in zip(todo, parts):
                 self._steps[i] = scale_of(p.to(torch.float64)).mul_(self.stencil.h0)
-            return None
+            return
         steps = scale_of(torch.cat(parts).to(torch.float64)).mul_(self.stencil.h0)
         for i, s in zip(todo, steps.split([p.numel() for p in parts])):
             self._steps[i] = s
-        return steps if len(todo) == len(inputs) else None
 
     def _full_numerics(self, i: int, rows: dict[int, str], known: dict | None = None) -> dict[int, "_FullNumerics"]:
         """Numerical derivatives of every output row w.r.t. every coordinate of input ``i``.
@@ -639,8 +634,6 @@ class _Check:
         ``zero_rows``: where every output's rows are batched anyway (two or more), one more row of zeros
         goes with them, and this dict receives per (input, output) the gradient of that zero
         ``grad_output`` (the structural check's zero_grad_output, without a backward of its own)."""
-        results, flowed = {}, {}
-        path = "single"
         order = list(self.wrt)
         leaf_list = [leaves[i] for i in order]
         vectors = {k: self._row_vectors(k, rows[k]) for k in self.out_idx}
@@ -885,7 +878,7 @@ class _Check:
 
     def _joint_screen_prepare(self, inputs, rows, analytic, reference) -> "_JointScreen | None":
         """The ±h screen of several small inputs of one dtype at once (no float64 reference run): ``f`` at ±h
-        per input (one vmap each), then the candidates, sums of squares and row sizes from the inputs'
+        (``_screen_stencil``), then the candidates, sums of squares and row sizes from the inputs'
         stacked ``(sum n_i, r)`` matrices. ``None`` where the inputs do not qualify; ``complete`` is false
         where autograd is nonzero somewhere f did not move (the input-by-input path decides then)."""
         if len(inputs) < 2 or reference is not None:
@@ -896,9 +889,8 @@ class _Check:
         sizes = [n_coords(self.inputs[i]) for i in inputs]
         if sum(sizes) * sum(self._rows(k, rows[k]) for k in self.out_idx) > JOINT_SCREEN_ENTRIES:
             return None
-        step = self._prepare_steps(inputs)
-        if step is None:
-            step = torch.cat([self._step(i) for i in inputs])
+        self._prepare_steps(inputs)
+        step = torch.cat([self._step(i) for i in inputs])
         known = self._screen_stencil(inputs, rows)
         joint = _JointScreen(known, list(inputs), dtype)
         seg = self._segments(sizes)  # input position per row
@@ -1638,7 +1630,8 @@ class _Screen:
 class _JointScreen:
     """The ±h screen of several small inputs together: per input its stencil values; per output the
     entries where f moved, over the inputs' stacked matrices (``parts``: f(+h), f(-h), step, autograd,
-    input position, row), and per input the sums of squares and row rms of autograd's values."""
+    input position, column, stacked row), and per input the sums of squares and row rms of autograd's
+    values."""
 
     known: dict
     inputs: list
@@ -1650,13 +1643,20 @@ class _JointScreen:
 
     def screens(self) -> dict[int, "_Screen"]:
         """Per input a ``_Screen`` with its stencil values and sums of squares only (no candidates and no
-        row rms: the forward-AD check uses the dense matrices then)."""
+        row rms: the forward-AD check reads those from the shared screen itself, ``_screen_candidates``)."""
         out = {}
         for p, i in enumerate(self.inputs):
             screen = _Screen(self.known[i])
             screen.sumsq = {k: v[p] for k, v in self.sumsq.items()}
             out[i] = screen
         return out
+
+
+def _move_diagonal(points: torch.Tensor, offset: int, steps: torch.Tensor) -> None:
+    """``points``: ``(npts, b, n)`` copies of x; moves coordinate ``offset + c`` of ``points[m, c]`` by
+    ``steps[m, c]`` (the sum in float64, rounded once to the points' dtype)."""
+    moved = points.diagonal(offset=offset, dim1=1, dim2=2)  # (npts, b)
+    moved.copy_(moved.to(torch.float64) + steps)
 
 
 def _sum_squares(t: torch.Tensor) -> float:
