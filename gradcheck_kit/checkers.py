@@ -268,11 +268,13 @@ class _Check:
                 analytic_args.append(t)
         self.analytic_args = analytic_args
         self.mutates_inputs = False
-        snapshot = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in analytic_args]
-        self._snapshot = snapshot  # the inputs' values, never given to fn: the numerics' base where it is exact
         outs = self._call_with_grad(analytic_args)
-        for i, (a, before) in enumerate(zip(analytic_args, snapshot)):
-            if before is not None and not torch.equal(a.detach(), before) and not (
+        # fn saw copies: the caller's tensors still hold the values it was given
+        for i, (a, t) in enumerate(zip(analytic_args, self.inputs)):
+            if not isinstance(t, torch.Tensor):
+                continue
+            before = t.detach()
+            if not torch.equal(a.detach(), before) and not (
                 torch.isnan(before).any() if before.is_floating_point() else False
             ):
                 self.mutates_inputs = True
@@ -395,12 +397,9 @@ class _Check:
                     f"{self.low_dtype_name}, so resolution is coarse"
                 )
         if not self.reference:
-            # the snapshot taken before autograd's forward holds the inputs' values in storage of our own
-            # (fn never sees it): one full-size copy less than cloning the inputs again
-            base = [
-                s if isinstance(s, torch.Tensor) else (t.detach().clone() if isinstance(t, torch.Tensor) else t)
-                for s, t in zip(self._snapshot, self.inputs)
-            ]
+            # copies of the caller's tensors (fn sees the base where it leaves its inputs alone; with a
+            # float64 reference the float64 copies are the base and these copies are not needed)
+            base = [t.detach().clone() if isinstance(t, torch.Tensor) else t for t in self.inputs]
         num_dtype = torch.float64
         if not self.reference and low:
             num_dtype = _real_of(low[0])
