@@ -68,8 +68,12 @@ class Evaluator:
         output_indices: Sequence[int],
         rng_seed: int,
         fresh_copies: bool = False,
+        borrowed: Sequence[int] = (),
     ):
         self.fresh_copies = fresh_copies  # fn modifies its inputs: give every call its own copy
+        # positions whose base tensor is the caller's own (read here, never handed to fn: a call that would
+        # pass it unchanged gets a copy)
+        self.borrowed = frozenset(borrowed)
         self.fn = fn
         self.base_args = list(base_args)
         self.output_indices = list(output_indices)
@@ -78,10 +82,19 @@ class Evaluator:
         self.vmap_failed: str | None = None
         self.used_vmap = False
 
-    def _fresh(self, args: Sequence[Any], keep: int | None = None) -> list:
-        if not self.fresh_copies:
+    def _fresh(self, args: Sequence[Any], keep: Sequence[int] = ()) -> list:
+        """``args`` for a call of fn: copies of every tensor when fn modifies its inputs, else copies of the
+        borrowed base tensors still among them; positions in ``keep`` are replaced by the caller."""
+        if not self.fresh_copies and not self.borrowed:
             return list(args)
-        return [a.clone() if isinstance(a, torch.Tensor) and j != keep else a for j, a in enumerate(args)]
+        return [
+            a.clone()
+            if isinstance(a, torch.Tensor)
+            and j not in keep
+            and (self.fresh_copies or (j in self.borrowed and a is self.base_args[j]))
+            else a
+            for j, a in enumerate(args)
+        ]
 
     def call(self, args: Sequence[Any]) -> tuple:
         args = self._fresh(args)
@@ -104,7 +117,7 @@ class Evaluator:
         self.evaluations += batch.shape[0]
         if self.vmap_failed is None:
             try:
-                result = self._vmapped([i], [batch], self._fresh(self.base_args, keep=i))
+                result = self._vmapped([i], [batch], self._fresh(self.base_args, keep=(i,)))
                 self.used_vmap = True
                 return result
             except Exception as exc:  # noqa: BLE001 - any failure of vmap means: use the loop
@@ -124,7 +137,7 @@ class Evaluator:
         if self.vmap_failed is not None or self.fresh_copies:
             return None
         try:
-            outs = self._vmapped(inputs, batches, list(self.base_args))
+            outs = self._vmapped(inputs, batches, self._fresh(self.base_args, keep=inputs))
         except Exception:  # noqa: BLE001 - input by input decides (and says why vmap cannot run fn)
             return None
         self.evaluations += batches[0].shape[0]
