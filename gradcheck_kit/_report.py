@@ -252,15 +252,20 @@ class GradientReport:
                 "directional": "directional derivatives",
             }.get(group.kind, "derivatives")
             title = "Gradients are not close" if group.check == "backward" else f"{_CHECK_TITLES.get(group.check, group.check)} is not close"
-            lines.append(
-                f"{title}: {group.failed} of {group.compared} {what} of output {group.output_index} "
-                f"with respect to input {group.input_index} ({described})"
-            )
             rows = [
                 m
                 for m in self.mismatches
                 if (m.check, m.input_index, m.output_index) == (group.check, group.input_index, group.output_index)
             ]
+            if group.input_index < 0:  # a directional derivative along all differentiated inputs at once
+                names = rows[0].input_name.replace("+", ", ") if rows else ""
+                target = f"all differentiated inputs together ({names})"
+            else:
+                target = f"input {group.input_index} ({described})"
+            lines.append(
+                f"{title}: {group.failed} of {group.compared} {what} of output {group.output_index} "
+                f"with respect to {target}"
+            )
             rows.sort(key=lambda m: -m.ratio)
             shown = rows[:LISTED_PER_GROUP]
             table = [self._row(m) for m in shown]

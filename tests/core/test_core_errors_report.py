@@ -196,3 +196,15 @@ def test_scalar_output_row_has_no_empty_brackets():
     assert not report.ok
     assert "out[]" not in str(report)
     assert "d out / d x[0]" in str(report)
+
+
+def test_directional_failure_over_several_inputs_names_them_all():
+    # one directional derivative moves every differentiated input at once: the header says so by name
+    x, y = _randn(50), _randn(3, seed=1)
+    report = gk.check_gradients(
+        lambda x, y: x.sin().sum() * _TooLarge.apply(y), x, y, wrt=[0, 1], mode="directional"
+    )
+    assert not report.ok
+    assert str(report).splitlines()[0].endswith(
+        "directional derivatives of output 0 with respect to all differentiated inputs together (x, y)"
+    )

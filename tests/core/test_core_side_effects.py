@@ -201,3 +201,35 @@ def test_layout_bug_caught_on_sliced_view():
     view = base[:, ::2]
     assert not view.is_contiguous()
     assert not gk.check_gradients(_WrongWhenStrided.apply, view).ok
+
+
+class _WrongSquare(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 3 * x * grad
+
+
+def test_directional_check_never_hands_fn_the_callers_tensors():
+    # A directional check reads the caller's differentiated tensors in place of copies; fn must still only
+    # ever get copies, here where the narrowing of a failure evaluates f input by input (the other inputs
+    # at x). This fn writes into its inputs whenever it runs outside autograd's forward.
+    x = _randn(70_000)  # mode="auto": a directional check, then narrows down y (x is too large for that)
+    y = _randn(3, seed=1)
+    x0, y0 = x.clone(), y.clone()
+
+    def sneaky(x, y):
+        if not torch.is_grad_enabled():
+            x.add_(1.0)
+            y.add_(1.0)
+        return (x.sin().sum() * _WrongSquare.apply(y)).sum().reshape(1)
+
+    report = gk.check_gradients(sneaky, x, y, wrt=[0, 1], forward_ad=False)
+    assert report.mode == "directional"
+    assert not report.ok
+    assert torch.equal(x, x0) and torch.equal(y, y0)
