@@ -987,7 +987,9 @@ class _Check:
         key = tuple(sizes)
         seg = self._segment_cache.get(key)
         if seg is None:
-            seg = self._segment_cache[key] = torch.repeat_interleave(torch.arange(len(key)), torch.tensor(key))
+            seg = self._segment_cache[key] = torch.cat(
+                [torch.full((n,), p, dtype=torch.int64) for p, n in enumerate(key)]
+            )
         return seg
 
     def _global_scales(self, rows: dict, jac: dict, inputs: Sequence[int], prepared: dict | None = None) -> dict:
