@@ -23,12 +23,19 @@ __all__ = ["structural_checks"]
 
 #: above this many input coordinates a directional check skips the zero-grad_output backward
 LARGE_INPUT = 1 << 16
+#: above this many elements the re-entrancy pass watches grad_output for in-place writes instead of
+#: comparing it with a copy (a copy of 10^6 elements is a page-faulting allocation on top of the backward's)
+LARGE_GRAD_OUTPUT = 1 << 16
 _FOLDED = "the zero grad_output went with the Jacobian's batched rows"
 
 
 def _grads(outs, leaves, grad_outputs):
     grads = torch.autograd.grad(outs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
     return [torch.zeros_like(leaf) if g is None else g.detach() for g, leaf in zip(grads, leaves)]
+
+
+def _same_sum(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool(torch.equal(a, b) or (torch.isnan(a).all() and torch.isnan(b).all()))
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
@@ -67,7 +74,10 @@ def structural_checks(run) -> None:
         except Exception as exc:  # noqa: BLE001
             report.checks.append(CheckResult("reentrant", "error", f"backward raised {describe_exception(exc)}"))
             return
-    given = [v.clone() for v in vectors]
+    # the second pass gets a copy of each grad_output to compare with afterwards; a large one goes itself,
+    # watched by its version counter (which every in-place op bumps) and its sum (for writes through .data)
+    given = [v if v.numel() > LARGE_GRAD_OUTPUT else v.clone() for v in vectors]
+    watched = [(v._version, v.sum()) if g is v else None for v, g in zip(vectors, given)]
     try:
         second = _grads(outs, leaves, given)
     except Exception as exc:  # noqa: BLE001
@@ -76,7 +86,11 @@ def structural_checks(run) -> None:
             "(did the first backward modify a saved tensor in place?)"
         )
         second = None
-    mutated = [k for (o, k), v, g in zip(pairs, vectors, given) if not torch.equal(v, g)]
+    mutated = [
+        k
+        for (o, k), v, g, w in zip(pairs, vectors, given, watched)
+        if (not torch.equal(v, g) if w is None else (v._version != w[0] or not _same_sum(v.sum(), w[1])))
+    ]
     if mutated:
         problems.insert(
             0, "backward modified grad_output in place (output " + ", ".join(str(k) for k in mutated) + ")"

@@ -64,6 +64,28 @@ def test_directional_backward_that_mutates_grad_output_is_caught(dtype):
     assert report.check("backward").status == "passed"
 
 
+class _MutatesGradOutputData(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        result = grad * 2
+        grad.data.mul_(3)  # through .data: no version counter bump
+        return result
+
+
+@pytest.mark.parametrize("fn", [_MutatesGradOutput.apply, _MutatesGradOutputData.apply], ids=["in-place", "data"])
+def test_large_grad_output_mutation_is_caught_without_a_copy(fn):
+    # above LARGE_GRAD_OUTPUT elements the re-entrancy pass watches grad_output (version counter, sum)
+    x = _randn(70_000).requires_grad_()
+    report = gk.check_gradients(fn, x, mode="directional", forward_ad=False)
+    check = report.check("reentrant")
+    assert check.status == "failed"
+    assert "modified grad_output in place" in check.detail
+
+
 class _SinOff(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
