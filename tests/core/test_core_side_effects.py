@@ -203,18 +203,6 @@ def test_layout_bug_caught_on_sliced_view():
     assert not gk.check_gradients(_WrongWhenStrided.apply, view).ok
 
 
-class _WrongSquare(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return 3 * x * grad
-
-
 def test_directional_check_never_hands_fn_the_callers_tensors():
     # A directional check reads the caller's differentiated tensors in place of copies; fn must still only
     # ever get copies, here where the narrowing of a failure evaluates f input by input (the other inputs
@@ -227,7 +215,7 @@ def test_directional_check_never_hands_fn_the_callers_tensors():
         if not torch.is_grad_enabled():
             x.add_(1.0)
             y.add_(1.0)
-        return (x.sin().sum() * _WrongSquare.apply(y)).sum().reshape(1)
+        return (x.sin().sum() * _SignFlip.apply(y)).sum().reshape(1)
 
     report = gk.check_gradients(sneaky, x, y, wrt=[0, 1], forward_ad=False)
     assert report.mode == "directional"
