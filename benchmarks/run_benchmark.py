@@ -157,7 +157,8 @@ def totals(rows: list[dict]) -> list[dict]:
 # part 2: speed
 def _interleaved_medians(calls: dict, repeats: int) -> dict:
     """Median seconds and last result per call, the calls taking turns (one warm-up each first), so that
-    a slower or faster spell of a shared machine falls on every side of a ratio alike."""
+    a slower or faster spell of a shared machine falls on every side of a ratio alike. ``times`` keeps
+    every round's seconds per call (for ``_round_ratios``)."""
     results = {name: call() for name, call in calls.items()}
     times: dict = {name: [] for name in calls}
     for _ in range(repeats):
@@ -165,7 +166,17 @@ def _interleaved_medians(calls: dict, repeats: int) -> dict:
             start = time.perf_counter()
             results[name] = call()
             times[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(times[name]), results[name]) for name in calls}
+    out = {name: (statistics.median(times[name]), results[name]) for name in calls}
+    out["times"] = times
+    return out
+
+
+def _round_ratios(times: dict, baseline: str, ours: str = "ours") -> tuple[float, float]:
+    """The lower and upper quartile of the per-round ratios baseline / ours (each round's two calls ran
+    back to back): how much a ratio moves with the machine's load within one run."""
+    ratios = sorted(b / o for b, o in zip(times[baseline], times[ours]))
+    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+    return q[0], q[2]
 
 
 def _speed_cases():
@@ -217,7 +228,7 @@ def speed_rows(repeats: int, big_n: int, log) -> list[dict]:
                "ours_time": t_ours, "baseline": f"gradcheck(fast_mode=False) ({'pass' if gc_ok else 'FAIL'})",
                "baseline_time": t_gc, "ratio": t_gc / t_ours, "target": "≥ 10× faster",
                "met": t_gc / t_ours >= 10 and rep.ok == gc_ok, "evaluations": rep.evaluations,
-               "ours_time_nofwd": t_nofwd}
+               "ours_time_nofwd": t_nofwd, "round_ratios": _round_ratios(timed["times"], "gc")}
         rows.append(row)
         log(f"  {name}: ours {t_ours*1e3:.1f} ms, gradcheck {t_gc*1e3:.1f} ms, {row['ratio']:.1f}×")
     for dtype in (torch.float64, torch.float32):
@@ -250,11 +261,12 @@ def speed_rows(repeats: int, big_n: int, log) -> list[dict]:
                      "baseline": f"gradcheck(fast_mode=True) ({'pass' if fast_ok else 'FAIL'})",
                      "baseline_time": t_fast, "ratio": t_fast / t_ours, "target": "≥ 1× (no slower)",
                      "met": t_fast / t_ours >= 1.0, "evaluations": rep.evaluations,
-                     "ours_time_nofwd": t_nofwd})
+                     "ours_time_nofwd": t_nofwd, "round_ratios": _round_ratios(timed["times"], "fast")})
         rows.append({"case": label, "dtype": dname, "ours": ours, "ours_time": t_ours,
                      "baseline": "one forward + one backward", "baseline_time": t_fb,
                      "ratio": t_fb / t_ours, "target": "≥ 1/6 (within 6×)", "met": t_ours <= 6 * t_fb,
-                     "evaluations": rep.evaluations, "ours_time_nofwd": t_nofwd})
+                     "evaluations": rep.evaluations, "ours_time_nofwd": t_nofwd,
+                     "round_ratios": _round_ratios(timed["times"], "fb")})
         log(f"  {label} {dname}: ours {t_ours*1e3:.1f} ms, gradcheck fast {t_fast*1e3:.1f} ms "
             f"({'pass' if fast_ok else 'FAIL'}), fwd+bwd {t_fb*1e3:.1f} ms; ours/fwd+bwd = {t_ours/t_fb:.2f}")
     return rows
@@ -322,13 +334,19 @@ def render(rows, tot, speed, meta) -> str:
         "are for information: our time and ratio with `forward_ad=False`. The target and *met* use the "
         "default call."
     )
-    lines += ["", "| case | dtype | ours | ours time | baseline | baseline time | ratio | target | met "
+    lines.append(
+        "*per-round ratio* is the spread (lower to upper quartile) of the ratios of the two calls of each "
+        "round, which ran back to back: how far a ratio moves with the machine's load within one run."
+    )
+    lines += ["", "| case | dtype | ours | ours time | baseline | baseline time | ratio | per-round ratio | target | met "
               "| ours time, forward_ad=False | ratio, forward_ad=False |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in speed:
+        lo, hi = s["round_ratios"]
         lines.append(
             f"| {s['case']} | {s['dtype']} | {s['ours']} | {s['ours_time']*1e3:.1f} ms | {s['baseline']} | "
-            f"{s['baseline_time']*1e3:.1f} ms | {s['ratio']:.2f}× | {s['target']} | {'yes' if s['met'] else '**no**'} | "
+            f"{s['baseline_time']*1e3:.1f} ms | {s['ratio']:.2f}× | {lo:.2f}–{hi:.2f}× | {s['target']} | "
+            f"{'yes' if s['met'] else '**no**'} | "
             f"{s['ours_time_nofwd']*1e3:.1f} ms | {s['baseline_time'] / s['ours_time_nofwd']:.2f}× |"
         )
     lines.append("")
