@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
 
@@ -854,25 +855,29 @@ class _Check:
             worst[k] = float(ratio.max())
         return worst
 
-    def _screen_ratios(self, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap) -> torch.Tensor | None:
+    def _screen_ratios(self, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap):
         """The screen's test of candidate entries (f at ±h, steps, rows, autograd's values, autograd's
         round-off allowance): ``|a - D(h)| / tolerance`` per entry when every one passes and none looks
-        like a kink, else ``None``."""
+        like a kink, else ``None``. Torch tensors or numpy arrays (the shared screen's), answered in kind."""
         e = tolerances.eps(self.stencil.dtype)
         f0, fmag, f_scale = self._f0_rows(pos, k, kind)
-        d = (fpc - fmc) / (2 * h)
-        sigma = (tolerances.NOISE_MODEL_EPS * e) * (
-            torch.maximum(torch.maximum(fmag[r_idx], fpc.abs()), fmc.abs()) + f_scale
-        )
-        if self.options["nondet_tol"]:
-            allow = allow + self.options["nondet_tol"]
-        if self.options["atol"] is not None:
-            allow = torch.full_like(d, float(self.options["atol"]))
-        tol = kap * sigma / h + allow
-        diff = (a_c - d).abs()
-        kinkish = (fpc - 2 * f0[r_idx] + fmc).abs() / h > self.KINK_SUSPECT * d.abs() + 4 * kap * sigma / h
-        ok = (diff <= tol) & ~kinkish  # NaN anywhere compares False: the full treatment
-        return diff / tol if bool(ok.all()) else None
+        xp = torch
+        if isinstance(fpc, np.ndarray):
+            xp, f0, fmag, f_scale = np, f0.numpy(), fmag.numpy(), float(f_scale)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            d = (fpc - fmc) / (2 * h)
+            sigma = (tolerances.NOISE_MODEL_EPS * e) * (
+                xp.maximum(xp.maximum(fmag[r_idx], abs(fpc)), abs(fmc)) + f_scale
+            )
+            if self.options["nondet_tol"]:
+                allow = allow + self.options["nondet_tol"]
+            if self.options["atol"] is not None:
+                allow = xp.full_like(d, float(self.options["atol"]))
+            tol = kap * sigma / h + allow
+            diff = abs(a_c - d)
+            kinkish = abs(fpc - 2 * f0[r_idx] + fmc) / h > self.KINK_SUSPECT * abs(d) + 4 * kap * sigma / h
+            ok = (diff <= tol) & ~kinkish  # NaN anywhere compares False: the full treatment
+            return diff / tol if bool(ok.all()) else None
 
     def _f0_rows(self, pos: int, k: int, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``f(x)`` in output ``k``'s rows, ``|f(x)|`` projected on ``|v|`` (the noise model's size) and the
@@ -898,26 +903,28 @@ class _Check:
         if sum(sizes) * sum(self._rows(k, rows[k]) for k in self.out_idx) > JOINT_SCREEN_ENTRIES:
             return None
         self._prepare_steps(inputs)
-        step = torch.cat([self._step(i) for i in inputs])
+        step = torch.cat([self._step(i) for i in inputs]).numpy()
         known = self._screen_stencil(inputs, rows)
         joint = _JointScreen(known, list(inputs), dtype)
-        seg = self._segments(sizes)  # input position per row
-        n_rows = torch.tensor(sizes, dtype=torch.float64).clamp_min(1.0).unsqueeze(1)
+        seg = np.repeat(np.arange(len(sizes)), sizes)  # input position per row
+        n_rows = np.maximum(np.array(sizes, dtype=np.float64), 1.0)[:, None]
+        # numpy from here on: these matrices are small (JOINT_SCREEN_ENTRIES), where a numpy call costs a
+        # fraction of a torch call (a conv1d's or an MLP's check: about a fifth of its time was spent here)
         for pos, k in enumerate(self.out_idx):
-            fp, fm = torch.cat([known[i][k] for i in inputs], dim=1)  # f at +h, -h: (sum n_i, r) each
-            a = torch.cat([analytic[(i, k)] for i in inputs])
-            f0 = self._f0_rows(pos, k, rows[k])[0]  # (r,)
-            moved = (fp != f0).logical_or_(fm != f0)
-            j_idx, r_idx = moved.nonzero(as_tuple=True)
+            fp, fm = torch.cat([known[i][k] for i in inputs], dim=1).numpy()  # f at +h, -h: (sum n_i, r)
+            a = torch.cat([analytic[(i, k)] for i in inputs]).numpy()
+            f0 = self._f0_rows(pos, k, rows[k])[0].numpy()  # (r,)
+            j_idx, r_idx = np.nonzero((fp != f0) | (fm != f0))
             a_c = a[j_idx, r_idx]
-            if int(torch.count_nonzero(a)) != int(torch.count_nonzero(a_c)):
+            if np.count_nonzero(a) != np.count_nonzero(a_c):
                 joint.complete = False
                 return joint
             s = seg[j_idx]
-            sq = a_c.nan_to_num(0.0, posinf=0.0, neginf=0.0).square()
-            sums = torch.zeros(len(inputs), a.shape[1], dtype=torch.float64).index_put_((s, r_idx), sq, accumulate=True)
-            joint.sumsq[k] = sums.sum(dim=1).tolist()
-            joint.row_rms[k] = (sums / n_rows).sqrt()  # (inputs, r)
+            sq = np.square(np.where(np.isfinite(a_c), a_c, 0.0))
+            r = a.shape[1]
+            sums = np.bincount(s * r + r_idx, weights=sq, minlength=len(inputs) * r).reshape(len(inputs), r)
+            joint.sumsq[k] = sums.sum(axis=1).tolist()
+            joint.row_rms[k] = np.sqrt(sums / n_rows)  # (inputs, r)
             joint.parts[k] = (fp[j_idx, r_idx], fm[j_idx, r_idx], step[j_idx], a_c, s, r_idx, j_idx)
         return joint
 
@@ -928,17 +935,18 @@ class _Check:
         n = len(joint.inputs)
         worst: dict[int, dict] = {i: {} for i in joint.inputs}
         for pos, k in enumerate(self.out_idx):
-            fpc, fmc, h, a_c, s, r_idx, _ = joint.parts[k]
-            if a_c.numel() == 0:
+            fpc, fmc, h, a_c, s, r_idx, _ = joint.parts[k]  # numpy (_joint_screen_prepare)
+            if a_c.size == 0:
                 for i in joint.inputs:
                     worst[i][k] = 0.0
                 continue
-            extra_c = torch.tensor([extra[(i, k)] for i in joint.inputs], dtype=torch.float64)[s]
-            scale = a_c.abs() + joint.row_rms[k][s, r_idx] + extra_c
+            extra_c = np.array([extra[(i, k)] for i in joint.inputs])[s]
+            scale = np.abs(a_c) + joint.row_rms[k][s, r_idx] + extra_c
             ratio = self._screen_ratios(pos, k, rows[k], fpc, fmc, h, r_idx, a_c, policy.allowance(scale, None), kap)
             if ratio is None:
                 return None
-            per_input = torch.zeros(n, dtype=torch.float64).scatter_reduce_(0, s, ratio, "amax")
+            per_input = np.zeros(n)
+            np.maximum.at(per_input, s, ratio)
             for i, value in zip(joint.inputs, per_input.tolist()):
                 worst[i][k] = value
         return worst
@@ -1503,35 +1511,35 @@ class _Check:
         sparse = self._screen_candidates(inputs, sizes) if reference is None else None
         for pos, k in enumerate(self.out_idx):
             got = self._project(k, rows[k], cols[pos])  # (d, r)
-            extra_k = torch.tensor([extra[(i, k)] for i in inputs], dtype=torch.float64).unsqueeze(1)
-            measured = None
             if sparse is not None:
-                # J·u and sum (u b)² over the nonzero entries b of the stacked (sum n_i, r) Jacobians
-                j_idx, r_idx, b, row_rms = sparse[k]
-                b = b.nan_to_num(0.0, posinf=0.0, neginf=0.0)  # entries left unchecked (fn not finite there)
-                ub = u_all[:, j_idx] * b
-                expected = got.new_zeros(got.shape).index_add_(1, r_idx, ub)
-                scale2 = got.new_zeros(got.shape).index_add_(1, r_idx, ub.square())
-            else:
-                expected, scale2 = torch.zeros_like(got), torch.zeros_like(got)
-                measured2 = torch.zeros_like(got) if reference is not None else None
-                rms_parts = []
-                for i, u, u2 in zip(inputs, tangents.values(), u2_all.split(sizes, dim=1)):
-                    a = analytic[(i, k)]
-                    ref = reference[(i, k)] if reference is not None else None
-                    base = ref if ref is not None else a
+                # small arrays (the screen's nonzero entries): numpy, where a call costs a fraction of torch's
+                if not _jvp_agrees_sparse(
+                    got.numpy(), u_all.numpy(), u_norm.numpy(), *sparse[k],
+                    np.array([[extra[(i, k)]] for i in inputs]), policy, self.options["nondet_tol"],
+                ):
+                    return False
+                continue
+            # dense: input by input over the matrices
+            extra_k = torch.tensor([extra[(i, k)] for i in inputs], dtype=torch.float64).unsqueeze(1)
+            expected, scale2 = torch.zeros_like(got), torch.zeros_like(got)
+            measured2 = torch.zeros_like(got) if reference is not None else None
+            rms_parts = []
+            for i, u, u2 in zip(inputs, tangents.values(), u2_all.split(sizes, dim=1)):
+                a = analytic[(i, k)]
+                ref = reference[(i, k)] if reference is not None else None
+                base = ref if ref is not None else a
+                product = u @ base
+                if not bool(torch.isfinite(product).all()):  # entries left unchecked (fn not finite there)
+                    base = base.nan_to_num(0.0, posinf=0.0, neginf=0.0)
                     product = u @ base
-                    if not bool(torch.isfinite(product).all()):  # entries left unchecked (fn not finite there)
-                        base = base.nan_to_num(0.0, posinf=0.0, neginf=0.0)
-                        product = u @ base
-                    expected += product
-                    b2 = base.square()
-                    scale2 += u2 @ b2
-                    rms_parts.append(b2.mean(dim=0).sqrt())
-                    if measured2 is not None:
-                        measured2 += u2 @ (a - ref).nan_to_num(0.0).square()
-                row_rms = torch.stack(rms_parts)  # (inputs, r)
-                measured = measured2.sqrt() if measured2 is not None else None
+                expected += product
+                b2 = base.square()
+                scale2 += u2 @ b2
+                rms_parts.append(b2.mean(dim=0).sqrt())
+                if measured2 is not None:
+                    measured2 += u2 @ (a - ref).nan_to_num(0.0).square()
+            row_rms = torch.stack(rms_parts)  # (inputs, r)
+            measured = measured2.sqrt() if measured2 is not None else None
             # each entry's scale is |entry| + the rms of its row within its input + the global scale (as in
             # the backward check); || u * (|b| + c) || <= || u * b || + c || u ||
             scale = u_norm @ (row_rms + extra_k) + scale2.sqrt()
@@ -1546,7 +1554,7 @@ class _Check:
     def _screen_candidates(self, inputs: list[int], sizes: list[int]) -> dict | None:
         """Per output, every nonzero entry of autograd's Jacobians of ``inputs`` stacked as one
         ``(sum n_i, r)`` matrix (rows, columns, values) and each input's row rms ``(inputs, r)``, as the
-        ±h screen found them; ``None`` unless the screen listed them all for every input."""
+        ±h screen found them (numpy arrays); ``None`` unless the screen listed them all for every input."""
         state = self.full_state
         joint = state.get("joint")
         if joint is not None and joint.inputs == list(inputs):
@@ -1555,18 +1563,14 @@ class _Check:
         screens = [prepared.get(i) for i in inputs]
         if any(s is None or any(k not in s.row_rms for k in self.out_idx) for s in screens):
             return None
-        if len(screens) == 1:
-            return {k: (*screens[0].candidates[k], screens[0].row_rms[k].unsqueeze(0)) for k in self.out_idx}
-        offsets = [0]
-        for n in sizes[:-1]:
-            offsets.append(offsets[-1] + n)
+        offsets = np.cumsum([0] + list(sizes[:-1]))
         result = {}
         for k in self.out_idx:
-            parts = [s.candidates[k] for s in screens]
-            j_idx = torch.cat([j + off for (j, _, _), off in zip(parts, offsets)])
-            r_idx = torch.cat([r for _, r, _ in parts])
-            values = torch.cat([a for _, _, a in parts])
-            result[k] = (j_idx, r_idx, values, torch.stack([s.row_rms[k] for s in screens]))
+            parts = [tuple(t.numpy() for t in s.candidates[k]) for s in screens]
+            j_idx = np.concatenate([j + off for (j, _, _), off in zip(parts, offsets)])
+            r_idx = np.concatenate([r for _, r, _ in parts])
+            values = np.concatenate([a for _, _, a in parts])
+            result[k] = (j_idx, r_idx, values, np.stack([s.row_rms[k].numpy() for s in screens]))
         return result
 
     def _jvp_directional(self, i: int, tangents: torch.Tensor) -> list[torch.Tensor]:
@@ -1655,7 +1659,7 @@ class _JointScreen:
     """The ±h screen of several small inputs together: per input its stencil values; per output the
     entries where f moved, over the inputs' stacked matrices (``parts``: f(+h), f(-h), step, autograd,
     input position, column, stacked row), and per input the sums of squares and row rms of autograd's
-    values."""
+    values (``parts`` and ``row_rms`` as numpy arrays)."""
 
     known: dict
     inputs: list
@@ -1808,6 +1812,25 @@ def _jvp_single_coords(fn, args, i, tangent, output_indices, rng_seed) -> list[t
                 tangent_out = torch.zeros_like(primal)
             result.append(coords(tangent_out.detach()))
         return result
+
+
+def _jvp_agrees_sparse(got, u, u_norm, j_idx, r_idx, b, row_rms, extra, policy, nondet_tol) -> bool:
+    """``_Check._forward_against_backward`` over the screen's nonzero Jacobian entries, in numpy: forward
+    AD's ``J·u`` (``got``, ``(d, r)``) against the sum of ``u·b`` over the entries ``b`` (rows ``j_idx`` of
+    the stacked inputs, columns ``r_idx``), within twice autograd's round-off allowance (both sides carry
+    it) of the scale ``||u|| (row rms + extra) + sqrt(sum (u b)²)``; ``|b| + c`` bounds each entry's scale as
+    in the backward check, and ``|| u * (|b| + c) || <= || u * b || + c || u ||``."""
+    with np.errstate(all="ignore"):
+        b = np.where(np.isfinite(b), b, 0.0)  # entries left unchecked (fn not finite there)
+        ub = u[:, j_idx] * b  # (d, nnz)
+        r = got.shape[1]
+        expected = np.stack([np.bincount(r_idx, weights=row, minlength=r) for row in ub])
+        scale2 = np.stack([np.bincount(r_idx, weights=row * row, minlength=r) for row in ub])
+        scale = u_norm @ (row_rms + extra) + np.sqrt(scale2)
+        allow = policy.allowance(scale, None) * 2.0
+        if nondet_tol:
+            allow = allow + nondet_tol * np.maximum(scale, 1.0)
+        return bool((np.abs(got - expected) <= allow).all())
 
 
 def _nonfinite_count(t: torch.Tensor) -> int:

@@ -378,7 +378,8 @@ def test_the_screen_lists_every_nonzero_entry_that_forward_ad_sums_over(monkeypa
         seen.append(result)
         if result is not None:  # every nonzero of the stacked Jacobian, and nothing else
             analytic = self.full_state["analytic"]
-            for k, (j_idx, r_idx, values, row_rms) in result.items():
+            for k, parts in result.items():  # numpy arrays
+                j_idx, r_idx, values, row_rms = (torch.from_numpy(p) for p in parts)
                 dense = torch.cat([analytic[(i, k)] for i in inputs])
                 assert int(torch.count_nonzero(dense)) == int(torch.count_nonzero(values))
                 assert torch.equal(dense[j_idx, r_idx], values)
