@@ -371,14 +371,14 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a subset of the corpus and fewer repeats (< 1 min)")
     parser.add_argument("--out", default=str(HERE / "results.md"), help="markdown output (default benchmarks/results.md)")
     parser.add_argument("--json", default=None, help="also write every row as JSON here")
-    parser.add_argument("--repeats", type=int, default=None, help="timing repeats (default 7, --quick 3)")
+    parser.add_argument("--repeats", type=int, default=None, help="timing rounds (default 21, --quick 3)")
     parser.add_argument("--size", type=int, default=None, help="elements of the directional case (default 1,000,000)")
     parser.add_argument("--no-speed", action="store_true", help="skip part 2")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: stable timings on a shared 2-core machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    repeats = args.repeats or (3 if args.quick else 7)
+    repeats = args.repeats or (3 if args.quick else 21)
     big_n = args.size or 1_000_000
     t0 = time.perf_counter()
 
