@@ -66,7 +66,6 @@ from gradcheck_kit._inputs import (
     n_coords,
     resolve_wrt,
     safe_float,
-    scale_of,
 )
 from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch
 from gradcheck_kit._structural import structural_checks
@@ -556,13 +555,12 @@ class _Check:
         todo = [i for i in inputs if i not in self._steps]
         if not todo:
             return
-        parts = [coords(self.evaluator.base_args[i]) for i in todo]
-        if len(todo) == 1 or any(p.dtype != parts[0].dtype for p in parts):
-            for i, p in zip(todo, parts):
-                self._steps[i] = scale_of(p.to(torch.float64)).mul_(self.stencil.h0)
-            return
-        steps = scale_of(torch.cat(parts).to(torch.float64)).mul_(self.stencil.h0)
-        for i, s in zip(todo, steps.split([p.numel() for p in parts])):
+        # numpy: full mode's inputs are small, where a numpy call costs a fraction of a torch call
+        parts = [coords(self.evaluator.base_args[i]).to(torch.float64).numpy() for i in todo]
+        x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        # scale_of: 2^round(log2(max(|x|, 1)))
+        steps = np.exp2(np.round(np.log2(np.maximum(np.abs(x), 1.0)))) * self.stencil.h0
+        for i, s in zip(todo, torch.from_numpy(steps).split([p.size for p in parts])):
             self._steps[i] = s
 
     def _full_numerics(self, i: int, rows: dict[int, str], known: dict | None = None) -> dict[int, "_FullNumerics"]:
@@ -975,20 +973,11 @@ class _Check:
         return v_norm * out_rms / max(x_rms, 1.0)
 
     def _input_rms(self, inputs: Sequence[int]) -> None:
-        """The rms of each input's coordinates (float64), into ``_rms_cache``; one pass for several inputs of
-        one dtype."""
-        todo = [i for i in inputs if ("x", i) not in self._rms_cache]
-        parts = [coords(self.inputs[i]) for i in todo]
-        if len(todo) > 1 and all(p.dtype == parts[0].dtype for p in parts):
-            sizes = [p.numel() for p in parts]
-            sums = torch.zeros(len(todo), dtype=torch.float64).index_add_(
-                0, self._segments(sizes), torch.cat(parts).to(torch.float64).square()
-            )
-            for i, s, n in zip(todo, sums.tolist(), sizes):
-                self._rms_cache[("x", i)] = math.sqrt(s / n) if n else math.nan
-            return
-        for i, p in zip(todo, parts):
-            self._rms_cache[("x", i)] = float(p.to(torch.float64).square().mean().sqrt())
+        """The rms of each input's coordinates (float64), into ``_rms_cache`` (numpy: small inputs)."""
+        for i in inputs:
+            if ("x", i) not in self._rms_cache:
+                p = coords(self.inputs[i]).to(torch.float64).numpy()
+                self._rms_cache[("x", i)] = math.sqrt(float(np.dot(p, p)) / p.size) if p.size else math.nan
 
     def _segments(self, sizes: Sequence[int]) -> torch.Tensor:
         """For stacked parts of these sizes, the part each row belongs to (cached)."""
