@@ -216,7 +216,6 @@ class _Check:
         self._rms_cache: dict = {}  # rms of inputs and outputs, for the natural derivative scale
         self._steps: dict[int, torch.Tensor] = {}  # finite-difference step per coordinate, per input
         self._mult_cache: dict[tuple, torch.Tensor] = {}  # stencil multipliers as (points, 1) tensors
-        self._segment_cache: dict[tuple, torch.Tensor] = {}  # see _segments
         self._directional_allowance: dict = {}  # "screen"/"full" -> (allowance, scale): backward and jvp share them
         self._directional_square_sums: dict = {}  # (i, k) -> sum((g·u)²) of autograd's gradient, when finite
         self.report = GradientReport(
@@ -964,30 +963,14 @@ class _Check:
         """A derivative's natural size, |out| / max(|x|, 1): round-off of terms that cancel to an exact
         zero (a shift-invariant input, say) is of this order even where the Jacobian is zero."""
         pos = self.out_idx.index(k)
-        if ("x", i) not in self._rms_cache:
-            self._input_rms([i] + [j for j in self.wrt if j != i])
+        if ("x", i) not in self._rms_cache:  # numpy: full mode's inputs are small
+            x = coords(self.inputs[i]).to(torch.float64).numpy()
+            self._rms_cache[("x", i)] = math.sqrt(float(np.dot(x, x)) / x.size) if x.size else math.nan
         if ("out", k) not in self._rms_cache:
             self._rms_cache[("out", k)] = float(self.f0[pos].square().mean().sqrt())
         out_rms, x_rms = self._rms_cache[("out", k)], self._rms_cache[("x", i)]
         v_norm = 1.0 if kind == "jacobian" else float(self.v[k].norm())
         return v_norm * out_rms / max(x_rms, 1.0)
-
-    def _input_rms(self, inputs: Sequence[int]) -> None:
-        """The rms of each input's coordinates (float64), into ``_rms_cache`` (numpy: small inputs)."""
-        for i in inputs:
-            if ("x", i) not in self._rms_cache:
-                p = coords(self.inputs[i]).to(torch.float64).numpy()
-                self._rms_cache[("x", i)] = math.sqrt(float(np.dot(p, p)) / p.size) if p.size else math.nan
-
-    def _segments(self, sizes: Sequence[int]) -> torch.Tensor:
-        """For stacked parts of these sizes, the part each row belongs to (cached)."""
-        key = tuple(sizes)
-        seg = self._segment_cache.get(key)
-        if seg is None:
-            seg = self._segment_cache[key] = torch.cat(
-                [torch.full((n,), p, dtype=torch.int64) for p, n in enumerate(key)]
-            )
-        return seg
 
     def _global_scales(self, rows: dict, jac: dict, inputs: Sequence[int], prepared: dict | None = None) -> dict:
         """Per (input, output): the rms of every Jacobian entry of that output (all inputs) plus the
@@ -1487,33 +1470,34 @@ class _Check:
         tangents = {
             i: torch.randn(FORWARD_DIRECTIONS, n, generator=self.gen, dtype=torch.float64) for i, n in zip(inputs, sizes)
         }
-        u_all = torch.cat(list(tangents.values()), dim=1) if len(inputs) > 1 else tangents[inputs[0]]
         cols, _ = jvp_directions(self.fn, self._jvp_args(), tangents, self.out_idx, self.rng_seed, self.mutates_inputs)
         dtype = min((self.inputs[i].dtype for i in inputs), key=lambda dt: -tolerances.eps(dt))
         policy = tolerances.AnalyticAllowance(dtype, reference is not None)
-        u2_all = u_all.square()
-        if len(inputs) == 1:
-            u_norm = u2_all.sum(dim=1, keepdim=True).sqrt()  # (d, 1)
-        else:  # (d, inputs)
-            u_norm = u2_all.new_zeros(FORWARD_DIRECTIONS, len(inputs)).index_add_(1, self._segments(sizes), u2_all)
-            u_norm.sqrt_()
+        u_norm = torch.stack([u.square().sum(dim=1) for u in tangents.values()], dim=1).sqrt_()  # (d, inputs)
+        nondet_tol = self.options["nondet_tol"]
         sparse = self._screen_candidates(inputs, sizes) if reference is None else None
+        if sparse is not None:
+            # small arrays (the screen's nonzero entries): numpy, where a call costs a fraction of torch's
+            u_all = np.concatenate([u.numpy() for u in tangents.values()], axis=1)
+            u_norm = u_norm.numpy()
         for pos, k in enumerate(self.out_idx):
             got = self._project(k, rows[k], cols[pos])  # (d, r)
             if sparse is not None:
-                # small arrays (the screen's nonzero entries): numpy, where a call costs a fraction of torch's
-                if not _jvp_agrees_sparse(
-                    got.numpy(), u_all.numpy(), u_norm.numpy(), *sparse[k],
-                    np.array([[extra[(i, k)]] for i in inputs]), policy, self.options["nondet_tol"],
-                ):
+                # J·u and sum (u b)² over the nonzero entries b of the stacked (sum n_i, r) Jacobians
+                j_idx, r_idx, b, row_rms = sparse[k]
+                ub = u_all[:, j_idx] * np.where(np.isfinite(b), b, 0.0)  # unchecked entries (fn not finite) as 0
+                r = got.shape[1]
+                expected = np.stack([np.bincount(r_idx, weights=row, minlength=r) for row in ub])
+                scale2 = np.stack([np.bincount(r_idx, weights=row * row, minlength=r) for row in ub])
+                extra_k = np.array([[extra[(i, k)]] for i in inputs])
+                if not _jvp_within(got.numpy(), expected, scale2, u_norm, row_rms, extra_k, policy, None, nondet_tol):
                     return False
                 continue
             # dense: input by input over the matrices
-            extra_k = torch.tensor([extra[(i, k)] for i in inputs], dtype=torch.float64).unsqueeze(1)
             expected, scale2 = torch.zeros_like(got), torch.zeros_like(got)
             measured2 = torch.zeros_like(got) if reference is not None else None
             rms_parts = []
-            for i, u, u2 in zip(inputs, tangents.values(), u2_all.split(sizes, dim=1)):
+            for i, u in tangents.items():
                 a = analytic[(i, k)]
                 ref = reference[(i, k)] if reference is not None else None
                 base = ref if ref is not None else a
@@ -1523,20 +1507,15 @@ class _Check:
                     product = u @ base
                 expected += product
                 b2 = base.square()
+                u2 = u.square()
                 scale2 += u2 @ b2
                 rms_parts.append(b2.mean(dim=0).sqrt())
                 if measured2 is not None:
                     measured2 += u2 @ (a - ref).nan_to_num(0.0).square()
-            row_rms = torch.stack(rms_parts)  # (inputs, r)
+            extra_k = torch.tensor([[extra[(i, k)]] for i in inputs], dtype=torch.float64)
             measured = measured2.sqrt() if measured2 is not None else None
-            # each entry's scale is |entry| + the rms of its row within its input + the global scale (as in
-            # the backward check); || u * (|b| + c) || <= || u * b || + c || u ||
-            scale = u_norm @ (row_rms + extra_k) + scale2.sqrt()
-            # both sides carry autograd's round-off; without a float64 run, allow it twice
-            allow = policy.allowance(scale, measured) * (1.0 if measured is not None else 2.0)
-            if self.options["nondet_tol"]:
-                allow = allow + self.options["nondet_tol"] * scale.clamp_min(1.0)
-            if not bool(((got - expected).abs() <= allow).all()):
+            row_rms = torch.stack(rms_parts)  # (inputs, r)
+            if not _jvp_within(got, expected, scale2, u_norm, row_rms, extra_k, policy, measured, nondet_tol):
                 return False
         return True
 
@@ -1803,23 +1782,20 @@ def _jvp_single_coords(fn, args, i, tangent, output_indices, rng_seed) -> list[t
         return result
 
 
-def _jvp_agrees_sparse(got, u, u_norm, j_idx, r_idx, b, row_rms, extra, policy, nondet_tol) -> bool:
-    """``_Check._forward_against_backward`` over the screen's nonzero Jacobian entries, in numpy: forward
-    AD's ``J·u`` (``got``, ``(d, r)``) against the sum of ``u·b`` over the entries ``b`` (rows ``j_idx`` of
-    the stacked inputs, columns ``r_idx``), within twice autograd's round-off allowance (both sides carry
-    it) of the scale ``||u|| (row rms + extra) + sqrt(sum (u b)²)``; ``|b| + c`` bounds each entry's scale as
-    in the backward check, and ``|| u * (|b| + c) || <= || u * b || + c || u ||``."""
+def _jvp_within(got, expected, scale2, u_norm, row_rms, extra, policy, measured, nondet_tol) -> bool:
+    """Whether forward AD's ``J·u`` (``got``, ``(d, r)``) equals the checked backward Jacobian's ``J·u``
+    (``expected``) within autograd's round-off allowance (twice it without a float64 run: both sides carry
+    it) of each column's scale ``||u_i|| (row rms_i + extra_i)`` over inputs ``i`` plus
+    ``sqrt(scale2)``, ``scale2 = sum (u b)²`` over the entries ``b``: ``|b| + c`` bounds an entry's scale as in
+    the backward check, and ``|| u * (|b| + c) || <= || u * b || + c || u ||``. Torch tensors or numpy
+    arrays alike."""
+    xp = np if isinstance(got, np.ndarray) else torch
     with np.errstate(all="ignore"):
-        b = np.where(np.isfinite(b), b, 0.0)  # entries left unchecked (fn not finite there)
-        ub = u[:, j_idx] * b  # (d, nnz)
-        r = got.shape[1]
-        expected = np.stack([np.bincount(r_idx, weights=row, minlength=r) for row in ub])
-        scale2 = np.stack([np.bincount(r_idx, weights=row * row, minlength=r) for row in ub])
-        scale = u_norm @ (row_rms + extra) + np.sqrt(scale2)
-        allow = policy.allowance(scale, None) * 2.0
+        scale = u_norm @ (row_rms + extra) + xp.sqrt(scale2)
+        allow = policy.allowance(scale, measured) * (1.0 if measured is not None else 2.0)
         if nondet_tol:
-            allow = allow + nondet_tol * np.maximum(scale, 1.0)
-        return bool((np.abs(got - expected) <= allow).all())
+            allow = allow + nondet_tol * scale.clip(min=1.0)
+        return bool((abs(got - expected) <= allow).all())
 
 
 def _nonfinite_count(t: torch.Tensor) -> int:
