@@ -17,11 +17,12 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from gradcheck_kit._evaluate import as_outputs, describe_exception, seed_global_rng
-from gradcheck_kit._inputs import batched_coords, coords64, from_coords, layout_clone
+from gradcheck_kit._evaluate import as_outputs, describe_exception, seed_global_rng, with_grad_inputs
+from gradcheck_kit._inputs import batched_coords, coords, coords64, from_coords, layout_clone
 
 __all__ = [
-    "vjp_rows", "vjp_rows_functorch", "jvp_columns", "jvp_directions", "ForwardADUnsupported", "rows_from_coords",
+    "vjp_rows", "vjp_rows_functorch", "jvp_columns", "jvp_directions", "forward_pass", "ForwardADUnsupported",
+    "rows_from_coords",
 ]
 
 #: largest number of elements (rows x input coordinates) one batched backward may produce
@@ -273,28 +274,63 @@ def jvp_directions(
     }
     d = next(iter(tangents.values())).shape[0]
     # A few directions: one forward-mode pass each (cheaper than vmap's set-up for small functions, and no
-    # slower for large ones); no graph is recorded.
-    per_dir = []
-    for b in range(d):
-        call_args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
-        if fresh_copies:  # fn modifies its inputs: each pass starts from the original values
-            call_args = [layout_clone(a) if isinstance(a, torch.Tensor) else a for a in call_args]
-        seed_global_rng(rng_seed)
-        # (torch's first forward-mode pass imports decompositions that warn about torch.jit: not the user's)
-        with fwAD.dual_level(), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            for i in order:
-                call_args[i] = fwAD.make_dual(call_args[i], shaped[i][b])
-            try:
-                outs = as_outputs(fn(*call_args))
-            except (NotImplementedError, RuntimeError) as exc:
-                text = str(exc)
-                if "forward AD" in text or "forward-mode" in text or "jvp" in text or "forward mode" in text:
-                    raise ForwardADUnsupported(describe_exception(exc)) from None
-                raise
-            row = []
-            for k in output_indices:
-                primal, tangent_out = fwAD.unpack_dual(outs[k])
-                row.append(coords64(torch.zeros_like(primal) if tangent_out is None else tangent_out))
-        per_dir.append(row)
-    return [torch.stack([r[o] for r in per_dir]) for o in range(len(output_indices))], "direct"
+    # slower for large ones)
+    per_dir = [
+        forward_pass(fn, args, {i: shaped[i][b] for i in order}, output_indices, rng_seed, fresh_copies)
+        for b in range(d)
+    ]
+    return [torch.stack([r[o] for r in per_dir]).to(torch.float64) for o in range(len(output_indices))], "direct"
+
+
+def forward_pass(
+    fn: Callable,
+    args: Sequence[Any],
+    tangents: dict[int, torch.Tensor],
+    output_indices: Sequence[int],
+    rng_seed: int,
+    fresh_copies: bool = False,
+) -> list[torch.Tensor]:
+    """One forward-mode pass with ``tangents[i]`` (shaped like ``args[i]``, its dtype) on input ``i``: per
+    differentiable output the tangent's real coordinates, flat, in the output's dtype.
+
+    It runs without grad on detached inputs: recording the tangents' graph as well would double the cost
+    of a large pass. Where that raises, fn may differentiate internally, so it runs once more as autograd's
+    forward did (grad enabled, ``args``' differentiated inputs requiring grad); that pass's error is the one
+    raised. :class:`ForwardADUnsupported` where fn has no forward-mode derivative.
+    """
+    try:
+        return _dual_pass(fn, [a.detach() if isinstance(a, torch.Tensor) else a for a in args], tangents,
+                          output_indices, rng_seed, fresh_copies, grad=False)
+    except ForwardADUnsupported:
+        raise
+    except Exception:  # noqa: BLE001 - with grad, as autograd's forward ran it
+        pass
+    return _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad=True)
+
+
+def _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad) -> list[torch.Tensor]:
+    call_args = list(args)
+    if fresh_copies:  # fn modifies its inputs: each pass starts from the original values
+        call_args = [layout_clone(a) if isinstance(a, torch.Tensor) else a for a in call_args]
+        if grad:
+            call_args = with_grad_inputs(
+                call_args, [j for j, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+            )
+    seed_global_rng(rng_seed)
+    # (torch's first forward-mode pass imports decompositions that warn about torch.jit: not the user's)
+    with fwAD.dual_level(), torch.set_grad_enabled(grad), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for i, t in tangents.items():
+            call_args[i] = fwAD.make_dual(call_args[i], t)
+        try:
+            outs = as_outputs(fn(*call_args))
+        except (NotImplementedError, RuntimeError) as exc:
+            text = str(exc)
+            if "forward AD" in text or "forward-mode" in text or "jvp" in text or "forward mode" in text:
+                raise ForwardADUnsupported(describe_exception(exc)) from None
+            raise
+        result = []
+        for k in output_indices:
+            primal, tangent_out = fwAD.unpack_dual(outs[k])
+            result.append(coords(torch.zeros_like(primal) if tangent_out is None else tangent_out))
+        return result

@@ -5,6 +5,12 @@ function that draws random numbers (dropout) is the same function at every point
 state is restored by the checker afterwards. Batched evaluation uses ``torch.func.vmap``; functions vmap
 cannot run (custom ``autograd.Function`` without a vmap rule, ``.item()``, random draws) fall back to a
 Python loop, and the report says which path ran.
+
+Numeric evaluations run without autograd. A function that differentiates internally (forces as the
+gradient of an energy, a gradient penalty) cannot: when a call without grad raises, the same call is
+tried once more with grad enabled and the differentiated inputs requiring grad, and where that runs, every
+later call does so too (``Evaluator.grad_inside`` holds the first error, for the report). A call that
+fails either way raises :class:`EvaluationFailed`, which the checker reports instead of crashing.
 """
 
 from __future__ import annotations
@@ -18,7 +24,27 @@ import torch
 from gradcheck_kit._inputs import batched_coords, coords64, from_coords, is_differentiable
 from gradcheck_kit.errors import FunctionError
 
-__all__ = ["Evaluator", "as_outputs", "describe_exception", "seed_global_rng"]
+__all__ = ["Evaluator", "EvaluationFailed", "as_outputs", "describe_exception", "seed_global_rng"]
+
+
+class EvaluationFailed(Exception):
+    """fn raised, returned something other than tensors, or changed its outputs' shapes at a point the kit
+    evaluated near the inputs. ``what``: that, in words (``"raised ValueError: ..."``)."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
+def with_grad_inputs(args: Sequence[Any], positions: Sequence[int]) -> list:
+    """``args`` with the floating-point tensors at ``positions`` as fresh leaves that require grad (sharing
+    storage: for a function that differentiates internally)."""
+    return [
+        a.detach().requires_grad_(True)
+        if j in positions and isinstance(a, torch.Tensor) and is_differentiable(a)
+        else a
+        for j, a in enumerate(args)
+    ]
 
 
 def seed_global_rng(seed: int) -> None:
@@ -69,6 +95,9 @@ class Evaluator:
         rng_seed: int,
         fresh_copies: bool = False,
         borrowed: Sequence[int] = (),
+        grad_inputs: Sequence[int] = (),
+        out_shapes: Sequence[tuple] | None = None,
+        grad_inside: str | None = None,
     ):
         self.fresh_copies = fresh_copies  # fn modifies its inputs: give every call its own copy
         # positions whose base tensor is the caller's own (read here, never handed to fn: a call that would
@@ -81,6 +110,12 @@ class Evaluator:
         self.evaluations = 0
         self.vmap_failed: str | None = None
         self.used_vmap = False
+        # inputs that require grad in a call with grad enabled (the differentiated ones)
+        self.grad_inputs = frozenset(grad_inputs)
+        # shapes of the differentiable outputs at the inputs as given (a point giving others fails)
+        self.out_shapes = None if out_shapes is None else [tuple(s) for s in out_shapes]
+        # why calls run with grad enabled (fn raised without it), or None while they need not
+        self.grad_inside = grad_inside
 
     def _fresh(self, args: Sequence[Any], keep: Sequence[int] = ()) -> list:
         """``args`` for a call of fn: copies of every tensor when fn modifies its inputs, else copies of the
@@ -97,10 +132,46 @@ class Evaluator:
         ]
 
     def call(self, args: Sequence[Any]) -> tuple:
-        args = self._fresh(args)
+        """fn's outputs at ``args``; :class:`EvaluationFailed` where it fails there."""
+        if self.grad_inside is None:
+            seed_global_rng(self.rng_seed)
+            try:
+                with torch.no_grad():
+                    result = self.fn(*self._fresh(args))
+            except Exception as exc:  # noqa: BLE001 - maybe it differentiates internally: once more with grad
+                try:
+                    result = self._call_with_grad(args)
+                except Exception:  # noqa: BLE001 - it fails either way: what it said first
+                    raise EvaluationFailed(f"raised {describe_exception(exc)}") from None
+                self.grad_inside = describe_exception(exc)
+        else:
+            try:
+                result = self._call_with_grad(args)
+            except Exception as exc:  # noqa: BLE001
+                raise EvaluationFailed(f"raised {describe_exception(exc)}") from None
+        try:
+            outs = as_outputs(result)
+        except FunctionError as exc:  # "returned NoneType", "returned a tuple whose item 1 is a int, ..."
+            raise EvaluationFailed(str(exc).removeprefix("fn ").split("; it must")[0]) from None
+        if self.grad_inside is not None:
+            outs = tuple(o.detach() for o in outs)
+        if len(outs) <= max(self.output_indices, default=-1):
+            raise EvaluationFailed(f"returned {len(outs)} output(s), fewer than at the inputs as given")
+        self._check_shapes([outs[k].shape for k in self.output_indices])
+        return outs
+
+    def _call_with_grad(self, args: Sequence[Any]) -> Any:
         seed_global_rng(self.rng_seed)
-        with torch.no_grad():
-            return as_outputs(self.fn(*args))
+        with torch.enable_grad():
+            return self.fn(*with_grad_inputs(self._fresh(args), self.grad_inputs))
+
+    def _check_shapes(self, shapes: Sequence[tuple], batched: bool = False) -> None:
+        if self.out_shapes is None:
+            return
+        for k, got, want in zip(self.output_indices, shapes, self.out_shapes):
+            got = tuple(got)[1:] if batched else tuple(got)
+            if got != want:
+                raise EvaluationFailed(f"returned output {k} of shape {got} (at the inputs as given: {want})")
 
     def outputs_at(self, replacements: dict[int, torch.Tensor]) -> list[torch.Tensor]:
         """Real coordinates (float64, flat) of the differentiable outputs at one point."""
@@ -115,7 +186,7 @@ class Evaluator:
         """``points``: ``(B, n_coords)`` values of input ``i``; returns per output ``(B, n_out_coords)``."""
         batch = from_coords(points, shape, complex_)
         self.evaluations += batch.shape[0]
-        if self.vmap_failed is None:
+        if self.vmap_failed is None and self.grad_inside is None:
             try:
                 result = self._vmapped([i], [batch], self._fresh(self.base_args, keep=(i,)))
                 self.used_vmap = True
@@ -134,7 +205,7 @@ class Evaluator:
         """``batches[p]``: ``(B, *shape)`` values of input ``inputs[p]`` at the same ``B`` points; ``f`` at
         each point through one vmap over all of them, per output ``(B, n_out_coords)``. ``None`` where vmap
         cannot run it so (the caller evaluates input by input then)."""
-        if self.vmap_failed is not None or self.fresh_copies:
+        if self.vmap_failed is not None or self.fresh_copies or self.grad_inside is not None:
             return None
         try:
             outs = self._vmapped(inputs, batches, self._fresh(self.base_args, keep=inputs))
@@ -158,6 +229,7 @@ class Evaluator:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             outs = torch.func.vmap(at, randomness="error")(*batches)
+        self._check_shapes([o.shape for o in outs], batched=True)
         return [batched_coords(o).to(torch.float64) for o in outs]
 
     @property

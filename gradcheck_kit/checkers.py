@@ -31,13 +31,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.autograd.forward_ad as fwAD
 
 from gradcheck_kit import _config, _screen, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
     _check_grad_meta,
+    forward_pass,
     jvp_columns,
     jvp_directions,
     rows_from_coords,
@@ -46,6 +46,7 @@ from gradcheck_kit._analytic import (
 )
 from gradcheck_kit._compare import Verdict, compare
 from gradcheck_kit._evaluate import (
+    EvaluationFailed,
     Evaluator,
     as_outputs,
     describe_exception,
@@ -234,9 +235,26 @@ class _Check:
                 self._run()
             except _Failure as exc:
                 self.report.errors.append(str(exc))
+            except EvaluationFailed as exc:
+                self.report.errors.append(self._evaluation_failed(exc))
         self.report.notes = list(dict.fromkeys(self.report.notes))
         self.report.elapsed = time.perf_counter() - start
         return self.report
+
+    def _evaluation_failed(self, exc: EvaluationFailed) -> str:
+        """The error of a check stopped by fn failing at a point near the inputs (it ran at them)."""
+        step = ""
+        if hasattr(self, "stencil"):
+            step = (
+                f" (the numerical derivatives move the differentiated inputs by up to "
+                f"{max(abs(m) for m in self.stencil.multipliers):g}h, h = {self.stencil.h0:.2g}·max(|x|, 1))"
+            )
+        return (
+            f"fn {exc.what} when evaluated at a point near the inputs{step}; at the inputs as given it ran. "
+            "A function that cannot be evaluated next to the inputs (a domain edge, a check on the values, "
+            "state that changes between calls) cannot be differentiated numerically there: move the inputs "
+            "away from the edge, or make fn a pure function of its arguments"
+        )
 
     def _reproduce_line(self) -> str:
         args = ", ".join(self.names)
@@ -320,6 +338,11 @@ class _Check:
         structural_checks(self)
         self.forward_check(mode)
         self.second_order_check()
+        if self.evaluator.grad_inside is not None:
+            report.notes.append(
+                f"fn differentiates internally (without grad it raised {self.evaluator.grad_inside}): its "
+                "numerical evaluations ran with grad enabled and the differentiated inputs requiring grad"
+            )
         report.evaluations = self.evaluator.evaluations + self.extra_evaluations
         report.path = self.evaluator.path
         report.method = self._method() + (f" at the {self.low_dtype_name} point" if self.reference else "")
@@ -362,18 +385,18 @@ class _Check:
         self.reference = False
         self.no_reference_reason = ""
         self.low_dtype_name = ""
+        grad_inside = None
         if low:
             self.low_dtype_name = str(low[0]).replace("torch.", "")
             ref_args = [_to_double(t) for t in self.inputs]
             probe = None
+            # fresh copies where fn modifies its inputs: ref_args become the numerics' base point
+            prober = Evaluator(
+                self.fn, ref_args, self.out_idx, self.rng_seed, fresh_copies=self.mutates_inputs,
+                grad_inputs=self.wrt,
+            )
             try:
-                seed_global_rng(self.rng_seed)
-                with torch.no_grad():
-                    # fresh copies where fn modifies its inputs: ref_args become the numerics' base point
-                    probe_args = [
-                        a.clone() if self.mutates_inputs and isinstance(a, torch.Tensor) else a for a in ref_args
-                    ]
-                    ref_outs = as_outputs(self.fn(*probe_args))
+                ref_outs = prober.call(ref_args)
                 self.extra_evaluations += 1
                 ok = len(ref_outs) == len(self.outs) and all(
                     ref_outs[k].dtype in (torch.float64, torch.complex128)
@@ -384,15 +407,16 @@ class _Check:
                     self.reference = True
                     base = ref_args
                     probe = ref_outs
+                    grad_inside = prober.grad_inside
                 else:
                     dts = ", ".join(str(ref_outs[k].dtype) for k in self.out_idx if k < len(ref_outs))
                     self.no_reference_reason = (
                         f"fn does not compute in float64 (float64 inputs gave {dts}): numerical derivatives in "
                         f"{self.low_dtype_name}, so resolution is coarse"
                     )
-            except Exception as exc:  # noqa: BLE001
+            except EvaluationFailed as exc:
                 self.no_reference_reason = (
-                    f"fn cannot run in float64 ({describe_exception(exc)}): numerical derivatives in "
+                    f"fn cannot run in float64 (it {exc.what}): numerical derivatives in "
                     f"{self.low_dtype_name}, so resolution is coarse"
                 )
         borrowed: list[int] = []
@@ -413,7 +437,8 @@ class _Check:
         self.stencil = tolerances.stencil_for(num_dtype)
         base = [b.contiguous() if isinstance(b, torch.Tensor) else b for b in base]
         self.evaluator = Evaluator(
-            self.fn, base, self.out_idx, self.rng_seed, fresh_copies=self.mutates_inputs, borrowed=borrowed
+            self.fn, base, self.out_idx, self.rng_seed, fresh_copies=self.mutates_inputs, borrowed=borrowed,
+            grad_inputs=self.wrt, out_shapes=[self.outs[k].shape for k in self.out_idx], grad_inside=grad_inside,
         )
         if not self.reference and not low:
             # numerics in the inputs' own dtype: autograd's forward already is f(x)
@@ -1550,7 +1575,8 @@ class _Check:
         args = self._jvp_args()
         primal = args[i]
         tangent = from_coords(tangents, primal.shape, primal.is_complex())[0].to(primal.dtype)
-        return [c.unsqueeze(0) for c in _jvp_single_coords(self.fn, args, i, tangent, self.out_idx, self.rng_seed)]
+        cols = forward_pass(self.fn, args, {i: tangent}, self.out_idx, self.rng_seed, self.mutates_inputs)
+        return [c.unsqueeze(0) for c in cols]
 
     def _jvp_projection(self, u: dict[int, torch.Tensor]) -> torch.Tensor | Exception:
         """``v·J·u`` per output and direction ``(n_out, d)`` from forward-mode passes, or the exception they
@@ -1757,29 +1783,6 @@ def _output_sums(f: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     if not parts:
         return torch.zeros(4, dtype=torch.float64)
     return torch.stack(parts).sum(0)
-
-
-def _jvp_single_coords(fn, args, i, tangent, output_indices, rng_seed) -> list[torch.Tensor]:
-    """``_analytic._jvp_single`` with the tangents' real coordinates in their own dtype (the caller's
-    float64 products convert them chunk by chunk)."""
-    seed_global_rng(rng_seed)
-    with fwAD.dual_level():
-        call_args = list(args)
-        call_args[i] = fwAD.make_dual(args[i], tangent)  # keeps requires_grad: forward-over-reverse
-        try:
-            outs = as_outputs(fn(*call_args))
-        except (NotImplementedError, RuntimeError) as exc:
-            text = str(exc)
-            if "forward AD" in text or "forward-mode" in text or "jvp" in text or "forward mode" in text:
-                raise ForwardADUnsupported(describe_exception(exc)) from None
-            raise
-        result = []
-        for k in output_indices:
-            primal, tangent_out = fwAD.unpack_dual(outs[k])
-            if tangent_out is None:
-                tangent_out = torch.zeros_like(primal)
-            result.append(coords(tangent_out.detach()))
-        return result
 
 
 def _jvp_within(got, expected, scale2, u_norm, row_rms, extra, policy, measured, nondet_tol) -> bool:

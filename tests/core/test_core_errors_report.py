@@ -96,6 +96,133 @@ def test_float32_only_function_that_raises_in_float64_is_still_checked():
     assert any("cannot run in float64" in n and "resolution is coarse" in n for n in report.notes), report.notes
 
 
+# ---- fn failing at the points the numerical derivatives evaluate --------------------------------
+
+
+def _raises_above_one(x):
+    if bool((x > 1).any()):
+        raise ValueError("x must be at most 1")
+    return torch.asin(x * 0.5)
+
+
+def _fails_after_first_call():
+    calls = []
+
+    def fn(x):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError(f"call {len(calls)} failed")
+        return x * 2
+
+    return fn
+
+
+def _none_after_first_call():
+    calls = []
+
+    def fn(x):
+        calls.append(1)
+        return x * 2 if len(calls) == 1 else None
+
+    return fn
+
+
+def _shape_changes_after_first_call():
+    calls = []
+
+    def fn(x):
+        calls.append(1)
+        return x * 2 if len(calls) == 1 else x[:-1] * 2
+
+    return fn
+
+
+@pytest.mark.parametrize("mode, n", [("full", 5), ("directional", 5), ("directional", 20_000)])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: _raises_above_one, "fn raised ValueError: x must be at most 1"),
+        (_fails_after_first_call, "fn raised RuntimeError: call "),
+        (_none_after_first_call, "fn returned NoneType when evaluated at a point near the inputs"),
+        (_shape_changes_after_first_call, "fn returned output 0 of shape ("),
+    ],
+    ids=["domain_edge", "stateful_raise", "stateful_none", "stateful_shape"],
+)
+def test_fn_failing_next_to_the_inputs_is_reported_not_raised(make, message, mode, n):
+    # x = 1 sits on _raises_above_one's edge: x + h raises; the others fail from their second call on
+    x = torch.ones(n, dtype=torch.float64)
+    report = gk.check_gradients(make(), x, mode=mode)
+    assert not report.ok
+    assert len(report.errors) == 1, report.errors
+    error = report.errors[0]
+    assert error.startswith(message), error
+    assert "when evaluated at a point near the inputs" in error
+    assert "h = 7.6e-06·max(|x|, 1)" in error
+    assert "at the inputs as given it ran" in error
+    with pytest.raises(gk.GradientMismatch, match="could not be completed"):
+        gk.assert_gradients_close(make(), x, mode=mode)
+
+
+def _forces(pos):
+    """The gradient of an energy, computed inside fn (as force fields do): needs grad at every call."""
+    energy = (pos.sin() * pos.roll(1)).sum()
+    (grad,) = torch.autograd.grad(energy, pos, create_graph=True)
+    return -grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("mode, n", [("full", 6), ("directional", 6), ("directional", 20_000)])
+def test_a_function_that_differentiates_internally_is_checked(mode, n, dtype):
+    report = gk.check_gradients(_forces, _randn(n, dtype=dtype, seed=3), mode=mode)
+    assert report.ok, str(report)
+    assert report.errors == []
+    assert report.check("backward").status == "passed"
+    assert report.check("forward_ad").status == "passed", report.check("forward_ad").detail
+    assert any(n.startswith("fn differentiates internally (without grad it raised RuntimeError") for n in report.notes)
+    if dtype == torch.float32:  # the float64 probe ran with grad too: a sharp reference, not float32 numerics
+        assert report.method.endswith("at the float32 point")
+
+
+class _ThreeSquared(torch.autograd.Function):
+    """3·x², with a backward half too small (3·x instead of 6·x)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 3 * x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * 3 * x
+
+
+class _Cube(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * _ThreeSquared.apply(x)
+
+
+def test_a_wrong_gradient_through_an_internal_derivative_is_caught():
+    # fn is the derivative of x³, 3·x², computed inside fn; its own derivative runs through _ThreeSquared's
+    # wrong backward (3·x): the numerical 6·x catches it
+    def cube_derivative(x):
+        (grad,) = torch.autograd.grad(_Cube.apply(x).sum(), x, create_graph=True)
+        return grad
+
+    report = gk.check_gradients(cube_derivative, _randn(6, seed=4), forward_ad=False)
+    assert not report.ok
+    assert report.errors == []
+    assert report.check("backward").status == "failed"
+    assert len(report.mismatches) == 6
+
+
 # ---- GradientMismatch and the report's text ----------------------------------------------------
 
 
