@@ -110,6 +110,7 @@ class Evaluator:
         self.evaluations = 0
         self.vmap_failed: str | None = None
         self.used_vmap = False
+        self.used_loop = False
         # inputs that require grad in a call with grad enabled (the differentiated ones)
         self.grad_inputs = frozenset(grad_inputs)
         # shapes of the differentiable outputs at the inputs as given (a point giving others fails)
@@ -193,6 +194,7 @@ class Evaluator:
                 return result
             except Exception as exc:  # noqa: BLE001 - any failure of vmap means: use the loop
                 self.vmap_failed = describe_exception(exc)
+        self.used_loop = True
         rows = []
         for b in range(batch.shape[0]):
             args = list(self.base_args)
@@ -239,6 +241,8 @@ class Evaluator:
             if len(reason) > 90:
                 reason = reason[:87] + "..."
             return f"loop (vmap could not run fn: {reason})"
+        if self.used_loop:  # vmap not tried: fn differentiates internally, which runs with grad, one call each
+            return "loop (fn differentiates internally)"
         return "vmap" if self.used_vmap else "direct"
 
 
