@@ -18,7 +18,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from gradcheck_kit._evaluate import as_outputs, describe_exception, seed_global_rng, with_grad_inputs
-from gradcheck_kit._inputs import batched_coords, coords, coords64, from_coords, layout_clone
+from gradcheck_kit._inputs import batched_coords, coords, from_coords, layout_clone
 
 __all__ = [
     "vjp_rows", "vjp_rows_functorch", "jvp_columns", "jvp_directions", "forward_pass", "ForwardADUnsupported",
@@ -209,29 +209,10 @@ def jvp_columns(
         call_args = args
         if fresh_copies:  # fn modifies its inputs: each pass starts from the original values
             call_args = [layout_clone(a) if isinstance(a, torch.Tensor) and j != i else a for j, a in enumerate(args)]
-        per_col.append(_jvp_single(fn, call_args, i, shaped[b], output_indices, rng_seed))
-    return [torch.stack([c[o] for c in per_col]) for o in range(len(output_indices))], "loop"
-
-
-def _jvp_single(fn, args, i, tangent, output_indices, rng_seed) -> list[torch.Tensor]:
-    seed_global_rng(rng_seed)
-    with fwAD.dual_level():
-        call_args = list(args)
-        call_args[i] = fwAD.make_dual(args[i], tangent)  # keeps requires_grad: forward-over-reverse
-        try:
-            outs = as_outputs(fn(*call_args))
-        except (NotImplementedError, RuntimeError) as exc:
-            text = str(exc)
-            if "forward AD" in text or "forward-mode" in text or "jvp" in text or "forward mode" in text:
-                raise ForwardADUnsupported(describe_exception(exc)) from None
-            raise
-        result = []
-        for k in output_indices:
-            primal, tangent_out = fwAD.unpack_dual(outs[k])
-            if tangent_out is None:
-                tangent_out = torch.zeros_like(primal)
-            result.append(coords64(tangent_out))
-        return result
+        # as autograd's forward ran it (requires_grad kept): forward-over-reverse where fn is a derivative
+        cols = _dual_pass(fn, call_args, {i: shaped[b]}, output_indices, rng_seed, fresh_copies=False, grad=True)
+        per_col.append(cols)
+    return [torch.stack([c[o] for c in per_col]).to(torch.float64) for o in range(len(output_indices))], "loop"
 
 
 def _jvp_vmapped(fn, args, i, tangents, output_indices, rng_seed) -> list[torch.Tensor]:
