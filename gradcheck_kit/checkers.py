@@ -208,6 +208,10 @@ class _Check:
         self.fn = fn
         self.inputs = list(inputs)
         self.wrt = wrt
+        # inputs that require grad in every call with grad enabled: the differentiated ones and those the
+        # caller made require grad (a fn that differentiates internally may need them to)
+        caller_flags = [isinstance(t, torch.Tensor) and t.requires_grad and is_differentiable(t) for t in self.inputs]
+        self.grad_positions = sorted(set(wrt) | {i for i, flag in enumerate(caller_flags) if flag})
         self.names = names
         self.user_grad_outputs = grad_outputs
         self.options = options
@@ -277,8 +281,9 @@ class _Check:
         for i, t in enumerate(self.inputs):
             if isinstance(t, torch.Tensor):
                 clone = layout_clone(t)
-                if i in self.wrt:
+                if i in self.grad_positions:
                     clone.requires_grad_(True)
+                if i in self.wrt:
                     self.leaves[i] = clone
                 analytic_args.append(clone)
             else:
@@ -393,7 +398,7 @@ class _Check:
             # fresh copies where fn modifies its inputs: ref_args become the numerics' base point
             prober = Evaluator(
                 self.fn, ref_args, self.out_idx, self.rng_seed, fresh_copies=self.mutates_inputs,
-                grad_inputs=self.wrt,
+                grad_inputs=self.grad_positions,
             )
             try:
                 ref_outs = prober.call(ref_args)
@@ -438,7 +443,7 @@ class _Check:
         base = [b.contiguous() if isinstance(b, torch.Tensor) else b for b in base]
         self.evaluator = Evaluator(
             self.fn, base, self.out_idx, self.rng_seed, fresh_copies=self.mutates_inputs, borrowed=borrowed,
-            grad_inputs=self.wrt, out_shapes=[self.outs[k].shape for k in self.out_idx], grad_inside=grad_inside,
+            grad_inputs=self.grad_positions, out_shapes=[self.outs[k].shape for k in self.out_idx], grad_inside=grad_inside,
         )
         if not self.reference and not low:
             # numerics in the inputs' own dtype: autograd's forward already is f(x)
@@ -711,10 +716,9 @@ class _Check:
     def _reference_leaves(self):
         """float64 copies of the inputs with a fresh graph, for the autograd round-off allowance."""
         args = [_to_double(t) for t in self.inputs]
-        leaves = {}
-        for i in self.wrt:
+        for i in self.grad_positions:
             args[i] = args[i].detach().clone().requires_grad_(True)
-            leaves[i] = args[i]
+        leaves = {i: args[i] for i in self.wrt}
         seed_global_rng(self.rng_seed)
         with torch.enable_grad():
             outs = as_outputs(self.fn(*args))
@@ -1422,7 +1426,7 @@ class _Check:
         for i, t in enumerate(self.inputs):
             if isinstance(t, torch.Tensor):
                 clone = layout_clone(t)
-                args.append(clone.requires_grad_(True) if i in self.wrt else clone)
+                args.append(clone.requires_grad_(True) if i in self.grad_positions else clone)
             else:
                 args.append(t)
         return args

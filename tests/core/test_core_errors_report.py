@@ -185,6 +185,23 @@ def test_a_function_that_differentiates_internally_is_checked(mode, n, dtype):
         assert report.path.startswith("loop ("), report.path
 
 
+def test_an_input_left_out_of_wrt_keeps_requires_grad_for_a_function_that_needs_it():
+    # fn differentiates with respect to its second input, which the caller made require grad but does not
+    # check (wrt=[0]): every call with grad gives it requires_grad, as the caller did
+    def scaled_forces(k, pos):
+        energy = (k[0] * pos.sin() * pos.roll(1) + k[1] * pos**2).sum()
+        (grad,) = torch.autograd.grad(energy, pos, create_graph=True)
+        return -grad
+
+    k = torch.tensor([1.3, 0.7], dtype=torch.float64)
+    pos = _randn(6, seed=5).requires_grad_()
+    for mode in ("full", "directional"):
+        report = gk.check_gradients(scaled_forces, k, pos, wrt=[0], mode=mode)
+        assert report.ok, str(report)
+        assert [g.input_index for g in report.groups if g.check == "backward"] in ([0], [-1]), report.groups
+    assert pos.grad is None and pos.requires_grad  # the caller's tensor as it was
+
+
 class _ThreeSquared(torch.autograd.Function):
     """3·x², with a backward half too small (3·x instead of 6·x)."""
 
