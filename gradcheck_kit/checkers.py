@@ -443,7 +443,8 @@ class _Check:
         base = [b.contiguous() if isinstance(b, torch.Tensor) else b for b in base]
         self.evaluator = Evaluator(
             self.fn, base, self.out_idx, self.rng_seed, fresh_copies=self.mutates_inputs, borrowed=borrowed,
-            grad_inputs=self.grad_positions, out_shapes=[self.outs[k].shape for k in self.out_idx], grad_inside=grad_inside,
+            grad_inputs=self.grad_positions, out_shapes=[self.outs[k].shape for k in self.out_idx],
+            grad_inside=grad_inside,
         )
         if not self.reference and not low:
             # numerics in the inputs' own dtype: autograd's forward already is f(x)
