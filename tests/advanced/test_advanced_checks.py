@@ -169,6 +169,21 @@ def test_second_order_catches_a_double_backward_wrong_by_a_factor(dtype):
     assert m.analytic == pytest.approx(1.1 * m.numerical, rel=1e-3)
 
 
+def test_a_wrong_derivative_computed_inside_fn_is_caught():
+    # fn is the derivative of x³ (3·x²), computed inside fn with autograd: its own derivative runs through
+    # ThreeSquare's backward (6.6·x instead of 6·x), which the numerical derivatives of fn catch
+    def cube_derivative(x):
+        (grad,) = torch.autograd.grad(WrongDoubleCube.apply(x).sum(), x, create_graph=True)
+        return grad
+
+    report = gk.check_gradients(cube_derivative, _x(torch.float64), forward_ad=False)
+    assert not report.ok
+    assert report.errors == []
+    assert report.check("backward").status == "failed"
+    assert len(report.mismatches) == _x(torch.float64).numel()
+    assert any(n.startswith("fn differentiates internally") for n in report.notes)
+
+
 # --- forward mode --------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", ["full", "directional"])

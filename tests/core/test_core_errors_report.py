@@ -202,46 +202,6 @@ def test_an_input_left_out_of_wrt_keeps_requires_grad_for_a_function_that_needs_
     assert pos.grad is None and pos.requires_grad  # the caller's tensor as it was
 
 
-class _ThreeSquared(torch.autograd.Function):
-    """3·x², with a backward half too small (3·x instead of 6·x)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return 3 * x * x
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * 3 * x
-
-
-class _Cube(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x**3
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * _ThreeSquared.apply(x)
-
-
-def test_a_wrong_gradient_through_an_internal_derivative_is_caught():
-    # fn is the derivative of x³, 3·x², computed inside fn; its own derivative runs through _ThreeSquared's
-    # wrong backward (3·x): the numerical 6·x catches it
-    def cube_derivative(x):
-        (grad,) = torch.autograd.grad(_Cube.apply(x).sum(), x, create_graph=True)
-        return grad
-
-    report = gk.check_gradients(cube_derivative, _randn(6, seed=4), forward_ad=False)
-    assert not report.ok
-    assert report.errors == []
-    assert report.check("backward").status == "failed"
-    assert len(report.mismatches) == 6
-
-
 # ---- GradientMismatch and the report's text ----------------------------------------------------
 
 
