@@ -537,3 +537,22 @@ def test_functorch_rows_tell_a_zero_gradient_from_no_gradient(connected):
     assert "vmap over torch.func.vjp" in report.check("backward").detail
     flows_note = any("no gradient flows to input 1" in note for note in report.notes)
     assert flows_note == (not connected)
+
+
+@pytest.mark.parametrize("mode, n", [("full", 6), ("directional", 6), ("directional", 100_000)])
+def test_forward_mode_passes_record_no_graph(mode, n):
+    # a forward-mode pass with grad enabled on inputs that require grad also records the backward graph of
+    # every tangent (twice the cost of the pass on large inputs): fn never sees a dual input that requires
+    # grad while grad is enabled (100_000 elements: one direction, one plain forward-mode pass)
+    seen = []
+
+    def sin_times_x(x):
+        dual = torch.autograd.forward_ad.unpack_dual(x).tangent is not None
+        seen.append((dual, torch.is_grad_enabled(), x.requires_grad))
+        return torch.sin(x) * x
+
+    report = gk.check_gradients(sin_times_x, _randn(n), mode=mode)
+    assert report.ok and report.check("forward_ad").status == "passed", str(report)
+    duals = [s for s in seen if s[0]]
+    assert duals, seen
+    assert not any(grad and requires for _, grad, requires in duals), duals
