@@ -58,6 +58,14 @@ def _uniform(gen, dtype, lo, hi, *shape, grad=True):
     return t.requires_grad_(grad)
 
 
+def _next_to_pole(dtype, gen):
+    """1/x's inputs in [0.5, 1.5] with one at 1e-8: the finite-difference step (7.6e-6) reaches past the pole's
+    scale there."""
+    t = torch.rand(12, generator=gen, dtype=torch.float64) + 0.5
+    t[3] = 1e-8
+    return (t.to(dtype).requires_grad_(True),)
+
+
 def _away_from_zero(gen, dtype, *shape):
     """Normal values pushed away from 0 (|x| >= 0.2) so that kinks elsewhere are not hit by accident."""
     t = torch.randn(*shape, generator=gen, dtype=torch.float64)
@@ -166,6 +174,14 @@ def f_std(x):
 
 def f_softplus(x):
     return F.softplus(x)
+
+
+def f_reciprocal(x):
+    return torch.reciprocal(x)
+
+
+def f_steep_tanh(x):
+    return torch.tanh(1e6 * x)
 
 
 def f_mse(pred, target):
@@ -658,6 +674,9 @@ CORPUS: list[Entry] = [
     Entry("std(dim=0)", f_std, _std, "correct"),
     Entry("mse_loss", f_mse, _mse, "correct"),
     Entry("custom sin Function (right)", f_good_sin, _one(1000), "correct", quick=True),
+    Entry("1/x with one x = 1e-8 (a pole closer than the step)", f_reciprocal, _next_to_pole, "correct"),
+    Entry("tanh(1e6·x) on |x| < 3e-6 (steeper than the step)", f_steep_tanh,
+          lambda d, g: (_uniform(g, d, -3e-6, 3e-6, 8),), "correct"),
     Entry("custom matmul Function (right)", f_good_matmul, _pair((8, 8), (8, 8)), "correct"),
     Entry("custom two-output Function (right)", f_good_two_outputs, _one(20), "correct"),
     # -- wrong, first order -------------------------------------------------------------------

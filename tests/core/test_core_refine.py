@@ -1,0 +1,129 @@
+"""Full mode's second opinion on failed entries: the same stencil at steps h/8, h/64, ...
+
+A correct function that changes on a scale below the step (1/x at x = 1e-10, tanh(1e7·x) at 0, the inverse
+of a nearly singular matrix) has a Richardson estimate at h that is far off and an error estimate that
+cannot see it. Such an entry passes when a smaller step's converged estimate agrees with autograd and
+differs from the one at h; a wrong gradient keeps failing, listed with the better estimate, and an entry
+whose estimate at h was right costs one level of evaluations.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradcheck_kit as gk
+
+
+def _t(*values):
+    return torch.tensor(values, dtype=torch.float64)
+
+
+class _ReciprocalOnePercentOff(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 1 / x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return -grad / (x * x) * 1.01
+
+
+class _ExpOnePercentOff(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.exp(x) * 1.01
+
+
+@pytest.mark.parametrize(
+    "fn, x",
+    [
+        (torch.reciprocal, _t(1e-10, 1.0)),
+        (torch.reciprocal, _t(1e-12, -3e-9, 1.0)),
+        (lambda x: torch.tanh(1e7 * x), _t(0.0, 1e-8)),
+        (torch.linalg.inv, torch.tensor([[1.0, 1.0], [1.0, 1.0 + 1e-12]], dtype=torch.float64)),
+    ],
+    ids=["reciprocal_1e-10", "reciprocal_1e-12", "steep_tanh", "nearly_singular_inv"],
+)
+def test_a_correct_function_that_changes_below_the_step_passes(fn, x):
+    report = gk.check_gradients(fn, x, mode="full")
+    assert report.ok, str(report)
+    assert report.check("backward").status == "passed"
+    assert any("resolved with a smaller step" in n for n in report.notes), report.notes
+    # torch.autograd.gradcheck raises a false alarm on each of these
+    assert not torch.autograd.gradcheck(fn, (x.clone().requires_grad_(),), raise_exception=False)
+
+
+def test_a_wrong_gradient_next_to_a_steep_feature_is_caught_with_the_refined_estimate():
+    report = gk.check_gradients(_ReciprocalOnePercentOff.apply, _t(1e-10, 1.0), forward_ad=False)
+    assert not report.ok
+    [m] = [m for m in report.mismatches if m.check == "backward" and m.index == (0,)]
+    # the estimate at h (about 2e10) was off by ten orders of magnitude; the listing shows the converged one
+    assert m.numerical == pytest.approx(-1e20, rel=1e-4)
+    assert m.analytic == pytest.approx(-1.01e20)
+    assert m.allowed < 0.1 * m.abs_error
+    assert any("listed with the estimate at a smaller step" in n for n in report.notes), report.notes
+    # the element at 1.0 was right and stays right
+    assert [m.index for m in report.mismatches if m.check == "backward"] == [(0,)]
+
+
+@pytest.mark.parametrize("n", [5, 200])
+def test_a_wrong_gradient_costs_one_level_of_refinement_on_at_most_32_coordinates(n):
+    x = torch.linspace(-1, 1, n, dtype=torch.float64)
+    report = gk.check_gradients(_ExpOnePercentOff.apply, x, mode="full", forward_ad=False)
+    assert not report.ok
+    assert report.check("backward").status == "failed"
+    # the analytic forward, the whole stencil (the screen fails everywhere), and 4 points at h/8 for each
+    # refined coordinate (the estimates at h were right: refinement stopped after that level)
+    assert report.evaluations == 1 + 4 * n + 4 * min(n, 32)
+    assert not any("smaller step" in note for note in report.notes), report.notes
+
+
+class _ReciprocalWrongAt9(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 1 / x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        g = -grad / (x * x)
+        g[9] = g[9] * 2
+        return g
+
+
+def _with_one_element_near_a_pole(n=1_100):  # 1100² Jacobian entries: auto picks directional
+    x = torch.linspace(0.5, 1.5, n, dtype=torch.float64)
+    x[5] = 1e-10
+    x[9] = 1e-3
+    return x
+
+
+def test_a_directional_failure_from_the_finite_differences_alone_is_superseded_by_the_narrowed_check():
+    # one element at 1e-10 makes v·f(x + t·u) change on a scale far below h: the directional estimate is
+    # off and the check fails; auto mode narrows down with a full check of d(v·out)/dx, whose element at
+    # 1e-10 passes at a smaller step and every other element at h: the gradient is right
+    report = gk.check_gradients(torch.reciprocal, _with_one_element_near_a_pole())
+    assert report.mode == "directional"
+    assert report.ok, str(report)
+    assert "the directional failure came from the finite differences along u" in report.check("backward").detail
+    assert report.mismatches == []
+    forward = report.check("forward_ad")
+    assert forward.status == "passed" and "against the backward's v·J·u" in forward.detail
+
+
+def test_a_wrong_element_beside_a_pole_still_fails_after_narrowing():
+    report = gk.check_gradients(_ReciprocalWrongAt9.apply, _with_one_element_near_a_pole())
+    assert report.mode == "directional"
+    assert not report.ok
+    assert report.check("backward").status == "failed"
+    assert (9,) in [m.index for m in report.mismatches if m.kind != "directional"]
