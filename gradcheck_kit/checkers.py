@@ -711,8 +711,7 @@ class _Check:
                 resolved += int(agrees.sum())
                 level_used = level
             # the estimate at h was off and a converged one disagrees with autograd too: the listing shows
-            # that one (the entry stays failed)
-            # that one, the tightest one found (the entry stays failed)
+            # the tightest such estimate (the entry stays failed)
             better = usable & precise & moved & ~agrees & (tol < best_tol[open_])
             if bool(better.any()):
                 worse = open_[better]
@@ -728,7 +727,7 @@ class _Check:
             )
             keep = usable & ~agrees & ~settled
             open_, prev_c, prev_e = open_[keep], fine.central[keep], fine.central_err[keep]
-        reestimated = len(reestimated - set(verdict.failed.logical_not().nonzero().squeeze(1).tolist()))
+        reestimated = sum(1 for e in reestimated if verdict.failed[e])  # not resolved at a later level
         if reestimated:
             self.report.notes.append(
                 f"{reestimated} failing derivative(s) of output {k} w.r.t. {self.names[i]} are listed with the "
