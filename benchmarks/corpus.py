@@ -675,7 +675,7 @@ CORPUS: list[Entry] = [
     Entry("mse_loss", f_mse, _mse, "correct"),
     Entry("custom sin Function (right)", f_good_sin, _one(1000), "correct", quick=True),
     Entry("1/x with one x = 1e-8 (a pole closer than the step)", f_reciprocal, _next_to_pole, "correct"),
-    Entry("tanh(1e6·x) on |x| < 3e-6 (steeper than the step)", f_steep_tanh,
+    Entry("tanh(1e6·x) within 3e-6 of 0 (steeper than the step)", f_steep_tanh,
           lambda d, g: (_uniform(g, d, -3e-6, 3e-6, 8),), "correct"),
     Entry("custom matmul Function (right)", f_good_matmul, _pair((8, 8), (8, 8)), "correct"),
     Entry("custom two-output Function (right)", f_good_two_outputs, _one(20), "correct"),
