@@ -1292,6 +1292,9 @@ class _Check:
                 return verdict, scale, True
         est = self._directional_estimates()
         allow, scale = self._allowance_directional(screen=False)
+        # no second opinion at smaller steps here (full mode's _refine): one coordinate's steep feature
+        # would dominate the projection and its tolerance there, and hide a wrong element elsewhere. Auto
+        # mode narrows a failure down with a full check, whose entries get it one by one (_narrow)
         return compare(a, est, allow, kap), scale, False
 
     def _vjp_vectors(self, leaves: dict[int, torch.Tensor], outs, raw: dict | None = None) -> tuple[dict, dict]:

@@ -110,3 +110,12 @@ def test_a_wrong_element_beside_a_pole_still_fails_after_narrowing():
     assert not report.ok
     assert report.check("backward").status == "failed"
     assert (9,) in [m.index for m in report.mismatches if m.kind != "directional"]
+
+
+def test_an_explicit_directional_check_does_not_refine_and_so_hides_nothing():
+    # along u the element at 1e-10 dominates v·J·u and its tolerance: a smaller step there would pass the
+    # wrong element 9 too. mode="directional" reports the failure as it is; auto mode (above) narrows it
+    x = _with_one_element_near_a_pole()
+    wrong = gk.check_gradients(_reciprocal_off(2.0, where=9), x, mode="directional")
+    assert not wrong.ok and wrong.check("backward").status == "failed"
+    assert not any("smaller step" in n for n in wrong.notes), wrong.notes
