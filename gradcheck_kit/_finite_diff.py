@@ -97,6 +97,15 @@ def _apply(w: np.ndarray, values: torch.Tensor) -> torch.Tensor:
     return torch.tensordot(torch.as_tensor(w, dtype=values.dtype, device=values.device), values, dims=1)
 
 
+def _rms(t: torch.Tensor) -> torch.Tensor:
+    """Root mean square, also of finite values whose squares overflow (above 1e154): scaled by max |t|."""
+    mean_square = t.square().mean()
+    if bool(torch.isfinite(mean_square)) or not bool(torch.isfinite(t).all()):
+        return mean_square.sqrt()
+    top = t.abs().amax()
+    return top * (t / top).square().mean().sqrt()
+
+
 def round_off_model(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) -> torch.Tensor:
     """The round-off model of ``f`` (a floor of :func:`noise_sigma`) from the points in ``values``.
 
@@ -107,7 +116,7 @@ def round_off_model(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) 
     # round-off model: eps of |f| plus eps of the output's typical size. An entry far below its siblings is
     # often the difference of large intermediates (gelu's tail is x * (1 + erf) with erf ~ -1) whose
     # rounding is a staircase the stencil cannot see: it is flat, then jumps by an ulp of the intermediate.
-    f_scale = fmag.square().mean().sqrt()
+    f_scale = _rms(fmag)
     # |f| at the stencil points too, not only at x: where the step dwarfs x (x = 1e-200), f(x) can be 0
     # while f(x +- h) ~ h^2, whose rounding swallows the difference a derivative needs
     at_points = values.abs().nan_to_num(0.0, posinf=0.0).amax(dim=0)

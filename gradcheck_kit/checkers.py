@@ -53,7 +53,7 @@ from gradcheck_kit._evaluate import (
     differentiable_output_indices,
     seed_global_rng,
 )
-from gradcheck_kit._finite_diff import Estimates, estimate, estimate_with_sigma, noise_sigma
+from gradcheck_kit._finite_diff import Estimates, _rms, estimate, estimate_with_sigma, noise_sigma
 from gradcheck_kit._inputs import input_names as names_for_inputs  # the keyword shadows the name
 from gradcheck_kit._inputs import (
     coord_index,
@@ -1010,7 +1010,7 @@ class _Check:
         if key not in self._rms_cache:
             f0 = self._project(k, kind, self.f0[pos].unsqueeze(0))[0]
             fmag = self._project(k, kind, self.f0[pos].abs().unsqueeze(0), absolute=True)[0]  # (r,)
-            self._rms_cache[key] = (f0, fmag, fmag.square().mean().sqrt())
+            self._rms_cache[key] = (f0, fmag, _rms(fmag))
         return self._rms_cache[key]
 
     def _joint_screen_prepare(self, inputs, rows, analytic, reference) -> "_JointScreen | None":
@@ -1092,9 +1092,13 @@ class _Check:
         pos = self.out_idx.index(k)
         if ("x", i) not in self._rms_cache:  # numpy: full mode's inputs are small
             x = coords(self.inputs[i]).to(torch.float64).numpy()
-            self._rms_cache[("x", i)] = math.sqrt(float(np.dot(x, x)) / x.size) if x.size else math.nan
+            top = float(np.abs(x).max()) if x.size else 0.0
+            if not math.isfinite(top) or top == 0.0 or top < 1e150:
+                self._rms_cache[("x", i)] = math.sqrt(float(np.dot(x, x)) / x.size) if x.size else math.nan
+            else:  # scaled: the squares of values above 1e154 overflow
+                self._rms_cache[("x", i)] = top * math.sqrt(float(np.dot(x / top, x / top)) / x.size)
         if ("out", k) not in self._rms_cache:
-            self._rms_cache[("out", k)] = float(self.f0[pos].square().mean().sqrt())
+            self._rms_cache[("out", k)] = float(_rms(self.f0[pos]))
         out_rms, x_rms = self._rms_cache[("out", k)], self._rms_cache[("x", i)]
         v_norm = 1.0 if kind == "jacobian" else float(self.v[k].norm())
         return v_norm * out_rms / max(x_rms, 1.0)

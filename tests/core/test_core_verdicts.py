@@ -339,3 +339,26 @@ def test_empty_input_is_not_a_false_alarm():
     report = gk.check_gradients(torch.tanh, torch.zeros(0, 3, dtype=torch.float64))
     assert report.ok or not any("backward of output 0 raised" in e for e in report.errors), str(report)
     assert report.ok, str(report)
+
+
+class _DoubleTenPercentOff(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 2.2
+
+
+@pytest.mark.parametrize("values", [(1e200, 3.0), (1e300, -1e300)], ids=["1e200", "1e300"])
+def test_inputs_whose_squares_overflow_are_compared_not_skipped(values):
+    # rms of inputs and outputs are scaled (the squares of values above 1e154 are inf): every derivative is
+    # compared, a right one passes and a wrong one at the huge value fails
+    x = torch.tensor(values, dtype=torch.float64)
+    right = gk.check_gradients(lambda t: t * 2, x)
+    assert right.ok, str(right)
+    assert all(g.unchecked == 0 for g in right.groups) and right.compared == 8
+    wrong = gk.check_gradients(_DoubleTenPercentOff.apply, x, forward_ad=False)
+    assert not wrong.ok
+    assert (0,) in [m.index for m in wrong.mismatches]
