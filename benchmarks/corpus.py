@@ -184,6 +184,10 @@ def f_steep_tanh(x):
     return torch.tanh(1e6 * x)
 
 
+def f_sin_float32_inside(x):
+    return torch.sin(x.float()).to(x.dtype)
+
+
 def f_mse(pred, target):
     return F.mse_loss(pred, target)
 
@@ -675,6 +679,7 @@ CORPUS: list[Entry] = [
     Entry("mse_loss", f_mse, _mse, "correct"),
     Entry("custom sin Function (right)", f_good_sin, _one(1000), "correct", quick=True),
     Entry("1/x with one x = 1e-8 (a pole closer than the step)", f_reciprocal, _next_to_pole, "correct"),
+    Entry("sin computed in float32 inside (a float32 kernel)", f_sin_float32_inside, _one(30), "correct"),
     Entry("tanh(1e6·x) within 3e-6 of 0 (steeper than the step)", f_steep_tanh,
           lambda d, g: (_uniform(g, d, -3e-6, 3e-6, 8),), "correct"),
     Entry("custom matmul Function (right)", f_good_matmul, _pair((8, 8), (8, 8)), "correct"),

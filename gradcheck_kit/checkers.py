@@ -23,6 +23,7 @@ Two ways to compare:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from contextlib import contextmanager
@@ -347,6 +348,7 @@ class _Check:
             return
         report.mode = mode
         self.backward_check(mode)
+        self._recheck_quantized(mode)
         structural_checks(self)
         self.forward_check(mode)
         self.second_order_check()
@@ -367,7 +369,63 @@ class _Check:
         num = self.directional_state["numerics"] if hasattr(self, "directional_state") else None
         if num is not None and num.estimates is None:
             return _screen.describe(self.stencil)
+        quantized = getattr(self, "quantized", None)
+        if quantized is not None:
+            name = str(quantized).replace("torch.", "")
+            return self.stencil.describe().replace(
+                f"evaluated in {name}", f"evaluated in float64 with {name}'s step and round-off (fn's outputs are {name} values)"
+            )
         return self.stencil.describe()
+
+    def _recheck_quantized(self, mode: str) -> None:
+        """A failed full check of a function whose outputs are lower-precision values (it computes in float32,
+        bfloat16 or float16 inside and returns float64): the finite differences at float64's step see a
+        staircase, and the check runs again with that precision's stencil and round-off model.
+
+        Told by one more evaluation at a point that is not a float32 value (x moved by 2^-36 of its scale):
+        a function that rounds its inputs to lower precision returns values of that precision there."""
+        result = self.report.check("backward")
+        if mode != "full" or self.stencil.dtype != torch.float64 or result is None or result.status != "failed":
+            return
+        quantized = self._output_precision()
+        if quantized is None:
+            return
+        self.quantized = quantized
+        self.report.checks = [c for c in self.report.checks if c.name != "backward"]
+        self.report.mismatches = [m for m in self.report.mismatches if m.check != "backward"]
+        self.report.groups = [g for g in self.report.groups if g.check != "backward"]
+        self.stencil = dataclasses.replace(tolerances.stencil_for(quantized), dtype=quantized)
+        self._steps.clear()
+        name = str(quantized).replace("torch.", "")
+        self.report.notes.append(
+            f"fn's outputs are {name} values also where its inputs are not (it computes in {name} inside): the "
+            f"float64 finite differences were checked again with {name}'s step and round-off model, so "
+            "resolution is coarse"
+        )
+        self.backward_check(mode)
+
+    def _output_precision(self) -> torch.dtype | None:
+        """The lowest precision (float16, bfloat16, float32) whose values fn returns at a point that is not a
+        float32 value, or None where fn returns float64 values there."""
+        repl = {}
+        for i in self.wrt:
+            x = self.evaluator.base_args[i]
+            if not x.is_floating_point():
+                return None
+            c = coords(x)
+            moved = c + torch.ldexp(c.abs().clamp_min(1.0), torch.tensor(-36)) * _alternating(c.numel(), c.dtype)
+            repl[i] = from_coords(moved.unsqueeze(0), x.shape, False)[0].to(x.dtype)
+        try:
+            outs = self.evaluator.outputs_at(repl)
+        except EvaluationFailed:
+            return None
+        finite = [o[torch.isfinite(o)] for o in outs]
+        if not any(f.numel() for f in finite):
+            return None
+        for dtype in (torch.bfloat16, torch.float16, torch.float32):  # coarsest significand first
+            if all(bool((f == f.to(dtype).to(torch.float64)).all()) for f in finite):
+                return dtype
+        return None
 
     def _reference_note(self) -> str:
         where = f"numerical derivatives evaluated in float64 at the {self.low_dtype_name} point; autograd checked in "
@@ -1818,6 +1876,11 @@ class _JointScreen:
             screen.sumsq = {k: v[p] for k, v in self.sumsq.items()}
             out[i] = screen
         return out
+
+
+def _alternating(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """+1, -1, +1, ... (n values)."""
+    return 1.0 - 2.0 * (torch.arange(n) % 2).to(dtype)
 
 
 def _move_diagonal(points: torch.Tensor, offset: int, steps: torch.Tensor) -> None:

@@ -78,9 +78,10 @@ def test_a_wrong_gradient_costs_one_level_of_refinement_on_at_most_32_coordinate
     report = gk.check_gradients(_reciprocal_off(1.01), x, mode="full", forward_ad=False)
     assert not report.ok
     assert report.check("backward").status == "failed"
-    # the analytic forward, the whole stencil (the screen fails everywhere), and 4 points at h/8 for each
-    # refined coordinate (the estimates at h were right: refinement stopped after that level)
-    assert report.evaluations == 1 + 4 * n + 4 * min(n, 32)
+    # the analytic forward, the whole stencil (the screen fails everywhere), 4 points at h/8 for each
+    # refined coordinate (the estimates at h were right: refinement stopped after that level), and one point
+    # off float32's grid (fn's outputs are float64 values there: no recheck at a lower precision)
+    assert report.evaluations == 1 + 4 * n + 4 * min(n, 32) + 1
     assert not any("smaller step" in note for note in report.notes), report.notes
 
 
@@ -119,3 +120,57 @@ def test_an_explicit_directional_check_does_not_refine_and_so_hides_nothing():
     wrong = gk.check_gradients(_reciprocal_off(2.0, where=9), x, mode="directional")
     assert not wrong.ok and wrong.check("backward").status == "failed"
     assert not any("smaller step" in n for n in wrong.notes), wrong.notes
+
+
+# ---- functions that compute in lower precision inside ---------------------------------------------
+
+
+class _SinInFloat32OnePercentOff(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sin(x.float()).double()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return (grad.float() * torch.cos(x.float()) * 1.01).double()
+
+
+@pytest.mark.parametrize(
+    "fn, precision",
+    [
+        (lambda x: torch.sin(x.float()).double(), "float32"),
+        (lambda x: (x.float() @ x.float().T).double(), "float32"),
+        (lambda x: torch.softmax(x.bfloat16(), -1).double(), "bfloat16"),
+        (lambda x: torch.exp(x.half()).double(), "float16"),
+    ],
+    ids=["sin_f32", "matmul_f32", "softmax_bf16", "exp_f16"],
+)
+def test_a_function_computing_in_lower_precision_inside_is_checked_at_that_precision(fn, precision):
+    # float64 in and out, float32/bfloat16/float16 inside: the outputs are a staircase that float64's step
+    # resolves into noise far above float64's round-off model; gradcheck fails these too
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    report = gk.check_gradients(fn, x, mode="full")
+    assert report.ok, str(report)
+    assert f"with {precision}'s step and round-off (fn's outputs are {precision} values)" in report.method
+    assert any(n.startswith(f"fn's outputs are {precision} values also where its inputs are not") for n in report.notes)
+    assert not torch.autograd.gradcheck(fn, (x.clone().requires_grad_(),), raise_exception=False)
+
+
+def test_a_wrong_gradient_computed_in_float32_inside_still_fails():
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    report = gk.check_gradients(_SinInFloat32OnePercentOff.apply, x, mode="full")
+    assert not report.ok
+    assert "float32's step" in report.method
+    worst = max((m for m in report.mismatches if m.check == "backward"), key=lambda m: m.ratio)
+    assert worst.analytic == pytest.approx(1.01 * worst.numerical, rel=1e-3)
+
+
+def test_a_float64_function_on_float32_valued_inputs_keeps_float64_numerics():
+    # inputs made as float32 and cast: f(x) is float32-valued at x, but not at x moved by 2^-36
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(3)).double()
+    report = gk.check_gradients(_reciprocal_off(1.0001), x.abs() + 0.5, mode="full", forward_ad=False)
+    assert not report.ok
+    assert "float32's step" not in report.method and "evaluated in float64" in report.method
+    assert not any("values also where its inputs are not" in n for n in report.notes)
