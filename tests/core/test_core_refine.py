@@ -174,3 +174,16 @@ def test_a_float64_function_on_float32_valued_inputs_keeps_float64_numerics():
     assert not report.ok
     assert "float32's step" not in report.method and "evaluated in float64" in report.method
     assert not any("values also where its inputs are not" in n for n in report.notes)
+
+
+def test_a_constant_output_is_not_taken_for_lower_precision():
+    # s - s.detach() is 0 everywhere (a value of every precision) with autograd's gradient 1e8: wrong, and
+    # reported at float64's resolution, without a lower-precision recheck
+    def straight_through(x):
+        s = (x * 1e8).sum()
+        return s - s.detach()
+
+    report = gk.check_gradients(straight_through, torch.randn(50, dtype=torch.float64))
+    assert not report.ok
+    assert "evaluated in float64" in report.method and "step and round-off" not in report.method
+    assert not any("values also where its inputs are not" in n for n in report.notes)
