@@ -16,6 +16,7 @@ fails either way raises :class:`EvaluationFailed`, which the checker reports ins
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -55,8 +56,15 @@ def seed_global_rng(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+_PACKAGE_DIRS = {str(Path(__file__).parent), str(Path(__file__).resolve().parent)}
+
+
 def describe_exception(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
+    # the innermost frame outside this package: where fn is a builtin (torch.pdist) there is none, and
+    # naming the kit's own call site would point the reader at the wrong code
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if not any(d in f.filename for d in _PACKAGE_DIRS)
+    ]
     where = ""
     if frames:
         last = frames[-1]

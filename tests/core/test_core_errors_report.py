@@ -314,3 +314,11 @@ def test_directional_failure_over_several_inputs_names_them_all():
     assert str(report).splitlines()[0].endswith(
         "directional derivatives of output 0 with respect to all differentiated inputs together (x, y)"
     )
+
+
+def test_a_builtin_that_raises_is_not_located_in_the_kit():
+    # torch.pdist has no Python frame: the error names no place rather than the kit's own call site
+    report = gk.check_gradients(torch.pdist, torch.randn(5, 3).half())
+    [error] = report.errors
+    assert error.startswith("fn raised NotImplementedError")
+    assert "checkers.py" not in error and "_evaluate.py" not in error
