@@ -23,7 +23,6 @@ Two ways to compare:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from contextlib import contextmanager
@@ -347,8 +346,9 @@ class _Check:
             report.evaluations = self.evaluator.evaluations + self.extra_evaluations
             return
         report.mode = mode
+        notes_before = len(report.notes)
         self.backward_check(mode)
-        self._recheck_quantized(mode)
+        self._recheck_quantized(mode, notes_before)
         structural_checks(self)
         self.forward_check(mode)
         self.second_order_check()
@@ -377,7 +377,7 @@ class _Check:
             )
         return self.stencil.describe()
 
-    def _recheck_quantized(self, mode: str) -> None:
+    def _recheck_quantized(self, mode: str, notes_before: int) -> None:
         """A failed full check of a function whose outputs are lower-precision values (it computes in float32,
         bfloat16 or float16 inside and returns float64): the finite differences at float64's step see a
         staircase, and the check runs again with that precision's stencil and round-off model.
@@ -394,7 +394,8 @@ class _Check:
         self.report.checks = [c for c in self.report.checks if c.name != "backward"]
         self.report.mismatches = [m for m in self.report.mismatches if m.check != "backward"]
         self.report.groups = [g for g in self.report.groups if g.check != "backward"]
-        self.stencil = dataclasses.replace(tolerances.stencil_for(quantized), dtype=quantized)
+        del self.report.notes[notes_before:]  # the first pass's notes (its refinements) no longer hold
+        self.stencil = tolerances.stencil_for(quantized)
         self._steps.clear()
         name = str(quantized).replace("torch.", "")
         self.report.notes.append(
@@ -405,8 +406,8 @@ class _Check:
         self.backward_check(mode)
 
     def _output_precision(self) -> torch.dtype | None:
-        """The lowest precision (float16, bfloat16, float32) whose values fn returns at a point that is not a
-        float32 value, or None where fn returns float64 values there."""
+        """The coarsest precision (bfloat16, float16, float32) whose values fn returns at a point that is not a
+        float32 value, or None where fn returns float64 values (or integers only) there."""
         repl = {}
         for i in self.wrt:
             x = self.evaluator.base_args[i]
