@@ -13,6 +13,7 @@ computed once per stencil, so each estimate and its error terms are one ``tensor
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -97,8 +98,19 @@ def _apply(w: np.ndarray, values: torch.Tensor) -> torch.Tensor:
     return torch.tensordot(torch.as_tensor(w, dtype=values.dtype, device=values.device), values, dims=1)
 
 
-def _rms(t: torch.Tensor) -> torch.Tensor:
-    """Root mean square, also of finite values whose squares overflow (above 1e154): scaled by max |t|."""
+def _rms(t):
+    """Root mean square, also of finite values whose squares overflow (above 1e154): scaled by max |t|.
+    A torch tensor gives a 0-d tensor; a flat numpy array (full mode's small inputs, where a numpy call
+    costs a fraction of a torch call) gives a float."""
+    if isinstance(t, np.ndarray):
+        if not t.size:
+            return math.nan
+        with np.errstate(over="ignore"):
+            mean_square = float(np.dot(t, t)) / t.size
+        if math.isfinite(mean_square) or not bool(np.isfinite(t).all()):
+            return math.sqrt(mean_square)
+        top = float(np.abs(t).max())
+        return top * math.sqrt(float(np.dot(t / top, t / top)) / t.size)
     mean_square = t.square().mean()
     if bool(torch.isfinite(mean_square)) or not bool(torch.isfinite(t).all()):
         return mean_square.sqrt()

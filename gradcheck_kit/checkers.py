@@ -230,6 +230,9 @@ class _Check:
         self._mult_cache: dict[tuple, torch.Tensor] = {}  # stencil multipliers as (points, 1) tensors
         self._directional_allowance: dict = {}  # "screen"/"full" -> (allowance, scale): backward and jvp share them
         self._directional_square_sums: dict = {}  # (i, k) -> sum((g·u)²) of autograd's gradient, when finite
+        self.quantized: torch.dtype | None = None  # fn's outputs' precision, where a recheck used it
+        self._refined_resolved = False  # a second opinion at a smaller step passed some entry (_refine)
+        self._directional_superseded = False  # auto mode's narrowed full check overrode the directional failure
         self.report = GradientReport(
             function=function_name(fn),
             seed=self.seed,
@@ -369,9 +372,8 @@ class _Check:
         num = self.directional_state["numerics"] if hasattr(self, "directional_state") else None
         if num is not None and num.estimates is None:
             return _screen.describe(self.stencil)
-        quantized = getattr(self, "quantized", None)
-        if quantized is not None:
-            name = str(quantized).replace("torch.", "")
+        if self.quantized is not None:
+            name = str(self.quantized).replace("torch.", "")
             return self.stencil.describe().replace(
                 f"evaluated in {name}", f"evaluated in float64 with {name}'s step and round-off (fn's outputs are {name} values)"
             )
@@ -414,7 +416,7 @@ class _Check:
             if not x.is_floating_point():
                 return None
             c = coords(x)
-            moved = c + torch.ldexp(c.abs().clamp_min(1.0), torch.tensor(-36)) * _alternating(c.numel(), c.dtype)
+            moved = c + c.abs().clamp_min(1.0) * 2.0**-36 * _alternating(c.numel(), c.dtype)
             repl[i] = from_coords(moved.unsqueeze(0), x.shape, False)[0].to(x.dtype)
         try:
             outs = self.evaluator.outputs_at(repl)
@@ -1151,12 +1153,7 @@ class _Check:
         zero (a shift-invariant input, say) is of this order even where the Jacobian is zero."""
         pos = self.out_idx.index(k)
         if ("x", i) not in self._rms_cache:  # numpy: full mode's inputs are small
-            x = coords(self.inputs[i]).to(torch.float64).numpy()
-            top = float(np.abs(x).max()) if x.size else 0.0
-            if not math.isfinite(top) or top == 0.0 or top < 1e150:
-                self._rms_cache[("x", i)] = math.sqrt(float(np.dot(x, x)) / x.size) if x.size else math.nan
-            else:  # scaled: the squares of values above 1e154 overflow
-                self._rms_cache[("x", i)] = top * math.sqrt(float(np.dot(x / top, x / top)) / x.size)
+            self._rms_cache[("x", i)] = _rms(coords(self.inputs[i]).to(torch.float64).numpy())
         if ("out", k) not in self._rms_cache:
             self._rms_cache[("out", k)] = float(_rms(self.f0[pos]))
         out_rms, x_rms = self._rms_cache[("out", k)], self._rms_cache[("x", i)]
@@ -1782,7 +1779,7 @@ class _Check:
         a = self._jvp_projections
         if isinstance(a, Exception):
             raise a
-        if getattr(self, "_directional_superseded", False):
+        if self._directional_superseded:
             return self._forward_against_backward_directional(a)
         # the jvp's round-off is judged like the backward's: same scale, same measured float32 error; the
         # backward's screen may have stopped the stencil early, the jvp is screened (or not) on its own
