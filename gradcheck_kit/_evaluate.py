@@ -184,12 +184,17 @@ class Evaluator:
 
     def outputs_at(self, replacements: dict[int, torch.Tensor]) -> list[torch.Tensor]:
         """Real coordinates (float64, flat) of the differentiable outputs at one point."""
+        outs = self.raw_outputs_at(replacements)
+        return [coords64(outs[k]) for k in self.output_indices]
+
+    def raw_outputs_at(self, replacements: dict[int, torch.Tensor]) -> tuple:
+        """fn's outputs at one point (the base arguments with ``replacements``), as it returned them."""
         args = list(self.base_args)
         for i, t in replacements.items():
             args[i] = t
         outs = self.call(args)
         self.evaluations += 1
-        return [coords64(outs[k]) for k in self.output_indices]
+        return outs
 
     def batched(self, i: int, points: torch.Tensor, shape: Sequence[int], complex_: bool) -> list[torch.Tensor]:
         """``points``: ``(B, n_coords)`` values of input ``i``; returns per output ``(B, n_out_coords)``."""

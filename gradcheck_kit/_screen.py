@@ -40,6 +40,11 @@ kink sharp, ``8·SHARPNESS·κ·σ₀/h``, halved as a margin for rounding) and 
 Smaller kinks may be passed without being counted as kinks (``GroupSummary.kinks``), and where ``φ`` jumps
 between ``h`` and ``2h`` the full stencil would count the value as unchecked rather than compared.
 
+Without ``φ(0)`` (a large float32 directional check evaluates ``f(x)`` in float64 only where it needs it,
+``_Check._choose_numeric_dtype``) the screen is the central test alone: argument 1 holds as it stands, and
+argument 2 with any ``R(h)``, ``L(h)`` around ``D(h)``; what is lost is the kink count, which the report's
+check detail says.
+
 Where ``φ`` is finite at ``±h`` but not at ``±2h`` (a domain edge between ``h`` and ``2h`` along ``u``) the
 full stencil falls back on one side's estimate and could reach another verdict; the screen decides on the
 points it has.
@@ -77,23 +82,29 @@ def screen(
     stencil: Stencil,
     allowance: torch.Tensor,
     kappa: float,
+    center: bool = True,
 ) -> Verdict | None:
     """A verdict (every derivative passed) when ``φ(0), φ(+h), φ(−h)`` decide, else ``None``.
 
     ``a``: autograd's values ``(*batch)``; ``values``: ``(3, *batch)``; ``fmag``: the magnitude of ``φ`` the
-    full stencil's noise model uses; ``allowance``: at most what the full comparison allows autograd.
+    full stencil's noise model uses; ``allowance``: at most what the full comparison allows autograd;
+    ``center``: whether ``values[0]`` (``φ(0)``) is known (else the central test alone decides).
     """
     if not applies(stencil):
         return None
     w = weights_for(stencil)
-    sigma = round_off_model(values[:POINTS], fmag, stencil)
+    sigma = round_off_model(values[0 if center else 1 : POINTS], fmag, stencil)
     central = (values[1] - values[2]) / (2 * h)
-    right = (values[1] - values[0]) / h
-    left = (values[0] - values[2]) / h
     tol = kappa * (float(np.abs(w.central).sum()) * sigma / h) + allowance
     diff = (a - central).abs()
-    one_sided = float(np.abs(w.right).sum() + np.abs(w.left).sum())
-    no_kink = (right - left).abs() <= KINK_FRACTION * central.abs() + 0.5 * SHARPNESS * kappa * one_sided * sigma / h
+    if center:
+        right = (values[1] - values[0]) / h
+        left = (values[0] - values[2]) / h
+        one_sided = float(np.abs(w.right).sum() + np.abs(w.left).sum())
+        no_kink = (right - left).abs() <= KINK_FRACTION * central.abs() + 0.5 * SHARPNESS * kappa * one_sided * sigma / h
+    else:
+        right = left = central
+        no_kink = torch.ones_like(diff, dtype=torch.bool)
     ok = torch.isfinite(a) & torch.isfinite(central) & torch.isfinite(tol) & (diff <= tol) & no_kink
     if not bool(ok.all()):
         return None

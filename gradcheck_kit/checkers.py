@@ -102,6 +102,9 @@ DEFAULT_DIRECTIONS = 2
 FORWARD_DIRECTIONS = 1
 #: above this many input coordinates one direction is the default (each costs a stencil of evaluations)
 LARGE_COORDS = 1 << 16
+#: a directional check of more low-precision coordinates than this defers its float64 probe to its first
+#: point and f(x) in float64 to where it is needed (``_Check._choose_numeric_dtype``)
+DEFERRED_PROBE_COORDS = 1 << 16
 #: inputs whose Jacobians have at most this many entries together (float64, no user rtol) share one ±h
 #: screen: one set of tensor operations over their stacked matrices instead of one per input
 JOINT_SCREEN_ENTRIES = 1 << 18
@@ -208,6 +211,10 @@ def _isolated_state() -> Iterator[None]:
 
 class _Failure(Exception):
     """Internal: stop the check and report this message as an error."""
+
+
+class _NoFloat64(Exception):
+    """Internal: a deferred float64 probe found that fn does not compute in float64 (or fails) at its point."""
 
 
 class _Check:
@@ -453,46 +460,34 @@ class _Check:
         except FunctionError as exc:
             raise _Failure(str(exc)) from None
 
-    def _choose_numeric_dtype(self) -> None:
+    def _choose_numeric_dtype(self, defer: bool = True) -> None:
+        """The numerics' dtype and base point: float64 where fn runs in float64 (for low-precision inputs a
+        probe at x tells), else the inputs' own.
+
+        A directional check of more than ``DEFERRED_PROBE_COORDS`` low-precision coordinates defers the
+        probe (``defer``): its first point, x + h·u, is the probe (``_outputs_at``), and f(x) in float64
+        is evaluated only where the check needs it (``f0``): one float64 forward fewer, a fifth of the check.
+        """
         self.extra_evaluations = 1  # the analytic forward
         low = [self.inputs[i].dtype for i in self.wrt if tolerances.eps(self.inputs[i].dtype) > 1e-15]
         self.reference = False
+        self.reference_pending = False
         self.no_reference_reason = ""
         self.low_dtype_name = ""
+        self._f0 = None
         grad_inside = None
+        probe = None
         if low:
             self.low_dtype_name = str(low[0]).replace("torch.", "")
             ref_args = [_to_double(t) for t in self.inputs]
-            probe = None
-            # fresh copies where fn modifies its inputs: ref_args become the numerics' base point
-            prober = Evaluator(
-                self.fn, ref_args, self.out_idx, self.rng_seed, fresh_copies=self.mutates_inputs,
-                grad_inputs=self.grad_positions,
-            )
-            try:
-                ref_outs = prober.call(ref_args)
-                self.extra_evaluations += 1
-                ok = len(ref_outs) == len(self.outs) and all(
-                    ref_outs[k].dtype in (torch.float64, torch.complex128)
-                    and ref_outs[k].shape == self.outs[k].shape
-                    for k in self.out_idx
-                )
-                if ok:
+            if defer and self.mode == "directional" and self.n_in > DEFERRED_PROBE_COORDS:
+                self.reference = self.reference_pending = True
+                base = ref_args
+            else:
+                probe, grad_inside = self._probe_float64(ref_args)
+                if probe is not None:
                     self.reference = True
                     base = ref_args
-                    probe = ref_outs
-                    grad_inside = prober.grad_inside
-                else:
-                    dts = ", ".join(str(ref_outs[k].dtype) for k in self.out_idx if k < len(ref_outs))
-                    self.no_reference_reason = (
-                        f"fn does not compute in float64 (float64 inputs gave {dts}): numerical derivatives in "
-                        f"{self.low_dtype_name}, so resolution is coarse"
-                    )
-            except EvaluationFailed as exc:
-                self.no_reference_reason = (
-                    f"fn cannot run in float64 (it {exc.what}): numerical derivatives in "
-                    f"{self.low_dtype_name}, so resolution is coarse"
-                )
         borrowed: list[int] = []
         if not self.reference:
             # the inputs' values in the inputs' dtype. A directional check only reads the differentiated
@@ -517,12 +512,49 @@ class _Check:
         )
         if not self.reference and not low:
             # numerics in the inputs' own dtype: autograd's forward already is f(x)
-            self.f0 = [coords64(self.outs[k]) for k in self.out_idx]
-        else:
-            if probe is not None:  # the float64 probe ran at the base point with the same RNG state: f(x)
-                self.f0 = [coords64(probe[k]) for k in self.out_idx]
-            else:
-                self.f0 = self.evaluator.outputs_at({})
+            self._f0 = [coords64(self.outs[k]) for k in self.out_idx]
+        elif probe is not None:  # the float64 probe ran at the base point with the same RNG state: f(x)
+            self._f0 = [coords64(probe[k]) for k in self.out_idx]
+        elif not self.reference_pending:
+            self._f0 = self.evaluator.outputs_at({})
+
+    def _probe_float64(self, ref_args: list) -> tuple[tuple | None, str | None]:
+        """fn at the inputs in float64: its outputs where they are float64 of the same shapes (and why calls
+        need grad, if they do), else ``None`` with ``no_reference_reason`` saying why."""
+        # fresh copies where fn modifies its inputs: ref_args become the numerics' base point
+        prober = Evaluator(
+            self.fn, ref_args, self.out_idx, self.rng_seed, fresh_copies=self.mutates_inputs,
+            grad_inputs=self.grad_positions,
+        )
+        try:
+            ref_outs = prober.call(ref_args)
+        except EvaluationFailed as exc:
+            self.no_reference_reason = (
+                f"fn cannot run in float64 (it {exc.what}): numerical derivatives in "
+                f"{self.low_dtype_name}, so resolution is coarse"
+            )
+            return None, None
+        self.extra_evaluations += 1
+        ok = len(ref_outs) == len(self.outs) and all(
+            ref_outs[k].dtype in (torch.float64, torch.complex128) and ref_outs[k].shape == self.outs[k].shape
+            for k in self.out_idx
+        )
+        if not ok:
+            dts = ", ".join(str(ref_outs[k].dtype) for k in self.out_idx if k < len(ref_outs))
+            self.no_reference_reason = (
+                f"fn does not compute in float64 (float64 inputs gave {dts}): numerical derivatives in "
+                f"{self.low_dtype_name}, so resolution is coarse"
+            )
+            return None, None
+        return ref_outs, prober.grad_inside
+
+    @property
+    def f0(self) -> list[torch.Tensor]:
+        """f(x) per differentiable output (float64 coordinates) in the numerics' dtype; where the float64 probe
+        was deferred, evaluated on first need (a screened directional pass never needs it)."""
+        if self._f0 is None:
+            self._f0 = self.evaluator.outputs_at({})
+        return self._f0
 
     def _output_vectors(self) -> dict[int, torch.Tensor]:
         """v per differentiable output, as float64 real coordinates of the output's own dtype values."""
@@ -1280,28 +1312,51 @@ class _Check:
     # ---------------------------------------------------------------------------------------------
     # directional mode
     def _directions(self) -> dict[int, torch.Tensor]:
-        """Per input ``(d, n_i)`` float64: random signs times each coordinate's step scale (``scale_of``),
-        so ``|u|`` is the scale."""
+        """Per input ``(d, n_i)``: random signs times each coordinate's step scale (``scale_of``), so ``|u|``
+        is the scale; float64 for float64 inputs, else float32 (powers of two: exact in both)."""
         d = self.options["directions"] or (DEFAULT_DIRECTIONS if self.n_in <= LARGE_COORDS else 1)
         self.n_directions = d
-        return {i: _rademacher(coords(self.evaluator.base_args[i]).to(torch.float64), d, self.gen) for i in self.wrt}
+        out = {}
+        for i in self.wrt:
+            x = coords(self.inputs[i].detach())  # the values of base_args[i] (a float64 copy of low precision)
+            out[i] = _rademacher(x if x.dtype in _FLOAT_BITS else x.to(torch.float32), d, self.gen)
+        return out
 
     def _directional_numerics(self, u: dict[int, torch.Tensor]) -> "_DirectionalNumerics":
         """phi(0) for every output and direction, then phi(+-h), or the whole stencil where no screen applies
         (``_screen``): the rest of the stencil is evaluated by ``_directional_estimates`` on first need."""
         d = self.n_directions
         n_out = len(self.out_idx)
-        values = torch.empty(self.stencil.points + 1, n_out, d, dtype=torch.float64)
-        fmag = torch.empty(n_out, 1, dtype=torch.float64)
-        for pos, k in enumerate(self.out_idx):
-            # phi(0) = f0·v, sum |f0·v| (the noise model), and f0·f0, v·v for the natural scale: one pass
-            sums = _output_sums(self.f0[pos], self.v[k])
-            values[0, pos, :] = sums[0]
-            fmag[pos, 0] = sums[1]
-            self._rms_cache[("directional sums", k)] = (float(sums[2]), float(sums[3]))
-        num = _DirectionalNumerics(values, fmag, evaluated=1)
+        values = torch.full((self.stencil.points + 1, n_out, d), math.nan, dtype=torch.float64)
+        fmag = torch.zeros(n_out, 1, dtype=torch.float64)
+        num = _DirectionalNumerics(values, fmag, evaluated=1, center=False)
+        if not self.reference_pending:  # phi(0) from f(x), which is known (a deferred probe: on first need)
+            self._directional_center(num)
         self._evaluate_directional(num, u, _screen.POINTS if _screen.applies(self.stencil) else values.shape[0])
         return num
+
+    def _directional_center(self, num: "_DirectionalNumerics") -> None:
+        """phi(0) = f(x)·v, and sum |f(x)·v| (the noise model), f(x)·f(x), v·v (the natural scale): one pass."""
+        for pos, k in enumerate(self.out_idx):
+            sums = _output_sums(self.f0[pos], self.v[k])
+            num.values[0, pos, :] = sums[0]
+            num.fmag[pos, 0] = torch.maximum(num.fmag[pos, 0], sums[1])
+            self._rms_cache[("directional sums", k)] = (float(sums[2]), float(sums[3]))
+        num.center = True
+
+    def _outputs_at(self, repl: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+        """``evaluator.outputs_at``; the first call of a deferred probe also checks that fn computes in
+        float64 there (``_NoFloat64`` where it does not, or fails)."""
+        if not self.reference_pending:
+            return self.evaluator.outputs_at(repl)
+        try:
+            outs = self.evaluator.raw_outputs_at(repl)
+        except EvaluationFailed:
+            raise _NoFloat64 from None
+        if not all(outs[k].dtype in (torch.float64, torch.complex128) for k in self.out_idx):
+            raise _NoFloat64
+        self.reference_pending = False
+        return [coords64(outs[k]) for k in self.out_idx]
 
     def _evaluate_directional(self, num: "_DirectionalNumerics", u: dict[int, torch.Tensor], upto: int) -> None:
         """Fill the stencil rows ``num.evaluated .. upto - 1`` (offsets ``multipliers[row - 1]`` times h)."""
@@ -1317,9 +1372,16 @@ class _Check:
                     step = u[i][di] if base[i].dtype == torch.float64 else u[i][di].to(base[i].dtype)
                     point = torch.add(base[i], step, alpha=mult[row - 1] * h, out=buffers[i])
                     repl[i] = from_coords(point.unsqueeze(0), x.shape, x.is_complex())[0].to(x.dtype)
-                outs = self.evaluator.outputs_at(repl)
+                outs = self._outputs_at(repl)
                 for pos, k in enumerate(self.out_idx):
-                    num.values[row, pos, di] = outs[pos] @ self.v[k]
+                    if num.center or row != 1 or di != 0:
+                        num.values[row, pos, di] = outs[pos] @ self.v[k]
+                        continue
+                    # f(x) unknown: the noise model's and the natural scale's sizes from f(x + h·u) instead
+                    sums = _output_sums(outs[pos], self.v[k])
+                    num.values[row, pos, di] = sums[0]
+                    num.fmag[pos, 0] = sums[1]
+                    self._rms_cache[("directional sums", k)] = (float(sums[2]), float(sums[3]))
                 del outs, repl  # not held while fn computes the next point (one output less at the peak)
         num.evaluated = max(num.evaluated, upto)
 
@@ -1329,6 +1391,8 @@ class _Check:
         state = self.directional_state
         num = state["numerics"]
         if num.estimates is None:
+            if not num.center:
+                self._directional_center(num)
             self._evaluate_directional(num, state["u"], num.values.shape[0])
             h = torch.tensor(self.stencil.h0, dtype=torch.float64)
             num.estimates = estimate(num.values, h, num.fmag, self.stencil, pool_dim=1)
@@ -1348,7 +1412,7 @@ class _Check:
         num = self.directional_state["numerics"]
         if num.estimates is None and _screen.applies(self.stencil):
             allow, scale = self._allowance_directional(screen=True)
-            verdict = _screen.screen(a, num.values, self.stencil.h0, num.fmag, self.stencil, allow, kap)
+            verdict = _screen.screen(a, num.values, self.stencil.h0, num.fmag, self.stencil, allow, kap, num.center)
             if verdict is not None:
                 return verdict, scale, True
         est = self._directional_estimates()
@@ -1398,6 +1462,14 @@ class _Check:
         return grads, flowed
 
     def _backward_directional(self) -> None:
+        try:
+            self._backward_directional_once()
+        except _NoFloat64:  # the deferred probe: fn does not compute in float64 at x + h·u
+            self._choose_numeric_dtype(defer=False)  # the probe at x decides, as for any other check
+            self.extra_evaluations += 1  # the point that told
+            self._backward_directional_once()
+
+    def _backward_directional_once(self) -> None:
         u = self._directions()
         # forward AD's projections now, while least else is held in memory (the check of them comes with
         # forward_check): its temporaries on top of the numerics' and the backward's cost page faults on
@@ -1416,6 +1488,8 @@ class _Check:
                 f"directional, {self.n_directions} direction(s), 2 evaluations each (stopped after ±h: the "
                 "central difference already agreed within its round-off)"
             )
+            if not num.center:
+                detail += "; f(x) in float64 was not needed, so a kink exactly at x was not looked for"
         else:
             detail = f"directional, {self.n_directions} direction(s), {self.stencil.points} evaluations each"
         self.report.checks.append(CheckResult("backward", "failed" if failed else "passed", detail))
@@ -1492,12 +1566,12 @@ class _Check:
         key = ("directional", i, k)
         if key not in self._rms_cache:
             x = coords(self.evaluator.base_args[i])  # the inputs' values (float64 products)
-            f0 = self.f0[self.out_idx.index(k)]
             sums = self._rms_cache.get(("directional sums", k))
             if sums is None:
+                f0 = self.f0[self.out_idx.index(k)]
                 sums = (float(torch.dot(f0, f0)), float(torch.dot(self.v[k], self.v[k])))
             x_rms = math.sqrt(float(_dot64(x, x)) / max(x.numel(), 1))
-            out_rms = math.sqrt(sums[0] / max(f0.numel(), 1))
+            out_rms = math.sqrt(sums[0] / max(self.v[k].numel(), 1))
             v_norm = math.sqrt(sums[1])
             self._rms_cache[key] = v_norm * out_rms / max(x_rms, 1.0)
         return self._rms_cache[key]
@@ -1823,6 +1897,7 @@ class _DirectionalNumerics:
     values: torch.Tensor
     fmag: torch.Tensor
     evaluated: int
+    center: bool = True  # row 0 (phi(0)) known: False until f(x) is, where the float64 probe was deferred
     estimates: Estimates | None = None
 
 
@@ -1897,34 +1972,41 @@ def _sum_squares(t: torch.Tensor) -> float:
     return total
 
 
-_SIGN_BIT = -(1 << 63)
-_MANTISSA = (1 << 52) - 1
-#: added to the bits of |x| it carries into the exponent exactly when the significand is >= sqrt(2)
-_ROUND_UP = (1 << 52) - round((math.sqrt(2.0) - 1.0) * 2.0**52)
-_ONE_BITS = 0x3FF0000000000000  # float64 1.0
+#: per float dtype: the integer type of its bits, their number, the significand's bits, and 1.0's bits
+_FLOAT_BITS = {
+    torch.float64: (torch.int64, 64, 52, 0x3FF0000000000000),
+    torch.float32: (torch.int32, 32, 23, 0x3F800000),
+}
 
 
 def _rademacher(x: torch.Tensor, d: int, gen: torch.Generator) -> torch.Tensor:
-    """``(d, n)`` float64 ``±scale_of(x)`` with independent fair signs, from bit operations on float64's
-    representation: ``2^round(log2(max(|x|, 1)))`` is the exponent of |x| rounded at the significand sqrt(2),
-    floored at 1, and each random 64-bit word gives 64 signs (bit ``b`` of word ``w`` the sign of element
-    ``b·m + w``, so that blocks of elements take their signs in one operation). One full-size buffer."""
+    """``(d, n)`` ``±scale_of(x)`` in x's dtype (float32 or float64) with independent fair signs, from bit
+    operations on the float representation: ``2^round(log2(max(|x|, 1)))`` is the exponent of |x| rounded at
+    the significand sqrt(2), floored at 1, and each random word of ``bits`` bits gives that many signs (bit
+    ``b`` of word ``w`` the sign of element ``b·m + w``, so that blocks of elements take their signs in one
+    operation). One full-size buffer; float32 inputs get float32 directions (powers of two: exact), half the
+    memory of float64 ones and no conversion for a float32 forward-mode pass."""
+    itype, bits, significand, one = _FLOAT_BITS[x.dtype]
+    sign_bit = -(1 << (bits - 1))
+    mantissa = (1 << significand) - 1
+    # added to the bits of |x| it carries into the exponent exactly when the significand is >= sqrt(2)
+    round_up = (1 << significand) - round((math.sqrt(2.0) - 1.0) * 2.0**significand)
     n = x.numel()
-    scale = x.view(torch.int64).bitwise_and(~_SIGN_BIT).add_(_ROUND_UP).bitwise_and_(~_MANTISSA)
-    scale.clamp_min_(_ONE_BITS)  # non-negative floats order like their bits
+    scale = x.view(itype).bitwise_and(~sign_bit).add_(round_up).bitwise_and_(~mantissa)
+    scale.clamp_min_(one)  # non-negative floats order like their bits
     u = scale.unsqueeze(0) if d == 1 else scale.expand(d, n).clone()
     flat = u.view(-1)
     total = d * n
-    m = -(-total // 64)
-    words = torch.randint(-(2**63), 2**63 - 1, (m,), generator=gen, dtype=torch.int64)
-    for b in range(0, 64, _SIGN_BITS_PER_BLOCK):
+    m = -(-total // bits)
+    words = torch.randint(sign_bit, -sign_bit - 1, (m,), generator=gen, dtype=itype)
+    for b in range(0, bits, _SIGN_BITS_PER_BLOCK):
         start, stop = b * m, min((b + _SIGN_BITS_PER_BLOCK) * m, total)
         if start >= stop:
             break
-        shifts = torch.arange(b, b + _SIGN_BITS_PER_BLOCK, dtype=torch.int64).unsqueeze(1)
-        signs = (words.unsqueeze(0) << shifts).bitwise_and_(_SIGN_BIT).view(-1)
+        shifts = torch.arange(b, b + _SIGN_BITS_PER_BLOCK, dtype=itype).unsqueeze(1)
+        signs = (words.unsqueeze(0) << shifts).bitwise_and_(sign_bit).view(-1)
         flat[start:stop].bitwise_or_(signs[: stop - start])
-    return u.view(torch.float64)
+    return u.view(x.dtype)
 
 
 def _uniform_vector(shape: Sequence[int], gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
@@ -1949,11 +2031,11 @@ def _scaled_square_sum(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     full-size temporary); the cleanup pass runs only where the plain sum is not finite."""
     total = torch.zeros((), dtype=torch.float64)
     for start in range(0, g.numel(), _CHUNK):
-        gs = g[start : start + _CHUNK] * s[start : start + _CHUNK]
+        gs = g[start : start + _CHUNK] * s[start : start + _CHUNK].to(torch.float64)
         total += torch.dot(gs, gs)
     if bool(torch.isfinite(total)):
         return total
-    return (g * s).nan_to_num_(0.0).square_().sum()
+    return (g * s.to(torch.float64)).nan_to_num_(0.0).square_().sum()
 
 
 def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -1973,7 +2055,7 @@ def _dot_and_square_sum(u: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor,
     dot = torch.zeros((), dtype=torch.float64)
     squares = torch.zeros((), dtype=torch.float64)
     for start in range(0, g.numel(), _CHUNK):
-        p = u[start : start + _CHUNK] * g[start : start + _CHUNK]  # float64 (u is float64)
+        p = u[start : start + _CHUNK].to(torch.float64) * g[start : start + _CHUNK]
         dot += p.sum()
         squares += torch.dot(p, p)
     return dot, (squares if bool(torch.isfinite(squares)) else None)

@@ -131,13 +131,57 @@ def test_auto_mode_still_narrows_down_after_a_failed_screen():
 
 
 def test_float32_passes_within_the_floor_without_a_float64_autograd_run():
-    report = gk.check_gradients(torch.sin, _randn(100_000, dtype=torch.float32), mode="directional")
+    report = gk.check_gradients(torch.sin, _randn(50_000, dtype=torch.float32), mode="directional")
     assert report.ok, str(report)
     assert "stopped after ±h" in report.check("backward").detail
     assert any("no float64 autograd run was needed" in n for n in report.notes), report.notes
     # the analytic forward, one float64 forward at x (whether fn runs in float64; its outputs are f(x) for the
-    # numerics) and +-h: no float64 autograd run
-    assert report.evaluations == 1 + 1 + 2
+    # numerics) and +-h along each of two directions: no float64 autograd run
+    assert report.evaluations == 1 + 1 + 2 * 2
+
+
+def test_a_large_float32_check_defers_the_float64_forward_at_x():
+    # above 2^16 coordinates the first point x + h·u tells whether fn computes in float64, and f(x) in
+    # float64 is not needed where the screen decides: the analytic forward and +-h
+    report = gk.check_gradients(torch.sin, _randn(100_000, dtype=torch.float32), mode="directional")
+    assert report.ok, str(report)
+    assert report.evaluations == 1 + 2
+    detail = report.check("backward").detail
+    assert "stopped after ±h" in detail and "a kink exactly at x was not looked for" in detail
+    assert report.method.endswith("evaluated in float64 at the float32 point")
+
+
+def test_a_deferred_probe_falls_back_where_fn_does_not_compute_in_float64():
+    def via_float32(x):
+        return torch.sin(x.float())
+
+    def refuses_float64(x):
+        if x.dtype == torch.float64:
+            raise TypeError("float32 only")
+        return torch.sin(x)
+
+    x = _randn(100_000, dtype=torch.float32)
+    for fn, reason in ((via_float32, "does not compute in float64"), (refuses_float64, "cannot run in float64")):
+        report = gk.check_gradients(fn, x, mode="directional")
+        assert report.ok, str(report)
+        assert any(reason in n for n in report.notes), report.notes
+        assert "evaluated in float32" in report.method
+        # the point that told counts: the analytic forward, x + h·u in float64, the probe at x in float64
+        # (where it returned), f(x) in float32 and float32's stencil (+-h, +-2h, +-4h)
+        assert report.evaluations == 1 + 1 + (1 if fn is via_float32 else 0) + 1 + 6
+
+
+def test_a_failed_deferred_screen_evaluates_f_at_x_and_counts_kinks():
+    # relu at exact zeros: autograd's 0 is the left slope, the central difference the mean, so the screen
+    # fails; the full stencil then needs phi(0), evaluates f(x) in float64, and counts the kink
+    x = _randn(100_000, dtype=torch.float32, seed=3)
+    x[::5] = 0.0
+    report = gk.check_gradients(torch.relu, x, mode="directional")
+    assert report.ok, str(report)
+    assert "4 evaluations each" in report.check("backward").detail
+    assert sum(g.kinks for g in report.groups if g.check == "backward") == 1
+    # the analytic forward, +-h, f(x), +-2h, and the float64 autograd run of the full comparison
+    assert report.evaluations == 1 + 2 + 1 + 2 + 1
 
 
 @pytest.mark.parametrize("n", [2_000, 200_000])
