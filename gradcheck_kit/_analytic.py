@@ -34,9 +34,10 @@ class ForwardADUnsupported(RuntimeError):
 
 
 def rows_from_coords(rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``(r, n_out_coords)`` float64 -> ``(r, *out.shape)`` in the output's dtype (complex rebuilt)."""
+    """``(r, n_out_coords)`` float64 -> ``(r, *out.shape)`` in the output's dtype and on its device (complex
+    rebuilt)."""
     shaped = from_coords(rows, out.shape, out.is_complex())
-    return shaped.to(out.dtype)
+    return shaped.to(device=out.device, dtype=out.dtype)
 
 
 def vjp_rows(
@@ -89,7 +90,7 @@ def vjp_rows(
             else:
                 flowed[k] = True
                 _check_grad_meta(g, leaves[k])
-                results[k].append(batched_coords(g.detach()).to(torch.float64))
+                results[k].append(batched_coords(g.detach()).to("cpu", torch.float64))
         start += chunk
     return [parts[0] if len(parts) == 1 else torch.cat(parts) for parts in results], flowed, path
 
@@ -149,7 +150,7 @@ def vjp_rows_functorch(
                     grads = torch.func.vmap(vjp_fn)(cotangents)
                 for q, (g, leaf) in enumerate(zip(grads, leaves)):
                     _check_grad_meta(g, leaf)
-                    parts[q].append(batched_coords(g.detach()).to(torch.float64))
+                    parts[q].append(batched_coords(g.detach()).to("cpu", torch.float64))
             per_leaf = [p[0] if len(p) == 1 else torch.cat(p) for p in parts]
             flowed = [True] * len(leaves)  # a nonzero gradient flowed; for all-zero rows the graph decides
             if not all(bool(p.any()) for p in per_leaf):
@@ -196,7 +197,7 @@ def jvp_columns(
     Raises :class:`ForwardADUnsupported` when the function has no forward-mode derivative.
     """
     primal = args[i]
-    shaped = from_coords(tangents, primal.shape, primal.is_complex()).to(primal.dtype)
+    shaped = from_coords(tangents, primal.shape, primal.is_complex()).to(device=primal.device, dtype=primal.dtype)
     try:
         cols = _jvp_vmapped(fn, args, i, shaped, output_indices, rng_seed)
         return cols, "batched"
@@ -232,7 +233,7 @@ def _jvp_vmapped(fn, args, i, tangents, output_indices, rng_seed) -> list[torch.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         outs = torch.func.vmap(single, randomness="error")(tangents)
-    return [batched_coords(o.detach()).to(torch.float64) for o in outs]
+    return [batched_coords(o.detach()).to("cpu", torch.float64) for o in outs]
 
 
 def jvp_directions(
@@ -251,7 +252,8 @@ def jvp_directions(
     """
     order = list(tangents)
     shaped = {
-        i: from_coords(t, args[i].shape, args[i].is_complex()).to(args[i].dtype) for i, t in tangents.items()
+        i: from_coords(t, args[i].shape, args[i].is_complex()).to(device=args[i].device, dtype=args[i].dtype)
+        for i, t in tangents.items()
     }
     d = next(iter(tangents.values())).shape[0]
     # A few directions: one forward-mode pass each (cheaper than vmap's set-up for small functions, and no
@@ -271,8 +273,8 @@ def forward_pass(
     rng_seed: int,
     fresh_copies: bool = False,
 ) -> list[torch.Tensor]:
-    """One forward-mode pass with ``tangents[i]`` (shaped like ``args[i]``, its dtype) on input ``i``: per
-    differentiable output the tangent's real coordinates, flat, in the output's dtype.
+    """One forward-mode pass with ``tangents[i]`` (shaped like ``args[i]``, its dtype and device) on input
+    ``i``: per differentiable output the tangent's real coordinates, flat, in the output's dtype, on the CPU.
 
     It runs without grad on detached inputs: recording the tangents' graph as well would double the cost
     of a large pass. Where that raises, fn may differentiate internally, so it runs once more as autograd's
@@ -313,5 +315,6 @@ def _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad)
         result = []
         for k in output_indices:
             primal, tangent_out = fwAD.unpack_dual(outs[k])
-            result.append(coords(torch.zeros_like(primal) if tangent_out is None else tangent_out))
+            # on the host, where the kit's comparisons run (a no-op for CPU tensors)
+            result.append(coords(torch.zeros_like(primal) if tangent_out is None else tangent_out).cpu())
         return result

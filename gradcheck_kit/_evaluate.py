@@ -197,8 +197,9 @@ class Evaluator:
         return outs
 
     def batched(self, i: int, points: torch.Tensor, shape: Sequence[int], complex_: bool) -> list[torch.Tensor]:
-        """``points``: ``(B, n_coords)`` values of input ``i``; returns per output ``(B, n_out_coords)``."""
-        batch = from_coords(points, shape, complex_)
+        """``points``: ``(B, n_coords)`` values of input ``i`` (moved to its device); returns per output
+        ``(B, n_out_coords)`` float64 on the CPU."""
+        batch = from_coords(points, shape, complex_).to(self.base_args[i].device)
         self.evaluations += batch.shape[0]
         if self.vmap_failed is None and self.grad_inside is None:
             try:
@@ -245,7 +246,7 @@ class Evaluator:
             warnings.simplefilter("ignore")
             outs = torch.func.vmap(at, randomness="error")(*batches)
         self._check_shapes([o.shape for o in outs], batched=True)
-        return [batched_coords(o).to(torch.float64) for o in outs]
+        return [batched_coords(o).to("cpu", torch.float64) for o in outs]
 
     @property
     def path(self) -> str:

@@ -174,8 +174,9 @@ def coords(t: torch.Tensor) -> torch.Tensor:
 
 
 def coords64(t: torch.Tensor) -> torch.Tensor:
-    """``coords`` in float64 (exact for every float dtype): what the numerics and comparisons use."""
-    return coords(t).to(torch.float64)
+    """``coords`` in float64 (exact for every float dtype) on the CPU: what the numerics and comparisons use
+    (fn and autograd run on the inputs' device; the kit's arithmetic on the host)."""
+    return coords(t).to("cpu", torch.float64)
 
 
 def batched_coords(t: torch.Tensor) -> torch.Tensor:

@@ -155,6 +155,12 @@ def check_gradients(
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable")
     names = names_for_inputs(fn, len(inputs), input_names)
+    for i, t in enumerate(inputs):
+        if isinstance(t, torch.Tensor) and t.device.type == "meta":
+            raise InvalidArgument(
+                f"inputs[{i}] ({names[i]}) is a meta tensor of shape {tuple(t.shape)}: it holds no values to "
+                "differentiate; create it on the CPU or a GPU"
+            )
     wrt_list = resolve_wrt(inputs, wrt)
     run = _Check(fn, inputs, wrt_list, names, grad_outputs, options)
     report = run.execute()
@@ -423,7 +429,7 @@ class _Check:
             if not x.is_floating_point():
                 return None
             c = coords(x)
-            moved = c + c.abs().clamp_min(1.0) * 2.0**-36 * _alternating(c.numel(), c.dtype)
+            moved = c + c.abs().clamp_min(1.0) * 2.0**-36 * _alternating(c.numel(), c.dtype).to(c.device)
             repl[i] = from_coords(moved.unsqueeze(0), x.shape, False)[0].to(x.dtype)
         try:
             outs = self.evaluator.outputs_at(repl)
@@ -578,15 +584,16 @@ class _Check:
                     raise InvalidArgument(
                         f"grad_outputs[{k}] has shape {shape}; output {k} has shape {tuple(out.shape)}"
                     )
-                v = g.detach().to(out.dtype)
+                v = g.detach().to(device=out.device, dtype=out.dtype)
             else:
                 wide = torch.float64 if _real_of(out.dtype) == torch.float64 else torch.float32
                 v = _uniform_vector(out.shape, self.gen, wide)
                 if out.is_complex():
                     v = torch.complex(v, _uniform_vector(out.shape, self.gen, wide))
-                v = v.to(out.dtype)  # exact in float32 and float64, rounded once in lower precision
+                # exact in float32 and float64, rounded once in lower precision; on the output's device
+                v = v.to(device=out.device, dtype=out.dtype)
                 self.drawn_vectors[k] = v
-            vectors[k] = coords(v).to(torch.float64)
+            vectors[k] = coords64(v)
         return vectors
 
     # ---------------------------------------------------------------------------------------------
@@ -687,7 +694,7 @@ class _Check:
         if not todo:
             return
         # numpy: full mode's inputs are small, where a numpy call costs a fraction of a torch call
-        parts = [coords(self.evaluator.base_args[i]).to(torch.float64).numpy() for i in todo]
+        parts = [coords64(self.evaluator.base_args[i]).numpy() for i in todo]
         x = parts[0] if len(parts) == 1 else np.concatenate(parts)
         # scale_of: 2^round(log2(max(|x|, 1)))
         steps = np.exp2(np.round(np.log2(np.maximum(np.abs(x), 1.0)))) * self.stencil.h0
@@ -705,7 +712,7 @@ class _Check:
         done = 0 if known is None else next(iter(known.values())).shape[0]
         fresh = self._stencil_values(i, rows, mults[done:]) if done < len(mults) else None
         x = self.evaluator.base_args[i]
-        xc = coords(x).to(torch.float64)
+        xc = coords64(x)
         step = self._step(i)
         numerics = {}
         for pos, k in enumerate(self.out_idx):
@@ -765,7 +772,7 @@ class _Check:
         coords_failed = torch.unique(j_idx[failed])[:REFINE_COORDS]
         open_ = failed[torch.isin(j_idx[failed], coords_failed)]  # entries still being refined
         x = self.evaluator.base_args[i]
-        base = coords(x)
+        base = coords(x).cpu()  # the points are built on the host (evaluator.batched moves them to x's device)
         mults = self._multipliers(self.stencil.multipliers)  # (points, 1)
         center = self._project(k, kind, self.f0[pos].unsqueeze(0))  # (1, r)
         fmag = self._project(k, kind, self.f0[pos].abs().unsqueeze(0), absolute=True)
@@ -1185,7 +1192,7 @@ class _Check:
         zero (a shift-invariant input, say) is of this order even where the Jacobian is zero."""
         pos = self.out_idx.index(k)
         if ("x", i) not in self._rms_cache:  # numpy: full mode's inputs are small
-            self._rms_cache[("x", i)] = _rms(coords(self.inputs[i]).to(torch.float64).numpy())
+            self._rms_cache[("x", i)] = _rms(coords64(self.inputs[i]).numpy())
         if ("out", k) not in self._rms_cache:
             self._rms_cache[("out", k)] = float(_rms(self.f0[pos]))
         out_rms, x_rms = self._rms_cache[("out", k)], self._rms_cache[("x", i)]
@@ -1318,7 +1325,7 @@ class _Check:
         self.n_directions = d
         out = {}
         for i in self.wrt:
-            x = coords(self.inputs[i].detach())  # the values of base_args[i] (a float64 copy of low precision)
+            x = coords(self.inputs[i].detach()).cpu()  # base_args[i]'s values (a float64 copy of low precision)
             out[i] = _rademacher(x if x.dtype in _FLOAT_BITS else x.to(torch.float32), d, self.gen)
         return out
 
@@ -1370,7 +1377,8 @@ class _Check:
                 for i in self.wrt:
                     x = self.evaluator.base_args[i]
                     step = u[i][di]
-                    if step.dtype != base[i].dtype:  # float32 directions: converted first (a mixed add is slower)
+                    if step.dtype != base[i].dtype or step.device != base[i].device:
+                        # float32 directions (a mixed add is slower), or an input on another device
                         step = buffers[i].copy_(step)
                     point = torch.add(base[i], step, alpha=mult[row - 1] * h, out=buffers[i])
                     repl[i] = from_coords(point.unsqueeze(0), x.shape, x.is_complex())[0].to(x.dtype)
@@ -1460,7 +1468,7 @@ class _Check:
                     raise _Failure(f"autograd returned a malformed gradient for output {k}: {exc}") from None
                 # coordinates in the gradient's own dtype (exact in float64): the products with u and the
                 # sums of squares convert them chunk by chunk, without a full-size float64 copy
-                grads[(i, k)] = coords(g.detach())
+                grads[(i, k)] = coords(g.detach()).cpu()
         return grads, flowed
 
     def _backward_directional(self) -> None:
@@ -1832,7 +1840,7 @@ class _Check:
             return cols
         args = self._jvp_args()
         primal = args[i]
-        tangent = from_coords(tangents, primal.shape, primal.is_complex())[0].to(primal.dtype)
+        tangent = from_coords(tangents, primal.shape, primal.is_complex())[0].to(device=primal.device, dtype=primal.dtype)
         cols = forward_pass(self.fn, args, {i: tangent}, self.out_idx, self.rng_seed, self.mutates_inputs)
         return [c.unsqueeze(0) for c in cols]
 
@@ -1963,7 +1971,7 @@ def _move_diagonal(points: torch.Tensor, offset: int, steps: torch.Tensor) -> No
     """``points``: ``(npts, b, n)`` copies of x; moves coordinate ``offset + c`` of ``points[m, c]`` by
     ``steps[m, c]`` (the sum in float64, rounded once to the points' dtype)."""
     moved = points.diagonal(offset=offset, dim1=1, dim2=2)  # (npts, b)
-    moved.copy_(moved.to(torch.float64) + steps)
+    moved.copy_(moved.to(torch.float64) + steps.to(moved.device))
 
 
 def _sum_squares(t: torch.Tensor) -> float:

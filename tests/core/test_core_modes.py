@@ -219,6 +219,11 @@ def test_non_callable_fn_is_invalid():
         gk.check_gradients("tanh", _randn(3))
 
 
+def test_a_meta_tensor_is_invalid():
+    with pytest.raises(gk.InvalidArgument, match=r"inputs\[0\] \(x\) is a meta tensor of shape \(3,\)"):
+        gk.check_gradients(torch.sin, torch.randn(3, device="meta"))
+
+
 def test_explicit_tolerances_are_used():
     x = _randn(4)
 

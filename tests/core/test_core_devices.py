@@ -1,0 +1,70 @@
+"""Inputs on a GPU: fn and autograd run on the inputs' device, the kit's arithmetic on the host.
+
+These tests run only where CUDA is available (the project's CI machine has none); on the CPU the same code
+paths run with every device move a no-op, which the rest of the suite covers.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradcheck_kit as gk
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+class _SinOnePercentOff(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.cos(x) * 1.01
+
+
+def _cuda(*shape, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype).cuda()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("mode, n", [("full", 12), ("directional", 200_000)])
+def test_correct_and_wrong_gradients_on_cuda(dtype, mode, n):
+    x = _cuda(n, dtype=dtype)
+    before = x.clone()
+    ok = gk.check_gradients(lambda t: torch.sin(t) * t, x, mode=mode)
+    assert ok.ok, str(ok)
+    assert ok.check("forward_ad").status == "passed"
+    assert not gk.check_gradients(_SinOnePercentOff.apply, x, mode=mode).ok
+    assert torch.equal(x, before) and x.device.type == "cuda"
+
+
+def test_several_inputs_grad_outputs_and_second_order_on_cuda():
+    a, b = _cuda(4, 5, dtype=torch.float64), _cuda(5, 3, dtype=torch.float64, seed=1)
+    v = _cuda(4, 3, dtype=torch.float64, seed=2)
+    report = gk.check_gradients(lambda p, q: torch.tanh(p @ q), a, b, grad_outputs=v, order=2)
+    assert report.ok, str(report)
+    gk.assert_grad_equals(lambda t: (t**2).mean(), a, 2 * a / a.numel())
+
+
+def test_auto_narrows_a_wrong_element_down_on_cuda():
+    class OneWrong(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.sin(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            g = (grad * torch.cos(x)).clone()
+            g.view(-1)[1234] *= 2.0
+            return g
+
+    report = gk.check_gradients(OneWrong.apply, _cuda(50, 60, dtype=torch.float32))
+    assert not report.ok
+    assert [m.index for m in report.mismatches if m.kind != "directional"] == [divmod(1234, 60)]
