@@ -132,7 +132,10 @@ def round_off_model(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) 
     # |f| at the stencil points too, not only at x: where the step dwarfs x (x = 1e-200), f(x) can be 0
     # while f(x +- h) ~ h^2, whose rounding swallows the difference a derivative needs
     at_points = values.abs().nan_to_num(0.0, posinf=0.0).amax(dim=0)
-    return tolerances.NOISE_MODEL_EPS * e * (torch.maximum(fmag, at_points) + f_scale)
+    # and never below the spacing of subnormal numbers (eps·tiny), which eps·|f| underflows past: an f
+    # of 1e-313 carries an absolute rounding of 5e-324, 3e-11 of itself
+    tiny = torch.finfo(stencil.dtype).tiny
+    return tolerances.NOISE_MODEL_EPS * e * (torch.maximum(fmag, at_points) + f_scale + tiny)
 
 
 def noise_sigma(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil, pool_dim: int | None = None) -> torch.Tensor:
@@ -165,21 +168,33 @@ def estimate_with_sigma(
     stencil: Stencil,
     *,
     x_abs: torch.Tensor | None = None,
+    unit_floor: bool = True,
 ) -> Estimates:
     """Estimates from ``values`` of shape ``(points, *batch)`` and the noise ``sigma`` of ``f``.
 
     ``h``: the absolute step of each derivative (broadcasts to ``batch``); ``x_abs``: |x| of the perturbed
     coordinate (the point ``x + h`` is rounded, an error of about ``eps |x| / h`` relative).
+
+    ``unit_floor``: that relative error is taken for ``|x|`` at least 1, the scale below which steps stop
+    shrinking (``scale_of``): a function computed through intermediates of that size (``log(1 + x/10)``
+    near 0 forms ``1 + x/10``) rounds them by ``eps`` however small x and f are, which no ``eps |f|``
+    model sees. A relative floor of about ``eps / h0`` (1e-10 with float64 numerics), far below any
+    gradient bug. Off for the second opinion at smaller steps (``_Check._refine``), where it would grow
+    with ``1/h`` past what steep functions computed at the scale of x (``1/x`` at 1e-12) need.
     """
     w = weights_for(stencil)
     e = tolerances.eps(stencil.dtype)
+    if unit_floor:
+        scale = torch.ones((), dtype=values.dtype) if x_abs is None else x_abs.clamp_min(1.0)
+    else:
+        scale = x_abs
 
     def one(wv: np.ndarray, wprev: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         value = _apply(wv, values) / h
         truncation = (value - _apply(wprev, values) / h).abs()
         err = truncation + (float(np.abs(wv).sum()) * sigma / h)
-        if x_abs is not None:
-            err = err + e * (x_abs / h) * value.abs()
+        if scale is not None:
+            err = err + e * (scale / h) * value.abs().nan_to_num(0.0, posinf=0.0)
         return value, err, truncation
 
     central, central_err, ct = one(w.central, w.central_prev)

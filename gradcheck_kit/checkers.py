@@ -794,7 +794,7 @@ class _Check:
             vals = values[:, where, r_idx[open_]]
             sig = noise_sigma(vals, fmag[0, r_idx[open_]], self.stencil)
             x_abs = base[cols][where].abs().to(torch.float64)
-            fine = estimate_with_sigma(vals, step[where], sig, self.stencil, x_abs=x_abs)
+            fine = estimate_with_sigma(vals, step[where], sig, self.stencil, x_abs=x_abs, unit_floor=False)
             a_o, allow_o = a[open_], allow[open_]
             tol = kap * fine.central_err + allow_o
             usable = torch.isfinite(fine.central) & torch.isfinite(fine.central_err)

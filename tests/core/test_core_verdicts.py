@@ -362,3 +362,41 @@ def test_inputs_whose_squares_overflow_are_compared_not_skipped(values):
     wrong = gk.check_gradients(_DoubleTenPercentOff.apply, x, forward_ad=False)
     assert not wrong.ok
     assert (0,) in [m.index for m in wrong.mismatches]
+
+
+@pytest.mark.parametrize("c", [1.0, 3.0, 10.0, 100.0])
+@pytest.mark.parametrize("x0", [0.0, -2.2250738585072014e-308, 1e-20, 1e-12, 1e-8])
+def test_a_function_of_unit_sized_intermediates_near_zero_is_not_a_false_alarm(c, x0):
+    # log(x/c + 1) near 0 rounds the intermediate x/c + 1 by eps, far above eps·|f|: the finite difference
+    # carries ~eps/h of relative noise that an eps·|f| model missed (5 of these 20 failed)
+    x = torch.tensor(x0, dtype=torch.float64)
+    report = gk.check_gradients(lambda t: torch.log(t / c + 1), x)
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("x0, y0", [(-2.2250738585072014e-308, 0.0), (0.0, 2.2250738585072014e-308), (1e-300, -2.2250738585072014e-308)])
+def test_subnormal_values_and_derivatives_are_not_a_false_alarm(x0, y0):
+    # x·y at the smallest normal numbers: f and the derivatives are subnormal, whose spacing (5e-324) is
+    # far above eps·|f|; a round-off model without that floor allowed 3.5e-323 against a 3e-318 rounding
+    def f(x, y):
+        return (x * y * torch.sqrt(x**3 + 9) / torch.sqrt(y + 3)).mean()
+
+    x = torch.tensor([[x0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor(y0, dtype=torch.float64)
+    assert gk.check_gradients(f, x, y).ok
+
+
+def test_the_floors_leave_small_errors_visible():
+    # the new floors are ~1e-10 relative: a 1e-6 relative error of a backward is still far above them
+    class _Log1pSlightlyOff(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.log(x / 10 + 1)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad / (x + 10) * (1 + 1e-6)
+
+    assert not gk.check_gradients(_Log1pSlightlyOff.apply, torch.zeros(3, dtype=torch.float64)).ok
