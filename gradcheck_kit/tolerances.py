@@ -104,9 +104,13 @@ class AnalyticAllowance:
         ``measured``: |autograd(dtype) - autograd(float64)| where a float64 run exists.
         """
         e = eps(self.dtype)
+        # autograd's values are never finer than the spacing of subnormal numbers (eps·tiny): a float32
+        # gradient of 7e-42 is stored as 6.9995e-42 however it was computed
+        real = self.dtype.to_real() if self.dtype.is_complex else self.dtype
+        subnormal = FLOOR_EPS * e * torch.finfo(real).tiny
         if e <= 1e-15:
-            return (16 * e) * analytic_scale
+            return (16 * e) * analytic_scale + subnormal
         if measured is None:
-            return (NO_REFERENCE_EPS * e) * analytic_scale
+            return (NO_REFERENCE_EPS * e) * analytic_scale + subnormal
         cap = (CAP_EPS * e) * analytic_scale
-        return (FLOOR_EPS * e) * analytic_scale + torch.minimum(MEASURED_FACTOR * measured, cap)
+        return (FLOOR_EPS * e) * analytic_scale + torch.minimum(MEASURED_FACTOR * measured, cap) + subnormal

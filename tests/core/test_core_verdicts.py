@@ -400,3 +400,11 @@ def test_the_floors_leave_small_errors_visible():
             return grad / (x + 10) * (1 + 1e-6)
 
     assert not gk.check_gradients(_Log1pSlightlyOff.apply, torch.zeros(3, dtype=torch.float64)).ok
+
+
+@pytest.mark.parametrize("c", [7e-42, 1e-43, 2.5e-44])
+def test_a_float32_gradient_in_the_subnormal_range_is_not_a_false_alarm(c):
+    # float32 stores the gradient c at its subnormal spacing (1.4e-45): 7e-42 becomes 6.9995e-42, off the
+    # float64 numerics by 5e-46, which an allowance of eps·|gradient| (1e-48) did not cover
+    x = torch.tensor([0.7, -1.3, 2.0])
+    assert gk.check_gradients(lambda t: t * c, x).ok
