@@ -98,10 +98,17 @@ class AnalyticAllowance:
     dtype: torch.dtype
     has_reference: bool
 
-    def allowance(self, analytic_scale: torch.Tensor, measured: torch.Tensor | None) -> torch.Tensor:
+    def allowance(
+        self, analytic_scale: torch.Tensor, measured: torch.Tensor | None, conditioning: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``analytic_scale``: a magnitude of the derivative (|entry| + the size of its row).
 
-        ``measured``: |autograd(dtype) - autograd(float64)| where a float64 run exists.
+        ``measured``: |autograd(dtype) - autograd(float64)| where a float64 run exists. ``conditioning``:
+        how far the float64 derivative moves when the low-precision inputs move by one rounding at unit
+        scale (``_Check._conditioning``); the measured part may reach ``MEASURED_FACTOR`` times it, above
+        the cap: an ill-conditioned expression (sin of a large argument near a zero of sin) rounds its
+        float32 derivative by that much however it is computed, while a float32-only bug (a backward
+        through float16) stays above it.
         """
         e = eps(self.dtype)
         # autograd's values are never finer than the spacing of subnormal numbers (eps·tiny): a float32
@@ -113,4 +120,10 @@ class AnalyticAllowance:
         if measured is None:
             return (NO_REFERENCE_EPS * e) * analytic_scale + subnormal
         cap = (CAP_EPS * e) * analytic_scale
+        if conditioning is not None:
+            cap = torch.maximum(cap, MEASURED_FACTOR * conditioning)
         return (FLOOR_EPS * e) * analytic_scale + torch.minimum(MEASURED_FACTOR * measured, cap) + subnormal
+
+    def capped(self, analytic_scale: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
+        """Where the measured part of the allowance was cut by the cap."""
+        return MEASURED_FACTOR * measured > (CAP_EPS * eps(self.dtype)) * analytic_scale

@@ -408,3 +408,40 @@ def test_a_float32_gradient_in_the_subnormal_range_is_not_a_false_alarm(c):
     # float64 numerics by 5e-46, which an allowance of eps·|gradient| (1e-48) did not cover
     x = torch.tensor([0.7, -1.3, 2.0])
     assert gk.check_gradients(lambda t: t * c, x).ok
+
+
+def _ill_conditioned(x, y):
+    # at x = 0 the derivative is sin(g) for g = ((x + 3)^4.5/16 - 38)/c ≈ -29/c, near a zero of sin: float32
+    # rounds g by ~eps·38 and so the derivative by ~1e-4 of itself, however it is computed
+    return (x * torch.sin(((x + 3) ** 4.5 / 16 - 38) / (1 + 1 / torch.sqrt(y + 3)) ** (1 / 3))).mean()
+
+
+def test_an_ill_conditioned_float32_derivative_is_not_a_false_alarm():
+    x, y = torch.tensor([0.0]), torch.zeros(1, 3)
+    report = gk.check_gradients(_ill_conditioned, x, y)
+    assert report.ok, str(report)
+    assert any("one float32 rounding" in n for n in report.notes), report.notes
+
+
+class _Float32OnlyHalfRounded(torch.autograd.Function):
+    """A float32 kernel's bug: its backward goes through float16; the float64 path is right."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        g = grad * torch.cos(x)
+        return g.to(torch.float16).to(g.dtype) if g.dtype == torch.float32 else g
+
+
+def test_a_float32_only_bug_is_not_hidden_by_the_conditioning_allowance():
+    # its float32 error against the float64 run exceeds the measured cap, so the conditioning runs, and the
+    # float64 derivative of sin hardly moves over one float32 rounding: still caught, element by element
+    report = gk.check_gradients(_Float32OnlyHalfRounded.apply, _randn(3, 4, dtype=torch.float32))
+    assert not report.ok
+    assert any("one float32 rounding" in n for n in report.notes), report.notes
+    assert len({m.index for m in report.mismatches if m.check == "backward"}) >= 6
