@@ -747,7 +747,16 @@ class _Check:
         # f exactly zero at every point while autograd's value is below sqrt(tiny): f underflows (x * x at
         # x = 1e-200), a finite difference cannot see the derivative: not checkable, never a mismatch
         tiny = torch.finfo(self.num_dtype).tiny ** 0.5
-        underflow = num.flat[j_idx, r_idx] & (num.values[0, j_idx, r_idx] == 0) & (a_g.abs() < tiny)
+        flat = num.flat[j_idx, r_idx]
+        underflow = flat & (num.values[0, j_idx, r_idx] == 0) & (a_g.abs() < tiny)
+        # f identical at every point while autograd's value would move it over the stencil by less than one
+        # rounding at unit scale (|a|·reach < eps·max(|f|, 1)): f computed through intermediates of that
+        # size (log(1 + e^g) with e^g ~ 1e-12 rounds 1 + e^g; cos(x^3) - 1 at x = 1e-12 is exactly 0) shows
+        # no change at all: not checkable either. A derivative of a constant that a finite difference could
+        # see (at float64's step, anything above ~3e-11·max(|f|, 1)) is still compared
+        reach = num.step[j_idx] * max(abs(m) for m in self.stencil.multipliers)
+        quantum = tolerances.eps(self.stencil.dtype) * num.values[0, j_idx, r_idx].abs().clamp_min(1.0)
+        underflow = underflow | (flat & (a_g.abs() * reach < quantum))
         if bool(underflow.any()):
             verdict.failed = verdict.failed & ~underflow
             verdict.unchecked = verdict.unchecked | underflow
@@ -1311,7 +1320,8 @@ class _Check:
         if group.unchecked:
             report.notes.append(
                 f"{group.unchecked} derivative(s) of output {k} w.r.t. {name} could not be checked: fn is not "
-                "finite, jumps, or underflows to 0 around the point"
+                "finite, jumps, underflows to 0, or does not change at all around the point while autograd's "
+                "derivative there is too small for fn's rounding to show"
             )
         if not flowed and check == "backward":
             report.notes.append(

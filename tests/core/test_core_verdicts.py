@@ -445,3 +445,33 @@ def test_a_float32_only_bug_is_not_hidden_by_the_conditioning_allowance():
     assert not report.ok
     assert any("one float32 rounding" in n for n in report.notes), report.notes
     assert len({m.index for m in report.mismatches if m.check == "backward"}) >= 6
+
+
+@pytest.mark.parametrize(
+    "fn, x0",
+    [
+        (lambda x: -torch.sin(torch.cos(x**3) - 1), 1e-12),  # cos(1e-36) - 1 is exactly 0
+        (lambda x: torch.log(torch.exp((x**6 - 14) ** 3 / 4096 - 28) + 1), 0.2969),  # 1 + 1e-12 rounds
+        (lambda x: torch.sqrt(torch.exp(torch.exp(10 * x - 17) - 18) + 1), -2.2250738585072014e-308),
+    ],
+    ids=["cos-1", "log1p-of-tiny", "sqrt-1p-of-tiny"],
+)
+def test_a_derivative_below_fns_rounding_is_unchecked_not_a_false_alarm(fn, x0):
+    # f is identical at every stencil point (its change is below the rounding of its unit-size
+    # intermediates) while autograd's derivative is tiny and right: found by fuzzing random expressions
+    report = gk.check_gradients(fn, torch.tensor([x0], dtype=torch.float64))
+    assert report.ok, str(report)
+    assert any("could not be checked" in n for n in report.notes), report.notes
+
+
+def test_a_constant_function_with_a_visible_gradient_still_fails():
+    class _ConstantWithGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return torch.zeros_like(x) + 3.0
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 1e-6  # f does not depend on x; 1e-6 over the step is far above f's rounding
+
+    assert not gk.check_gradients(_ConstantWithGradient.apply, torch.randn(4, dtype=torch.float64)).ok
