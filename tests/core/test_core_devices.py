@@ -8,22 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_core_verdicts import WRONG_ELEMENT, _OneWrongElement, _TooLarge
 
 import gradcheck_kit as gk
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-
-class _SinOnePercentOff(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.sin(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * torch.cos(x) * 1.01
 
 
 def _cuda(*shape, dtype, seed=0):
@@ -39,7 +28,7 @@ def test_correct_and_wrong_gradients_on_cuda(dtype, mode, n):
     ok = gk.check_gradients(lambda t: torch.sin(t) * t, x, mode=mode)
     assert ok.ok, str(ok)
     assert ok.check("forward_ad").status == "passed"
-    assert not gk.check_gradients(_SinOnePercentOff.apply, x, mode=mode).ok
+    assert not gk.check_gradients(_TooLarge.apply, x, mode=mode).ok
     assert torch.equal(x, before) and x.device.type == "cuda"
 
 
@@ -52,19 +41,6 @@ def test_several_inputs_grad_outputs_and_second_order_on_cuda():
 
 
 def test_auto_narrows_a_wrong_element_down_on_cuda():
-    class OneWrong(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return torch.sin(x)
-
-        @staticmethod
-        def backward(ctx, grad):
-            (x,) = ctx.saved_tensors
-            g = (grad * torch.cos(x)).clone()
-            g.view(-1)[1234] *= 2.0
-            return g
-
-    report = gk.check_gradients(OneWrong.apply, _cuda(50, 60, dtype=torch.float32))
+    report = gk.check_gradients(_OneWrongElement.apply, _cuda(50, 60, dtype=torch.float32))
     assert not report.ok
-    assert [m.index for m in report.mismatches if m.kind != "directional"] == [divmod(1234, 60)]
+    assert [m.index for m in report.mismatches if m.kind != "directional"] == [divmod(WRONG_ELEMENT, 60)]
