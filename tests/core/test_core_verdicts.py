@@ -471,3 +471,17 @@ def test_a_constant_function_with_a_visible_gradient_still_fails():
             return grad * 1e-6  # f does not depend on x; 1e-6 over the step is far above f's rounding
 
     assert not gk.check_gradients(_ConstantWithGradient.apply, torch.randn(4, dtype=torch.float64)).ok
+
+
+def test_a_noise_sample_that_understates_fns_rounding_gets_a_second_one():
+    # cos of an argument near -49 formed by a subtraction: every evaluation rounds by ~eps·49, and the one
+    # noise sample of this derivative's stencil came out a tenth of that (error 4.8e-9, allowed 1.9e-9;
+    # autograd is right to 1e-15). Found by fuzzing float64 expressions
+    def f(x, y, z):
+        inner = (y + 3) ** (1 / 3) - (10 * z + 21) ** (3 / 2) / 4 + 16
+        return ((z * (10 - y) + torch.abs(x * z - 5)) * torch.sqrt(torch.sigmoid(y) + 1) * torch.cos(inner)).mean()
+
+    x, y, z = (torch.tensor(v, dtype=torch.float64) for v in (-2.2250738585072014e-308, [-2.0], 2.0))
+    report = gk.check_gradients(f, x, y, z)
+    assert report.ok, str(report)
+    assert any("second sample of fn's rounding" in n for n in report.notes), report.notes
