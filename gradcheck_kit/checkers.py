@@ -983,12 +983,14 @@ class _Check:
 
     def _reference_leaves(self, perturb: int | None = None):
         """float64 copies of the inputs with a fresh graph, for the autograd round-off allowance; ``perturb``:
-        input moved by one rounding of its own dtype at unit scale (``_conditioning``)."""
+        input moved by ``CAP_EPS`` roundings of its own dtype at unit scale (``_conditioning``)."""
         args = [_to_double(t) for t in self.inputs]
         if perturb is not None:
             t = args[perturb]
             c = coords(t)
-            e = tolerances.eps(self.inputs[perturb].dtype)
+            # CAP_EPS roundings: intermediates up to that many times the input's unit scale (((10 + 1/(x + 3))²
+            # - 71)² forms 1280 from x = 0, and rounds it by eps·1280, 76 roundings of x at unit scale)
+            e = tolerances.CAP_EPS * tolerances.eps(self.inputs[perturb].dtype)
             moved = c + c.abs().clamp_min(1.0) * e * _alternating(c.numel(), c.dtype).to(c.device)
             args[perturb] = from_coords(moved.unsqueeze(0), t.shape, t.is_complex())[0]
         for i in self.grad_positions:
@@ -1318,9 +1320,9 @@ class _Check:
 
     def _conditioning(self) -> dict | None:
         """Per (input, output): how far the float64 derivatives move when each low-precision input moves
-        by one rounding of its dtype at unit scale (``eps·max(|x|, 1)``, alternating signs), summed over
-        those inputs: the error a derivative computed in that dtype carries from rounding its inputs and
-        the intermediates of their size. Computed once per check, on the first entry whose measured
+        by ``CAP_EPS`` roundings of its dtype at unit scale (``64·eps·max(|x|, 1)``, alternating signs),
+        summed over those inputs: the error a derivative computed in that dtype carries from rounding its
+        inputs and intermediates up to 64 times their size. Computed once per check, on the first entry whose measured
         float32 error exceeds the allowance's cap (one float64 forward and backward per such input);
         ``None`` where that fails."""
         if self._conditioning_rows is not False:
@@ -1347,8 +1349,8 @@ class _Check:
         if total:
             self.report.notes.append(
                 "some float32 derivatives differ from float64 autograd by more than 64 eps; their allowance "
-                "was raised to how far the float64 derivatives move when the inputs move by one float32 "
-                "rounding (an ill-conditioned expression rounds its float32 derivatives that much)"
+                "was raised to how far the float64 derivatives move when the inputs move by 64 float32 "
+                "roundings (an ill-conditioned expression rounds its float32 derivatives that much)"
             )
         return self._conditioning_rows
 

@@ -104,8 +104,8 @@ class AnalyticAllowance:
         """``analytic_scale``: a magnitude of the derivative (|entry| + the size of its row).
 
         ``measured``: |autograd(dtype) - autograd(float64)| where a float64 run exists. ``conditioning``:
-        how far the float64 derivative moves when the low-precision inputs move by one rounding at unit
-        scale (``_Check._conditioning``); the measured part may reach ``MEASURED_FACTOR`` times it, above
+        how far the float64 derivative moves when the low-precision inputs move by ``CAP_EPS`` roundings at
+        unit scale (``_Check._conditioning``); the measured part may reach ``MEASURED_FACTOR`` times it, above
         the cap: an ill-conditioned expression (sin of a large argument near a zero of sin) rounds its
         float32 derivative by that much however it is computed, while a float32-only bug (a backward
         through float16) stays above it.

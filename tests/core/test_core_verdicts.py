@@ -420,7 +420,7 @@ def test_an_ill_conditioned_float32_derivative_is_not_a_false_alarm():
     x, y = torch.tensor([0.0]), torch.zeros(1, 3)
     report = gk.check_gradients(_ill_conditioned, x, y)
     assert report.ok, str(report)
-    assert any("one float32 rounding" in n for n in report.notes), report.notes
+    assert any("64 float32 roundings" in n for n in report.notes), report.notes
 
 
 class _Float32OnlyHalfRounded(_HalfRounded):
@@ -436,10 +436,10 @@ class _Float32OnlyHalfRounded(_HalfRounded):
 
 def test_a_float32_only_bug_is_not_hidden_by_the_conditioning_allowance():
     # its float32 error against the float64 run exceeds the measured cap, so the conditioning runs, and the
-    # float64 derivative of sin hardly moves over one float32 rounding: still caught, element by element
+    # float64 derivative of sin hardly moves over 64 float32 roundings: still caught, element by element
     report = gk.check_gradients(_Float32OnlyHalfRounded.apply, _randn(3, 4, dtype=torch.float32))
     assert not report.ok
-    assert any("one float32 rounding" in n for n in report.notes), report.notes
+    assert any("64 float32 roundings" in n for n in report.notes), report.notes
     assert len({m.index for m in report.mismatches if m.check == "backward"}) >= 6
 
 
