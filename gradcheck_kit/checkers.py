@@ -1322,19 +1322,17 @@ class _Check:
         """Per (input, output): how far the float64 derivatives move when each low-precision input moves
         by ``CAP_EPS`` roundings of its dtype at unit scale (``64·eps·max(|x|, 1)``, alternating signs),
         summed over those inputs: the error a derivative computed in that dtype carries from rounding its
-        inputs and intermediates up to 64 times their size. Computed once per check, on the first entry whose measured
-        float32 error exceeds the allowance's cap (one float64 forward and backward per such input);
-        ``None`` where that fails."""
+        inputs and intermediates up to 64 times their size. Computed once per check, on the first entry
+        whose measured float32 error exceeds the allowance's cap (one float64 forward and backward per
+        such input); ``None`` where that fails."""
         if self._conditioning_rows is not False:
             return self._conditioning_rows
         self._conditioning_rows = None
         state = self.full_state
         reference = state["reference"]
         low = [
-            j for j, t in enumerate(self.inputs)
-            if isinstance(t, torch.Tensor) and t.is_floating_point() or isinstance(t, torch.Tensor) and t.is_complex()
+            j for j, t in enumerate(self.inputs) if is_differentiable(t) and tolerances.eps(t.dtype) > 1e-15
         ]
-        low = [j for j in low if tolerances.eps(self.inputs[j].dtype) > 1e-15]
         total: dict = {}
         try:
             for j in low:
