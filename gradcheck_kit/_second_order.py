@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from gradcheck_kit._analytic import rows_from_coords
 from gradcheck_kit._evaluate import as_outputs
@@ -30,7 +31,10 @@ def first_derivative(fn, wrt: list[int], vectors: list[torch.Tensor]):
         with torch.enable_grad():
             for i in wrt:
                 if not call[i].requires_grad:
-                    call[i] = call[i].detach().requires_grad_(True)
+                    # a dual tensor (forward-over-reverse, which runs without grad) keeps its tangent
+                    # through clone; detach would drop it and give the second derivative a zero jvp
+                    dual = fwAD.unpack_dual(call[i]).tangent is not None
+                    call[i] = (call[i].clone() if dual else call[i].detach()).requires_grad_(True)
             outs = as_outputs(fn(*call))
             diff = [(o, v) for o, v in zip(outs, vectors) if v is not None and o.requires_grad]
             if not diff:

@@ -293,3 +293,21 @@ def test_complex_backward_without_the_conjugate_is_caught():
     notes = {m.note for m in report.mismatches}
     assert any("imaginary part" in n for n in notes)
     assert "complex128" in str(report)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_forward_over_reverse_keeps_its_tangent(dtype):
+    # forward-mode passes run without grad, so the first derivative G got a dual input that did not require
+    # grad, and detached it to make it so, dropping the tangent: forward-over-reverse was 0. In full mode
+    # that disagreed with the checked Jacobian and every column was recomputed; in directional mode it
+    # was a false alarm (second_order_forward: autograd 0, numerical 79, on sin(x)·x)
+    def f(t):
+        return torch.sin(t) * t
+
+    g = torch.Generator().manual_seed(0)
+    small = gk.check_gradients(f, torch.randn(6, generator=g, dtype=dtype), order=2)
+    assert small.ok, str(small)
+    assert "against the checked backward Jacobian" in small.check("second_order_forward").detail
+    large = gk.check_gradients(f, torch.randn(70_000, generator=g, dtype=dtype), order=2)
+    assert large.mode == "directional" and large.ok, str(large)
+    assert large.check("second_order_forward").status == "passed"
