@@ -114,16 +114,20 @@ class AnalyticAllowance:
         # autograd's values are never finer than the spacing of subnormal numbers (eps·tiny): a float32
         # gradient of 7e-42 is stored as 6.9995e-42 however it was computed
         real = self.dtype.to_real() if self.dtype.is_complex else self.dtype
-        subnormal = FLOOR_EPS * e * torch.finfo(real).tiny
+        tiny = torch.finfo(real).tiny
+        subnormal = FLOOR_EPS * e * tiny
         if e <= 1e-15:
             return (16 * e) * analytic_scale + subnormal
         if measured is None:
             return (NO_REFERENCE_EPS * e) * analytic_scale + subnormal
-        cap = (CAP_EPS * e) * analytic_scale
+        # the measured part may also reach CAP_EPS subnormal spacings: a derivative computed through a few
+        # subnormal intermediates (a grad_output of 1e-38 in float32) rounds each of them by a spacing
+        cap = (CAP_EPS * e) * (analytic_scale + tiny)
         if conditioning is not None:
             cap = torch.maximum(cap, MEASURED_FACTOR * conditioning)
         return (FLOOR_EPS * e) * analytic_scale + torch.minimum(MEASURED_FACTOR * measured, cap) + subnormal
 
     def capped(self, analytic_scale: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
         """Where the measured part of the allowance was cut by the cap."""
-        return MEASURED_FACTOR * measured > (CAP_EPS * eps(self.dtype)) * analytic_scale
+        real = self.dtype.to_real() if self.dtype.is_complex else self.dtype
+        return MEASURED_FACTOR * measured > (CAP_EPS * eps(self.dtype)) * (analytic_scale + torch.finfo(real).tiny)

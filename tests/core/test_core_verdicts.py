@@ -485,3 +485,15 @@ def test_a_noise_sample_that_understates_fns_rounding_gets_a_second_one():
     report = gk.check_gradients(f, x, y, z)
     assert report.ok, str(report)
     assert any("second sample of fn's rounding" in n for n in report.notes), report.notes
+
+
+def test_a_second_derivative_in_float32s_subnormal_range_is_not_a_false_alarm():
+    # a grad_output of 1e-38 makes the second derivative of 1/(8(x + 3)) a float32 subnormal (1e-40)
+    # computed through subnormal intermediates: 8 spacings off the float64 run, against a cap of 64 eps of
+    # the value (less than one spacing). Found by fuzzing random expressions with order=2
+    from gradcheck_kit import strategies as gst
+
+    tiny = torch.finfo(torch.float32).tiny
+    x, v = torch.tensor([-tiny]), torch.tensor([-tiny])
+    report = gk.check_gradients(gst.Expression.parse("1/(8*(x + 3))"), x, grad_outputs=v, order=2)
+    assert report.ok, str(report)
