@@ -433,9 +433,7 @@ class _Check:
             x = self.evaluator.base_args[i]
             if not x.is_floating_point():
                 return None
-            c = coords(x)
-            moved = c + c.abs().clamp_min(1.0) * 2.0**-36 * _alternating(c.numel(), c.dtype).to(c.device)
-            repl[i] = from_coords(moved.unsqueeze(0), x.shape, False)[0].to(x.dtype)
+            repl[i] = _nudged(x, 2.0**-36)
         try:
             outs = self.evaluator.outputs_at(repl)
         except EvaluationFailed:
@@ -790,23 +788,11 @@ class _Check:
             return
         cols = torch.unique(j_idx[idx])[:REFINE_COORDS]
         idx = idx[torch.isin(j_idx[idx], cols)]
-        kind = self.full_state["rows"][k]
-        pos = self.out_idx.index(k)
-        x = self.evaluator.base_args[i]
-        base = coords(x).cpu()
-        mults = self._multipliers([0.0] + list(self.stencil.multipliers))  # the stencil's order: 0, +1, -1, ...
-        b = cols.numel()
         step = self._step(i)[cols]
-        shifted = base[cols].to(torch.float64) + RESAMPLE_SHIFT * step
-        points = base.expand(mults.shape[0], b, base.numel()).clone()
-        points[:, torch.arange(b), cols] = (shifted + mults * step).to(points.dtype)
-        outs = self.evaluator.batched(i, points.view(-1, base.numel()), x.shape, x.is_complex())
-        values = self._project(k, kind, outs[pos]).reshape(mults.shape[0], b, -1)
-        where = torch.searchsorted(cols, j_idx[idx])
-        vals = values[:, where, r_idx[idx]]
-        fmag = self._project(k, kind, self.f0[pos].abs().unsqueeze(0), absolute=True)
-        sig = noise_sigma(vals, fmag[0, r_idx[idx]], self.stencil)
-        again = estimate_with_sigma(vals, step[where], sig, self.stencil, x_abs=shifted[where].abs())
+        shifted = self._coordinates(i, cols) + RESAMPLE_SHIFT * step
+        mults = self._multipliers([0.0] + list(self.stencil.multipliers))  # the stencil's order: 0, +1, -1, ...
+        values = self._stencil_along(i, k, cols, shifted, mults * step)  # (points + 1, b, r)
+        again = self._entry_estimates(k, values, cols, step, j_idx[idx], r_idx[idx], shifted, unit_floor=True)
         first, second = est.central[idx], again.central
         mean = (first + second) / 2
         tol = kap * (torch.maximum(est.central_err[idx], again.central_err) + (first - second).abs()) + allow[idx]
@@ -814,15 +800,38 @@ class _Check:
         ok = torch.isfinite(mean) & torch.isfinite(tol) & torch.isfinite(a[idx]) & (diff <= tol)
         if not bool(ok.any()):
             return
-        done = idx[ok]
-        verdict.failed[done] = False
-        verdict.numerical[done] = mean[ok]
-        verdict.allowed[done] = tol[ok]
-        verdict.ratio[done] = diff[ok] / tol[ok].clamp_min(1e-300)
+        verdict.failed[idx[ok]] = False
+        _relist(verdict, idx[ok], mean[ok], tol[ok], diff[ok])
         self.report.notes.append(
             f"{int(ok.sum())} derivative(s) of output {k} w.r.t. {self.names[i]} passed on a second sample of fn's "
             "rounding (the same stencil at x moved by 2^-10 of the step): one sample had understated it"
         )
+
+    def _coordinates(self, i: int, cols: torch.Tensor) -> torch.Tensor:
+        """The values of coordinates ``cols`` of input ``i`` at the base point, float64 on the host."""
+        return coords(self.evaluator.base_args[i]).cpu()[cols].to(torch.float64)
+
+    def _stencil_along(self, i: int, k: int, cols: torch.Tensor, at: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """``f`` with coordinate ``cols[c]`` of input ``i`` at ``at[c] + offsets[m, c]`` (the others at x), in
+        output ``k``'s rows: ``(points, b, r)``. The points are built on the host; ``evaluator.batched`` moves
+        them to the input's device."""
+        x = self.evaluator.base_args[i]
+        base = coords(x).cpu()
+        b = cols.numel()
+        points = base.expand(offsets.shape[0], b, base.numel()).clone()
+        points[:, torch.arange(b), cols] = (at + offsets).to(points.dtype)
+        outs = self.evaluator.batched(i, points.view(-1, base.numel()), x.shape, x.is_complex())
+        kind = self.full_state["rows"][k]
+        return self._project(k, kind, outs[self.out_idx.index(k)]).reshape(offsets.shape[0], b, -1)
+
+    def _entry_estimates(self, k, values, cols, step, j_sel, r_sel, at, unit_floor) -> Estimates:
+        """Estimates for the entries ``(j_sel, r_sel)`` from stencil ``values`` ``(points + 1, b, r)`` along
+        ``cols`` (steps ``step``, coordinates' values ``at``), with their noise."""
+        where = torch.searchsorted(cols, j_sel)  # each entry's column in this batch
+        vals = values[:, where, r_sel]
+        fmag = self._f0_rows(self.out_idx.index(k), k, self.full_state["rows"][k])[1]
+        sig = noise_sigma(vals, fmag[r_sel], self.stencil)
+        return estimate_with_sigma(vals, step[where], sig, self.stencil, x_abs=at[where].abs(), unit_floor=unit_floor)
 
     def _refine(self, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
         """A second opinion on failed entries from the same stencil at steps h/8, h/64, ...
@@ -835,16 +844,11 @@ class _Check:
         where the estimate at h had converged, the next step's estimate reproduces it, and refining that
         entry stops there (one level of evaluations, ``4 x min(coordinates, REFINE_COORDS)`` points).
         """
-        kind = self.full_state["rows"][k]
-        pos = self.out_idx.index(k)
         failed = verdict.failed.nonzero().squeeze(1)
         coords_failed = torch.unique(j_idx[failed])[:REFINE_COORDS]
         open_ = failed[torch.isin(j_idx[failed], coords_failed)]  # entries still being refined
-        x = self.evaluator.base_args[i]
-        base = coords(x).cpu()  # the points are built on the host (evaluator.batched moves them to x's device)
         mults = self._multipliers(self.stencil.multipliers)  # (points, 1)
-        center = self._project(k, kind, self.f0[pos].unsqueeze(0))  # (1, r)
-        fmag = self._project(k, kind, self.f0[pos].abs().unsqueeze(0), absolute=True)
+        center = self._f0_rows(self.out_idx.index(k), k, self.full_state["rows"][k])[0]  # (r,)
         resolved, level_used, reestimated, level_worse = 0, 0, set(), 0
         best_tol = torch.full_like(verdict.allowed, float("inf"))
         prev_c, prev_e = est.central[open_], est.central_err[open_]  # each open entry's last estimate
@@ -852,18 +856,11 @@ class _Check:
             if open_.numel() == 0:
                 break
             cols = torch.unique(j_idx[open_])
-            b = cols.numel()
             step = self._step(i)[cols] / REFINE_FACTOR**level
-            points = base.expand(mults.shape[0], b, base.numel()).clone()
-            points[:, torch.arange(b), cols] = (base[cols].to(torch.float64) + mults * step).to(points.dtype)
-            outs = self.evaluator.batched(i, points.view(-1, base.numel()), x.shape, x.is_complex())
-            proj = self._project(k, kind, outs[pos]).reshape(mults.shape[0], b, -1)
-            values = torch.cat([center.unsqueeze(1).expand(1, b, -1), proj])  # (points + 1, b, r)
-            where = torch.searchsorted(cols, j_idx[open_])  # each open entry's column in this batch
-            vals = values[:, where, r_idx[open_]]
-            sig = noise_sigma(vals, fmag[0, r_idx[open_]], self.stencil)
-            x_abs = base[cols][where].abs().to(torch.float64)
-            fine = estimate_with_sigma(vals, step[where], sig, self.stencil, x_abs=x_abs, unit_floor=False)
+            at = self._coordinates(i, cols)
+            proj = self._stencil_along(i, k, cols, at, mults * step)
+            values = torch.cat([center.view(1, 1, -1).expand(1, cols.numel(), -1), proj])  # (points + 1, b, r)
+            fine = self._entry_estimates(k, values, cols, step, j_idx[open_], r_idx[open_], at, unit_floor=False)
             a_o, allow_o = a[open_], allow[open_]
             tol = kap * fine.central_err + allow_o
             usable = torch.isfinite(fine.central) & torch.isfinite(fine.central_err)
@@ -872,12 +869,10 @@ class _Check:
             # the estimate at h was wrong: this one differs from it by more than both error estimates
             moved = (fine.central - est.central[open_]).abs() > kap * (est.central_err[open_] + fine.central_err)
             agrees = usable & precise & moved & torch.isfinite(a_o) & ((a_o - fine.central).abs() <= tol)
+            diff = (a_o - fine.central).abs()
             if bool(agrees.any()):
-                done = open_[agrees]
-                verdict.failed[done] = False
-                verdict.numerical[done] = fine.central[agrees]
-                verdict.allowed[done] = tol[agrees]
-                verdict.ratio[done] = (a_o - fine.central).abs()[agrees] / tol[agrees].clamp_min(1e-300)
+                verdict.failed[open_[agrees]] = False
+                _relist(verdict, open_[agrees], fine.central[agrees], tol[agrees], diff[agrees])
                 resolved += int(agrees.sum())
                 level_used = level
             # the estimate at h was off and a converged one disagrees with autograd too: the listing shows
@@ -885,9 +880,8 @@ class _Check:
             better = usable & precise & moved & ~agrees & (tol < best_tol[open_])
             if bool(better.any()):
                 worse = open_[better]
-                verdict.numerical[worse] = fine.central[better]
-                verdict.allowed[worse] = best_tol[worse] = tol[better]
-                verdict.ratio[worse] = (a_o - fine.central).abs()[better] / tol[better].clamp_min(1e-300)
+                best_tol[worse] = tol[better]
+                _relist(verdict, worse, fine.central[better], tol[better], diff[better])
                 reestimated.update(worse.tolist())
                 level_worse = level
             # a converged estimate that the next step reproduces settles an entry (a wrong gradient stops
@@ -986,13 +980,10 @@ class _Check:
         input moved by ``CAP_EPS`` roundings of its own dtype at unit scale (``_conditioning``)."""
         args = [_to_double(t) for t in self.inputs]
         if perturb is not None:
-            t = args[perturb]
-            c = coords(t)
             # CAP_EPS roundings: intermediates up to that many times the input's unit scale (((10 + 1/(x + 3))²
             # - 71)² forms 1280 from x = 0, and rounds it by eps·1280, 76 roundings of x at unit scale)
             e = tolerances.CAP_EPS * tolerances.eps(self.inputs[perturb].dtype)
-            moved = c + c.abs().clamp_min(1.0) * e * _alternating(c.numel(), c.dtype).to(c.device)
-            args[perturb] = from_coords(moved.unsqueeze(0), t.shape, t.is_complex())[0]
+            args[perturb] = _nudged(args[perturb], e)
         for i in self.grad_positions:
             args[i] = args[i].detach().clone().requires_grad_(True)
         leaves = {i: args[i] for i in self.wrt}
@@ -1461,13 +1452,19 @@ class _Check:
         return num
 
     def _directional_center(self, num: "_DirectionalNumerics") -> None:
-        """phi(0) = f(x)·v, and sum |f(x)·v| (the noise model), f(x)·f(x), v·v (the natural scale): one pass."""
-        for pos, k in enumerate(self.out_idx):
-            sums = _output_sums(self.f0[pos], self.v[k])
-            num.values[0, pos, :] = sums[0]
-            num.fmag[pos, 0] = torch.maximum(num.fmag[pos, 0], sums[1])
-            self._rms_cache[("directional sums", k)] = (float(sums[2]), float(sums[3]))
+        """phi(0) from f(x), with the sizes ``_directional_sums`` keeps."""
+        for pos in range(len(self.out_idx)):
+            self._directional_sums(num, pos, self.f0[pos], (0, pos, slice(None)))
         num.center = True
+
+    def _directional_sums(self, num: "_DirectionalNumerics", pos: int, f: torch.Tensor, where: tuple) -> None:
+        """``f·v`` into ``num.values[where]``, and from the same pass sum |f·v| (the noise model's size) and
+        f·f, v·v (the natural scale's) for output ``out_idx[pos]``."""
+        k = self.out_idx[pos]
+        sums = _output_sums(f, self.v[k])
+        num.values[where] = sums[0]
+        num.fmag[pos, 0] = torch.maximum(num.fmag[pos, 0], sums[1])
+        self._rms_cache[("directional sums", k)] = (float(sums[2]), float(sums[3]))
 
     def _outputs_at(self, repl: dict[int, torch.Tensor]) -> list[torch.Tensor]:
         """``evaluator.outputs_at``; the first call of a deferred probe also checks that fn computes in
@@ -1506,10 +1503,7 @@ class _Check:
                         num.values[row, pos, di] = outs[pos] @ self.v[k]
                         continue
                     # f(x) unknown: the noise model's and the natural scale's sizes from f(x + h·u) instead
-                    sums = _output_sums(outs[pos], self.v[k])
-                    num.values[row, pos, di] = sums[0]
-                    num.fmag[pos, 0] = sums[1]
-                    self._rms_cache[("directional sums", k)] = (float(sums[2]), float(sums[3]))
+                    self._directional_sums(num, pos, outs[pos], (row, pos, di))
                 del outs, repl  # not held while fn computes the next point (one output less at the peak)
         num.evaluated = max(num.evaluated, upto)
 
@@ -2080,9 +2074,23 @@ class _JointScreen:
         return out
 
 
+def _relist(verdict: Verdict, entries: torch.Tensor, numerical, tol, diff) -> None:
+    """Entries of ``verdict`` judged again against a better numerical value (``_resample``, ``_refine``)."""
+    verdict.numerical[entries] = numerical
+    verdict.allowed[entries] = tol
+    verdict.ratio[entries] = diff / tol.clamp_min(1e-300)
+
+
 def _alternating(n: int, dtype: torch.dtype) -> torch.Tensor:
     """+1, -1, +1, ... (n values)."""
     return 1.0 - 2.0 * (torch.arange(n) % 2).to(dtype)
+
+
+def _nudged(t: torch.Tensor, rel: float) -> torch.Tensor:
+    """``t`` with each real coordinate moved by ``rel·max(|c|, 1)``, signs alternating (a new tensor)."""
+    c = coords(t)
+    moved = c + c.abs().clamp_min(1.0) * rel * _alternating(c.numel(), c.dtype).to(c.device)
+    return from_coords(moved.unsqueeze(0), t.shape, t.is_complex())[0].to(t.dtype)
 
 
 def _move_diagonal(points: torch.Tensor, offset: int, steps: torch.Tensor) -> None:

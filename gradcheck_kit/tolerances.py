@@ -113,21 +113,26 @@ class AnalyticAllowance:
         e = eps(self.dtype)
         # autograd's values are never finer than the spacing of subnormal numbers (eps·tiny): a float32
         # gradient of 7e-42 is stored as 6.9995e-42 however it was computed
-        real = self.dtype.to_real() if self.dtype.is_complex else self.dtype
-        tiny = torch.finfo(real).tiny
-        subnormal = FLOOR_EPS * e * tiny
+        subnormal = FLOOR_EPS * e * self._tiny()
         if e <= 1e-15:
             return (16 * e) * analytic_scale + subnormal
         if measured is None:
             return (NO_REFERENCE_EPS * e) * analytic_scale + subnormal
-        # the measured part may also reach CAP_EPS subnormal spacings: a derivative computed through a few
-        # subnormal intermediates (a grad_output of 1e-38 in float32) rounds each of them by a spacing
-        cap = (CAP_EPS * e) * (analytic_scale + tiny)
+        cap = self._cap(analytic_scale)
         if conditioning is not None:
             cap = torch.maximum(cap, MEASURED_FACTOR * conditioning)
         return (FLOOR_EPS * e) * analytic_scale + torch.minimum(MEASURED_FACTOR * measured, cap) + subnormal
 
     def capped(self, analytic_scale: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
         """Where the measured part of the allowance was cut by the cap."""
+        return MEASURED_FACTOR * measured > self._cap(analytic_scale)
+
+    def _cap(self, analytic_scale: torch.Tensor) -> torch.Tensor:
+        """The most the measured part may add: CAP_EPS eps of the scale, and never below CAP_EPS subnormal
+        spacings (a derivative computed through a few subnormal intermediates, a grad_output of 1e-38 in
+        float32, rounds each of them by a spacing)."""
+        return (CAP_EPS * eps(self.dtype)) * (analytic_scale + self._tiny())
+
+    def _tiny(self) -> float:
         real = self.dtype.to_real() if self.dtype.is_complex else self.dtype
-        return MEASURED_FACTOR * measured > (CAP_EPS * eps(self.dtype)) * (analytic_scale + torch.finfo(real).tiny)
+        return torch.finfo(real).tiny
