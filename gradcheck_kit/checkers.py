@@ -56,6 +56,7 @@ from gradcheck_kit._evaluate import (
 from gradcheck_kit._finite_diff import Estimates, _rms, estimate, estimate_with_sigma, noise_sigma
 from gradcheck_kit._inputs import input_names as names_for_inputs  # the keyword shadows the name
 from gradcheck_kit._inputs import (
+    bitwise_equal,
     coord_index,
     coords,
     coords64,
@@ -324,7 +325,7 @@ class _Check:
             if not isinstance(t, torch.Tensor):
                 continue
             before = t.detach()
-            if not torch.equal(a.detach(), before) and not (
+            if not bitwise_equal(a, before) and not torch.equal(a.detach(), before) and not (
                 torch.isnan(before).any() if before.is_floating_point() else False
             ):
                 self.mutates_inputs = True
@@ -578,6 +579,7 @@ class _Check:
                 )
         vectors = {}
         self.drawn_vectors: dict[int, torch.Tensor] = {}  # v as drawn, in the output's dtype and shape
+        self.out_vectors: dict[int, torch.Tensor] = {}  # v as drawn or given, in the output's dtype and shape
         for k in self.out_idx:
             out = self.outs[k]
             if given is not None:
@@ -596,6 +598,7 @@ class _Check:
                 # exact in float32 and float64, rounded once in lower precision; on the output's device
                 v = v.to(device=out.device, dtype=out.dtype)
                 self.drawn_vectors[k] = v
+            self.out_vectors[k] = v
             vectors[k] = coords64(v)
         return vectors
 
@@ -1444,7 +1447,7 @@ class _Check:
         d = self.n_directions
         n_out = len(self.out_idx)
         values = torch.full((self.stencil.points + 1, n_out, d), math.nan, dtype=torch.float64)
-        fmag = torch.zeros(n_out, 1, dtype=torch.float64)
+        fmag = torch.tensor([[self._output_sizes(k)[0]] for k in self.out_idx], dtype=torch.float64)
         num = _DirectionalNumerics(values, fmag, evaluated=1, center=False)
         if not self.reference_pending:  # phi(0) from f(x), which is known (a deferred probe: on first need)
             self._directional_center(num)
@@ -1452,19 +1455,22 @@ class _Check:
         return num
 
     def _directional_center(self, num: "_DirectionalNumerics") -> None:
-        """phi(0) from f(x), with the sizes ``_directional_sums`` keeps."""
-        for pos in range(len(self.out_idx)):
-            self._directional_sums(num, pos, self.f0[pos], (0, pos, slice(None)))
+        """phi(0) from f(x)."""
+        for pos, k in enumerate(self.out_idx):
+            num.values[0, pos, :] = self.f0[pos] @ self.v[k]
         num.center = True
 
-    def _directional_sums(self, num: "_DirectionalNumerics", pos: int, f: torch.Tensor, where: tuple) -> None:
-        """``f·v`` into ``num.values[where]``, and from the same pass sum |f·v| (the noise model's size) and
-        f·f, v·v (the natural scale's) for output ``out_idx[pos]``."""
-        k = self.out_idx[pos]
-        sums = _output_sums(f, self.v[k])
-        num.values[where] = sums[0]
-        num.fmag[pos, 0] = torch.maximum(num.fmag[pos, 0], sums[1])
-        self._rms_cache[("directional sums", k)] = (float(sums[2]), float(sums[3]))
+    def _output_sizes(self, k: int) -> tuple[float, float, float]:
+        """``(sum |f·v|, f·f, v·v)`` of output k at the inputs (the noise model's size, the natural scale's
+        sums), from autograd's forward and v in the output's own dtype with float64 sums (sizes, not
+        differences: the output's rounding does not matter), once per check."""
+        key = ("output sizes", k)
+        if key not in self._rms_cache:
+            f, v = coords(self.outs[k]), coords(self.out_vectors[k])
+            if f.dtype not in (torch.float32, torch.float64):
+                f, v = f.to(torch.float64), v.to(torch.float64)
+            self._rms_cache[key] = (_size_abs_dot(f, v), _size_sq(f), _size_sq(v))
+        return self._rms_cache[key]
 
     def _outputs_at(self, repl: dict[int, torch.Tensor]) -> list[torch.Tensor]:
         """``evaluator.outputs_at``; the first call of a deferred probe also checks that fn computes in
@@ -1499,11 +1505,7 @@ class _Check:
                     repl[i] = from_coords(point.unsqueeze(0), x.shape, x.is_complex())[0].to(x.dtype)
                 outs = self._outputs_at(repl)
                 for pos, k in enumerate(self.out_idx):
-                    if num.center or row != 1 or di != 0:
-                        num.values[row, pos, di] = outs[pos] @ self.v[k]
-                        continue
-                    # f(x) unknown: the noise model's and the natural scale's sizes from f(x + h·u) instead
-                    self._directional_sums(num, pos, outs[pos], (row, pos, di))
+                    num.values[row, pos, di] = outs[pos] @ self.v[k]
                 del outs, repl  # not held while fn computes the next point (one output less at the peak)
         num.evaluated = max(num.evaluated, upto)
 
@@ -1687,12 +1689,9 @@ class _Check:
         """``_natural_scale(i, k, "projected")`` from dot products (one pass each, cached per check)."""
         key = ("directional", i, k)
         if key not in self._rms_cache:
-            x = coords(self.evaluator.base_args[i])  # the inputs' values (float64 products)
-            sums = self._rms_cache.get(("directional sums", k))
-            if sums is None:
-                f0 = self.f0[self.out_idx.index(k)]
-                sums = (float(torch.dot(f0, f0)), float(torch.dot(self.v[k], self.v[k])))
-            x_rms = math.sqrt(float(_dot64(x, x)) / max(x.numel(), 1))
+            x = coords(self.inputs[i])  # the inputs' values (a scale: summed in their dtype)
+            sums = self._output_sizes(k)[1:]
+            x_rms = math.sqrt(_size_sq(x) / max(x.numel(), 1))
             out_rms = math.sqrt(sums[0] / max(self.v[k].numel(), 1))
             v_norm = math.sqrt(sums[1])
             self._rms_cache[key] = v_norm * out_rms / max(x_rms, 1.0)
@@ -1962,9 +1961,16 @@ class _Check:
         try:
             a = torch.zeros(len(self.out_idx), self.n_directions, dtype=torch.float64)
             for i in self.wrt:  # J·u = sum over inputs of J_i·u_i
-                for pos, col in enumerate(self._jvp_directional(i, u[i])):
+                cols, factor = self._jvp_directional(i, u[i]), 1.0
+                if any(_nonfinite_count(c) for c in cols):
+                    # u's power-of-two scales (|x| rounded) can carry a tangent past the largest float32
+                    # where the outputs are large too: J·u = s·J·(u/s), both exact for a power of two s
+                    s = float(u[i].abs().max())
+                    if s > 1.0:
+                        cols, factor = self._jvp_directional(i, u[i] / s), s
+                for pos, col in enumerate(cols):
                     for di in range(col.shape[0]):
-                        a[pos, di] += _dot64(col[di], self.v[self.out_idx[pos]])
+                        a[pos, di] += factor * _dot64(col[di], self.v[self.out_idx[pos]])
             return a
         except Exception as exc:  # noqa: BLE001 - reported by forward_check, as if raised there
             return exc
@@ -2153,13 +2159,13 @@ def _uniform_vector(shape: Sequence[int], gen: torch.Generator, dtype: torch.dty
     n = math.prod(shape)
     words = torch.randint(-(2**63), 2**63 - 1, (-(-n // 4),), generator=gen, dtype=torch.int64)
     v = words.view(torch.int16)[:n].to(dtype)
-    return v.mul_(2.0).add_(1.0).mul_(2.0**-16).view(tuple(shape))
+    return v.mul_(2.0**-15).add_(2.0**-16).view(tuple(shape))  # (2k + 1)/2^16, each step exact
 
 
 #: sign bits applied per operation in ``_rademacher`` (a temporary of this many words per random word)
 _SIGN_BITS_PER_BLOCK = 8
 #: elements per chunk of a reduction that would otherwise need a full-size temporary
-_CHUNK = 1 << 16
+_CHUNK = 1 << 18
 
 
 def _scaled_square_sum(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -2174,6 +2180,26 @@ def _scaled_square_sum(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return (g * s.to(torch.float64)).nan_to_num_(0.0).square_().sum()
 
 
+def _size_sq(t: torch.Tensor) -> float:
+    """``t·t`` of a flat real vector, as a size (the natural scale's): summed in float32 or float64 as t is
+    (float32's rounding of a size does not matter), in float64 where that overflows or t is of lower
+    precision."""
+    if t.dtype in (torch.float32, torch.float64):
+        total = float(torch.dot(t, t))
+        if math.isfinite(total):
+            return total
+    return float(torch.linalg.vector_norm(t, dtype=torch.float64)) ** 2
+
+
+def _size_abs_dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``sum |a·b|`` of two flat real vectors of one dtype, as a size (the noise model's): like ``_square_sum``."""
+    if a.dtype in (torch.float32, torch.float64):
+        total = float(torch.mul(a, b).abs_().sum())
+        if math.isfinite(total):
+            return total
+    return float(torch.mul(a.to(torch.float64), b.to(torch.float64)).abs_().sum())
+
+
 def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a·b`` in float64 for flat real vectors of any float dtypes (float64 values of each, exactly), in
     chunks where one is of lower precision (no full-size float64 copy)."""
@@ -2186,8 +2212,20 @@ def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _dot_and_square_sum(u: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``u·g`` and ``sum((u·g)²)`` in float64 from one chunked pass over the flat vectors; the sum of squares
-    is ``None`` where it is not finite (``_scaled_square_sum`` then counts NaN and inf its own way)."""
+    """``u·g`` and ``sum((u·g)²)`` in float64 for flat vectors, u of powers of two times ±1 (``_rademacher``);
+    the sum of squares is ``None`` where it is not finite (``_scaled_square_sum`` then counts NaN and inf its
+    own way).
+
+    Where u and g share a dtype the products ``u_i·g_i`` are exact in it (a power of two at least 1 only
+    moves the exponent; an overflow shows as a non-finite sum), so they are formed there and only summed in
+    float64 (``sum(dtype=float64)``, no float64 copy); the sum of squares, a scale, is summed in their dtype
+    (float32's rounding of it does not matter). Otherwise one chunked pass in float64."""
+    if u.dtype == g.dtype and u.dtype in (torch.float32, torch.float64) and u.device == g.device:
+        p = u * g
+        dot = p.sum(dtype=torch.float64)
+        squares = torch.dot(p, p).to(torch.float64)
+        if bool(torch.isfinite(dot)) and bool(torch.isfinite(squares)):
+            return dot.cpu(), squares.cpu()
     dot = torch.zeros((), dtype=torch.float64)
     squares = torch.zeros((), dtype=torch.float64)
     for start in range(0, g.numel(), _CHUNK):
@@ -2197,18 +2235,6 @@ def _dot_and_square_sum(u: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor,
     return dot, (squares if bool(torch.isfinite(squares)) else None)
 
 
-def _output_sums(f: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``[f·v, sum |f·v|, f·f, v·v]`` (float64 vectors) in one chunked pass."""
-    n = f.numel()
-    buf = torch.empty(min(n, _CHUNK), dtype=torch.float64)
-    parts = []
-    for start in range(0, n, _CHUNK):
-        fc, vc = f[start : start + _CHUNK], v[start : start + _CHUNK]
-        p = torch.mul(fc, vc, out=buf[: fc.numel()])
-        parts.append(torch.stack([p.sum(), torch.linalg.vector_norm(p, ord=1), torch.dot(fc, fc), torch.dot(vc, vc)]))
-    if not parts:
-        return torch.zeros(4, dtype=torch.float64)
-    return torch.stack(parts).sum(0)
 
 
 def _jvp_within(got, expected, scale2, u_norm, row_rms, extra, policy, measured, nondet_tol) -> bool:

@@ -125,3 +125,57 @@ def test_a_gradient_with_a_nan_is_not_passed():
 
     report = gk.check_gradients(NaNAt7.apply, x, mode="directional", forward_ad=False)
     assert report.check("backward").status == "failed"
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e30])
+def test_float32_sizes_that_overflow_in_float32_are_summed_in_float64(scale):
+    """The noise model's and the natural scale's sums (f·f, |f·v|, x·x) and the products u·g are formed
+    in the output's and gradient's own dtype; where float32 overflows (|f| ~ 1e19 squares past 3e38) they
+    are summed in float64 instead: a right function passes and a 1% error fails, not a crash or an inf."""
+    x = _randn(100_000, dtype=torch.float32, seed=5).requires_grad_()
+    report = gk.check_gradients(lambda x: torch.sin(x) * scale, x, mode="directional")
+    assert report.ok, str(report)
+    assert 0 < report.resolution < 1e-3
+
+    class ScaledOff(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.sin(x) * scale
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * torch.cos(x) * (scale * 1.01)
+
+    bad = gk.check_gradients(ScaledOff.apply, x, mode="directional", forward_ad=False)
+    assert bad.check("backward").status == "failed"
+
+
+def test_a_gradient_whose_products_with_u_overflow_float32_is_still_checked():
+    """Large inputs get large power-of-two direction scales: u·g overflows float32 where g is large too, and
+    the projection falls back to float64 products (a right gradient passes)."""
+    x = (_randn(100_000, seed=6) * 1e4).to(torch.float32).requires_grad_()
+    report = gk.check_gradients(lambda x: torch.sin(x) * 1e35, x, mode="directional")  # u·g up to ~1e39
+    assert report.ok, str(report)
+
+
+def test_in_place_changes_that_keep_equal_values_are_not_taken_for_none():
+    """The copy fn ran on is compared with the caller's tensor bit for bit first, then by value: writing
+    -0.0 over 0.0 (equal values, other bits) is not a modification the checker reports, writing a new
+    value is."""
+    x = torch.zeros(10, dtype=torch.float64, requires_grad=True)
+
+    def negate_zeros(x):
+        x.data.mul_(-1.0)  # 0.0 becomes -0.0: the same values
+        return x * 2
+
+    report = gk.check_gradients(negate_zeros, x)
+    assert not any("modifies input" in n for n in report.notes)
+
+    def add_one(x):
+        x.data.add_(1.0)
+        return x * 2
+
+    report = gk.check_gradients(add_one, x)
+    assert any("modifies input 0" in n for n in report.notes)
