@@ -2192,7 +2192,7 @@ def _size_sq(t: torch.Tensor) -> float:
 
 
 def _size_abs_dot(a: torch.Tensor, b: torch.Tensor) -> float:
-    """``sum |a·b|`` of two flat real vectors of one dtype, as a size (the noise model's): like ``_square_sum``."""
+    """``sum |a·b|`` of two flat real vectors of one dtype, as a size (the noise model's): like ``_size_sq``."""
     if a.dtype in (torch.float32, torch.float64):
         total = float(torch.mul(a, b).abs_().sum())
         if math.isfinite(total):
@@ -2233,8 +2233,6 @@ def _dot_and_square_sum(u: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor,
         dot += p.sum()
         squares += torch.dot(p, p)
     return dot, (squares if bool(torch.isfinite(squares)) else None)
-
-
 
 
 def _jvp_within(got, expected, scale2, u_norm, row_rms, extra, policy, measured, nondet_tol) -> bool:
