@@ -95,6 +95,8 @@ RESAMPLE_RATIO = 64.0
 RESAMPLE_SHIFT = 2.0**-10
 #: after a failed directional check, auto mode narrows down inputs up to this many coordinates
 NARROW_COORDS = 1 << 16
+#: the same where fn cannot run under vmap (one call of fn per point and coordinate)
+NARROW_LOOP_COORDS = 1 << 13
 #: elements of one batch of perturbed evaluations (inputs + outputs, per point)
 BATCH_ELEMENTS = 1 << 23
 #: mismatches kept per (check, input, output) group
@@ -1738,6 +1740,16 @@ class _Check:
                 "elements were not narrowed down (run with mode='full' to list them)"
             )
             return
+        total = sum(n_coords(self.inputs[i]) for i in small)
+        if total > NARROW_LOOP_COORDS and not self._runs_under_vmap(small[0]):
+            # one call of fn per point and coordinate: 2^15 coordinates took 131,209 calls and 99 s
+            self.report.notes.append(
+                f"the directional check failed; fn cannot run under vmap ({self.evaluator.path}), and narrowing "
+                f"{total} coordinates down would take one call of fn per point and coordinate, so the wrong "
+                f"elements were not narrowed down (run with mode='full' on an input of at most "
+                f"{NARROW_LOOP_COORDS} elements to list them)"
+            )
+            return
         self.report.notes.append(
             "the directional check failed; the wrong elements were narrowed down with a full check of "
             "d(v·out)/dx for " + ", ".join(self.names[i] for i in small)
@@ -1766,6 +1778,17 @@ class _Check:
                     if group.check == "backward" and group.kind == "directional":
                         group.failed, group.worst_ratio = 0, 0.0
             self.report.checks[self.report.checks.index(results[0])] = CheckResult("backward", status, detail)
+
+    def _runs_under_vmap(self, i: int) -> bool:
+        """Whether full mode's batched evaluations of input ``i`` would run through vmap: one batch of one
+        point (x itself) tells, as the first batch of a full check would."""
+        if self.evaluator.vmap_failed is None and self.evaluator.grad_inside is None and not self.evaluator.used_vmap:
+            x = self.evaluator.base_args[i]
+            try:
+                self.evaluator.batched(i, coords(x).unsqueeze(0), x.shape, x.is_complex())
+            except EvaluationFailed:
+                return False
+        return self.evaluator.vmap_failed is None and self.evaluator.grad_inside is None
 
     # ---------------------------------------------------------------------------------------------
     def forward_check(self, mode: str) -> None:

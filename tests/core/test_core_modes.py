@@ -252,3 +252,17 @@ def test_seed_makes_reports_reproducible():
 def test_out_of_range_seed_is_invalid_argument():
     with pytest.raises(gk.InvalidArgument, match=r"seed=1180591620717411303424"):
         gk.check_gradients(torch.tanh, _randn(3), seed=2**70)
+
+
+def test_auto_does_not_narrow_a_large_input_down_through_the_loop():
+    """A custom Function without a vmap rule narrows down one call of fn per point and coordinate: above
+    NARROW_LOOP_COORDS the report says so instead (2^15 coordinates took 131,209 calls and 99 s), and a
+    smaller input still gets its wrong element listed."""
+    from gradcheck_kit.checkers import NARROW_LOOP_COORDS
+
+    x = _randn(2 * NARROW_LOOP_COORDS, seed=3)
+    report = gk.check_gradients(_OneWrong.apply, x, forward_ad=False)
+    assert report.mode == "directional" and not report.ok
+    assert report.evaluations < 20, report.evaluations
+    assert any("cannot run under vmap" in n and "not narrowed down" in n for n in report.notes), report.notes
+    assert all(m.kind == "directional" for m in report.mismatches)
