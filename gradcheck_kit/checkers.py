@@ -1464,13 +1464,11 @@ class _Check:
 
     def _output_sizes(self, k: int) -> tuple[float, float, float]:
         """``(sum |f·v|, f·f, v·v)`` of output k at the inputs (the noise model's size, the natural scale's
-        sums), from autograd's forward and v in the output's own dtype with float64 sums (sizes, not
-        differences: the output's rounding does not matter), once per check."""
+        sums), from autograd's forward and v in the output's own dtype, summed as ``_size_sq`` says (sizes,
+        not differences: the output's rounding does not matter), once per check."""
         key = ("output sizes", k)
         if key not in self._rms_cache:
             f, v = coords(self.outs[k]), coords(self.out_vectors[k])
-            if f.dtype not in (torch.float32, torch.float64):
-                f, v = f.to(torch.float64), v.to(torch.float64)
             self._rms_cache[key] = (_size_abs_dot(f, v), _size_sq(f), _size_sq(v))
         return self._rms_cache[key]
 
