@@ -3,6 +3,7 @@ reductions over outputs and gradients, the forward-AD pass and the random direct
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -181,3 +182,24 @@ def test_in_place_changes_that_keep_equal_values_are_not_taken_for_none(n):
 
     report = gk.check_gradients(add_one, x)
     assert any("modifies input 0" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("n", [3_000, 200_000])  # torch's generator below _NUMPY_WORDS words, numpy's SFC64 above
+def test_the_random_directions_follow_the_seed_alone(n):
+    """v and u of a large check come from a numpy generator seeded from the check's own: the same seed gives
+    the same values, another seed others, and neither torch's nor numpy's global RNG is drawn from."""
+    x = _randn(n, dtype=torch.float32, seed=9).requires_grad_()
+    torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
+
+    def values(seed):
+        report = gk.check_gradients(_SinOff.apply, x, mode="directional", seed=seed)
+        found = [(m.analytic, m.numerical) for m in report.mismatches if m.check == "backward"]
+        assert found, str(report)
+        return found
+
+    first, again, other = values(0), values(0), values(1)
+    assert first == again
+    assert all(a != b for a, b in zip(first[0], other[0]))
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    after = np.random.get_state()
+    assert after[0] == numpy_state[0] and np.array_equal(after[1], numpy_state[1]) and after[2:] == numpy_state[2:]
