@@ -2251,6 +2251,18 @@ def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def _sum64(t: torch.Tensor) -> torch.Tensor:
+    """The sum of a flat real vector in float64, converted chunk by chunk (``sum(dtype=float64)`` of a float32
+    vector converts element by element in the reduction's inner loop: 0.95 ms at 10^6 elements, against
+    0.5 ms in chunks of ``_CHUNK``)."""
+    if t.dtype == torch.float64 or t.numel() <= _CHUNK:
+        return t.sum(dtype=torch.float64)
+    total = torch.zeros((), dtype=torch.float64, device=t.device)
+    for start in range(0, t.numel(), _CHUNK):
+        total += t[start : start + _CHUNK].to(torch.float64).sum()
+    return total
+
+
 def _dot_and_square_sum(u: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``u·g`` and ``sum((u·g)²)`` in float64 for flat vectors, u of powers of two times ±1 (``_rademacher``);
     the sum of squares is ``None`` where it is not finite (``_scaled_square_sum`` then counts NaN and inf its
@@ -2258,11 +2270,11 @@ def _dot_and_square_sum(u: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor,
 
     Where u and g share a dtype the products ``u_i·g_i`` are exact in it (a power of two at least 1 only
     moves the exponent; an overflow shows as a non-finite sum), so they are formed there and only summed in
-    float64 (``sum(dtype=float64)``, no float64 copy); the sum of squares, a scale, is summed in their dtype
+    float64 (``_sum64``, no full-size float64 copy); the sum of squares, a scale, is summed in their dtype
     (float32's rounding of it does not matter). Otherwise one chunked pass in float64."""
     if u.dtype == g.dtype and u.dtype in (torch.float32, torch.float64) and u.device == g.device:
         p = u * g
-        dot = p.sum(dtype=torch.float64)
+        dot = _sum64(p)
         squares = torch.dot(p, p).to(torch.float64)
         if bool(torch.isfinite(dot)) and bool(torch.isfinite(squares)):
             return dot.cpu(), squares.cpu()
