@@ -1982,19 +1982,28 @@ class _Check:
         try:
             a = torch.zeros(len(self.out_idx), self.n_directions, dtype=torch.float64)
             for i in self.wrt:  # J·u = sum over inputs of J_i·u_i
-                cols, factor = self._jvp_directional(i, u[i]), 1.0
-                if any(_nonfinite_count(c) for c in cols):
+                cols = self._jvp_directional(i, u[i])
+                part = self._project_tangents(cols)
+                # a finite projection proves finite tangents (a non-finite one never drops out of it: 0·inf
+                # and 0·NaN are NaN): the tangents are counted only where it is not
+                if not bool(torch.isfinite(part).all()) and any(_nonfinite_count(c) for c in cols):
                     # u's power-of-two scales (|x| rounded) can carry a tangent past the largest float32
                     # where the outputs are large too: J·u = s·J·(u/s), both exact for a power of two s
                     s = float(u[i].abs().max())
                     if s > 1.0:
-                        cols, factor = self._jvp_directional(i, u[i] / s), s
-                for pos, col in enumerate(cols):
-                    for di in range(col.shape[0]):
-                        a[pos, di] += factor * _dot64(col[di], self.v[self.out_idx[pos]])
+                        part = s * self._project_tangents(self._jvp_directional(i, u[i] / s))
+                a += part
             return a
         except Exception as exc:  # noqa: BLE001 - reported by forward_check, as if raised there
             return exc
+
+    def _project_tangents(self, cols: list[torch.Tensor]) -> torch.Tensor:
+        """``v·col`` per output and direction ``(n_out, d)``, in float64."""
+        part = torch.zeros(len(self.out_idx), self.n_directions, dtype=torch.float64)
+        for pos, col in enumerate(cols):
+            for di in range(col.shape[0]):
+                part[pos, di] = _dot64(col[di], self.v[self.out_idx[pos]])
+        return part
 
     def _forward_directional(self) -> bool:
         if not hasattr(self, "directional_state"):
