@@ -246,6 +246,7 @@ class _Check:
         self.gen = torch.Generator().manual_seed(self.seed)
         self.rng_seed = (self.seed * 2654435761 + 97) % (2**63)
         self._rms_cache: dict = {}  # rms of inputs and outputs, for the natural derivative scale
+        self._natural_parts: dict = {}  # (input, output): the natural scale in each derivative scale (_floor_scale)
         self._steps: dict[int, torch.Tensor] = {}  # finite-difference step per coordinate, per input
         self._mult_cache: dict[tuple, torch.Tensor] = {}  # stencil multipliers as (points, 1) tensors
         self._directional_allowance: dict = {}  # "screen"/"full" -> (allowance, scale): backward and jvp share them
@@ -1147,7 +1148,7 @@ class _Check:
                 row_rms = row_rms / math.sqrt(max(base.shape[0], 1))
             scale = base_c.abs() + row_rms[r_idx] + extra[(i, k)]
             measured = (a_c - ref[j_idx, r_idx]).abs() if ref is not None else None
-            allow = policy.allowance(scale, measured)
+            allow = policy.allowance(scale, measured, floor_scale=self._floor_scale(scale, i, k, measured))
             ratio = self._screen_ratios(pos, k, rows[k], fpc, fmc, step[j_idx], r_idx, a_c, allow, kap)
             if ratio is None:
                 return None
@@ -1289,7 +1290,9 @@ class _Check:
             count = sum(jac[(i, k)].numel() for i in self.wrt if (i, k) in jac)
             rms = (total / max(count, 1)) ** 0.5
             for i in inputs:
-                extra[(i, k)] = rms + self._natural_scale(i, k, rows[k])
+                natural = self._natural_scale(i, k, rows[k])
+                self._natural_parts[(i, k)] = natural
+                extra[(i, k)] = rms + natural
         return extra
 
     def _allowance_full(
@@ -1312,7 +1315,15 @@ class _Check:
             cond = self._conditioning()
             if cond is not None:
                 conditioning = cond[(i, k)][j_idx, r_idx]
-        return policy.allowance(scale, measured, conditioning) + self.options["nondet_tol"]
+        floor_scale = self._floor_scale(scale, i, k, measured)
+        return policy.allowance(scale, measured, conditioning, floor_scale) + self.options["nondet_tol"]
+
+    def _floor_scale(self, scale: torch.Tensor, i: int, k: int, measured) -> torch.Tensor | None:
+        """``scale`` without the natural size of (input i, output k) where a float64 run measured the
+        round-off (``AnalyticAllowance.allowance``'s ``floor_scale``), else None (the floor keeps it)."""
+        if measured is None:
+            return None
+        return (scale - self._natural_parts.get((i, k), 0.0)).clamp_min(0.0)
 
     def _conditioning(self) -> dict | None:
         """Per (input, output): how far the float64 derivatives move when each low-precision input moves
@@ -1662,6 +1673,7 @@ class _Check:
                 if measured is not None:
                     measured[pos] += _scaled_square_sum(grads[(i, k)] - ref[(i, k)], s)
         scale = scale.sqrt()
+        own = scale.clone()  # the floor's scale where round-off is measured (_floor_scale)
         for pos, k in enumerate(self.out_idx):
             scale[pos] += max(self._directional_natural_scale(i, k) for i in self.wrt)
         if measured is not None:
@@ -1680,7 +1692,10 @@ class _Check:
             measured = torch.zeros_like(scale)
         else:
             policy = tolerances.AnalyticAllowance(dtype, measured is not None)
-        allow = (policy.allowance(scale, measured) + self.options["nondet_tol"] * scale.clamp_min(1.0)).expand(
+        floor_scale = own if measured is not None else None
+        allow = (
+            policy.allowance(scale, measured, floor_scale=floor_scale) + self.options["nondet_tol"] * scale.clamp_min(1.0)
+        ).expand(
             n_out, self.n_directions
         )
         return allow, scale.expand(n_out, self.n_directions)

@@ -99,9 +99,19 @@ class AnalyticAllowance:
     has_reference: bool
 
     def allowance(
-        self, analytic_scale: torch.Tensor, measured: torch.Tensor | None, conditioning: torch.Tensor | None = None
+        self,
+        analytic_scale: torch.Tensor,
+        measured: torch.Tensor | None,
+        conditioning: torch.Tensor | None = None,
+        floor_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``analytic_scale``: a magnitude of the derivative (|entry| + the size of its row).
+
+        ``floor_scale``: the scale of the floor where a float64 run exists (default ``analytic_scale``). Callers
+        leave the derivative's natural size |out| / |x| out of it: that size bounds the round-off of terms
+        that cancel, which the measured part sees (and the cap still allows), while in the floor it grows
+        with the output, e.g. with the length of a sum, and hid a 1% error of every entry of the gradient
+        of a float32 ``sum`` over 20,000 elements.
 
         ``measured``: |autograd(dtype) - autograd(float64)| where a float64 run exists. ``conditioning``:
         how far the float64 derivative moves when the low-precision inputs move by ``CAP_EPS`` roundings at
@@ -121,7 +131,8 @@ class AnalyticAllowance:
         cap = self._cap(analytic_scale)
         if conditioning is not None:
             cap = torch.maximum(cap, MEASURED_FACTOR * conditioning)
-        return (FLOOR_EPS * e) * analytic_scale + torch.minimum(MEASURED_FACTOR * measured, cap) + subnormal
+        floor = analytic_scale if floor_scale is None else floor_scale
+        return (FLOOR_EPS * e) * floor + torch.minimum(MEASURED_FACTOR * measured, cap) + subnormal
 
     def capped(self, analytic_scale: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
         """Where the measured part of the allowance was cut by the cap."""

@@ -402,6 +402,19 @@ def test_the_floors_leave_small_errors_visible():
     assert not gk.check_gradients(_Log1pSlightlyOff.apply, torch.zeros(3, dtype=torch.float64)).ok
 
 
+@pytest.mark.parametrize("mode, n", [("full", 2_000), ("directional", 100_000)])
+def test_a_one_percent_error_under_a_large_float32_output_is_caught(mode, n):
+    """The floor of a float32 allowance leaves out the derivative's natural size |out| / |x| (the measured
+    round-off covers what that size is for). That size grows with the output, e.g. with the length of a
+    sum, and with it in the floor a 1% error of every entry of the gradient of sum(sin(x) + 100) passed
+    (full mode, 2,000 elements: 0.18x what was allowed; also sum(sin(x)) over 20,000)."""
+    g = torch.Generator().manual_seed(5)
+    x = (6 * torch.rand(n, generator=g, dtype=torch.float64) - 3).to(torch.float32).requires_grad_()
+    assert gk.check_gradients(lambda x: (torch.sin(x) + 100).sum(), x, mode=mode).ok
+    report = gk.check_gradients(lambda x: (_TooLarge.apply(x) + 100).sum(), x, mode=mode)
+    assert report.check("backward").status == "failed", str(report)
+
+
 @pytest.mark.parametrize("c", [7e-42, 1e-43, 2.5e-44])
 def test_a_float32_gradient_in_the_subnormal_range_is_not_a_false_alarm(c):
     # float32 stores the gradient c at its subnormal spacing (1.4e-45): 7e-42 becomes 6.9995e-42, off the
