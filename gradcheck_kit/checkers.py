@@ -453,7 +453,8 @@ class _Check:
 
     def _reference_note(self) -> str:
         where = f"numerical derivatives evaluated in float64 at the {self.low_dtype_name} point; autograd checked in "
-        if hasattr(self, "directional_state") and self.directional_state["numerics"].estimates is None:
+        state = getattr(self, "directional_state", None)
+        if state is not None and state["numerics"].estimates is None and state.get("grads_ref") is None:
             return where + (
                 f"{self.low_dtype_name} within the floor of its round-off allowance (no float64 autograd run was "
                 "needed)"
@@ -1532,12 +1533,21 @@ class _Check:
             h = torch.tensor(self.stencil.h0, dtype=torch.float64)
             num.estimates = estimate(num.values, h, num.fmag, self.stencil, pool_dim=1)
             if self.reference:
-                try:
-                    _, ref_leaves, ref_outs = self._reference_leaves()
-                    state["grads_ref"], _ = self._vjp_vectors(ref_leaves, ref_outs)
-                except Exception:  # noqa: BLE001 - no reference: blanket allowance
-                    state["grads_ref"] = None
+                self._directional_reference()
         return num.estimates
+
+    def _directional_reference(self) -> dict | None:
+        """The float64 autograd run's ``v·J`` (``grads_ref``), computed on first need; None where it fails
+        (the allowance is then the blanket one)."""
+        state = self.directional_state
+        if "reference_ran" not in state:
+            state["reference_ran"] = True
+            try:
+                _, ref_leaves, ref_outs = self._reference_leaves()
+                state["grads_ref"], _ = self._vjp_vectors(ref_leaves, ref_outs)
+            except Exception:  # noqa: BLE001 - no reference: blanket allowance
+                state["grads_ref"] = None
+        return state["grads_ref"]
 
     def _judge_directional(self, a: torch.Tensor) -> tuple[Verdict, torch.Tensor, bool]:
         """Autograd's ``(n_out, d)`` values against the numerics: the +-h screen where it decides (every value
@@ -1548,6 +1558,12 @@ class _Check:
         if num.estimates is None and _screen.applies(self.stencil):
             allow, scale = self._allowance_directional(screen=True)
             verdict = _screen.screen(a, num.values, self.stencil.h0, num.fmag, self.stencil, allow, kap, num.center)
+            if verdict is None and self.reference and self._directional_reference() is not None:
+                # low-precision inputs: the floor alone did not settle it; with autograd's round-off measured
+                # against the float64 run (the allowance the full comparison gives) it may, without the
+                # rest of the stencil
+                allow, scale = self._allowance_directional(screen="measured")
+                verdict = _screen.screen(a, num.values, self.stencil.h0, num.fmag, self.stencil, allow, kap, num.center)
             if verdict is not None:
                 return verdict, scale, True
         est = self._directional_estimates()
@@ -1643,18 +1659,20 @@ class _Check:
                     a[pos, di] += _dot64(u[i][di], grads[(i, k)])
         return a
 
-    def _allowance_directional(self, screen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _allowance_directional(self, screen: bool | str) -> tuple[torch.Tensor, torch.Tensor]:
         """Autograd's allowance and scale per ``(n_out, d)`` value; backward and jvp share them.
 
         ``screen``: what the +-h screen may allow, never more than the full comparison: with given tolerances
         ``atol`` alone (``rtol`` scales the full stencil's value), for low-precision inputs the floor that
         ``AnalyticAllowance`` always allows (the part measured against a float64 autograd run only adds).
+        ``screen="measured"``: the screen's second try for low-precision inputs, with that measured part (the
+        full comparison's allowance, the float64 run made for it).
         """
-        key = "screen" if screen else "full"
+        key = screen if screen == "measured" else ("screen" if screen else "full")
         if key not in self._directional_allowance:
             state = self.directional_state
             self._directional_allowance[key] = self._compute_allowance_directional(
-                state["grads"], None if screen else state["grads_ref"], state["u"],
+                state["grads"], None if screen is True else state["grads_ref"], state["u"],
                 None if screen else state["numerics"].estimates,
             )
         return self._directional_allowance[key]
@@ -1686,7 +1704,7 @@ class _Check:
                 allow = atol + (self.options["rtol"] or 0.0) * est.central.abs().nan_to_num(0.0)
             return allow, scale.expand(n_out, self.n_directions)
         dtype = min((self.inputs[i].dtype for i in self.wrt), key=lambda dt: -tolerances.eps(dt))
-        if est is None and self.reference:
+        if est is None and self.reference and ref is None:
             # the screen of low-precision inputs: the floor alone (a measured round-off of 0)
             policy = tolerances.AnalyticAllowance(dtype, True)
             measured = torch.zeros_like(scale)

@@ -231,3 +231,32 @@ def test_float32_only_functions_keep_the_full_stencil():
     assert report.ok, str(report)
     assert "6 evaluations each" in report.check("backward").detail
     assert "stopped" not in report.check("backward").detail
+
+
+def test_float32_round_off_above_the_floor_is_measured_before_the_rest_of_the_stencil():
+    """A softmax-weighted sum rounds its float32 gradient above the floor (w_i - E[w] cancels): the screen's
+    second try measures that round-off against the float64 autograd run and stops after ±h all the same
+    (4 evaluations: autograd's forward, x ± h·u, the float64 run), where the rest of the stencil would
+    take 3 more; a 1% error still fails."""
+    w = torch.arange(1000.0)
+    x = (_randn(100, 1000, seed=4) * 3).to(torch.float32).requires_grad_()
+    report = gk.check_gradients(lambda x: (torch.softmax(x, -1) * w).sum(), x, mode="directional")
+    assert report.ok, str(report)
+    assert report.evaluations == 4
+    assert "stopped after ±h" in report.check("backward").detail
+    assert "round-off allowance measured against a float64 autograd run" in report.notes[0]
+
+    class _SoftmaxOff(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            s = torch.softmax(x, -1)
+            ctx.save_for_backward(s)
+            return s
+
+        @staticmethod
+        def backward(ctx, grad):
+            (s,) = ctx.saved_tensors
+            return s * (grad - (grad * s).sum(-1, keepdim=True)) * 1.01
+
+    bad = gk.check_gradients(lambda x: (_SoftmaxOff.apply(x) * w).sum(), x, mode="directional")
+    assert bad.check("backward").status == "failed", str(bad)
