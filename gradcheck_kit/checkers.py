@@ -1335,23 +1335,11 @@ class _Check:
         such input); ``None`` where that fails."""
         if self._conditioning_rows is not False:
             return self._conditioning_rows
-        self._conditioning_rows = None
-        state = self.full_state
-        reference = state["reference"]
-        low = [
-            j for j, t in enumerate(self.inputs) if is_differentiable(t) and tolerances.eps(t.dtype) > 1e-15
-        ]
-        total: dict = {}
-        try:
-            for j in low:
-                _, leaves, outs = self._reference_leaves(perturb=j)
-                moved, _, _ = self._analytic_full(state["rows"], leaves, outs)
-                for key, rows in moved.items():
-                    change = (rows - reference[key]).abs().nan_to_num(0.0)
-                    total[key] = change if key not in total else total[key] + change
-        except Exception:  # noqa: BLE001 - no conditioning: the capped allowance stands
-            return None
-        self._conditioning_rows = total or None
+        rows = self.full_state["rows"]
+        total = self._rounding_changes(
+            self.full_state["reference"], lambda leaves, outs: self._analytic_full(rows, leaves, outs)[0]
+        )
+        self._conditioning_rows = total
         if total:
             self.report.notes.append(
                 "some float32 derivatives differ from float64 autograd by more than 64 eps; their allowance "
@@ -1359,6 +1347,22 @@ class _Check:
                 "roundings (an ill-conditioned expression rounds its float32 derivatives that much)"
             )
         return self._conditioning_rows
+
+    def _rounding_changes(self, reference: dict, derive: Callable) -> dict | None:
+        """Per key of ``reference`` (the float64 derivatives), how far ``derive(leaves, outs)`` moves from it
+        when each low-precision input in turn moves by ``CAP_EPS`` roundings at unit scale, summed over those
+        inputs (``_conditioning``, ``_directional_conditioning``); None where that fails or finds nothing."""
+        low = [j for j, t in enumerate(self.inputs) if is_differentiable(t) and tolerances.eps(t.dtype) > 1e-15]
+        total: dict = {}
+        try:
+            for j in low:
+                _, leaves, outs = self._reference_leaves(perturb=j)
+                for key, moved in derive(leaves, outs).items():
+                    change = (moved - reference[key]).abs().nan_to_num(0.0)
+                    total[key] = change if key not in total else total[key] + change
+        except Exception:  # noqa: BLE001 - no conditioning: the capped allowance stands
+            return None
+        return total or None
 
     def _record(
         self, check: str, i: int, k: int, kind: str, a: torch.Tensor, verdict: Verdict, flowed: bool,
@@ -1740,24 +1744,13 @@ class _Check:
         if "conditioning" in state:
             return state["conditioning"]
         state["conditioning"] = None
-        low = [j for j, t in enumerate(self.inputs) if is_differentiable(t) and tolerances.eps(t.dtype) > 1e-15]
-        total: dict = {}
-        try:
-            for j in low:
-                _, leaves, outs = self._reference_leaves(perturb=j)
-                moved, _ = self._vjp_vectors(leaves, outs)
-                for key, g in moved.items():
-                    change = (g - ref[key]).abs().nan_to_num(0.0)
-                    total[key] = change if key not in total else total[key] + change
-        except Exception:  # noqa: BLE001 - no conditioning: the capped allowance stands
-            return None
-        if not total:
+        total = self._rounding_changes(ref, lambda leaves, outs: self._vjp_vectors(leaves, outs)[0])
+        if total is None:
             return None
         cond = torch.zeros(len(self.out_idx), 1, dtype=torch.float64)
         for pos, k in enumerate(self.out_idx):
             for i in self.wrt:
-                if (i, k) in total:
-                    cond[pos] += _scaled_square_sum(total[(i, k)], u[i][0])
+                cond[pos] += _scaled_square_sum(total[(i, k)], u[i][0])
         state["conditioning"] = cond.sqrt()
         return state["conditioning"]
 
