@@ -53,7 +53,9 @@ FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 _WIDTH = {torch.float64: 64, torch.float32: 32, torch.float16: 16, torch.bfloat16: 32}
 _NP_FLOAT = {16: np.float16, 32: np.float32, 64: np.float64}
 # keywords of `tensors` that the multi-input strategies pass on (one value, or one per input)
-_TENSOR_KEYWORDS = ("dtype", "min_value", "max_value", "elements", "requires_grad", "layout", "device")
+_TENSOR_KEYWORDS = (
+    "dtype", "min_value", "max_value", "elements", "requires_grad", "layout", "device", "unique", "min_gap", "gap_dim",
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,6 +288,66 @@ class _Snap:
 
 
 # --------------------------------------------------------------------------------------------
+# values kept apart: unique=True, min_gap=
+# --------------------------------------------------------------------------------------------
+
+
+def _on_grid(value: float, dtype: torch.dtype, upward: bool) -> float:
+    """The value of ``dtype`` nearest ``value`` on the given side (``value`` itself when representable)."""
+    if dtype == torch.bfloat16:
+        return _inward_bf16(value, upward)
+    return _inward(value, _WIDTH[dtype], upward)
+
+
+def _step(value: float, dtype: torch.dtype, upward: bool) -> float:
+    """The next value of ``dtype`` after ``value`` in the given direction."""
+    if dtype == torch.bfloat16:
+        t = torch.tensor(value, dtype=torch.bfloat16)
+        return float(torch.nextafter(t, torch.tensor(math.inf if upward else -math.inf, dtype=torch.bfloat16)))
+    np_type = _NP_FLOAT[_WIDTH[dtype]]
+    return float(np.nextafter(np_type(value), np_type(np.inf if upward else -np.inf)))
+
+
+def _beyond(value: float, dtype: torch.dtype, gap: float, upward: bool) -> float:
+    """The value of ``dtype`` nearest ``value ± gap`` whose difference from ``value`` is at least ``gap``
+    (computed in float64, as a test would) and not 0."""
+    moved = _on_grid(value + gap if upward else value - gap, dtype, upward)
+    while moved == value or abs(moved - value) < gap:
+        moved = _step(moved, dtype, upward)
+    return moved
+
+
+def _apart(values: np.ndarray, gap: float, low: float, high: float, dtype: torch.dtype) -> np.ndarray | None:
+    """``values`` (1-D, on ``dtype``'s grid, within [low, high]) moved as little as a greedy pass can so
+    that any two differ by at least ``gap`` (``gap=0``: by anything). Values already far enough apart
+    stay; of a cluster, the first in sorted order (the earliest position among equals) stays and the
+    others move up, or down where the upper bound leaves no room. None when the bounds leave no room."""
+    if values.size < 2:
+        return values
+    order = np.argsort(values, kind="stable")
+    ranked = values[order]
+    diffs = np.diff(ranked)
+    if (diffs >= gap).all() and (diffs > 0).all():
+        return values
+    ranked = [float(v) for v in ranked]
+    for i in range(1, len(ranked)):
+        need = _beyond(ranked[i - 1], dtype, gap, upward=True)
+        if ranked[i] < need:
+            ranked[i] = need
+    if ranked[-1] > high:
+        ranked[-1] = _on_grid(high, dtype, upward=False)
+    for i in range(len(ranked) - 2, -1, -1):
+        limit = _beyond(ranked[i + 1], dtype, gap, upward=False)
+        if ranked[i] > limit:
+            ranked[i] = limit
+    if ranked[0] < low:
+        return None
+    out = np.empty_like(values)
+    out[order] = ranked
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # layouts
 # --------------------------------------------------------------------------------------------
 
@@ -345,7 +407,10 @@ def _draw_strided(data, values: torch.Tensor, device) -> torch.Tensor:
 class _TensorSpec:
     """Validated keywords of one tensor (everything but its shape); draws it given a shape."""
 
-    def __init__(self, *, dtype, min_value, max_value, elements, requires_grad, layout, device, where=""):
+    def __init__(
+        self, *, dtype, min_value, max_value, elements, requires_grad, layout, device, unique=False, min_gap=None,
+        gap_dim=-1, where="",
+    ):
         self.where = where  # e.g. "[1]" for the second input of a multi-input strategy
         if isinstance(dtype, st.SearchStrategy):
             self.dtype_strategy, self.dtype = dtype, None
@@ -377,7 +442,66 @@ class _TensorSpec:
             raise InvalidArgument(f"device{where}={device!r} is not a torch device") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InvalidArgument(f"device{where}={device!r} is not available (torch.cuda.is_available() is False)")
+        if not isinstance(unique, bool):
+            raise InvalidArgument(f"unique{where}={unique!r} must be a bool")
+        self.unique = unique
+        if min_gap is not None and (
+            isinstance(min_gap, bool) or not isinstance(min_gap, (int, float)) or not 0 < min_gap < math.inf
+        ):
+            raise InvalidArgument(f"min_gap{where}={min_gap!r} must be a positive finite number or None")
+        self.min_gap = None if min_gap is None else float(min_gap)
+        if gap_dim is not None and (isinstance(gap_dim, bool) or not isinstance(gap_dim, int)):
+            raise InvalidArgument(f"gap_dim{where}={gap_dim!r} must be an int (a dimension) or None (the whole tensor)")
+        self.gap_dim = gap_dim
         self._values_cache: dict[tuple, st.SearchStrategy] = {}
+
+    def _bounds(self, dtype: torch.dtype) -> tuple[float, float]:
+        """The interval values are drawn from, on ``dtype``'s grid."""
+        finfo = torch.finfo(dtype)
+        if self.elements is not None:
+            return float(-finfo.max), float(finfo.max)
+        low, high = _default_bounds(self.min_value, self.max_value)
+        low, high = max(low, float(-finfo.max)), min(high, float(finfo.max))
+        return _on_grid(low, dtype, upward=True), _on_grid(high, dtype, upward=False)
+
+    def _kept_apart(self, array: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+        """``array`` with the ``min_gap`` rule (along ``gap_dim``) and then ``unique`` applied."""
+        low, high = self._bounds(dtype)
+        if self.min_gap is not None and array.ndim > 0:
+            if self.gap_dim is None:
+                groups = array.reshape(1, -1)
+            else:
+                if not -array.ndim <= self.gap_dim < array.ndim:
+                    raise InvalidArgument(
+                        f"gap_dim{self.where}={self.gap_dim!r} is not a dimension of the drawn shape {array.shape}"
+                    )
+                groups = np.moveaxis(array, self.gap_dim, -1).reshape(-1, array.shape[self.gap_dim])
+            room = self.min_gap * (groups.shape[1] - 1)
+            if room > high - low:
+                raise InvalidArgument(
+                    f"min_gap{self.where}={self.min_gap!r} leaves no room for {groups.shape[1]} values between "
+                    f"{low!r} and {high!r} (shape {array.shape}): they need {room:g}"
+                )
+            spread = [_apart(row, self.min_gap, low, high, dtype) for row in groups]
+            if any(row is None for row in spread):
+                raise InvalidArgument(
+                    f"min_gap{self.where}={self.min_gap!r}: no room for the values of shape {array.shape} "
+                    f"between {low!r} and {high!r} on the {dtype} grid"
+                )
+            grouped = np.stack(spread)
+            if self.gap_dim is None:
+                array = grouped.reshape(array.shape)
+            else:
+                moved_shape = np.moveaxis(array, self.gap_dim, -1).shape
+                array = np.moveaxis(grouped.reshape(moved_shape), -1, self.gap_dim)
+        if self.unique and array.size > 1:
+            flat = _apart(array.reshape(-1), 0.0, low, high, dtype)
+            if flat is None:
+                raise InvalidArgument(
+                    f"unique{self.where}=True: fewer than {array.size} {dtype} values lie between {low!r} and {high!r}"
+                )
+            array = flat.reshape(array.shape)
+        return np.ascontiguousarray(array)
 
     def draw_dtype(self, data) -> torch.dtype:
         if self.dtype is not None:
@@ -410,6 +534,10 @@ class _TensorSpec:
         if self.elements is not None and not np.isfinite(array).all():
             bad = float(array[~np.isfinite(array)][0])
             raise InvalidArgument(f"elements{self.where}={self.elements!r} drew {bad!r}; values must be finite")
+        if self.unique or self.min_gap is not None:
+            if self.elements is not None:
+                array = torch.from_numpy(array).to(dtype).double().numpy()
+            array = self._kept_apart(array, dtype)
         values = torch.from_numpy(array).to(dtype)
         if self.elements is not None and not torch.isfinite(values).all():
             raise InvalidArgument(
@@ -437,6 +565,12 @@ class _TensorSpec:
             parts.append(f"layout={self.layout!r}")
         if self.device.type != "cpu":
             parts.append(f"device={str(self.device)!r}")
+        if self.unique:
+            parts.append("unique=True")
+        if self.min_gap is not None:
+            parts.append(f"min_gap={self.min_gap!r}")
+            if self.gap_dim != -1:
+                parts.append(f"gap_dim={self.gap_dim!r}")
         return ", ".join(parts)
 
 
@@ -466,6 +600,9 @@ def tensors(
     requires_grad: bool = True,
     layout: str = "any",
     device="cpu",
+    unique: bool = False,
+    min_gap: float | None = None,
+    gap_dim: int | None = -1,
 ) -> st.SearchStrategy:
     """Leaf tensors for gradient checks, shrinking to few dimensions, small sides and simple values.
 
@@ -487,8 +624,19 @@ def tensors(
       a storage offset). Shrinking goes towards contiguous, and within strided views towards a
       stepped slice of the last dimension. Buffer elements outside the view are NaN.
     * ``device``: where the tensor lives.
+    * ``unique=True``: no two elements are equal (ties are drawn often otherwise). Values that would
+      repeat move to the next values of the dtype, so near-ties (equal up to rounding) remain possible.
+    * ``min_gap=g``: any two elements of one slice along ``gap_dim`` (default the last dimension;
+      ``None``: the whole tensor) differ by at least ``g``, so one-sided slopes of sort-like functions
+      stay apart. Values are drawn as usual, then a cluster is spread: its first element (in sorted
+      order) stays and the others move up by ``g`` steps (down where ``max_value`` leaves no room). Both
+      rules are a fixed function of the drawn values, so shrinking works as usual: a shrunk
+      counterexample has values 0, g, 2g, ... where the draw shrank to equal values.
+      ``InvalidArgument`` when the bounds leave no room (``(side - 1)·g > max_value − min_value``).
 
     >>> gst.tensors(shape=(3, 4), min_value=-5, max_value=5, layout="noncontiguous")
+    >>> gst.tensors(shape=(8, 64), unique=True)        # no ties
+    >>> gst.tensors(shape=(2, 5), min_gap=1e-2)         # each row's values at least 0.01 apart
     """
     if shape is None:
         shape = shapes()
@@ -502,6 +650,9 @@ def tensors(
         requires_grad=requires_grad,
         layout=layout,
         device=device,
+        unique=unique,
+        min_gap=min_gap,
+        gap_dim=gap_dim,
     )
     return _TensorStrategy(shape, spec)
 
@@ -520,7 +671,8 @@ def _per_input_specs(count: int, keywords: dict[str, Any]) -> tuple[list[_Tensor
             f"known: {', '.join(_TENSOR_KEYWORDS)}"
         )
     options = {"dtype": torch.float64, "min_value": None, "max_value": None, "elements": None,
-               "requires_grad": True, "layout": "any", "device": "cpu"}
+               "requires_grad": True, "layout": "any", "device": "cpu", "unique": False, "min_gap": None,
+               "gap_dim": -1}
     per_input = [dict(options) for _ in range(count)]
     for name, value in keywords.items():
         if isinstance(value, (list, tuple)):
