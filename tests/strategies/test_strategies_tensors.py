@@ -268,7 +268,7 @@ def test_torch_randn_inside_given_is_reproducible():
         (
             lambda: gst.broadcastable_tensors(2, foo=1),
             "unknown tensor keyword(s) foo=1; known: dtype, min_value, max_value, elements, requires_grad, "
-            "layout, device",
+            "layout, device, unique, min_gap, gap_dim",
         ),
         (lambda: gst.broadcastable_tensors(0), "num_tensors=0 must be >= 1"),
         (
