@@ -34,6 +34,7 @@ __all__ = [
     "BroadcastableShapes",
     "broadcastable_shapes",
     "broadcastable_tensors",
+    "complex_dtypes",
     "float_dtypes",
     "mutually_broadcastable_shapes",
     "shapes",
@@ -49,12 +50,16 @@ MAX_DIMS = 32
 DEFAULT_BOUND = 100.0
 LAYOUTS = ("any", "contiguous", "noncontiguous")
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+COMPLEX_DTYPES = (torch.complex128, torch.complex64)
+#: the dtype of the real and imaginary parts of each complex dtype
+_PART_DTYPE = {torch.complex128: torch.float64, torch.complex64: torch.float32}
 # numpy-representable width of each dtype's values (bfloat16 values are float32 values rounded)
 _WIDTH = {torch.float64: 64, torch.float32: 32, torch.float16: 16, torch.bfloat16: 32}
 _NP_FLOAT = {16: np.float16, 32: np.float32, 64: np.float64}
 # keywords of `tensors` that the multi-input strategies pass on (one value, or one per input)
 _TENSOR_KEYWORDS = (
     "dtype", "min_value", "max_value", "elements", "requires_grad", "layout", "device", "unique", "min_gap", "gap_dim",
+    "allow_nan", "allow_infinity",
 )
 
 
@@ -106,10 +111,10 @@ def _validated(strategy: st.SearchStrategy, prefix: str = "") -> st.SearchStrate
 
 
 def _check_dtype(name: str, dtype: Any) -> None:
-    if dtype not in FLOAT_DTYPES:
+    if dtype not in FLOAT_DTYPES and dtype not in COMPLEX_DTYPES:
         raise InvalidArgument(
-            f"{name}={dtype!r} is not a floating dtype; expected one of "
-            f"{', '.join(str(d) for d in FLOAT_DTYPES)}"
+            f"{name}={dtype!r} is not a floating or complex dtype; expected one of "
+            f"{', '.join(str(d) for d in FLOAT_DTYPES + COMPLEX_DTYPES)}"
         )
 
 
@@ -213,6 +218,11 @@ def float_dtypes(*, include_half: bool = False) -> st.SearchStrategy:
     if not isinstance(include_half, bool):
         raise InvalidArgument(f"include_half={include_half!r} must be a bool")
     return st.sampled_from(FLOAT_DTYPES if include_half else FLOAT_DTYPES[:2])
+
+
+def complex_dtypes() -> st.SearchStrategy:
+    """A strategy of complex torch dtypes: complex128 and complex64 (shrinks to complex128)."""
+    return st.sampled_from(COMPLEX_DTYPES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,7 +419,7 @@ class _TensorSpec:
 
     def __init__(
         self, *, dtype, min_value, max_value, elements, requires_grad, layout, device, unique=False, min_gap=None,
-        gap_dim=-1, where="",
+        gap_dim=-1, allow_nan=False, allow_infinity=False, where="",
     ):
         self.where = where  # e.g. "[1]" for the second input of a multi-input strategy
         if isinstance(dtype, st.SearchStrategy):
@@ -453,6 +463,12 @@ class _TensorSpec:
         if gap_dim is not None and (isinstance(gap_dim, bool) or not isinstance(gap_dim, int)):
             raise InvalidArgument(f"gap_dim{where}={gap_dim!r} must be an int (a dimension) or None (the whole tensor)")
         self.gap_dim = gap_dim
+        for name, flag in (("allow_nan", allow_nan), ("allow_infinity", allow_infinity)):
+            if not isinstance(flag, bool):
+                raise InvalidArgument(f"{name}{where}={flag!r} must be a bool")
+        self.allow_nan, self.allow_infinity = allow_nan, allow_infinity
+        if self.dtype in COMPLEX_DTYPES:
+            self._modulus_bounds(self.dtype)
         self._values_cache: dict[tuple, st.SearchStrategy] = {}
 
     def _bounds(self, dtype: torch.dtype) -> tuple[float, float]:
@@ -510,18 +526,82 @@ class _TensorSpec:
         _check_dtype(f"dtype{self.where} (drawn)", dtype)
         return dtype
 
-    def _values(self, dtype: torch.dtype, shape: tuple[int, ...]) -> st.SearchStrategy:
-        key = (dtype, shape)
+    def _values(self, dtype: torch.dtype, shape: tuple[int, ...], bounds: tuple[float, float] | None = None):
+        key = (dtype, shape, bounds)
         strategy = self._values_cache.get(key)
         if strategy is None:
             if self.elements is None:
-                low, high = _default_bounds(self.min_value, self.max_value)
+                low, high = bounds if bounds is not None else _default_bounds(self.min_value, self.max_value)
                 elements = _element_strategy(dtype, low, high)
+                nonfinite = [math.nan] * self.allow_nan + [math.inf, -math.inf] * self.allow_infinity
+                if nonfinite:
+                    elements = st.one_of(elements, elements, elements, st.sampled_from(nonfinite))
                 strategy = hnp.arrays(np.float64, shape, elements=elements, fill=elements)
             else:
                 strategy = hnp.arrays(np.float64, shape, elements=self.elements)
             self._values_cache[key] = strategy
         return strategy
+
+    def _check_finite(self, array: np.ndarray) -> None:
+        if self.elements is None or (self.allow_nan and self.allow_infinity):
+            return
+        bad = ~np.isfinite(array) & ~(np.isnan(array) if self.allow_nan else False) & ~(
+            np.isinf(array) if self.allow_infinity else False
+        )
+        if bad.any():
+            raise InvalidArgument(
+                f"elements{self.where}={self.elements!r} drew {float(array[bad][0])!r}; values must be finite "
+                "(or pass allow_nan=True / allow_infinity=True)"
+            )
+
+    def _real_values(self, data, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        array = data.draw(self._values(dtype, shape))
+        self._check_finite(array)
+        if self.unique or self.min_gap is not None:
+            if self.elements is not None:
+                array = torch.from_numpy(array).to(dtype).double().numpy()
+            array = self._kept_apart(array, dtype)
+        values = torch.from_numpy(array).to(dtype)
+        if self.elements is not None and (torch.isinf(values) & torch.from_numpy(np.isfinite(array))).any():
+            raise InvalidArgument(
+                f"elements{self.where}={self.elements!r} drew a value that overflows {dtype}; values must be finite"
+            )
+        return values
+
+    def _modulus_bounds(self, dtype: torch.dtype) -> tuple[float, float]:
+        """``min_value`` / ``max_value`` of a complex tensor bound the modulus ``|z|``."""
+        if self.unique or self.min_gap is not None:
+            raise InvalidArgument(
+                f"unique{self.where}=True / min_gap{self.where}= order real values; they do not apply to {dtype}"
+            )
+        low = 0.0 if self.min_value is None else self.min_value
+        high = DEFAULT_BOUND if self.max_value is None else self.max_value
+        if low < 0:
+            raise InvalidArgument(
+                f"min_value{self.where}={self.min_value!r}: for {dtype} the bounds are on the modulus |z|, "
+                "so min_value must be >= 0"
+            )
+        if not low <= high:
+            raise InvalidArgument(f"max_value{self.where}={self.max_value!r} is below min_value={self.min_value!r}")
+        return low, high
+
+    def _complex_values(self, data, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """Real and imaginary parts drawn like real values, then moved radially into the modulus bounds."""
+        part = _PART_DTYPE[dtype]
+        low, high = self._modulus_bounds(dtype)
+        array = data.draw(self._values(part, (*shape, 2), (-high, high)))
+        self._check_finite(array)
+        if self.elements is None:
+            finite = np.isfinite(array).all(axis=-1)
+            modulus = np.hypot(array[..., 0], array[..., 1])
+            shrink = finite & (modulus > high)
+            array[shrink] *= (high * (1 - 2 * float(torch.finfo(part).eps)) / modulus[shrink])[:, None]
+            grow = finite & (modulus < low)
+            zero = grow & (modulus == 0)
+            array[zero] = (low, 0.0)
+            scale = grow & ~zero
+            array[scale] *= (low * (1 + 2 * float(torch.finfo(part).eps)) / modulus[scale])[:, None]
+        return torch.view_as_complex(torch.from_numpy(np.ascontiguousarray(array)).to(part))
 
     def draw(self, data, shape: tuple[int, ...], dtype: torch.dtype | None = None) -> torch.Tensor:
         if dtype is None:
@@ -530,19 +610,10 @@ class _TensorSpec:
             kind = data.draw(_ANY_LAYOUT)
         else:
             kind = _KIND_CONTIGUOUS if self.layout == "contiguous" else _KIND_STRIDED
-        array = data.draw(self._values(dtype, shape))
-        if self.elements is not None and not np.isfinite(array).all():
-            bad = float(array[~np.isfinite(array)][0])
-            raise InvalidArgument(f"elements{self.where}={self.elements!r} drew {bad!r}; values must be finite")
-        if self.unique or self.min_gap is not None:
-            if self.elements is not None:
-                array = torch.from_numpy(array).to(dtype).double().numpy()
-            array = self._kept_apart(array, dtype)
-        values = torch.from_numpy(array).to(dtype)
-        if self.elements is not None and not torch.isfinite(values).all():
-            raise InvalidArgument(
-                f"elements{self.where}={self.elements!r} drew a value that overflows {dtype}; values must be finite"
-            )
+        if dtype in COMPLEX_DTYPES:
+            values = self._complex_values(data, shape, dtype)
+        else:
+            values = self._real_values(data, shape, dtype)
         if kind == _KIND_CONTIGUOUS:
             tensor = values.to(self.device)
         elif kind == _KIND_OFFSET:
@@ -565,8 +636,9 @@ class _TensorSpec:
             parts.append(f"layout={self.layout!r}")
         if self.device.type != "cpu":
             parts.append(f"device={str(self.device)!r}")
-        if self.unique:
-            parts.append("unique=True")
+        for flag in ("unique", "allow_nan", "allow_infinity"):
+            if getattr(self, flag):
+                parts.append(f"{flag}=True")
         if self.min_gap is not None:
             parts.append(f"min_gap={self.min_gap!r}")
             if self.gap_dim != -1:
@@ -603,11 +675,16 @@ def tensors(
     unique: bool = False,
     min_gap: float | None = None,
     gap_dim: int | None = -1,
+    allow_nan: bool = False,
+    allow_infinity: bool = False,
 ) -> st.SearchStrategy:
     """Leaf tensors for gradient checks, shrinking to few dimensions, small sides and simple values.
 
     * ``shape``: a tuple, or a strategy of tuples (default ``shapes()``).
-    * ``dtype``: a floating torch dtype, or a strategy of them (e.g. ``float_dtypes()``).
+    * ``dtype``: a floating or complex torch dtype, or a strategy of them (e.g. ``float_dtypes()``,
+      ``complex_dtypes()``). For complex dtypes ``min_value`` / ``max_value`` bound the modulus
+      ``|z|`` (default at most 100): the real and imaginary parts are drawn like real values (0, ±1,
+      ±tiny, ±0 often) and a point outside the bounds is moved radially onto them.
     * Values are finite and lie in [``min_value``, ``max_value``]; a bound left ``None`` is
       ``-100`` / ``100`` (or 200 beyond the other bound when that one lies outside them), so that
       finite differences stay meaningful. Pass ``-math.inf`` / ``math.inf`` for the whole finite
@@ -624,6 +701,8 @@ def tensors(
       a storage offset). Shrinking goes towards contiguous, and within strided views towards a
       stepped slice of the last dimension. Buffer elements outside the view are NaN.
     * ``device``: where the tensor lives.
+    * ``allow_nan=True`` / ``allow_infinity=True``: some elements (for complex dtypes, either part) are
+      NaN / ±inf, for functions that must handle them.
     * ``unique=True``: no two elements are equal (ties are drawn often otherwise). Values that would
       repeat move to the next values of the dtype, so near-ties (equal up to rounding) remain possible.
     * ``min_gap=g``: any two elements of one slice along ``gap_dim`` (default the last dimension;
@@ -653,6 +732,8 @@ def tensors(
         unique=unique,
         min_gap=min_gap,
         gap_dim=gap_dim,
+        allow_nan=allow_nan,
+        allow_infinity=allow_infinity,
     )
     return _TensorStrategy(shape, spec)
 
@@ -672,7 +753,7 @@ def _per_input_specs(count: int, keywords: dict[str, Any]) -> tuple[list[_Tensor
         )
     options = {"dtype": torch.float64, "min_value": None, "max_value": None, "elements": None,
                "requires_grad": True, "layout": "any", "device": "cpu", "unique": False, "min_gap": None,
-               "gap_dim": -1}
+               "gap_dim": -1, "allow_nan": False, "allow_infinity": False}
     per_input = [dict(options) for _ in range(count)]
     for name, value in keywords.items():
         if isinstance(value, (list, tuple)):

@@ -251,8 +251,8 @@ def test_torch_randn_inside_given_is_reproducible():
         (lambda: gst.tensors(layout="weird"), "layout='weird' is not one of 'any', 'contiguous', 'noncontiguous'"),
         (
             lambda: gst.tensors(dtype=torch.int64),
-            "dtype=torch.int64 is not a floating dtype; expected one of "
-            "torch.float64, torch.float32, torch.float16, torch.bfloat16",
+            "dtype=torch.int64 is not a floating or complex dtype; expected one of "
+            "torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.complex128, torch.complex64",
         ),
         (lambda: gst.tensors(min_value=3, max_value=1), "min_value=3.0 must be <= max_value=1.0"),
         (lambda: gst.tensors(min_value=math.nan), "min_value=nan must not be NaN"),
@@ -268,7 +268,7 @@ def test_torch_randn_inside_given_is_reproducible():
         (
             lambda: gst.broadcastable_tensors(2, foo=1),
             "unknown tensor keyword(s) foo=1; known: dtype, min_value, max_value, elements, requires_grad, "
-            "layout, device, unique, min_gap, gap_dim",
+            "layout, device, unique, min_gap, gap_dim, allow_nan, allow_infinity",
         ),
         (lambda: gst.broadcastable_tensors(0), "num_tensors=0 must be >= 1"),
         (
