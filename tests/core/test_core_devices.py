@@ -44,3 +44,32 @@ def test_auto_narrows_a_wrong_element_down_on_cuda():
     report = gk.check_gradients(_OneWrongElement.apply, _cuda(50, 60, dtype=torch.float32))
     assert not report.ok
     assert [m.index for m in report.mismatches if m.kind != "directional"] == [divmod(WRONG_ELEMENT, 60)]
+
+
+_HALF_KERNELS = {
+    "gelu": (lambda t: torch.nn.functional.gelu(t), 1),
+    "softmax": (lambda t: torch.softmax(t, dim=-1), 1),
+    "layer_norm": (lambda t: torch.nn.functional.layer_norm(t, (16,)), 1),
+    "matmul": (torch.matmul, 2),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("name", sorted(_HALF_KERNELS))
+def test_half_precision_cuda_kernels(dtype, name):
+    fn, n_inputs = _HALF_KERNELS[name]
+    inputs = [_cuda(8, 16, dtype=dtype)] + ([_cuda(16, 4, dtype=dtype, seed=1)] if n_inputs == 2 else [])
+    report = gk.check_gradients(fn, *inputs)
+    assert report.ok, str(report)
+
+
+class _TenPercentOff(_TooLarge):
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.cos(x) * 1.1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_a_wrong_half_precision_cuda_backward_fails(dtype):
+    assert not gk.check_gradients(_TenPercentOff.apply, _cuda(8, 16, dtype=dtype)).ok
