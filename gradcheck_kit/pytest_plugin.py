@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import stat
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -189,9 +191,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "gradcheck(mode=, atol=, rtol=, order=, forward_ad=, seed=, directions=, nondet_tol=, strict=, "
         "dtype=, dtypes=, devices=): options of this test's gradient checks (gradcheck_kit).",
     )
-    if getattr(config, "workerinput", None) is None:
-        _check_report_path(config)
     workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        _check_report_path(config)  # workers write no report
     if workerinput is not None and _SEED_KEY in workerinput:
         seed = int(workerinput[_SEED_KEY])
     else:
@@ -215,9 +217,6 @@ def _check_report_path(config: pytest.Config) -> None:
     option = config.getoption("gradcheck_report", None)
     if not option:
         return
-    import os
-    import stat
-
     path = config.invocation_params.dir / option
     problem = None
     try:
@@ -297,7 +296,8 @@ def _device_name(value: Any) -> str:
     try:
         return str(torch.device(value))
     except (RuntimeError, TypeError, ValueError):
-        raise _MarkerError(f"devices: {value!r} is not a torch device (such as 'cpu', 'cuda', 'cuda:1', 'mps')") from None
+        example = "such as 'cpu', 'cuda', 'cuda:1', 'mps'"
+        raise _MarkerError(f"devices: {value!r} is not a torch device ({example})") from None
 
 
 class _MarkerError(Exception):
