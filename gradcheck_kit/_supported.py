@@ -13,7 +13,7 @@ import torch
 
 from gradcheck_kit.errors import InvalidArgument
 
-__all__ = ["unsupported_kind", "refuse_unsupported"]
+__all__ = ["unsupported_kind", "refuse_unsupported", "check_grad_outputs"]
 
 _LAYOUTS = {
     torch.sparse_coo: "a sparse COO tensor",
@@ -56,3 +56,21 @@ def refuse_unsupported(value: Any, name: str) -> None:
         if kind is not None:
             where = name if i is None else f"{name}[{i}]"
             raise InvalidArgument(f"{where} is {kind}: {_advice(kind)}")
+
+
+def check_grad_outputs(value: Any) -> None:
+    """``grad_outputs`` is None, a tensor, or a tuple/list of tensors (None for an output without one),
+    each a supported tensor; else ``InvalidArgument``."""
+    if value is None:
+        return
+    if not isinstance(value, (torch.Tensor, tuple, list)):
+        raise InvalidArgument(
+            f"grad_outputs={value!r} must be a tensor or a tuple of tensors (one per output of fn)"
+        )
+    if isinstance(value, (tuple, list)):
+        for i, item in enumerate(value):
+            if item is not None and not isinstance(item, torch.Tensor):
+                raise InvalidArgument(
+                    f"grad_outputs[{i}]={item!r} must be a tensor (the vector for output {i} of fn)"
+                )
+    refuse_unsupported(value, "grad_outputs")

@@ -10,7 +10,7 @@ import torch
 from gradcheck_kit._evaluate import as_outputs, describe_exception
 from gradcheck_kit._inputs import function_name, input_names, is_differentiable, layout_clone
 from gradcheck_kit._report import format_index
-from gradcheck_kit._supported import refuse_unsupported
+from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported
 from gradcheck_kit.checkers import check_gradients
 from gradcheck_kit.errors import FunctionError, GradientMismatch, InvalidArgument
 from gradcheck_kit.options import check_option
@@ -66,7 +66,7 @@ def assert_grad_equals(
     rtol = check_option("rtol", rtol)
     for i, a in enumerate(args):
         refuse_unsupported(a, f"inputs[{i}]")
-    refuse_unsupported(grad_outputs, "grad_outputs")
+    check_grad_outputs(grad_outputs)
     wrt = [i for i, t in enumerate(args) if is_differentiable(t) and t.requires_grad]
     if not wrt:
         wrt = [i for i, t in enumerate(args) if is_differentiable(t)]

@@ -71,9 +71,14 @@ from gradcheck_kit._inputs import (
 )
 from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch
 from gradcheck_kit._structural import structural_checks
-from gradcheck_kit._supported import refuse_unsupported, unsupported_kind
+from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported, unsupported_kind
 from gradcheck_kit.errors import FunctionError, InvalidArgument
-from gradcheck_kit.options import FORWARD_AD, MODES, resolve_options  # noqa: F401 - MODES, FORWARD_AD re-exported
+from gradcheck_kit.options import (  # noqa: F401 - MODES, FORWARD_AD re-exported
+    FORWARD_AD,
+    MODES,
+    check_input_names,
+    resolve_options,
+)
 
 __all__ = ["check_gradients", "MODES"]
 
@@ -163,12 +168,10 @@ def check_gradients(
     )
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable")
-    if isinstance(input_names, str):
-        raise InvalidArgument(f"input_names={input_names!r} is a str: pass a sequence of names, one per input")
-    names = names_for_inputs(fn, len(inputs), input_names)
+    names = names_for_inputs(fn, len(inputs), check_input_names(input_names, len(inputs)))
     for i, t in enumerate(inputs):
         refuse_unsupported(t, f"inputs[{i}] ({names[i]})")
-    refuse_unsupported(grad_outputs, "grad_outputs")
+    check_grad_outputs(grad_outputs)
     wrt_list = resolve_wrt(inputs, wrt)
     run = _Check(fn, inputs, wrt_list, names, grad_outputs, options)
     report = run.execute()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from gradcheck_kit.errors import InvalidArgument
 
@@ -26,6 +26,7 @@ __all__ = [
     "parse_option",
     "argparse_type",
     "resolve_options",
+    "check_input_names",
 ]
 
 MODES = ("auto", "full", "directional")
@@ -218,3 +219,17 @@ def resolve_options(given: Mapping[str, Any], defaults: Mapping[str, Any]) -> Ch
             continue  # the dataclass default
         values[key] = check_option(key, value)
     return CheckOptions(**values)
+
+
+def check_input_names(value: Any, count: int) -> list[str] | None:
+    """``input_names``: None, or a sequence (not a str) of ``count`` non-empty strings."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InvalidArgument(
+            f"input_names={value!r} is a {type(value).__name__}: pass a sequence of names, one str per input"
+        )
+    names = list(value)
+    if len(names) != count or not all(isinstance(name, str) and name for name in names):
+        raise InvalidArgument(f"input_names={value!r} must hold {count} non-empty str(s), one per input")
+    return names

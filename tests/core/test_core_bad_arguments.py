@@ -87,6 +87,9 @@ CALL_CASES = [
     ("input_names-length", lambda: gk.check_gradients(torch.mul, _x(3), _x(3), input_names=["a"]), "input_names=['a']"),
     ("input_names-empty", lambda: gk.check_gradients(torch.sin, _x(3), input_names=[""]), "input_names=['']"),
     ("input_names-int", lambda: gk.check_gradients(torch.sin, _x(3), input_names=[1]), "input_names=[1]"),
+    ("input_names-not-sequence", lambda: gk.check_gradients(torch.sin, _x(3), input_names=5), "input_names=5"),
+    ("grad_outputs-int", lambda: gk.check_gradients(torch.sin, _x(3), grad_outputs=5), "grad_outputs=5"),
+    ("grad_outputs-item", lambda: gk.check_gradients(torch.sin, _x(3), grad_outputs=[3]), "grad_outputs[0]=3"),
     ("inputs-coo", lambda: gk.check_gradients(torch.Tensor.to_dense, _x(3).to_sparse()), "inputs[0] (x) is a sparse COO tensor"),
     (
         "inputs-csr",
@@ -111,6 +114,7 @@ CALL_CASES = [
     ("age-atol-inf", lambda: gk.assert_grad_equals(_sin_sum, _x(3), _x(3).cos(), atol=INF), "atol=inf is invalid"),
     ("age-rtol-nan", lambda: gk.assert_grad_equals(_sin_sum, _x(3), _x(3).cos(), rtol=NAN), "rtol=nan is invalid"),
     ("age-rtol-neg", lambda: gk.assert_grad_equals(_sin_sum, _x(3), _x(3).cos(), rtol=-1), "rtol=-1 is invalid"),
+    ("age-grad_outputs-str", lambda: gk.assert_grad_equals(torch.sin, _x(3), _x(3), grad_outputs="x"), "grad_outputs='x'"),
     ("age-inputs", lambda: gk.assert_grad_equals(_sin_sum, "x", _x(3)), "inputs='x'"),
     ("age-inputs-coo", lambda: gk.assert_grad_equals(_sin_sum, (_x(3).to_sparse(),), _x(3)), "inputs[0] is a sparse COO"),
     (
