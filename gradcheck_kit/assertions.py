@@ -10,7 +10,7 @@ import torch
 from gradcheck_kit._evaluate import as_outputs, describe_exception
 from gradcheck_kit._inputs import function_name, input_names, is_differentiable, layout_clone
 from gradcheck_kit._report import format_index
-from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported
+from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported, unsupported_kind
 from gradcheck_kit.checkers import check_gradients
 from gradcheck_kit.errors import FunctionError, GradientMismatch, InvalidArgument
 from gradcheck_kit.options import check_option
@@ -138,6 +138,9 @@ def _autograd(fn, args, wrt, grad_outputs) -> tuple[list, str]:
         raise FunctionError(f"assert_grad_equals: {exc}") from None
     except Exception as exc:  # noqa: BLE001
         raise FunctionError(f"assert_grad_equals: fn raised {describe_exception(exc)}") from exc
+    for k, kind in enumerate(map(unsupported_kind, outs)):
+        if kind is not None:
+            raise FunctionError(f"assert_grad_equals: output {k} of fn is {kind}: only strided tensors can be checked")
     if grad_outputs is None:
         non_scalar = [k for k, o in enumerate(outs) if o.numel() != 1]
         if non_scalar:

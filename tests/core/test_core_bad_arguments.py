@@ -206,6 +206,20 @@ def test_fn_returning_an_unsupported_tensor_is_a_report_error(make, kind):
     assert report.errors == [f"output 0 of fn is {kind}: only strided tensors with values can be checked"]
 
 
+@pytest.mark.parametrize(
+    ("fn", "kind"),
+    [
+        (lambda t: t.sin().sum().to_sparse(), "a sparse COO tensor"),
+        (lambda t: torch.empty((), device="meta", dtype=t.dtype), "a meta tensor of shape ()"),
+    ],
+    ids=["sparse", "meta"],
+)
+def test_fn_returning_an_unsupported_tensor_to_assert_grad_equals_is_a_function_error(fn, kind):
+    with pytest.raises(gk.FunctionError) as info:
+        gk.assert_grad_equals(fn, _x(3), _x(3).cos())
+    assert str(info.value) == f"assert_grad_equals: output 0 of fn is {kind}: only strided tensors can be checked"
+
+
 def test_a_callable_expected_that_raises_names_expected_and_chains_the_cause():
     def expected(t):
         raise ZeroDivisionError("boom")
