@@ -1,7 +1,8 @@
 """Process-wide defaults for the checkers, and listeners that see every report.
 
 The pytest plugin (and the command line) set defaults such as the seed or the mode for a block
-of code with :func:`defaults`, and collect every :class:`GradientReport` the checkers produce with
+of code with :func:`defaults` (validated as ``check_gradients`` validates its keywords, by
+:mod:`gradcheck_kit.options`), and collect every :class:`GradientReport` the checkers produce with
 :func:`add_report_listener`. Nothing here imports torch, pytest or Hypothesis.
 """
 
@@ -11,20 +12,14 @@ import contextlib
 import contextvars
 from typing import Any, Callable, Iterator
 
+from gradcheck_kit.errors import InvalidArgument
+from gradcheck_kit.options import OPTION_NAMES, CheckOptions, check_option
+
 __all__ = ["defaults", "current_defaults", "add_report_listener", "remove_report_listener", "notify_report"]
 
 #: keywords of ``check_gradients`` whose default can be set here
-CONFIGURABLE = frozenset({"seed", "mode", "order", "forward_ad", "atol", "rtol", "directions", "nondet_tol"})
-BUILTIN_DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "mode": "auto",
-    "order": 1,
-    "forward_ad": "auto",
-    "atol": None,
-    "rtol": None,
-    "directions": None,
-    "nondet_tol": 0.0,
-}
+CONFIGURABLE = frozenset(OPTION_NAMES)
+BUILTIN_DEFAULTS: dict[str, Any] = CheckOptions().as_dict()
 
 _DEFAULTS: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
     "gradcheck_kit_defaults", default=BUILTIN_DEFAULTS
@@ -41,10 +36,9 @@ def defaults(**overrides: Any) -> Iterator[dict[str, Any]]:
     """Within the block, ``check_gradients`` keywords left unset take these values."""
     unknown = sorted(set(overrides) - CONFIGURABLE)
     if unknown:
-        from gradcheck_kit.errors import InvalidArgument
-
         raise InvalidArgument(f"defaults: unknown keyword(s) {unknown}; known: {sorted(CONFIGURABLE)}")
-    merged = {**_DEFAULTS.get(), **overrides}
+    checked = {key: check_option(key, value) for key, value in overrides.items()}
+    merged = {**_DEFAULTS.get(), **checked}
     token = _DEFAULTS.set(merged)
     try:
         yield merged

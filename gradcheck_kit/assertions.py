@@ -10,8 +10,10 @@ import torch
 from gradcheck_kit._evaluate import as_outputs, describe_exception
 from gradcheck_kit._inputs import function_name, input_names, is_differentiable, layout_clone
 from gradcheck_kit._report import format_index
+from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported, unsupported_kind
 from gradcheck_kit.checkers import check_gradients
 from gradcheck_kit.errors import FunctionError, GradientMismatch, InvalidArgument
+from gradcheck_kit.options import check_option
 
 __all__ = ["assert_gradients_close", "assert_grad_equals", "DEFAULT_TOLERANCES"]
 
@@ -60,9 +62,11 @@ def assert_grad_equals(
     args = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs) if isinstance(inputs, (tuple, list)) else None
     if args is None:
         raise InvalidArgument(f"inputs={inputs!r} must be a tensor or a tuple of tensors")
-    for key, value in (("atol", atol), ("rtol", rtol)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            raise InvalidArgument(f"{key}={value!r} must be a non-negative number or None")
+    atol = check_option("atol", atol)
+    rtol = check_option("rtol", rtol)
+    for i, a in enumerate(args):
+        refuse_unsupported(a, f"inputs[{i}]")
+    check_grad_outputs(grad_outputs)
     wrt = [i for i, t in enumerate(args) if is_differentiable(t) and t.requires_grad]
     if not wrt:
         wrt = [i for i, t in enumerate(args) if is_differentiable(t)]
@@ -71,14 +75,20 @@ def assert_grad_equals(
     names = input_names(fn, len(args), None)
 
     if callable(expected) and not isinstance(expected, torch.Tensor):
-        with torch.no_grad():
-            expected = expected(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
+        try:
+            with torch.no_grad():
+                expected = expected(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
+        except Exception as exc:  # noqa: BLE001 - the expectation's own failure, named as such
+            raise InvalidArgument(
+                f"expected={function_name(expected)} raised {describe_exception(exc)} when called with the inputs"
+            ) from exc
     if isinstance(expected, torch.Tensor):
         expected = (expected,)
     if not isinstance(expected, (tuple, list)) or not all(isinstance(e, torch.Tensor) for e in expected):
         raise InvalidArgument(
             f"expected={type(expected).__name__} must be a tensor, a tuple of tensors, or a callable returning them"
         )
+    refuse_unsupported(tuple(expected), "expected")
     if len(expected) != len(wrt):
         raise InvalidArgument(
             f"expected has {len(expected)} tensor(s) but {len(wrt)} input(s) are differentiated "
@@ -128,6 +138,9 @@ def _autograd(fn, args, wrt, grad_outputs) -> tuple[list, str]:
         raise FunctionError(f"assert_grad_equals: {exc}") from None
     except Exception as exc:  # noqa: BLE001
         raise FunctionError(f"assert_grad_equals: fn raised {describe_exception(exc)}") from exc
+    for k, kind in enumerate(map(unsupported_kind, outs)):
+        if kind is not None:
+            raise FunctionError(f"assert_grad_equals: output {k} of fn is {kind}: only strided tensors can be checked")
     if grad_outputs is None:
         non_scalar = [k for k, o in enumerate(outs) if o.numel() != 1]
         if non_scalar:

@@ -71,12 +71,17 @@ from gradcheck_kit._inputs import (
 )
 from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch
 from gradcheck_kit._structural import structural_checks
+from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported, unsupported_kind
 from gradcheck_kit.errors import FunctionError, InvalidArgument
+from gradcheck_kit.options import (  # noqa: F401 - MODES, FORWARD_AD re-exported
+    FORWARD_AD,
+    MODES,
+    check_input_names,
+    resolve_options,
+)
 
 __all__ = ["check_gradients", "MODES"]
 
-MODES = ("auto", "full", "directional")
-FORWARD_AD = ("auto", True, False)
 #: full mode compares every Jacobian entry up to this many entries, else projections d(v·out)/dx
 JACOBIAN_ENTRIES = 1 << 20
 #: auto mode uses full mode up to this many Jacobian entries and input coordinates
@@ -140,6 +145,7 @@ def check_gradients(
     input_names: Sequence[str] | None = None,
     directions: int | None = None,
     nondet_tol: float | None = None,
+    strict: bool | None = None,
 ) -> GradientReport:
     """Compare autograd's derivatives of ``fn(*inputs)`` with finite differences; return a report.
 
@@ -152,22 +158,20 @@ def check_gradients(
     (and a float64 run where possible); given values replace it (``atol + rtol·|numerical|``); the
     numerical error estimate is always added. ``seed`` seeds every random choice (the caller's RNG is
     untouched). ``input_names``: display names of the inputs in messages. ``directions``: random
-    directions per directional check (default 2). Keywords left ``None`` take the defaults of
+    directions per directional check (default 2). ``strict``: entries that agree only approximately fail
+    (see :class:`gradcheck_kit.options.CheckOptions`). Keywords left ``None`` take the defaults of
     ``gradcheck_kit._config.defaults`` (the pytest plugin sets them from its options).
     """
     options = _resolve_options(
         mode=mode, order=order, forward_ad=forward_ad, atol=atol, rtol=rtol, seed=seed,
-        directions=directions, nondet_tol=nondet_tol,
+        directions=directions, nondet_tol=nondet_tol, strict=strict,
     )
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable")
-    names = names_for_inputs(fn, len(inputs), input_names)
+    names = names_for_inputs(fn, len(inputs), check_input_names(input_names, len(inputs)))
     for i, t in enumerate(inputs):
-        if isinstance(t, torch.Tensor) and t.device.type == "meta":
-            raise InvalidArgument(
-                f"inputs[{i}] ({names[i]}) is a meta tensor of shape {tuple(t.shape)}: it holds no values to "
-                "differentiate; create it on the CPU or a GPU"
-            )
+        refuse_unsupported(t, f"inputs[{i}] ({names[i]})")
+    check_grad_outputs(grad_outputs)
     wrt_list = resolve_wrt(inputs, wrt)
     run = _Check(fn, inputs, wrt_list, names, grad_outputs, options)
     report = run.execute()
@@ -176,35 +180,7 @@ def check_gradients(
 
 
 def _resolve_options(**given: Any) -> dict:
-    defaults = _config.current_defaults()
-    options = {k: (defaults.get(k) if v is None else v) for k, v in given.items()}
-    for key, fallback in _config.BUILTIN_DEFAULTS.items():
-        if key in options and options[key] is None and fallback is not None:
-            options[key] = fallback
-    if options["mode"] not in MODES:
-        raise InvalidArgument(f"mode={options['mode']!r} is not one of {list(MODES)}")
-    if options["order"] not in (1, 2) or isinstance(options["order"], bool):
-        raise InvalidArgument(f"order={options['order']!r} must be 1 or 2")
-    if options["forward_ad"] not in FORWARD_AD or (
-        isinstance(options["forward_ad"], int) and not isinstance(options["forward_ad"], bool) and options["forward_ad"] not in (0, 1)
-    ):
-        raise InvalidArgument(f"forward_ad={options['forward_ad']!r} must be True, False or 'auto'")
-    for key in ("atol", "rtol"):
-        value = options[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0):
-            raise InvalidArgument(f"{key}={value!r} must be a non-negative number or None")
-    seed_value = options["seed"]
-    if isinstance(seed_value, bool) or not isinstance(seed_value, int) or not 0 <= seed_value < 2**63:
-        raise InvalidArgument(f"seed={seed_value!r} must be an int in [0, 2**63)")
-    d = options["directions"]
-    if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1):
-        raise InvalidArgument(f"directions={d!r} must be a positive int")
-    nd = options["nondet_tol"]
-    if nd is None:
-        options["nondet_tol"] = 0.0
-    elif isinstance(nd, bool) or not isinstance(nd, (int, float)) or nd < 0:
-        raise InvalidArgument(f"nondet_tol={nd!r} must be a non-negative number")
-    return options
+    return resolve_options(given, _config.current_defaults()).as_dict()
 
 
 @contextmanager
@@ -296,7 +272,7 @@ class _Check:
         args = ", ".join(self.names)
         extras = []
         defaults = _config.BUILTIN_DEFAULTS
-        for key in ("mode", "order", "forward_ad", "atol", "rtol", "directions"):
+        for key in ("mode", "order", "forward_ad", "atol", "rtol", "directions", "nondet_tol", "strict"):
             if self.options.get(key) != defaults.get(key):
                 extras.append(f"{key}={self.options[key]!r}")
         if self.wrt != [i for i, t in enumerate(self.inputs) if is_differentiable(t) and t.requires_grad]:
@@ -337,6 +313,9 @@ class _Check:
                     "of the original values"
                 )
         self.outs = outs
+        for k, kind in enumerate(map(unsupported_kind, outs)):
+            if kind is not None:
+                raise _Failure(f"output {k} of fn is {kind}: only strided tensors with values can be checked")
         self.out_idx = differentiable_output_indices(outs)
         report.outputs = [
             f"{tuple(o.shape)} {str(o.dtype).replace('torch.', '')}" for o in outs

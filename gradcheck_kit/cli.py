@@ -384,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     checker.add_argument("--atol", type=_nonnegative_float, default=None, help="absolute tolerance (default: derived)")
     checker.add_argument("--rtol", type=_nonnegative_float, default=None, help="relative tolerance (default: derived)")
+    checker.add_argument("--strict", action="store_true", help="entries that agree only approximately fail")
 
     p_check = sub.add_parser(
         "check",
@@ -524,6 +525,7 @@ def _checker_options(args: argparse.Namespace) -> dict[str, Any]:
         "atol": args.atol,
         "rtol": args.rtol,
         "seed": args.seed,
+        "strict": args.strict,
     }
 
 

@@ -11,8 +11,10 @@ Reproduce a run: the report header prints ``gradcheck_kit: --gradcheck-seed=N`` 
   ``gradcheck_seed`` (the run's seed), ``gradcheck_dtype`` and ``gradcheck_device`` (parametrised).
   None is function-scoped, so they are safe in ``@given`` tests.
 - Marker: ``@pytest.mark.gradcheck(mode=, atol=, rtol=, order=, forward_ad=, seed=, directions=,
-  nondet_tol=, dtype=, dtypes=, devices=)``; an unknown keyword is a setup error naming it.
-- Options: ``--gradcheck-seed``, ``--gradcheck-mode``, ``--gradcheck-dtype``, ``--gradcheck-report``.
+  nondet_tol=, strict=, dtype=, dtypes=, devices=)``; an unknown keyword or a bad value is a setup
+  error naming it (values are validated as ``check_gradients`` validates them).
+- Options: ``--gradcheck-seed``, ``--gradcheck-mode``, ``--gradcheck-dtype``, ``--gradcheck-strict``,
+  ``--gradcheck-report`` (a bad value, or a report path that cannot be written, is a usage error).
 - Every ``GradientReport`` made during a test (through the fixture or a direct
   ``gk.assert_gradients_close``) is recorded for the terminal summary and the JSON report, also
   across ``pytest-xdist`` workers.
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import stat
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -30,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import pytest
 
 from gradcheck_kit import _config
+from gradcheck_kit.errors import InvalidArgument
+from gradcheck_kit.options import FORWARD_AD, MODES, ORDERS, check_option, parse_option  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -48,9 +54,6 @@ __all__ = [
 if "gradcheck_kit.assertions" not in sys.modules:
     pytest.register_assert_rewrite("gradcheck_kit.assertions")
 
-MODES = ("auto", "full", "directional")
-ORDERS = (1, 2)
-FORWARD_AD = (True, False, "auto")
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 DEFAULT_DTYPES = ("float32", "float64")
 DEFAULT_DEVICES = ("cpu", "cuda")
@@ -92,9 +95,9 @@ def _seed_arg(value: str) -> int | str:
     if value == "random":
         return value
     try:
-        return int(value)
-    except ValueError:
-        raise pytest.UsageError(f"--gradcheck-seed={value!r}: expected an integer or 'random'") from None
+        return parse_option("seed", value, "--gradcheck-seed")
+    except InvalidArgument as exc:
+        raise pytest.UsageError(f"{exc}, or 'random'") from None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -124,6 +127,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "test's marker sets dtype=), and run gradcheck_dtype tests in it only.",
     )
     group.addoption(
+        "--gradcheck-strict",
+        action="store_true",
+        default=False,
+        help="entries that agree only approximately fail the gradient checks (strict=True) where the "
+        "test's marker does not set strict=.",
+    )
+    group.addoption(
         "--gradcheck-report",
         action="store",
         default=None,
@@ -140,6 +150,7 @@ class _State:
         self.seed = seed
         self.mode: str | None = config.getoption("gradcheck_mode")
         self.dtype: str | None = config.getoption("gradcheck_dtype")
+        self.strict: bool = bool(config.getoption("gradcheck_strict", False))
         self.report_path: str | None = config.getoption("gradcheck_report")
         self.records: list[dict[str, Any]] = []
         self.item: pytest.Item | None = None
@@ -151,6 +162,8 @@ class _State:
             parts.append(f"--gradcheck-mode={self.mode}")
         if self.dtype:
             parts.append(f"--gradcheck-dtype={self.dtype}")
+        if self.strict:
+            parts.append("--gradcheck-strict")
         return " ".join(parts)
 
     def record(self, report: GradientReport, kind: str = "gradients") -> None:
@@ -175,10 +188,12 @@ def _state(config: pytest.Config) -> _State:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "gradcheck(mode=, atol=, rtol=, order=, forward_ad=, seed=, directions=, nondet_tol=, dtype=, "
-        "dtypes=, devices=): options of this test's gradient checks (gradcheck_kit).",
+        "gradcheck(mode=, atol=, rtol=, order=, forward_ad=, seed=, directions=, nondet_tol=, strict=, "
+        "dtype=, dtypes=, devices=): options of this test's gradient checks (gradcheck_kit).",
     )
     workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        _check_report_path(config)  # workers write no report
     if workerinput is not None and _SEED_KEY in workerinput:
         seed = int(workerinput[_SEED_KEY])
     else:
@@ -194,6 +209,38 @@ def pytest_configure(config: pytest.Config) -> None:
     profile = config.getoption("hypothesis_profile", None) or ""
     if "hypothesis" in sys.modules or profile.startswith("gradcheck-"):
         register_hypothesis_profiles()
+
+
+def _check_report_path(config: pytest.Config) -> None:
+    """``--gradcheck-report`` must name a file that can be written, else the run stops now with a usage error
+    (not at its end, after every test ran). A file this makes to find out is removed again."""
+    option = config.getoption("gradcheck_report", None)
+    if not option:
+        return
+    path = config.invocation_params.dir / option
+    problem = None
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    if problem is None and mode is not None and stat.S_ISDIR(mode):
+        problem = "it is a directory"
+    elif problem is None and mode is not None and not stat.S_ISREG(mode):
+        problem = "it is not a regular file"
+    if problem is None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+        else:
+            if mode is None:
+                path.unlink()
+    if problem is not None:
+        raise pytest.UsageError(f"--gradcheck-report={option}: cannot write the report there ({problem})")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -224,16 +271,11 @@ def _marker_options(item: pytest.Item | None) -> dict[str, Any]:
     unknown = sorted(set(options) - MARKER_KEYWORDS)
     if unknown:
         raise _MarkerError(f"unknown keyword(s) {', '.join(unknown)}; known: {', '.join(sorted(MARKER_KEYWORDS))}")
-    for name, allowed in (("mode", MODES), ("order", ORDERS), ("forward_ad", FORWARD_AD)):
-        if name in options and options[name] is not None and options[name] not in allowed:
-            raise _MarkerError(f"{name}={options[name]!r} is not one of {list(allowed)}")
-    seed = options.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise _MarkerError(f"seed={seed!r} is not an integer")
-    for name in ("atol", "rtol"):
-        value = options.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            raise _MarkerError(f"{name}={value!r} is not a non-negative number")
+    for name in sorted(_config.CONFIGURABLE & set(options)):
+        try:
+            options[name] = check_option(name, options[name])
+        except InvalidArgument as exc:
+            raise _MarkerError(str(exc)) from None
     if options.get("dtype") is not None:
         options["dtype"] = _dtype_name(options["dtype"], "dtype")
     for name, default in (("dtypes", None), ("devices", None)):
@@ -244,8 +286,18 @@ def _marker_options(item: pytest.Item | None) -> dict[str, Any]:
     if "dtypes" in options:
         options["dtypes"] = [_dtype_name(d, "dtypes") for d in options["dtypes"]]
     if "devices" in options:
-        options["devices"] = [str(d) for d in options["devices"]]
+        options["devices"] = [_device_name(d) for d in options["devices"]]
     return options
+
+
+def _device_name(value: Any) -> str:
+    import torch
+
+    try:
+        return str(torch.device(value))
+    except (RuntimeError, TypeError, ValueError):
+        example = "such as 'cpu', 'cuda', 'cuda:1', 'mps'"
+        raise _MarkerError(f"devices: {value!r} is not a torch device ({example})") from None
 
 
 class _MarkerError(Exception):
@@ -265,6 +317,8 @@ def _check_options(state: _State, marker: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {"seed": state.seed}
     if state.mode is not None:
         options["mode"] = state.mode
+    if state.strict:
+        options["strict"] = True
     options.update({k: v for k, v in marker.items() if k in _config.CONFIGURABLE and v is not None})
     return options
 
