@@ -891,6 +891,9 @@ def _check_json_path(path: str | None) -> None:
 
 def _cmd_fuzz(args: argparse.Namespace) -> int:
     fn, specs, wrt = _prepare_target(args, allow_free=True)
+    for spec in specs:
+        if spec.dtype not in FLOATING or spec.dtype.startswith("complex"):
+            raise UsageError(f"--input {spec}: fuzz draws real floating tensors (float64, float32, ...)")
     try:
         importlib.import_module("gradcheck_kit._fuzz")
         from gradcheck_kit import strategies as gst
@@ -903,8 +906,6 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
 
     strategies = []
     for i, spec in enumerate(specs):
-        if spec.dtype not in FLOATING or spec.dtype.startswith("complex"):
-            raise UsageError(f"--input {spec}: fuzz draws real floating tensors (float64, float32, ...)")
         shape: Any = (
             st.tuples(*(st.integers(1, args.max_side) if s is None else st.just(s) for s in spec.shape))
             if spec.free
@@ -979,17 +980,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     _check_json_path(args.json)
     from gradcheck_kit import _audit
 
-    catalogue = _audit.catalogue()
-    if args.list:
-        rows = [(op.name, op.family, op.call, "yes" if op.quick else "") for op in catalogue]
-        print(format_table(["op", "family", "checked as", "quick"], rows))
-        return EXIT_OK
     entries = _audit.split_ops(args.ops) if args.ops is not None else None
     names = None if entries is None else [e for e in entries if not _audit.is_function_entry(e)]
     functions = [] if entries is None else [e for e in entries if _audit.is_function_entry(e)]
     if args.inputs and not functions:
         raise UsageError("--input gives the inputs of MODULE:FUNCTION entries of --ops, and there is none")
-    ops = _audit.select(catalogue, names, quick=args.quick)  # UsageError for unknown names
     dtypes = []
     for name in (d.strip() for d in args.dtypes.split(",") if d.strip()):
         canonical = DTYPES.get(name.lower().removeprefix("torch."))
@@ -999,6 +994,12 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             dtypes.append(canonical)
     if not dtypes:
         raise UsageError("--dtypes: give float32, float64 or both")
+    catalogue = _audit.catalogue()
+    if args.list:
+        rows = [(op.name, op.family, op.call, "yes" if op.quick else "") for op in catalogue]
+        print(format_table(["op", "family", "checked as", "quick"], rows))
+        return EXIT_OK
+    ops = _audit.select(catalogue, names, quick=args.quick)  # UsageError for unknown names
     ops += [_function_entry(_audit, entry, args) for entry in functions]
     progress = None if args.quiet else _audit.Progress(sys.stderr, Style.for_stream(sys.stderr, args.color))
     result = _audit.run_audit(
