@@ -126,10 +126,10 @@ class FuzzReport:
             )
         errors = getattr(self.report, "errors", None) or ["fn failed"]
         what = errors[0].splitlines()[0] if self.fn_failed else "gradients are wrong"
+        checks = f"{self.shrink_checks} more check{'' if self.shrink_checks == 1 else 's'}"
         lines = [
-            f"fuzz_gradients({self.function}): {what}",
-            f"Counterexample found at example {self.examples} of up to {self.max_examples}, shrunk in "
-            f"{self.shrink_checks} more check(s) to:",
+            f"fuzz_gradients({self.function}): {what}; counterexample found at example {self.examples} of up "
+            f"to {self.max_examples}, shrunk in {checks} to:",
         ]
         for i, value in enumerate(self.counterexample or ()):
             lines.extend(_describe_input(i, value))

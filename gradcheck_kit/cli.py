@@ -938,7 +938,7 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
         print(str(result))
         shapes = ", ".join(str(s) for s in specs)
         examples = getattr(result, "examples", None)
-        tried = f"{examples} examples" if examples is not None else f"up to {args.examples} examples"
+        tried = f"{examples} example{'' if examples == 1 else 's'}" if examples is not None else f"up to {args.examples} examples"
         extra = "" if wrt is None else f", wrt={','.join(map(str, wrt))}"
         print(_verdict_line(style, status, f"{args.target}({shapes})  {tried}, seed={args.seed}{extra}"))
     if json_error:

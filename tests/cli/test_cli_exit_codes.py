@@ -59,21 +59,16 @@ def test_fuzz_says_the_function_raised_and_exits_3(capsys):
 
 
 def test_fuzz_counts_examples_apart_from_shrinking(capsys):
-    code, out, err = run_main(
-        capsys, "fuzz", "gk_cli_ops:wrong_above_threshold", "--input", "?:float64",
-        "--min-value", "-10", "--max-value", "10", "--examples", "10", "--json", "-",
-    )
+    # every input fails: the first example is the counterexample, and every later call shrinks it
+    argv = ["fuzz", "gk_cli_ops:wrong_square", "--input", "?", "--min-value", "1", "--examples", "3"]
+    code, out, err = run_main(capsys, *argv, "--json", "-")
     assert code == 1, out + err
     data = json.loads(out)
-    assert data["fn_failed"] is False and data["max_examples"] == 10
-    assert 1 <= data["examples"] <= 10 and data["shrink_checks"] >= 1
-    code, out, err = run_main(
-        capsys, "fuzz", "gk_cli_ops:wrong_above_threshold", "--input", "?:float64",
-        "--min-value", "-10", "--max-value", "10", "--examples", "10",
-    )
-    found = f"Counterexample found at example {data['examples']} of up to 10, shrunk in {data['shrink_checks']} more"
-    assert found in out
-    assert f"  {data['examples']} examples, seed=0" in out.splitlines()[-1]
+    assert (data["examples"], data["max_examples"], data["fn_failed"]) == (1, 3, False)
+    assert data["shrink_checks"] >= 1
+    code, out, err = run_main(capsys, *argv)
+    assert f"counterexample found at example 1 of up to 3, shrunk in {data['shrink_checks']} more" in out.splitlines()[0]
+    assert out.splitlines()[-1].endswith("  1 example, seed=0")
 
 
 def test_an_internal_error_exits_4(capsys, monkeypatch):
