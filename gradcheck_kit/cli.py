@@ -3,8 +3,10 @@
 ::
 
     gradcheck-kit check torch.nn.functional:gelu --input 4,8:float32
+    gradcheck-kit check torch.nn.functional:mse_loss --input 4,8 --input 4,8 --wrt 0
     gradcheck-kit fuzz mypkg.ops:fused_gelu --input ?,8:float32 --min-value -5 --max-value 5
     gradcheck-kit audit --ops tanh,softmax,layer_norm --json audit.json
+    gradcheck-kit audit --ops tanh,mypkg.ops:my_sparsemax=4,8 --ops 'mypkg.ops:bilinear=3,4;4,5:float64'
 
 Exit status: 0 when every check passes, 1 when a gradient is wrong, 2 on bad usage (unknown module or
 function, bad shape or dtype, bad option, an unwritable ``--json`` target), 3 when the checked function
