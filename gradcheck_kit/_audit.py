@@ -8,6 +8,9 @@ well-conditioned matrices for ``linalg.solve``, symmetric positive definite ones
 Kinks are avoided unless an entry includes them on purpose (``abs`` and ``relu`` at 0, ties in
 ``amax`` and ``maximum``, ``clamp`` at its bounds), where the checker must accept torch's convention.
 
+Functions of the user's (``--ops mylib.ops:my_sparsemax=4,8:float32``) join the catalogue as
+:func:`function_op` entries of the family ``user``.
+
 Every op is checked in float32 and float64 with :func:`gradcheck_kit.check_gradients` (first and,
 outside ``--quick``, second order; forward mode where the op supports it) and, for elementwise ops,
 inside random expressions drawn from :func:`gradcheck_kit.strategies.expressions` when available.
@@ -28,9 +31,14 @@ import torch.nn.functional as F
 
 from gradcheck_kit.cli import Style, UsageError, format_ratio, format_table
 
-__all__ = ["AuditOp", "KnownIssue", "AuditRow", "AuditResult", "catalogue", "select", "run_audit", "format_results", "Progress"]
+__all__ = [
+    "AuditOp", "KnownIssue", "AuditRow", "AuditResult", "catalogue", "select", "run_audit", "format_results",
+    "Progress", "split_ops", "function_op",
+]
 
 FAMILIES = ("elementwise", "reduction", "linalg", "normalisation", "convolution", "loss")
+#: the family of the user's own MODULE:FUNCTION entries
+USER_FAMILY = "user"
 
 #: ops run by ``--quick``: one or two per family, kinks and linear algebra included
 QUICK = (
@@ -116,6 +124,8 @@ class AuditOp:
     order: int = 2
     expression: ExpressionSpec | None = None
     known: tuple[KnownIssue, ...] = ()
+    #: the dtypes this op runs in (``None``: every dtype the audit runs)
+    dtypes: tuple[str, ...] | None = None
 
     def known_issues(self, dtype: str) -> tuple[KnownIssue, ...]:
         """The known issues that explain failures of this op in ``dtype``."""
@@ -543,6 +553,70 @@ def select(ops: Sequence[AuditOp], names: Sequence[str] | None, *, quick: bool =
     return [op for op in ops if op.name in chosen]
 
 
+def split_ops(values: Sequence[str]) -> list[str]:
+    """The entries of every ``--ops`` value: comma-separated, where the commas of a
+    ``MODULE:FUNCTION=SHAPE`` entry's shapes stay with it (``f=4,8:float32,tanh`` is two entries).
+
+    Raises :class:`UsageError` when no entry is left (``--ops ","``)."""
+    entries: list[str] = []
+    for value in values:
+        current: list[str] = []
+        for token in value.split(","):
+            token = token.strip()
+            continues = current and "=" in current[0] and (not token or token[0] in "0123456789?():;[]")
+            if continues:
+                current.append(token)
+                continue
+            if current:
+                entries.append(",".join(current))
+            current = [token] if token else []
+        if current:
+            entries.append(",".join(current))
+    if not entries:
+        raise UsageError(f"--ops {','.join(values)!r}: no op names given ('gradcheck-kit audit --list' lists them)")
+    return entries
+
+
+def is_function_entry(entry: str) -> bool:
+    """``MODULE:FUNCTION`` (with or without ``=SHAPES``), not a catalogue name."""
+    return ":" in entry.partition("=")[0]
+
+
+def function_op(
+    target: str,
+    fn: Callable[..., Any],
+    specs: Sequence[Any],
+    explicit: Sequence[bool],
+    make_input: Callable[..., Any],
+    order: int = 1,
+) -> AuditOp:
+    """An audit entry for the user's function ``target``: ``specs`` (``InputSpec``) are its inputs;
+    a floating input whose dtype was not written (``explicit`` False) is drawn in each dtype of the
+    audit, written ones keep theirs (when all are written, the op runs in that dtype only)."""
+    floating = [i for i, spec in enumerate(specs) if spec.dtype in _FLOATING_NAMES]
+    if not floating:
+        raise UsageError(f"--ops {target!r}: no floating input to differentiate among {len(specs)} input(s)")
+    fixed = None
+    if all(explicit[i] for i in floating):
+        fixed = (specs[floating[0]].dtype,)
+
+    def make_inputs(dtype: torch.dtype, gen: torch.Generator) -> tuple:
+        name = str(dtype).replace("torch.", "")
+        return tuple(
+            make_input(spec if explicit[i] or spec.dtype not in _FLOATING_NAMES else dataclasses.replace(spec, dtype=name), gen)
+            for i, spec in enumerate(specs)
+        )
+
+    shown = ", ".join(
+        (",".join(str(s) for s in spec.shape) or "()") + (f":{spec.dtype}" if explicit[i] else "")
+        for i, spec in enumerate(specs)
+    )
+    return AuditOp(target, USER_FAMILY, fn, make_inputs, f"{target}({shown})", order=order, dtypes=fixed)
+
+
+_FLOATING_NAMES = frozenset({"float64", "float32", "float16", "bfloat16", "complex128", "complex64"})
+
+
 # --------------------------------------------------------------------------------------------
 # running
 
@@ -565,6 +639,8 @@ class AuditRow:
     expressions: int = 0
     known: tuple[KnownIssue, ...] = ()
     failed_checks: list[str] = dataclasses.field(default_factory=list)
+    #: the function itself failed (raised, returned no tensors): its report's ``fn_failed``
+    fn_failed: bool = False
 
     @property
     def known_issue(self) -> str:
@@ -607,6 +683,7 @@ class AuditRow:
             "details": self.details,
             "known_issue": self.known_issue,
             "failed_checks": self.failed_checks,
+            "fn_failed": self.fn_failed,
             "report": self.report,
         }
 
@@ -701,10 +778,10 @@ def run_audit(
     n_examples = examples if examples is not None else (EXAMPLES_QUICK if quick else EXAMPLES_FULL)
     start = time.perf_counter()
     rows: list[AuditRow] = []
-    total = len(ops) * len(dtypes)
+    total = sum(len(op.dtypes or dtypes) for op in ops)
     index = 0
     for op in ops:
-        for dtype_name in dtypes:
+        for dtype_name in op.dtypes or dtypes:
             index += 1
             if progress is not None:
                 progress.start(index, total, op, dtype_name)
@@ -761,6 +838,7 @@ def _absorb_report(row: AuditRow, report: Any) -> None:
             row.failed_checks.append("report")
         else:
             row.errors += 1
+    row.fn_failed = row.fn_failed or bool(getattr(report, "fn_failed", False))
     worst = getattr(report, "worst_ratio", None)
     if worst is not None:
         row.worst_ratio = worst if row.worst_ratio is None else max(row.worst_ratio, worst)

@@ -26,9 +26,9 @@ This module imports Hypothesis and sympy; it is reached only through ``gradcheck
 
 from __future__ import annotations
 
+import ast
 import inspect
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -574,8 +574,6 @@ class Expression:
         given.  ``variables`` orders the inputs (default: the names sorted); ``bounds`` is one
         ``(lo, hi)`` range for every input's values, or one per input (default ``(-2, 2)``).  The
         expression must be valid over those ranges (no log of a value that can be <= 0, ...)."""
-        from sympy.parsing.sympy_parser import parse_expr, standard_transformations
-
         if not isinstance(text, str):
             raise InvalidArgument(f"text={text!r} must be a string")
         ops = list(ops)
@@ -583,26 +581,8 @@ class Expression:
             if not isinstance(op, Op):
                 raise InvalidArgument(f"ops={ops!r} must hold Op instances")
         user = {op.name: op for op in ops}
-        marks = {"sum": sympy.Function("_sum"), "mean": sympy.Function("_mean")}
-        local = {
-            **marks,
-            "softplus": softplus,
-            "sigmoid": sigmoid,
-            "abs": sympy.Abs,
-            "Abs": sympy.Abs,
-            "sqrt": sympy.sqrt,
-            **{name: op._display for name, op in user.items()},
-        }
-        names = sorted(set(_identifiers(text)) - set(local) - {"exp", "log", "sin", "cos", "tanh"})
-        local.update({name: sympy.Symbol(name, real=True) for name in names})
-        try:
-            parsed = parse_expr(text, local_dict=local, transformations=standard_transformations)
-        except Exception as error:
-            raise InvalidArgument(f"text={text!r} could not be parsed: {error}") from None
-        reduction = "none"
-        if isinstance(parsed, sympy.Function) and type(parsed).__name__ in ("_sum", "_mean"):
-            reduction = type(parsed).__name__[1:]
-            (parsed,) = parsed.args
+        functions = {**_PARSE_FUNCTIONS, **{name: op._display for name, op in user.items()}}
+        reduction, parsed = _parse_text(text, functions)
         free = sorted(str(s) for s in parsed.free_symbols)
         if variables is None:
             variables = free
@@ -758,9 +738,129 @@ class Expression:
         )
 
 
-def _identifiers(text: str):
-    """Names in ``text`` that are not called (the variables)."""
-    return re.findall(r"\b([A-Za-z_]\w*)\b(?!\s*\()", text)
+#: the functions ``Expression.parse`` reads by name (besides the user's ops)
+_PARSE_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "exp": sympy.exp,
+    "log": sympy.log,
+    "sin": sympy.sin,
+    "cos": sympy.cos,
+    "tanh": sympy.tanh,
+    "sigmoid": sigmoid,
+    "softplus": softplus,
+    "sqrt": sympy.sqrt,
+    "abs": sympy.Abs,
+    "Abs": sympy.Abs,
+}
+_PARSE_REDUCTIONS = ("sum", "mean")
+#: the largest numerator or denominator of an exponent, and of log10 of a constant power
+_PARSE_MAX_EXPONENT = 10_000
+_PARSE_MAX_DIGITS = 1_000
+_PARSE_MAX_LENGTH = 10_000
+_PARSE_BINARY = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+}
+
+
+def _parse_text(text: str, functions: dict[str, Callable[..., Any]]) -> tuple[str, sympy.Expr]:
+    """``(reduction, body)`` read from ``text`` by a whitelist walk of its Python syntax tree.
+
+    Only numbers, variable names, calls of the named ``functions`` (positional arguments), a top-level
+    ``sum(...)`` or ``mean(...)``, and ``+ - * / **`` and unary ``-``/``+`` are accepted; the sympy
+    expression is built from those nodes, and nothing of ``text`` is evaluated as code.
+    """
+
+    def reject(why: str) -> InvalidArgument:
+        return InvalidArgument(
+            f"text={text!r} could not be parsed: {why} (allowed: numbers, variable names, "
+            "+ - * / **, and calls of " + ", ".join(sorted(set(functions) | set(_PARSE_REDUCTIONS))) + ")"
+        )
+
+    if len(text) > _PARSE_MAX_LENGTH:
+        raise InvalidArgument(f"text of {len(text)} characters is longer than {_PARSE_MAX_LENGTH}")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as error:
+        raise reject(f"invalid syntax ({error.msg})") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise reject("too deeply nested or not text") from None
+    symbols: dict[str, sympy.Symbol] = {}
+
+    def number(value, node) -> sympy.Expr:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise reject(f"{ast.unparse(node)!r} is not a real number")
+        if isinstance(value, int):
+            return sympy.Integer(value)
+        if not math.isfinite(value):
+            raise reject(f"{ast.unparse(node)!r} is not finite")
+        return sympy.Float(repr(value))
+
+    def power(base: sympy.Expr, exponent: sympy.Expr, node) -> sympy.Expr:
+        if exponent.is_Rational:
+            if max(abs(int(exponent.p)), abs(int(exponent.q))) > _PARSE_MAX_EXPONENT:
+                raise reject(f"the exponent in {ast.unparse(node)!r} is too large")
+            if base.is_Number and base != 0:
+                digits = abs(float(exponent)) * abs(math.log10(abs(float(base)))) if base.is_finite else INF
+                if not digits <= _PARSE_MAX_DIGITS:
+                    raise reject(f"{ast.unparse(node)!r} is too large a number")
+        elif exponent.is_Float and base.is_Number:
+            if not abs(float(exponent)) <= _PARSE_MAX_EXPONENT:
+                raise reject(f"the exponent in {ast.unparse(node)!r} is too large")
+        return base**exponent
+
+    def convert(node, top: bool = False):
+        if isinstance(node, ast.Constant):
+            return number(node.value, node)
+        if isinstance(node, ast.Name):
+            name = node.id
+            if name in functions or name in _PARSE_REDUCTIONS:
+                raise reject(f"the function {name!r} is used without a call")
+            if name.startswith("_"):
+                raise reject(f"the name {name!r} starts with '_'")
+            if name not in symbols:
+                symbols[name] = sympy.Symbol(name, real=True)
+            return symbols[name]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            operand = convert(node.operand)
+            return -operand if isinstance(node.op, ast.USub) else operand
+        if isinstance(node, ast.BinOp) and type(node.op) in _PARSE_BINARY:
+            return _PARSE_BINARY[type(node.op)](convert(node.left), convert(node.right))
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            return power(convert(node.left), convert(node.right), node)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitXor):
+            raise reject("'^' is not a power here; write **")
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name):
+                raise reject(f"{ast.unparse(node.func)!r} is not a function name")
+            name = node.func.id
+            if node.keywords:
+                raise reject(f"{name}() takes no keyword arguments")
+            if any(isinstance(a, ast.Starred) for a in node.args):
+                raise reject(f"{name}() takes no starred arguments")
+            if name in _PARSE_REDUCTIONS:
+                if not top:
+                    raise reject(f"{name}(...) is allowed only around the whole expression")
+                if len(node.args) != 1:
+                    raise reject(f"{name}() takes one argument")
+                return name, convert(node.args[0])
+            if name not in functions:
+                raise reject(f"unknown function {name!r}")
+            args = [convert(a) for a in node.args]
+            try:
+                return functions[name](*args)
+            except (TypeError, ValueError) as error:
+                raise reject(f"{name}() with {len(args)} arguments: {error}") from None
+        raise reject(f"{type(node).__name__} {ast.unparse(node)!r} is not allowed")
+
+    try:
+        result = convert(tree.body, top=True)
+    except RecursionError:
+        raise reject("too deeply nested") from None
+    if isinstance(result, tuple):
+        return result
+    return "none", result
 
 
 def _from_sympy(expr, index, user, text):

@@ -78,8 +78,10 @@ class FuzzReport:
     """What :func:`fuzz_gradients` found.
 
     ``ok`` is True when no input tuple failed (also ``bool(report)``); ``examples`` counts the input
-    tuples checked (generation and shrinking); ``counterexample`` is the shrunk failing input tuple
-    (``None`` when ok) and ``report`` its :class:`GradientReport`; ``seed`` reproduces the search:
+    tuples generated and checked, up to and including the first failing one (at most ``max_examples``);
+    ``shrink_checks`` the further checks run while shrinking it; ``counterexample`` is the shrunk
+    failing input tuple (``None`` when ok) and ``report`` its :class:`GradientReport`, whose
+    ``fn_failed`` tells a function that raised from a wrong gradient; ``seed`` reproduces the search:
     ``fuzz_gradients(fn, strategy, seed=report.seed, ...)``.
     """
 
@@ -90,6 +92,12 @@ class FuzzReport:
     seed: int
     function: str = "fn"
     max_examples: int = 100
+    shrink_checks: int = 0
+
+    @property
+    def fn_failed(self) -> bool:
+        """The counterexample makes fn itself fail (raise, return no tensors): not a wrong gradient."""
+        return bool(getattr(self.report, "fn_failed", False))
 
     def __bool__(self) -> bool:
         return self.ok
@@ -101,6 +109,8 @@ class FuzzReport:
             "function": self.function,
             "examples": self.examples,
             "max_examples": self.max_examples,
+            "shrink_checks": self.shrink_checks,
+            "fn_failed": self.fn_failed,
             "seed": self.seed,
             "counterexample": None
             if self.counterexample is None
@@ -114,9 +124,12 @@ class FuzzReport:
                 f"fuzz_gradients({self.function}): no counterexample in {self.examples} examples "
                 f"(max_examples={self.max_examples}, seed={self.seed})"
             )
+        errors = getattr(self.report, "errors", None) or ["fn failed"]
+        what = errors[0].splitlines()[0] if self.fn_failed else "gradients are wrong"
+        checks = f"{self.shrink_checks} more check{'' if self.shrink_checks == 1 else 's'}"
         lines = [
-            f"fuzz_gradients({self.function}): gradients are wrong; counterexample after {self.examples} "
-            f"examples, shrunk to:",
+            f"fuzz_gradients({self.function}): {what}; counterexample found at example {self.examples} of up "
+            f"to {self.max_examples}, shrunk in {checks} to:",
         ]
         for i, value in enumerate(self.counterexample or ()):
             lines.extend(_describe_input(i, value))
@@ -127,6 +140,10 @@ class FuzzReport:
 
 class _Failed(Exception):
     """Raised inside the Hypothesis test when a check fails, so that Hypothesis shrinks it."""
+
+
+class _FunctionFailed(Exception):
+    """Raised inside the Hypothesis test when fn itself fails: a bug of its own, shrunk apart."""
 
 
 def _as_strategy(strategy_or_strategies: Any):
@@ -193,7 +210,7 @@ def fuzz_gradients(
     if seed is None:
         seed = 0 if settings.default.derandomize else random.SystemRandom().getrandbits(32)
 
-    state: dict[str, Any] = {"examples": 0, "inputs": None, "report": None}
+    state: dict[str, Any] = {"examples": 0, "found_at": None, "inputs": None, "report": None}
 
     def run_one(inputs: Any) -> None:
         if not isinstance(inputs, (tuple, list)):
@@ -201,8 +218,12 @@ def fuzz_gradients(
         state["examples"] += 1
         report = check_gradients(fn, *inputs, **check_keywords)
         if not report.ok:
+            if state["found_at"] is None:  # the calls after this one shrink it
+                state["found_at"] = state["examples"]
             # Hypothesis replays the shrunk example last, so this ends as the minimal failure
             state["inputs"], state["report"] = tuple(inputs), report
+            if getattr(report, "fn_failed", False):
+                raise _FunctionFailed
             raise _Failed
 
     test = given(strategy)(run_one)
@@ -220,15 +241,16 @@ def fuzz_gradients(
     test = hypothesis_seed(seed)(test)
     try:
         test()
-    except _Failed:
+    except (_Failed, _FunctionFailed):
         return FuzzReport(
             ok=False,
-            examples=state["examples"],
+            examples=state["found_at"],
             counterexample=state["inputs"],
             report=state["report"],
             seed=seed,
             function=_function_name(fn),
             max_examples=max_examples,
+            shrink_checks=state["examples"] - state["found_at"],
         )
     return FuzzReport(
         ok=True,

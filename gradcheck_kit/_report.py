@@ -167,6 +167,8 @@ class GradientReport:
     resolution: Optional[float] = None
     reproduce: str = ""
     options: dict = field(default_factory=dict)
+    #: fn itself failed (raised, or returned no tensors) at the inputs or near them: ``errors`` says how
+    fn_failed: bool = False
 
     # -- derived -----------------------------------------------------------------------------
     @property
@@ -318,6 +320,7 @@ class GradientReport:
             "path": self.path,
             "resolution": self.resolution,
             "errors": list(self.errors),
+            "fn_failed": self.fn_failed,
             "notes": list(self.notes),
             "mismatches": [m.to_dict() for m in self.mismatches],
             "reproduce": self.reproduce,

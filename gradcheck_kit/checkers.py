@@ -202,6 +202,10 @@ class _Failure(Exception):
     """Internal: stop the check and report this message as an error."""
 
 
+class _FunctionFailure(_Failure):
+    """Internal: fn itself failed at the inputs as given (raised, or returned no tensors)."""
+
+
 class _NoFloat64(Exception):
     """Internal: a deferred float64 probe found that fn does not compute in float64 (or fails) at its point."""
 
@@ -247,8 +251,10 @@ class _Check:
                 self._run()
             except _Failure as exc:
                 self.report.errors.append(str(exc))
+                self.report.fn_failed = isinstance(exc, _FunctionFailure)
             except EvaluationFailed as exc:
                 self.report.errors.append(self._evaluation_failed(exc))
+                self.report.fn_failed = True
         self.report.notes = list(dict.fromkeys(self.report.notes))
         self.report.elapsed = time.perf_counter() - start
         return self.report
@@ -447,11 +453,11 @@ class _Check:
             with torch.enable_grad():
                 result = self.fn(*args)
         except Exception as exc:  # noqa: BLE001 - the function's own failure is reported, not raised
-            raise _Failure(f"fn raised {describe_exception(exc)} when called with the inputs as given") from None
+            raise _FunctionFailure(f"fn raised {describe_exception(exc)} when called with the inputs as given") from None
         try:
             return as_outputs(result)
         except FunctionError as exc:
-            raise _Failure(str(exc)) from None
+            raise _FunctionFailure(str(exc)) from None
 
     def _choose_numeric_dtype(self, defer: bool = True) -> None:
         """The numerics' dtype and base point: float64 where fn runs in float64 (for low-precision inputs a

@@ -3,12 +3,15 @@
 ::
 
     gradcheck-kit check torch.nn.functional:gelu --input 4,8:float32
+    gradcheck-kit check torch.nn.functional:mse_loss --input 4,8 --input 4,8 --wrt 0
     gradcheck-kit fuzz mypkg.ops:fused_gelu --input ?,8:float32 --min-value -5 --max-value 5
     gradcheck-kit audit --ops tanh,softmax,layer_norm --json audit.json
+    gradcheck-kit audit --ops tanh,mypkg.ops:my_sparsemax=4,8 --ops 'mypkg.ops:bilinear=3,4;4,5:float64'
 
-Exit status: 0 when every check passes, 1 when a gradient is wrong (or the checked function fails),
-2 on bad usage (unknown module or function, bad shape or dtype, bad option), always with a one-line
-error on stderr and never a traceback.
+Exit status: 0 when every check passes, 1 when a gradient is wrong, 2 on bad usage (unknown module or
+function, bad shape or dtype, bad option, an unwritable ``--json`` target), 3 when the checked function
+itself fails (raises, calls ``sys.exit``, returns no tensors), 4 on an internal error of gradcheck_kit;
+errors are one line on stderr, never a traceback. A closed stdout (``| head``) ends quietly with 0.
 
 This module imports only the standard library at start-up, so ``gradcheck-kit --help`` is fast;
 torch and Hypothesis are imported inside the commands.
@@ -32,6 +35,8 @@ PROG = "gradcheck-kit"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_FN_FAILED = 3
+EXIT_INTERNAL = 4
 
 #: dtype names accepted in ``--input SHAPE:DTYPE`` (aliases as torch spells them)
 DTYPES: dict[str, str] = {
@@ -67,8 +72,12 @@ class UsageError(Exception):
 
 
 class CommandFailed(Exception):
-    """The check could not run to a report (the function failed in a way the checker raised for):
-    one line on stderr, exit status 1."""
+    """The check could not run to a report: one line on stderr, exit status 1."""
+
+
+class FunctionFailed(Exception):
+    """The checked function itself failed (raised, called ``sys.exit``, returned no tensors) where the
+    check could not report it: one line on stderr, exit status 3."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,7 +154,7 @@ def _canonical_dtypes() -> list[str]:
 
 
 def parse_kwarg(text: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` with VALUE a Python literal (``dim=-1``, ``approximate='tanh'``) or a bare word."""
+    """``NAME=VALUE`` with VALUE a Python literal: ``dim=-1``, ``approximate='tanh'``, ``size=(2, 3)``."""
     import ast
 
     name, sep, value = text.partition("=")
@@ -154,8 +163,19 @@ def parse_kwarg(text: str) -> tuple[str, Any]:
         raise UsageError(f"--kwarg {text!r}: expected NAME=VALUE, e.g. dim=-1")
     try:
         return name, ast.literal_eval(value.strip())
-    except (ValueError, SyntaxError):
-        return name, value.strip()
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise UsageError(
+            f"--kwarg {text!r}: {value.strip()!r} is not a Python literal; quote a string: {name}='{value.strip()}'"
+        ) from None
+
+
+def parse_wrt(text: str) -> list[int]:
+    """``--wrt 0`` or ``--wrt 0,2``: indices of the inputs to differentiate."""
+    try:
+        indices = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected input indices separated by commas (e.g. 0 or 0,2), got {text!r}") from None
+    return indices
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,8 +191,11 @@ def resolve_function(target: str) -> Callable[..., Any]:
     module_name, sep, attr_path = target.rpartition(":")
     if not sep:
         module_name, _, attr_path = target.rpartition(".")
-    if not module_name or not attr_path:
-        raise UsageError(f"{target!r}: expected MODULE:FUNCTION, e.g. torch.nn.functional:gelu")
+    if not module_name or not attr_path or ":" in module_name:
+        raise UsageError(
+            f"{target!r}: expected MODULE:FUNCTION with one ':', e.g. torch.nn.functional:gelu "
+            "(a dotted name goes after it: torch:linalg.solve)"
+        )
     module = _import_module(module_name)
     obj: Any = module
     owner = module_name
@@ -205,7 +228,7 @@ def _import_module(name: str) -> Any:
         if name == missing or name.startswith(missing + "."):
             raise UsageError(f"no module named {missing!r} (importing {name!r})") from None
         raise UsageError(f"importing {name!r} failed: {type(exc).__name__}: {exc}") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise UsageError(f"importing {name!r} failed: {type(exc).__name__}: {_one_line(exc)}") from None
 
 
@@ -222,7 +245,7 @@ def _import_path(path: str) -> Any:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise UsageError(f"importing {path!r} failed: {type(exc).__name__}: {_one_line(exc)}") from None
     return module
 
@@ -317,9 +340,36 @@ class _Parser(argparse.ArgumentParser):
 
 def _float(text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+#: seeds the checker accepts (``check_gradients(seed=...)``)
+SEED_LIMIT = 2**63
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {text}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -333,9 +383,12 @@ def _positive_int(text: str) -> int:
 
 
 def _nonnegative_float(text: str) -> float:
-    value = _float(text)
+    try:
+        value = _float(text)
+    except argparse.ArgumentTypeError:
+        value = float("nan")
     if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
 
 
@@ -344,7 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Prove PyTorch gradients right or wrong: finite differences with error estimates "
         "against autograd, Hypothesis fuzzing, and an audit of torch operations.",
-        epilog="Exit status: 0 all checks pass, 1 a gradient is wrong, 2 bad usage.",
+        epilog="Exit status: 0 all checks pass, 1 a gradient is wrong, 2 bad usage, 3 the checked function "
+        "failed (raised or could not run), 4 an internal error of gradcheck_kit.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="{check,fuzz,audit}", parser_class=_Parser)
@@ -368,10 +422,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="a keyword argument passed to the function (a Python literal), e.g. --kwarg dim=-1",
     )
-    target.add_argument("--seed", type=int, default=0, help="seed of the private generator (default 0)")
+    target.add_argument("--seed", type=_seed, default=0, help="seed of the private generator (default 0)")
     target.add_argument("--min-value", type=_float, default=None, help="smallest input value")
     target.add_argument("--max-value", type=_float, default=None, help="largest input value")
     target.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON ('-': stdout)")
+    target.add_argument(
+        "--wrt",
+        type=parse_wrt,
+        default=None,
+        metavar="INDICES",
+        help="the inputs to differentiate, by position: 0 or 0,2 (default: every floating input); "
+        "the others are passed without requires_grad, e.g. a loss's target",
+    )
 
     checker = _Parser(add_help=False)
     checker.add_argument("--mode", choices=["auto", "full", "directional"], default="auto")
@@ -439,10 +501,29 @@ def build_parser() -> argparse.ArgumentParser:
         "linear algebra, normalisation, convolution, losses) in float32 and float64.",
         epilog="example: gradcheck-kit audit --ops tanh,softmax,layer_norm --json audit.json",
     )
-    p_audit.add_argument("--ops", default=None, metavar="NAMES", help="comma-separated op names, as torch spells them")
+    p_audit.add_argument(
+        "--ops",
+        action="append",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated op names, as torch spells them, and your own functions as MODULE:FUNCTION "
+        "(inputs from --input) or MODULE:FUNCTION=SHAPE[:DTYPE][;SHAPE[:DTYPE]...]; may be repeated",
+    )
+    p_audit.add_argument(
+        "--input",
+        "-i",
+        dest="inputs",
+        action="append",
+        default=[],
+        metavar="SHAPE[:DTYPE]",
+        help="inputs of the MODULE:FUNCTION entries of --ops that give none, one per positional argument; "
+        "a floating input without a dtype follows --dtypes",
+    )
     p_audit.add_argument("--dtypes", default="float32,float64", metavar="DTYPES", help="default float32,float64")
     p_audit.add_argument("--quick", action="store_true", help="a fast subset with fewer checks (under a minute)")
-    p_audit.add_argument("--examples", type=int, default=None, help="random expressions per elementwise op and dtype")
+    p_audit.add_argument(
+        "--examples", type=_nonnegative_int, default=None, help="random expressions per elementwise op and dtype"
+    )
     p_audit.add_argument(
         "--order", type=int, choices=[1, 2], default=None,
         help="highest derivative order (default: 2 where torch has double backward; 1 with --quick)",
@@ -450,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_audit.add_argument(
         "--strict", action="store_true", help="count failures listed as known torch issues as failures"
     )
-    p_audit.add_argument("--seed", type=int, default=0)
+    p_audit.add_argument("--seed", type=_seed, default=0, help="seed of the private generators (default 0)")
     p_audit.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON ('-': stdout)")
     p_audit.add_argument("--list", action="store_true", help="list the catalogue and exit")
     p_audit.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -469,26 +550,38 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 pass, 1 a gradient is wrong, 2 bad usage)."""
+    """Run the command line; returns the exit status (0 pass, 1 a gradient is wrong, 2 bad usage, 3 the
+    checked function failed, 4 an internal error)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = f"{PROG} {argv[0]}" if argv and argv[0] in ("check", "fuzz", "audit") else PROG
     try:
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help, --version
+            _flush_stdout()
             return int(exc.code or 0)
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        return int(args.handler(args))
+        try:
+            status = int(args.handler(args))
+        except SystemExit as exc:  # the checked function called sys.exit (imports are caught apart)
+            raise FunctionFailed(f"the function called sys.exit({exc.code!r})") from None
+        _flush_stdout()
+        return status
+    except BrokenPipeError:  # | head: stop quietly, as other Unix tools do
+        _silence_stdout()
+        return EXIT_OK
     except UsageError as exc:
-        command = f"{PROG}" if not argv or argv[0] not in ("check", "fuzz", "audit") else f"{PROG} {argv[0]}"
         print(f"{command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except CommandFailed as exc:
-        command = f"{PROG} {argv[0]}" if argv else PROG
         print(f"{command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except FunctionFailed as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_FN_FAILED
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -500,13 +593,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(set GRADCHECK_KIT_TRACEBACK=1 to see the traceback)",
             file=sys.stderr,
         )
-        return EXIT_FAILED
-    except BrokenPipeError:  # | head
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
-        except OSError:
-            pass
-        return EXIT_OK
+        return EXIT_INTERNAL
+
+
+def _flush_stdout() -> None:
+    """Flush now, so that a closed pipe surfaces here as BrokenPipeError and not at interpreter exit."""
+    sys.stdout.flush()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull, so that the flush at interpreter exit does not fail again (the recipe of
+    the Python docs, 'Note on SIGPIPE')."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (captured)
+        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -529,25 +631,128 @@ def _checker_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _prepare_target(args: argparse.Namespace, *, allow_free: bool) -> tuple[Callable[..., Any], list[InputSpec]]:
+def _prepare_target(
+    args: argparse.Namespace, *, allow_free: bool
+) -> tuple[Callable[..., Any], list[InputSpec], list[int] | None]:
+    """The function (keywords bound), its input specs and the ``--wrt`` indices; every usage error is
+    raised here, before any work."""
     _check_json_path(args.json)
     specs = [parse_input_spec(text, allow_free=allow_free) for text in args.inputs]
     kwargs = dict(parse_kwarg(text) for text in args.kwarg)
     if args.min_value is not None and args.max_value is not None and args.min_value > args.max_value:
         raise UsageError(f"--min-value {args.min_value} is greater than --max-value {args.max_value}")
+    wrt = _resolve_wrt(args.wrt, specs)
+    for spec in specs:
+        _check_size(spec)
     fn = resolve_function(args.target)
+    _check_call(fn, args.target, len(specs), kwargs)
     if kwargs:
         import functools
 
         fn = functools.wraps(fn)(functools.partial(fn, **kwargs))
-    return fn, specs
+    return fn, specs, wrt
 
 
-def make_input(spec: InputSpec, generator: Any, *, min_value: float | None = None, max_value: float | None = None):
+def _resolve_wrt(indices: list[int] | None, specs: Sequence[InputSpec]) -> list[int] | None:
+    """``--wrt`` checked against the inputs: in range, floating; negative indices count from the end."""
+    if indices is None:
+        return None
+    text = ",".join(str(i) for i in indices)
+    chosen: list[int] = []
+    for i in indices:
+        if not -len(specs) <= i < len(specs):
+            raise UsageError(f"--wrt {text}: index {i} is out of range for {len(specs)} --input(s)")
+        i %= len(specs)
+        if specs[i].dtype not in FLOATING:
+            raise UsageError(f"--wrt {text}: input {i} is {specs[i].dtype}; only floating inputs are differentiated")
+        if i not in chosen:
+            chosen.append(i)
+    return chosen
+
+
+#: element sizes in bytes, for the memory an ``--input`` needs
+_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex128": 16, "complex64": 8,
+             "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1}
+
+
+def _check_size(spec: InputSpec) -> None:
+    """An input too large for this machine is a usage error, raised before anything is allocated."""
+    import math
+
+    numel = math.prod(s for s in spec.shape if s is not None)
+    needed = numel * max(_ITEMSIZE.get(spec.dtype, 8), 8)  # values are drawn in 64-bit first
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: torch's own error will say
+        return
+    if needed > memory // 2:
+        raise UsageError(
+            f"--input {spec}: {numel} elements need {needed / 2**30:.3g} GiB, more than half of this "
+            f"machine's memory ({memory / 2**30:.3g} GiB)"
+        )
+
+
+def _check_call(fn: Callable[..., Any], target: str, n_inputs: int, kwargs: dict[str, Any]) -> None:
+    """The ``--input`` count and ``--kwarg`` names must fit fn's signature (where Python can read it)."""
+    import inspect
+
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin: the call itself will tell
+        return
+    try:
+        signature.bind_partial(**kwargs)
+    except TypeError as exc:
+        raise UsageError(f"--kwarg: {target}{signature} does not take it: {exc}") from None
+    try:
+        signature.bind(*range(n_inputs), **kwargs)
+    except TypeError as exc:
+        raise UsageError(
+            f"--input: {n_inputs} given, but {target}{signature} cannot be called with them: {exc} "
+            "(give one --input per positional argument)"
+        ) from None
+
+
+def _check_builtin_call(fn: Callable[..., Any], target: str, inputs: Sequence[Any]) -> None:
+    """For a builtin (no signature to read), one call: a TypeError raised by the call itself, not from
+    inside the function, means the inputs do not fit it (``log() takes 1 positional argument but 2 were
+    given``). Run without grad, on copies, with the global RNG restored; other failures are left to the
+    check, which reports them."""
+    import inspect
+
+    import torch
+
+    try:
+        inspect.signature(fn)
+        return
+    except (TypeError, ValueError):
+        pass
+    copies = [x.detach().clone() if isinstance(x, torch.Tensor) else x for x in inputs]
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            fn(*copies)
+    except TypeError as exc:
+        if exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
+            raise UsageError(
+                f"--input: {target} cannot be called with the {len(inputs)} input(s) given: {_one_line(exc)}"
+            ) from None
+    except Exception:  # noqa: BLE001 - the check reports what fn does
+        pass
+
+
+def make_input(
+    spec: InputSpec,
+    generator: Any,
+    *,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    requires_grad: bool = True,
+):
     """A random tensor for ``spec`` drawn from ``generator`` (never the global RNG).
 
     Floating inputs are standard normal (uniform in ``[min_value, max_value]`` when a bound is given)
-    and require grad; integer inputs are uniform in ``[min_value or 0, max_value or 5)``.
+    and require grad (unless ``requires_grad=False``); integer inputs are uniform in
+    ``[min_value or 0, max_value or 5)``.
     """
     import torch
 
@@ -561,7 +766,7 @@ def make_input(spec: InputSpec, generator: Any, *, min_value: float | None = Non
             lo = min_value if min_value is not None else (max_value - 2.0)  # type: ignore[operator]
             hi = max_value if max_value is not None else lo + 2.0
             values = lo + (hi - lo) * torch.rand(shape, generator=generator, dtype=real)
-        return values.to(dtype).requires_grad_(True)
+        return values.to(dtype).requires_grad_(requires_grad)
     if spec.dtype == "bool":
         return torch.rand(shape, generator=generator) < 0.5
     lo = int(min_value) if min_value is not None else 0
@@ -569,16 +774,35 @@ def make_input(spec: InputSpec, generator: Any, *, min_value: float | None = Non
     return torch.randint(lo, max(hi, lo + 1), shape, generator=generator, dtype=dtype)
 
 
-def _write_json(path: str, payload: Any) -> None:
+def _make_inputs(
+    specs: Sequence[InputSpec], generator: Any, args: argparse.Namespace, wrt: list[int] | None
+) -> list[Any]:
+    inputs = []
+    for i, spec in enumerate(specs):
+        try:
+            inputs.append(
+                make_input(
+                    spec, generator, min_value=args.min_value, max_value=args.max_value,
+                    requires_grad=wrt is None or i in wrt,
+                )
+            )
+        except (RuntimeError, MemoryError, OverflowError, ValueError) as exc:
+            raise UsageError(f"--input {spec}: cannot create the tensor: {_one_line(exc)}") from None
+    return inputs
+
+
+def _write_json(path: str, payload: Any) -> str | None:
+    """Write ``payload``; returns why a file could not be written (None when it was)."""
     text = json.dumps(payload, indent=2, default=_json_default, allow_nan=True)
     if path == "-":
         sys.stdout.write(text + "\n")
-        return
+        return None
     try:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
     except OSError as exc:
-        raise UsageError(f"--json {path!r}: {exc.strerror or exc}") from None
+        return f"--json {path!r}: could not write the results: {exc.strerror or exc} (the report is above)"
+    return None
 
 
 def _json_default(value: Any) -> Any:
@@ -589,28 +813,47 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _verdict_line(style: Style, ok: bool, text: str) -> str:
-    return style(("PASSED " if ok else "FAILED ") + text, "green" if ok else "red")
+_VERDICTS = {EXIT_OK: ("PASSED", "green"), EXIT_FAILED: ("FAILED", "red"), EXIT_FN_FAILED: ("ERROR", "red")}
+
+
+def _verdict_line(style: Style, status: int, text: str) -> str:
+    word, colour = _VERDICTS[status]
+    if status == EXIT_FN_FAILED:
+        text += "  (the function failed)"
+    return style(f"{word} {text}", colour)
+
+
+def report_status(report: Any) -> int:
+    """The exit status for a report: 0 ok, 3 when fn itself failed, 1 otherwise."""
+    if report.ok:
+        return EXIT_OK
+    return EXIT_FN_FAILED if getattr(report, "fn_failed", False) else EXIT_FAILED
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    fn, specs = _prepare_target(args, allow_free=False)
+    fn, specs, wrt = _prepare_target(args, allow_free=False)
     import torch
 
     import gradcheck_kit as gk
 
     generator = torch.Generator().manual_seed(args.seed)
-    inputs = [make_input(s, generator, min_value=args.min_value, max_value=args.max_value) for s in specs]
-    report = _run_check(gk, fn, inputs, _checker_options(args))
-    to_stdout = args.json == "-"
-    if args.json is not None:
-        _write_json(args.json, report.to_dict())
-    if not to_stdout:
+    inputs = _make_inputs(specs, generator, args, wrt)
+    _check_builtin_call(fn, args.target, inputs)
+    options = _checker_options(args)
+    if wrt is not None:
+        options["wrt"] = wrt
+    report = _run_check(gk, fn, inputs, options)
+    status = report_status(report)
+    json_error = None if args.json is None else _write_json(args.json, report.to_dict())
+    if args.json != "-" or json_error:
         style = Style.for_stream(sys.stdout, args.color)
         print(str(report))
         shapes = ", ".join(str(s) for s in specs)
-        print(_verdict_line(style, report.ok, f"{args.target}({shapes})  seed={args.seed}"))
-    return EXIT_OK if report.ok else EXIT_FAILED
+        extra = "" if wrt is None else f"  wrt={','.join(map(str, wrt))}"
+        print(_verdict_line(style, status, f"{args.target}({shapes})  seed={args.seed}{extra}"))
+    if json_error:
+        raise UsageError(json_error)
+    return status
 
 
 def _run_check(gk: Any, fn: Callable[..., Any], inputs: Sequence[Any], options: dict[str, Any]) -> Any:
@@ -621,18 +864,29 @@ def _run_check(gk: Any, fn: Callable[..., Any], inputs: Sequence[Any], options: 
     except InvalidArgument as exc:
         raise UsageError(_one_line(exc)) from None
     except FunctionError as exc:
-        raise CommandFailed(f"the function failed: {_one_line(exc)}") from None
+        raise FunctionFailed(f"the function failed: {_one_line(exc)}") from None
 
 
 def _check_json_path(path: str | None) -> None:
-    """Fail before the work, not after it, when ``--json PATH`` cannot be written."""
+    """Fail before the work, not after it, when ``--json PATH`` cannot be written. A device or a pipe
+    (``/dev/stdout``) is not probed: opening a pipe can block, and a probe write would reach it."""
     if path is None or path == "-":
         return
+    if os.path.isdir(path):
+        raise UsageError(f"--json {path!r} is a directory")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"--json {path!r}: no such directory {folder!r}")
-    if os.path.isdir(path):
-        raise UsageError(f"--json {path!r} is a directory")
+    try:
+        if os.path.exists(path):
+            if os.path.isfile(path):
+                with open(path, "a", encoding="utf-8"):  # opens for writing, changes nothing
+                    pass
+        else:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            os.remove(path)
+    except OSError as exc:
+        raise UsageError(f"--json {path!r}: cannot write there: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -640,7 +894,10 @@ def _check_json_path(path: str | None) -> None:
 
 
 def _cmd_fuzz(args: argparse.Namespace) -> int:
-    fn, specs = _prepare_target(args, allow_free=True)
+    fn, specs, wrt = _prepare_target(args, allow_free=True)
+    for spec in specs:
+        if spec.dtype not in FLOATING or spec.dtype.startswith("complex"):
+            raise UsageError(f"--input {spec}: fuzz draws real floating tensors (float64, float32, ...)")
     try:
         importlib.import_module("gradcheck_kit._fuzz")
         from gradcheck_kit import strategies as gst
@@ -652,9 +909,7 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
     import gradcheck_kit as gk
 
     strategies = []
-    for spec in specs:
-        if spec.dtype not in FLOATING or spec.dtype.startswith("complex"):
-            raise UsageError(f"--input {spec}: fuzz draws real floating tensors (float64, float32, ...)")
+    for i, spec in enumerate(specs):
         shape: Any = (
             st.tuples(*(st.integers(1, args.max_side) if s is None else st.just(s) for s in spec.shape))
             if spec.free
@@ -667,26 +922,32 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
                 min_value=args.min_value,
                 max_value=args.max_value,
                 layout=args.layout,
+                requires_grad=wrt is None or i in wrt,
             )
         )
     options = _checker_options(args)
     seed = options.pop("seed")
+    if wrt is not None:
+        options["wrt"] = wrt
     from gradcheck_kit.errors import InvalidArgument
 
     try:
         result = gk.fuzz_gradients(fn, strategies, max_examples=args.examples, seed=seed, **options)
     except InvalidArgument as exc:
         raise UsageError(_one_line(exc)) from None
-    if args.json is not None:
-        _write_json(args.json, _fuzz_to_dict(result))
-    if args.json != "-":
+    status = EXIT_OK if result.ok else report_status(result.report) if result.report is not None else EXIT_FAILED
+    json_error = None if args.json is None else _write_json(args.json, _fuzz_to_dict(result))
+    if args.json != "-" or json_error:
         style = Style.for_stream(sys.stdout, args.color)
         print(str(result))
         shapes = ", ".join(str(s) for s in specs)
         examples = getattr(result, "examples", None)
-        tried = f"{examples} examples" if examples is not None else f"up to {args.examples} examples"
-        print(_verdict_line(style, result.ok, f"{args.target}({shapes})  {tried}, seed={args.seed}"))
-    return EXIT_OK if result.ok else EXIT_FAILED
+        tried = f"{examples} example{'' if examples == 1 else 's'}" if examples is not None else f"up to {args.examples} examples"
+        extra = "" if wrt is None else f", wrt={','.join(map(str, wrt))}"
+        print(_verdict_line(style, status, f"{args.target}({shapes})  {tried}, seed={args.seed}{extra}"))
+    if json_error:
+        raise UsageError(json_error)
+    return status
 
 
 def _fuzz_to_dict(result: Any) -> dict[str, Any]:
@@ -723,13 +984,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     _check_json_path(args.json)
     from gradcheck_kit import _audit
 
-    catalogue = _audit.catalogue()
-    if args.list:
-        rows = [(op.name, op.family, op.call, "yes" if op.quick else "") for op in catalogue]
-        print(format_table(["op", "family", "checked as", "quick"], rows))
-        return EXIT_OK
-    names = [n.strip() for n in args.ops.split(",") if n.strip()] if args.ops else None
-    ops = _audit.select(catalogue, names, quick=args.quick)  # UsageError for unknown names
+    entries = _audit.split_ops(args.ops) if args.ops is not None else None
+    names = None if entries is None else [e for e in entries if not _audit.is_function_entry(e)]
+    functions = [] if entries is None else [e for e in entries if _audit.is_function_entry(e)]
+    if args.inputs and not functions:
+        raise UsageError("--input gives the inputs of MODULE:FUNCTION entries of --ops, and there is none")
     dtypes = []
     for name in (d.strip() for d in args.dtypes.split(",") if d.strip()):
         canonical = DTYPES.get(name.lower().removeprefix("torch."))
@@ -739,16 +998,54 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             dtypes.append(canonical)
     if not dtypes:
         raise UsageError("--dtypes: give float32, float64 or both")
-    if args.examples is not None and args.examples < 0:
-        raise UsageError(f"--examples {args.examples}: must be >= 0")
+    catalogue = _audit.catalogue()
+    if args.list:
+        rows = [(op.name, op.family, op.call, "yes" if op.quick else "") for op in catalogue]
+        print(format_table(["op", "family", "checked as", "quick"], rows))
+        return EXIT_OK
+    ops = _audit.select(catalogue, names, quick=args.quick)  # UsageError for unknown names
+    ops += [_function_entry(_audit, entry, args) for entry in functions]
     progress = None if args.quiet else _audit.Progress(sys.stderr, Style.for_stream(sys.stderr, args.color))
     result = _audit.run_audit(
         ops, dtypes=dtypes, quick=args.quick, examples=args.examples, seed=args.seed, order=args.order,
         strict=args.strict,
         progress=progress,
     )
-    if args.json is not None:
-        _write_json(args.json, result.to_dict())
-    if args.json != "-":
+    json_error = None if args.json is None else _write_json(args.json, result.to_dict())
+    if args.json != "-" or json_error:
         print(_audit.format_results(result, Style.for_stream(sys.stdout, args.color)))
-    return EXIT_OK if result.ok else EXIT_FAILED
+    if json_error:
+        raise UsageError(json_error)
+    if result.ok:
+        return EXIT_OK
+    if not any(row.verdict == "FAIL" for row in result.rows) and any(row.fn_failed for row in result.rows):
+        return EXIT_FN_FAILED
+    return EXIT_FAILED
+
+
+def _function_entry(audit: Any, entry: str, args: argparse.Namespace) -> Any:
+    """``MODULE:FUNCTION`` (inputs from ``--input``) or ``MODULE:FUNCTION=SHAPE[:DTYPE][;...]`` as an
+    audit entry."""
+    target, sep, shapes = entry.partition("=")
+    target = target.strip()
+    if sep:
+        texts = [t for t in shapes.split(";") if t.strip()]
+        if not texts:
+            raise UsageError(f"--ops {entry!r}: no input shapes after '=' (e.g. {target}=4,8:float32)")
+    else:
+        texts = list(args.inputs)
+        if not texts:
+            raise UsageError(
+                f"--ops {entry!r}: give the function's inputs, as --ops '{target}=4,8:float32' or --input 4,8:float32"
+            )
+    specs = []
+    for text in texts:
+        try:
+            specs.append(parse_input_spec(text))
+        except UsageError as exc:
+            raise UsageError(f"--ops {entry!r}: {str(exc).removeprefix('--input ')}" if sep else str(exc)) from None
+        _check_size(specs[-1])
+    explicit = [":" in text for text in texts]
+    fn = resolve_function(target)
+    _check_call(fn, target, len(specs), {})
+    return audit.function_op(target, fn, specs, explicit, make_input, order=args.order or 1)

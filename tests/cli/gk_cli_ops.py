@@ -3,6 +3,8 @@
 Not a test module (no ``test_`` prefix): ``tests/cli`` is put on ``PYTHONPATH`` of the subprocess.
 """
 
+import sys
+
 import torch
 
 NOT_A_FUNCTION = 3
@@ -58,6 +60,34 @@ def raises(x):
 
 def returns_a_string(x):
     return "not a tensor"
+
+
+def exits(x):
+    sys.exit(5)
+
+
+def raises_type_error_on_long_inputs(x):
+    if x.shape[0] > 2:
+        raise TypeError("inputs longer than 2 are not supported")
+    return x * x
+
+
+class _WrongForSecond(torch.autograd.Function):
+    """``x * y`` whose gradient for ``y`` is off by 10 %; the one for ``x`` is right."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        ctx.save_for_backward(x, y)
+        return x * y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y = ctx.saved_tensors
+        return grad * y, 1.1 * grad * x
+
+
+def wrong_for_second(x, y):
+    return _WrongForSecond.apply(x, y)
 
 
 def catalogue_with_a_wrong_op():

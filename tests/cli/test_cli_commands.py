@@ -38,14 +38,16 @@ def test_check_scalars_keywords_and_value_ranges(capsys):
     assert code == 0, out + err
     assert json.loads(out)["inputs"][0]["shape"] == []
     code, out, err = run_main(capsys, "check", "torch:log", "--input", "()", "--input", "2")
-    assert code == 1  # log takes one tensor: the call fails inside the check, a report says so
+    assert code == 2  # log takes one tensor: a builtin's own TypeError at the call is a usage error
+    assert err.startswith("gradcheck-kit check: error: --input: torch:log cannot be called with the 2 input(s)")
     assert "Traceback" not in out + err
 
 
 def test_check_reports_a_function_that_raises(capsys):
     code, out, err = run_main(capsys, "check", "gk_cli_ops:raises", "--input", "3")
-    assert code == 1
+    assert code == 3  # the function failed: not a wrong gradient (1), not bad usage (2)
     assert "boom inside the function" in out + err
+    assert out.splitlines()[-1] == "ERROR gk_cli_ops:raises(3:float64)  seed=0  (the function failed)"
     assert "Traceback" not in out + err
 
 

@@ -55,11 +55,12 @@ def test_bad_specs(text, message):
         parse_input_spec(text)
 
 
-def test_kwargs_are_literals_or_words():
+def test_kwargs_are_python_literals():
     assert cli.parse_kwarg("dim=-1") == ("dim", -1)
     assert cli.parse_kwarg("approximate='tanh'") == ("approximate", "tanh")
-    assert cli.parse_kwarg("approximate=tanh") == ("approximate", "tanh")
     assert cli.parse_kwarg("size=(2, 3)") == ("size", (2, 3))
+    with pytest.raises(UsageError, match="'tanh' is not a Python literal; quote a string: approximate='tanh'"):
+        cli.parse_kwarg("approximate=tanh")
     with pytest.raises(UsageError, match="expected NAME=VALUE"):
         cli.parse_kwarg("-1")
 
@@ -178,7 +179,7 @@ def assert_one_line_usage_error(code, err, fragment):
         (["check", "torch:tanh"], "the following arguments are required: --input"),
         (["check", "torch:tanh", "--input", "3", "--mode", "fast"], "argument --mode: invalid choice: 'fast'"),
         (["check", "torch:tanh", "--input", "3", "--order", "3"], "argument --order: invalid choice: 3"),
-        (["check", "torch:tanh", "--input", "3", "--atol", "-1"], "argument --atol: must be a number >= 0"),
+        (["check", "torch:tanh", "--input", "3", "--atol", "-1"], "argument --atol: must be a finite number >= 0"),
         (["check", "torch:tanh", "--input", "3", "--bogus"], "unrecognized arguments: --bogus"),
         (["check", "torch:tanh", "--input", "3", "--min-value", "2", "--max-value", "1"], "--min-value 2.0 is greater"),
         (["fuzz", "torch:tanh", "--input", "3", "--examples", "0"], "argument --examples: must be at least 1"),

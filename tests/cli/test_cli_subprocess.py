@@ -81,7 +81,7 @@ def test_check_fails_on_a_wrong_backward_and_writes_json(tmp_path):
 
 def test_check_reports_a_function_that_raises():
     proc = run_cli("check", "gk_cli_ops:raises", "--input", "3")
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 3, proc.stdout + proc.stderr
     assert_no_traceback(proc)
     assert "boom inside the function" in proc.stdout
 

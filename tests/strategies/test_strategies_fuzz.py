@@ -48,8 +48,11 @@ def test_finds_shrinks_and_reports_a_counterexample():
     assert result.seed == 3
     text = str(result)
     lines = text.splitlines()
-    assert lines[0].startswith("fuzz_gradients(SquareAbove.apply): gradients are wrong; counterexample after ")
-    assert lines[0].endswith(" examples, shrunk to:")
+    assert lines[0].startswith(
+        f"fuzz_gradients(SquareAbove.apply): gradients are wrong; counterexample found at example {result.examples} "
+        "of up to 100, shrunk in "
+    )
+    assert result.examples <= 100 and lines[0].endswith(f" {result.shrink_checks} more checks to:")
     assert lines[1] == "  input 0: shape (), float64, contiguous, requires_grad"
     assert lines[2] == "    values: torch.tensor(3.0, dtype=torch.float64)"
     assert str(result.report) in text
