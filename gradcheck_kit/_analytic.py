@@ -4,7 +4,10 @@ Rows of ``V·J`` are computed in batches through ``is_grads_batched`` or, for ma
 ``vmap`` over ``torch.func.vjp`` (functorch has batching rules where ``is_grads_batched``'s older vmap
 runs slowly, conv1d's backward among them); columns ``J·u`` through ``vmap(jvp)``. When torch cannot batch
 a function (a custom ``autograd.Function`` without a vmap rule) the same products are computed one at a
-time. Results come back as real coordinates in float64, so a
+time. ``is_grads_batched`` is never tried through a graph holding a custom ``autograd.Function`` (a
+backward reading ``grad_output.data`` crashes the process there; see ``_graph``): one backward per row.
+``vmap`` over ``torch.func.vjp`` may still run such a Function, as functorch raises on ``.data`` and on
+storage access instead of crashing (the rows then come one backward at a time). Results come back as real coordinates in float64, so a
 complex input's gradient ``g`` reads as ``(Re g, Im g)`` per element (torch's convention: for a real
 loss ``L``, ``g = dL/d(re) + i dL/d(im)``).
 """
@@ -18,6 +21,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from gradcheck_kit._evaluate import as_outputs, describe_exception, seed_global_rng, with_grad_inputs
+from gradcheck_kit._graph import python_function_nodes
 from gradcheck_kit._inputs import batched_coords, coords, from_coords, layout_clone
 
 __all__ = [
@@ -46,7 +50,8 @@ def vjp_rows(
     rows: torch.Tensor,
 ) -> tuple[list[torch.Tensor], list[bool], str]:
     """``rows``: ``(r, n_out_coords)``. Returns per leaf ``(r, n_leaf_coords)`` float64, whether any
-    gradient flowed to each leaf, and the path used (``batched`` or ``loop``)."""
+    gradient flowed to each leaf, and the path used (``batched``, ``single`` or ``loop``, with why where the
+    graph holds a custom ``autograd.Function``: never batched through one, see ``_graph``)."""
     r = rows.shape[0]
     if not output.requires_grad:
         zeros = [torch.zeros(r, _n(leaf), dtype=torch.float64) for leaf in leaves]
@@ -58,6 +63,10 @@ def vjp_rows(
     path = "batched"
     if r == 1:
         path = "single"
+    else:
+        custom = python_function_nodes([output])
+        if custom:  # a batched backward could crash the process there (``_graph``): one row at a time
+            path = f"loop (custom autograd.Function in the graph: {', '.join(custom[:3])})"
     start = 0
     while start < r:
         block = rows[start : start + chunk]
@@ -72,8 +81,10 @@ def vjp_rows(
                         allow_unused=True, is_grads_batched=True,
                     )
             except Exception:  # noqa: BLE001 - torch could not batch this backward: loop instead
-                path = "loop"
+                pass
         if grads is None:
+            if path == "batched":
+                path = "loop"
             per_row = []
             for b in range(block.shape[0]):
                 per_row.append(
