@@ -47,6 +47,15 @@ _DATA_BACKWARD = textwrap.dedent(
         report = gk.check_gradients(fn, torch.randn(*shape, dtype=torch.float64), mode="full", forward_ad=False)
         assert report.ok, report
         assert "autograd loop (custom autograd.Function in the graph: " in report.check("backward").detail
+
+    def hooked(x):  # a Python hook reading .data crashes is_grads_batched the same way
+        y = x * 2
+        y.register_hook(lambda g: g.data * 1)
+        return y.sin()
+
+    report = gk.check_gradients(hooked, torch.randn(3, 4, dtype=torch.float64), mode="full", forward_ad=False)
+    assert report.ok, report
+    assert "autograd loop (Python code runs in the backward: a hook)" in report.check("backward").detail
     print("done")
     """
 )
@@ -106,6 +115,19 @@ def test_custom_function_rows_come_one_backward_at_a_time():
     assert "autograd loop (custom autograd.Function in the graph: _SignFlip)" in wrong.check("backward").detail
     plain = gk.check_gradients(lambda x: (x * x).sin(), _randn(3, 4), mode="full")
     assert "autograd batched" in plain.check("backward").detail
+
+
+def test_python_hooks_in_the_backward_get_one_backward_per_row():
+    def hooked(x):
+        y = x * 2
+        y.register_hook(lambda g: g * 1)
+        z = y.sin()
+        z.grad_fn.register_prehook(lambda go: go)
+        return z
+
+    report = gk.check_gradients(hooked, _randn(3, 4), mode="full", forward_ad=False)
+    assert report.ok
+    assert "autograd loop (Python code runs in the backward: a hook)" in report.check("backward").detail
 
 
 def test_custom_function_with_a_vmap_rule_stays_batched_through_functorch():
