@@ -545,7 +545,9 @@ def check_gradient_flow(
     tensors = [t for _, _, t in watched]
     tracker = _UseTracker({id(t) for t in tensors})
 
-    with _buffers_restored(module), _rng_preserved(_cuda_devices(tensors)), torch.inference_mode(False), \
+    # the lock first (_state): another thread's check of the same module restores its buffers before these
+    # are saved
+    with _rng_preserved(_cuda_devices(tensors)), _buffers_restored(module), torch.inference_mode(False), \
             torch.enable_grad():
         with tracker:
             output = module_or_fn(*inputs)
