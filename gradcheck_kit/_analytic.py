@@ -4,7 +4,11 @@ Rows of ``V·J`` are computed in batches through ``is_grads_batched`` or, for ma
 ``vmap`` over ``torch.func.vjp`` (functorch has batching rules where ``is_grads_batched``'s older vmap
 runs slowly, conv1d's backward among them); columns ``J·u`` through ``vmap(jvp)``. When torch cannot batch
 a function (a custom ``autograd.Function`` without a vmap rule) the same products are computed one at a
-time. Results come back as real coordinates in float64, so a
+time. ``is_grads_batched`` is never tried through a graph holding a custom ``autograd.Function`` (a
+backward reading ``grad_output.data`` crashes the process there; see ``_graph``), nor where the first
+row's plain backward ran Python code (a hook): one backward per row.
+``vmap`` over ``torch.func.vjp`` may still run such a Function, as functorch raises on ``.data`` and on
+storage access instead of crashing (the rows then come one backward at a time). Results come back as real coordinates in float64, so a
 complex input's gradient ``g`` reads as ``(Re g, Im g)`` per element (torch's convention: for a real
 loss ``L``, ``g = dL/d(re) + i dL/d(im)``).
 """
@@ -18,6 +22,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from gradcheck_kit._evaluate import as_outputs, describe_exception, seed_global_rng, with_grad_inputs
+from gradcheck_kit._graph import PythonInBackward, python_function_nodes
 from gradcheck_kit._inputs import batched_coords, coords, from_coords, layout_clone
 
 __all__ = [
@@ -46,7 +51,8 @@ def vjp_rows(
     rows: torch.Tensor,
 ) -> tuple[list[torch.Tensor], list[bool], str]:
     """``rows``: ``(r, n_out_coords)``. Returns per leaf ``(r, n_leaf_coords)`` float64, whether any
-    gradient flowed to each leaf, and the path used (``batched`` or ``loop``)."""
+    gradient flowed to each leaf, and the path used (``batched``, ``single`` or ``loop``, with why where the
+    graph holds a custom ``autograd.Function`` or a Python hook: never batched through them, see ``_graph``)."""
     r = rows.shape[0]
     if not output.requires_grad:
         zeros = [torch.zeros(r, _n(leaf), dtype=torch.float64) for leaf in leaves]
@@ -58,7 +64,23 @@ def vjp_rows(
     path = "batched"
     if r == 1:
         path = "single"
+    else:
+        custom = python_function_nodes([output])
+        if custom:  # a batched backward could crash the process there (``_graph``): one row at a time
+            path = f"loop (custom autograd.Function in the graph: {', '.join(custom[:3])})"
     start = 0
+    if path == "batched" and output.device.type == "cpu":
+        # the first row through one plain backward, watched for Python code the engine calls (a hook
+        # could crash a batched backward the same way: ``_graph``)
+        with PythonInBackward() as probe:
+            first = torch.autograd.grad(
+                output, leaves, grad_outputs=rows_from_coords(rows[:1], output)[0], retain_graph=True,
+                allow_unused=True,
+            )
+        _add_block(results, flowed, [None if g is None else g.unsqueeze(0) for g in first], leaves, 1)
+        start = 1
+        if probe.ran:
+            path = "loop (Python code runs in the backward: a hook)"
     while start < r:
         block = rows[start : start + chunk]
         grad_outputs = rows_from_coords(block, output)
@@ -72,8 +94,10 @@ def vjp_rows(
                         allow_unused=True, is_grads_batched=True,
                     )
             except Exception:  # noqa: BLE001 - torch could not batch this backward: loop instead
-                path = "loop"
+                pass
         if grads is None:
+            if path == "batched":
+                path = "loop"
             per_row = []
             for b in range(block.shape[0]):
                 per_row.append(
@@ -84,15 +108,21 @@ def vjp_rows(
                 else torch.stack([g[k] if g[k] is not None else torch.zeros_like(leaves[k]) for g in per_row])
                 for k in range(len(leaves))
             ]
-        for k, g in enumerate(grads):
-            if g is None:
-                results[k].append(torch.zeros(block.shape[0], _n(leaves[k]), dtype=torch.float64))
-            else:
-                flowed[k] = True
-                _check_grad_meta(g, leaves[k])
-                results[k].append(batched_coords(g.detach()).to("cpu", torch.float64))
+        _add_block(results, flowed, grads, leaves, block.shape[0])
         start += chunk
     return [parts[0] if len(parts) == 1 else torch.cat(parts) for parts in results], flowed, path
+
+
+def _add_block(results: list, flowed: list, grads: Sequence, leaves: Sequence[torch.Tensor], n_rows: int) -> None:
+    """Per leaf: ``n_rows`` rows of the gradients ``grads`` (``(n_rows, *leaf.shape)`` or ``None``, no
+    gradient flowed) appended to ``results`` as float64 coordinates; ``flowed`` updated."""
+    for k, g in enumerate(grads):
+        if g is None:
+            results[k].append(torch.zeros(n_rows, _n(leaves[k]), dtype=torch.float64))
+        else:
+            flowed[k] = True
+            _check_grad_meta(g, leaves[k])
+            results[k].append(batched_coords(g.detach()).to("cpu", torch.float64))
 
 
 def vjp_rows_functorch(

@@ -2,7 +2,7 @@
 
 Every call of ``fn`` starts from the same global RNG state (derived from the check's seed), so a
 function that draws random numbers (dropout) is the same function at every point; the caller's RNG
-state is restored by the checker afterwards. Batched evaluation uses ``torch.func.vmap``; functions vmap
+state is restored by the checker afterwards (one check at a time across threads: ``_state``). Batched evaluation uses ``torch.func.vmap``; functions vmap
 cannot run (custom ``autograd.Function`` without a vmap rule, ``.item()``, random draws) fall back to a
 Python loop, and the report says which path ran.
 

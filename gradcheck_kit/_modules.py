@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from gradcheck_kit import _state
 from gradcheck_kit.errors import GradientMismatch, InvalidArgument
 
 __all__ = [
@@ -117,8 +118,9 @@ def _cast(tensor: torch.Tensor, dtypes: dict[torch.dtype, torch.dtype]) -> torch
 
 @contextmanager
 def _rng_preserved(devices: list[int]) -> Iterator[None]:
-    """The caller's RNG state (CPU, and the CUDA devices given) is restored on exit."""
-    with torch.random.fork_rng(devices=devices):
+    """The caller's RNG state (CPU, and CUDA's where ``devices`` are given or CUDA is initialized) is
+    restored on exit, under the lock every check holds around the global RNG (``_state``)."""
+    with _state.rng_preserved(cuda=True if devices else None):
         yield
 
 
@@ -141,6 +143,40 @@ def _buffers_restored(module: nn.Module | None) -> Iterator[None]:
             for owner, key, buffer, copy in saved:
                 owner._buffers[key] = buffer
                 buffer.copy_(copy)
+
+
+@contextmanager
+def _grads_restored(module: nn.Module | None) -> Iterator[None]:
+    """Put every parameter's ``.grad`` back afterwards: the same tensor (or ``None``), the same values."""
+    if module is None:
+        yield
+        return
+    saved = [(p, p.grad, None if p.grad is None else p.grad.detach().clone()) for p in module.parameters()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, grad, copy in saved:
+                p.grad = grad
+                if grad is not None:
+                    grad.copy_(copy)
+
+
+def owning_module(fn: Any) -> nn.Module | None:
+    """The module whose state calls of ``fn`` can change: ``fn`` itself, or the module of a bound method."""
+    if isinstance(fn, nn.Module):
+        return fn
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+@contextmanager
+def module_state_kept(fn: Any) -> Iterator[None]:
+    """Where ``fn`` is a module or a bound method of one, its buffers (BatchNorm's running statistics) and
+    its parameters' ``.grad`` are as before on exit; otherwise nothing to do."""
+    module = owning_module(fn)
+    with _buffers_restored(module), _grads_restored(module):
+        yield
 
 
 # --------------------------------------------------------------------------- module checks
@@ -487,6 +523,7 @@ def check_gradient_flow(
         raise InvalidArgument(f"loss={_short(loss)} is not callable")
     prefix = _check_name(name)
     module = module_or_fn if isinstance(module_or_fn, nn.Module) else None
+    inputs = tuple(_state.outside_inference(inputs))  # made in inference mode: ordinary copies
 
     watched: list[tuple[str, str, torch.Tensor]] = []
     param_names: set[str] = set()
@@ -508,7 +545,10 @@ def check_gradient_flow(
     tensors = [t for _, _, t in watched]
     tracker = _UseTracker({id(t) for t in tensors})
 
-    with _buffers_restored(module), _rng_preserved(_cuda_devices(tensors)), torch.enable_grad():
+    # the lock first (_state): another thread's check of the same module restores its buffers before these
+    # are saved
+    with _rng_preserved(_cuda_devices(tensors)), _buffers_restored(module), torch.inference_mode(False), \
+            torch.enable_grad():
         with tracker:
             output = module_or_fn(*inputs)
             scalar, description = _scalar_loss(output, loss, module_or_fn)

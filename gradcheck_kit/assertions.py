@@ -8,8 +8,10 @@ from typing import Any, Callable, Sequence
 import torch
 
 from gradcheck_kit._evaluate import as_outputs, describe_exception
+from gradcheck_kit._grad_outputs import reject_nonfinite
 from gradcheck_kit._inputs import function_name, input_names, is_differentiable, layout_clone
 from gradcheck_kit._report import format_index
+from gradcheck_kit._state import outside_inference, recording
 from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported, unsupported_kind
 from gradcheck_kit.checkers import check_gradients
 from gradcheck_kit.errors import FunctionError, GradientMismatch, InvalidArgument
@@ -67,6 +69,8 @@ def assert_grad_equals(
     for i, a in enumerate(args):
         refuse_unsupported(a, f"inputs[{i}]")
     check_grad_outputs(grad_outputs)
+    reject_nonfinite(grad_outputs)
+    args = tuple(outside_inference(args))  # made in inference mode: ordinary copies
     wrt = [i for i, t in enumerate(args) if is_differentiable(t) and t.requires_grad]
     if not wrt:
         wrt = [i for i, t in enumerate(args) if is_differentiable(t)]
@@ -95,7 +99,8 @@ def assert_grad_equals(
             f"({', '.join(names[i] for i in wrt)})"
         )
 
-    grads, problem = _autograd(fn, args, wrt, grad_outputs)
+    with recording():  # whatever the caller's grad or inference mode
+        grads, problem = _autograd(fn, args, wrt, grad_outputs)
     failures: list[str] = []
     for pos, i in enumerate(wrt):
         got = grads[pos]

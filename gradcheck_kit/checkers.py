@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit import _config, _screen, tolerances
+from gradcheck_kit import _config, _screen, _state, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -54,6 +54,7 @@ from gradcheck_kit._evaluate import (
     seed_global_rng,
 )
 from gradcheck_kit._finite_diff import Estimates, _rms, estimate, estimate_with_sigma, noise_sigma
+from gradcheck_kit._grad_outputs import reject_nonfinite
 from gradcheck_kit._inputs import input_names as names_for_inputs  # the keyword shadows the name
 from gradcheck_kit._inputs import (
     bitwise_equal,
@@ -69,6 +70,7 @@ from gradcheck_kit._inputs import (
     resolve_wrt,
     safe_float,
 )
+from gradcheck_kit._modules import module_state_kept
 from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch
 from gradcheck_kit._structural import structural_checks
 from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported, unsupported_kind
@@ -172,9 +174,13 @@ def check_gradients(
     for i, t in enumerate(inputs):
         refuse_unsupported(t, f"inputs[{i}] ({names[i]})")
     check_grad_outputs(grad_outputs)
+    reject_nonfinite(grad_outputs)
+    inputs = tuple(_state.outside_inference(inputs))  # made in inference mode: ordinary copies
     wrt_list = resolve_wrt(inputs, wrt)
     run = _Check(fn, inputs, wrt_list, names, grad_outputs, options)
-    report = run.execute()
+    # a module's buffers (BatchNorm's running statistics) and .grad kept, one check at a time (_state)
+    with _state.CHECK_LOCK, module_state_kept(fn):
+        report = run.execute()
     _config.notify_report(report)
     return report
 
@@ -185,17 +191,10 @@ def _resolve_options(**given: Any) -> dict:
 
 @contextmanager
 def _isolated_state() -> Iterator[None]:
-    """The caller's grad mode and RNG states are restored whatever the checked function does."""
-    grad_enabled = torch.is_grad_enabled()
-    cpu_rng = torch.random.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    try:
+    """Grad recorded whatever the caller's grad or inference mode; the caller's modes and RNG states are
+    restored whatever the checked function does; checks in several threads run one at a time (``_state``)."""
+    with _state.isolated_state():
         yield
-    finally:
-        torch.set_grad_enabled(grad_enabled)
-        torch.random.set_rng_state(cpu_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
 
 
 class _Failure(Exception):

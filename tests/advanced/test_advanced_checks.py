@@ -228,8 +228,10 @@ def test_backward_that_mutates_grad_output_is_caught():
 def test_backward_that_mutates_a_saved_tensor_is_caught():
     report = gk.check_gradients(MutatesSaved.apply, _x(torch.float64))
     assert not report.ok
-    assert report.check("reentrant").status in ("failed", "error")
-    assert "modified by an inplace operation" in report.check("reentrant").detail
+    # a custom Function's Jacobian rows come one backward each (never is_grads_batched through it): the
+    # second row's backward already meets the modified tensor, before the reentrant check runs
+    assert report.check("reentrant") is None
+    assert len(report.errors) == 1 and "modified by an inplace operation" in report.errors[0]
 
 
 def test_nondeterministic_backward_needs_nondet_tol():

@@ -1,0 +1,92 @@
+"""What an autograd graph holds, read by walking ``grad_fn`` from its outputs (no backward runs).
+
+A batched backward (``torch.autograd.grad(..., is_grads_batched=True)``) hands a custom
+``autograd.Function``'s ``backward`` a batched tensor; one that reads ``grad_output.data`` (common in older
+libraries that go through NumPy) crashes the process there instead of raising. The checker therefore
+never runs that batched backward through a graph holding such a node (``python_function_nodes``) and
+computes those rows one backward at a time.
+
+Python hooks (``Tensor.register_hook``, ``Node.register_hook``/``register_prehook``, a module's
+``register_backward_hook``) crash the same way, and no walk sees them: C++ nodes do not expose their hooks.
+``PythonInBackward`` watches one plain backward for Python code that autograd's engine calls; where it
+ran, the other rows come one backward at a time too. It watches the calling thread only, where autograd
+runs a CPU graph's backward (a GPU graph's runs on the engine's device threads, unwatched).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Iterable
+
+import torch
+
+__all__ = ["python_function_nodes", "PythonInBackward"]
+
+#: nodes visited at most (a graph this large is treated as holding a Python node: one backward per row)
+MAX_NODES = 1 << 16
+
+
+def python_function_nodes(outputs: Iterable[torch.Tensor]) -> list[str]:
+    """Names of the custom ``autograd.Function`` classes whose backward the graph of ``outputs`` runs, in
+    the order first met (``["<graph too large to inspect>"]`` past ``MAX_NODES`` nodes)."""
+    stack = [o.grad_fn for o in outputs if isinstance(o, torch.Tensor) and o.grad_fn is not None]
+    seen: dict[int, object] = {}  # the nodes themselves held, so that no id is reused during the walk
+    names: list[str] = []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen[id(node)] = node
+        if len(seen) > MAX_NODES:
+            return names + ["<graph too large to inspect>"]
+        if _is_python_node(node):
+            name = _forward_name(node)
+            if name not in names:
+                names.append(name)
+        stack.extend(child for child, _ in node.next_functions if child is not None)
+    return names
+
+
+def _is_python_node(node: object) -> bool:
+    # a custom Function's node is an instance of its BackwardCFunction subclass (``_forward_cls`` set)
+    return isinstance(node, torch.autograd.function.BackwardCFunction) or hasattr(node, "_forward_cls")
+
+
+def _forward_name(node: object) -> str:
+    forward_cls = getattr(node, "_forward_cls", None)
+    if forward_cls is not None:
+        return getattr(forward_cls, "__qualname__", forward_cls.__name__)
+    return type(node).__name__
+
+
+class PythonInBackward:
+    """``with PythonInBackward() as probe: torch.autograd.grad(...)``: ``probe.ran`` tells whether autograd's
+    engine called Python code (a hook, a custom Function's backward) during the block, on this thread.
+
+    ``probe.watching`` is false (nothing is watched) where another profile function is installed
+    (``sys.setprofile``: a profiler), which is left alone."""
+
+    def __init__(self) -> None:
+        self.ran = False
+        self.watching = False
+        self._inside = 0
+
+    def __enter__(self) -> "PythonInBackward":
+        if sys.getprofile() is None:
+            self.watching = True
+            sys.setprofile(self._event)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.watching:
+            sys.setprofile(None)
+
+    def _event(self, frame: Any, event: str, arg: Any) -> None:
+        # the engine is entered through the builtin run_backward; a Python frame started while inside it
+        # is Python code the engine called
+        if event == "c_call" and getattr(arg, "__name__", "") == "run_backward":
+            self._inside += 1
+        elif event in ("c_return", "c_exception") and getattr(arg, "__name__", "") == "run_backward":
+            self._inside -= 1
+        elif event == "call" and self._inside > 0:
+            self.ran = True
