@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
-from gradcheck_kit import _config
+from gradcheck_kit import _config, _hypothesis_hook
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -57,12 +57,7 @@ DEFAULT_DEVICES = ("cpu", "cuda")
 #: keywords of ``@pytest.mark.gradcheck``: check options, the dtype to run in, parametrisation lists
 MARKER_KEYWORDS = frozenset(_config.CONFIGURABLE | {"dtype", "dtypes", "devices"})
 #: Hypothesis profiles offered (registered, never loaded: pick one with ``--hypothesis-profile``)
-HYPOTHESIS_PROFILES: dict[str, dict[str, Any]] = {
-    "gradcheck-fast": {"max_examples": 10, "deadline": None},
-    "gradcheck-ci": {"max_examples": 50, "deadline": None, "derandomize": True, "database": None, "print_blob": True},
-    "gradcheck-thorough": {"max_examples": 1000, "deadline": None, "derandomize": False},
-}
-_SLOW_HEALTH_CHECKS = ("too_slow", "data_too_large")
+HYPOTHESIS_PROFILES = _hypothesis_hook.HYPOTHESIS_PROFILES
 _RECORDS_KEY = "gradcheck_kit_records"
 _SEED_KEY = "gradcheck_seed"
 _SHOW_FAILED = 10
@@ -72,16 +67,11 @@ _SHOW_CLOSEST = 5
 def register_hypothesis_profiles() -> None:
     """Register the ``gradcheck-*`` Hypothesis profiles (imports Hypothesis; loads none of them).
 
-    The plugin does this by itself when Hypothesis is imported by the time pytest is configured or
-    collection ends, or when ``--hypothesis-profile gradcheck-...`` is given; call it from a
-    ``conftest.py`` to use a profile earlier (``settings.load_profile("gradcheck-ci")``).
+    Importing ``gradcheck_kit.strategies`` does this; so does the plugin when Hypothesis is imported
+    by the time pytest is configured or collection ends, or when ``--hypothesis-profile
+    gradcheck-...`` is given. What each profile sets: ``gradcheck_kit._hypothesis_hook``.
     """
-    from hypothesis import HealthCheck, settings
-
-    slow = [getattr(HealthCheck, name) for name in _SLOW_HEALTH_CHECKS]
-    base = settings.get_profile("default")  # not whichever profile is loaded now (e.g. "ci")
-    for name, options in HYPOTHESIS_PROFILES.items():
-        settings.register_profile(name, base, suppress_health_check=slow, **options)
+    _hypothesis_hook.register_hypothesis_profiles()
 
 
 # --------------------------------------------------------------------------------------------------
