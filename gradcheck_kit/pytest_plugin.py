@@ -15,7 +15,11 @@ Reproduce a run: the report header prints ``gradcheck_kit: --gradcheck-seed=N`` 
 - Options: ``--gradcheck-seed``, ``--gradcheck-mode``, ``--gradcheck-dtype``, ``--gradcheck-report``.
 - Every ``GradientReport`` made during a test (through the fixture or a direct
   ``gk.assert_gradients_close``) is recorded for the terminal summary and the JSON report, also
-  across ``pytest-xdist`` workers.
+  across ``pytest-xdist`` workers (each check travels with its test's report), and counted by the
+  outcome of its test: a failing check in a test that did not fail is "expected", one of Hypothesis'
+  search in a failing test "explored" (the JSON layout: docs/json-report.md).
+- Under ``pytest-xdist`` each worker sets ``OMP_NUM_THREADS`` to cores // workers unless the user set
+  the threads (``gradcheck_kit._xdist_threads``); the header says so.
 """
 
 from __future__ import annotations
