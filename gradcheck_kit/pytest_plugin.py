@@ -17,11 +17,16 @@ Reproduce a run: the report header prints ``gradcheck_kit: --gradcheck-seed=N`` 
   ``--gradcheck-report`` (a bad value, or a report path that cannot be written, is a usage error).
 - Every ``GradientReport`` made during a test (through the fixture or a direct
   ``gk.assert_gradients_close``) is recorded for the terminal summary and the JSON report, also
-  across ``pytest-xdist`` workers.
+  across ``pytest-xdist`` workers (each check travels with its test's report), and counted by the
+  outcome of its test: a failing check in a test that did not fail is "expected", one of Hypothesis'
+  search in a failing test "explored" (the JSON layout: docs/json-report.md).
+- Under ``pytest-xdist`` each worker sets ``OMP_NUM_THREADS`` to cores // workers unless the user set
+  the threads (``gradcheck_kit._xdist_threads``); the header says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -33,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
-from gradcheck_kit import _config
+from gradcheck_kit import _config, _hypothesis_hook, _xdist_threads
 from gradcheck_kit.errors import InvalidArgument
 from gradcheck_kit.options import FORWARD_AD, MODES, ORDERS, check_option, parse_option  # noqa: F401 - re-exported
 
@@ -60,12 +65,7 @@ DEFAULT_DEVICES = ("cpu", "cuda")
 #: keywords of ``@pytest.mark.gradcheck``: check options, the dtype to run in, parametrisation lists
 MARKER_KEYWORDS = frozenset(_config.CONFIGURABLE | {"dtype", "dtypes", "devices"})
 #: Hypothesis profiles offered (registered, never loaded: pick one with ``--hypothesis-profile``)
-HYPOTHESIS_PROFILES: dict[str, dict[str, Any]] = {
-    "gradcheck-fast": {"max_examples": 10, "deadline": None},
-    "gradcheck-ci": {"max_examples": 50, "deadline": None, "derandomize": True, "database": None, "print_blob": True},
-    "gradcheck-thorough": {"max_examples": 1000, "deadline": None, "derandomize": False},
-}
-_SLOW_HEALTH_CHECKS = ("too_slow", "data_too_large")
+HYPOTHESIS_PROFILES = _hypothesis_hook.HYPOTHESIS_PROFILES
 _RECORDS_KEY = "gradcheck_kit_records"
 _SEED_KEY = "gradcheck_seed"
 _SHOW_FAILED = 10
@@ -75,16 +75,11 @@ _SHOW_CLOSEST = 5
 def register_hypothesis_profiles() -> None:
     """Register the ``gradcheck-*`` Hypothesis profiles (imports Hypothesis; loads none of them).
 
-    The plugin does this by itself when Hypothesis is imported by the time pytest is configured or
-    collection ends, or when ``--hypothesis-profile gradcheck-...`` is given; call it from a
-    ``conftest.py`` to use a profile earlier (``settings.load_profile("gradcheck-ci")``).
+    Importing ``gradcheck_kit.strategies`` does this; so does the plugin when Hypothesis is imported
+    by the time pytest is configured or collection ends, or when ``--hypothesis-profile
+    gradcheck-...`` is given. What each profile sets: ``gradcheck_kit._hypothesis_hook``.
     """
-    from hypothesis import HealthCheck, settings
-
-    slow = [getattr(HealthCheck, name) for name in _SLOW_HEALTH_CHECKS]
-    base = settings.get_profile("default")  # not whichever profile is loaded now (e.g. "ci")
-    for name, options in HYPOTHESIS_PROFILES.items():
-        settings.register_profile(name, base, suppress_health_check=slow, **options)
+    _hypothesis_hook.register_hypothesis_profiles()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,6 +150,12 @@ class _State:
         self.records: list[dict[str, Any]] = []
         self.item: pytest.Item | None = None
         self.worker = hasattr(config, "workerinput")
+        # records made in the running test phase: they travel with that phase's report (also from an
+        # xdist worker), and are counted when the test's last report arrives (_finish_test)
+        self.pending: list[dict[str, Any]] = []
+        self.running: dict[str, dict[str, Any]] = {}
+        self.tests: list[dict[str, Any]] = []
+        self.generators = _GeneratorCounter()
 
     def command_line(self) -> str:
         parts = [f"--gradcheck-seed={self.seed}"]
@@ -167,7 +168,16 @@ class _State:
         return " ".join(parts)
 
     def record(self, report: GradientReport, kind: str = "gradients") -> None:
-        self.records.append(_record(report, self.item, kind))
+        self.add(_record(report, self.item, kind))
+
+    def add(self, record: dict[str, Any]) -> None:
+        record["hypothesis"] = _hypothesis_phase()
+        self.incoming.append(record)
+
+    @property
+    def incoming(self) -> list[dict[str, Any]]:
+        """Where a new record goes: the running test's phase, or (outside tests) the run's records."""
+        return self.pending if self.item is not None else self.records
 
 
 _STATE_KEY = pytest.StashKey[_State]()
@@ -251,8 +261,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             _config.remove_report_listener(_on_report)
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    return f"gradcheck_kit: {_state(config).command_line()}"
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = [f"gradcheck_kit: {_state(config).command_line()}"]
+    workers = len(getattr(config.option, "tx", None) or ()) if getattr(config.option, "dist", "no") != "no" else 0
+    if workers and not hasattr(config, "workerinput"):
+        lines.append(f"gradcheck_kit: {_xdist_threads.plan(workers, os.environ)[1]}")
+    return lines
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """In an xdist worker, before conftests (and torch) load: share the cores among the workers."""
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if os.environ.get("PYTEST_XDIST_WORKER") and count.isdigit():
+        _xdist_threads.apply_in_worker(int(count), os.environ)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -338,6 +360,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     """Checks made during the test (fixture or direct calls) use the options in force, and are recorded."""
     state = _state(item.config)
     state.item = item
+    state.generators = _GeneratorCounter()
     try:
         marker = _marker_options(item)
     except _MarkerError:
@@ -347,6 +370,8 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
             yield
     finally:
         state.item = None
+        state.records.extend(state.pending)  # made outside the test's phases (none normally)
+        state.pending = []
 
 
 def pytest_collection_modifyitems(config: pytest.Config) -> None:
@@ -399,10 +424,19 @@ class GradcheckFixture:
         return marker["dtype"] if "dtype" in marker else self._state.dtype
 
     def generator(self, device: Any = "cpu") -> torch.Generator:
-        """A fresh ``torch.Generator`` seeded with :attr:`seed`, to draw inputs reproducibly."""
+        """A fresh ``torch.Generator`` to draw inputs reproducibly; each call in a test gives another one.
+
+        The n-th call in a test is seeded from :attr:`seed`, the test's id and n, so two inputs drawn
+        from separate calls differ, and every run (also under xdist, in any order) draws the same
+        values. Inside a Hypothesis ``@given`` test the count restarts with each example, so a
+        replayed example draws what it drew the first time.
+        """
         import torch
 
-        return torch.Generator(device=device).manual_seed(self.seed)
+        item = self._state.item
+        return torch.Generator(device=device).manual_seed(
+            _generator_seed(self.seed, item.nodeid if item is not None else "", self._state.generators.next())
+        )
 
     def cast(self, *inputs: Any) -> tuple[Any, ...]:
         """``inputs`` with floating tensors cast to :attr:`dtype` (same layout and ``requires_grad``)."""
@@ -443,16 +477,16 @@ class GradcheckFixture:
             if name in in_force:
                 options.setdefault(name, in_force[name])
         state = self._state
-        before = len(state.records)
+        before = len(state.incoming)
         start = time.perf_counter()
         try:
             result = assert_grad_equals(fn, cast[0] if single else cast, expected, **options)
         except AssertionError:
-            if len(state.records) == before:
-                state.records.append(_equals_record(state.item, fn, cast, False, time.perf_counter() - start))
+            if len(state.incoming) == before:
+                state.add(_equals_record(state.item, fn, cast, False, time.perf_counter() - start))
             raise
-        if len(state.records) == before:
-            state.records.append(_equals_record(state.item, fn, cast, True, time.perf_counter() - start))
+        if len(state.incoming) == before:
+            state.add(_equals_record(state.item, fn, cast, True, time.perf_counter() - start))
         return result
 
 
@@ -640,10 +674,112 @@ def pytest_configure_node(node: Any) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    """xdist controller: collect the records a worker sent back."""
+    """xdist controller: collect the records a worker made outside any test (sent at its shutdown)."""
     payload = getattr(node, "workeroutput", {}).get(_RECORDS_KEY)
     if payload:
         _state(node.config).records.extend(json.loads(payload))
+
+
+# Each check is counted by the outcome of its test. Records made during a test phase are attached to
+# that phase's report (xdist serializes the attribute with the report, so a worker that crashes later
+# loses nothing already reported); the controller (or the single process) gathers them in
+# pytest_runtest_logreport and classifies them when the test's teardown report arrives.
+_REPORT_ATTRIBUTE = "gradcheck_kit_records"
+#: what a record's ``status`` can be
+STATUSES = ("passed", "failed", "expected", "explored")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    outcome = yield
+    state = _state(item.config)
+    if state.pending:
+        setattr(outcome.get_result(), _REPORT_ATTRIBUTE, state.pending)
+        state.pending = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    state = _ACTIVE[-1] if _ACTIVE else None
+    if state is None or state.worker:
+        return  # a worker's reports (and their records) go to the controller
+    test = state.running.setdefault(report.nodeid, {"phases": [], "records": []})
+    test["records"].extend(getattr(report, _REPORT_ATTRIBUTE, None) or ())
+    test["phases"].append((report.when, report.outcome, hasattr(report, "wasxfail")))
+    if report.when == "teardown":
+        _finish_test(state, report.nodeid)
+
+
+def _finish_test(state: _State, nodeid: str) -> None:
+    test = state.running.pop(nodeid)
+    outcome = _test_outcome(test["phases"])
+    for record in test["records"]:
+        record["test_outcome"] = outcome
+        record["status"] = _status(record, outcome)
+    state.records.extend(test["records"])
+    state.tests.append({"test": nodeid, "outcome": outcome, "checks": len(test["records"])})
+
+
+def _test_outcome(phases: list[tuple[str, str, bool]]) -> str:
+    """pytest's outcome of a test from its reports' (when, outcome, wasxfail): passed, failed, error,
+    skipped, xfailed or xpassed (a crashed xdist worker's test is failed)."""
+    by_phase = {when: (outcome, xfail) for when, outcome, xfail in phases}
+    call, call_xfail = by_phase.get("call", (None, False))
+    if call == "failed" or by_phase.get("???", ("",))[0] == "failed":
+        return "failed"
+    if any(outcome == "failed" for outcome, _ in by_phase.values()):
+        return "error"
+    if any(xfail and outcome == "skipped" for outcome, xfail in by_phase.values()):
+        return "xfailed"
+    if call_xfail and call == "passed":
+        return "xpassed"
+    if any(outcome == "skipped" for outcome, _ in by_phase.values()):
+        return "skipped"
+    return "passed"
+
+
+def _status(record: dict[str, Any], test_outcome: str | None) -> str:
+    """How the summary counts a check: ``passed``; ``failed`` (a failing check in a failing test);
+    ``expected`` (a failing check in a test that did not fail: caught by ``pytest.raises``, xfail,
+    tested for); ``explored`` (a failing check in a failing test, made while Hypothesis searched or
+    shrank: not the final example)."""
+    if record["ok"]:
+        return "passed"
+    if test_outcome in ("passed", "xfailed", "xpassed", "skipped"):
+        return "expected"
+    if record.get("hypothesis") == "search":
+        return "explored"
+    return "failed"
+
+
+def _hypothesis_phase() -> str | None:
+    """``"final"`` in the example Hypothesis replays to report a failure, ``"search"`` in any other
+    example, ``None`` outside a Hypothesis test."""
+    control = sys.modules.get("hypothesis.control")
+    if control is None or not control.currently_in_test_context():
+        return None
+    return "final" if getattr(control.current_build_context(), "is_final", False) else "search"
+
+
+class _GeneratorCounter:
+    """Counts the fixture's ``generator()`` calls in a test; restarts with each Hypothesis example."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.context: Any = None
+
+    def next(self) -> int:
+        control = sys.modules.get("hypothesis.control")
+        context = control.current_build_context() if control is not None and control.currently_in_test_context() else None
+        if context is not self.context:
+            self.context, self.count = context, 0
+        self.count += 1
+        return self.count - 1
+
+
+def _generator_seed(seed: int, nodeid: str, count: int) -> int:
+    """A 63-bit seed from the run's seed, the test's id and the call's number: the same in every run."""
+    digest = hashlib.sha256(f"{seed}\0{nodeid}\0{count}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 @pytest.hookimpl(trylast=True)
@@ -651,29 +787,43 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = _state(session.config)
     if state.worker:
         session.config.workeroutput[_RECORDS_KEY] = json.dumps(state.records)  # type: ignore[attr-defined]
-    elif state.report_path:
+        return
+    for nodeid in list(state.running):  # no teardown report (a worker crashed): count what arrived
+        _finish_test(state, nodeid)
+    for record in state.records:  # made outside any test
+        record.setdefault("test_outcome", None)
+        record.setdefault("status", _status(record, None))
+    if state.report_path:
         _write_json(state)
 
 
-def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(records: list[dict[str, Any]], tests: list[dict[str, Any]]) -> dict[str, Any]:
+    statuses = [r.get("status") or _status(r, None) for r in records]
     return {
         "checks": len(records),
-        "failed": sum(not r["ok"] for r in records),
+        **{status: statuses.count(status) for status in STATUSES},
         "tests": len({r["test"] for r in records}),
+        "test_outcomes": {o: n for o in sorted({t["outcome"] for t in tests}) if (n := sum(t["outcome"] == o for t in tests))},
         "evaluations": sum(r["evaluations"] for r in records),
         "elapsed": sum(r["elapsed"] or 0.0 for r in records),
     }
+
+
+#: version of the JSON report's layout (docs/json-report.md)
+JSON_SCHEMA_VERSION = 2
 
 
 def _write_json(state: _State) -> None:
     from gradcheck_kit import __version__
 
     document = {
+        "schema_version": JSON_SCHEMA_VERSION,
         "gradcheck_kit": __version__,
         "seed": state.seed,
         "command_line": state.command_line(),
         "options": {"seed": state.seed, "mode": state.mode, "dtype": state.dtype},
-        "summary": _summary(state.records),
+        "summary": _summary(state.records, state.tests),
+        "tests": state.tests,
         "checks": state.records,
     }
     path = state.config.invocation_params.dir / state.report_path  # type: ignore[operator]
@@ -688,15 +838,22 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     write = terminalreporter.write_line
     terminalreporter.section("gradcheck_kit")
-    totals = _summary(records)
-    passed = totals["checks"] - totals["failed"]
+    totals = _summary(records, state.tests)
+    apart = "".join(
+        f", {totals[status]} {status} ({meaning})"
+        for status, meaning in (
+            ("expected", "in tests that did not fail"),
+            ("explored", "by Hypothesis' search"),
+        )
+        if totals[status]
+    )
     write(
         f"{totals['checks']} gradient check{'s' * (totals['checks'] != 1)} in {totals['tests']} "
-        f"test{'s' * (totals['tests'] != 1)}: {passed} passed, {totals['failed']} failed, "
+        f"test{'s' * (totals['tests'] != 1)}: {totals['passed']} passed, {totals['failed']} failed{apart}, "
         f"{totals['evaluations']} evaluations, {totals['elapsed']:.2f}s (reproduce: {state.command_line()})"
     )
     for title, subset, limit in (
-        ("failed:", [r for r in records if not r["ok"]], _SHOW_FAILED),
+        ("failed:", [r for r in records if r.get("status") == "failed"], _SHOW_FAILED),
         ("closest to tolerance:", [r for r in records if r["ok"] and r["worst_ratio"] is not None], _SHOW_CLOSEST),
     ):
         lines = _worst_per_call_site(subset)

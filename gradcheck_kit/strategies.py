@@ -7,7 +7,9 @@ Shapes (``shapes``, ``broadcastable_shapes``, ``mutually_broadcastable_shapes``)
 (``tensors``), several related tensors for one function (``broadcastable_tensors``,
 ``tensor_inputs``), and random differentiable expressions (``expressions``, ``Expression``, ``Op``).
 Importing this module registers torch's global RNG with Hypothesis, so ``torch.randn`` inside
-``@given`` is reproducible.
+``@given`` is reproducible, and registers (never loads) the Hypothesis profiles ``gradcheck-fast``,
+``gradcheck-ci`` and ``gradcheck-thorough``: ``settings.load_profile("gradcheck-ci")`` works after
+``import gradcheck_kit.strategies`` (what each sets: ``gradcheck_kit._hypothesis_hook``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from gradcheck_kit._strategies import (
 )
 
 _hypothesis_hook.register_torch_random()
+_hypothesis_hook.register_hypothesis_profiles()
 
 # defined in gradcheck_kit._expressions, loaded on first use
 _EXPRESSION_NAMES = ("Expression", "Op", "expressions")

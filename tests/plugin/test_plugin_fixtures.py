@@ -103,13 +103,61 @@ def test_it(gradcheck):
     assert gradcheck.options == {"seed": 11}
     assert gradcheck.seed == 11
     assert gradcheck.dtype is None
-    a = torch.randn(3, generator=gradcheck.generator())
-    b = torch.randn(3, generator=gradcheck.generator())
-    assert torch.equal(a, b)
     assert repr(gradcheck) == "<gradcheck fixture {'seed': 11} dtype=None>"
 """
     )
     pytester.runpytest("--gradcheck-seed=11").assert_outcomes(passed=1)
+
+
+GENERATOR_TESTS = """
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+def draw(gradcheck):
+    return torch.randn(3, generator=gradcheck.generator()).tolist()
+
+def test_a(gradcheck):
+    print("\\nDRAWN a", draw(gradcheck), draw(gradcheck))
+
+def test_b(gradcheck):
+    print("\\nDRAWN b", draw(gradcheck))
+
+@pytest.mark.gradcheck(seed=5)
+def test_marker_seed(gradcheck):
+    print("\\nDRAWN m", draw(gradcheck))
+
+@settings(max_examples=4, database=None, deadline=None)
+@given(st.integers(0, 9))
+def test_examples(gradcheck, n):
+    print("\\nDRAWN h", draw(gradcheck), draw(gradcheck))
+"""
+
+
+def _drawn(result: pytest.RunResult) -> dict[str, list[tuple[float, ...]]]:
+    drawn: dict[str, list[tuple[float, ...]]] = {}
+    for line in result.outlines:
+        if line.startswith("DRAWN "):
+            _, name, values = line.split(" ", 2)
+            drawn.setdefault(name, []).append(values)
+    return drawn
+
+
+def test_generator_calls_differ_within_a_test_and_repeat_across_runs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(GENERATOR_TESTS)
+    first = _drawn(pytester.runpytest("-s"))
+    (a,) = first["a"]
+    x, y = a.split("] [")
+    assert x != y  # two calls in one test give two generators
+    assert first["b"][0] != x  # another test id, another stream
+    assert first["m"][0] not in (x, first["b"][0])
+    assert len(set(first["h"])) == 1  # each Hypothesis example restarts the count: replays draw the same
+    x, y = first["h"][0].split("] [")
+    assert x != y
+    again = _drawn(pytester.runpytest("-s"))
+    assert again == first  # same values in every run
+    other_seed = _drawn(pytester.runpytest("-s", "--gradcheck-seed=1"))
+    assert other_seed["a"] != first["a"] and other_seed["m"] == first["m"]  # the marker's seed wins
 
 
 def test_gradcheck_seed_is_the_runs_seed(pytester: pytest.Pytester) -> None:

@@ -97,3 +97,21 @@ def test_profile_named_on_the_command_line_is_registered_before_hypothesis_loads
     result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", "--hypothesis-profile=gradcheck-ci")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*PROFILE gradcheck-ci 50 None True"])
+
+
+def test_importing_the_strategies_registers_the_profiles_without_the_plugin() -> None:
+    """A script or conftest can load a profile after ``import gradcheck_kit.strategies``; the profiles
+    set what ``HYPOTHESIS_PROFILES`` lists."""
+    code = (
+        "from hypothesis import settings\n"
+        "import gradcheck_kit.strategies\n"
+        "from gradcheck_kit.pytest_plugin import HYPOTHESIS_PROFILES\n"
+        "for name, options in HYPOTHESIS_PROFILES.items():\n"
+        "    settings.load_profile(name)\n"
+        "    assert all(getattr(settings.default, k) == v for k, v in options.items()), name\n"
+        "    assert {h.name for h in settings.default.suppress_health_check} >= {'too_slow', 'data_too_large'}\n"
+        "print(sorted(HYPOTHESIS_PROFILES))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['gradcheck-ci', 'gradcheck-fast', 'gradcheck-thorough']"

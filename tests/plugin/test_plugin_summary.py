@@ -92,3 +92,69 @@ def test_no_section_without_checks(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest()
     result.assert_outcomes(passed=1)
     result.stdout.no_fnmatch_line("*gradcheck_kit ==*")
+
+
+OUTCOMES = """
+@pytest.mark.gradcheck(seed=0)
+def test_raises(gradcheck):
+    with pytest.raises(gk.GradientMismatch):
+        gradcheck.assert_close(off_by(3), X)
+    gradcheck.assert_close(off_by(1), X)
+
+@pytest.mark.xfail(reason="a known wrong backward", strict=True)
+def test_xfail(gradcheck):
+    gradcheck.assert_close(off_by(3), X)
+
+def test_fails(gradcheck):
+    gradcheck.assert_close(off_by(3), X)
+
+@settings(max_examples=30, database=None, deadline=None, derandomize=True)
+@given(st.integers(0, 20))
+def test_search(gradcheck, n):
+    gradcheck.assert_close(off_by(3) if n >= 5 else off_by(1), X)
+"""
+
+
+def test_checks_are_counted_by_the_outcome_of_their_test(pytester: pytest.Pytester) -> None:
+    """Failing checks in pytest.raises and xfail tests are "expected", those of Hypothesis' search before
+    the final example "explored"; only the failing tests' own failures count as failed."""
+    import json
+
+    pytester.makepyfile(FUNCTIONS + OUTCOMES)
+    result = pytester.runpytest("--gradcheck-report=r.json")
+    result.assert_outcomes(passed=1, failed=2, xfailed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "* gradient checks in 4 tests: * passed, 2 failed, 2 expected (in tests that did not fail), "
+            "* explored (by Hypothesis' search), * evaluations, *",
+            "failed:",
+            "  *::test_fails: off_by_3(x: (4,) float64): 4 mismatch(es), *",
+            "  *::test_search: off_by_3(x: (4,) float64): 4 mismatch(es), *",
+            "closest to tolerance:",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*::test_raises: off_by_3*")
+    document = json.loads((pytester.path / "r.json").read_text())
+    outcomes = {t["test"].split("::")[1]: (t["outcome"], t["checks"]) for t in document["tests"]}
+    assert outcomes["test_raises"] == ("passed", 2)
+    assert outcomes["test_xfail"] == ("xfailed", 1)
+    assert outcomes["test_fails"] == ("failed", 1)
+    assert outcomes["test_search"][0] == "failed"
+    by_test: dict[str, list[tuple[str, str, bool, object]]] = {}
+    for check in document["checks"]:
+        by_test.setdefault(check["test"].split("::")[1], []).append(
+            (check["test_outcome"], check["status"], check["ok"], check["hypothesis"])
+        )
+    assert by_test["test_raises"] == [("passed", "expected", False, None), ("passed", "passed", True, None)]
+    assert by_test["test_xfail"] == [("xfailed", "expected", False, None)]
+    assert by_test["test_fails"] == [("failed", "failed", False, None)]
+    search = by_test["test_search"]
+    assert search[-1] == ("failed", "failed", False, "final")  # the example Hypothesis reports
+    assert {s[1] for s in search[:-1]} == {"passed", "explored"}
+    assert all(s[3] == "search" for s in search[:-1])
+    summary = document["summary"]
+    assert summary["failed"] == 2 and summary["expected"] == 2
+    assert summary["explored"] == sum(s[1] == "explored" for s in search) > 0
+    assert summary["checks"] == sum(summary[k] for k in ("passed", "failed", "expected", "explored"))
+    assert summary["test_outcomes"] == {"failed": 2, "passed": 1, "xfailed": 1}
+    assert document["schema_version"] == 2
