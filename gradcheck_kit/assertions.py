@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from gradcheck_kit._evaluate import as_outputs, describe_exception
+from gradcheck_kit._evaluate import as_outputs, describe_exception, is_none_output
 from gradcheck_kit._inputs import function_name, input_names, is_differentiable, layout_clone
 from gradcheck_kit._report import format_index
 from gradcheck_kit.checkers import check_gradients
@@ -28,15 +28,26 @@ LISTED = 8
 
 
 def assert_gradients_close(fn: Callable, *inputs: Any, **options: Any):
-    """:func:`check_gradients`, raising :class:`GradientMismatch` when it finds a wrong gradient.
+    """:func:`check_gradients`, raising :class:`GradientMismatch` when it finds a wrong gradient, or
+    :class:`FunctionError` (chained to fn's exception) when fn itself failed.
 
     Returns the report when the gradients are right.
     """
     __tracebackhide__ = True
     report = check_gradients(fn, *inputs, **options)
-    if not report.ok:
-        raise GradientMismatch(str(report), report) from None
+    raise_for_report(report)
     return report
+
+
+def raise_for_report(report) -> None:
+    """Raise what a failed report means: :class:`FunctionError` from fn's exception where fn failed,
+    else :class:`GradientMismatch`; nothing for a pass."""
+    __tracebackhide__ = True
+    if report.ok:
+        return
+    if report.function_failed:
+        raise FunctionError(str(report), report) from report.function_error
+    raise GradientMismatch(str(report), report) from None
 
 
 def assert_grad_equals(
@@ -129,7 +140,7 @@ def _autograd(fn, args, wrt, grad_outputs) -> tuple[list, str]:
     except Exception as exc:  # noqa: BLE001
         raise FunctionError(f"assert_grad_equals: fn raised {describe_exception(exc)}") from exc
     if grad_outputs is None:
-        non_scalar = [k for k, o in enumerate(outs) if o.numel() != 1]
+        non_scalar = [k for k, o in enumerate(outs) if o.numel() != 1 and not is_none_output(o)]
         if non_scalar:
             k = non_scalar[0]
             raise InvalidArgument(
