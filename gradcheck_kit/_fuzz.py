@@ -94,6 +94,11 @@ class FuzzReport:
     def __bool__(self) -> bool:
         return self.ok
 
+    @property
+    def function_failed(self) -> bool:
+        """The counterexample makes fn itself fail (raise, or return no tensors), not its gradients."""
+        return bool(self.report is not None and getattr(self.report, "function_failed", False))
+
     def to_dict(self) -> dict:
         """JSON-ready: verdict, examples, seed, the counterexample's tensors and the report."""
         return {
@@ -102,6 +107,7 @@ class FuzzReport:
             "examples": self.examples,
             "max_examples": self.max_examples,
             "seed": self.seed,
+            "function_failed": self.function_failed,
             "counterexample": None
             if self.counterexample is None
             else [_value_to_dict(value) for value in self.counterexample],
@@ -114,9 +120,9 @@ class FuzzReport:
                 f"fuzz_gradients({self.function}): no counterexample in {self.examples} examples "
                 f"(max_examples={self.max_examples}, seed={self.seed})"
             )
+        what = self.report.summary if self.function_failed else "gradients are wrong"
         lines = [
-            f"fuzz_gradients({self.function}): gradients are wrong; counterexample after {self.examples} "
-            f"examples, shrunk to:",
+            f"fuzz_gradients({self.function}): {what}; counterexample after {self.examples} examples, shrunk to:",
         ]
         for i, value in enumerate(self.counterexample or ()):
             lines.extend(_describe_input(i, value))

@@ -18,7 +18,7 @@ LISTED_PER_GROUP = 8
 #: rows listed per group in ``str(report)`` of a failure
 LISTED_SHORT = 5
 #: ``str(report)`` of a failure stops at this many lines (``report.details()`` has the rest)
-SHORT_LINES = 14
+SHORT_LINES = 13
 #: notes shown in ``str(report)`` of a failure
 SHORT_NOTES = 2
 
