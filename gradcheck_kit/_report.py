@@ -241,7 +241,7 @@ class GradientReport:
                 g.failed and (g.check, g.input_index, g.output_index) == (m.check, m.input_index, m.output_index)
                 for g in self.groups)]
             nonfinite = [m for m in rows if not _finite(m.analytic) and _finite(m.numerical)]
-            head = f"{self.failed} of {self.compared} derivatives wrong"
+            head = f"{self.failed} mismatch(es)"
             if nonfinite and len(nonfinite) == len(rows):
                 return f"{head}: autograd's value is non-finite (NaN or inf) where the numerical one is finite"
             worst = max((m.ratio for m in rows if math.isfinite(m.ratio)), default=self.worst_ratio)
