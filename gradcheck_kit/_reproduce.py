@@ -164,7 +164,9 @@ def _savable(value: Any) -> Any:
 def bind_values(named: Sequence[tuple[str, Any]], label: str) -> tuple[list[str], list[str], str]:
     """Code binding each value to a name: ``(statements, names, unsupplied)``; ``unsupplied`` names the
     values neither a literal nor a saved file can carry (the reader passes them)."""
-    names = [_identifier(name, i, {n for n, _ in named}) for i, (name, _) in enumerate(named)]
+    names: list[str] = []
+    for i, (name, _) in enumerate(named):
+        names.append(_identifier(name, i, set(names), {n for n, _ in named}))
     inline = [_inline(v) for _, v in named]
     if all(code is not None for code in inline):
         return [f"{n} = {code}" for n, code in zip(names, inline)], names, ""
@@ -187,11 +189,11 @@ def bind_values(named: Sequence[tuple[str, Any]], label: str) -> tuple[list[str]
     return [f"{target} = torch.load({path!r})"], names, ""
 
 
-def _identifier(name: str, i: int, taken: set) -> str:
-    if name.isidentifier() and not keyword.iskeyword(name) and name not in _RESERVED:
+def _identifier(name: str, i: int, used: set, avoid: set) -> str:
+    if name.isidentifier() and not keyword.iskeyword(name) and name not in _RESERVED and name not in used:
         return name
     candidate = f"input{i}"
-    while candidate in taken:
+    while candidate in used or candidate in avoid:
         candidate += "_"
     return candidate
 

@@ -8,8 +8,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from gradcheck_kit._evaluate import as_outputs, describe_exception, is_none_output
-from gradcheck_kit._inputs import function_name, input_names, is_differentiable, layout_clone
+from gradcheck_kit._inputs import input_names, is_differentiable, layout_clone
 from gradcheck_kit._report import format_index
+from gradcheck_kit._reproduce import reproduce_line
 from gradcheck_kit.checkers import check_gradients
 from gradcheck_kit.errors import FunctionError, GradientMismatch, InvalidArgument
 
@@ -117,7 +118,16 @@ def assert_grad_equals(
         failures.extend(_compare_tensors(got, want, label, names[i], atol, rtol))
     if failures:
         message = "\n".join(failures)
-        message += f"\nReproduce: gk.assert_grad_equals({function_name(fn)}, ({', '.join(names)},), expected)"
+        named = [*zip(names, args), ("expected", tuple(e.detach() for e in expected))]
+        keywords = [f"{key}={value!r}" for key, value in (("atol", atol), ("rtol", rtol)) if value is not None]
+        if grad_outputs is not None:
+            named.append(("grad_outputs", grad_outputs))
+            keywords.append("grad_outputs=grad_outputs")
+        n = len(args)
+        line = reproduce_line(
+            fn, "assert_grad_equals", named, lambda bound: f"({', '.join(bound[:n])},), {bound[n]}", keywords
+        )
+        message += f"\nReproduce: {line}"
         raise GradientMismatch(message, None)
     return tuple(grads)
 

@@ -168,6 +168,18 @@ def test_reproduce_line_saves_large_inputs_to_a_file(tmp_path, monkeypatch):
         exec(line, {"fn": _Wrong.apply})
 
 
+def test_reproduce_line_of_assert_grad_equals_carries_the_expected_values():
+    fn = lambda x: (x**2).sum()  # noqa: E731
+    x = _randn(3)
+    with pytest.raises(gk.GradientMismatch) as info:
+        gk.assert_grad_equals(fn, (x,), 3 * x)
+    line = str(info.value).splitlines()[-1].removeprefix("Reproduce: ")
+    assert "expected = (torch.tensor([" in line and "gk.assert_grad_equals(fn, (x,), expected)" in line
+    assert "<lambda>" not in line.partition("  # ")[0]
+    with pytest.raises(gk.GradientMismatch):
+        exec(line, {"fn": fn})
+
+
 def test_passing_checks_write_no_reproduce_file(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADCHECK_KIT_REPRO_DIR", str(tmp_path))
     assert gk.check_gradients(torch.tanh, _randn(30)).reproduce == ""
