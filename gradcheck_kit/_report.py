@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 __all__ = ["Mismatch", "CheckResult", "InputInfo", "GroupSummary", "GradientReport", "Note", "format_index"]
 
@@ -182,7 +182,7 @@ class GradientReport:
     method: str = ""
     path: str = ""
     resolution: Optional[float] = None
-    reproduce: str = ""
+    reproduce: str = field(default="", compare=False, repr=False)  # built on first read: see defer_reproduce
     options: dict = field(default_factory=dict)
     #: fn itself failed (raised, or returned no tensors), not its gradients: ``assert_*`` raise
     #: :class:`FunctionError` (chained to ``function_error``), the CLI exits with 3
@@ -197,6 +197,11 @@ class GradientReport:
 
     def __bool__(self) -> bool:
         return self.ok
+
+    def defer_reproduce(self, build: Callable[[], str]) -> None:
+        """``build()`` gives ``reproduce`` when it is first read (building may save the inputs to a file)."""
+        self.__dict__["_reproduce"] = ""
+        self.__dict__["_reproduce_build"] = build
 
     @property
     def compared(self) -> int:
@@ -253,13 +258,16 @@ class GradientReport:
             return f"{failed[0].name}: {failed[0].detail or failed[0].status}"
         return "failed"
 
+    def _pass_line(self) -> str:
+        return (
+            f"Gradients are close: {self.function}, {self.compared} derivatives compared "
+            f"({self.mode} mode), worst error/allowed {self.worst_ratio:.2g}"
+        )
+
     def __str__(self) -> str:
         if self.ok:
             notes = f" ({len(self.notes)} note{'s' if len(self.notes) != 1 else ''}: report.details())" if self.notes else ""
-            return (
-                f"Gradients are close: {self.function}, {self.compared} derivatives compared "
-                f"({self.mode} mode), worst error/allowed {self.worst_ratio:.2g}{notes}"
-            )
+            return self._pass_line() + notes
         lines = self._failure_lines(LISTED_SHORT)
         if self.method:
             lines.append(f"Numerical: {self.method}")
@@ -276,7 +284,7 @@ class GradientReport:
     def details(self) -> str:
         """Everything: the failures (up to 8 rows a group), every check with its detail, the numerical
         method, the evaluation path, the resolution and every note."""
-        lines = [str(self).splitlines()[0]] if self.ok else self._failure_lines(LISTED_PER_GROUP)
+        lines = [self._pass_line()] if self.ok else self._failure_lines(LISTED_PER_GROUP)
         if self.checks:
             lines.append("Checks:")
             lines.extend(f"  {c}" for c in self.checks)
@@ -399,6 +407,22 @@ class GradientReport:
             "note_codes": [getattr(n, "code", None) for n in self.notes],
         }
 
+
+def _get_reproduce(report: GradientReport) -> str:
+    text = report.__dict__.get("_reproduce", "")
+    build = report.__dict__.pop("_reproduce_build", None)
+    if not text and build is not None:
+        text = report.__dict__["_reproduce"] = build()
+    return text
+
+
+def _set_reproduce(report: GradientReport, text: str) -> None:
+    report.__dict__.pop("_reproduce_build", None)
+    report.__dict__["_reproduce"] = text
+
+
+# ``reproduce`` is a dataclass field read through this property: a deferred line is built on first read
+GradientReport.reproduce = property(_get_reproduce, _set_reproduce)  # type: ignore[assignment]
 
 _CHECK_TITLES = {
     "backward": "Gradients are not close",

@@ -210,7 +210,9 @@ def reproduce_line(
 
     ``arguments(names)`` returns the positional argument text from the bound names.
     """
-    label = "".join(c if c.isalnum() or c in "_-" else "_" for c in (getattr(fn, "__name__", None) or subject))
+    from gradcheck_kit._inputs import function_name
+
+    label = "".join(c if c.isalnum() or c in "_-." else "_" for c in function_name(fn))
     statements, names, unsupplied = bind_values(named, label[:40] or subject)
     imported, expression, comment = function_binding(fn, subject, names)
     args = ", ".join(part for part in (arguments(names), *keywords) if part)

@@ -295,7 +295,7 @@ class _Check:
                 self.report.function_failed, self.report.function_error = True, exc.cause
         self.report.notes = list(dict.fromkeys(self.report.notes))
         if not self.report.ok:
-            self.report.reproduce = self._reproduce_line()
+            self.report.defer_reproduce(self._reproduce_line())
         self.report.elapsed = time.perf_counter() - start
         return self.report
 
@@ -314,7 +314,8 @@ class _Check:
             "away from the edge, or make fn a pure function of its arguments"
         )
 
-    def _reproduce_line(self) -> str:
+    def _reproduce_line(self) -> Callable[[], str]:
+        """Builds the reproduce line when first read (it may save the inputs to a file)."""
         extras = []
         defaults = _config.BUILTIN_DEFAULTS
         for key in ("mode", "order", "forward_ad", "atol", "rtol", "directions"):
@@ -327,8 +328,8 @@ class _Check:
             named.append(("grad_outputs", self.user_grad_outputs))
             extras.append("grad_outputs=grad_outputs")
         extras.append(f"seed={self.seed}")
-        n = len(self.inputs)
-        return reproduce_line(self.fn, "assert_gradients_close", named, lambda names: ", ".join(names[:n]), extras)
+        n, fn = len(self.inputs), self.fn
+        return lambda: reproduce_line(fn, "assert_gradients_close", named, lambda names: ", ".join(names[:n]), extras)
 
     # ---------------------------------------------------------------------------------------------
     def _run(self) -> None:
