@@ -33,6 +33,9 @@ class Note(str):
         note.code = code
         return note
 
+    def __reduce__(self):
+        return (Note, (str(self), self.code))
+
 
 def format_index(index: Optional[tuple]) -> str:
     if not index:

@@ -57,6 +57,16 @@ def _importable(fn: Any) -> tuple[str, str] | None:
     return module, qual
 
 
+def _resolves(spelled: str, fn: Any) -> bool:
+    import torch.nn.functional as F
+
+    head, *rest = spelled.split(".")
+    obj: Any = {"torch": torch, "F": F}[head]
+    for part in rest:
+        obj = getattr(obj, part, None)
+    return obj is fn
+
+
 def _where(fn: Any) -> str:
     code = getattr(fn, "__code__", None)
     if code is None:
@@ -73,6 +83,11 @@ def function_binding(fn: Any, subject: str, avoid: Sequence[str]) -> tuple[str, 
         alias = head if head not in avoid and head not in _RESERVED else f"{head}_"
         statement = f"from {module} import {head}" + (f" as {alias}" if alias != head else "")
         return statement, alias + (f".{rest}" if rest else ""), ""
+    from gradcheck_kit._inputs import function_name
+
+    spelled = function_name(fn)  # torch's builtins: torch.tanh, F.gelu, torch.linalg.det
+    if spelled.startswith(("torch.", "F.")) and _resolves(spelled, fn):
+        return ("import torch.nn.functional as F" if spelled.startswith("F.") else ""), spelled, ""
     qual = getattr(fn, "__qualname__", None) or ""
     owner = getattr(fn, "__self__", None)
     if isinstance(owner, type):
@@ -87,6 +102,8 @@ def function_binding(fn: Any, subject: str, avoid: Sequence[str]) -> tuple[str, 
         what = f"{qual} from your script"
     elif qual and hasattr(fn, "__code__"):
         what = f"{qual}{_where(fn)}"
+    elif callable(fn) and type(fn).__name__ == "builtin_function_or_method":
+        what = spelled
     else:
         what = f"the {type(fn).__name__} object you checked"
     return "", subject, f"{subject}: {what} (not importable: pass it yourself)"

@@ -182,6 +182,14 @@ def test_reproduce_line_of_assert_grad_equals_carries_the_expected_values():
         exec(line, {"fn": fn})
 
 
+def test_reproduce_line_of_a_torch_builtin_names_it_as_torch_spells_it():
+    report = gk.check_gradients(torch.log, torch.tensor([-1.0, 2.0], dtype=torch.float64))
+    assert not report.ok and not report.function_failed  # NaN at the inputs: not checkable, not a crash
+    assert "gk.assert_gradients_close(torch.log, x, " in report.reproduce and "  # " not in report.reproduce
+    with pytest.raises(gk.GradientMismatch):
+        exec(report.reproduce, {})
+
+
 def test_passing_checks_write_no_reproduce_file(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADCHECK_KIT_REPRO_DIR", str(tmp_path))
     assert gk.check_gradients(torch.tanh, _randn(30)).reproduce == ""
