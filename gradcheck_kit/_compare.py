@@ -21,7 +21,7 @@ import torch
 
 from gradcheck_kit._finite_diff import Estimates
 
-__all__ = ["Verdict", "compare"]
+__all__ = ["Verdict", "compare", "UNCHECKED_CAUSES"]
 
 CONTAMINATION_RATIO = 4.0
 SHARPNESS = 4.0
@@ -40,6 +40,12 @@ class Verdict:
     sharp_kink: torch.Tensor  # bool: left and right slopes differ sharply (the point is not differentiable)
     left: torch.Tensor
     right: torch.Tensor
+    #: why an unchecked entry is: one of ``UNCHECKED_CAUSES``' codes (int8; 0 where checked)
+    cause: torch.Tensor | None = None
+
+
+#: code of ``Verdict.cause`` -> its name (``Note.code`` is ``"unchecked_" + name``)
+UNCHECKED_CAUSES = {1: "nonfinite", 2: "jump", 3: "underflow", 4: "flat"}
 
 
 def _usable(value: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
@@ -89,6 +95,9 @@ def compare(analytic: torch.Tensor, est: Estimates, allowance: torch.Tensor, kap
             & finite_a
         )
         unchecked = unchecked | jump
+    else:
+        jump = torch.zeros_like(unchecked)
+    cause = torch.where(~(c_ok_num | r_ok_num | l_ok_num), 1, torch.where(jump, 2, 0)).to(torch.int8)
     passed = pass_c | between | rescue_r | rescue_l | unchecked
     failed = ~passed
     # At a sharp kink only values between the one-sided slopes are valid, even where the central value
@@ -114,5 +123,6 @@ def compare(analytic: torch.Tensor, est: Estimates, allowance: torch.Tensor, kap
     ratio = torch.where(failed & (ratio < 1.0), torch.maximum(ratio, kink_ratio), ratio)
     ratio = torch.where(failed & ~finite_a, torch.full_like(ratio, torch.inf), ratio)
     return Verdict(
-        failed, kink, unchecked, numerical, allowed, torch.nan_to_num(ratio, nan=torch.inf), sharp, est.left, est.right
+        failed, kink, unchecked, numerical, allowed, torch.nan_to_num(ratio, nan=torch.inf), sharp, est.left, est.right,
+        cause,
     )

@@ -22,19 +22,25 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from gradcheck_kit._reasons import vmap_reason
 from gradcheck_kit._inputs import batched_coords, coords64, from_coords, is_differentiable
 from gradcheck_kit.errors import FunctionError
 
-__all__ = ["Evaluator", "EvaluationFailed", "as_outputs", "describe_exception", "seed_global_rng"]
+__all__ = [
+    "Evaluator", "EvaluationFailed", "NONE_OUTPUT", "as_outputs", "describe_exception", "is_none_output",
+    "seed_global_rng",
+]
 
 
 class EvaluationFailed(Exception):
     """fn raised, returned something other than tensors, or changed its outputs' shapes at a point the kit
-    evaluated near the inputs. ``what``: that, in words (``"raised ValueError: ..."``)."""
+    evaluated near the inputs. ``what``: that, in words (``"raised ValueError: ..."``); ``cause``: the
+    exception fn raised (``None`` where it returned something wrong)."""
 
-    def __init__(self, what: str):
+    def __init__(self, what: str, cause: BaseException | None = None):
         super().__init__(what)
         self.what = what
+        self.cause = cause
 
 
 def with_grad_inputs(args: Sequence[Any], positions: Sequence[int]) -> list:
@@ -73,18 +79,29 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}{where}"
 
 
+#: stands for a ``None`` item of fn's outputs (``(loss, None)``): a tensor nothing differentiates
+NONE_OUTPUT = torch.zeros(0, dtype=torch.bool)
+
+
+def is_none_output(out: Any) -> bool:
+    return out is NONE_OUTPUT
+
+
 def as_outputs(result: Any) -> tuple:
-    """The function's result as a tuple of tensors; anything else is a :class:`FunctionError`."""
+    """The function's result as a tuple of tensors; ``None`` items become :data:`NONE_OUTPUT` (skipped,
+    never differentiated); anything else is a :class:`FunctionError`."""
     if isinstance(result, torch.Tensor):
         return (result,)
     if isinstance(result, (tuple, list)) and result:
-        bad = [i for i, r in enumerate(result) if not isinstance(r, torch.Tensor)]
+        bad = [i for i, r in enumerate(result) if not isinstance(r, torch.Tensor) and r is not None]
         if bad:
             i = bad[0]
             raise FunctionError(
                 f"fn returned a {type(result).__name__} whose item {i} is a {type(result[i]).__name__}, not a tensor"
             )
-        return tuple(result)
+        if all(r is None for r in result):
+            raise FunctionError(f"fn returned a {type(result).__name__} of None only; it must return a tensor")
+        return tuple(NONE_OUTPUT if r is None else r for r in result)
     raise FunctionError(
         f"fn returned {type(result).__name__}"
         + (" (empty)" if isinstance(result, (tuple, list)) else "")
@@ -151,13 +168,13 @@ class Evaluator:
                 try:
                     result = self._call_with_grad(args)
                 except Exception:  # noqa: BLE001 - it fails either way: what it said first
-                    raise EvaluationFailed(f"raised {describe_exception(exc)}") from None
+                    raise EvaluationFailed(f"raised {describe_exception(exc)}", exc) from None
                 self.grad_inside = describe_exception(exc)
         else:
             try:
                 result = self._call_with_grad(args)
             except Exception as exc:  # noqa: BLE001
-                raise EvaluationFailed(f"raised {describe_exception(exc)}") from None
+                raise EvaluationFailed(f"raised {describe_exception(exc)}", exc) from None
         try:
             outs = as_outputs(result)
         except FunctionError as exc:  # "returned NoneType", "returned a tuple whose item 1 is a int, ..."
@@ -251,10 +268,7 @@ class Evaluator:
     @property
     def path(self) -> str:
         if self.vmap_failed is not None:
-            reason = self.vmap_failed.split(" (at ")[0]
-            if len(reason) > 90:
-                reason = reason[:87] + "..."
-            return f"loop (vmap could not run fn: {reason})"
+            return f"loop ({vmap_reason(self.vmap_failed)}: evaluated point by point)"
         if self.used_loop:  # vmap not tried: fn differentiates internally, which runs with grad, one call each
             return "loop (fn differentiates internally)"
         return "vmap" if self.used_vmap else "direct"

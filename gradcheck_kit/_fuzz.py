@@ -96,11 +96,16 @@ class FuzzReport:
 
     @property
     def fn_failed(self) -> bool:
-        """The counterexample makes fn itself fail (raise, return no tensors): not a wrong gradient."""
-        return bool(getattr(self.report, "fn_failed", False))
+        """The same as :attr:`function_failed` (the CLI's JSON spells it so)."""
+        return self.function_failed
 
     def __bool__(self) -> bool:
         return self.ok
+
+    @property
+    def function_failed(self) -> bool:
+        """The counterexample makes fn itself fail (raise, or return no tensors), not its gradients."""
+        return bool(self.report is not None and getattr(self.report, "function_failed", False))
 
     def to_dict(self) -> dict:
         """JSON-ready: verdict, examples, seed, the counterexample's tensors and the report."""
@@ -112,6 +117,7 @@ class FuzzReport:
             "shrink_checks": self.shrink_checks,
             "fn_failed": self.fn_failed,
             "seed": self.seed,
+            "function_failed": self.function_failed,
             "counterexample": None
             if self.counterexample is None
             else [_value_to_dict(value) for value in self.counterexample],
@@ -124,8 +130,7 @@ class FuzzReport:
                 f"fuzz_gradients({self.function}): no counterexample in {self.examples} examples "
                 f"(max_examples={self.max_examples}, seed={self.seed})"
             )
-        errors = getattr(self.report, "errors", None) or ["fn failed"]
-        what = errors[0].splitlines()[0] if self.fn_failed else "gradients are wrong"
+        what = self.report.summary if self.function_failed else "gradients are wrong"
         checks = f"{self.shrink_checks} more check{'' if self.shrink_checks == 1 else 's'}"
         lines = [
             f"fuzz_gradients({self.function}): {what}; counterexample found at example {self.examples} of up "

@@ -329,16 +329,24 @@ def check_module_gradients(
     extras += [f"forward_kwargs={dict(forward_kwargs)!r}"] if forward_kwargs else []
     extras += [f"{key}={value!r}" for key, value in check_keywords.items() if key != "seed" and value is not None]
     extras.append(f"seed={report.seed}")
-    report.reproduce = f"gk.assert_module_gradients({name or 'module'}, {', '.join([*names, *extras])})"
+    if not report.ok:
+        from gradcheck_kit._reproduce import reproduce_line
+
+        subject = name if name and name.isidentifier() else "module"
+        report.reproduce = reproduce_line(
+            module, "assert_module_gradients", list(zip(names, inputs)), ", ".join, extras, subject=subject
+        )
     return report
 
 
 def assert_module_gradients(module: nn.Module, *inputs: Any, **check_keywords: Any):
-    """:func:`check_module_gradients`, returning the report or raising :class:`GradientMismatch`."""
+    """:func:`check_module_gradients`, returning the report or raising :class:`GradientMismatch`
+    (:class:`FunctionError`, chained to the module's exception, where the module itself failed)."""
     __tracebackhide__ = True
     report = check_module_gradients(module, *inputs, **check_keywords)
-    if not report.ok:
-        raise GradientMismatch(str(report), report) from None
+    from gradcheck_kit.assertions import raise_for_report
+
+    raise_for_report(report)
     return report
 
 

@@ -9,12 +9,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-__all__ = ["Mismatch", "CheckResult", "InputInfo", "GroupSummary", "GradientReport", "format_index"]
+__all__ = ["Mismatch", "CheckResult", "InputInfo", "GroupSummary", "GradientReport", "Note", "format_index"]
 
-#: rows listed per (check, input, output) group in ``str(report)``
+#: rows listed per (check, input, output) group in ``report.details()``
 LISTED_PER_GROUP = 8
+#: rows listed per group in ``str(report)`` of a failure
+LISTED_SHORT = 5
+#: ``str(report)`` of a failure stops at this many lines (``report.details()`` has the rest)
+SHORT_LINES = 13
+#: notes shown in ``str(report)`` of a failure
+SHORT_NOTES = 2
+
+
+class Note(str):
+    """A report note: its text, with a machine-readable ``code`` (``"unchecked_nonfinite"``, ...)."""
+
+    code: str
+
+    def __new__(cls, text: str, code: str) -> "Note":
+        note = super().__new__(cls, text)
+        note.code = code
+        return note
+
+    def __reduce__(self):
+        return (Note, (str(self), self.code))
 
 
 def format_index(index: Optional[tuple]) -> str:
@@ -165,18 +185,31 @@ class GradientReport:
     method: str = ""
     path: str = ""
     resolution: Optional[float] = None
-    reproduce: str = ""
+    reproduce: str = field(default="", compare=False, repr=False)  # built on first read: see defer_reproduce
     options: dict = field(default_factory=dict)
-    #: fn itself failed (raised, or returned no tensors) at the inputs or near them: ``errors`` says how
-    fn_failed: bool = False
+    #: fn itself failed (raised, or returned no tensors), not its gradients: ``assert_*`` raise
+    #: :class:`FunctionError` (chained to ``function_error``), the CLI exits with 3
+    function_failed: bool = False
+    #: the exception fn (or its backward) raised, where it raised; not printed nor serialised
+    function_error: Optional[BaseException] = field(default=None, compare=False, repr=False)
 
     # -- derived -----------------------------------------------------------------------------
+    @property
+    def fn_failed(self) -> bool:
+        """The same as :attr:`function_failed` (the CLI's JSON spells it so)."""
+        return self.function_failed
+
     @property
     def ok(self) -> bool:
         return not self.errors and not any(c.status in ("failed", "error") for c in self.checks)
 
     def __bool__(self) -> bool:
         return self.ok
+
+    def defer_reproduce(self, build: Callable[[], str]) -> None:
+        """``build()`` gives ``reproduce`` when it is first read (building may save the inputs to a file)."""
+        self.__dict__["_reproduce"] = ""
+        self.__dict__["_reproduce_build"] = build
 
     @property
     def compared(self) -> int:
@@ -207,41 +240,97 @@ class GradientReport:
         return "out" if len(self.outputs) <= 1 else f"out{index}"
 
     # -- text ----------------------------------------------------------------------------------
-    def __str__(self) -> str:
-        lines: list[str] = []
+    @property
+    def summary(self) -> str:
+        """The verdict in one phrase: what failed and why (``"fn raised TypeError: ..."``,
+        ``"autograd's value is non-finite ..."``), or how close a pass was."""
         if self.ok:
-            lines.append(
-                f"Gradients are close: {self.function}, {self.compared} derivatives compared "
-                f"({self.mode} mode), worst error/allowed {self.worst_ratio:.2g}"
+            return f"ok, worst error/allowed {self.worst_ratio:.2g}"
+        if self.errors:
+            first = self.errors[0].splitlines()[0]
+            return first if len(first) <= 200 else first[:197] + "..."
+        if self.failed:
+            rows = [m for m in self.mismatches if any(
+                g.failed and (g.check, g.input_index, g.output_index) == (m.check, m.input_index, m.output_index)
+                for g in self.groups)]
+            nonfinite = [m for m in rows if not _finite(m.analytic) and _finite(m.numerical)]
+            head = f"{self.failed} mismatch(es)"
+            if nonfinite and len(nonfinite) == len(rows):
+                return f"{head}: autograd's value is non-finite (NaN or inf) where the numerical one is finite"
+            worst = max((m.ratio for m in rows if math.isfinite(m.ratio)), default=self.worst_ratio)
+            return f"{head}, worst error {worst:.3g} x allowed" + (
+                f" ({len(nonfinite)} non-finite)" if nonfinite else ""
             )
-        elif self.errors and not self.failed:
-            lines.append(f"Gradient check of {self.function} could not be completed:")
-            lines.extend(f"  {e}" for e in self.errors)
-        else:
-            lines.extend(self._mismatch_lines())
-            failed_checks = [c for c in self.checks if c.status in ("failed", "error") and not any(
-                g.failed and g.check == c.name for g in self.groups)]
-            if failed_checks:
-                if not self.failed:
-                    lines.append(f"Gradient check of {self.function} failed:")
-                lines.extend(f"  {c.name}: {c.detail}" for c in failed_checks)
-            if self.errors:
-                lines.extend(f"Error: {e}" for e in self.errors)
-        checks = " · ".join(str(c) for c in self.checks)
-        if checks:
-            lines.append(f"Checks: {checks}")
+        failed = [c for c in self.checks if c.status in ("failed", "error")]
+        if failed:
+            return f"{failed[0].name}: {failed[0].detail or failed[0].status}"
+        return "failed"
+
+    def _pass_line(self) -> str:
+        return (
+            f"Gradients are close: {self.function}, {self.compared} derivatives compared "
+            f"({self.mode} mode), worst error/allowed {self.worst_ratio:.2g}"
+        )
+
+    def __str__(self) -> str:
+        if self.ok:
+            notes = f" ({len(self.notes)} note{'s' if len(self.notes) != 1 else ''}: report.details())" if self.notes else ""
+            return self._pass_line() + notes
+        lines = self._failure_lines(LISTED_SHORT)
         if self.method:
             lines.append(f"Numerical: {self.method}")
+        shown = list(self.notes[:SHORT_NOTES])
+        lines.extend(f"Note: {n}" for n in shown)
+        if len(self.notes) > len(shown):
+            lines.append(f"({len(self.notes) - len(shown)} more note(s) and every check's detail: report.details())")
+        if len(lines) > SHORT_LINES:
+            lines = lines[: SHORT_LINES - 1] + ["... (the rest: report.details())"]
+        if self.reproduce:
+            lines.append(f"Reproduce: {self.reproduce}")
+        return "\n".join(lines)
+
+    def details(self) -> str:
+        """Everything: the failures (up to 8 rows a group), every check with its detail, the numerical
+        method, the evaluation path, the resolution and every note."""
+        lines = [self._pass_line()] if self.ok else self._failure_lines(LISTED_PER_GROUP)
+        if self.checks:
+            lines.append("Checks:")
+            lines.extend(f"  {c}" for c in self.checks)
+        if self.method:
+            lines.append(f"Numerical: {self.method}")
+        if self.path:
+            lines.append(f"Evaluation: {self.path}")
         if self.resolution is not None:
             lines.append(
                 f"Resolution: relative errors below {self.resolution:.1e} of a derivative could go unseen"
             )
+        lines.append(f"Evaluations of fn: {self.evaluations}, {self.elapsed:.2f}s")
         lines.extend(f"Note: {n}" for n in self.notes)
         if not self.ok and self.reproduce:
             lines.append(f"Reproduce: {self.reproduce}")
         return "\n".join(lines)
 
-    def _mismatch_lines(self) -> list[str]:
+    def _failure_lines(self, listed: int) -> list[str]:
+        lines: list[str] = []
+        if self.errors and not self.failed:
+            if len(self.errors) == 1 and self.function_failed:
+                lines.append(f"Gradient check of {self.function} could not be completed: {self.errors[0]}")
+            else:
+                lines.append(f"Gradient check of {self.function} could not be completed:")
+                lines.extend(f"  {e}" for e in self.errors)
+            return lines
+        lines.extend(self._mismatch_lines(listed))
+        failed_checks = [c for c in self.checks if c.status in ("failed", "error") and not any(
+            g.failed and g.check == c.name for g in self.groups)]
+        if failed_checks:
+            if not self.failed:
+                lines.append(f"Gradient check of {self.function} failed:")
+            lines.extend(f"  {c.name}: {c.detail or c.status}" for c in failed_checks)
+        if self.errors:
+            lines.extend(f"Error: {e}" for e in self.errors)
+        return lines
+
+    def _mismatch_lines(self, listed: int = LISTED_PER_GROUP) -> list[str]:
         lines: list[str] = []
         for group in self.groups:
             if not group.failed:
@@ -253,7 +342,7 @@ class GradientReport:
                 "projected": "projected derivatives d(v·out)/dx",
                 "directional": "directional derivatives",
             }.get(group.kind, "derivatives")
-            title = "Gradients are not close" if group.check == "backward" else f"{_CHECK_TITLES.get(group.check, group.check)} is not close"
+            title = _CHECK_TITLES.get(group.check) or f"{group.check} is not close"
             rows = [
                 m
                 for m in self.mismatches
@@ -269,16 +358,14 @@ class GradientReport:
                 f"with respect to {target}"
             )
             rows.sort(key=lambda m: -m.ratio)
-            shown = rows[:LISTED_PER_GROUP]
+            shown = rows[:listed]
             table = [self._row(m) for m in shown]
             widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))] if table else []
             for r in table:
                 lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
             if group.failed > len(shown):
                 lines.append(f"  ... and {group.failed - len(shown)} more")
-            for m in shown:
-                if m.note:
-                    lines.append(f"  note on {m.input_name}{format_index(m.index)}: {m.note}")
+            lines.extend(_note_lines(shown))
         return lines
 
     def _row(self, m: Mismatch) -> list[str]:
@@ -324,11 +411,54 @@ class GradientReport:
             "notes": list(self.notes),
             "mismatches": [m.to_dict() for m in self.mismatches],
             "reproduce": self.reproduce,
+            "function_failed": self.function_failed,
+            "summary": self.summary,
+            "note_codes": [getattr(n, "code", None) for n in self.notes],
         }
 
 
+def _get_reproduce(report: GradientReport) -> str:
+    text = report.__dict__.get("_reproduce", "")
+    build = report.__dict__.pop("_reproduce_build", None)
+    if not text and build is not None:
+        text = report.__dict__["_reproduce"] = build()
+    return text
+
+
+def _set_reproduce(report: GradientReport, text: str) -> None:
+    report.__dict__.pop("_reproduce_build", None)
+    report.__dict__["_reproduce"] = text
+
+
+# ``reproduce`` is a dataclass field read through this property: a deferred line is built on first read
+GradientReport.reproduce = property(_get_reproduce, _set_reproduce)  # type: ignore[assignment]
+
 _CHECK_TITLES = {
-    "forward_ad": "Forward-mode AD (jvp)",
-    "second_order": "Second derivatives (backward of backward)",
-    "reentrant": "Repeated backward",
+    "backward": "Gradients are not close",
+    "forward_ad": "Forward-mode AD (jvp) is not close",
+    "second_order": "Second derivatives (backward of backward) are not close",
+    "second_order_forward": "Second derivatives (forward over backward) are not close",
+    "reentrant": "Repeated backward is not close",
 }
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, complex):
+        return math.isfinite(value.real) and math.isfinite(value.imag)
+    return value is not None and math.isfinite(value)
+
+
+def _note_lines(rows: list) -> list[str]:
+    """The rows' notes, one line per distinct note: ``"x[1, 2]: note"``, or ``"8 entries of x: note"``."""
+    by_note: dict[str, list] = {}
+    for m in rows:
+        if m.note:
+            by_note.setdefault(m.note, []).append(m)
+    lines = []
+    for note, ms in by_note.items():
+        if len(ms) == 1:
+            lines.append(f"  note on {ms[0].input_name}{format_index(ms[0].index)}: {note}")
+        else:
+            names = ", ".join(dict.fromkeys(m.input_name for m in ms))
+            lines.append(f"  note on {len(ms)} entries of {names}: {note}")
+    return lines

@@ -20,7 +20,7 @@ from gradcheck_kit._analytic import rows_from_coords
 from gradcheck_kit._evaluate import as_outputs
 from gradcheck_kit._report import CheckResult
 
-__all__ = ["check_second_order", "first_derivative"]
+__all__ = ["check_second_order", "first_derivative", "second_order_name"]
 
 
 def first_derivative(fn, wrt: list[int], vectors: list[torch.Tensor]):
@@ -67,21 +67,22 @@ def check_second_order(run) -> None:
     report = inner.execute()
     outer = run.report
     outer.evaluations += report.evaluations
-    renamed = {"backward": "second_order", "forward_ad": "second_order_forward"}
     for group in report.groups:
-        group.check = renamed.get(group.check, group.check)
+        group.check = second_order_name(group.check)
         outer.groups.append(group)
     for m in report.mismatches:
-        outer.mismatches.append(dataclasses.replace(m, check=renamed.get(m.check, m.check), note=_note(m, run)))
+        outer.mismatches.append(dataclasses.replace(m, check=second_order_name(m.check), note=_note(m, run)))
     if report.errors:
         outer.checks.append(CheckResult("second_order", "error", "; ".join(report.errors)))
+        if report.function_failed and not outer.function_failed:
+            outer.function_failed, outer.function_error = True, report.function_error
         return
     for c in report.checks:
-        name = renamed.get(c.name, c.name)
+        name = second_order_name(c.name)
         detail = c.detail
         if name == "second_order_forward":
             detail = ("forward-over-reverse; " + detail) if detail else "forward-over-reverse"
-        else:
+        elif name == "second_order":
             detail = "reverse-over-reverse; " + detail
         outer.checks.append(CheckResult(name, c.status, detail))
     for note in report.notes:
@@ -90,6 +91,12 @@ def check_second_order(run) -> None:
                 "second order: the backward is not differentiable (its result has no graph: .detach() or "
                 "no_grad inside backward?); " + note
             )
+
+
+def second_order_name(check: str) -> str:
+    """The name of a check of the first derivative ``G`` in the outer report: ``backward`` is
+    ``second_order``, ``forward_ad`` ``second_order_forward``, any other ``second_order_<name>``."""
+    return {"backward": "second_order", "forward_ad": "second_order_forward"}.get(check, f"second_order_{check}")
 
 
 def _note(m, run) -> str:

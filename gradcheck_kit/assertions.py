@@ -7,10 +7,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from gradcheck_kit._evaluate import as_outputs, describe_exception
+from gradcheck_kit._evaluate import as_outputs, describe_exception, is_none_output
 from gradcheck_kit._grad_outputs import reject_nonfinite
 from gradcheck_kit._inputs import function_name, input_names, is_differentiable, layout_clone
 from gradcheck_kit._report import format_index
+from gradcheck_kit._reproduce import reproduce_line
 from gradcheck_kit._state import outside_inference, recording
 from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported, unsupported_kind
 from gradcheck_kit.checkers import check_gradients
@@ -32,15 +33,26 @@ LISTED = 8
 
 
 def assert_gradients_close(fn: Callable, *inputs: Any, **options: Any):
-    """:func:`check_gradients`, raising :class:`GradientMismatch` when it finds a wrong gradient.
+    """:func:`check_gradients`, raising :class:`GradientMismatch` when it finds a wrong gradient, or
+    :class:`FunctionError` (chained to fn's exception) when fn itself failed.
 
     Returns the report when the gradients are right.
     """
     __tracebackhide__ = True
     report = check_gradients(fn, *inputs, **options)
-    if not report.ok:
-        raise GradientMismatch(str(report), report) from None
+    raise_for_report(report)
     return report
+
+
+def raise_for_report(report) -> None:
+    """Raise what a failed report means: :class:`FunctionError` from fn's exception where fn failed,
+    else :class:`GradientMismatch`; nothing for a pass."""
+    __tracebackhide__ = True
+    if report.ok:
+        return
+    if report.function_failed:
+        raise FunctionError(str(report), report) from report.function_error
+    raise GradientMismatch(str(report), report) from None
 
 
 def assert_grad_equals(
@@ -121,7 +133,16 @@ def assert_grad_equals(
         failures.extend(_compare_tensors(got, want, label, names[i], atol, rtol))
     if failures:
         message = "\n".join(failures)
-        message += f"\nReproduce: gk.assert_grad_equals({function_name(fn)}, ({', '.join(names)},), expected)"
+        named = [*zip(names, args), ("expected", tuple(e.detach() for e in expected))]
+        keywords = [f"{key}={value!r}" for key, value in (("atol", atol), ("rtol", rtol)) if value is not None]
+        if grad_outputs is not None:
+            named.append(("grad_outputs", grad_outputs))
+            keywords.append("grad_outputs=grad_outputs")
+        n = len(args)
+        line = reproduce_line(
+            fn, "assert_grad_equals", named, lambda bound: f"({', '.join(bound[:n])},), {bound[n]}", keywords
+        )
+        message += f"\nReproduce: {line}"
         raise GradientMismatch(message, None)
     return tuple(grads)
 
@@ -147,7 +168,7 @@ def _autograd(fn, args, wrt, grad_outputs) -> tuple[list, str]:
         if kind is not None:
             raise FunctionError(f"assert_grad_equals: output {k} of fn is {kind}: only strided tensors can be checked")
     if grad_outputs is None:
-        non_scalar = [k for k, o in enumerate(outs) if o.numel() != 1]
+        non_scalar = [k for k, o in enumerate(outs) if o.numel() != 1 and not is_none_output(o)]
         if non_scalar:
             k = non_scalar[0]
             raise InvalidArgument(

@@ -51,6 +51,7 @@ from gradcheck_kit._evaluate import (
     as_outputs,
     describe_exception,
     differentiable_output_indices,
+    is_none_output,
     seed_global_rng,
 )
 from gradcheck_kit._finite_diff import Estimates, _rms, estimate, estimate_with_sigma, noise_sigma
@@ -71,7 +72,10 @@ from gradcheck_kit._inputs import (
     safe_float,
 )
 from gradcheck_kit._modules import module_state_kept
-from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch
+from gradcheck_kit._notes import unchecked_notes
+from gradcheck_kit._reasons import forward_ad_reason
+from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch, Note
+from gradcheck_kit._reproduce import reproduce_line
 from gradcheck_kit._structural import structural_checks
 from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported, unsupported_kind
 from gradcheck_kit.errors import FunctionError, InvalidArgument
@@ -170,6 +174,7 @@ def check_gradients(
     )
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable")
+    inputs = _torch_style(inputs)
     names = names_for_inputs(fn, len(inputs), check_input_names(input_names, len(inputs)))
     for i, t in enumerate(inputs):
         refuse_unsupported(t, f"inputs[{i}] ({names[i]})")
@@ -185,6 +190,13 @@ def check_gradients(
     return report
 
 
+def _torch_style(inputs: tuple) -> tuple:
+    """``check_gradients(fn, (x, y))``, as ``torch.autograd.gradcheck`` takes them, means ``(fn, x, y)``."""
+    if len(inputs) == 1 and isinstance(inputs[0], (tuple, list)) and any(is_differentiable(t) for t in inputs[0]):
+        return tuple(inputs[0])
+    return inputs
+
+
 def _resolve_options(**given: Any) -> dict:
     return resolve_options(given, _config.current_defaults()).as_dict()
 
@@ -198,11 +210,13 @@ def _isolated_state() -> Iterator[None]:
 
 
 class _Failure(Exception):
-    """Internal: stop the check and report this message as an error."""
+    """Internal: stop the check and report this message as an error; ``function_failed`` where fn (or its
+    backward) raised or returned no tensors, ``cause`` the exception it raised."""
 
-
-class _FunctionFailure(_Failure):
-    """Internal: fn itself failed at the inputs as given (raised, or returned no tensors)."""
+    def __init__(self, message: str, cause: BaseException | None = None, function_failed: bool = False):
+        super().__init__(message)
+        self.cause = cause
+        self.function_failed = function_failed or cause is not None
 
 
 class _NoFloat64(Exception):
@@ -240,7 +254,6 @@ class _Check:
             inputs=input_infos(inputs, names, wrt),
             options={k: v for k, v in options.items()},
         )
-        self.report.reproduce = self._reproduce_line()
 
     # ---------------------------------------------------------------------------------------------
     def execute(self) -> GradientReport:
@@ -250,11 +263,14 @@ class _Check:
                 self._run()
             except _Failure as exc:
                 self.report.errors.append(str(exc))
-                self.report.fn_failed = isinstance(exc, _FunctionFailure)
+                if exc.function_failed:
+                    self.report.function_failed, self.report.function_error = True, exc.cause
             except EvaluationFailed as exc:
                 self.report.errors.append(self._evaluation_failed(exc))
-                self.report.fn_failed = True
+                self.report.function_failed, self.report.function_error = True, exc.cause
         self.report.notes = list(dict.fromkeys(self.report.notes))
+        if not self.report.ok:
+            self.report.defer_reproduce(self._reproduce_line())
         self.report.elapsed = time.perf_counter() - start
         return self.report
 
@@ -273,8 +289,8 @@ class _Check:
             "away from the edge, or make fn a pure function of its arguments"
         )
 
-    def _reproduce_line(self) -> str:
-        args = ", ".join(self.names)
+    def _reproduce_line(self) -> Callable[[], str]:
+        """Builds the reproduce line when first read (it may save the inputs to a file)."""
         extras = []
         defaults = _config.BUILTIN_DEFAULTS
         for key in ("mode", "order", "forward_ad", "atol", "rtol", "directions", "nondet_tol", "strict"):
@@ -282,8 +298,13 @@ class _Check:
                 extras.append(f"{key}={self.options[key]!r}")
         if self.wrt != [i for i, t in enumerate(self.inputs) if is_differentiable(t) and t.requires_grad]:
             extras.append(f"wrt={self.wrt}")
+        named = list(zip(self.names, self.inputs))
+        if self.user_grad_outputs is not None:
+            named.append(("grad_outputs", self.user_grad_outputs))
+            extras.append("grad_outputs=grad_outputs")
         extras.append(f"seed={self.seed}")
-        return f"gk.assert_gradients_close({function_name(self.fn)}, {args}, {', '.join(extras)})"
+        n, fn = len(self.inputs), self.fn
+        return lambda: reproduce_line(fn, "assert_gradients_close", named, lambda names: ", ".join(names[:n]), extras)
 
     # ---------------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -323,11 +344,14 @@ class _Check:
                 raise _Failure(f"output {k} of fn is {kind}: only strided tensors with values can be checked")
         self.out_idx = differentiable_output_indices(outs)
         report.outputs = [
-            f"{tuple(o.shape)} {str(o.dtype).replace('torch.', '')}" for o in outs
+            "None" if is_none_output(o) else f"{tuple(o.shape)} {str(o.dtype).replace('torch.', '')}" for o in outs
         ]
+        skipped = [str(k) for k, o in enumerate(outs) if is_none_output(o)]
+        if skipped:
+            report.notes.append(Note(f"output {', '.join(skipped)} of fn is None: skipped", "output_none"))
         if not self.out_idx:
             raise _Failure(
-                "fn returned no floating-point or complex tensor: " + ", ".join(report.outputs)
+                "fn returned no floating-point or complex tensor: " + ", ".join(report.outputs), function_failed=True
             )
         for k in self.out_idx:
             bad = _nonfinite_count(outs[k])
@@ -452,11 +476,11 @@ class _Check:
             with torch.enable_grad():
                 result = self.fn(*args)
         except Exception as exc:  # noqa: BLE001 - the function's own failure is reported, not raised
-            raise _FunctionFailure(f"fn raised {describe_exception(exc)} when called with the inputs as given") from None
+            raise _Failure(f"fn raised {describe_exception(exc)} when called with the inputs as given", exc) from None
         try:
             return as_outputs(result)
         except FunctionError as exc:
-            raise _FunctionFailure(str(exc)) from None
+            raise _Failure(str(exc), function_failed=True) from None
 
     def _choose_numeric_dtype(self, defer: bool = True) -> None:
         """The numerics' dtype and base point: float64 where fn runs in float64 (for low-precision inputs a
@@ -742,6 +766,7 @@ class _Check:
         tiny = torch.finfo(self.num_dtype).tiny ** 0.5
         flat = num.flat[j_idx, r_idx]
         underflow = flat & (num.values[0, j_idx, r_idx] == 0) & (a_g.abs() < tiny)
+        zero_f = underflow
         # f identical at every point while autograd's value would move it over the stencil by less than one
         # rounding at unit scale (|a|·reach < eps·max(|f|, 1)): f computed through intermediates of that
         # size (log(1 + e^g) with e^g ~ 1e-12 rounds 1 + e^g; cos(x^3) - 1 at x = 1e-12 is exactly 0) shows
@@ -753,6 +778,9 @@ class _Check:
         if bool(underflow.any()):
             verdict.failed = verdict.failed & ~underflow
             verdict.unchecked = verdict.unchecked | underflow
+            if verdict.cause is not None:
+                code = torch.where(zero_f, 3, 4).to(torch.int8)
+                verdict.cause = torch.where(underflow & (verdict.cause == 0), code, verdict.cause)
             verdict.ratio = torch.where(underflow, torch.zeros_like(verdict.ratio), verdict.ratio)
         if bool(verdict.failed.any()):
             self._resample(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
@@ -959,7 +987,7 @@ class _Check:
             except GradientMetaError as exc:
                 raise _Failure(f"autograd returned a malformed gradient for output {k}: {exc}") from None
             except Exception as exc:  # noqa: BLE001 - a failing backward is reported
-                raise _Failure(f"backward of output {k} raised {describe_exception(exc)}") from None
+                raise _Failure(f"backward of output {k} raised {describe_exception(exc)}", exc) from None
             path = p if p not in ("single", "none") else path
             for i, g, f in zip(order, per_leaf, flow):
                 results[(i, k)] = g.T  # (n_i, r): a view, no copy
@@ -1373,11 +1401,7 @@ class _Check:
                 "slopes differ); autograd's value was accepted where it lies between them or matches the clean side"
             )
         if group.unchecked:
-            report.notes.append(
-                f"{group.unchecked} derivative(s) of output {k} w.r.t. {name} could not be checked: fn is not "
-                "finite, jumps, underflows to 0, or does not change at all around the point while autograd's "
-                "derivative there is too small for fn's rounding to show"
-            )
+            report.notes.extend(unchecked_notes(verdict, a, j_idx, r_idx, x, k, name))
         if not flowed and check == "backward":
             report.notes.append(
                 f"no gradient flows to input {i} ({name}) from output {k}: autograd treats it as not used "
@@ -1583,7 +1607,7 @@ class _Check:
                         out, leaf_list, grad_outputs=grad_output, retain_graph=True, allow_unused=True
                     )
                 except Exception as exc:  # noqa: BLE001
-                    raise _Failure(f"backward of output {k} raised {describe_exception(exc)}") from None
+                    raise _Failure(f"backward of output {k} raised {describe_exception(exc)}", exc) from None
             for i, leaf, g in zip(order, leaf_list, result):
                 flowed[(i, k)] = g is not None
                 if raw is not None:
@@ -1854,13 +1878,15 @@ class _Check:
                 failed = self._forward_directional()
         except ForwardADUnsupported as exc:
             status = "skipped" if setting == "auto" else "error"
-            self.report.checks.append(CheckResult("forward_ad", status, f"fn does not support forward-mode AD: {exc}"))
+            self.report.checks.append(
+                CheckResult("forward_ad", status, f"fn does not support forward-mode AD: {forward_ad_reason(str(exc))}")
+            )
             return
         except Exception as exc:  # noqa: BLE001
             status = "skipped" if setting == "auto" else "error"
-            self.report.checks.append(
-                CheckResult("forward_ad", status, f"forward-mode AD raised {describe_exception(exc)}")
-            )
+            described = describe_exception(exc)
+            detail = forward_ad_reason(described) if status == "skipped" else f"forward-mode AD raised {described}"
+            self.report.checks.append(CheckResult("forward_ad", status, detail))
             return
         detail = getattr(self, "_forward_detail", None)  # full mode; directional once superseded
         self.report.checks.append(CheckResult("forward_ad", "failed" if failed else "passed", detail or mode))

@@ -2,7 +2,8 @@
 
 ``InvalidArgument`` is raised up front for bad arguments and names ``arg=value``;
 ``GradientMismatch`` is the only exception that says a gradient is wrong, and it is
-raised only by the ``assert_*`` functions.
+raised only by the ``assert_*`` functions; they raise ``FunctionError`` instead where the
+checked function itself failed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ class InvalidArgument(GradcheckKitError, ValueError):
 
 
 class FunctionError(GradcheckKitError, RuntimeError):
-    """The checked function itself failed (raised, or returned something that is not a tensor)."""
+    """The checked function itself failed (raised, or returned something that is not a tensor), so its
+    gradients could not be checked. ``__cause__`` is the exception fn raised, where it raised;
+    ``.report`` the :class:`GradientReport` (``report.function_failed`` is True), where a check ran."""
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
 
 
 class GradientMismatch(GradcheckKitError, AssertionError):

@@ -605,6 +605,7 @@ def _record(report: Any, item: pytest.Item | None, kind: str) -> dict[str, Any]:
         "mismatches": failed if isinstance(failed, int) else len(mismatches),
         "errors": [str(e) for e in getattr(report, "errors", None) or ()],
         "worst_ratio": _finite(getattr(report, "worst_ratio", None)),
+        "summary": getattr(report, "summary", None),
         "evaluations": int(getattr(report, "evaluations", 0) or 0),
         "elapsed": _finite(getattr(report, "elapsed", None)),
         "mode": getattr(report, "mode", None),
@@ -658,6 +659,8 @@ def _worst_per_call_site(records: list[dict[str, Any]]) -> list[tuple[dict[str, 
 def _line(record: dict[str, Any], count: int) -> str:
     ratio = record["worst_ratio"]
     text = f"  {_describe(record)}: "
+    if not record["ok"] and record.get("summary"):  # "fn raised ...", "... non-finite ...", a failed check's reason
+        return text + record["summary"] + (f" (worst of {count} checks)" if count > 1 else "")
     if not record["ok"]:
         text += f"{record['mismatches']} mismatch(es), " if record["mismatches"] else "; ".join(record["errors"]) + ", "
     text += "error vs allowed n/a" if ratio is None else f"worst error {ratio:.3g} x allowed"

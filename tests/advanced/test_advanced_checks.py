@@ -156,7 +156,7 @@ def test_second_order_catches_a_non_differentiable_backward(dtype):
     bad = [m for m in report.mismatches if m.check == "second_order"]
     assert bad and all(m.analytic == 0.0 for m in bad)
     text = str(report)
-    assert "Second derivatives (backward of backward) is not close" in text
+    assert "Second derivatives (backward of backward) are not close" in text
     assert "the backward is not differentiable" in text
 
 

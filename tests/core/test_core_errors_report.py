@@ -39,12 +39,17 @@ def test_function_failure_is_a_clear_error(fn, message):
     assert text.splitlines()[0].startswith("Gradient check of ")
     assert "could not be completed" in text.splitlines()[0]
     assert message in text
-    assert "Reproduce: gk.assert_gradients_close(" in text
+    assert report.function_failed
+    assert text.splitlines()[-1].startswith("Reproduce: import torch, gradcheck_kit as gk; ")
+    assert "gk.assert_gradients_close(" in text.splitlines()[-1]
 
 
-def test_function_failure_through_assert_raises_gradient_mismatch():
-    with pytest.raises(gk.GradientMismatch, match="fn raised ValueError: bad input"):
+def test_function_failure_through_assert_raises_function_error():
+    with pytest.raises(gk.FunctionError, match="fn raised ValueError: bad input") as info:
         gk.assert_gradients_close(_boom, _randn(3))
+    assert not isinstance(info.value, gk.GradientMismatch)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert info.value.report.function_failed
 
 
 def test_nan_output_is_an_error():
@@ -159,8 +164,11 @@ def test_fn_failing_next_to_the_inputs_is_reported_not_raised(make, message, mod
     assert "when evaluated at a point near the inputs" in error
     assert "h = 7.6e-06·max(|x|, 1)" in error
     assert "at the inputs as given it ran" in error
-    with pytest.raises(gk.GradientMismatch, match="could not be completed"):
+    assert report.function_failed
+    with pytest.raises(gk.FunctionError, match="could not be completed") as info:
         gk.assert_gradients_close(make(), x, mode=mode)
+    # where fn raised, its own exception is the cause (its traceback ends in fn)
+    assert (info.value.__cause__ is not None) == ("raised" in message)
 
 
 def _forces(pos):
@@ -240,7 +248,8 @@ def test_gradient_mismatch_message(dtype):
         assert key in row
     assert re.search(r"x=-?\d", row)
     assert any(line.startswith("Numerical: central differences") for line in lines)
-    assert any(line.startswith("Reproduce: gk.assert_gradients_close(_TooLarge.apply, x, ") for line in lines)
+    assert lines[-1].startswith("Reproduce: import torch, gradcheck_kit as gk; ")
+    assert "gk.assert_gradients_close(_TooLarge.apply, x, " in lines[-1]
     assert "seed=0" in lines[-1]
 
 

@@ -163,8 +163,10 @@ def test_transposed_weight_gradient_is_caught_and_named(dtype, mode):
     assert str(info.value) == str(info.value.report)
     assert re.search(r"/ d net\.weight\[\d, \d\]", str(info.value))
     expected = "gk.assert_module_gradients(net, x, name='net', " + ("" if mode is None else "mode='full', ") + "seed=0)"
-    assert info.value.report.reproduce == expected
-    assert str(info.value).splitlines()[-1] == f"Reproduce: {expected}"
+    reproduce = info.value.report.reproduce
+    assert reproduce.startswith("import torch, gradcheck_kit as gk; x = torch.tensor([[")
+    assert f"; {expected}  # net: the CustomLinear object you checked (not importable: pass it yourself)" in reproduce
+    assert str(info.value).splitlines()[-1] == f"Reproduce: {reproduce}"
 
 
 def test_right_custom_linear_passes():
