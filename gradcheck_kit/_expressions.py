@@ -456,7 +456,8 @@ def _evaluate(node, xs):
     if isinstance(node, _Const):
         return float(node.value)
     args = [_evaluate(a, xs) for a in node.args]
-    if not node.op._builtin:  # a user's op gets tensors only
+    if not node.op._builtin or not any(isinstance(a, torch.Tensor) for a in args):
+        # a user's op gets tensors only, and so does a builtin applied to constants alone (softplus(0))
         like = next(a for a in args if isinstance(a, torch.Tensor)) if any(
             isinstance(a, torch.Tensor) for a in args
         ) else xs[0]
