@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from gradcheck_kit._orders import check_title
+
 __all__ = ["Mismatch", "CheckResult", "InputInfo", "GroupSummary", "GradientReport", "Note", "format_index"]
 
 #: rows listed per (check, input, output) group in ``report.details()``
@@ -342,7 +344,7 @@ class GradientReport:
                 "projected": "projected derivatives d(v·out)/dx",
                 "directional": "directional derivatives",
             }.get(group.kind, "derivatives")
-            title = _CHECK_TITLES.get(group.check) or f"{group.check} is not close"
+            title = _CHECK_TITLES.get(group.check) or check_title(group.check) or f"{group.check} is not close"
             rows = [
                 m
                 for m in self.mismatches

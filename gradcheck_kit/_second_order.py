@@ -18,6 +18,7 @@ import torch.autograd.forward_ad as fwAD
 
 from gradcheck_kit._analytic import rows_from_coords
 from gradcheck_kit._evaluate import as_outputs
+from gradcheck_kit._orders import _order_and_base, chain, second_order_name
 from gradcheck_kit._report import CheckResult
 
 __all__ = ["check_second_order", "first_derivative", "second_order_name"]
@@ -53,7 +54,9 @@ def first_derivative(fn, wrt: list[int], vectors: list[torch.Tensor]):
 
 
 def check_second_order(run) -> None:
-    """Run the second-order check for a first-order ``_Check`` ``run`` and merge it into its report."""
+    """Check the derivatives of orders 2 .. ``run.options["order"]`` of a first-order ``_Check`` ``run``
+    and merge them into its report. By composition: the first derivative ``G`` is checked like any
+    function, with ``order`` one less, so its own second-order check is the third order of ``fn``."""
     from gradcheck_kit.checkers import _Check
 
     vectors: list = []
@@ -61,7 +64,7 @@ def check_second_order(run) -> None:
         vectors.append(rows_from_coords(run.v[k].unsqueeze(0), out)[0] if k in run.v else None)
     G = first_derivative(run.fn, list(run.wrt), vectors)
     options = dict(run.options)
-    options["order"] = 1
+    options["order"] = run.options["order"] - 1
     options["seed"] = run.seed + 1
     inner = _Check(G, run.inputs, list(run.wrt), run.names, None, options)
     report = inner.execute()
@@ -73,17 +76,22 @@ def check_second_order(run) -> None:
     for m in report.mismatches:
         outer.mismatches.append(dataclasses.replace(m, check=second_order_name(m.check), note=_note(m, run)))
     if report.errors:
-        outer.checks.append(CheckResult("second_order", "error", "; ".join(report.errors)))
+        outer.checks.append(CheckResult(second_order_name("backward"), "error", "; ".join(report.errors)))
         if report.function_failed and not outer.function_failed:
             outer.function_failed, outer.function_error = True, report.function_error
         return
     for c in report.checks:
         name = second_order_name(c.name)
         detail = c.detail
-        if name == "second_order_forward":
-            detail = ("forward-over-reverse; " + detail) if detail else "forward-over-reverse"
-        elif name == "second_order":
-            detail = "reverse-over-reverse; " + detail
+        order, base = _order_and_base(name)
+        if base in ("forward", "backward"):
+            if _order_and_base(c.name)[0] > 1:  # G's own higher orders: their detail starts with G's chain
+                detail = detail.split("; ", 1)[1] if "; " in detail else ""
+            what = (
+                f"reverse-over-reverse ({chain(order)})" if base == "backward"
+                else f"forward-over-reverse (forward over {chain(order - 1)})"
+            )
+            detail = f"{what}; {detail}" if detail else what
         outer.checks.append(CheckResult(name, c.status, detail))
     for note in report.notes:
         if "no gradient flows" in note:
@@ -93,13 +101,9 @@ def check_second_order(run) -> None:
             )
 
 
-def second_order_name(check: str) -> str:
-    """The name of a check of the first derivative ``G`` in the outer report: ``backward`` is
-    ``second_order``, ``forward_ad`` ``second_order_forward``, any other ``second_order_<name>``."""
-    return {"backward": "second_order", "forward_ad": "second_order_forward"}.get(check, f"second_order_{check}")
-
-
 def _note(m, run) -> str:
+    if _order_and_base(m.check)[0] > 1:  # a derivative of G of order 2 and up: its note says so already
+        return m.note
     wrt_name = run.names[run.wrt[m.output_index]] if m.output_index < len(run.wrt) else "?"
     text = f"second derivative: output {m.output_index} is d(v·out)/d {wrt_name}"
     return f"{text}; {m.note}" if m.note else text

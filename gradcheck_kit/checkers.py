@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit import _config, _screen, _state, tolerances
+from gradcheck_kit import _compiled, _config, _screen, _state, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -182,12 +182,31 @@ def check_gradients(
     reject_nonfinite(grad_outputs)
     inputs = tuple(_state.outside_inference(inputs))  # made in inference mode: ordinary copies
     wrt_list = resolve_wrt(inputs, wrt)
-    run = _Check(fn, inputs, wrt_list, names, grad_outputs, options)
+    eager = _compiled.eager_of(fn)  # torch.compile'd: numerics on the eager function, compiled against eager
+    run = _Check(fn if eager is None else eager, inputs, wrt_list, names, grad_outputs, options)
     # a module's buffers (BatchNorm's running statistics) and .grad kept, one check at a time (_state)
     with _state.CHECK_LOCK, module_state_kept(fn):
         report = run.execute()
+        if eager is not None:
+            with _isolated_state():
+                comparison = _compiled.compare_with_eager(fn, eager, inputs, wrt_list, names, options["seed"])
+            _merge_compiled(report, comparison)
     _config.notify_report(report)
     return report
+
+
+def _merge_compiled(report: GradientReport, comparison: "_compiled.CompiledComparison") -> None:
+    """The compiled-against-eager verdict joins the eager function's report as the check ``compiled``."""
+    report.checks.append(comparison.check)
+    report.groups.extend(comparison.groups)
+    report.mismatches.extend(comparison.mismatches)
+    report.notes.append(Note(
+        "fn is compiled (torch.compile): the numerical check ran on the eager function it wraps (eager == "
+        "numerical: the backward check), and compiled autograd was compared with eager autograd on the same "
+        "inputs (compiled == eager: the compiled check)",
+        "compiled",
+    ))
+    report.notes.extend(Note(n, "compiled") for n in comparison.notes)
 
 
 def _torch_style(inputs: tuple) -> tuple:

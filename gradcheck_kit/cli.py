@@ -437,7 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     checker = _Parser(add_help=False)
     checker.add_argument("--mode", choices=["auto", "full", "directional"], default="auto")
-    checker.add_argument("--order", type=int, choices=[1, 2], default=1, help="2 also checks second derivatives")
+    checker.add_argument(
+        "--order", type=int, choices=[1, 2, 3, 4], default=1,
+        help="2 also checks second derivatives, 3 third derivatives, ... (by composition)",
+    )
     checker.add_argument(
         "--forward-ad",
         choices=["auto", "true", "false"],

@@ -70,7 +70,7 @@ CASES = [
     ([*FUZZ, "--wrt", "-2"], "--wrt", "index -2 is out of range"),
     # checker options
     ([*CHECK, "--mode", "fast"], "--mode", "invalid choice: 'fast'"),
-    ([*CHECK, "--order", "3"], "--order", "invalid choice: 3"),
+    ([*CHECK, "--order", "5"], "--order", "invalid choice: 5"),
     ([*CHECK, "--order", "x"], "--order", "invalid int value"),
     ([*CHECK, "--forward-ad", "maybe"], "--forward-ad", "invalid choice: 'maybe'"),
     ([*CHECK, "--atol", "-1"], "--atol", "must be a finite number >= 0"),

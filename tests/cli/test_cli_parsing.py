@@ -178,7 +178,7 @@ def assert_one_line_usage_error(code, err, fragment):
         (["check", "torch:tanh", "--input", "3:float99"], "unknown dtype 'float99'"),
         (["check", "torch:tanh"], "the following arguments are required: --input"),
         (["check", "torch:tanh", "--input", "3", "--mode", "fast"], "argument --mode: invalid choice: 'fast'"),
-        (["check", "torch:tanh", "--input", "3", "--order", "3"], "argument --order: invalid choice: 3"),
+        (["check", "torch:tanh", "--input", "3", "--order", "5"], "argument --order: invalid choice: 5"),
         (["check", "torch:tanh", "--input", "3", "--atol", "-1"], "argument --atol: must be a finite number >= 0"),
         (["check", "torch:tanh", "--input", "3", "--bogus"], "unrecognized arguments: --bogus"),
         (["check", "torch:tanh", "--input", "3", "--min-value", "2", "--max-value", "1"], "--min-value 2.0 is greater"),

@@ -44,7 +44,7 @@ _NET = torch.nn.Linear(2, 1).double()
 OPTION_CASES = [
     ("mode", "fast", "mode='fast' is invalid"),
     ("mode", 1, "mode=1 is invalid"),
-    ("order", 3, "order=3 is invalid"),
+    ("order", 5, "order=5 is invalid"),
     ("order", 0, "order=0 is invalid"),
     ("order", 2.0, "order=2.0 is invalid"),
     ("order", True, "order=True is invalid"),
@@ -296,7 +296,7 @@ def test_parse_option_reads_flags(key, text, value):
         ("seed", "abc", "--seed=abc is invalid: must be an int in [0, 2**63)"),
         ("atol", "nan", "--atol=nan is invalid: must be a finite number >= 0, or None (derived from the dtype)"),
         ("nondet_tol", "inf", "--nondet_tol=inf is invalid: must be a finite number >= 0"),
-        ("order", "2.0", "--order=2.0 is invalid: must be 1 or 2 (an int; higher orders are not implemented)"),
+        ("order", "2.0", "--order=2.0 is invalid: must be an int from 1 to 4 (each order checks the derivative of the one below it)"),
         ("forward_ad", "maybe", "--forward_ad=maybe is invalid: must be True, False or 'auto'"),
         ("mode", "fast", "--mode=fast is invalid: must be one of 'auto', 'full', 'directional'"),
         ("directions", "0", "--directions=0 is invalid: must be an int >= 1, or None (chosen by size)"),

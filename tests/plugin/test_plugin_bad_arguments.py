@@ -11,7 +11,7 @@ import pytest
 #: (marker keywords, fixtures of the test, the message after "@pytest.mark.gradcheck: ")
 MARKER_CASES = [
     ("mode='exact'", "gradcheck", "mode='exact' is invalid: must be one of 'auto', 'full', 'directional'"),
-    ("order=2.0", "gradcheck", "order=2.0 is invalid: must be 1 or 2 (an int; higher orders are not implemented)"),
+    ("order=2.0", "gradcheck", "order=2.0 is invalid: must be an int from 1 to 4 (each order checks the derivative of the one below it)"),
     ("forward_ad=1.0", "gradcheck", "forward_ad=1.0 is invalid: must be True, False or 'auto'"),
     ("atol=float('nan')", "gradcheck", "atol=nan is invalid: must be a finite number >= 0, or None (derived from the dtype)"),
     ("rtol=float('inf')", "gradcheck", "rtol=inf is invalid: must be a finite number >= 0, or None (derived from the dtype)"),

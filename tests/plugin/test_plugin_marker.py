@@ -134,7 +134,7 @@ def test_marker_is_registered(pytester: pytest.Pytester) -> None:
         ("atoll=1e-3, mode='full', sed=1", "unknown keyword(s) atoll, sed; known: atol, devices, directions, dtype, *"),
         ("'full'", "takes keywords only, got positional ('full',)"),
         ("mode='exact'", "mode='exact' is invalid: must be one of 'auto', 'full', 'directional'"),
-        ("order=3", "order=3 is invalid: must be 1 or 2 (an int; higher orders are not implemented)"),
+        ("order=5", "order=5 is invalid: must be an int from 1 to 4 (each order checks the derivative of the one below it)"),
         ("forward_ad='yes'", "forward_ad='yes' is invalid: must be True, False or 'auto'"),
         ("seed=1.5", "seed=1.5 is invalid: must be an int in [0, 2**63)"),
         ("atol=-1", "atol=-1 is invalid: must be a finite number >= 0, or None (derived from the dtype)"),

@@ -1,0 +1,63 @@
+"""order=3 and 4 by composition: the check of the order-(n-1) derivative as a function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradcheck_kit as gk
+
+
+def _x(n=4):
+    return torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+class _WrongThirdDerivative(torch.autograd.Function):
+    """x**3 whose backward is right up to second order: its third derivative is 6.2, not 6."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 3 * x**2 + g * 0.1 * (x - x.detach()) ** 2
+
+
+def test_third_order_checks_compose_and_pass():
+    report = gk.check_gradients(lambda t: torch.sin(t) * t, _x(), order=3)
+    assert report.ok, report.details()
+    names = [c.name for c in report.checks]
+    for name in ("backward", "second_order", "second_order_forward", "third_order", "third_order_forward"):
+        assert name in names
+    assert report.check("third_order").detail.startswith("reverse-over-reverse (backward of backward of backward);")
+    assert report.check("third_order_forward").detail.startswith(
+        "forward-over-reverse (forward over backward of backward);"
+    )
+    assert report.check("second_order").detail.startswith("reverse-over-reverse (backward of backward);")
+
+
+def test_an_error_only_in_the_third_derivative_is_caught_and_named():
+    x = _x()
+    assert gk.check_gradients(_WrongThirdDerivative.apply, x, order=2).ok
+    report = gk.check_gradients(_WrongThirdDerivative.apply, x, order=3)
+    assert not report.ok
+    assert report.check("second_order").status == "passed"
+    assert report.check("third_order").status == "failed"
+    assert "Third derivatives (backward of backward of backward) are not close" in str(report)
+    with pytest.raises(gk.GradientMismatch, match="Third derivatives"):
+        gk.assert_gradients_close(_WrongThirdDerivative.apply, x, order=3)
+
+
+def test_fourth_order():
+    report = gk.check_gradients(lambda t: t.exp() * t, _x(2), order=4, forward_ad=False)
+    assert report.ok, report.details()
+    assert report.check("fourth_order").status == "passed"
+
+
+@pytest.mark.parametrize("order", [0, 5, 2.0, True])
+def test_orders_outside_one_to_four_are_invalid(order):
+    with pytest.raises(gk.InvalidArgument, match=f"order={order!r} is invalid"):
+        gk.check_gradients(torch.sin, _x(), order=order)
