@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit import _config, _screen, tolerances
+from gradcheck_kit import _config, _kinks, _screen, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -770,6 +770,7 @@ class _Check:
             verdict.failed = verdict.failed & ~underflow
             verdict.unchecked = verdict.unchecked | underflow
             verdict.ratio = torch.where(underflow, torch.zeros_like(verdict.ratio), verdict.ratio)
+        self._settle_kinks(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.failed.any()):
             self._resample(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.failed.any()):
@@ -812,6 +813,39 @@ class _Check:
         self.report.notes.append(
             f"{int(ok.sum())} derivative(s) of output {k} w.r.t. {self.names[i]} passed on a second sample of fn's "
             "rounding (the same stencil at x moved by 2^-10 of the step): one sample had understated it"
+        )
+
+    def _settle_kinks(self, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
+        """Entries that passed on a central value spoiled by a kink inside the stencil (``_kinks``), judged
+        again at smaller steps on the kink's clean side; at most ``REFINE_COORDS`` coordinates."""
+        idx = _kinks.suspects(a, est, allow, kap, verdict).nonzero().squeeze(1)
+        idx = idx[torch.isin(j_idx[idx], torch.unique(j_idx[idx])[:REFINE_COORDS])]
+        if idx.numel() == 0:
+            return
+        mults = self._multipliers(self.stencil.multipliers)
+        center = self._f0_rows(self.out_idx.index(k), k, self.full_state["rows"][k])[0]
+
+        def estimates_at(level: int, open_: torch.Tensor) -> Estimates:
+            sel = idx[open_]
+            cols = torch.unique(j_idx[sel])
+            step = self._step(i)[cols] / _kinks.STEP_FACTOR**level
+            at = self._coordinates(i, cols)
+            proj = self._stencil_along(i, k, cols, at, mults * step)
+            values = torch.cat([center.view(1, 1, -1).expand(1, cols.numel(), -1), proj])
+            return self._entry_estimates(k, values, cols, step, j_idx[sel], r_idx[sel], at, unit_floor=False)
+
+        settled = _kinks.settle(a[idx], allow[idx], kap, estimates_at)
+        if not bool(settled.decided.any()):
+            return
+        done = idx[settled.decided]
+        numerical, tol = settled.numerical[settled.decided], settled.allowed[settled.decided]
+        verdict.failed[done] = settled.failed[settled.decided]
+        _relist(verdict, done, numerical, tol, (a[done] - numerical).abs())
+        deepest = _kinks.STEP_FACTOR ** int(settled.level.max())
+        self.report.notes.append(
+            f"{done.numel()} derivative(s) of output {k} w.r.t. {self.names[i]} sit next to a kink that the stencil "
+            f"crossed (one-sided slopes disagree between h and 2h): judged again at a smaller step (down to "
+            f"h/{deepest:g}) on the kink's clean side, {int(settled.failed.sum())} of them wrong"
         )
 
     def _coordinates(self, i: int, cols: torch.Tensor) -> torch.Tensor:
@@ -1502,9 +1536,12 @@ class _Check:
         self.reference_pending = False
         return [coords64(outs[k]) for k in self.out_idx]
 
-    def _evaluate_directional(self, num: "_DirectionalNumerics", u: dict[int, torch.Tensor], upto: int) -> None:
-        """Fill the stencil rows ``num.evaluated .. upto - 1`` (offsets ``multipliers[row - 1]`` times h)."""
-        h = self.stencil.h0
+    def _evaluate_directional(
+        self, num: "_DirectionalNumerics", u: dict[int, torch.Tensor], upto: int, h: float | None = None
+    ) -> None:
+        """Fill the stencil rows ``num.evaluated .. upto - 1`` (offsets ``multipliers[row - 1]`` times h, the
+        stencil's step unless given)."""
+        h = self.stencil.h0 if h is None else h
         mult = self.stencil.multipliers
         base = {i: coords(self.evaluator.base_args[i]) for i in self.wrt}
         buffers = {i: torch.empty_like(base[i]) for i in self.wrt}
@@ -1575,7 +1612,43 @@ class _Check:
         # no second opinion at smaller steps here (full mode's _refine): one coordinate's steep feature
         # would dominate the projection and its tolerance there, and hide a wrong element elsewhere. Auto
         # mode narrows a failure down with a full check, whose entries get it one by one (_narrow)
-        return compare(a, est, allow, kap), scale, False
+        verdict = compare(a, est, allow, kap)
+        self._settle_directional_kinks(a, est, allow, verdict, kap)
+        return verdict, scale, False
+
+    def _settle_directional_kinks(self, a, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
+        """Directional values that passed on a central value spoiled by a kink along ``u`` inside the stencil
+        (``_kinks``), judged again with the stencil at smaller steps on the kink's clean side."""
+        flat = lambda t: t.view(-1)  # noqa: E731 - (n_out, d) -> flat positions (views: writes reach verdict)
+        view = Verdict(*(flat(getattr(verdict, f)) for f in Verdict.__dataclass_fields__))
+        flat_est = Estimates(*(None if t is None else flat(t) for t in vars(est).values()))
+        idx = _kinks.suspects(flat(a), flat_est, flat(allow), kap, view).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return
+        state = self.directional_state
+        num = state["numerics"]
+
+        def estimates_at(level: int, open_: torch.Tensor) -> Estimates:
+            h = self.stencil.h0 / _kinks.STEP_FACTOR**level
+            fine = _DirectionalNumerics(num.values.clone(), num.fmag, evaluated=1)
+            self._evaluate_directional(fine, state["u"], num.values.shape[0], h=h)
+            sigma = noise_sigma(fine.values, fine.fmag, self.stencil, pool_dim=1)
+            e = estimate_with_sigma(fine.values, torch.tensor(h, dtype=torch.float64), sigma, self.stencil, unit_floor=False)
+            return Estimates(*(None if t is None else flat(t)[idx[open_]] for t in vars(e).values()))
+
+        settled = _kinks.settle(flat(a)[idx], flat(allow)[idx], kap, estimates_at)
+        if not bool(settled.decided.any()):
+            return
+        done = idx[settled.decided]
+        numerical, tol = settled.numerical[settled.decided], settled.allowed[settled.decided]
+        view.failed[done] = settled.failed[settled.decided]
+        _relist(view, done, numerical, tol, (flat(a)[done] - numerical).abs())
+        self.report.notes.append(
+            f"{done.numel()} directional derivative(s) crossed a kink along their direction inside the stencil "
+            f"(one-sided slopes disagree between h and 2h): judged again at a smaller step (down to "
+            f"h/{_kinks.STEP_FACTOR ** int(settled.level.max()):g}) on the kink's clean side, "
+            f"{int(settled.failed.sum())} of them wrong"
+        )
 
     def _vjp_vectors(self, leaves: dict[int, torch.Tensor], outs, raw: dict | None = None) -> tuple[dict, dict]:
         """g[(i, k)] = v_k · d out_k / d x_i as real coordinates (in the gradient's dtype), and whether a

@@ -1,0 +1,105 @@
+"""Edges of the numerics: kinks near (not at) the point, non-finite input elements, the cost of full mode.
+
+- A kink between h and 2h of the point spoils the central Richardson value and inflates its error
+  estimate; the entry is judged again at a smaller step on the kink's clean side, never with a wider
+  tolerance.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradcheck_kit as gk
+
+#: the float64 numerics' step at |x| <= 1 (2^round(log2(eps^(1/3)))), and float32-only numerics' (eps^(1/5))
+H64 = 2.0**-17
+H32 = 2.0**-5
+
+
+def _relu_at(c: float, slope: float = 1.0, side: float = 1.0, in_float32: bool = False):
+    """relu(side·(x - c)) whose backward is ``slope`` times the true one; ``in_float32``: computed in float32
+    inside (fn does not compute in float64, the numerics run in float32 with its larger step)."""
+
+    class _Relu(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.relu(side * ((x.float() if in_float32 else x) - c))
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return side * slope * grad * (side * (x - c) > 0).to(grad.dtype)
+
+    return _Relu.apply
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("mode", ["auto", "directional"])
+@pytest.mark.parametrize("side", [1.0, -1.0])
+def test_a_wrong_slope_next_to_a_kink_between_h_and_2h_fails(dtype, mode, side):
+    x = torch.tensor([0.5], dtype=dtype)
+    c = 0.5 - side * 1e-5  # the kink 1.31 h from the point, on the side away from `side`
+    wrong = gk.check_gradients(_relu_at(c, 1.2, side), x, mode=mode)
+    assert not wrong.ok, str(wrong)
+    listed = [m for m in wrong.mismatches if m.check == "backward"]
+    assert listed
+    for m in listed:  # one per direction in directional mode
+        # the estimate shown is the clean side's, and the tolerance is not inflated past the 20% error
+        assert m.numerical == pytest.approx(m.analytic / 1.2, rel=1e-6)
+        assert m.allowed < 1e-3 * abs(m.analytic)
+    assert any("kink" in n and "smaller step" in n for n in wrong.notes), wrong.notes
+    right = gk.check_gradients(_relu_at(c, 1.0, side), x, mode=mode)
+    assert right.ok, str(right)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("mode", ["full", "directional"])
+@pytest.mark.parametrize("distance", [0.5, 0.9, 1.1, 1.31, 1.7, 1.99, 3.0, 5.0])
+def test_kinks_at_any_distance_from_the_point(dtype, mode, distance):
+    x = torch.tensor([0.5], dtype=dtype)
+    c = 0.5 - distance * H64
+    assert not gk.check_gradients(_relu_at(c, 1.2), x, mode=mode).ok
+    assert gk.check_gradients(_relu_at(c, 1.0), x, mode=mode).ok
+
+
+@pytest.mark.parametrize("distance", [1.31, 2.5, 3.9])
+def test_kinks_inside_the_float32_stencil_of_a_function_that_computes_in_float32(distance):
+    """Without float64 the stencil reaches 4h (h = 1/32): kinks between h and 2h or 2h and 4h."""
+    x = torch.tensor([0.5], dtype=torch.float32)
+    c = 0.5 - distance * H32
+    wrong = gk.check_gradients(_relu_at(c, 1.2, in_float32=True), x, mode="full")
+    assert not wrong.ok, str(wrong)
+    right = gk.check_gradients(_relu_at(c, 1.0, in_float32=True), x, mode="full")
+    assert right.ok, str(right)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_kink_exactly_at_the_point_still_passes_as_a_kink(dtype):
+    x = torch.tensor([0.0, 0.7, -0.4], dtype=dtype)
+    report = gk.check_gradients(torch.relu, x, mode="full")
+    assert report.ok, str(report)
+    assert sum(g.kinks for g in report.groups if g.check == "backward") == 1
+
+
+def test_only_the_entry_next_to_the_kink_is_judged_again():
+    # elements far from the kink are right; the one at 1.31 h from it is 20% wrong
+    x = torch.tensor([0.5, 2.0, 3.0], dtype=torch.float64)
+
+    class _Bad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            ctx.save_for_backward(t)
+            return torch.relu(t - (0.5 - 1e-5))
+
+        @staticmethod
+        def backward(ctx, grad):
+            (t,) = ctx.saved_tensors
+            g = grad * (t > 0.5 - 1e-5).to(grad.dtype)
+            g[0] = g[0] * 1.2
+            return g
+
+    report = gk.check_gradients(_Bad.apply, x, mode="full")
+    assert [m.index for m in report.mismatches if m.check == "backward"] == [(0,)]
+
