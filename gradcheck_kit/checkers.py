@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit import _config, _kinks, _screen, tolerances
+from gradcheck_kit import _config, _kinks, _nonfinite, _screen, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -345,12 +345,21 @@ class _Check:
             raise _Failure(
                 "fn returned no floating-point or complex tensor: " + ", ".join(report.outputs)
             )
+        # non-finite elements of the differentiated inputs: never moved, listed as not checked (_nonfinite)
+        self.nonfinite = _nonfinite.nonfinite_elements(self.inputs, self.wrt)
         for k in self.out_idx:
             bad = _nonfinite_count(outs[k])
             if bad:
+                uses = ""
+                if self.nonfinite:
+                    uses = (
+                        f"; the differentiated inputs hold non-finite elements ({_nonfinite.describe(self.inputs, self.names, self.nonfinite)}) "
+                        "that fn may be using: make them finite, or mask them inside fn (torch.where(t.isfinite(), t, 0)) "
+                        "so that its outputs do not depend on them and the other elements can be checked"
+                    )
                 raise _Failure(
                     f"output {k} of fn has {bad} non-finite value(s) (NaN or inf) at the given inputs; "
-                    "gradients cannot be checked there"
+                    f"gradients cannot be checked there{uses}"
                 )
         # 2. mode
         n_in = sum(n_coords(self.inputs[i]) for i in self.wrt)
@@ -384,6 +393,11 @@ class _Check:
             )
         report.evaluations = self.evaluator.evaluations + self.extra_evaluations
         report.path = self.evaluator.path
+        if self.nonfinite:
+            report.notes.append(
+                f"not checked: {_nonfinite.describe(self.inputs, self.names, self.nonfinite)} (fn's outputs do not "
+                "depend on these elements; their derivatives cannot be estimated, the other elements were checked)"
+            )
         report.method = self._method() + (f" at the {self.low_dtype_name} point" if self.reference else "")
         if self.reference:
             report.notes.insert(0, self._reference_note())
@@ -706,6 +720,7 @@ class _Check:
         # numpy: full mode's inputs are small, where a numpy call costs a fraction of a torch call
         parts = [coords64(self.evaluator.base_args[i]).numpy() for i in todo]
         x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        x = np.where(np.isfinite(x), x, 0.0)  # a non-finite element (not used by fn) takes the unit step
         # scale_of: 2^round(log2(max(|x|, 1)))
         steps = np.exp2(np.round(np.log2(np.maximum(np.abs(x), 1.0)))) * self.stencil.h0
         for i, s in zip(todo, torch.from_numpy(steps).split([p.size for p in parts])):
@@ -1302,7 +1317,7 @@ class _Check:
         zero (a shift-invariant input, say) is of this order even where the Jacobian is zero."""
         pos = self.out_idx.index(k)
         if ("x", i) not in self._rms_cache:  # numpy: full mode's inputs are small
-            self._rms_cache[("x", i)] = _rms(coords64(self.inputs[i]).numpy())
+            self._rms_cache[("x", i)] = _rms(_nonfinite.finite_or_zero(coords64(self.inputs[i])).numpy())
         if ("out", k) not in self._rms_cache:
             self._rms_cache[("out", k)] = float(_rms(self.f0[pos]))
         out_rms, x_rms = self._rms_cache[("out", k)], self._rms_cache[("x", i)]
@@ -1491,6 +1506,8 @@ class _Check:
         for i in self.wrt:
             x = coords(self.inputs[i].detach()).cpu()  # base_args[i]'s values (a float64 copy of low precision)
             out[i] = _rademacher(x if x.dtype in _FLOAT_BITS else x.to(torch.float32), d, self.gen)
+            if i in self.nonfinite:  # never moved: x + t·h·u stays what fn masks
+                out[i][:, self.nonfinite[i]] = 0.0
         return out
 
     def _directional_numerics(self, u: dict[int, torch.Tensor]) -> "_DirectionalNumerics":
@@ -1687,6 +1704,8 @@ class _Check:
                 # coordinates in the gradient's own dtype (exact in float64): the products with u and the
                 # sums of squares convert them chunk by chunk, without a full-size float64 copy
                 grads[(i, k)] = coords(g.detach()).cpu()
+                if i in self.nonfinite:  # not checked there, as in full mode (their u is 0: NaN·0 would spread)
+                    grads[(i, k)] = grads[(i, k)].index_fill(0, self.nonfinite[i], 0.0)
         return grads, flowed
 
     def _backward_directional(self) -> None:
@@ -1832,6 +1851,8 @@ class _Check:
         key = ("directional", i, k)
         if key not in self._rms_cache:
             x = coords(self.inputs[i])  # the inputs' values (a scale: summed in their dtype)
+            if i in self.nonfinite:
+                x = _nonfinite.finite_or_zero(x)
             sums = self._output_sizes(k)[1:]
             x_rms = math.sqrt(_size_sq(x) / max(x.numel(), 1))
             out_rms = math.sqrt(sums[0] / max(self.v[k].numel(), 1))

@@ -3,6 +3,8 @@
 - A kink between h and 2h of the point spoils the central Richardson value and inflates its error
   estimate; the entry is judged again at a smaller step on the kink's clean side, never with a wider
   tolerance.
+- Non-finite input elements that fn masks out are listed as not checked and the others are checked; where
+  fn uses them, the error names them.
 """
 
 from __future__ import annotations
@@ -103,3 +105,56 @@ def test_only_the_entry_next_to_the_kink_is_judged_again():
     report = gk.check_gradients(_Bad.apply, x, mode="full")
     assert [m.index for m in report.mismatches if m.check == "backward"] == [(0,)]
 
+
+# ---------------------------------------------------------------------------------------------------
+# non-finite input elements
+def _masked_sin(slope: float = 1.0):
+    """sin of x with its non-finite elements masked to 0; the backward ``slope`` times the true one."""
+
+    class _MaskedSin(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            ctx.save_for_backward(t)
+            return torch.where(torch.isfinite(t), t, 0).sin()
+
+        @staticmethod
+        def backward(ctx, grad):
+            (t,) = ctx.saved_tensors
+            return torch.where(torch.isfinite(t), slope * torch.where(torch.isfinite(t), t, 0).cos() * grad, 0)
+
+    return _MaskedSin.apply
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("mode", ["full", "directional", "auto"])
+def test_non_finite_elements_that_fn_masks_out_are_listed_as_not_checked(dtype, mode):
+    x = torch.tensor([0.1, 0.2, 0.3, float("nan"), 0.5, float("inf")], dtype=dtype)
+    report = gk.check_gradients(lambda t: torch.where(t.isfinite(), t, 0).sin(), x, mode=mode)
+    assert report.ok, str(report)
+    assert "allowed nan" not in str(report)
+    [note] = [n for n in report.notes if n.startswith("not checked:")]
+    assert "t[3] is nan" in note and "t[5] is inf" in note
+    # the other elements were checked: a 1% wrong backward there fails
+    wrong = gk.check_gradients(_masked_sin(1.01), x, mode=mode)
+    assert not wrong.ok
+    assert wrong.check("backward").status == "failed"
+    assert all(m.index not in ((3,), (5,)) for m in wrong.mismatches)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_non_finite_elements_that_fn_uses_give_an_error_naming_them(dtype, mode):
+    x = torch.tensor([0.1, float("nan"), 0.5], dtype=dtype)
+    report = gk.check_gradients(torch.sin, x, mode=mode)
+    assert not report.ok
+    [error] = report.errors
+    assert "non-finite value(s)" in error and "non-finite elements (x[1] is nan)" in error
+    assert not report.mismatches
+
+
+def test_a_large_input_with_masked_non_finite_elements_is_checked_directionally():
+    x = torch.linspace(-1, 1, 100_000, dtype=torch.float64)
+    x[7], x[9] = float("nan"), float("-inf")
+    report = gk.check_gradients(lambda t: torch.where(t.isfinite(), t, 0).sin(), x)
+    assert report.ok and report.mode == "directional", str(report)
+    assert any("t[7] is nan" in n and "t[9] is -inf" in n for n in report.notes), report.notes
