@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit import _config, _kinks, _nonfinite, _screen, tolerances
+from gradcheck_kit import _config, _cost, _kinks, _nonfinite, _screen, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -322,7 +322,9 @@ class _Check:
                 analytic_args.append(t)
         self.analytic_args = analytic_args
         self.mutates_inputs = False
+        started = time.perf_counter()
         outs = self._call_with_grad(analytic_args)
+        self.forward_seconds = time.perf_counter() - started  # one call of fn (full mode's cost estimate)
         # fn saw copies: the caller's tensors still hold the values it was given
         for i, (a, t) in enumerate(zip(analytic_args, self.inputs)):
             if not isinstance(t, torch.Tensor):
@@ -380,6 +382,7 @@ class _Check:
             report.evaluations = self.evaluator.evaluations + self.extra_evaluations
             return
         report.mode = mode
+        self._full_cost()
         notes_before = len(report.notes)
         self.backward_check(mode)
         self._recheck_quantized(mode, notes_before)
@@ -403,6 +406,20 @@ class _Check:
             report.notes.insert(0, self._reference_note())
         elif self.no_reference_reason:
             report.notes.append(self.no_reference_reason)
+
+    def _full_cost(self) -> None:
+        """Full mode's estimated cost (``_cost``): above the limit the check stops with an error saying so."""
+        if self.mode != "full" or self.n_in < _cost.SMALL_COORDS:
+            return
+        largest = max(self.wrt, key=lambda i: n_coords(self.inputs[i]))
+        points = 2 if self._can_screen() else self.stencil.points  # the fewest: the ±h screen may settle it
+        elements = sum(n_coords(self.inputs[i]) for i in self.wrt) + self.n_out
+        cost = _cost.estimate(self.n_in, points, elements, self.forward_seconds, self._runs_under_vmap(largest))
+        limit = _cost.limit_seconds()
+        if cost.seconds > limit:
+            raise _Failure(_cost.refusal(cost, limit))
+        if cost.seconds > _cost.WARN_FRACTION * limit:
+            self.report.notes.append(_cost.warning(cost))
 
     def _method(self) -> str:
         num = self.directional_state["numerics"] if hasattr(self, "directional_state") else None

@@ -5,6 +5,8 @@
   tolerance.
 - Non-finite input elements that fn masks out are listed as not checked and the others are checked; where
   fn uses them, the error names them.
+- Full mode's cost is estimated before it runs: above a limit (a minute, or GRADCHECK_KIT_FULL_SECONDS) the
+  report carries an error with the estimate that points to auto/directional mode.
 """
 
 from __future__ import annotations
@@ -158,3 +160,39 @@ def test_a_large_input_with_masked_non_finite_elements_is_checked_directionally(
     report = gk.check_gradients(lambda t: torch.where(t.isfinite(), t, 0).sin(), x)
     assert report.ok and report.mode == "directional", str(report)
     assert any("t[7] is nan" in n and "t[9] is -inf" in n for n in report.notes), report.notes
+
+
+# ---------------------------------------------------------------------------------------------------
+# the cost of full mode
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_full_mode_on_a_large_sum_is_refused_up_front_with_the_estimate(dtype):
+    x = torch.randn(100_000, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    report = gk.check_gradients(torch.sum, x, mode="full")
+    assert report.elapsed < 2.0
+    assert not report.ok and not report.checks
+    [error] = report.errors
+    assert error.startswith("mode='full' not run: it would take about ")
+    assert "100,000 input coordinates" in error
+    assert "mode='auto'" in error and "mode='directional'" in error
+    assert "GRADCHECK_KIT_FULL_SECONDS" in error
+    with pytest.raises(gk.GradientMismatch, match="mode='full' not run"):
+        gk.assert_gradients_close(torch.sum, x, mode="full")
+    # the default mode checks it directionally, in a fraction of a second
+    assert gk.check_gradients(torch.sum, x).ok
+
+
+def test_the_full_mode_limit_is_an_environment_setting(monkeypatch):
+    x = torch.linspace(-1, 1, 5000, dtype=torch.float64)
+    monkeypatch.setenv("GRADCHECK_KIT_FULL_SECONDS", "0.01")
+    refused = gk.check_gradients(torch.sum, x, mode="full")
+    assert not refused.ok and "above the limit of 0.01 s" in refused.errors[0]
+    # estimated above a sixth of the limit: it runs, with a note
+    monkeypatch.setenv("GRADCHECK_KIT_FULL_SECONDS", "inf")
+    assert gk.check_gradients(torch.sum, x, mode="full").ok
+    monkeypatch.setenv("GRADCHECK_KIT_FULL_SECONDS", "4")
+    noted = gk.check_gradients(torch.sum, x, mode="full")
+    assert noted.ok
+    assert any(n.startswith("mode='full' was estimated at about") for n in noted.notes), noted.notes
+    monkeypatch.setenv("GRADCHECK_KIT_FULL_SECONDS", "soon")
+    with pytest.raises(gk.InvalidArgument, match="GRADCHECK_KIT_FULL_SECONDS='soon'"):
+        gk.check_gradients(torch.sum, x, mode="full")
