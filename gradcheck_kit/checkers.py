@@ -875,9 +875,10 @@ class _Check:
         _relist(verdict, done, numerical, tol, (a[done] - numerical).abs())
         deepest = _kinks.STEP_FACTOR ** int(settled.level.max())
         self.report.notes.append(
-            f"{done.numel()} derivative(s) of output {k} w.r.t. {self.names[i]} sit next to a kink that the stencil "
-            f"crossed (one-sided slopes disagree between h and 2h): judged again at a smaller step (down to "
-            f"h/{deepest:g}) on the kink's clean side, {int(settled.failed.sum())} of them wrong"
+            f"{done.numel()} derivative(s) of output {k} w.r.t. {self.names[i]} passed at h only within an error "
+            "estimate that a sharp one-sided estimate contradicts (a kink inside the stencil, or fn changes on a "
+            f"scale below h): judged again at a smaller step (down to h/{deepest:g}), {int(settled.failed.sum())} "
+            "of them wrong"
         )
 
     def _coordinates(self, i: int, cols: torch.Tensor) -> torch.Tensor:
@@ -1678,9 +1679,9 @@ class _Check:
         view.failed[done] = settled.failed[settled.decided]
         _relist(view, done, numerical, tol, (flat(a)[done] - numerical).abs())
         self.report.notes.append(
-            f"{done.numel()} directional derivative(s) crossed a kink along their direction inside the stencil "
-            f"(one-sided slopes disagree between h and 2h): judged again at a smaller step (down to "
-            f"h/{_kinks.STEP_FACTOR ** int(settled.level.max()):g}) on the kink's clean side, "
+            f"{done.numel()} directional derivative(s) passed at h only within an error estimate that a sharp "
+            "one-sided estimate contradicts (a kink along the direction inside the stencil, or fn changes on a scale "
+            f"below h): judged again at a smaller step (down to h/{_kinks.STEP_FACTOR ** int(settled.level.max()):g}), "
             f"{int(settled.failed.sum())} of them wrong"
         )
 
