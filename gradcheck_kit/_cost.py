@@ -1,10 +1,17 @@
 """What full mode will cost, estimated before it runs.
 
 Full mode perturbs every input coordinate: ``coordinates × points`` evaluations of fn, each on a whole
-copy of the inputs. Through ``vmap`` the evaluations are batched and a point costs about its elements
-(inputs and outputs, copied and computed: ``ELEMENT_SECONDS`` each), so the check grows with the square
-of the input's size: a ``sum`` over 10^5 elements takes minutes where its forward takes microseconds.
-Without vmap each point is a call of fn, at least as long as the forward that already ran.
+copy of the inputs, so the check grows with the square of the input's size: a ``sum`` over 10^5 elements
+takes minutes where its forward takes microseconds. The cost of one point:
+
+- through ``vmap`` on the CPU, ``ELEMENT_SECONDS`` per input and output element (a count, not a timing: a
+  small batch runs faster per point than the check's large ones, and a busy machine times anything
+  slower). A fn that computes much more than its elements (a convolution) costs more: the estimate is
+  a lower bound there;
+- through ``vmap`` on another device, one batch as large as the check's, timed (the fastest of
+  ``REPEATS`` runs);
+- without vmap, a call of fn (the fastest of the forward that ran and one more) plus the cost of its
+  elements.
 
 Above ``limit_seconds()`` the check is not run: the report carries an error with the estimate, pointing
 to ``mode="auto"``/``"directional"`` (a constant number of evaluations whatever the size). The limit is
@@ -16,14 +23,18 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from gradcheck_kit.errors import InvalidArgument
 
-__all__ = ["FullCost", "estimate", "limit_seconds", "refusal", "warning", "ENV_LIMIT", "WARN_FRACTION"]
+__all__ = ["FullCost", "estimate", "timed", "limit_seconds", "refusal", "warning", "ENV_LIMIT", "WARN_FRACTION"]
 
-#: one element of one batched point (inputs + outputs) through vmap: copied, computed and projected
-#: (12-30 ns measured on a shared 2-core CPU machine for sum, sin and mean(x²))
+#: timed runs (the fastest counts; they count as evaluations)
+REPEATS = 2
+#: one element of one batched point (inputs + outputs) through vmap on a CPU: copied, computed and
+#: projected (12-30 ns measured on a shared 2-core machine for sum, sin and mean(x²))
 ELEMENT_SECONDS = 2e-8
 #: estimated seconds above which full mode is not run, unless ENV_LIMIT says otherwise
 DEFAULT_LIMIT_SECONDS = 60.0
@@ -43,10 +54,19 @@ class FullCost:
     batched: bool  # through vmap (else one call of fn per point)
 
 
-def estimate(coordinates: int, points: int, elements: int, forward_seconds: float, batched: bool) -> FullCost:
-    """``elements``: input and output elements of one evaluation; ``forward_seconds``: one call of fn."""
-    per_point = ELEMENT_SECONDS * elements if batched else max(forward_seconds, ELEMENT_SECONDS * elements)
+def estimate(coordinates: int, points: int, per_point: float, batched: bool) -> FullCost:
+    """``per_point``: seconds of one evaluation (measured)."""
     return FullCost(coordinates * points * per_point, coordinates, points, per_point, batched)
+
+
+def timed(run: Callable[[], object], points: int, repeats: int = REPEATS) -> float:
+    """Seconds per point of ``run`` (which evaluates ``points`` points): the fastest of ``repeats`` runs."""
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best / max(points, 1)
 
 
 def limit_seconds() -> float:

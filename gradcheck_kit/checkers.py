@@ -413,8 +413,18 @@ class _Check:
             return
         largest = max(self.wrt, key=lambda i: n_coords(self.inputs[i]))
         points = 2 if self._can_screen() else self.stencil.points  # the fewest: the ±h screen may settle it
-        elements = sum(n_coords(self.inputs[i]) for i in self.wrt) + self.n_out
-        cost = _cost.estimate(self.n_in, points, elements, self.forward_seconds, self._runs_under_vmap(largest))
+        batched = self._runs_under_vmap(largest)
+        x = self.evaluator.base_args[largest]
+        elements = _cost.ELEMENT_SECONDS * (sum(n_coords(self.inputs[i]) for i in self.wrt) + self.n_out)
+        if batched and x.device.type != "cpu":  # one batch of points at x, as large as _stencil_values builds
+            b = max(1, min(n_coords(x), BATCH_ELEMENTS // (n_coords(x) + self.n_out)))
+            run = lambda: self.evaluator.batched(largest, coords(x).expand(b, -1).clone(), x.shape, x.is_complex())  # noqa: E731
+            per_point = _cost.timed(run, b)
+        elif batched:
+            per_point = elements
+        else:  # one call of fn per point, on points built as in a batch
+            per_point = min(self.forward_seconds, _cost.timed(lambda: self.evaluator.outputs_at({}), 1)) + elements
+        cost = _cost.estimate(self.n_in, points, per_point, batched)
         limit = _cost.limit_seconds()
         if cost.seconds > limit:
             raise _Failure(_cost.refusal(cost, limit))
