@@ -26,7 +26,7 @@ import torch
 from gradcheck_kit._compare import CONTAMINATION_RATIO, Verdict, compare
 from gradcheck_kit._finite_diff import Estimates
 
-__all__ = ["suspects", "settle", "Settled", "STEP_FACTOR", "LEVELS", "PRECISION"]
+__all__ = ["suspects", "settle", "Settled", "apply", "note", "STEP_FACTOR", "LEVELS", "PRECISION"]
 
 #: the smaller steps are h / STEP_FACTOR^level, level = 1 .. LEVELS (down to ~1e-9 of h)
 STEP_FACTOR = 8.0
@@ -98,3 +98,27 @@ def settle(
             level_of[at] = level
         open_ = open_[~done]
     return Settled(failed, decided, numerical, allowed, level_of)
+
+
+def apply(verdict: Verdict, idx: torch.Tensor, settled: Settled, a: torch.Tensor) -> tuple[int, int, int]:
+    """Write what ``settle`` decided for the entries ``idx`` of a flat ``verdict`` (``a``: autograd's values
+    there); returns how many were decided, how many of them failed, and the deepest level used."""
+    decided = settled.decided
+    done = idx[decided]
+    if done.numel() == 0:
+        return 0, 0, 0
+    numerical, tol = settled.numerical[decided], settled.allowed[decided]
+    verdict.failed[done] = settled.failed[decided]
+    verdict.numerical[done] = numerical
+    verdict.allowed[done] = tol
+    verdict.ratio[done] = (a[decided] - numerical).abs() / tol.clamp_min(1e-300)
+    return int(done.numel()), int(settled.failed.sum()), int(settled.level.max())
+
+
+def note(what: str, decided: int, wrong: int, level: int) -> str:
+    """The report's note on ``decided`` derivatives (``what``: which) judged again down to ``level``."""
+    return (
+        f"{decided} {what} passed at h only within an error estimate that a sharp one-sided estimate contradicts "
+        "(a kink inside the stencil, or fn changes on a scale below h): judged again at a smaller step (down to "
+        f"h/{STEP_FACTOR**level:g}), {wrong} of them wrong"
+    )

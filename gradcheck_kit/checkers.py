@@ -876,20 +876,11 @@ class _Check:
             values = torch.cat([center.view(1, 1, -1).expand(1, cols.numel(), -1), proj])
             return self._entry_estimates(k, values, cols, step, j_idx[sel], r_idx[sel], at, unit_floor=False)
 
-        settled = _kinks.settle(a[idx], allow[idx], kap, estimates_at)
-        if not bool(settled.decided.any()):
-            return
-        done = idx[settled.decided]
-        numerical, tol = settled.numerical[settled.decided], settled.allowed[settled.decided]
-        verdict.failed[done] = settled.failed[settled.decided]
-        _relist(verdict, done, numerical, tol, (a[done] - numerical).abs())
-        deepest = _kinks.STEP_FACTOR ** int(settled.level.max())
-        self.report.notes.append(
-            f"{done.numel()} derivative(s) of output {k} w.r.t. {self.names[i]} passed at h only within an error "
-            "estimate that a sharp one-sided estimate contradicts (a kink inside the stencil, or fn changes on a "
-            f"scale below h): judged again at a smaller step (down to h/{deepest:g}), {int(settled.failed.sum())} "
-            "of them wrong"
-        )
+        decided, wrong, level = _kinks.apply(verdict, idx, _kinks.settle(a[idx], allow[idx], kap, estimates_at), a[idx])
+        if decided:
+            self.report.notes.append(
+                _kinks.note(f"derivative(s) of output {k} w.r.t. {self.names[i]}", decided, wrong, level)
+            )
 
     def _coordinates(self, i: int, cols: torch.Tensor) -> torch.Tensor:
         """The values of coordinates ``cols`` of input ``i`` at the base point, float64 on the host."""
@@ -1682,18 +1673,9 @@ class _Check:
             return Estimates(*(None if t is None else flat(t)[idx[open_]] for t in vars(e).values()))
 
         settled = _kinks.settle(flat(a)[idx], flat(allow)[idx], kap, estimates_at)
-        if not bool(settled.decided.any()):
-            return
-        done = idx[settled.decided]
-        numerical, tol = settled.numerical[settled.decided], settled.allowed[settled.decided]
-        view.failed[done] = settled.failed[settled.decided]
-        _relist(view, done, numerical, tol, (flat(a)[done] - numerical).abs())
-        self.report.notes.append(
-            f"{done.numel()} directional derivative(s) passed at h only within an error estimate that a sharp "
-            "one-sided estimate contradicts (a kink along the direction inside the stencil, or fn changes on a scale "
-            f"below h): judged again at a smaller step (down to h/{_kinks.STEP_FACTOR ** int(settled.level.max()):g}), "
-            f"{int(settled.failed.sum())} of them wrong"
-        )
+        decided, wrong, level = _kinks.apply(view, idx, settled, flat(a)[idx])
+        if decided:
+            self.report.notes.append(_kinks.note("directional derivative(s)", decided, wrong, level))
 
     def _vjp_vectors(self, leaves: dict[int, torch.Tensor], outs, raw: dict | None = None) -> tuple[dict, dict]:
         """g[(i, k)] = v_k · d out_k / d x_i as real coordinates (in the gradient's dtype), and whether a
