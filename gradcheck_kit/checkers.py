@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit import _compiled, _config, _screen, _state, tolerances
+from gradcheck_kit import _compiled, _config, _cost, _kinks, _nonfinite, _screen, _state, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -343,7 +343,9 @@ class _Check:
                 analytic_args.append(t)
         self.analytic_args = analytic_args
         self.mutates_inputs = False
+        started = time.perf_counter()
         outs = self._call_with_grad(analytic_args)
+        self.forward_seconds = time.perf_counter() - started  # one call of fn (full mode's cost estimate)
         # fn saw copies: the caller's tensors still hold the values it was given
         for i, (a, t) in enumerate(zip(analytic_args, self.inputs)):
             if not isinstance(t, torch.Tensor):
@@ -372,12 +374,21 @@ class _Check:
             raise _Failure(
                 "fn returned no floating-point or complex tensor: " + ", ".join(report.outputs), function_failed=True
             )
+        # non-finite elements of the differentiated inputs: never moved, listed as not checked (_nonfinite)
+        self.nonfinite = _nonfinite.nonfinite_elements(self.inputs, self.wrt)
         for k in self.out_idx:
             bad = _nonfinite_count(outs[k])
             if bad:
+                uses = ""
+                if self.nonfinite:
+                    uses = (
+                        f"; the differentiated inputs hold non-finite elements ({_nonfinite.describe(self.inputs, self.names, self.nonfinite)}) "
+                        "that fn may be using: make them finite, or mask them inside fn (torch.where(t.isfinite(), t, 0)) "
+                        "so that its outputs do not depend on them and the other elements can be checked"
+                    )
                 raise _Failure(
                     f"output {k} of fn has {bad} non-finite value(s) (NaN or inf) at the given inputs; "
-                    "gradients cannot be checked there"
+                    f"gradients cannot be checked there{uses}"
                 )
         # 2. mode
         n_in = sum(n_coords(self.inputs[i]) for i in self.wrt)
@@ -398,6 +409,7 @@ class _Check:
             report.evaluations = self.evaluator.evaluations + self.extra_evaluations
             return
         report.mode = mode
+        self._full_cost()
         notes_before = len(report.notes)
         self.backward_check(mode)
         self._recheck_quantized(mode, notes_before)
@@ -411,11 +423,40 @@ class _Check:
             )
         report.evaluations = self.evaluator.evaluations + self.extra_evaluations
         report.path = self.evaluator.path
+        if self.nonfinite:
+            report.notes.append(
+                f"not checked: {_nonfinite.describe(self.inputs, self.names, self.nonfinite)} (fn's outputs do not "
+                "depend on these elements; their derivatives cannot be estimated, the other elements were checked)"
+            )
         report.method = self._method() + (f" at the {self.low_dtype_name} point" if self.reference else "")
         if self.reference:
             report.notes.insert(0, self._reference_note())
         elif self.no_reference_reason:
             report.notes.append(self.no_reference_reason)
+
+    def _full_cost(self) -> None:
+        """Full mode's estimated cost (``_cost``): above the limit the check stops with an error saying so."""
+        if self.mode != "full" or self.n_in < _cost.SMALL_COORDS:
+            return
+        largest = max(self.wrt, key=lambda i: n_coords(self.inputs[i]))
+        points = 2 if self._can_screen() else self.stencil.points  # the fewest: the ±h screen may settle it
+        batched = self._runs_under_vmap(largest)
+        x = self.evaluator.base_args[largest]
+        elements = _cost.ELEMENT_SECONDS * (sum(n_coords(self.inputs[i]) for i in self.wrt) + self.n_out)
+        if batched and x.device.type != "cpu":  # one batch of points at x, as large as _stencil_values builds
+            b = max(1, min(n_coords(x), BATCH_ELEMENTS // (n_coords(x) + self.n_out)))
+            run = lambda: self.evaluator.batched(largest, coords(x).expand(b, -1).clone(), x.shape, x.is_complex())  # noqa: E731
+            per_point = _cost.timed(run, b)
+        elif batched:
+            per_point = elements
+        else:  # one call of fn per point, on points built as in a batch
+            per_point = min(self.forward_seconds, _cost.timed(lambda: self.evaluator.outputs_at({}), 1)) + elements
+        cost = _cost.estimate(self.n_in, points, per_point, batched)
+        limit = _cost.limit_seconds()
+        if cost.seconds > limit:
+            raise _Failure(_cost.refusal(cost, limit))
+        if cost.seconds > _cost.WARN_FRACTION * limit:
+            self.report.notes.append(_cost.warning(cost))
 
     def _method(self) -> str:
         num = self.directional_state["numerics"] if hasattr(self, "directional_state") else None
@@ -733,6 +774,7 @@ class _Check:
         # numpy: full mode's inputs are small, where a numpy call costs a fraction of a torch call
         parts = [coords64(self.evaluator.base_args[i]).numpy() for i in todo]
         x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        x = np.where(np.isfinite(x), x, 0.0)  # a non-finite element (not used by fn) takes the unit step
         # scale_of: 2^round(log2(max(|x|, 1)))
         steps = np.exp2(np.round(np.log2(np.maximum(np.abs(x), 1.0)))) * self.stencil.h0
         for i, s in zip(todo, torch.from_numpy(steps).split([p.size for p in parts])):
@@ -801,6 +843,7 @@ class _Check:
                 code = torch.where(zero_f, 3, 4).to(torch.int8)
                 verdict.cause = torch.where(underflow & (verdict.cause == 0), code, verdict.cause)
             verdict.ratio = torch.where(underflow, torch.zeros_like(verdict.ratio), verdict.ratio)
+        self._settle_kinks(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.failed.any()):
             self._resample(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.failed.any()):
@@ -844,6 +887,31 @@ class _Check:
             f"{int(ok.sum())} derivative(s) of output {k} w.r.t. {self.names[i]} passed on a second sample of fn's "
             "rounding (the same stencil at x moved by 2^-10 of the step): one sample had understated it"
         )
+
+    def _settle_kinks(self, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
+        """Entries that passed on a central value spoiled by a kink inside the stencil (``_kinks``), judged
+        again at smaller steps on the kink's clean side; at most ``REFINE_COORDS`` coordinates."""
+        idx = _kinks.suspects(a, est, allow, kap, verdict).nonzero().squeeze(1)
+        idx = idx[torch.isin(j_idx[idx], torch.unique(j_idx[idx])[:REFINE_COORDS])]
+        if idx.numel() == 0:
+            return
+        mults = self._multipliers(self.stencil.multipliers)
+        center = self._f0_rows(self.out_idx.index(k), k, self.full_state["rows"][k])[0]
+
+        def estimates_at(level: int, open_: torch.Tensor) -> Estimates:
+            sel = idx[open_]
+            cols = torch.unique(j_idx[sel])
+            step = self._step(i)[cols] / _kinks.STEP_FACTOR**level
+            at = self._coordinates(i, cols)
+            proj = self._stencil_along(i, k, cols, at, mults * step)
+            values = torch.cat([center.view(1, 1, -1).expand(1, cols.numel(), -1), proj])
+            return self._entry_estimates(k, values, cols, step, j_idx[sel], r_idx[sel], at, unit_floor=False)
+
+        decided, wrong, level = _kinks.apply(verdict, idx, _kinks.settle(a[idx], allow[idx], kap, estimates_at), a[idx])
+        if decided:
+            self.report.notes.append(
+                _kinks.note(f"derivative(s) of output {k} w.r.t. {self.names[i]}", decided, wrong, level)
+            )
 
     def _coordinates(self, i: int, cols: torch.Tensor) -> torch.Tensor:
         """The values of coordinates ``cols`` of input ``i`` at the base point, float64 on the host."""
@@ -1299,7 +1367,7 @@ class _Check:
         zero (a shift-invariant input, say) is of this order even where the Jacobian is zero."""
         pos = self.out_idx.index(k)
         if ("x", i) not in self._rms_cache:  # numpy: full mode's inputs are small
-            self._rms_cache[("x", i)] = _rms(coords64(self.inputs[i]).numpy())
+            self._rms_cache[("x", i)] = _rms(_nonfinite.finite_or_zero(coords64(self.inputs[i])).numpy())
         if ("out", k) not in self._rms_cache:
             self._rms_cache[("out", k)] = float(_rms(self.f0[pos]))
         out_rms, x_rms = self._rms_cache[("out", k)], self._rms_cache[("x", i)]
@@ -1484,6 +1552,8 @@ class _Check:
         for i in self.wrt:
             x = coords(self.inputs[i].detach()).cpu()  # base_args[i]'s values (a float64 copy of low precision)
             out[i] = _rademacher(x if x.dtype in _FLOAT_BITS else x.to(torch.float32), d, self.gen)
+            if i in self.nonfinite:  # never moved: x + t·h·u stays what fn masks
+                out[i][:, self.nonfinite[i]] = 0.0
         return out
 
     def _directional_numerics(self, u: dict[int, torch.Tensor]) -> "_DirectionalNumerics":
@@ -1529,9 +1599,12 @@ class _Check:
         self.reference_pending = False
         return [coords64(outs[k]) for k in self.out_idx]
 
-    def _evaluate_directional(self, num: "_DirectionalNumerics", u: dict[int, torch.Tensor], upto: int) -> None:
-        """Fill the stencil rows ``num.evaluated .. upto - 1`` (offsets ``multipliers[row - 1]`` times h)."""
-        h = self.stencil.h0
+    def _evaluate_directional(
+        self, num: "_DirectionalNumerics", u: dict[int, torch.Tensor], upto: int, h: float | None = None
+    ) -> None:
+        """Fill the stencil rows ``num.evaluated .. upto - 1`` (offsets ``multipliers[row - 1]`` times h, the
+        stencil's step unless given)."""
+        h = self.stencil.h0 if h is None else h
         mult = self.stencil.multipliers
         base = {i: coords(self.evaluator.base_args[i]) for i in self.wrt}
         buffers = {i: torch.empty_like(base[i]) for i in self.wrt}
@@ -1602,7 +1675,34 @@ class _Check:
         # no second opinion at smaller steps here (full mode's _refine): one coordinate's steep feature
         # would dominate the projection and its tolerance there, and hide a wrong element elsewhere. Auto
         # mode narrows a failure down with a full check, whose entries get it one by one (_narrow)
-        return compare(a, est, allow, kap), scale, False
+        verdict = compare(a, est, allow, kap)
+        self._settle_directional_kinks(a, est, allow, verdict, kap)
+        return verdict, scale, False
+
+    def _settle_directional_kinks(self, a, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
+        """Directional values that passed on a central value spoiled by a kink along ``u`` inside the stencil
+        (``_kinks``), judged again with the stencil at smaller steps on the kink's clean side."""
+        flat = lambda t: t.view(-1)  # noqa: E731 - (n_out, d) -> flat positions (views: writes reach verdict)
+        view = Verdict(*(flat(getattr(verdict, f)) for f in Verdict.__dataclass_fields__))
+        flat_est = Estimates(*(None if t is None else flat(t) for t in vars(est).values()))
+        idx = _kinks.suspects(flat(a), flat_est, flat(allow), kap, view).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return
+        state = self.directional_state
+        num = state["numerics"]
+
+        def estimates_at(level: int, open_: torch.Tensor) -> Estimates:
+            h = self.stencil.h0 / _kinks.STEP_FACTOR**level
+            fine = _DirectionalNumerics(num.values.clone(), num.fmag, evaluated=1)
+            self._evaluate_directional(fine, state["u"], num.values.shape[0], h=h)
+            sigma = noise_sigma(fine.values, fine.fmag, self.stencil, pool_dim=1)
+            e = estimate_with_sigma(fine.values, torch.tensor(h, dtype=torch.float64), sigma, self.stencil, unit_floor=False)
+            return Estimates(*(None if t is None else flat(t)[idx[open_]] for t in vars(e).values()))
+
+        settled = _kinks.settle(flat(a)[idx], flat(allow)[idx], kap, estimates_at)
+        decided, wrong, level = _kinks.apply(view, idx, settled, flat(a)[idx])
+        if decided:
+            self.report.notes.append(_kinks.note("directional derivative(s)", decided, wrong, level))
 
     def _vjp_vectors(self, leaves: dict[int, torch.Tensor], outs, raw: dict | None = None) -> tuple[dict, dict]:
         """g[(i, k)] = v_k · d out_k / d x_i as real coordinates (in the gradient's dtype), and whether a
@@ -1641,6 +1741,8 @@ class _Check:
                 # coordinates in the gradient's own dtype (exact in float64): the products with u and the
                 # sums of squares convert them chunk by chunk, without a full-size float64 copy
                 grads[(i, k)] = coords(g.detach()).cpu()
+                if i in self.nonfinite:  # not checked there, as in full mode (their u is 0: NaN·0 would spread)
+                    grads[(i, k)] = grads[(i, k)].index_fill(0, self.nonfinite[i], 0.0)
         return grads, flowed
 
     def _backward_directional(self) -> None:
@@ -1786,6 +1888,8 @@ class _Check:
         key = ("directional", i, k)
         if key not in self._rms_cache:
             x = coords(self.inputs[i])  # the inputs' values (a scale: summed in their dtype)
+            if i in self.nonfinite:
+                x = _nonfinite.finite_or_zero(x)
             sums = self._output_sizes(k)[1:]
             x_rms = math.sqrt(_size_sq(x) / max(x.numel(), 1))
             out_rms = math.sqrt(sums[0] / max(self.v[k].numel(), 1))
