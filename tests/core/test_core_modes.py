@@ -196,7 +196,7 @@ def test_wrt_integer_tensor_is_invalid():
     "kwargs, pattern",
     [
         ({"mode": "fast"}, r"mode='fast'"),
-        ({"order": 3}, r"order=3"),
+        ({"order": 5}, r"order=5"),
         ({"order": True}, r"order=True"),
         ({"seed": "1"}, r"seed='1'"),
         ({"seed": 1.5}, r"seed=1.5"),
