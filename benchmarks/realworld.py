@@ -238,7 +238,8 @@ def _kornia() -> list[Case]:
         Case("kornia.metrics.ssim", "kornia", ssim, b_ssim),
         Case("kornia.spatial_soft_argmax2d", "kornia", soft_argmax, b_heat),
         Case("kornia.losses.focal_loss [bug: logits grad +3%]", "kornia", focal, b_focal, "wrong",
-             _scale_backward(kfocal._TargetLogSoftmax, 0), setting=lambda: _patch(kfocal, "_CPU_MIN_NUMEL", lambda n: 0)),
+             _scale_backward(kfocal._TargetLogSoftmax, 0),
+             setting=lambda: _patch(kfocal, "_CPU_MIN_NUMEL", lambda n: 0)),
         Case("kornia.axis_angle_to_rotation_matrix [bug: dropped term]", "kornia", aa_to_rotmat, b_aa, "wrong",
              lambda: _patch(kc, "axis_angle_to_rotation_matrix", _kornia_dropped_angle)),
     ]
@@ -265,7 +266,7 @@ def _kornia_dropped_angle(original):
 def _gpytorch() -> list[Case]:
     import gpytorch
     import linear_operator
-    from gpytorch.functions import LogNormalCDF, MaternCovariance, RBFCovariance
+    from gpytorch.functions import MaternCovariance, RBFCovariance
     from gpytorch.kernels.kernel import Distance
 
     dist = Distance()
@@ -532,7 +533,6 @@ def _geoopt_dropped_lambda(original):
 # ---------------------------------------------------------------------------------------------------
 # zuko: splines, bisection and quadrature with implicit backwards, an adaptive ODE adjoint
 def _zuko() -> list[Case]:
-    import zuko
     from zuko import utils as zutils
     from zuko.transforms import BernsteinTransform, MonotonicRQSTransform, SOSPolynomialTransform
 

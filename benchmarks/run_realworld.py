@@ -149,7 +149,8 @@ def markdown(summary: list[dict], rows: list[dict], skipped: dict, args, elapsed
     if not wrong:
         lines.append("None.")
     else:
-        lines += ["| case | dtype | seed | expected | ours | gradcheck | first line of our report |", "|---|---|---|---|---|---|---|"]
+        lines += ["| case | dtype | seed | expected | ours | gradcheck | first line of our report |",
+                  "|---|---|---|---|---|---|---|"]
         for r in wrong:
             detail = r.get("ours_detail", "").replace("|", "\\|")
             lines.append(f"| {r['case']} | {r['dtype']} | {r['seed']} | {r['expected']} | {r['ours']} | "
@@ -207,7 +208,8 @@ def main(argv=None) -> int:
     for dtype in ("float32", "float64"):
         for s in [s for s in summary if s["dtype"] == dtype] + [_totals(summary, rows, dtype)]:
             print(f"{s['library']:16s} {s['dtype']:8s} {s['functions']:5d}  "
-                  f"{s['ours_false_alarms']:3d}/{s['correct_runs']:<4d} {s['gc_false_alarms']:3d}/{s['correct_runs']:<4d} "
+                  f"{s['ours_false_alarms']:3d}/{s['correct_runs']:<4d} "
+                  f"{s['gc_false_alarms']:3d}/{s['correct_runs']:<4d} "
                   f"{s['ours_catches']:3d}/{s['wrong_runs']:<4d}    {s['gc_catches']:3d}/{s['wrong_runs']:<4d}   "
                   f"{s['ratio_median']:.2f} / {s['ratio_worst']:.1f}")
     print(f"\n{len(rows)} runs in {elapsed:.0f} s")
