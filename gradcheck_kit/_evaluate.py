@@ -109,6 +109,23 @@ def as_outputs(result: Any) -> tuple:
     )
 
 
+def _value_eps(t: torch.Tensor) -> float:
+    """The rounding unit of ``t``'s values: its dtype's, or a lower precision's where every value is one
+    (a float64 output computed in float32 inside)."""
+    if not (t.is_floating_point() or t.is_complex()):
+        return 0.0
+    eps = torch.finfo(t.dtype).eps
+    real = torch.view_as_real(t) if t.is_complex() else t
+    for low in (torch.bfloat16, torch.float16, torch.float32):
+        if torch.finfo(low).eps > eps and bool(torch.equal(real.to(low).to(real.dtype), real)):
+            return torch.finfo(low).eps
+    return eps
+
+
+class _VmapMismatch(Exception):
+    """Internal: fn under vmap gives other values than one call per point (its vmap rule)."""
+
+
 class Evaluator:
     """Evaluates ``fn`` on numeric copies of the inputs (no autograd), one point or a batch of points."""
 
@@ -134,6 +151,9 @@ class Evaluator:
         self.rng_seed = rng_seed
         self.evaluations = 0
         self.vmap_failed: str | None = None
+        # vmap of fn checked against one plain call (on first use); what differed, where it did
+        self.vmap_checked = False
+        self.vmap_mismatch: str | None = None
         self.used_vmap = False
         self.used_loop = False
         # inputs that require grad in a call with grad enabled (the differentiated ones)
@@ -263,10 +283,53 @@ class Evaluator:
             warnings.simplefilter("ignore")
             outs = torch.func.vmap(at, randomness="error")(*batches)
         self._check_shapes([o.shape for o in outs], batched=True)
+        if not self.vmap_checked:
+            self._vmap_inputs = list(inputs)
+            self._check_vmap_entry(at, batches, outs)
         return [batched_coords(o).to("cpu", torch.float64) for o in outs]
+
+    def _check_vmap_entry(self, at: Callable, batches: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> None:
+        """The first vmapped batch's first entry against one plain call at that point: a custom Function
+        whose vmap rule mixes batch entries must not become the numerical side's values."""
+        self.vmap_checked = True
+        fixed = self._fresh(self.base_args, keep=())  # fn may modify its inputs: copies of its own
+
+        def plain(*xs: torch.Tensor):
+            args = list(fixed)
+            for i, x in zip(self._vmap_inputs, xs):
+                args[i] = x
+            outs = as_outputs(self.fn(*args))
+            return tuple(outs[k] for k in self.output_indices)
+
+        seed_global_rng(self.rng_seed)
+        with torch.no_grad():
+            single = plain(*(b[0] for b in batches))
+        self.evaluations += 1
+        for k, (got, want) in enumerate(zip(outs, single)):
+            got, want = got[0].detach().to("cpu"), want.detach().to("cpu")
+            if got.shape != want.shape:
+                self.vmap_mismatch = f"output {k} of the first batch entry has shape {tuple(got.shape)}, not {tuple(want.shape)}"
+                break
+            g = got.to(torch.complex128 if got.is_complex() else torch.float64)
+            w = want.to(torch.complex128 if want.is_complex() else torch.float64)
+            if not w.numel():
+                continue
+            allowed = 64 * _value_eps(want) * (w.abs() + w.abs().max())
+            bad = ~(((g - w).abs() <= allowed) | (torch.isnan(g) & torch.isnan(w)))
+            if bool(bad.any()):
+                self.vmap_mismatch = (
+                    f"output {k} of the first batch entry differs from one call at that point by "
+                    f"{float((g - w).abs()[bad].max()):.2g}"
+                )
+                break
+        if self.vmap_mismatch is not None:
+            self.vmap_failed = f"_VmapMismatch: {self.vmap_mismatch}"  # no more vmap for this check
+            raise _VmapMismatch(self.vmap_mismatch)
 
     @property
     def path(self) -> str:
+        if self.vmap_mismatch is not None:
+            return "loop (fn under vmap gives other values than one call per point: evaluated point by point)"
         if self.vmap_failed is not None:
             return f"loop ({vmap_reason(self.vmap_failed)}: evaluated point by point)"
         if self.used_loop:  # vmap not tried: fn differentiates internally, which runs with grad, one call each

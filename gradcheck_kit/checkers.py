@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit import _compiled, _config, _cost, _kinks, _nonfinite, _screen, _state, tolerances
+from gradcheck_kit import _batched, _compiled, _config, _cost, _kinks, _nonfinite, _screen, _state, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -152,6 +152,7 @@ def check_gradients(
     directions: int | None = None,
     nondet_tol: float | None = None,
     strict: bool | None = None,
+    batched: bool | None = None,
 ) -> GradientReport:
     """Compare autograd's derivatives of ``fn(*inputs)`` with finite differences; return a report.
 
@@ -165,12 +166,13 @@ def check_gradients(
     numerical error estimate is always added. ``seed`` seeds every random choice (the caller's RNG is
     untouched). ``input_names``: display names of the inputs in messages. ``directions``: random
     directions per directional check (default 2). ``strict``: entries that agree only approximately fail
-    (see :class:`gradcheck_kit.options.CheckOptions`). Keywords left ``None`` take the defaults of
+    (see :class:`gradcheck_kit.options.CheckOptions`). ``batched=True`` also checks fn, its backward and
+    its forward AD under ``vmap`` against one call per batch entry (the check ``batched``). Keywords left ``None`` take the defaults of
     ``gradcheck_kit._config.defaults`` (the pytest plugin sets them from its options).
     """
     options = _resolve_options(
         mode=mode, order=order, forward_ad=forward_ad, atol=atol, rtol=rtol, seed=seed,
-        directions=directions, nondet_tol=nondet_tol, strict=strict,
+        directions=directions, nondet_tol=nondet_tol, strict=strict, batched=batched,
     )
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable")
@@ -191,6 +193,15 @@ def check_gradients(
             with _isolated_state():
                 comparison = _compiled.compare_with_eager(fn, eager, inputs, wrt_list, names, options["seed"])
             _merge_compiled(report, comparison)
+        if options["batched"] and not report.errors:
+            with _isolated_state():
+                report.checks.append(_batched.compare_batched(run.fn, inputs, wrt_list, options["seed"]).check)
+        elif getattr(run, "evaluator", None) is not None and run.evaluator.vmap_mismatch is not None:
+            report.checks.append(CheckResult(
+                "batched", "failed",
+                f"fn under vmap gives other values than one call per point ({run.evaluator.vmap_mismatch}): a "
+                "vmap rule that mixes batch entries? The numerical derivatives were evaluated point by point",
+            ))
     _config.notify_report(report)
     return report
 
@@ -312,7 +323,7 @@ class _Check:
         """Builds the reproduce line when first read (it may save the inputs to a file)."""
         extras = []
         defaults = _config.BUILTIN_DEFAULTS
-        for key in ("mode", "order", "forward_ad", "atol", "rtol", "directions", "nondet_tol", "strict"):
+        for key in ("mode", "order", "forward_ad", "atol", "rtol", "directions", "nondet_tol", "strict", "batched"):
             if self.options.get(key) != defaults.get(key):
                 extras.append(f"{key}={self.options[key]!r}")
         if self.wrt != [i for i, t in enumerate(self.inputs) if is_differentiable(t) and t.requires_grad]:

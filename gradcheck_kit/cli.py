@@ -450,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     checker.add_argument("--atol", type=_nonnegative_float, default=None, help="absolute tolerance (default: derived)")
     checker.add_argument("--rtol", type=_nonnegative_float, default=None, help="relative tolerance (default: derived)")
     checker.add_argument("--strict", action="store_true", help="entries that agree only approximately fail")
+    checker.add_argument(
+        "--batched", action="store_true", help="also check fn and its derivatives under vmap against one call per entry"
+    )
 
     p_check = sub.add_parser(
         "check",
@@ -631,6 +634,7 @@ def _checker_options(args: argparse.Namespace) -> dict[str, Any]:
         "rtol": args.rtol,
         "seed": args.seed,
         "strict": args.strict,
+        "batched": args.batched,
     }
 
 

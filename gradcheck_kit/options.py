@@ -46,6 +46,8 @@ class CheckOptions:
     ``atol``/``rtol``: finite numbers >= 0, or ``None`` (derived). ``seed``: an int in [0, 2**63).
     ``directions``: an int >= 1, or ``None`` (chosen by size). ``nondet_tol``: a finite number >= 0.
     ``strict``: a bool; entries that agree only approximately fail when it is ``True``.
+    ``batched``: a bool; ``True`` also checks fn and its derivatives under ``vmap`` against one call per
+    batch entry (the check ``batched``).
     """
 
     mode: str = "auto"
@@ -57,6 +59,7 @@ class CheckOptions:
     directions: int | None = None
     nondet_tol: float = 0.0
     strict: bool = False
+    batched: bool = False
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -86,6 +89,7 @@ _ALLOWED = {
     "directions": "must be an int >= 1, or None (chosen by size)",
     "nondet_tol": "must be a finite number >= 0",
     "strict": "must be True or False",
+    "batched": "must be True or False",
 }
 
 
@@ -127,7 +131,7 @@ def check_option(key: str, value: Any, name: str | None = None, shown: Any = Non
         if not isinstance(value, bool):
             raise InvalidArgument(bad)
         return value
-    if key == "strict":
+    if key in ("strict", "batched"):
         if not isinstance(value, bool):
             raise InvalidArgument(bad)
         return value
@@ -165,7 +169,7 @@ def parse_option(key: str, text: str, flag: str) -> Any:
     value: Any
     if key == "mode":
         value = raw
-    elif key in ("forward_ad", "strict"):
+    elif key in ("forward_ad", "strict", "batched"):
         lowered = raw.lower()
         if key == "forward_ad" and lowered == "auto":
             value = "auto"
