@@ -1,62 +1,75 @@
-"""A torch.compile'd function checked with gradcheck_kit: the check against the compile itself.
+"""A torch.compile'd function checked with gradcheck_kit: the check's time against the compile's.
 
 The check runs the numerics on the eager function and compares compiled autograd with eager autograd
-(one compile). Its target is the compile time plus at most 2 s. Run:
+(one compile). Its target: the compile time plus at most 2 s. Each measurement runs in a fresh process
+with its own empty inductor cache directory, so each includes one cold compile; the two kinds take
+turns for ``--rounds`` rounds and the medians are compared.
 
-    python benchmarks/compiled.py [--backend inductor|aot_eager] [--size 5]
-
-Each measurement resets dynamo and compiles again, so both include one compile (inductor's on-disk
-caches may make later compiles faster: the script times compile-only first, then the check, then
-compile-only again, and reports the check against the mean of the two).
+    python benchmarks/compiled.py [--backend inductor|aot_eager] [--size 5] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 
+_CHILD = r"""
+import sys, time
 import torch
-
 import gradcheck_kit as gk
 
-
-def _fresh(backend: str):
-    torch._dynamo.reset()  # forget earlier compiles of f: every measurement compiles it again
-
-    def f(x):
-        return torch.sin(x) * x
-
-    return torch.compile(f, backend=backend)
+backend, size, what = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+x = torch.randn(size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
 
-def _compile_only(backend: str, x: torch.Tensor) -> float:
-    start = time.perf_counter()
-    compiled = _fresh(backend)
+def f(t):
+    return torch.sin(t) * t
+
+
+start = time.perf_counter()
+compiled = torch.compile(f, backend=backend)
+if what == "compile":
     leaf = x.detach().requires_grad_(True)
     compiled(leaf).sum().backward()
-    return time.perf_counter() - start
+    verdict = "-"
+else:
+    report = gk.check_gradients(compiled, x)
+    verdict = f"ok={report.ok} {report.check('compiled')}"
+print(f"{time.perf_counter() - start:.3f} {verdict}")
+"""
 
 
-def _check(backend: str, x: torch.Tensor) -> tuple[float, gk.GradientReport]:
-    start = time.perf_counter()
-    report = gk.check_gradients(_fresh(backend), x)
-    return time.perf_counter() - start, report
+def _run(backend: str, size: int, what: str) -> tuple[float, str]:
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, backend, str(size), what], capture_output=True, text=True, env=env, check=True
+        ).stdout.strip().splitlines()[-1]
+    seconds, verdict = out.split(" ", 1)
+    return float(seconds), verdict
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="inductor")
     parser.add_argument("--size", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    x = torch.randn(args.size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    first = _compile_only(args.backend, x)
-    check, report = _check(args.backend, x)
-    second = _compile_only(args.backend, x)
-    compile_time = (first + second) / 2
-    print(f"backend={args.backend} size={args.size}")
-    print(f"compile + one forward/backward: {first:.2f} s, {second:.2f} s")
-    print(f"check_gradients(torch.compile(f), x): {check:.2f} s, ok={report.ok}, compiled check: {report.check('compiled')}")
-    print(f"check - compile: {check - compile_time:+.2f} s (target: at most +2 s)")
+    compiles, checks, verdict = [], [], ""
+    for _ in range(args.rounds):
+        compiles.append(_run(args.backend, args.size, "compile")[0])
+        seconds, verdict = _run(args.backend, args.size, "check")
+        checks.append(seconds)
+    c, k = statistics.median(compiles), statistics.median(checks)
+    print(f"backend={args.backend} size={args.size} rounds={args.rounds} (fresh process and inductor cache each)")
+    print(f"compile + one forward/backward: median {c:.2f} s  ({', '.join(f'{v:.2f}' for v in compiles)})")
+    print(f"check_gradients(torch.compile(f), x): median {k:.2f} s  ({', '.join(f'{v:.2f}' for v in checks)})")
+    print(f"  {verdict}")
+    print(f"check - compile: {k - c:+.2f} s (target: at most +2 s)")
 
 
 if __name__ == "__main__":

@@ -243,7 +243,7 @@ def test_check_options_are_frozen_validated_and_normalized():
     assert options.atol == 1.0 and isinstance(options.atol, float)
     assert options.as_dict() == {
         "mode": "auto", "order": 2, "forward_ad": "auto", "atol": 1.0, "rtol": None, "seed": 3,
-        "directions": None, "nondet_tol": 0.0, "strict": True,
+        "directions": None, "nondet_tol": 0.0, "strict": True, "batched": False,
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.seed = 4  # type: ignore[misc]

@@ -131,7 +131,7 @@ def test_marker_is_registered(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize(
     ("marker", "message"),
     [
-        ("atoll=1e-3, mode='full', sed=1", "unknown keyword(s) atoll, sed; known: atol, devices, directions, dtype, *"),
+        ("atoll=1e-3, mode='full', sed=1", "unknown keyword(s) atoll, sed; known: atol, batched, devices, directions, dtype, *"),
         ("'full'", "takes keywords only, got positional ('full',)"),
         ("mode='exact'", "mode='exact' is invalid: must be one of 'auto', 'full', 'directional'"),
         ("order=5", "order=5 is invalid: must be an int from 1 to 4 (each order checks the derivative of the one below it)"),
