@@ -14,7 +14,7 @@ DTYPES = [torch.float32, torch.float64]
 
 def _randn(*shape, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+    return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
 
 
 # -- item 5: a backward wrong from its second call on ------------------------------------------------------
