@@ -70,6 +70,7 @@ from gradcheck_kit._inputs import (
     safe_float,
 )
 from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch
+from gradcheck_kit._linearity import linearity_check
 from gradcheck_kit._structural import structural_checks
 from gradcheck_kit.errors import FunctionError, InvalidArgument
 
@@ -375,6 +376,7 @@ class _Check:
         self.backward_check(mode)
         self._recheck_quantized(mode, notes_before)
         structural_checks(self)
+        report.checks.append(self._linearity())
         self.forward_check(mode)
         self.second_order_check()
         if self.evaluator.grad_inside is not None:
@@ -389,6 +391,13 @@ class _Check:
             report.notes.insert(0, self._reference_note())
         elif self.no_reference_reason:
             report.notes.append(self.no_reference_reason)
+
+    def _linearity(self) -> CheckResult:
+        graded = [k for k in self.out_idx if self.outs[k].requires_grad]
+        return linearity_check(
+            [self.outs[k] for k in graded], [self.leaves[i] for i in self.wrt], [self.names[i] for i in self.wrt],
+            self.seed, float(self.options["nondet_tol"]),
+        )
 
     def _method(self) -> str:
         num = self.directional_state["numerics"] if hasattr(self, "directional_state") else None

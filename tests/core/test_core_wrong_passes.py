@@ -48,3 +48,69 @@ def test_a_backward_wrong_from_its_second_call_fails(mode, dtype, shape):
 def test_a_backward_wrong_from_its_second_call_names_the_first_pass():
     report = gk.check_gradients(_wrong_from_second_call(), _randn(5), mode="full")
     assert "a later backward differs from the first" in report.check("reentrant").detail
+
+
+# -- item 3: a backward non-linear in grad_output ----------------------------------------------------------
+NON_LINEAR = {
+    "clamp": lambda g: g.clamp(-1, 1),
+    "abs": lambda g: g.abs(),
+    "square": lambda g: g**2,
+    "sign": lambda g: g.sign(),
+    "normalised": lambda g: g / g.abs().max(),
+}
+
+
+def _sin_with_backward(transform):
+    class _Sin(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.sin()
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return transform(g) * x.cos()
+
+    return _Sin.apply
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", sorted(NON_LINEAR))
+@pytest.mark.parametrize("shape", [(), (6,)])
+def test_a_backward_non_linear_in_grad_output_fails(name, mode, shape):
+    report = gk.check_gradients(_sin_with_backward(NON_LINEAR[name]), _randn(*shape), mode=mode)
+    assert not report.ok
+    assert report.check("linearity").status == "failed", str(report)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(NON_LINEAR))
+def test_non_linearity_is_caught_in_low_precision(name, dtype):
+    report = gk.check_gradients(_sin_with_backward(NON_LINEAR[name]), _randn(3, 4, dtype=dtype))
+    assert report.check("linearity").status == "failed", str(report)
+
+
+def test_the_linearity_failure_says_what_is_wrong():
+    report = gk.check_gradients(_sin_with_backward(NON_LINEAR["abs"]), _randn(5))
+    detail = report.check("linearity").detail
+    assert detail.startswith("backward is not linear in grad_output: at x[")
+    assert "3·backward(v1) - 2·backward(v2)" in detail
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "fn, shapes",
+    [
+        (torch.sin, [(3, 4)]),
+        (torch.matmul, [(16, 32), (32, 8)]),
+        (lambda x: torch.softmax(x, -1), [(4, 9)]),
+        (lambda x: torch.nn.functional.layer_norm(x, (12,)), [(3, 12)]),
+        (lambda x: (x * 1e4 - x * 1e4 + x).sum(), [(64,)]),
+    ],
+    ids=["sin", "matmul", "softmax", "layer_norm", "cancelling"],
+)
+def test_a_correct_backward_is_linear_within_rounding(fn, shapes, dtype):
+    inputs = [_randn(*s, dtype=dtype, seed=n).requires_grad_(True) for n, s in enumerate(shapes)]
+    report = gk.check_gradients(fn, *inputs)
+    assert report.check("linearity").status == "passed", str(report)

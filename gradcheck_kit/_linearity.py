@@ -1,0 +1,132 @@
+"""The backward is linear in ``grad_output``: three backwards over the graph the check already built.
+
+The main check builds Jacobian rows from one-hot ``grad_output``s and directional checks project on
+vectors with entries in (-1, 1): a backward that clamps, takes ``abs``/``sign``/powers of, or normalises
+its ``grad_output`` gives the right rows there and passes. Here ``b(v)`` (autograd's gradient for the
+``grad_output`` ``v``) is taken for two random vectors ``v1``, ``v2`` with entries of size 1 to 4 and
+opposite signs, and for ``c = 3·v1 - 2·v2``; a linear backward gives ``b(c) = 3·b(v1) - 2·b(v2)`` up to
+rounding. The entries are multiples of 1/2 below 21 in magnitude, so ``v1``, ``v2`` and ``c`` are exact in
+every floating dtype down to bfloat16, and only the backward's own rounding separates the two sides.
+
+Opposite signs make the check decisive for any elementwise non-linearity: ``c`` has ``v1``'s sign and a
+larger magnitude in every element, so ``b(c)`` differs from the combination wherever ``b`` is not a single
+line through 0 (``sign`` gives 1 against 5, ``abs`` ``3|v1| + 2|v2|`` against ``3|v1| - 2|v2|``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from gradcheck_kit._evaluate import describe_exception
+from gradcheck_kit._inputs import coord_index, coords64
+from gradcheck_kit._report import CheckResult, format_index
+from gradcheck_kit.tolerances import eps
+
+__all__ = ["linearity_check", "rounding_eps", "COEFFICIENTS"]
+
+#: b(c) is compared with A·b(v1) + B·b(v2) for c = A·v1 + B·v2
+COEFFICIENTS = (3.0, -2.0)
+#: roundings of the gradient's dtype allowed, of the sizes |b(c)| + 3|b(v1)| + 2|b(v2)| of the element plus
+#: those of the largest element (a correct backward whose terms cancel rounds at the size of its terms)
+ULPS = 8.0
+HINT = (
+    "a backward must be linear in grad_output: it must not clamp, take abs, sign or powers of, or normalise "
+    "grad_output"
+)
+
+
+#: TF32's significand (10 bits): float32 matmuls and convolutions on CUDA where TF32 is allowed
+TF32_EPS = 2.0**-10
+
+
+def rounding_eps(grads: Sequence[torch.Tensor]) -> float:
+    """The rounding unit of a backward's results: their dtype's, or that of a coarser precision (bfloat16,
+    float16, float32) whose values they all are (a backward that computes in float32 or under autocast
+    inside); TF32's for float32 on CUDA where TF32 is allowed."""
+    real = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
+    real = [g for g in real if g.is_floating_point()]
+    if not real:
+        return 0.0
+    dtype = real[0].dtype
+    own = eps(dtype)
+    if dtype == torch.float32 and any(g.is_cuda for g in real) and (
+        torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+    ):
+        own = max(own, TF32_EPS)
+    finite = [g[torch.isfinite(g)] for g in real]
+    for coarse in (torch.bfloat16, torch.float16, torch.float32):  # coarsest significand first
+        if eps(coarse) > own and all(bool((f == f.to(coarse).to(f.dtype)).all()) for f in finite):
+            return eps(coarse)
+    return own
+
+
+def _vectors(out: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``v1`` with entries ±(2 + k/2), ``v2`` with entries ∓(1 + k/2) (k in 0..4, the sign opposite to v1's)."""
+    parts = 2 if out.is_complex() else 1
+    shape = (*out.shape, parts)
+    sign = torch.randint(0, 2, shape, generator=gen).to(torch.float64) * 2 - 1
+    m1 = 2 + torch.randint(0, 5, shape, generator=gen).to(torch.float64) / 2
+    m2 = 1 + torch.randint(0, 5, shape, generator=gen).to(torch.float64) / 2
+    v1, v2 = sign * m1, -sign * m2
+    if out.is_complex():
+        v1, v2 = torch.view_as_complex(v1), torch.view_as_complex(v2)
+    else:
+        v1, v2 = v1[..., 0], v2[..., 0]
+    return v1.to(device=out.device, dtype=out.dtype), v2.to(device=out.device, dtype=out.dtype)
+
+
+def _backward(outs, leaves, vectors) -> list[torch.Tensor]:
+    grads = torch.autograd.grad(outs, leaves, grad_outputs=vectors, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(leaf) if g is None else g.detach() for g, leaf in zip(grads, leaves)]
+
+
+def linearity_check(
+    outs: Sequence[torch.Tensor],
+    leaves: Sequence[torch.Tensor],
+    names: Sequence[str],
+    seed: int,
+    nondet_tol: float = 0.0,
+) -> CheckResult:
+    """``outs``: the outputs that require grad (of one graph, kept); ``leaves``: the differentiated inputs
+    and ``names`` theirs. Three backwards; ``nondet_tol`` is allowed per backward on top of rounding."""
+    if not outs:
+        return CheckResult("linearity", "skipped", "no output requires grad")
+    gen = torch.Generator().manual_seed((seed * 1000003 + 7) % (2**63))
+    pairs = [_vectors(o, gen) for o in outs]
+    a, b = COEFFICIENTS
+    v1 = [p[0] for p in pairs]
+    v2 = [p[1] for p in pairs]
+    c = [a * x + b * y for x, y in pairs]  # exact: multiples of 1/2 below 21
+    try:
+        g1, g2, gc = _backward(outs, leaves, v1), _backward(outs, leaves, v2), _backward(outs, leaves, c)
+    except Exception as exc:  # noqa: BLE001 - the function's backward failing is reported
+        return CheckResult("linearity", "error", f"a backward with a random grad_output raised {describe_exception(exc)}")
+    spread = abs(a) + abs(b) + 1.0
+    for leaf, name, x, y, z in zip(leaves, names, g1, g2, gc):
+        e = rounding_eps([x, y, z])
+        x, y, z = coords64(x), coords64(y), coords64(z)
+        combined = a * x + b * y
+        size = z.abs() + abs(a) * x.abs() + abs(b) * y.abs()
+        finite = torch.isfinite(size) & torch.isfinite(combined)
+        if not bool(finite.any()):
+            continue
+        allowed = spread * nondet_tol + ULPS * e * (size + size[finite].max())
+        diff = (z - combined).abs()
+        bad = finite & ~(diff <= allowed)
+        if not bool(bad.any()):
+            continue
+        ratio = torch.where(bad, diff / allowed.clamp_min(1e-300), torch.zeros_like(diff))
+        j = int(ratio.argmax())
+        index, part = coord_index(j, leaf.shape, leaf.is_complex())
+        where = f"{name}{format_index(index)}" + (f" ({part})" if part else "")
+        return CheckResult(
+            "linearity",
+            "failed",
+            f"backward is not linear in grad_output: at {where}, backward(3·v1 - 2·v2) = {z[j].item():.6g} but "
+            f"3·backward(v1) - 2·backward(v2) = {combined[j].item():.6g} (|diff| {diff[j].item():.1e} > allowed "
+            f"{allowed[j].item():.1e}; {int(bad.sum())} of {int(finite.sum())} element(s)), for random "
+            f"grad_outputs v1, v2 with entries of size 1 to 4; {HINT}",
+        )
+    return CheckResult("linearity", "passed", "backward(3·v1 - 2·v2) = 3·backward(v1) - 2·backward(v2)")
