@@ -28,7 +28,7 @@ __all__ = ["linearity_check", "rounding_eps", "COEFFICIENTS"]
 
 #: b(c) is compared with A·b(v1) + B·b(v2) for c = A·v1 + B·v2
 COEFFICIENTS = (3.0, -2.0)
-#: roundings of the gradient's dtype allowed, of the sizes |b(c)| + 3|b(v1)| + 2|b(v2)| of the element plus
+#: roundings (``rounding_eps``) allowed, of the sizes |b(c)| + 3|b(v1)| + 2|b(v2)| of the element plus
 #: those of the largest element (a correct backward whose terms cancel rounds at the size of its terms)
 ULPS = 8.0
 HINT = (
@@ -41,22 +41,22 @@ HINT = (
 TF32_EPS = 2.0**-10
 
 
-def rounding_eps(grads: Sequence[torch.Tensor]) -> float:
-    """The rounding unit of a backward's results: their dtype's, or that of a coarser precision (bfloat16,
-    float16, float32) whose values they all are (a backward that computes in float32 or under autocast
-    inside); TF32's for float32 on CUDA where TF32 is allowed."""
+def rounding_eps(grads: Sequence[torch.Tensor], outs: Sequence[torch.Tensor] = ()) -> float:
+    """The rounding unit of a backward's results ``grads`` of outputs ``outs``: the coarsest of their dtypes';
+    float32's at least for float64 (a float64 function may compute in float32 inside: its backward rounds
+    like float32, a thousandth of what a non-linear or changing backward moves); that of bfloat16 or float16
+    where the results are all values of it (a backward that computes in it inside); TF32's for float32 on
+    CUDA where TF32 is allowed."""
     real = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
     real = [g for g in real if g.is_floating_point()]
     if not real:
         return 0.0
-    dtype = real[0].dtype
-    own = eps(dtype)
-    if dtype == torch.float32 and any(g.is_cuda for g in real) and (
-        torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
-    ):
+    own = max(eps(t.dtype) for t in [*real, *outs] if t.is_floating_point() or t.is_complex())
+    own = max(own, eps(torch.float32))
+    if any(g.is_cuda for g in real) and (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32):
         own = max(own, TF32_EPS)
     finite = [g[torch.isfinite(g)] for g in real]
-    for coarse in (torch.bfloat16, torch.float16, torch.float32):  # coarsest significand first
+    for coarse in (torch.bfloat16, torch.float16):  # coarsest significand first
         if eps(coarse) > own and all(bool((f == f.to(coarse).to(f.dtype)).all()) for f in finite):
             return eps(coarse)
     return own
@@ -88,9 +88,11 @@ def linearity_check(
     names: Sequence[str],
     seed: int,
     nondet_tol: float = 0.0,
+    eps_floor: float = 0.0,
 ) -> CheckResult:
     """``outs``: the outputs that require grad (of one graph, kept); ``leaves``: the differentiated inputs
-    and ``names`` theirs. Three backwards; ``nondet_tol`` is allowed per backward on top of rounding."""
+    and ``names`` theirs. Three backwards; ``nondet_tol`` is allowed per backward on top of rounding, whose
+    unit is at least ``eps_floor`` (fn computes in a lower precision inside)."""
     if not outs:
         return CheckResult("linearity", "skipped", "no output requires grad")
     gen = torch.Generator().manual_seed((seed * 1000003 + 7) % (2**63))
@@ -105,7 +107,7 @@ def linearity_check(
         return CheckResult("linearity", "error", f"a backward with a random grad_output raised {describe_exception(exc)}")
     spread = abs(a) + abs(b) + 1.0
     for leaf, name, x, y, z in zip(leaves, names, g1, g2, gc):
-        e = rounding_eps([x, y, z])
+        e = max(rounding_eps([x, y, z], outs), eps_floor)
         x, y, z = coords64(x), coords64(y), coords64(z)
         combined = a * x + b * y
         size = z.abs() + abs(a) * x.abs() + abs(b) * y.abs()

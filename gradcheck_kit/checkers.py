@@ -70,6 +70,7 @@ from gradcheck_kit._inputs import (
     safe_float,
 )
 from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch
+from gradcheck_kit._determinism import call_again, moved_outputs, not_deterministic
 from gradcheck_kit._linearity import linearity_check
 from gradcheck_kit._structural import structural_checks
 from gradcheck_kit.errors import FunctionError, InvalidArgument
@@ -256,6 +257,7 @@ class _Check:
         self._refined_resolved = False  # a second opinion at a smaller step passed some entry (_refine)
         self._directional_superseded = False  # auto mode's narrowed full check overrode the directional failure
         self._conditioning_rows: dict | None | bool = False  # _conditioning's result (False: not computed)
+        self._coarse: float | None = None  # coarse_eps's result (None: not computed)
         self.report = GradientReport(
             function=function_name(fn),
             seed=self.seed,
@@ -273,7 +275,9 @@ class _Check:
             except _Failure as exc:
                 self.report.errors.append(str(exc))
             except EvaluationFailed as exc:
-                self.report.errors.append(self._evaluation_failed(exc))
+                # fn failing next to the inputs: a domain edge, or fn changing between calls (it tells which)
+                moved = self._called_again() if hasattr(self, "out_idx") else None
+                self.report.errors.append(moved or self._evaluation_failed(exc))
         self.report.notes = list(dict.fromkeys(self.report.notes))
         self.report.elapsed = time.perf_counter() - start
         return self.report
@@ -379,6 +383,9 @@ class _Check:
         report.checks.append(self._linearity())
         self.forward_check(mode)
         self.second_order_check()
+        moved = self._called_again()
+        if moved:
+            report.errors.insert(0, moved)
         if self.evaluator.grad_inside is not None:
             report.notes.append(
                 f"fn differentiates internally (without grad it raised {self.evaluator.grad_inside}): its "
@@ -392,12 +399,34 @@ class _Check:
         elif self.no_reference_reason:
             report.notes.append(self.no_reference_reason)
 
+    def _called_again(self) -> str | None:
+        """fn called once more at the inputs as given: the error saying how it changed since its first call, or
+        None where it gives the same outputs."""
+        again, failed = call_again(self.fn, self.inputs, self.grad_positions, self.rng_seed)
+        if hasattr(self, "extra_evaluations"):
+            self.extra_evaluations += 1
+        what = failed or moved_outputs(self.outs, again, self.out_idx, float(self.options["nondet_tol"]))
+        return None if what is None else not_deterministic(what)
+
     def _linearity(self) -> CheckResult:
         graded = [k for k in self.out_idx if self.outs[k].requires_grad]
-        return linearity_check(
+        args = (
             [self.outs[k] for k in graded], [self.leaves[i] for i in self.wrt], [self.names[i] for i in self.wrt],
             self.seed, float(self.options["nondet_tol"]),
         )
+        result = linearity_check(*args)
+        if result.status == "failed" and self.coarse_eps():  # fn computes in a lower precision inside
+            result = linearity_check(*args, eps_floor=self.coarse_eps())
+        return result
+
+    def coarse_eps(self) -> float:
+        """eps of a precision coarser than float64 whose values fn returns also where its inputs are not float32
+        values (it computes in that precision inside), else 0: the rounding its backward may have too. One
+        evaluation, on first need."""
+        if self._coarse is None:
+            precision = self.quantized or (self._output_precision() if self.num_dtype == torch.float64 else None)
+            self._coarse = tolerances.eps(precision) if precision is not None else 0.0
+        return self._coarse
 
     def _method(self) -> str:
         num = self.directional_state["numerics"] if hasattr(self, "directional_state") else None

@@ -114,3 +114,117 @@ def test_a_correct_backward_is_linear_within_rounding(fn, shapes, dtype):
     inputs = [_randn(*s, dtype=dtype, seed=n).requires_grad_(True) for n, s in enumerate(shapes)]
     report = gk.check_gradients(fn, *inputs)
     assert report.check("linearity").status == "passed", str(report)
+
+
+# -- item 4: a forward that changes between calls ----------------------------------------------------------
+def _custom(forward, backward_factor):
+    class _Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return forward(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            with torch.enable_grad():
+                t = x.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(forward(t), t, g)
+            return grad * backward_factor
+
+    return _Fn.apply
+
+
+def _scaled_after_first_call():
+    calls = [0]
+
+    def forward(x):
+        calls[0] += 1
+        return x.sin() * (1.0 if calls[0] == 1 else 1.1)
+
+    return _custom(forward, 100.0)
+
+
+def _annealed_softmax():
+    calls = [0]
+
+    def forward(x):
+        calls[0] += 1
+        return torch.softmax(x / (1 + 0.01 * calls[0]), dim=-1)
+
+    return _custom(forward, 1.3)
+
+
+def _generator_noise():
+    gen = torch.Generator().manual_seed(1)
+    return _custom(lambda x: x.sin() + 1e-3 * torch.randn(x.shape, generator=gen, dtype=x.dtype), 1.1)
+
+
+def _numpy_noise():
+    import numpy as np
+
+    rng = np.random.default_rng(0)  # the same kind of state as numpy's global generator, not reseeded
+    return _custom(lambda x: x.sin() + 1e-3 * torch.from_numpy(rng.standard_normal(tuple(x.shape))), 1.1)
+
+
+def _changes_from_third_call(what):
+    calls = [0]
+
+    def fn(x):
+        calls[0] += 1
+        if calls[0] < 3:
+            return x.sin()
+        if what == "None":
+            return None
+        if what == "shape":
+            return x.sin()[:2]
+        if what == "nan":
+            return x.sin() * float("nan")
+        raise ValueError("the third call fails")
+
+    return fn
+
+
+CHANGING = {
+    "x1.1 after the first call, backward 100x": (_scaled_after_first_call, (5,)),
+    "annealed softmax, backward 30% off": (_annealed_softmax, (4, 5)),
+    "torch.Generator noise, backward 10% off": (_generator_noise, (5,)),
+    "numpy noise, backward 10% off": (_numpy_noise, (5,)),
+    "None from the 3rd call": (lambda: _changes_from_third_call("None"), (5,)),
+    "another shape from the 3rd call": (lambda: _changes_from_third_call("shape"), (5,)),
+    "NaN from the 3rd call": (lambda: _changes_from_third_call("nan"), (5,)),
+    "raises from the 3rd call": (lambda: _changes_from_third_call("raise"), (5,)),
+}
+
+
+@pytest.mark.parametrize("mode", ["auto", "directional"])
+@pytest.mark.parametrize("name", list(CHANGING))
+def test_a_function_that_changes_between_calls_is_an_error(name, mode):
+    make, shape = CHANGING[name]
+    report = gk.check_gradients(make(), _randn(*shape), mode=mode)
+    assert not report.ok
+    assert report.errors and report.errors[0].startswith("fn is not a deterministic function of its inputs"), str(
+        report
+    )
+
+
+def test_the_determinism_error_names_what_moved():
+    report = gk.check_gradients(_scaled_after_first_call(), _randn(5))
+    assert "5 of 5 element(s) of output 0 changed, the largest at out[" in report.errors[0]
+
+
+def test_a_changing_function_within_nondet_tol_is_not_an_error():
+    calls = [0]
+
+    def fn(x):
+        calls[0] += 1
+        return x.sin() + 1e-12 * calls[0]
+
+    report = gk.check_gradients(fn, _randn(5), nondet_tol=1e-6)
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dropout_from_the_global_generator_still_passes(mode):
+    report = gk.check_gradients(lambda x: torch.nn.functional.dropout(x.sin(), 0.5), _randn(4, 5), mode=mode)
+    assert report.ok, str(report)
