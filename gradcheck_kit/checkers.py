@@ -72,6 +72,7 @@ from gradcheck_kit._inputs import (
 from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch
 from gradcheck_kit._determinism import call_again, moved_outputs, not_deterministic
 from gradcheck_kit._linearity import linearity_check
+from gradcheck_kit._one_sided import nothing_compared, one_sided
 from gradcheck_kit._structural import structural_checks
 from gradcheck_kit.errors import FunctionError, InvalidArgument
 
@@ -379,6 +380,9 @@ class _Check:
         notes_before = len(report.notes)
         self.backward_check(mode)
         self._recheck_quantized(mode, notes_before)
+        report.errors.extend(
+            nothing_compared(report.groups, self.wrt, self.names, self.not_evaluable, mode == "directional")
+        )
         structural_checks(self)
         report.checks.append(self._linearity())
         self.forward_check(mode)
@@ -808,11 +812,53 @@ class _Check:
             verdict.failed = verdict.failed & ~underflow
             verdict.unchecked = verdict.unchecked | underflow
             verdict.ratio = torch.where(underflow, torch.zeros_like(verdict.ratio), verdict.ratio)
+        if bool(verdict.unchecked.any()):
+            self._one_sided(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.failed.any()):
             self._resample(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.failed.any()):
             self._refine(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         return verdict, j_idx, r_idx
+
+    def _one_sided(self, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
+        """Entries no estimate of the central stencil could evaluate (f not finite on one side within it):
+        one-sided stencils inside the domain at steps h, h/8, ... (``_one_sided``), on at most
+        ``REFINE_COORDS`` coordinates. Those still not evaluable are counted in ``not_evaluable``."""
+        stuck = verdict.unchecked & ~(
+            torch.isfinite(est.central_err) | torch.isfinite(est.right_err) | torch.isfinite(est.left_err)
+        )
+        idx = stuck.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return
+        center = self._f0_rows(self.out_idx.index(k), k, self.full_state["rows"][k])[0][r_idx[idx]]
+        x_j = coords(self.evaluator.base_args[i]).cpu()[j_idx[idx]].to(torch.float64)
+        cols = torch.unique(j_idx[idx])[:REFINE_COORDS]
+        tried = idx[torch.isfinite(center) & torch.isfinite(x_j) & torch.isin(j_idx[idx], cols)]
+        self.not_evaluable[i] = self.not_evaluable.get(i, 0) + idx.numel() - tried.numel()
+        if tried.numel() == 0:
+            return
+
+        def evaluate(entries: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+            js, rs = j_idx[tried[entries]], r_idx[tried[entries]]
+            ucols, inverse = torch.unique(js, return_inverse=True)
+            first = torch.zeros(ucols.numel(), dtype=torch.long).scatter_(0, inverse, torch.arange(js.numel()))
+            values = self._stencil_along(i, k, ucols, self._coordinates(i, ucols), offsets[:, first])
+            return values[:, inverse, rs]
+
+        center = self._f0_rows(self.out_idx.index(k), k, self.full_state["rows"][k])[0][r_idx[tried]]
+        res = one_sided(a[tried], allow[tried], kap, center, self._step(i)[j_idx[tried]], evaluate, self.stencil.dtype)
+        self.not_evaluable[i] += int((~res.decided).sum())
+        done = tried[res.decided]
+        if done.numel() == 0:
+            return
+        verdict.unchecked[done] = False
+        verdict.failed[done] = res.failed[res.decided]
+        numerical = res.numerical[res.decided]
+        _relist(verdict, done, numerical, res.allowed[res.decided], (a[done] - numerical).abs())
+        self.report.notes.append(
+            f"{done.numel()} derivative(s) of output {k} w.r.t. {self.names[i]} were compared with one-sided "
+            "differences at smaller steps: fn is not finite on one side of the point within the stencil"
+        )
 
     def _resample(self, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
         """A second sample of f's rounding for failed entries within ``RESAMPLE_RATIO`` of passing.
@@ -1039,6 +1085,7 @@ class _Check:
         return args, leaves, outs
 
     def backward_check(self, mode: str) -> None:
+        self.not_evaluable: dict[int, int] = {}  # per input: derivatives no stencil could evaluate (_one_sided)
         if mode == "full":
             self._backward_full()
         else:

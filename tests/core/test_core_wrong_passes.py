@@ -228,3 +228,52 @@ def test_a_changing_function_within_nondet_tol_is_not_an_error():
 def test_dropout_from_the_global_generator_still_passes(mode):
     report = gk.check_gradients(lambda x: torch.nn.functional.dropout(x.sin(), 0.5), _randn(4, 5), mode=mode)
     assert report.ok, str(report)
+
+
+# -- item 6: a check that compared nothing -----------------------------------------------------------------
+class _SqrtSevenTimes(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = x.sqrt()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * 7 * 0.5 / y
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_wrong_sqrt_on_its_domain_edge_fails_one_sided(dtype):
+    # x - h leaves sqrt's domain at x = 1e-12: the central stencil is NaN, one-sided stencils inside it are not
+    report = gk.check_gradients(_SqrtSevenTimes.apply, torch.tensor([1e-12], dtype=dtype))
+    assert not report.ok
+    assert report.check("backward").status == "failed"
+    assert report.compared == 1 and report.failed == 1
+    assert any("one-sided differences" in n for n in report.notes), report.notes
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_right_sqrt_on_its_domain_edge_passes_one_sided(dtype):
+    report = gk.check_gradients(torch.sqrt, torch.tensor([1e-12, 1.0, 2.0], dtype=dtype))
+    assert report.ok, str(report)
+    assert not any("could not be checked" in n for n in report.notes), report.notes
+    assert any(n.startswith("1 derivative(s) of output 0 w.r.t. x were compared with one-sided") for n in report.notes)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_directional_check_that_compared_nothing_is_an_error(dtype):
+    report = gk.check_gradients(torch.sqrt, torch.tensor([1e-12, 1.0, 2.0], dtype=dtype), mode="directional")
+    assert not report.ok
+    assert report.errors[0].startswith("no directional derivative could be evaluated"), report.errors
+
+
+def test_an_input_no_stencil_can_evaluate_is_an_error():
+    # f is finite at x only: every other point of either side is NaN
+    def isolated(x):
+        return torch.where(x == 0.5, x.sin(), torch.full_like(x, float("nan")))
+
+    report = gk.check_gradients(isolated, torch.tensor([0.5], dtype=torch.float64))
+    assert not report.ok
+    assert report.errors[0].startswith("no derivative with respect to input 0 (x) could be evaluated"), report.errors
