@@ -24,7 +24,7 @@ from gradcheck_kit._inputs import coord_index, coords64
 from gradcheck_kit._report import CheckResult, format_index
 from gradcheck_kit.tolerances import eps
 
-__all__ = ["linearity_check", "rounding_eps", "COEFFICIENTS"]
+__all__ = ["linearity_check", "rounding_eps", "subnormal_spacing", "COEFFICIENTS"]
 
 #: b(c) is compared with A·b(v1) + B·b(v2) for c = A·v1 + B·v2
 COEFFICIENTS = (3.0, -2.0)
@@ -60,6 +60,16 @@ def rounding_eps(grads: Sequence[torch.Tensor], outs: Sequence[torch.Tensor] = (
         if eps(coarse) > own and all(bool((f == f.to(coarse).to(f.dtype)).all()) for f in finite):
             return eps(coarse)
     return own
+
+
+def subnormal_spacing(e: float) -> float:
+    """The spacing of subnormal numbers of the precision whose eps is ``e`` (TF32: float32's): the absolute
+    rounding of results below its smallest normal number, which no multiple of ``eps·|value|`` covers."""
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        info = torch.finfo(dtype)
+        if info.eps == e:
+            return info.tiny * info.eps
+    return torch.finfo(torch.float32).tiny * torch.finfo(torch.float32).eps
 
 
 def _vectors(out: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,7 +124,7 @@ def linearity_check(
         finite = torch.isfinite(size) & torch.isfinite(combined)
         if not bool(finite.any()):
             continue
-        allowed = spread * nondet_tol + ULPS * e * (size + size[finite].max())
+        allowed = spread * (nondet_tol + ULPS * subnormal_spacing(e)) + ULPS * e * (size + size[finite].max())
         diff = (z - combined).abs()
         bad = finite & ~(diff <= allowed)
         if not bool(bad.any()):

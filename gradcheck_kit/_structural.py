@@ -20,7 +20,7 @@ import torch
 from gradcheck_kit._analytic import rows_from_coords
 from gradcheck_kit._evaluate import describe_exception
 from gradcheck_kit._inputs import bitwise_equal, coord_index, coords64
-from gradcheck_kit._linearity import rounding_eps
+from gradcheck_kit._linearity import rounding_eps, subnormal_spacing
 from gradcheck_kit._report import CheckResult, format_index
 
 __all__ = ["structural_checks"]
@@ -77,7 +77,7 @@ def _against_first_pass(run, full_state: dict, pairs, vectors, later, nondet_tol
         e = rounding_eps([g], [o for o, _ in pairs])
         for floor in (0.0, None):  # None: fn's coarser inside precision, asked for only where needed
             e = max(e, run.coarse_eps() if floor is None else floor)
-            allowed = nondet_tol + e * (FIRST_PASS_EPS * size + FIRST_PASS_FLOOR_EPS * top)
+            allowed = nondet_tol + FIRST_PASS_EPS * (e * size + subnormal_spacing(e)) + FIRST_PASS_FLOOR_EPS * e * top
             bad = torch.where(finite, ~(diff <= allowed), torch.isfinite(got))
             if not bool(bad.any()):
                 break
