@@ -24,12 +24,13 @@ from gradcheck_kit._inputs import coord_index, coords64
 from gradcheck_kit._report import CheckResult, format_index
 from gradcheck_kit.tolerances import eps
 
-__all__ = ["linearity_check", "rounding_eps", "subnormal_spacing", "COEFFICIENTS"]
+__all__ = ["linearity_check", "rounding_eps", "subnormal_spacing", "natural_size", "COEFFICIENTS"]
 
 #: b(c) is compared with A·b(v1) + B·b(v2) for c = A·v1 + B·v2
 COEFFICIENTS = (3.0, -2.0)
-#: roundings (``rounding_eps``) allowed, of the sizes |b(c)| + 3|b(v1)| + 2|b(v2)| of the element plus
-#: those of the largest element (a correct backward whose terms cancel rounds at the size of its terms)
+#: roundings (``rounding_eps``) allowed, of the sizes |b(c)| + 3|b(v1)| + 2|b(v2)| of the element plus the
+#: largest element's of any input or the natural size of the terms (``natural_size``), whichever is larger:
+#: a correct backward whose terms cancel rounds at the size of its terms
 ULPS = 8.0
 HINT = (
     "a backward must be linear in grad_output: it must not clamp, take abs, sign or powers of, or normalise "
@@ -70,6 +71,20 @@ def subnormal_spacing(e: float) -> float:
         if info.eps == e:
             return info.tiny * info.eps
     return torch.finfo(torch.float32).tiny * torch.finfo(torch.float32).eps
+
+
+def natural_size(outs: Sequence[torch.Tensor], vectors: Sequence[torch.Tensor], leaf: torch.Tensor) -> float:
+    """``sum over outputs of rms(out)·|v|₂ / max(rms(x), 1)``: the size a gradient's terms have before they
+    cancel (a bias in front of a normalisation has a zero gradient made of terms of this size), which bounds
+    the rounding of a correct backward where its results are far smaller than its terms."""
+
+    def rms(t: torch.Tensor) -> float:
+        c = coords64(t.detach())
+        c = c[torch.isfinite(c)]
+        return float(c.square().mean().sqrt()) if c.numel() else 0.0
+
+    total = sum(rms(o) * float(torch.linalg.vector_norm(coords64(v))) for o, v in zip(outs, vectors))
+    return total / max(rms(leaf), 1.0)
 
 
 def _vectors(out: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +131,12 @@ def linearity_check(
     except Exception as exc:  # noqa: BLE001 - the function's backward failing is reported
         return CheckResult("linearity", "error", f"a backward with a random grad_output raised {describe_exception(exc)}")
     spread = abs(a) + abs(b) + 1.0
-    for leaf, name, x, y, z in zip(leaves, names, g1, g2, gc):
+    tops = []  # per input: the largest size of an element, of the results or of the terms before they cancel
+    for leaf, x, y, z in zip(leaves, g1, g2, gc):
+        size = coords64(z).abs() + abs(a) * coords64(x).abs() + abs(b) * coords64(y).abs()
+        size = size[torch.isfinite(size)]
+        tops.append(float(size.max()) if size.numel() else 0.0)
+    for pos, (leaf, name, x, y, z) in enumerate(zip(leaves, names, g1, g2, gc)):
         e = max(rounding_eps([x, y, z], outs), eps_floor)
         x, y, z = coords64(x), coords64(y), coords64(z)
         combined = a * x + b * y
@@ -124,7 +144,8 @@ def linearity_check(
         finite = torch.isfinite(size) & torch.isfinite(combined)
         if not bool(finite.any()):
             continue
-        allowed = spread * (nondet_tol + ULPS * subnormal_spacing(e)) + ULPS * e * (size + size[finite].max())
+        top = max(max(tops), natural_size(outs, c, leaf))
+        allowed = spread * (nondet_tol + ULPS * subnormal_spacing(e)) + ULPS * e * (size + top)
         diff = (z - combined).abs()
         bad = finite & ~(diff <= allowed)
         if not bool(bad.any()):

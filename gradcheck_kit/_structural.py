@@ -20,7 +20,7 @@ import torch
 from gradcheck_kit._analytic import rows_from_coords
 from gradcheck_kit._evaluate import describe_exception
 from gradcheck_kit._inputs import bitwise_equal, coord_index, coords64
-from gradcheck_kit._linearity import rounding_eps, subnormal_spacing
+from gradcheck_kit._linearity import natural_size, rounding_eps, subnormal_spacing
 from gradcheck_kit._report import CheckResult, format_index
 
 __all__ = ["structural_checks"]
@@ -56,6 +56,7 @@ def _against_first_pass(run, full_state: dict, pairs, vectors, later, nondet_tol
     analytic, rows = full_state.get("analytic"), full_state.get("rows")
     if not analytic or not rows:
         return None
+    checked = []
     for i, g in zip(run.wrt, later):
         if any((i, k) not in analytic for _, k in pairs):
             continue
@@ -70,9 +71,14 @@ def _against_first_pass(run, full_state: dict, pairs, vectors, later, nondet_tol
             else:  # one row per output: the projection on this same v
                 expected += a[:, 0]
                 size += a[:, 0].abs()
-        got = coords64(g)
         finite = torch.isfinite(size) & torch.isfinite(expected)
-        top = float(size[finite].max()) if bool(finite.any()) else 0.0
+        checked.append((i, g, expected, size, finite))
+    # the largest size over every input, or the natural size of the terms, whichever is larger: a correct
+    # backward whose terms cancel (a bias in front of a normalisation) rounds at the size of its terms
+    top_all = max((float(size[finite].max()) for _, _, _, size, finite in checked if bool(finite.any())), default=0.0)
+    for i, g, expected, size, finite in checked:
+        top = max(top_all, natural_size([o for o, _ in pairs], vectors, run.leaves[i]))
+        got = coords64(g)
         diff = (got - expected).abs()
         e = rounding_eps([g], [o for o, _ in pairs])
         for floor in (0.0, None):  # None: fn's coarser inside precision, asked for only where needed
