@@ -148,7 +148,8 @@ def linearity_check(
     try:
         g1, g2, gc = _backward(outs, leaves, v1), _backward(outs, leaves, v2), _backward(outs, leaves, c)
     except Exception as exc:  # noqa: BLE001 - the function's backward failing is reported
-        return CheckResult("linearity", "error", f"a backward with a random grad_output raised {describe_exception(exc)}")
+        raised = describe_exception(exc)
+        return CheckResult("linearity", "error", f"a backward with a random grad_output raised {raised}")
     spread = abs(a) + abs(b) + 1.0
     # per input: the largest size of an element (of the results; the terms before they cancel below)
     tops = [_largest(z) + abs(a) * _largest(x) + abs(b) * _largest(y) for x, y, z in zip(g1, g2, gc)]

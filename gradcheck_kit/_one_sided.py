@@ -48,14 +48,12 @@ def _weights() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @dataclass
 class OneSided:
-    """Per entry: ``decided`` (a side converged), ``failed`` (of the decided), the value shown, its tolerance,
-    and ``sides`` (+1 right, -1 left, 0 both) of the decided entries."""
+    """Per entry: ``decided`` (a side converged), ``failed`` (of the decided), the value shown, its tolerance."""
 
     decided: torch.Tensor
     failed: torch.Tensor
     numerical: torch.Tensor
     allowed: torch.Tensor
-    sides: torch.Tensor
 
 
 def _side(values: torch.Tensor, center: torch.Tensor, step: torch.Tensor, sign: float, e: float):
@@ -79,19 +77,19 @@ def one_sided(
     kappa: float,
     center: torch.Tensor,
     step: torch.Tensor,
-    evaluate: Callable[[torch.Tensor], torch.Tensor],
+    evaluate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     dtype: torch.dtype,
 ) -> OneSided:
     """``analytic``, ``allowance``, ``center`` (f at x) and ``step`` (h) per entry, ``(n,)`` float64;
     ``evaluate(entries, offsets)`` with ``offsets`` ``(points, len(entries))`` returns f at x moved by them
-    along each of those entries' coordinate, ``(points, len(entries))``. ``dtype``: the numerics' (its eps is the round-off model's)."""
+    along each of those entries' coordinate, ``(points, len(entries))``. ``dtype``: the numerics' (its eps is
+    the round-off model's)."""
     n = analytic.shape[0]
     e = tolerances.eps(dtype)
     decided = torch.zeros(n, dtype=torch.bool)
     failed = torch.zeros(n, dtype=torch.bool)
     numerical = torch.full((n,), float("nan"), dtype=torch.float64)
     allowed = torch.full((n,), float("nan"), dtype=torch.float64)
-    sides = torch.zeros(n, dtype=torch.int8)
     mults = torch.tensor(POINTS, dtype=torch.float64).unsqueeze(1)
     for level in range(LEVELS):
         open_ = (~decided).nonzero().squeeze(1)
@@ -122,9 +120,7 @@ def one_sided(
         failed[idx] = ~ok[now]
         numerical[idx] = shown[now]
         allowed[idx] = tol[now]
-        sides[idx] = torch.where(r_ok & l_ok, 0, torch.where(r_ok, 1, -1)).to(torch.int8)[now]
-    return OneSided(decided, failed, numerical, allowed, sides)
-
+    return OneSided(decided, failed, numerical, allowed)
 
 
 def nothing_compared(groups, wrt, names, not_evaluable: dict, directional: bool) -> list[str]:

@@ -109,7 +109,10 @@ def test_the_linearity_failure_says_what_is_wrong():
         (lambda x: (x * 1e4 - x * 1e4 + x).sum(), [(64,)]),
         # a bias in front of a normalisation: its gradient is zero, made of terms that cancel
         (lambda b: torch.nn.functional.layer_norm(_randn(4, 6, seed=9).to(b.dtype) * 3 + b, (6,)), [(6,)]),
-        (lambda b: torch.nn.functional.batch_norm(_randn(5, 3, seed=9).to(b.dtype) + b, None, None, training=True), [(3,)]),
+        (
+            lambda b: torch.nn.functional.batch_norm(_randn(5, 3, seed=9).to(b.dtype) + b, None, None, training=True),
+            [(3,)],
+        ),
     ],
     ids=["sin", "matmul", "softmax", "layer_norm", "cancelling", "bias_before_layer_norm", "bias_before_batch_norm"],
 )
