@@ -136,10 +136,13 @@ def linearity_check(
     seed: int,
     nondet_tol: float = 0.0,
     eps_floor: float = 0.0,
+    jacobians: Sequence[Sequence[torch.Tensor | None]] | None = None,
 ) -> CheckResult:
     """``outs``: the outputs that require grad (of one graph, kept); ``leaves``: the differentiated inputs
     and ``names`` theirs. Three backwards; ``nondet_tol`` is allowed per backward on top of rounding, whose
-    unit is at least ``eps_floor`` (fn computes in a lower precision inside)."""
+    unit is at least ``eps_floor`` (fn computes in a lower precision inside). ``jacobians[leaf][output]``:
+    the checked Jacobian ``(leaf coordinates, output coordinates)`` where known, whose ``|J|^T |c|`` sizes the
+    terms of ``b(c)`` before they cancel (``inv`` of a nearly singular matrix: terms 10^12 times the result)."""
     if not outs:
         return CheckResult("linearity", "skipped", "no output requires grad")
     gen = torch.Generator().manual_seed((seed * 1000003 + 7) % (2**63))
@@ -171,7 +174,17 @@ def linearity_check(
         if not bool(finite.any()):
             continue
         top = max(top_all, natural_size(outs, c, leaf))
-        allowed = spread * (nondet_tol + ULPS * subnormal_spacing(e)) + ULPS * e * (size + top)
+        # where the Jacobian is known: how far its terms exceed what they sum to, |J|^T |w| - |J^T w| for w = c,
+        # v1, v2 (weighted 1, 3, 2): the cancellation a correct backward of these vectors goes through
+        cancelled = size.new_zeros(())
+        if jacobians is not None:
+            for jac, *ws in zip(jacobians[pos], c, v1, v2):
+                if jac is not None:
+                    jac = jac.to(torch.float64)
+                    for weight, w in zip((1.0, abs(a), abs(b)), ws):
+                        w = coords64(w)
+                        cancelled = cancelled + weight * (jac.abs() @ w.abs() - (jac @ w).abs())
+        allowed = spread * (nondet_tol + ULPS * subnormal_spacing(e)) + ULPS * e * (size + cancelled + top)
         diff = (z - combined).abs()
         bad = finite & ~(diff <= allowed)
         if not bool(bad.any()):

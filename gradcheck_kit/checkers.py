@@ -45,6 +45,7 @@ from gradcheck_kit._analytic import (
     vjp_rows_functorch,
 )
 from gradcheck_kit._compare import Verdict, compare
+from gradcheck_kit._determinism import call_again, moved_outputs, not_deterministic
 from gradcheck_kit._evaluate import (
     EvaluationFailed,
     Evaluator,
@@ -69,10 +70,9 @@ from gradcheck_kit._inputs import (
     resolve_wrt,
     safe_float,
 )
-from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch
-from gradcheck_kit._determinism import call_again, moved_outputs, not_deterministic
 from gradcheck_kit._linearity import linearity_check
 from gradcheck_kit._one_sided import nothing_compared, one_sided
+from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch
 from gradcheck_kit._structural import structural_checks
 from gradcheck_kit.errors import FunctionError, InvalidArgument
 
@@ -418,9 +418,13 @@ class _Check:
             [self.outs[k] for k in graded], [self.leaves[i] for i in self.wrt], [self.names[i] for i in self.wrt],
             self.seed, float(self.options["nondet_tol"]),
         )
-        result = linearity_check(*args)
+        state = getattr(self, "full_state", None) if not hasattr(self, "directional_state") else None
+        jacobians = None if state is None else [
+            [state["analytic"].get((i, k)) if state["rows"][k] == "jacobian" else None for k in graded] for i in self.wrt
+        ]
+        result = linearity_check(*args, jacobians=jacobians)
         if result.status == "failed" and self.coarse_eps():  # fn computes in a lower precision inside
-            result = linearity_check(*args, eps_floor=self.coarse_eps())
+            result = linearity_check(*args, eps_floor=self.coarse_eps(), jacobians=jacobians)
         return result
 
     def coarse_eps(self) -> float:
