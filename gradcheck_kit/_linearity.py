@@ -40,6 +40,9 @@ HINT = (
 )
 
 
+#: random codes drawn per grad_output; larger outputs repeat the block (drawing and looking up 10^6 codes cost
+#: as much as a backward of a cheap function)
+BLOCK = 4099
 #: TF32's significand (10 bits): float32 matmuls and convolutions on CUDA where TF32 is allowed
 TF32_EPS = 2.0**-10
 
@@ -101,14 +104,18 @@ def _tables() -> torch.Tensor:
 
 
 def _vectors(out: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
-    """v1, v2 and c for ``out``: one random code per real coordinate, looked up in ``_tables``."""
+    """v1, v2 and c for ``out``: one random code per real coordinate, looked up in ``_tables``; beyond
+    ``BLOCK`` coordinates a block of codes repeats (a prime length, so the pattern does not align with rows)."""
     parts = (*out.shape, 2) if out.is_complex() else tuple(out.shape)
-    code = torch.randint(0, 50, parts, generator=gen)
+    n = math.prod(parts)
+    code = torch.randint(0, 50, (min(n, BLOCK),), generator=gen)
     real = torch.float64 if out.dtype in (torch.float64, torch.complex128) else torch.float32
-    tables = _tables().to(real)
     vectors = []
-    for row in tables:
+    for row in _tables().to(real):
         v = row[code]
+        if n > BLOCK:
+            v = v.repeat(-(-n // BLOCK))[:n]
+        v = v.reshape(parts)
         if out.is_complex():
             v = torch.view_as_complex(v)
         vectors.append(v.to(device=out.device, dtype=out.dtype))
