@@ -2,7 +2,10 @@
 
 - ``reentrant``: two backward passes over the same graph agree (exactly, or within ``nondet_tol`` for
   functions that are legitimately nondeterministic); the backward leaves ``grad_output`` untouched; a
-  backward that modified a saved tensor in place shows up as a second pass that differs or raises.
+  backward that modified a saved tensor in place shows up as a second pass that differs or raises. In full
+  mode the first of them is also compared with the main check's own pass (the Jacobian's rows, ``J^T v``
+  in float64, within 64 roundings of ``|J|^T |v|``, float32's at least): a backward that goes wrong from its second call
+  on (a counter, a cache filled by the first call) agrees with itself on every later pass.
 - ``zero_grad_output``: a zero ``grad_output`` gives a zero gradient (in full mode a zero row goes with
   the Jacobian's batched rows, so this costs no backward of its own).
 
@@ -16,13 +19,18 @@ import torch
 
 from gradcheck_kit._analytic import rows_from_coords
 from gradcheck_kit._evaluate import describe_exception
-from gradcheck_kit._inputs import bitwise_equal, coord_index
+from gradcheck_kit._inputs import bitwise_equal, coord_index, coords64
+from gradcheck_kit._linearity import natural_size, rounding_eps, subnormal_spacing
 from gradcheck_kit._report import CheckResult, format_index
 
 __all__ = ["structural_checks"]
 
 #: above this many input coordinates a directional check skips the zero-grad_output backward
 LARGE_INPUT = 1 << 16
+#: a later backward may differ from J^T v (the checked Jacobian's rows times v, in float64) by this many
+#: roundings of the gradient's dtype of |J|^T |v| (elementwise) plus a few of its largest value
+FIRST_PASS_EPS = 64.0
+FIRST_PASS_FLOOR_EPS = 4.0
 #: above this many elements the re-entrancy pass watches grad_output for in-place writes instead of
 #: comparing it with a copy (a copy of 10^6 elements is a page-faulting allocation on top of the backward's)
 LARGE_GRAD_OUTPUT = 1 << 16
@@ -40,6 +48,58 @@ def _same_sum(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.complex128 if t.is_complex() else torch.float64)
+
+
+def _against_first_pass(run, full_state: dict, pairs, vectors, later, nondet_tol: float) -> str | None:
+    """Where a later backward of ``v`` differs from ``J^T v`` of the Jacobian the main check compared (its
+    first backward), beyond the roundings allowed: a message, else None."""
+    analytic, rows = full_state.get("analytic"), full_state.get("rows")
+    if not analytic or not rows:
+        return None
+    checked = []
+    for i, g in zip(run.wrt, later):
+        if any((i, k) not in analytic for _, k in pairs):
+            continue
+        expected = torch.zeros(analytic[(i, pairs[0][1])].shape[0], dtype=torch.float64)
+        size = torch.zeros_like(expected)
+        for (o, k), v in zip(pairs, vectors):
+            a = analytic[(i, k)].to(torch.float64)
+            if rows[k] == "jacobian":
+                w = coords64(v)
+                expected += a @ w
+                size += a.abs() @ w.abs()
+            else:  # one row per output: the projection on this same v
+                expected += a[:, 0]
+                size += a[:, 0].abs()
+        finite = torch.isfinite(size) & torch.isfinite(expected)
+        checked.append((i, g, expected, size, finite))
+    # the largest size over every input, or the natural size of the terms, whichever is larger: a correct
+    # backward whose terms cancel (a bias in front of a normalisation) rounds at the size of its terms
+    top_all = max((float(size[finite].max()) for _, _, _, size, finite in checked if bool(finite.any())), default=0.0)
+    for i, g, expected, size, finite in checked:
+        top = max(top_all, natural_size([o for o, _ in pairs], vectors, run.leaves[i]))
+        got = coords64(g)
+        diff = (got - expected).abs()
+        e = rounding_eps([g], [o for o, _ in pairs])
+        for floor in (0.0, None):  # None: fn's coarser inside precision, asked for only where needed
+            e = max(e, run.coarse_eps() if floor is None else floor)
+            allowed = nondet_tol + FIRST_PASS_EPS * (e * size + subnormal_spacing(e)) + FIRST_PASS_FLOOR_EPS * e * top
+            bad = torch.where(finite, ~(diff <= allowed), torch.isfinite(got))
+            if not bool(bad.any()):
+                break
+        if not bool(bad.any()):
+            continue
+        ratio = torch.where(bad, (diff / allowed.clamp_min(1e-300)).nan_to_num(float("inf")), torch.zeros_like(diff))
+        j = int(ratio.argmax())
+        index, _ = coord_index(j, run.leaves[i].shape, run.leaves[i].is_complex())
+        return (
+            f"a later backward differs from the first: at {run.names[i]}{format_index(index)} the checked "
+            f"Jacobian's rows (the first backward) give J^T·v = {expected[j].item():.6g}, a later backward of the "
+            f"same v over the same graph gives {got[j].item():.6g} (|diff| {diff[j].item():.1e} > allowed "
+            f"{allowed[j].item():.1e}; {int(bad.sum())} element(s)); a backward must not depend on how many times "
+            "it ran (state kept between calls, a counter, a cache) nor on grad_output other than linearly"
+        )
+    return None
 
 
 def structural_checks(run) -> None:
@@ -95,6 +155,11 @@ def structural_checks(run) -> None:
         problems.insert(
             0, "backward modified grad_output in place (output " + ", ".join(str(k) for k in mutated) + ")"
         )
+    full_state = getattr(run, "full_state", None)
+    if state is None and full_state is not None:
+        moved = _against_first_pass(run, full_state, pairs, vectors, first, nondet_tol)
+        if moved:
+            problems.append(moved)
     if second is not None:
         for i, a, b in zip(run.wrt, first, second):
             if bitwise_equal(a, b) or torch.equal(a, b):  # the usual case: the same bits (or values)

@@ -45,6 +45,7 @@ from gradcheck_kit._analytic import (
     vjp_rows_functorch,
 )
 from gradcheck_kit._compare import Verdict, compare
+from gradcheck_kit._determinism import call_again, moved_outputs, not_deterministic
 from gradcheck_kit._evaluate import (
     EvaluationFailed,
     Evaluator,
@@ -71,8 +72,10 @@ from gradcheck_kit._inputs import (
     resolve_wrt,
     safe_float,
 )
+from gradcheck_kit._linearity import linearity_check
 from gradcheck_kit._modules import module_state_kept
 from gradcheck_kit._notes import unchecked_notes
+from gradcheck_kit._one_sided import nothing_compared, one_sided
 from gradcheck_kit._reasons import forward_ad_reason
 from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch, Note
 from gradcheck_kit._reproduce import reproduce_line
@@ -278,6 +281,7 @@ class _Check:
         self._refined_resolved = False  # a second opinion at a smaller step passed some entry (_refine)
         self._directional_superseded = False  # auto mode's narrowed full check overrode the directional failure
         self._conditioning_rows: dict | None | bool = False  # _conditioning's result (False: not computed)
+        self._coarse: float | None = None  # coarse_eps's result (None: not computed)
         self.report = GradientReport(
             function=function_name(fn),
             seed=self.seed,
@@ -296,7 +300,9 @@ class _Check:
                 if exc.function_failed:
                     self.report.function_failed, self.report.function_error = True, exc.cause
             except EvaluationFailed as exc:
-                self.report.errors.append(self._evaluation_failed(exc))
+                # fn failing next to the inputs: a domain edge, or fn changing between calls (it tells which)
+                moved = self._called_again() if hasattr(self, "out_idx") else None
+                self.report.errors.append(moved or self._evaluation_failed(exc))
                 self.report.function_failed, self.report.function_error = True, exc.cause
         self.report.notes = list(dict.fromkeys(self.report.notes))
         if not self.report.ok:
@@ -424,9 +430,16 @@ class _Check:
         notes_before = len(report.notes)
         self.backward_check(mode)
         self._recheck_quantized(mode, notes_before)
+        report.errors.extend(
+            nothing_compared(report.groups, self.wrt, self.names, self.not_evaluable, mode == "directional")
+        )
         structural_checks(self)
+        report.checks.append(self._linearity())
         self.forward_check(mode)
         self.second_order_check()
+        moved = self._called_again()
+        if moved:
+            report.errors.insert(0, moved)
         if self.evaluator.grad_inside is not None:
             report.notes.append(
                 f"fn differentiates internally (without grad it raised {self.evaluator.grad_inside}): its "
@@ -468,6 +481,39 @@ class _Check:
             raise _Failure(_cost.refusal(cost, limit))
         if cost.seconds > _cost.WARN_FRACTION * limit:
             self.report.notes.append(_cost.warning(cost))
+
+    def _called_again(self) -> str | None:
+        """fn called once more at the inputs as given: the error saying how it changed since its first call, or
+        None where it gives the same outputs."""
+        again, failed = call_again(self.fn, self.inputs, self.grad_positions, self.rng_seed)
+        if hasattr(self, "extra_evaluations"):
+            self.extra_evaluations += 1
+        what = failed or moved_outputs(self.outs, again, self.out_idx, float(self.options["nondet_tol"]))
+        return None if what is None else not_deterministic(what)
+
+    def _linearity(self) -> CheckResult:
+        graded = [k for k in self.out_idx if self.outs[k].requires_grad]
+        args = (
+            [self.outs[k] for k in graded], [self.leaves[i] for i in self.wrt], [self.names[i] for i in self.wrt],
+            self.seed, float(self.options["nondet_tol"]),
+        )
+        state = getattr(self, "full_state", None) if not hasattr(self, "directional_state") else None
+        jacobians = None if state is None else [
+            [state["analytic"].get((i, k)) if state["rows"][k] == "jacobian" else None for k in graded] for i in self.wrt
+        ]
+        result = linearity_check(*args, jacobians=jacobians)
+        if result.status == "failed" and self.coarse_eps():  # fn computes in a lower precision inside
+            result = linearity_check(*args, eps_floor=self.coarse_eps(), jacobians=jacobians)
+        return result
+
+    def coarse_eps(self) -> float:
+        """eps of a precision coarser than float64 whose values fn returns also where its inputs are not float32
+        values (it computes in that precision inside), else 0: the rounding its backward may have too. One
+        evaluation, on first need."""
+        if self._coarse is None:
+            precision = self.quantized or (self._output_precision() if self.num_dtype == torch.float64 else None)
+            self._coarse = tolerances.eps(precision) if precision is not None else 0.0
+        return self._coarse
 
     def _method(self) -> str:
         num = self.directional_state["numerics"] if hasattr(self, "directional_state") else None
@@ -855,11 +901,53 @@ class _Check:
                 verdict.cause = torch.where(underflow & (verdict.cause == 0), code, verdict.cause)
             verdict.ratio = torch.where(underflow, torch.zeros_like(verdict.ratio), verdict.ratio)
         self._settle_kinks(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
+        if bool(verdict.unchecked.any()):
+            self._one_sided(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.failed.any()):
             self._resample(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.failed.any()):
             self._refine(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         return verdict, j_idx, r_idx
+
+    def _one_sided(self, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
+        """Entries no estimate of the central stencil could evaluate (f not finite on one side within it):
+        one-sided stencils inside the domain at steps h, h/8, ... (``_one_sided``), on at most
+        ``REFINE_COORDS`` coordinates. Those still not evaluable are counted in ``not_evaluable``."""
+        stuck = verdict.unchecked & ~(
+            torch.isfinite(est.central_err) | torch.isfinite(est.right_err) | torch.isfinite(est.left_err)
+        )
+        idx = stuck.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return
+        center = self._f0_rows(self.out_idx.index(k), k, self.full_state["rows"][k])[0][r_idx[idx]]
+        x_j = coords(self.evaluator.base_args[i]).cpu()[j_idx[idx]].to(torch.float64)
+        cols = torch.unique(j_idx[idx])[:REFINE_COORDS]
+        tried = idx[torch.isfinite(center) & torch.isfinite(x_j) & torch.isin(j_idx[idx], cols)]
+        self.not_evaluable[i] = self.not_evaluable.get(i, 0) + idx.numel() - tried.numel()
+        if tried.numel() == 0:
+            return
+
+        def evaluate(entries: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+            js, rs = j_idx[tried[entries]], r_idx[tried[entries]]
+            ucols, inverse = torch.unique(js, return_inverse=True)
+            first = torch.zeros(ucols.numel(), dtype=torch.long).scatter_(0, inverse, torch.arange(js.numel()))
+            values = self._stencil_along(i, k, ucols, self._coordinates(i, ucols), offsets[:, first])
+            return values[:, inverse, rs]
+
+        center = self._f0_rows(self.out_idx.index(k), k, self.full_state["rows"][k])[0][r_idx[tried]]
+        res = one_sided(a[tried], allow[tried], kap, center, self._step(i)[j_idx[tried]], evaluate, self.stencil.dtype)
+        self.not_evaluable[i] += int((~res.decided).sum())
+        done = tried[res.decided]
+        if done.numel() == 0:
+            return
+        verdict.unchecked[done] = False
+        verdict.failed[done] = res.failed[res.decided]
+        numerical = res.numerical[res.decided]
+        _relist(verdict, done, numerical, res.allowed[res.decided], (a[done] - numerical).abs())
+        self.report.notes.append(
+            f"{done.numel()} derivative(s) of output {k} w.r.t. {self.names[i]} were compared with one-sided "
+            "differences at smaller steps: fn is not finite on one side of the point within the stencil"
+        )
 
     def _resample(self, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
         """A second sample of f's rounding for failed entries within ``RESAMPLE_RATIO`` of passing.
@@ -1111,6 +1199,7 @@ class _Check:
         return args, leaves, outs
 
     def backward_check(self, mode: str) -> None:
+        self.not_evaluable: dict[int, int] = {}  # per input: derivatives no stencil could evaluate (_one_sided)
         if mode == "full":
             self._backward_full()
         else:

@@ -75,7 +75,7 @@ def test_a_smooth_function_stops_after_plus_minus_h(n, directions):
     assert "stopped after ±h" in detail
     assert report.method.startswith("central differences at ±h (stopped there")
     # the analytic forward plus +-h per direction: what actually ran
-    assert report.evaluations == 1 + 2 * directions
+    assert report.evaluations == 1 + 2 * directions + 1  # + 1: the call that checks fn is deterministic
     assert report.check("forward_ad").status == "passed"
 
 
@@ -85,8 +85,8 @@ def test_the_screen_saves_evaluations_against_the_full_stencil():
     wrong = gk.check_gradients(_SinOnePercentOff.apply, x, mode="directional")
     assert screened.ok and not wrong.ok
     # a failing screen evaluates the rest of the stencil: +-h, +-2h per direction
-    assert wrong.evaluations == 1 + 4 * 2
-    assert screened.evaluations == 1 + 2 * 2
+    assert wrong.evaluations == 1 + 4 * 2 + 1  # + 1: the call that checks fn is deterministic
+    assert screened.evaluations == 1 + 2 * 2 + 1  # + 1: the call that checks fn is deterministic
     assert "4 evaluations each" in wrong.check("backward").detail
     assert "stopped" not in wrong.check("backward").detail
     assert wrong.method.startswith("central differences at h, 2h with Richardson")
@@ -137,7 +137,7 @@ def test_float32_passes_within_the_floor_without_a_float64_autograd_run():
     assert any("no float64 autograd run was needed" in n for n in report.notes), report.notes
     # the analytic forward, one float64 forward at x (whether fn runs in float64; its outputs are f(x) for the
     # numerics) and +-h along each of two directions: no float64 autograd run
-    assert report.evaluations == 1 + 1 + 2 * 2
+    assert report.evaluations == 1 + 1 + 2 * 2 + 1  # + 1: the call that checks fn is deterministic
 
 
 def test_a_large_float32_check_defers_the_float64_forward_at_x():
@@ -145,7 +145,7 @@ def test_a_large_float32_check_defers_the_float64_forward_at_x():
     # float64 is not needed where the screen decides: the analytic forward and +-h
     report = gk.check_gradients(torch.sin, _randn(100_000, dtype=torch.float32), mode="directional")
     assert report.ok, str(report)
-    assert report.evaluations == 1 + 2
+    assert report.evaluations == 1 + 2 + 1  # + 1: the call that checks fn is deterministic
     detail = report.check("backward").detail
     assert "stopped after ±h" in detail and "a kink exactly at x was not looked for" in detail
     assert report.method.endswith("evaluated in float64 at the float32 point")
@@ -168,7 +168,7 @@ def test_a_deferred_probe_falls_back_where_fn_does_not_compute_in_float64():
         assert "evaluated in float32" in report.method
         # the point that told counts: the analytic forward, x + h·u in float64, the probe at x in float64
         # (where it returned), f(x) in float32 and float32's stencil (+-h, +-2h, +-4h)
-        assert report.evaluations == 1 + 1 + (1 if fn is via_float32 else 0) + 1 + 6
+        assert report.evaluations == 1 + 1 + (1 if fn is via_float32 else 0) + 1 + 6 + 1  # + 1: the determinism call
 
 
 def test_a_failed_deferred_screen_evaluates_f_at_x_and_counts_kinks():
@@ -181,7 +181,7 @@ def test_a_failed_deferred_screen_evaluates_f_at_x_and_counts_kinks():
     assert "4 evaluations each" in report.check("backward").detail
     assert sum(g.kinks for g in report.groups if g.check == "backward") == 1
     # the analytic forward, +-h, f(x), +-2h, and the float64 autograd run of the full comparison
-    assert report.evaluations == 1 + 2 + 1 + 2 + 1
+    assert report.evaluations == 1 + 2 + 1 + 2 + 1 + 1  # + 1: the call that checks fn is deterministic
 
 
 @pytest.mark.parametrize("n", [2_000, 200_000])
@@ -242,7 +242,7 @@ def test_float32_round_off_above_the_floor_is_measured_before_the_rest_of_the_st
     x = (_randn(100, 1000, seed=4) * 3).to(torch.float32).requires_grad_()
     report = gk.check_gradients(lambda x: (torch.softmax(x, -1) * w).sum(), x, mode="directional")
     assert report.ok, str(report)
-    assert report.evaluations == 4
+    assert report.evaluations == 4 + 1  # + 1: the call that checks fn is deterministic
     assert "stopped after ±h" in report.check("backward").detail
     assert "round-off allowance measured against a float64 autograd run" in report.notes[0]
 

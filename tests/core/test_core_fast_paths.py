@@ -87,8 +87,8 @@ def test_a_smooth_correct_function_is_settled_with_two_points_per_coordinate():
     assert report.ok, str(report)
     assert _settled(report)
     # one analytic forward + 2 evaluations per coordinate, not the 4 of the whole stencil, + 1 plain call
-    # that checks vmap's first batch entry
-    assert report.evaluations == 1 + 2 * x.numel() + 1
+    # that checks vmap's first batch entry + 1 call that checks fn is deterministic
+    assert report.evaluations == 1 + 2 * x.numel() + 2
     assert report.groups[0].compared == x.numel() ** 2
 
 
@@ -101,7 +101,7 @@ def test_the_screen_does_not_hide_a_tiny_error_in_one_element():
     assert m.index == (_SinWrongAt.where,)
     # the whole stencil ran for the listing, the failing coordinate's one level of refinement (h/8), and one
     # point off float32's grid (fn returns float64 values there)
-    assert report.evaluations == 1 + 4 * x.numel() + 4 + 1
+    assert report.evaluations == 1 + 4 * x.numel() + 4 + 1 + 1  # + 1: the call that checks fn is deterministic
 
 
 @pytest.mark.parametrize("fn", [torch.relu, torch.abs], ids=["relu", "abs"])
@@ -123,7 +123,7 @@ def test_ties_in_amax_are_reported_as_kinks():
 def test_user_rtol_skips_the_screen():
     report = gk.check_gradients(torch.tanh, _randn(5), mode="full", rtol=1e-6, forward_ad=False)
     assert report.ok and not _settled(report)
-    assert report.evaluations == 1 + 4 * 5 + 1  # + 1: the plain call that checks vmap's first entry
+    assert report.evaluations == 1 + 4 * 5 + 2  # + 2: the plain calls that check vmap's first entry and determinism
 
 
 def test_forward_ad_of_a_verified_backward_is_checked_along_random_directions():
@@ -235,7 +235,7 @@ def test_one_wrong_input_among_small_ones_is_named_and_the_others_stay_settled()
     # x: 2 evaluations per coordinate; y: the whole stencil (4)
     # + 4: the failing coordinate's second opinion at h/8 reproduced the estimate at h, and stopped there;
     # + 1: one point off float32's grid (fn returns float64 values there: no lower-precision recheck)
-    assert report.evaluations == 1 + 2 * 12 + 4 * 12 + 4 + 1
+    assert report.evaluations == 1 + 2 * 12 + 4 * 12 + 4 + 1 + 1  # + 1: the call that checks fn is deterministic
 
 
 def test_a_gradient_where_the_output_does_not_move_is_a_mismatch_with_shared_screening():
