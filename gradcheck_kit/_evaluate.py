@@ -154,6 +154,7 @@ class Evaluator:
         # vmap of fn checked against one plain call (on first use); what differed, where it did
         self.vmap_checked = False
         self.vmap_mismatch: str | None = None
+        self.nondet_tol = 0.0  # how far two calls at one point may differ (the check's nondet_tol)
         self.used_vmap = False
         self.used_loop = False
         # inputs that require grad in a call with grad enabled (the differentiated ones)
@@ -314,7 +315,7 @@ class Evaluator:
             w = want.to(torch.complex128 if want.is_complex() else torch.float64)
             if not w.numel():
                 continue
-            allowed = 64 * _value_eps(want) * (w.abs() + w.abs().max())
+            allowed = 64 * _value_eps(want) * (w.abs() + w.abs().max()) + self.nondet_tol
             bad = ~(((g - w).abs() <= allowed) | (torch.isnan(g) & torch.isnan(w)))
             if bool(bad.any()):
                 self.vmap_mismatch = (

@@ -649,6 +649,7 @@ class _Check:
             grad_inputs=self.grad_positions, out_shapes=[self.outs[k].shape for k in self.out_idx],
             grad_inside=grad_inside,
         )
+        self.evaluator.nondet_tol = float(self.options["nondet_tol"])
         if not self.reference and not low:
             # numerics in the inputs' own dtype: autograd's forward already is f(x)
             self._f0 = [coords64(self.outs[k]) for k in self.out_idx]
