@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence, TextIO
 import torch
 import torch.nn.functional as F
 
-from gradcheck_kit.cli import Style, UsageError, format_ratio, format_table
+from gradcheck_kit._text import Style, UsageError, format_ratio, format_table
 
 __all__ = [
     "AuditOp", "KnownIssue", "AuditRow", "AuditResult", "catalogue", "select", "run_audit", "format_results",
