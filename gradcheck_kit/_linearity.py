@@ -123,6 +123,8 @@ def _vectors(out: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
 
 
 def _real(t: torch.Tensor) -> torch.Tensor:
+    if t._is_zerotensor():  # autograd's immutable zero (the second derivative of abs): a plain one
+        t = torch.zeros(t.shape, dtype=t.dtype, device=t.device)
     return torch.view_as_real(t) if t.is_complex() else t
 
 

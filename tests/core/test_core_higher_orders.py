@@ -61,3 +61,11 @@ def test_fourth_order():
 def test_orders_outside_one_to_four_are_invalid(order):
     with pytest.raises(gk.InvalidArgument, match=f"order={order!r} is invalid"):
         gk.check_gradients(torch.sin, _x(), order=order)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_a_derivative_that_autograd_returns_as_an_immutable_zero_tensor_is_checked(order):
+    # abs's second derivative is autograd's ZeroTensor: the linearity check once crashed adding to it
+    x = torch.tensor([0.0, 1.0, -2.0, 0.5], dtype=torch.float64)
+    assert gk.check_gradients(torch.abs, x, order=order).ok
+    assert gk.check_gradients(torch.nn.functional.l1_loss, x, x.flip(0), order=order).ok
