@@ -47,7 +47,10 @@ def first_derivative(fn, wrt: list[int], vectors: list[torch.Tensor]):
                 create_graph=True,
                 allow_unused=True,
             )
-        return tuple(torch.zeros_like(call[i]) if g is None else g for g, i in zip(grads, wrt))
+        # None (unused) and autograd's immutable ZeroTensor both become a plain zero of the input's shape
+        return tuple(
+            torch.zeros_like(call[i]) if g is None or g._is_zerotensor() else g for g, i in zip(grads, wrt)
+        )
 
     G.__name__ = G.__qualname__ = f"grad({getattr(fn, '__name__', 'fn')})"
     return G
