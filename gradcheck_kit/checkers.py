@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit import _batched, _compiled, _config, _cost, _kinks, _nonfinite, _screen, _state, tolerances
+from gradcheck_kit import _batched, _bias, _compiled, _config, _cost, _kinks, _nonfinite, _screen, _state, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -196,6 +196,11 @@ def check_gradients(
             with _isolated_state():
                 comparison = _compiled.compare_with_eager(fn, eager, inputs, wrt_list, names, options["seed"])
             _merge_compiled(report, comparison)
+        if not report.errors:
+            with _isolated_state():
+                bias = _bias.bias_check(run.fn, inputs, wrt_list, options["seed"])
+            if bias is not None:
+                report.checks.append(bias)
         if options["batched"] and not report.errors:
             with _isolated_state():
                 report.checks.append(_batched.compare_batched(run.fn, inputs, wrt_list, options["seed"]).check)
