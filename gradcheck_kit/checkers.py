@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit import _compiled, _config, _cost, _kinks, _nonfinite, _screen, _state, tolerances
+from gradcheck_kit import _compiled, _config, _cost, _kinks, _nonfinite, _screen, _state, _ties, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -265,6 +265,7 @@ class _Check:
         self._directional_square_sums: dict = {}  # (i, k) -> sum((g·u)²) of autograd's gradient, when finite
         self.quantized: torch.dtype | None = None  # fn's outputs' precision, where a recheck used it
         self._refined_resolved = False  # a second opinion at a smaller step passed some entry (_refine)
+        self._tie_failures: list[tuple[int, list[int], str]] = []  # (input, members, text) of ties judged wrong
         self._directional_superseded = False  # auto mode's narrowed full check overrode the directional failure
         self._conditioning_rows: dict | None | bool = False  # _conditioning's result (False: not computed)
         self.report = GradientReport(
@@ -844,6 +845,8 @@ class _Check:
                 verdict.cause = torch.where(underflow & (verdict.cause == 0), code, verdict.cause)
             verdict.ratio = torch.where(underflow, torch.zeros_like(verdict.ratio), verdict.ratio)
         self._settle_kinks(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
+        if bool((verdict.failed | verdict.kink).any()):
+            self._settle_ties(i, k, a, j_idx, r_idx, allow, verdict, kap)
         if bool(verdict.failed.any()):
             self._resample(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.failed.any()):
@@ -912,6 +915,78 @@ class _Check:
             self.report.notes.append(
                 _kinks.note(f"derivative(s) of output {k} w.r.t. {self.names[i]}", decided, wrong, level)
             )
+
+    def _settle_ties(self, i, k, a, j_idx, r_idx, allow, verdict: Verdict, kap: float) -> None:
+        """Failed entries at a kink at the point or at a tie (``_ties``): one-sided slopes measured again along
+        their coordinate and along their tie group; at most ``REFINE_COORDS`` coordinates."""
+        failed = verdict.failed & ~verdict.unchecked
+        cols = torch.unique(j_idx[failed])[:REFINE_COORDS]
+        x, step = self.evaluator.base_args[i], self._step(i).to(torch.float64)
+        reach = max(abs(m) for m in self.stencil.multipliers)
+        # a group is judged where a member failed or passed only as a kink (each member alone between its
+        # one-sided slopes can still add up to too much: amax's tie with every member given 1)
+        touched = torch.unique(j_idx[(failed | verdict.kink) & ~verdict.unchecked])
+        groups = [
+            g for g in _ties.tie_groups(x, step, reach)
+            if g.numel() <= _ties.MAX_MEMBERS and bool(torch.isin(g, touched).any())
+        ][: _ties.MAX_GROUPS]
+        if cols.numel() == 0 and not groups:
+            return
+        singles = torch.unique(torch.cat([cols] + groups))
+        n = coords(x).numel()
+        masks = torch.zeros(singles.numel() + len(groups), n, dtype=torch.float64)
+        masks[torch.arange(singles.numel()), singles] = 1.0
+        for g, members in enumerate(groups):
+            masks[singles.numel() + g, members] = 1.0
+        steps = torch.stack([step[m.bool()].max() for m in masks])
+        center, fmag, _ = self._f0_rows(self.out_idx.index(k), k, self.full_state["rows"][k])
+        s = _ties.sides(lambda m, o: self._along(i, k, m, o), masks, steps, center, fmag, self.stencil)
+        allow_full = torch.zeros_like(a, dtype=allow.dtype)
+        allow_full[j_idx, r_idx] = allow
+        at = torch.searchsorted(singles, j_idx).clamp_max(singles.numel() - 1)
+        one = _ties.Sides(s.right[at, r_idx], s.right_err[at, r_idx], s.left[at, r_idx], s.left_err[at, r_idx])
+        kink, inside = _ties.kink_at_point(a[j_idx, r_idx], one, allow, kap)
+        rescued = failed & torch.isin(j_idx, cols) & inside
+        tied, wrong = torch.zeros_like(failed), torch.zeros_like(failed)
+        for g, members in enumerate(groups):
+            pos = singles.numel() + g
+            row = lambda t: t[pos:pos + 1]  # noqa: E731
+            whole = _ties.Sides(row(s.right), row(s.right_err), row(s.left), row(s.left_err))
+            ms = [_ties.Sides(*(t[int(torch.searchsorted(singles, j)):][:1] for t in (s.right, s.right_err, s.left,
+                  s.left_err))) for j in members]
+            split, ok_rows = _ties.judge_groups(a[members], whole, ms, allow_full[members], kap)
+            mine = torch.isin(j_idx, members) & split[r_idx] & (failed | verdict.kink) & ~verdict.unchecked
+            tied |= mine & ok_rows[r_idx] & ~rescued
+            wrong |= mine & ~ok_rows[r_idx]
+            if bool((mine & ok_rows[r_idx]).any()):
+                self.report.notes.append(_ties.tie_note(self.inputs[i], self.names[i], members))
+            if bool((mine & ~ok_rows[r_idx]).any()):
+                self._tie_failures.append((i, members.tolist(), _ties.tie_text(self.inputs[i], self.names[i], members)))
+        rescued = rescued & ~wrong
+        done = (rescued | tied) & ~wrong
+        if bool(wrong.any()):
+            verdict.failed[wrong] = True
+            verdict.kink[wrong] = False
+            verdict.ratio[wrong] = torch.maximum(verdict.ratio[wrong], torch.ones_like(verdict.ratio[wrong]))
+        if not bool(done.any()):
+            return
+        verdict.failed[done] = False
+        verdict.kink[done] = True
+        verdict.sharp_kink[rescued] = True
+        verdict.left[rescued], verdict.right[rescued] = one.left[rescued], one.right[rescued]
+        verdict.ratio[done] = 0.0
+        if bool(rescued.any()):
+            what = f"derivative(s) of output {k} w.r.t. {self.names[i]}"
+            self.report.notes.append(_ties.kink_note(what, int(rescued.sum())))
+
+    def _along(self, i: int, k: int, masks: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """``f`` at ``x + offsets[m, d] * masks[d]`` (input ``i``) in output ``k``'s rows: ``(points, d, r)``."""
+        x = self.evaluator.base_args[i]
+        base = coords(x).cpu()
+        points = (base.to(torch.float64) + offsets.unsqueeze(2) * masks.unsqueeze(0)).to(base.dtype)
+        outs = self.evaluator.batched(i, points.view(-1, base.numel()), x.shape, x.is_complex())
+        kind = self.full_state["rows"][k]
+        return self._project(k, kind, outs[self.out_idx.index(k)]).reshape(offsets.shape[0], masks.shape[0], -1)
 
     def _coordinates(self, i: int, cols: torch.Tensor) -> torch.Tensor:
         """The values of coordinates ``cols`` of input ``i`` at the base point, float64 on the host."""
@@ -1518,6 +1593,8 @@ class _Check:
                 note.append(
                     f"a kink: the one-sided slopes are {lo:.6g} and {hi:.6g}; a valid (sub)gradient lies between them"
                 )
+            note += [f"at a tie ({text}): the gradient over them is wrong" for t_i, m, text in self._tie_failures
+                     if t_i == i and j in m][:1]
             analytic_value = float(a[j, r])
             numerical_value = float(verdict.numerical[pos])
             if not math.isfinite(analytic_value):
