@@ -1629,6 +1629,8 @@ class _Check:
         for i in self.wrt:
             x = coords(self.inputs[i].detach()).cpu()  # base_args[i]'s values (a float64 copy of low precision)
             out[i] = _rademacher(x if x.dtype in _FLOAT_BITS else x.to(torch.float32), d, self.gen)
+            reach = max(abs(m) for m in self.stencil.multipliers)
+            out[i] = _ties.tie_directions(x, out[i], self._step(i), reach)  # tied elements move together
             if i in self.nonfinite:  # never moved: x + t·h·u stays what fn masks
                 out[i][:, self.nonfinite[i]] = 0.0
         return out

@@ -212,3 +212,31 @@ def test_smooth_function_at_equal_values_is_not_forgiven():
 
     report = gk.check_gradients(_Swapped.apply, torch.tensor([0.5, 0.5], dtype=torch.float64), mode="full")
     assert not report.ok
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("name,fn,values,moved", CASES, ids=[c[0] for c in CASES])
+def test_ties_pass_in_directional_mode(name, fn, values, moved, dtype):
+    """Directions move tied elements together (a direction that splits a tie has no valid u . g). Not at
+    sparsemax's near-ties on the support's boundary: there autograd's piece is 1e-9 wide, a kink closer
+    than the step that only full mode (the tie group) resolves."""
+    for apart in _apart_options(dtype) if name != "sparsemax_boundary" else ["exact"]:
+        x = _point(values, dtype, apart, moved)
+        report = gk.check_gradients(fn, x, mode="directional")
+        assert report.ok, f"{name} {apart}\n{report}"
+
+
+SELECTIONS = [c for c in WRONG if c[0] in ("sort", "median", "topk", "amax", "cummax")]
+CHANGED_SUM = [(c, bug) for c in SELECTIONS for bug in ("moved", "scaled")] + [(c, "nan") for c in WRONG]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("case,bug", CHANGED_SUM, ids=[f"{c[0]}-{bug}" for c, bug in CHANGED_SUM])
+def test_wrong_gradient_at_a_tie_fails_in_directional_mode(case, bug, dtype):
+    """Directions move a tie together: they see the group's sum (a selection's gradient moved off the tie
+    or doubled, a NaN), not how it is shared (sparsemax's and the soft rank's ties have rows summing to 0
+    over the group: full mode sees those)."""
+    name, fn, values, moved = case
+    x = _point(values, dtype, "exact", moved)
+    report = gk.check_gradients(_with_bug(fn, bug), x, mode="directional", forward_ad=False, directions=8)
+    assert not report.ok, f"{name} {bug}\n{report}"
