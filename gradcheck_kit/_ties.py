@@ -31,8 +31,6 @@ slopes, or not finite. What no rule can tell apart is a gradient moved between m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import torch
 
 from gradcheck_kit._compare import CONTAMINATION_RATIO
@@ -101,35 +99,18 @@ class Sides:
     left_err: torch.Tensor
 
 
-def sides(
-    evaluate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    masks: torch.Tensor,
-    step: torch.Tensor,
-    center: torch.Tensor,
-    fmag: torch.Tensor,
-    stencil: Stencil,
-) -> Sides:
-    """One-sided slopes of ``f`` along the directions ``masks`` ``(g, n)`` (0/1 over the input's coordinates).
-
-    ``evaluate(masks, offsets)``: ``f`` (in the output's rows) at ``x + offsets[m, d] * masks[d]``, shape
-    ``(points, g, r)``; ``step``: each direction's step ``(g,)``; ``center``: ``f(x)`` in the rows ``(r,)``;
-    ``fmag``: ``|f(x)|`` in the rows (the round-off model's size).
-    """
-    mults = torch.tensor(stencil.multipliers, dtype=torch.float64).unsqueeze(1)
-    g = masks.shape[0]
-    offsets = torch.cat([mults * step, mults * (step / STEP_FACTOR)])  # (2 points, g)
-    values = evaluate(masks, offsets)
-    p = len(stencil.multipliers)
-    first = center.view(1, 1, -1).expand(1, g, -1)
+def sides(coarse: torch.Tensor, fine: torch.Tensor, step: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) -> Sides:
+    """One-sided slopes along ``g`` directions from the stencil's values ``(points + 1, g, r)`` (``f(x)``
+    first) at the steps ``step`` ``(g,)`` (``coarse``) and ``step / STEP_FACTOR`` (``fine``); ``fmag``:
+    ``|f(x)|`` in the rows ``(r,)`` (the round-off model's size)."""
     out = []
-    for part, h in ((values[:p], step), (values[p:], step / STEP_FACTOR)):
-        vals = torch.cat([first, part])
-        sigma = round_off_model(vals, fmag.view(1, -1).expand(g, -1), stencil)
+    for vals, h in ((coarse, step), (fine, step / STEP_FACTOR)):
+        sigma = round_off_model(vals, fmag.view(1, -1).expand(vals.shape[1], -1), stencil)
         out.append(estimate_with_sigma(vals, h.unsqueeze(1), sigma, stencil, unit_floor=False))
-    coarse, fine = out
-    right_err = (coarse.right - fine.right).abs() + fine.right_err
-    left_err = (coarse.left - fine.left).abs() + fine.left_err
-    return Sides(fine.right, right_err, fine.left, left_err)
+    at_h, at_fine = out
+    right_err = (at_h.right - at_fine.right).abs() + at_fine.right_err
+    left_err = (at_h.left - at_fine.left).abs() + at_fine.left_err
+    return Sides(at_fine.right, right_err, at_fine.left, left_err)
 
 
 def tie_groups(x: torch.Tensor, step: torch.Tensor, reach: float) -> list[torch.Tensor]:

@@ -265,6 +265,7 @@ class _Check:
         self._directional_square_sums: dict = {}  # (i, k) -> sum((g·u)²) of autograd's gradient, when finite
         self.quantized: torch.dtype | None = None  # fn's outputs' precision, where a recheck used it
         self._refined_resolved = False  # a second opinion at a smaller step passed some entry (_refine)
+        self._along_cache: dict = {}  # _stencil_along's evaluations per (input, column, points)
         self._tie_failures: list[tuple[int, list[int], str]] = []  # (input, members, text) of ties judged wrong
         self._directional_superseded = False  # auto mode's narrowed full check overrode the directional failure
         self._conditioning_rows: dict | None | bool = False  # _conditioning's result (False: not computed)
@@ -846,7 +847,7 @@ class _Check:
             verdict.ratio = torch.where(underflow, torch.zeros_like(verdict.ratio), verdict.ratio)
         self._settle_kinks(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool((verdict.failed | verdict.kink).any()):
-            self._settle_ties(i, k, a, j_idx, r_idx, allow, verdict, kap)
+            self._settle_ties(i, k, a, num, j_idx, r_idx, allow, verdict, kap)
         if bool(verdict.failed.any()):
             self._resample(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.failed.any()):
@@ -916,7 +917,7 @@ class _Check:
                 _kinks.note(f"derivative(s) of output {k} w.r.t. {self.names[i]}", decided, wrong, level)
             )
 
-    def _settle_ties(self, i, k, a, j_idx, r_idx, allow, verdict: Verdict, kap: float) -> None:
+    def _settle_ties(self, i, k, a, num: "_FullNumerics", j_idx, r_idx, allow, verdict: Verdict, kap: float) -> None:
         """Failed entries at a kink at the point or at a tie (``_ties``): one-sided slopes measured again along
         their coordinate and along their tie group; at most ``REFINE_COORDS`` coordinates."""
         failed = verdict.failed & ~verdict.unchecked
@@ -933,14 +934,23 @@ class _Check:
         if cols.numel() == 0 and not groups:
             return
         singles = torch.unique(torch.cat([cols] + groups))
-        n = coords(x).numel()
-        masks = torch.zeros(singles.numel() + len(groups), n, dtype=torch.float64)
-        masks[torch.arange(singles.numel()), singles] = 1.0
-        for g, members in enumerate(groups):
-            masks[singles.numel() + g, members] = 1.0
-        steps = torch.stack([step[m.bool()].max() for m in masks])
         center, fmag, _ = self._f0_rows(self.out_idx.index(k), k, self.full_state["rows"][k])
-        s = _ties.sides(lambda m, o: self._along(i, k, m, o), masks, steps, center, fmag, self.stencil)
+        mults = self._multipliers(self.stencil.multipliers)
+        # along one coordinate: the stencil at h is known, the one at h/8 is _refine's first level
+        fine = self._stencil_along(i, k, singles, self._coordinates(i, singles), mults * (step[singles] / _ties.STEP_FACTOR))
+        first = center.view(1, 1, -1)
+        one_fine = torch.cat([first.expand(1, singles.numel(), -1), fine])
+        s = _ties.sides(num.values[:, singles], one_fine, step[singles], fmag, self.stencil)
+        if groups:
+            masks = torch.zeros(len(groups), coords(x).numel(), dtype=torch.float64)
+            for g, members in enumerate(groups):
+                masks[g, members] = 1.0
+            g_step = torch.stack([step[m].max() for m in groups])
+            both = self._along(i, k, masks, torch.cat([mults * g_step, mults * (g_step / _ties.STEP_FACTOR)]))
+            p = mults.shape[0]
+            lead = first.expand(1, len(groups), -1)
+            sg = _ties.sides(torch.cat([lead, both[:p]]), torch.cat([lead, both[p:]]), g_step, fmag, self.stencil)
+            s = _ties.Sides(*(torch.cat([getattr(s, f), getattr(sg, f)]) for f in ("right", "right_err", "left", "left_err")))
         allow_full = torch.zeros_like(a, dtype=allow.dtype)
         allow_full[j_idx, r_idx] = allow
         at = torch.searchsorted(singles, j_idx).clamp_max(singles.numel() - 1)
@@ -1001,7 +1011,15 @@ class _Check:
         b = cols.numel()
         points = base.expand(offsets.shape[0], b, base.numel()).clone()
         points[:, torch.arange(b), cols] = (at + offsets).to(points.dtype)
-        outs = self.evaluator.batched(i, points.view(-1, base.numel()), x.shape, x.is_complex())
+        # columns already evaluated at the same points (the tie check's h/8 is _refine's first level)
+        keys = [(id(x), i, int(cols[c]), points[:, c, cols[c]].numpy().tobytes()) for c in range(b)]
+        todo = [c for c in range(b) if keys[c] not in self._along_cache]
+        if todo:
+            fresh = self.evaluator.batched(i, points[:, todo].reshape(-1, base.numel()), x.shape, x.is_complex())
+            for n, c in enumerate(todo):
+                self._along_cache[keys[c]] = [o.reshape(offsets.shape[0], len(todo), -1)[:, n] for o in fresh]
+        cached = [self._along_cache[key] for key in keys]
+        outs = [torch.stack([per[o] for per in cached], 1).flatten(0, 1) for o in range(len(cached[0]))]
         kind = self.full_state["rows"][k]
         return self._project(k, kind, outs[self.out_idx.index(k)]).reshape(offsets.shape[0], b, -1)
 
