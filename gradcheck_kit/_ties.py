@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import torch
 
-from gradcheck_kit._compare import CONTAMINATION_RATIO
+from gradcheck_kit._compare import CONTAMINATION_RATIO, Verdict
 from gradcheck_kit._finite_diff import estimate_with_sigma, round_off_model
 from gradcheck_kit._inputs import coord_index
 from gradcheck_kit._report import Note, format_index
@@ -41,7 +41,7 @@ from gradcheck_kit.tolerances import Stencil
 
 __all__ = [
     "Sides", "sides", "tie_groups", "kink_at_point", "judge_groups", "tie_note", "kink_note", "STEP_FACTOR",
-    "MAX_GROUPS", "MAX_MEMBERS", "tie_text", "tie_directions", "ULPS",
+    "MAX_GROUPS", "MAX_MEMBERS", "tie_text", "tie_directions", "ULPS", "Decision", "decide", "apply",
 ]
 
 #: the second step of ``sides`` is h / STEP_FACTOR
@@ -132,7 +132,9 @@ def tie_groups(x: torch.Tensor, step: torch.Tensor, reach: float) -> list[torch.
     return groups
 
 
-def kink_at_point(a: torch.Tensor, s: Sides, allowance: torch.Tensor, kappa: float) -> tuple[torch.Tensor, torch.Tensor]:
+def kink_at_point(
+    a: torch.Tensor, s: Sides, allowance: torch.Tensor, kappa: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For entries with autograd values ``a`` and their one-sided slopes (all flat, one per entry): whether
     the slopes differ beyond their estimates (a kink at the point), and whether ``a`` lies in their range."""
     err = kappa * (s.right_err + s.left_err) + 2 * allowance
@@ -158,8 +160,12 @@ def _clean(r, r_err, left, l_err):
 def judge_groups(
     a: torch.Tensor, group: Sides, members: list[Sides], allowance: torch.Tensor, kappa: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: whether the point is non-differentiable along the group, and whether the group rule passes: ``a`` ``(m, r)`` autograd over the group's ``m`` members, ``group``
-    the group's slopes ``(1, r)``, ``members`` its members' (each ``(1, r)``), ``allowance`` ``(m, r)``."""
+    """Per row: whether the point is non-differentiable along the group, and whether the group rule passes.
+
+    ``a`` ``(m, r)``: autograd over the group's ``m`` members; ``group``: the group's slopes ``(1, r)``;
+    ``members``: its members' (each ``(1, r)``); ``allowance`` ``(m, r)``.
+    """
+
     def stack(attr):
         return torch.cat([getattr(s, attr) for s in members])  # (m, r)
 
@@ -207,3 +213,73 @@ def kink_note(what: str, count: int) -> Note:
         "differ beyond their error estimates): autograd's value lies between them",
         "kink_at_point",
     )
+
+
+@dataclass
+class Decision:
+    """What the one-sided slopes decided for the entries of a verdict (bool tensors over its entries)."""
+
+    rescued: torch.Tensor  # failed, at a kink at the point, autograd within the one-sided range
+    tied: torch.Tensor  # passed by their tie group's rule
+    wrong: torch.Tensor  # failed by their tie group's rule (a kink-passed member included)
+    left: torch.Tensor  # each entry's one-sided slopes along its coordinate (where measured)
+    right: torch.Tensor
+    passed_groups: list  # the groups (long tensors of coordinates) that passed some entry
+    failed_groups: list  # ... and those that failed some entry
+
+
+def decide(
+    a: torch.Tensor, j_idx: torch.Tensor, r_idx: torch.Tensor, verdict: Verdict, allow: torch.Tensor,
+    kappa: float, cols: torch.Tensor, singles: torch.Tensor, groups: list, s: Sides,
+) -> Decision:
+    """Judge the entries ``(j_idx, r_idx)`` of autograd's ``(n, r)`` matrix ``a`` again.
+
+    ``s``: the slopes along each coordinate of ``singles`` (sorted), then along each group of ``groups``;
+    ``cols``: the failed entries' coordinates looked at (a subset of ``singles``); ``allow``: each entry's
+    allowance for autograd's round-off.
+    """
+    failed = verdict.failed & ~verdict.unchecked
+    open_ = (verdict.failed | verdict.kink) & ~verdict.unchecked
+    allow_full = torch.zeros_like(a, dtype=allow.dtype)
+    allow_full[j_idx, r_idx] = allow
+    at = torch.searchsorted(singles, j_idx).clamp_max(singles.numel() - 1)
+    one = Sides(s.right[at, r_idx], s.right_err[at, r_idx], s.left[at, r_idx], s.left_err[at, r_idx])
+    _, inside = kink_at_point(a[j_idx, r_idx], one, allow, kappa)
+    rescued = failed & torch.isin(j_idx, cols) & inside
+    tied, wrong = torch.zeros_like(failed), torch.zeros_like(failed)
+    passed_groups, failed_groups = [], []
+
+    def rows(t, start, count=1):
+        return t[start:start + count]
+
+    for g, members in enumerate(groups):
+        pos = singles.numel() + g
+        whole = Sides(rows(s.right, pos), rows(s.right_err, pos), rows(s.left, pos), rows(s.left_err, pos))
+        where = torch.searchsorted(singles, members)
+        each = [
+            Sides(s.right[w:w + 1], s.right_err[w:w + 1], s.left[w:w + 1], s.left_err[w:w + 1]) for w in where.tolist()
+        ]
+        split, ok_rows = judge_groups(a[members], whole, each, allow_full[members], kappa)
+        mine = torch.isin(j_idx, members) & split[r_idx] & open_
+        good, bad = mine & ok_rows[r_idx], mine & ~ok_rows[r_idx]
+        tied |= good & ~rescued
+        wrong |= bad
+        if bool(good.any()):
+            passed_groups.append(members)
+        if bool(bad.any()):
+            failed_groups.append(members)
+    return Decision(rescued & ~wrong, tied & ~wrong, wrong, one.left, one.right, passed_groups, failed_groups)
+
+
+def apply(verdict: Verdict, d: Decision) -> None:
+    """Write a decision into the verdict: rescued and tied entries pass as kinks, wrong ones fail."""
+    if bool(d.wrong.any()):
+        verdict.failed[d.wrong] = True
+        verdict.kink[d.wrong] = False
+        verdict.ratio[d.wrong] = verdict.ratio[d.wrong].clamp_min(1.0)
+    done = d.rescued | d.tied
+    verdict.failed[done] = False
+    verdict.kink[done] = True
+    verdict.ratio[done] = 0.0
+    verdict.sharp_kink[d.rescued] = True
+    verdict.left[d.rescued], verdict.right[d.rescued] = d.left[d.rescued], d.right[d.rescued]

@@ -937,7 +937,8 @@ class _Check:
         center, fmag, _ = self._f0_rows(self.out_idx.index(k), k, self.full_state["rows"][k])
         mults = self._multipliers(self.stencil.multipliers)
         # along one coordinate: the stencil at h is known, the one at h/8 is _refine's first level
-        fine = self._stencil_along(i, k, singles, self._coordinates(i, singles), mults * (step[singles] / _ties.STEP_FACTOR))
+        offsets = mults * (step[singles] / _ties.STEP_FACTOR)
+        fine = self._stencil_along(i, k, singles, self._coordinates(i, singles), offsets)
         first = center.view(1, 1, -1)
         one_fine = torch.cat([first.expand(1, singles.numel(), -1), fine])
         s = _ties.sides(num.values[:, singles], one_fine, step[singles], fmag, self.stencil)
@@ -950,44 +951,19 @@ class _Check:
             p = mults.shape[0]
             lead = first.expand(1, len(groups), -1)
             sg = _ties.sides(torch.cat([lead, both[:p]]), torch.cat([lead, both[p:]]), g_step, fmag, self.stencil)
-            s = _ties.Sides(*(torch.cat([getattr(s, f), getattr(sg, f)]) for f in ("right", "right_err", "left", "left_err")))
-        allow_full = torch.zeros_like(a, dtype=allow.dtype)
-        allow_full[j_idx, r_idx] = allow
-        at = torch.searchsorted(singles, j_idx).clamp_max(singles.numel() - 1)
-        one = _ties.Sides(s.right[at, r_idx], s.right_err[at, r_idx], s.left[at, r_idx], s.left_err[at, r_idx])
-        kink, inside = _ties.kink_at_point(a[j_idx, r_idx], one, allow, kap)
-        rescued = failed & torch.isin(j_idx, cols) & inside
-        tied, wrong = torch.zeros_like(failed), torch.zeros_like(failed)
-        for g, members in enumerate(groups):
-            pos = singles.numel() + g
-            row = lambda t: t[pos:pos + 1]  # noqa: E731
-            whole = _ties.Sides(row(s.right), row(s.right_err), row(s.left), row(s.left_err))
-            ms = [_ties.Sides(*(t[int(torch.searchsorted(singles, j)):][:1] for t in (s.right, s.right_err, s.left,
-                  s.left_err))) for j in members]
-            split, ok_rows = _ties.judge_groups(a[members], whole, ms, allow_full[members], kap)
-            mine = torch.isin(j_idx, members) & split[r_idx] & (failed | verdict.kink) & ~verdict.unchecked
-            tied |= mine & ok_rows[r_idx] & ~rescued
-            wrong |= mine & ~ok_rows[r_idx]
-            if bool((mine & ok_rows[r_idx]).any()):
-                self.report.notes.append(_ties.tie_note(self.inputs[i], self.names[i], members))
-            if bool((mine & ~ok_rows[r_idx]).any()):
-                self._tie_failures.append((i, members.tolist(), _ties.tie_text(self.inputs[i], self.names[i], members)))
-        rescued = rescued & ~wrong
-        done = (rescued | tied) & ~wrong
-        if bool(wrong.any()):
-            verdict.failed[wrong] = True
-            verdict.kink[wrong] = False
-            verdict.ratio[wrong] = torch.maximum(verdict.ratio[wrong], torch.ones_like(verdict.ratio[wrong]))
-        if not bool(done.any()):
-            return
-        verdict.failed[done] = False
-        verdict.kink[done] = True
-        verdict.sharp_kink[rescued] = True
-        verdict.left[rescued], verdict.right[rescued] = one.left[rescued], one.right[rescued]
-        verdict.ratio[done] = 0.0
-        if bool(rescued.any()):
+            fields = ("right", "right_err", "left", "left_err")
+            s = _ties.Sides(*(torch.cat([getattr(s, f), getattr(sg, f)]) for f in fields))
+        d = _ties.decide(a, j_idx, r_idx, verdict, allow, kap, cols, singles, groups, s)
+        _ties.apply(verdict, d)
+        for members in d.passed_groups:
+            note = _ties.tie_note(self.inputs[i], self.names[i], members)
+            if note not in self.report.notes:  # once, whichever outputs see the tie
+                self.report.notes.append(note)
+        for members in d.failed_groups:
+            self._tie_failures.append((i, members.tolist(), _ties.tie_text(self.inputs[i], self.names[i], members)))
+        if bool(d.rescued.any()):
             what = f"derivative(s) of output {k} w.r.t. {self.names[i]}"
-            self.report.notes.append(_ties.kink_note(what, int(rescued.sum())))
+            self.report.notes.append(_ties.kink_note(what, int(d.rescued.sum())))
 
     def _along(self, i: int, k: int, masks: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """``f`` at ``x + offsets[m, d] * masks[d]`` (input ``i``) in output ``k``'s rows: ``(points, d, r)``."""
