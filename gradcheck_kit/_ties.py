@@ -48,7 +48,7 @@ __all__ = [
 STEP_FACTOR = 8.0
 #: at most this many tie groups are judged per (input, output), each of at most MAX_MEMBERS coordinates
 MAX_GROUPS = 32
-MAX_MEMBERS = 32
+MAX_MEMBERS = 256
 #: directional mode ties coordinates whose values are within this many units of rounding of each other
 ULPS = 4
 
