@@ -51,6 +51,9 @@ MAX_GROUPS = 32
 MAX_MEMBERS = 256
 #: directional mode ties coordinates whose values are within this many units of rounding of each other
 ULPS = 4
+#: directional mode looks for ties in inputs of up to this many elements (a sort of the input); above it
+#: the directions stay as drawn (auto mode checks such inputs in full where the directional check fails)
+SCAN_LIMIT = 4096
 
 
 def tie_directions(x: torch.Tensor, u: torch.Tensor, step: torch.Tensor, reach: float) -> torch.Tensor:
@@ -61,11 +64,11 @@ def tie_directions(x: torch.Tensor, u: torch.Tensor, step: torch.Tensor, reach: 
     slope, which the sum of a valid gradient over the group matches; the tied elements keep one random sign.
 
     Tied: values within ``reach`` steps (``step``: each coordinate's, ``(n,)``) of each other, as in
-    :func:`tie_groups`; where that chains more than ``MAX_MEMBERS`` values together (a large input, or
-    float32's large step), only values within ``ULPS`` roundings of each other; where even those form a
-    larger group, the directions stay as drawn.
+    :func:`tie_groups`; where that chains more than ``MAX_MEMBERS`` values together (float32's large
+    step), only values within ``ULPS`` roundings of each other; where even those form a larger group, or
+    above ``SCAN_LIMIT`` elements, the directions stay as drawn.
     """
-    if x.is_complex() or x.numel() < 2 or not x.dtype.is_floating_point:
+    if x.is_complex() or not 2 <= x.numel() <= SCAN_LIMIT or not x.dtype.is_floating_point:
         return u
     vals, order = torch.sort(x.reshape(-1))
     eps = torch.finfo(x.dtype).eps
