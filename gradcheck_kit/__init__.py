@@ -28,6 +28,7 @@ _LAZY = {
     "GradientFlowReport": "gradcheck_kit._modules",
     "fuzz_gradients": "gradcheck_kit._fuzz",
     "FuzzReport": "gradcheck_kit._fuzz",
+    "GradientRange": "gradcheck_kit._ranges",
 }
 
 __all__ = sorted(

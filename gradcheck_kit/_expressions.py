@@ -173,31 +173,76 @@ def _safe_target(domain):
 
 
 def _parse_domain(domain, arity: int, name: str):
+    """The hull ``(lo, hi)`` of each argument's domain (see :func:`_parse_intervals`)."""
+    return tuple((ivs[0][0], ivs[-1][1]) for ivs in _parse_intervals(domain, arity, name))
+
+
+def _is_pair_list(d) -> bool:
+    return isinstance(d, Sequence) and not isinstance(d, str) and len(d) > 0 and all(
+        isinstance(p, Sequence) and not isinstance(p, str) for p in d
+    )
+
+
+def _parse_intervals(domain, arity: int, name: str):
+    """Per argument, the sorted disjoint open intervals where the op is defined and smooth.
+
+    ``domain``: ``(lo, hi)``; several intervals ``[(lo, hi), (lo, hi), ...]``; or, for ``arity=2``, one
+    such entry per argument (a list of two entries, each a pair or a list of pairs)."""
     if domain is None:
-        return ((-INF, INF),) * arity
-    if (
-        isinstance(domain, Sequence)
-        and len(domain) == arity
-        and all(isinstance(d, Sequence) and not isinstance(d, str) for d in domain)
-        and arity > 1
-    ):
-        pairs = list(domain)
+        return (((-INF, INF),),) * arity
+    if arity > 1 and isinstance(domain, Sequence) and len(domain) == arity and all(
+        _is_pair_list(d) or (isinstance(d, Sequence) and not isinstance(d, str)) for d in domain
+    ) and all(not isinstance(d, (int, float)) and d is not None for d in domain):
+        entries = list(domain)
     else:
-        pairs = [domain] * arity
+        entries = [domain] * arity
     out = []
-    for pair in pairs:
+    for entry in entries:
+        pairs = list(entry) if _is_pair_list(entry) else [entry]
+        ivs = []
+        for pair in pairs:
+            try:
+                lo, hi = pair
+                lo = -INF if lo is None else float(lo)
+                hi = INF if hi is None else float(hi)
+            except (TypeError, ValueError):
+                raise InvalidArgument(
+                    f"domain={domain!r} for op {name!r} must be (lo, hi), None for an open end, a list of such "
+                    "intervals, or one such entry per argument"
+                ) from None
+            if not lo < hi or math.isnan(lo) or math.isnan(hi):
+                raise InvalidArgument(f"domain={domain!r} for op {name!r} needs lo < hi")
+            ivs.append((lo, hi))
+        ivs.sort()
+        if any(a[1] > b[0] for a, b in zip(ivs, ivs[1:])):
+            raise InvalidArgument(f"domain={domain!r} for op {name!r} has overlapping intervals")
+        out.append(tuple(ivs))
+    return tuple(out)
+
+
+def _parse_kinks(kinks, arity: int, name: str):
+    """Per argument, the sorted points where the op's derivative jumps: ``[k1, k2, ...]`` (every
+    argument) or, for ``arity=2``, one such list per argument."""
+    if kinks is None:
+        return ((),) * arity
+    bad = InvalidArgument(
+        f"kinks={kinks!r} for op {name!r} must be a list of finite numbers, or one such list per argument"
+    )
+    if not isinstance(kinks, Sequence) or isinstance(kinks, str):
+        raise bad
+    if arity > 1 and len(kinks) == arity and all(isinstance(k, Sequence) and not isinstance(k, str) for k in kinks):
+        entries = list(kinks)
+    else:
+        entries = [kinks] * arity
+    out = []
+    for entry in entries:
         try:
-            lo, hi = pair
-            lo = -INF if lo is None else float(lo)
-            hi = INF if hi is None else float(hi)
+            points = sorted(float(k) for k in entry)
         except (TypeError, ValueError):
-            raise InvalidArgument(
-                f"domain={domain!r} for op {name!r} must be (lo, hi), None for an open end, "
-                "or one such pair per argument"
-            ) from None
-        if not lo < hi or math.isnan(lo) or math.isnan(hi):
-            raise InvalidArgument(f"domain={domain!r} for op {name!r} needs lo < hi")
-        out.append((lo, hi))
+            raise bad from None
+        if not all(math.isfinite(k) for k in points):
+            raise bad
+        out.append(tuple(points))
     return tuple(out)
 
 
@@ -207,7 +252,7 @@ _RESERVED = {"sum", "mean", "abs", "Abs", "E", "I", "S", "N", "O", "Q", "pi", "o
 class Op:
     """An elementwise operation that random expressions may use.
 
-    ``Op(name, fn, sympy=None, *, domain=None, arity=1, image=None)``
+    ``Op(name, fn, sympy=None, *, domain=None, arity=1, image=None, kinks=None)``
 
     * ``fn`` takes ``arity`` tensors and returns one (a torch function, a ``torch.autograd.Function``'s
       ``apply``, any callable autograd runs through).  Its arguments broadcast like ``torch.mul``'s.
@@ -216,7 +261,13 @@ class Op:
       compositions, but expressions using it have ``has_analytic_gradient == False``: check them with
       the numerical checker (``gk.check_gradients``) instead of ``expr.gradient``.
     * ``domain`` is the open interval ``(lo, hi)`` where ``fn`` is defined and smooth (``None`` for an
-      open end), or one such pair per argument.  Random expressions keep its arguments well inside.
+      open end), several such intervals (``[(None, -1), (1, None)]``), or one such entry per argument.
+      Random expressions keep its arguments well inside (the widest interval); a parsed expression must
+      keep each argument within one interval over its bounds.
+    * ``kinks`` (optional) lists the points where ``fn``'s derivative jumps (``[0.0]`` for a relu-like
+      op; one list per argument for ``arity=2``). Where an argument sits on one, ``expr.gradient``
+      returns a :class:`gradcheck_kit.GradientRange` (the one-sided derivatives as bounds), which
+      ``gk.assert_grad_equals`` accepts anywhere between them.
     * ``image`` (optional) bounds the op's values ``(lo, hi)``; by default they are estimated by
       evaluating ``fn`` on a grid over its arguments' ranges.
     """
@@ -230,6 +281,7 @@ class Op:
         domain=None,
         arity: int = 1,
         image=None,
+        kinks=None,
     ):
         self._builtin = False
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
@@ -253,9 +305,11 @@ class Op:
         self.fn = fn
         self.sympy = sympy
         self.arity = arity
-        self.domain = _parse_domain(domain, arity, name)
+        self.intervals = _parse_intervals(domain, arity, name)
+        self.domain = tuple((ivs[0][0], ivs[-1][1]) for ivs in self.intervals)
+        self.kinks = _parse_kinks(kinks, arity, name)
         self.image = image
-        self._safe = tuple(_safe_target(d) for d in self.domain)
+        self._safe = tuple(_safe_target(max(ivs, key=lambda iv: iv[1] - iv[0])) for ivs in self.intervals)
         self._interval_fn = None
         self._image_cache: dict = {}
         self._function_class = None
@@ -269,6 +323,8 @@ class Op:
         op.sympy = sym
         op.arity = arity
         op.domain = _parse_domain(domain, arity, name)
+        op.intervals = tuple((d,) for d in op.domain)
+        op.kinks = ((),) * arity
         op.image = None
         op._safe = safe if safe is not None else tuple(_safe_target(d) for d in op.domain)
         op._interval_fn = interval
@@ -667,7 +723,10 @@ class Expression:
 
         Returned in each input's dtype, device and shape (broadcast dimensions summed).  With
         ``reduction="none"``, ``grad_outputs`` is the vector given to ``backward`` (default: ones);
-        with ``sum``/``mean`` it may be a scalar that multiplies the gradient."""
+        with ``sum``/``mean`` it may be a scalar that multiplies the gradient.  Where an argument of an op
+        declared with ``kinks=`` sits on a kink, each gradient is a :class:`gradcheck_kit.GradientRange`:
+        the same values, with the one-sided derivatives as ``low``/``high`` bounds (``assert_grad_equals``
+        accepts anything between them)."""
         self._check_inputs(xs)
         if not self.has_analytic_gradient:
             missing = ", ".join(op.name for op in self.ops if not op.has_sympy)
@@ -675,6 +734,13 @@ class Expression:
                 f"{self} uses {missing}, registered without sympy=; check it numerically with "
                 "gk.check_gradients(expr, *xs) instead"
             )
+        grads = self._analytic_values(xs, grad_outputs)
+        if any(any(k) for op in self.ops for k in op.kinks) and self._at_kink(xs):
+            return self._one_sided(xs, grads, grad_outputs)
+        return grads
+
+    def _analytic_values(self, xs, grad_outputs) -> tuple:
+        """The sympy gradient's values at ``xs`` (what ``gradient`` returns away from kinks)."""
         if self._analytic is None:
             self._analytic = _to_sympy(self._node, self._symbols, analytic=True)
         fn = _gradient_function(self._analytic, self._symbols)
@@ -699,6 +765,44 @@ class Expression:
             g = _sum_to_shape(np.asarray(full), tuple(x.shape))
             grads.append(torch.from_numpy(np.array(g, dtype=np.float64, order="C")).to(dtype=x.dtype, device=x.device))
         return tuple(grads)
+
+    #: the one-sided derivatives at a kink are the analytic gradient at x moved by this much (relative)
+    KINK_STEP = 2.0**-30
+
+    def _at_kink(self, xs) -> bool:
+        """Whether some argument of a user op with ``kinks`` sits on one (within 1e-12, relative)."""
+        xs64 = [x.detach().to("cpu", torch.float64) for x in xs]
+        for node in _walk(self._node):
+            if not isinstance(node, _Apply) or not any(node.op.kinks):
+                continue
+            for arg, points in zip(node.args, node.op.kinks):
+                if not points:
+                    continue
+                value = torch.as_tensor(_evaluate(arg, xs64), dtype=torch.float64)
+                for k in points:
+                    if bool(((value - k).abs() <= 1e-12 * max(1.0, abs(k))).any()):
+                        return True
+        return False
+
+    def _one_sided(self, xs, grads, grad_outputs) -> tuple:
+        """Each input's gradient as a ``GradientRange``: bounds from the analytic gradient at that input moved
+        by ``+-KINK_STEP`` (relative, the other inputs kept), i.e. the one-sided derivatives."""
+        from gradcheck_kit._ranges import GradientRange
+
+        out = []
+        for i, x in enumerate(xs):
+            x64 = x.detach().to("cpu", torch.float64)
+            delta = self.KINK_STEP * x64.abs().clamp_min(1.0)
+            sides = []
+            for sign in (1.0, -1.0):
+                moved = list(xs)
+                moved[i] = (x64 + sign * delta).to(x.device)
+                sides.append(self._analytic_values(moved, grad_outputs)[i].to("cpu", torch.float64))
+            value = grads[i]
+            low = torch.minimum(sides[0], sides[1]).to(dtype=x.dtype, device=x.device)
+            high = torch.maximum(sides[0], sides[1]).to(dtype=x.dtype, device=x.device)
+            out.append(GradientRange(value, low, high))
+        return tuple(out)
 
     # ---- strategies
     def inputs(
@@ -928,7 +1032,10 @@ def _check_domains(node, bounds, text, symbols):
         _check_domains(arg, bounds, text, symbols)
     for position, (arg, domain) in enumerate(zip(node.args, node.op.domain)):
         iv = _interval_of(arg, bounds)
-        if not _within(iv, domain):
+        intervals = node.op.intervals[position]
+        if len(intervals) > 1 and any(_within(iv, d) for d in intervals):
+            continue
+        if not _within(iv, domain) or len(intervals) > 1:
             shown = _to_text(_to_sympy(arg, symbols, analytic=False))
             raise InvalidArgument(
                 f"text={text!r}: argument {position} of {node.op.name} ({shown}) may reach {list(iv)}, outside "

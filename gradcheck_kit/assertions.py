@@ -10,6 +10,7 @@ import torch
 from gradcheck_kit._evaluate import as_outputs, describe_exception, is_none_output
 from gradcheck_kit._grad_outputs import reject_nonfinite
 from gradcheck_kit._inputs import function_name, input_names, is_differentiable, layout_clone
+from gradcheck_kit._ranges import GradientRange
 from gradcheck_kit._report import format_index
 from gradcheck_kit._reproduce import reproduce_line
 from gradcheck_kit._state import outside_inference, recording
@@ -130,7 +131,13 @@ def assert_grad_equals(
                 f"{tuple(got.shape)}"
             )
             continue
-        failures.extend(_compare_tensors(got, want, label, names[i], atol, rtol))
+        ranged = isinstance(expected[pos], GradientRange)
+        if ranged:  # at a kink: anything between the one-sided values
+            want = _nearest_in_range(got, expected[pos])
+        found = _compare_tensors(got, want, label, names[i], atol, rtol)
+        if found and ranged:
+            found.append("  (expected is a GradientRange: at kinks, any value in [low, high]; shown is the nearest)")
+        failures.extend(found)
     if failures:
         message = "\n".join(failures)
         named = [*zip(names, args), ("expected", tuple(e.detach() for e in expected))]
@@ -194,6 +201,15 @@ def _autograd(fn, args, wrt, grad_outputs) -> tuple[list, str]:
     except Exception as exc:  # noqa: BLE001
         raise FunctionError(f"assert_grad_equals: backward raised {describe_exception(exc)}") from exc
     return [None if g is None else g.detach() for g in grads], ""
+
+
+def _nearest_in_range(got: torch.Tensor, expected: "GradientRange") -> torch.Tensor:
+    """The value of ``[expected.low, expected.high]`` nearest to autograd's (NaN stays NaN): compared like a
+    plain expectation, autograd passes within the range and its distance from the range is what is shown."""
+    low, high = expected.low.to(got.device), expected.high.to(got.device)
+    g = got.detach().to(low.dtype)
+    inside = torch.minimum(torch.maximum(g, low), high)
+    return torch.where(torch.isnan(g), expected.as_subclass(torch.Tensor).to(got.device), inside)
 
 
 def _compare_tensors(got: torch.Tensor, want: torch.Tensor, label: str, name: str, atol, rtol) -> list[str]:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit import _batched, _bias, _compiled, _config, _cost, _kinks, _nonfinite, _screen, _state, tolerances
+from gradcheck_kit import _batched, _bias, _compiled, _config, _cost, _kinks, _nonfinite, _screen, _state, _ties, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -284,6 +284,8 @@ class _Check:
         self._directional_square_sums: dict = {}  # (i, k) -> sum((g·u)²) of autograd's gradient, when finite
         self.quantized: torch.dtype | None = None  # fn's outputs' precision, where a recheck used it
         self._refined_resolved = False  # a second opinion at a smaller step passed some entry (_refine)
+        self._along_cache: dict = {}  # _stencil_along's evaluations per (input, column, points)
+        self._tie_failures: list[tuple[int, list[int], str]] = []  # (input, members, text) of ties judged wrong
         self._directional_superseded = False  # auto mode's narrowed full check overrode the directional failure
         self._conditioning_rows: dict | None | bool = False  # _conditioning's result (False: not computed)
         self._coarse: float | None = None  # coarse_eps's result (None: not computed)
@@ -909,6 +911,8 @@ class _Check:
         self._settle_kinks(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.unchecked.any()):
             self._one_sided(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
+        if bool((verdict.failed | verdict.kink).any()):
+            self._settle_ties(i, k, a, num, j_idx, r_idx, allow, verdict, kap)
         if bool(verdict.failed.any()):
             self._resample(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.failed.any()):
@@ -1018,6 +1022,63 @@ class _Check:
                 _kinks.note(f"derivative(s) of output {k} w.r.t. {self.names[i]}", decided, wrong, level)
             )
 
+    def _settle_ties(self, i, k, a, num: "_FullNumerics", j_idx, r_idx, allow, verdict: Verdict, kap: float) -> None:
+        """Failed entries at a kink at the point or at a tie (``_ties``): one-sided slopes measured again along
+        their coordinate and along their tie group; at most ``REFINE_COORDS`` coordinates."""
+        failed = verdict.failed & ~verdict.unchecked
+        cols = torch.unique(j_idx[failed])[:REFINE_COORDS]
+        x, step = self.evaluator.base_args[i], self._step(i).to(torch.float64)
+        reach = max(abs(m) for m in self.stencil.multipliers)
+        # a group is judged where a member failed or passed only as a kink (each member alone between its
+        # one-sided slopes can still add up to too much: amax's tie with every member given 1)
+        touched = torch.unique(j_idx[(failed | verdict.kink) & ~verdict.unchecked])
+        groups = [
+            g for g in _ties.tie_groups(x, step, reach)
+            if g.numel() <= _ties.MAX_MEMBERS and bool(torch.isin(g, touched).any())
+        ][: _ties.MAX_GROUPS]
+        if cols.numel() == 0 and not groups:
+            return
+        singles = torch.unique(torch.cat([cols] + groups))
+        center, fmag, _ = self._f0_rows(self.out_idx.index(k), k, self.full_state["rows"][k])
+        mults = self._multipliers(self.stencil.multipliers)
+        # along one coordinate: the stencil at h is known, the one at h/8 is _refine's first level
+        offsets = mults * (step[singles] / _ties.STEP_FACTOR)
+        fine = self._stencil_along(i, k, singles, self._coordinates(i, singles), offsets)
+        first = center.view(1, 1, -1)
+        one_fine = torch.cat([first.expand(1, singles.numel(), -1), fine])
+        s = _ties.sides(num.values[:, singles], one_fine, step[singles], fmag, self.stencil)
+        if groups:
+            masks = torch.zeros(len(groups), coords(x).numel(), dtype=torch.float64)
+            for g, members in enumerate(groups):
+                masks[g, members] = 1.0
+            g_step = torch.stack([step[m].max() for m in groups])
+            both = self._along(i, k, masks, torch.cat([mults * g_step, mults * (g_step / _ties.STEP_FACTOR)]))
+            p = mults.shape[0]
+            lead = first.expand(1, len(groups), -1)
+            sg = _ties.sides(torch.cat([lead, both[:p]]), torch.cat([lead, both[p:]]), g_step, fmag, self.stencil)
+            fields = ("right", "right_err", "left", "left_err")
+            s = _ties.Sides(*(torch.cat([getattr(s, f), getattr(sg, f)]) for f in fields))
+        d = _ties.decide(a, j_idx, r_idx, verdict, allow, kap, cols, singles, groups, s)
+        _ties.apply(verdict, d)
+        for members in d.passed_groups:
+            note = _ties.tie_note(self.inputs[i], self.names[i], members)
+            if note not in self.report.notes:  # once, whichever outputs see the tie
+                self.report.notes.append(note)
+        for members in d.failed_groups:
+            self._tie_failures.append((i, members.tolist(), _ties.tie_text(self.inputs[i], self.names[i], members)))
+        if bool(d.rescued.any()):
+            what = f"derivative(s) of output {k} w.r.t. {self.names[i]}"
+            self.report.notes.append(_ties.kink_note(what, int(d.rescued.sum())))
+
+    def _along(self, i: int, k: int, masks: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """``f`` at ``x + offsets[m, d] * masks[d]`` (input ``i``) in output ``k``'s rows: ``(points, d, r)``."""
+        x = self.evaluator.base_args[i]
+        base = coords(x).cpu()
+        points = (base.to(torch.float64) + offsets.unsqueeze(2) * masks.unsqueeze(0)).to(base.dtype)
+        outs = self.evaluator.batched(i, points.view(-1, base.numel()), x.shape, x.is_complex())
+        kind = self.full_state["rows"][k]
+        return self._project(k, kind, outs[self.out_idx.index(k)]).reshape(offsets.shape[0], masks.shape[0], -1)
+
     def _coordinates(self, i: int, cols: torch.Tensor) -> torch.Tensor:
         """The values of coordinates ``cols`` of input ``i`` at the base point, float64 on the host."""
         return coords(self.evaluator.base_args[i]).cpu()[cols].to(torch.float64)
@@ -1031,7 +1092,15 @@ class _Check:
         b = cols.numel()
         points = base.expand(offsets.shape[0], b, base.numel()).clone()
         points[:, torch.arange(b), cols] = (at + offsets).to(points.dtype)
-        outs = self.evaluator.batched(i, points.view(-1, base.numel()), x.shape, x.is_complex())
+        # columns already evaluated at the same points (the tie check's h/8 is _refine's first level)
+        keys = [(id(x), i, int(cols[c]), points[:, c, cols[c]].numpy().tobytes()) for c in range(b)]
+        todo = [c for c in range(b) if keys[c] not in self._along_cache]
+        if todo:
+            fresh = self.evaluator.batched(i, points[:, todo].reshape(-1, base.numel()), x.shape, x.is_complex())
+            for n, c in enumerate(todo):
+                self._along_cache[keys[c]] = [o.reshape(offsets.shape[0], len(todo), -1)[:, n] for o in fresh]
+        cached = [self._along_cache[key] for key in keys]
+        outs = [torch.stack([per[o] for per in cached], 1).flatten(0, 1) for o in range(len(cached[0]))]
         kind = self.full_state["rows"][k]
         return self._project(k, kind, outs[self.out_idx.index(k)]).reshape(offsets.shape[0], b, -1)
 
@@ -1628,6 +1697,8 @@ class _Check:
                 note.append(
                     f"a kink: the one-sided slopes are {lo:.6g} and {hi:.6g}; a valid (sub)gradient lies between them"
                 )
+            note += [f"at a tie ({text}): the gradient over them is wrong" for t_i, m, text in self._tie_failures
+                     if t_i == i and j in m][:1]
             analytic_value = float(a[j, r])
             numerical_value = float(verdict.numerical[pos])
             if not math.isfinite(analytic_value):
@@ -1662,6 +1733,8 @@ class _Check:
         for i in self.wrt:
             x = coords(self.inputs[i].detach()).cpu()  # base_args[i]'s values (a float64 copy of low precision)
             out[i] = _rademacher(x if x.dtype in _FLOAT_BITS else x.to(torch.float32), d, self.gen)
+            reach = max(abs(m) for m in self.stencil.multipliers)
+            out[i] = _ties.tie_directions(x, out[i], self._step(i), reach)  # tied elements move together
             if i in self.nonfinite:  # never moved: x + t·h·u stays what fn masks
                 out[i][:, self.nonfinite[i]] = 0.0
         return out
