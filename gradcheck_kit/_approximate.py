@@ -1,0 +1,114 @@
+"""The approximate tier: derivatives that agree only to a small fraction of their Jacobian's scale.
+
+Implicit differentiation through an iterative solver (a QP or conic layer, a fixed point, Newton or
+bisection roots, an adaptive ODE solver with an adjoint, Sinkhorn) returns the derivative of the exact
+solution; the function computed is the solver's iterate, whose derivative differs from it by about the
+solver's accuracy. Such a derivative misses the rounding tolerance by orders of magnitude and is still
+what its author meant. A derivative that fails the rounding tolerance passes as **approximate** when
+
+    |autograd - numerical| <= allowed + rho(dtype) * scale
+
+where ``scale`` is the largest magnitude in its block (the derivatives of that output w.r.t. that input,
+autograd's or the numerical values, whichever is larger), or for a directional check the size of the
+projection, ``||(v·J) ∘ |u| ||``. Not the entry itself: an inactive constraint's derivative is exactly 0
+numerically and ~1e-8 by autograd. ``strict=True`` fails these derivatives. One report note (code
+``"approximate"``) counts and lists them with the worst relative disagreement. Explicit ``atol``/``rtol``
+switch the tier off: the caller's tolerance is then the rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from gradcheck_kit._compare import Verdict
+from gradcheck_kit._report import Note
+
+__all__ = ["ACCURACY", "accuracy", "block_scale", "apply", "Tally"]
+
+#: the relative accuracy (of the scale) accepted as approximate, by the precision of the differentiated
+#: inputs: float64 (eps <= 1e-15), and everything coarser (float32, float16, bfloat16); see docs/numerics.md
+ACCURACY = {"float64": 3e-5, "low": 1e-4}
+#: entries named in the note
+LISTED = 4
+
+
+def accuracy(dtype: torch.dtype) -> float:
+    real = dtype.to_real() if dtype.is_complex else dtype
+    return ACCURACY["float64"] if torch.finfo(real).eps <= 1e-15 else ACCURACY["low"]
+
+
+def _finite_abs_max(t: torch.Tensor) -> float:
+    t = t.abs()
+    t = t[torch.isfinite(t)]
+    return float(t.max()) if t.numel() else 0.0
+
+
+def block_scale(analytic_block: torch.Tensor, numerical: torch.Tensor) -> float:
+    """The largest finite magnitude among autograd's block and the numerical values judged in it."""
+    return max(_finite_abs_max(analytic_block), _finite_abs_max(numerical))
+
+
+def apply(verdict: Verdict, analytic: torch.Tensor, scale: torch.Tensor | float, rho: float, strict: bool) -> None:
+    """Failed derivatives of ``verdict`` within ``rho * scale`` of passing: ``verdict.approximate`` gets their
+    ``|autograd - numerical| / scale`` (0 elsewhere) and, unless ``strict``, they pass (their allowance and
+    ratio then include the tier)."""
+    scale = torch.as_tensor(scale, dtype=torch.float64).expand_as(verdict.numerical)
+    diff = (analytic - verdict.numerical).abs()
+    tier = verdict.allowed + rho * scale
+    within = (
+        verdict.failed & ~verdict.unchecked & ~verdict.sharp_kink & torch.isfinite(analytic)
+        & torch.isfinite(verdict.numerical) & (scale > 0) & (diff <= tier)
+    )
+    # within the tier: a positive relative disagreement (at least the smallest normal, never 0)
+    relative = torch.where(within, (diff / scale.clamp_min(1e-300)).clamp_min(1e-307), torch.zeros_like(diff))
+    verdict.approximate = relative
+    if strict or not bool(within.any()):
+        return
+    verdict.failed = verdict.failed & ~within
+    verdict.allowed = torch.where(within, tier, verdict.allowed)
+    verdict.ratio = torch.where(within, diff / tier, verdict.ratio)
+
+
+@dataclass
+class Tally:
+    """Approximate derivatives found over one check run, for the one note."""
+
+    count: int = 0
+    worst: float = 0.0
+    rho: float = 0.0
+    dtype: str = ""
+    directional: bool = False
+    listed: list = field(default_factory=list)
+
+    def add(self, relative: torch.Tensor, rho: float, dtype: torch.dtype, labels, directional: bool = False) -> None:
+        """``relative``: ``Verdict.approximate``; ``labels(pos)`` names the derivative at its flat position."""
+        within = relative > 0
+        n = int(within.sum())
+        if not n:
+            return
+        self.count += n
+        self.directional |= directional
+        self.worst = max(self.worst, float(relative[within].max()))
+        self.rho = max(self.rho, rho)
+        self.dtype = self.dtype or str(dtype).replace("torch.", "")
+        flat = within.reshape(-1).nonzero().reshape(-1)
+        order = torch.argsort(relative.reshape(-1)[flat], descending=True)
+        for pos in flat[order][: LISTED - len(self.listed)].tolist():
+            self.listed.append(labels(pos))
+
+    def note(self, compared: int, strict: bool) -> Note | None:
+        if not self.count:
+            return None
+        what = "the Jacobian's scale (their block's largest entry" + ("; |v·J ∘ u| for a projection)" if self.directional else ")")
+        names = ", ".join(self.listed) + (f" and {self.count - len(self.listed)} more" if self.count > len(self.listed) else "")
+        verdict = "strict=True: they fail" if strict else "strict=True fails them"
+        text = (
+            f"{self.count} of {max(compared, self.count)} derivatives agree only to {self.worst:.2g} of "
+            f"{what} (approximate tier, {self.rho:g} allowed in {self.dtype}): expected from iterative "
+            f"solvers (implicit differentiation, fixed points, adaptive ODE solvers), exact only to their "
+            f"tolerance; a bug that small is not told apart (1% of an entry {0.01 / self.rho:.0f}x smaller than "
+            f"its block's largest); {verdict}: {names}"
+        )
+        return Note(text, "approximate")
