@@ -1694,7 +1694,7 @@ class _Check:
         self._settle_directional_kinks(a, est, allow, verdict, kap)
         if bool(verdict.failed.any()) and self._approximate_tier():
             _approximate.apply(
-                verdict, a, self._directional_own_scale(), _approximate.accuracy(self._directional_dtype()),
+                verdict, a, self._directional_own_scale(), _approximate.accuracy(self._directional_dtype(), True),
                 self.options["strict"],
             )
         return verdict, scale, False
@@ -1942,7 +1942,7 @@ class _Check:
             self.report.groups.append(group)
             if verdict.approximate is not None:
                 self.approximate.add(
-                    verdict.approximate[pos], _approximate.accuracy(self._directional_dtype()), self._directional_dtype(),
+                    verdict.approximate[pos], _approximate.accuracy(self._directional_dtype(), True), self._directional_dtype(),
                     lambda di, k=k: f"directional derivative {di} of output {k}", directional=True,
                 )
             for di in range(a.shape[1]):
