@@ -8,10 +8,12 @@ what its author meant. A derivative that fails the rounding tolerance passes as 
 
     |autograd - numerical| <= allowed + rho(dtype) * scale
 
-where ``scale`` is the largest magnitude in its block (the derivatives of that output w.r.t. that input,
-autograd's or the numerical values, whichever is larger), or for a directional check the size of the
-projection, ``||(v·J) ∘ |u| ||``. Not the entry itself: an inactive constraint's derivative is exactly 0
-numerically and ~1e-8 by autograd. ``strict=True`` fails these derivatives. One report note (code
+where ``scale`` is the largest magnitude in the entry's row or column of its block (the derivatives of that
+output w.r.t. that input, autograd's or the numerical values, whichever is larger), or the block's 90th
+percentile of nonzero magnitudes where larger; for a directional check the size of the projection,
+``||(v·J) ∘ |u| ||``. Not the entry itself: an inactive constraint's derivative is exactly 0 numerically
+and ~1e-9 by autograd, and so may be its whole row and column. Not the block's largest entry: a pole
+(1/x at 1e-10) would forgive every other entry. ``strict=True`` fails these derivatives. One report note (code
 ``"approximate"``) counts and lists them with the worst relative disagreement. Explicit ``atol``/``rtol``
 switch the tier off: the caller's tolerance is then the rule.
 """
@@ -25,7 +27,7 @@ import torch
 from gradcheck_kit._compare import Verdict
 from gradcheck_kit._report import Note
 
-__all__ = ["ACCURACY", "accuracy", "block_scale", "apply", "Tally"]
+__all__ = ["ACCURACY", "accuracy", "entry_scale", "apply", "Tally"]
 
 #: the relative accuracy (of the scale) accepted as approximate, by the precision of the differentiated
 #: inputs: float64 (eps <= 1e-15), and everything coarser (float32, float16, bfloat16); see docs/numerics.md
@@ -46,15 +48,28 @@ def accuracy(dtype: torch.dtype, directional: bool = False) -> float:
     return rho * DIRECTIONAL_FACTOR if directional else rho
 
 
-def _finite_abs_max(t: torch.Tensor) -> float:
-    t = t.abs()
-    t = t[torch.isfinite(t)]
-    return float(t.max()) if t.numel() else 0.0
+#: the block's typical large magnitude: this quantile of its nonzero magnitudes (one outlier, a pole, does
+#: not raise it for the other entries)
+QUANTILE = 0.9
 
 
-def block_scale(analytic_block: torch.Tensor, numerical: torch.Tensor) -> float:
-    """The largest finite magnitude among autograd's block and the numerical values judged in it."""
-    return max(_finite_abs_max(analytic_block), _finite_abs_max(numerical))
+def entry_scale(
+    analytic_block: torch.Tensor, numerical: torch.Tensor, j_idx: torch.Tensor, r_idx: torch.Tensor, jacobian: bool
+) -> torch.Tensor:
+    """Per judged entry ``(j_idx[e], r_idx[e])`` of the ``(n_i, r)`` block: the largest magnitude in its
+    row or column, or the block's ``QUANTILE`` of nonzero magnitudes where larger (autograd's values, or the
+    numerical ones ``numerical`` where larger; non-finite values count as 0). ``jacobian`` False: the rows
+    are projections ``v·out`` (one row mixing every output, where a pole's entry would be every entry's row
+    maximum): the column alone."""
+    m = analytic_block.abs().nan_to_num(0.0, posinf=0.0, neginf=0.0).clone()
+    num = numerical.abs().nan_to_num(0.0, posinf=0.0, neginf=0.0)
+    m[j_idx, r_idx] = torch.maximum(m[j_idx, r_idx], num)
+    nonzero = m[m > 0]
+    typical = float(torch.quantile(nonzero.float(), QUANTILE)) if 0 < nonzero.numel() <= 1 << 24 else 0.0
+    scale = m.amax(dim=1)[j_idx]
+    if jacobian:
+        scale = torch.maximum(scale, m.amax(dim=0)[r_idx])
+    return scale.clamp_min(typical)
 
 
 def apply(verdict: Verdict, analytic: torch.Tensor, scale: torch.Tensor | float, rho: float, strict: bool) -> None:
@@ -108,7 +123,9 @@ class Tally:
     def note(self, compared: int, strict: bool) -> Note | None:
         if not self.count:
             return None
-        what = "the Jacobian's scale (their block's largest entry" + ("; |v·J ∘ u| for a projection)" if self.directional else ")")
+        what = "the Jacobian's scale (the largest entry of their row or column" + (
+            "; |v·J ∘ u| for a projection)" if self.directional else ")"
+        )
         names = ", ".join(self.listed) + (f" and {self.count - len(self.listed)} more" if self.count > len(self.listed) else "")
         verdict = "strict=True: they fail" if strict else "strict=True fails them"
         text = (
@@ -116,6 +133,6 @@ class Tally:
             f"{what} (approximate tier, {self.rho:g} allowed in {self.dtype}): expected from iterative "
             f"solvers (implicit differentiation, fixed points, adaptive ODE solvers), exact only to their "
             f"tolerance; a bug that small is not told apart (1% of an entry {0.01 / self.rho:.0f}x smaller than "
-            f"its block's largest); {verdict}: {names}"
+            f"the largest of its row and column); {verdict}: {names}"
         )
         return Note(text, "approximate")

@@ -853,7 +853,8 @@ class _Check:
         if bool(verdict.failed.any()):
             self._refine(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.failed.any()) and self._approximate_tier():
-            scale = _approximate.block_scale(a, verdict.numerical)
+            jacobian = self.full_state["rows"][k] == "jacobian"
+            scale = _approximate.entry_scale(a, verdict.numerical, j_idx, r_idx, jacobian)
             rho = _approximate.accuracy(self.inputs[i].dtype)
             _approximate.apply(verdict, a_g, scale, rho, self.options["strict"])
         return verdict, j_idx, r_idx
@@ -2007,6 +2008,8 @@ class _Check:
                 detail += (
                     "; every element passed, some at a smaller step: the directional failure came from the "
                     "finite differences along u, not from the gradient"
+                ) if self._refined_resolved else (
+                    "; every element passed, some as approximate (the note): the projection's tier is smaller"
                 )
                 self._directional_superseded = True
                 self.report.mismatches = [
