@@ -33,10 +33,10 @@ __all__ = ["ACCURACY", "accuracy", "entry_scale", "apply", "Tally"]
 #: inputs: float64 (eps <= 1e-15), and everything coarser (float32, float16, bfloat16); see docs/numerics.md
 ACCURACY = {"float64": 3e-5, "low": 1e-4}
 #: a directional check's tier, as a fraction of ACCURACY: a projection averages independent per-entry
-#: errors, so a backward rounded through float16 (per entry up to 2.4e-4 of the block's largest) projects
-#: to ~1e-5 of |v·J ∘ u| on 2e5 elements, as small as a float32 solver's error: the projection cannot
-#: tell them apart, and its tier stays below the bugs it resolves. Auto mode narrows a failed projection
-#: down entry by entry, where the full tier applies (``_Check._narrow``)
+#: errors, so a backward rounded through float16 projects to a fraction of its per-entry error, as small as
+#: a float32 solver's: the projection cannot tell them apart, and its tier stays below the bugs it
+#: resolves (docs/numerics.md). Auto mode narrows a failed projection down entry by entry, where the full
+#: tier applies (``_Check._narrow``)
 DIRECTIONAL_FACTOR = 0.01
 #: entries named in the note
 LISTED = 4
