@@ -42,6 +42,9 @@ class Verdict:
     right: torch.Tensor
     #: why an unchecked entry is: one of ``UNCHECKED_CAUSES``' codes (int8; 0 where checked)
     cause: torch.Tensor | None = None
+    #: |autograd - numerical| / scale where a derivative is within the approximate tier, 0 elsewhere
+    #: (``_approximate.apply``; None where the tier was not looked at)
+    approximate: torch.Tensor | None = None
 
 
 #: code of ``Verdict.cause`` -> its name (``Note.code`` is ``"unchecked_" + name``)

@@ -32,7 +32,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit import _batched, _bias, _compiled, _config, _cost, _kinks, _nonfinite, _screen, _state, _ties, tolerances
+from gradcheck_kit import (
+    _approximate, _batched, _bias, _compiled, _config, _cost, _kinks, _nonfinite, _screen, _state, _ties, tolerances,
+)
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -77,7 +79,7 @@ from gradcheck_kit._modules import module_state_kept
 from gradcheck_kit._notes import mostly_jumps, unchecked_notes
 from gradcheck_kit._one_sided import nothing_compared, one_sided
 from gradcheck_kit._reasons import forward_ad_reason
-from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch, Note
+from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch, Note, format_index
 from gradcheck_kit._reproduce import reproduce_line
 from gradcheck_kit._structural import structural_checks
 from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported, unsupported_kind
@@ -289,6 +291,7 @@ class _Check:
         self._directional_superseded = False  # auto mode's narrowed full check overrode the directional failure
         self._conditioning_rows: dict | None | bool = False  # _conditioning's result (False: not computed)
         self._coarse: float | None = None  # coarse_eps's result (None: not computed)
+        self.approximate = _approximate.Tally()  # derivatives within the approximate tier (one note)
         self.report = GradientReport(
             function=function_name(fn),
             seed=self.seed,
@@ -302,6 +305,9 @@ class _Check:
         with _isolated_state():
             try:
                 self._run()
+                note = self.approximate.note(self.report.compared, self.options["strict"])
+                if note is not None:
+                    self.report.notes.append(note)
             except _Failure as exc:
                 self.report.errors.append(str(exc))
                 if exc.function_failed:
@@ -917,6 +923,11 @@ class _Check:
             self._resample(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
         if bool(verdict.failed.any()):
             self._refine(i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
+        if bool(verdict.failed.any()) and self._approximate_tier():
+            jacobian = self.full_state["rows"][k] == "jacobian"
+            scale = _approximate.entry_scale(a, verdict.numerical, j_idx, r_idx, jacobian)
+            rho = _approximate.accuracy(self.inputs[i].dtype)
+            _approximate.apply(verdict, a_g, scale, rho, self.options["strict"])
         return verdict, j_idx, r_idx
 
     def _one_sided(self, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
@@ -958,6 +969,10 @@ class _Check:
             f"{done.numel()} derivative(s) of output {k} w.r.t. {self.names[i]} were compared with one-sided "
             "differences at smaller steps: fn is not finite on one side of the point within the stencil"
         )
+
+    def _approximate_tier(self) -> bool:
+        """Whether failed derivatives may pass as approximate (``_approximate``): not under given tolerances."""
+        return self.options["atol"] is None and self.options["rtol"] is None
 
     def _resample(self, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
         """A second sample of f's rounding for failed entries within ``RESAMPLE_RATIO`` of passing.
@@ -1657,6 +1672,9 @@ class _Check:
         report.groups.append(group)
         x = self.inputs[i]
         name = self.names[i]
+        if verdict.approximate is not None:
+            label = lambda pos: _approximate_label(self.outs[k], report.output_name(k), kind, x, name, int(j_idx[pos]), int(r_idx[pos]))  # noqa: E731
+            self.approximate.add(verdict.approximate, _approximate.accuracy(x.dtype), x.dtype, label)
         if group.kinks:
             report.notes.append(
                 f"{group.kinks} derivative(s) of output {k} w.r.t. {name} sit at or next to a kink (left and right "
@@ -1860,12 +1878,29 @@ class _Check:
         # mode narrows a failure down with a full check, whose entries get it one by one (_narrow)
         verdict = compare(a, est, allow, kap)
         self._settle_directional_kinks(a, est, allow, verdict, kap)
+        if bool(verdict.failed.any()) and self._approximate_tier():
+            _approximate.apply(
+                verdict, a, self._directional_own_scale(), _approximate.accuracy(self._directional_dtype(), True),
+                self.options["strict"],
+            )
         return verdict, scale, False
+
+    def _directional_own_scale(self) -> torch.Tensor:
+        """Per output ``(n_out, 1)``: ``||(v·J) ∘ |u| ||`` of autograd's gradients (0 where not finite)."""
+        scale = torch.zeros(len(self.out_idx), 1, dtype=torch.float64)
+        for pos, k in enumerate(self.out_idx):
+            sums = [self._directional_square_sums.get((i, k)) for i in self.wrt]
+            if all(s is not None for s in sums):
+                scale[pos] = math.sqrt(max(sum(float(s) for s in sums), 0.0))
+        return torch.nan_to_num(scale, nan=0.0, posinf=0.0)
+
+    def _directional_dtype(self) -> torch.dtype:
+        return min((self.inputs[i].dtype for i in self.wrt), key=lambda dt: -tolerances.eps(dt))
 
     def _settle_directional_kinks(self, a, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
         """Directional values that passed on a central value spoiled by a kink along ``u`` inside the stencil
         (``_kinks``), judged again with the stencil at smaller steps on the kink's clean side."""
-        flat = lambda t: t.view(-1)  # noqa: E731 - (n_out, d) -> flat positions (views: writes reach verdict)
+        flat = lambda t: None if t is None else t.view(-1)  # noqa: E731 - (n_out, d) -> flat positions (views: writes reach verdict)
         view = Verdict(*(flat(getattr(verdict, f)) for f in Verdict.__dataclass_fields__))
         flat_est = Estimates(*(None if t is None else flat(t) for t in vars(est).values()))
         idx = _kinks.suspects(flat(a), flat_est, flat(allow), kap, view).nonzero().squeeze(1)
@@ -2091,6 +2126,11 @@ class _Check:
             group.kinks = int(verdict.kink[pos].sum())
             group.worst_ratio = float(verdict.ratio[pos].max())
             self.report.groups.append(group)
+            if verdict.approximate is not None:
+                self.approximate.add(
+                    verdict.approximate[pos], _approximate.accuracy(self._directional_dtype(), True), self._directional_dtype(),
+                    lambda di, k=k: f"directional derivative {di} of output {k}", directional=True,
+                )
             for di in range(a.shape[1]):
                 if not verdict.failed[pos, di]:
                     continue
@@ -2136,6 +2176,7 @@ class _Check:
             "d(v·out)/dx for " + ", ".join(self.names[i] for i in small)
         )
         self._refined_resolved = False
+        approximate_before = self.approximate.count
         self._backward_full(inputs=small, check_name="backward")
         # the narrowing check repeats the name: keep one entry, failed if either failed
         results = [c for c in self.report.checks if c.name == "backward"]
@@ -2143,13 +2184,17 @@ class _Check:
             self.report.checks.remove(results[1])
             detail = results[0].detail + "; narrowed: " + results[1].detail
             status = "failed"
-            if results[1].status == "passed" and len(small) == len(self.wrt) and self._refined_resolved:
+            if results[1].status == "passed" and len(small) == len(self.wrt) and (
+                self._refined_resolved or approximate_before < self.approximate.count
+            ):
                 # every element of d(v·out)/dx passed, some only at a smaller step: the finite differences
                 # along u were off (fn changes on a scale below h there), not the gradient
                 status = "passed"
                 detail += (
                     "; every element passed, some at a smaller step: the directional failure came from the "
                     "finite differences along u, not from the gradient"
+                ) if self._refined_resolved else (
+                    "; every element passed, some as approximate (the note): the projection's tier is smaller"
                 )
                 self._directional_superseded = True
                 self.report.mismatches = [
@@ -2507,6 +2552,16 @@ def _relist(verdict: Verdict, entries: torch.Tensor, numerical, tol, diff) -> No
     verdict.numerical[entries] = numerical
     verdict.allowed[entries] = tol
     verdict.ratio[entries] = diff / tol.clamp_min(1e-300)
+
+
+def _approximate_label(out: torch.Tensor, lhs: str, kind: str, x: torch.Tensor, name: str, j: int, r: int) -> str:
+    """``d out[2] / d x[0, 1]`` (``d (v·out) / d x[..]`` for a projected row)."""
+    index, _ = coord_index(j, x.shape, x.is_complex())
+    if kind == "jacobian":
+        lhs += format_index(coord_index(r, out.shape, out.is_complex())[0])
+    else:
+        lhs = f"(v·{lhs})"
+    return f"d {lhs} / d {name}{format_index(index)}"
 
 
 def _alternating(n: int, dtype: torch.dtype) -> torch.Tensor:

@@ -17,6 +17,8 @@ def _randn(*shape, dtype=torch.float64, seed=0):
     return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
 
 
+# Tests of the screens' sensitivity pass strict=True where the error is 1e-6..1e-5 relative in float64:
+# by default such an error is within the approximate tier (issue 18) and passes with a note.
 class _SinWrongAt(torch.autograd.Function):
     """sin with a right jvp and a backward wrong at one element by a relative ``rel``."""
 
@@ -94,7 +96,8 @@ def test_a_smooth_correct_function_is_settled_with_two_points_per_coordinate():
 
 def test_the_screen_does_not_hide_a_tiny_error_in_one_element():
     x = _randn(40)
-    report = gk.check_gradients(_SinWrongAt.apply, x, mode="full", forward_ad=False)
+    # strict: a 1e-6 relative error of a float64 derivative is within the approximate tier by default
+    report = gk.check_gradients(_SinWrongAt.apply, x, mode="full", forward_ad=False, strict=True)
     assert not report.ok
     assert not _settled(report)
     (m,) = report.mismatches
@@ -146,7 +149,7 @@ def test_forward_ad_wrong_at_one_element_is_caught_and_named(dtype):
 
 def test_forward_ad_of_a_failed_backward_is_compared_entry_by_entry():
     x = _randn(30)
-    report = gk.check_gradients(_SinWrongAt.apply, x, mode="full", forward_ad=True)
+    report = gk.check_gradients(_SinWrongAt.apply, x, mode="full", forward_ad=True, strict=True)
     assert report.check("backward").status == "failed"
     # the jvp is right: compared with the finite differences, not with the wrong backward
     assert report.check("forward_ad").status == "passed"
@@ -227,7 +230,7 @@ class _LeaksToUnused(torch.autograd.Function):
 
 def test_one_wrong_input_among_small_ones_is_named_and_the_others_stay_settled():
     x, y = _randn(12, seed=3), _randn(12, seed=4)
-    report = gk.check_gradients(_ScaleWrongInSecond.apply, x, y, mode="full", forward_ad=False)
+    report = gk.check_gradients(_ScaleWrongInSecond.apply, x, y, mode="full", forward_ad=False, strict=True)
     assert not report.ok
     assert {(m.input_index, m.index) for m in report.mismatches} == {(1, (5,))}
     detail = report.check("backward").detail
@@ -269,7 +272,7 @@ def test_many_rows_come_from_functorch_with_the_is_grads_batched_verdict(monkeyp
 
 def test_a_wrong_element_is_named_through_the_functorch_rows():
     x = _randn(80, seed=9)  # functorch batches a custom Function's backward without a vmap rule
-    report = gk.check_gradients(_SinWrongAt.apply, x, mode="full", forward_ad=False)
+    report = gk.check_gradients(_SinWrongAt.apply, x, mode="full", forward_ad=False, strict=True)
     assert "vmap over torch.func.vjp" in report.check("backward").detail
     assert [m.index for m in report.mismatches] == [(_SinWrongAt.where,)]
 
@@ -292,7 +295,7 @@ class _OldStyleSin(torch.autograd.Function):
 def test_a_function_functorch_cannot_run_falls_back_to_one_backward_per_row():
     # never is_grads_batched through a custom Function: a backward reading grad_output.data crashes there
     x = _randn(80, seed=9)
-    report = gk.check_gradients(_OldStyleSin.apply, x, mode="full", forward_ad=False)
+    report = gk.check_gradients(_OldStyleSin.apply, x, mode="full", forward_ad=False, strict=True)
     detail = report.check("backward").detail
     assert "vmap over torch.func.vjp" not in detail
     assert "autograd loop (custom autograd.Function in the graph: _OldStyleSin)" in detail
@@ -503,7 +506,7 @@ def test_a_wrong_element_is_named_when_inputs_are_evaluated_together(monkeypatch
         checkers._Check, "_stencil_values_together", lambda self, *a: calls.append(a[0]) or original(self, *a)
     )
     x, y = _randn(12, seed=6), _randn(12, seed=7)
-    report = gk.check_gradients(_ScaleWrongInSecondVmap.apply, x, y, mode="full", forward_ad=False)
+    report = gk.check_gradients(_ScaleWrongInSecondVmap.apply, x, y, mode="full", forward_ad=False, strict=True)
     assert calls == [[0, 1]]
     assert {(m.input_index, m.index) for m in report.mismatches} == {(1, (5,))}
     assert report.check("backward").detail.endswith("settled at ±h (every entry within the plain central "
