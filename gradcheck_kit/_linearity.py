@@ -34,6 +34,8 @@ COEFFICIENTS = (3.0, -2.0)
 #: largest element's of any input or the natural size of the terms (``natural_size``), whichever is larger:
 #: a correct backward whose terms cancel rounds at the size of its terms
 ULPS = 8.0
+#: times the conditioning probe's spread allowed per backward (as the main comparison allows up to 4x)
+CONDITIONING_TIMES = 4.0
 HINT = (
     "a backward must be linear in grad_output: it must not clamp, take abs, sign or powers of, or normalise "
     "grad_output"
@@ -146,12 +148,16 @@ def linearity_check(
     nondet_tol: float = 0.0,
     eps_floor: float = 0.0,
     jacobians: Sequence[Sequence[torch.Tensor | None]] | None = None,
+    conditioning: Sequence[Sequence[torch.Tensor | None]] | None = None,
 ) -> CheckResult:
     """``outs``: the outputs that require grad (of one graph, kept); ``leaves``: the differentiated inputs
     and ``names`` theirs. Three backwards; ``nondet_tol`` is allowed per backward on top of rounding, whose
     unit is at least ``eps_floor`` (fn computes in a lower precision inside). ``jacobians[leaf][output]``:
     the checked Jacobian ``(leaf coordinates, output coordinates)`` where known, whose ``|J|^T |c|`` sizes the
-    terms of ``b(c)`` before they cancel (``inv`` of a nearly singular matrix: terms 10^12 times the result)."""
+    terms of ``b(c)`` before they cancel (``inv`` of a nearly singular matrix: terms 10^12 times the result).
+    ``conditioning[leaf][output]``: how far the float64 Jacobian moves when the inputs move by a few roundings
+    (``_Check._conditioning``), where measured: ``CONDITIONING_TIMES`` times its projection on |w| is allowed
+    on top, for the three backwards of an ill-conditioned low-precision function."""
     if not outs:
         return CheckResult("linearity", "skipped", "no output requires grad")
     gen = torch.Generator().manual_seed((seed * 1000003 + 7) % (2**63))
@@ -194,6 +200,12 @@ def linearity_check(
                         w = coords64(w)
                         cancelled = cancelled + weight * (jac.abs() @ w.abs() - (jac @ w).abs())
         allowed = spread * (nondet_tol + ULPS * subnormal_spacing(e)) + ULPS * e * (size + cancelled + top)
+        if conditioning is not None:
+            for moved, *ws in zip(conditioning[pos], c, v1, v2):
+                if moved is not None:
+                    moved = moved.to(torch.float64).abs()
+                    for weight, w in zip((1.0, abs(a), abs(b)), ws):
+                        allowed = allowed + CONDITIONING_TIMES * weight * (moved @ coords64(w).abs())
         diff = (z - combined).abs()
         bad = finite & ~(diff <= allowed)
         if not bool(bad.any()):

@@ -1,0 +1,47 @@
+"""An ill-conditioned float32 backward (200 Sinkhorn iterations) rounds each pass differently: the
+re-entrancy and linearity checks allow what the conditioning probe measures, and still catch bugs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradcheck_kit as gk
+
+
+def _sinkhorn(a, b, m):
+    k = torch.exp(-m)
+    u = torch.ones_like(a)
+    for _ in range(200):
+        v = b / (k.T @ u)
+        u = a / (k @ v)
+    return (u[:, None] * k * v[None, :] * m).sum()
+
+
+def _inputs(seed):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(5, generator=g, dtype=torch.float64)
+    b = torch.rand(5, generator=g, dtype=torch.float64)
+    m = torch.rand(5, 5, generator=g, dtype=torch.float64)
+    return (a / a.sum()).float(), (b / b.sum()).float(), m.float()
+
+
+@pytest.mark.parametrize("seed", [1, 3, 4, 5])
+def test_an_ill_conditioned_float32_backward_is_no_false_alarm(seed):
+    report = gk.check_gradients(_sinkhorn, *_inputs(seed), seed=seed)
+    assert report.ok, report.details()
+
+
+def test_a_non_linear_backward_of_it_is_still_caught():
+    class Clamped(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, m):
+            return m.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g.clamp(-1, 1)
+
+    a, b, m = _inputs(1)
+    report = gk.check_gradients(lambda a, b, m: _sinkhorn(a, b, Clamped.apply(m)) * 10, a, b, m)
+    assert not report.ok
