@@ -8,13 +8,7 @@ from gradcheck_kit._compare import UNCHECKED_CAUSES, Verdict
 from gradcheck_kit._inputs import coord_index
 from gradcheck_kit._report import Note, format_index
 
-__all__ = ["unchecked_notes", "mostly_jumps"]
-
-#: a group whose entries are mostly unchecked because fn jumps between nearby points is not a pass: fn is
-#: noisy (random numbers from a generator the kit does not reseed, a hash, a counter) or discontinuous
-#: almost everywhere, and what was checked says little
-JUMP_FRACTION = 0.5
-JUMP_MINIMUM = 4
+__all__ = ["unchecked_notes"]
 
 _WHY = {
     "nonfinite": "fn is not finite (NaN or inf) at the points next to {at} that the finite differences need",
@@ -47,19 +41,3 @@ def unchecked_notes(
         )
         notes.append(Note(text, f"unchecked_{kind}"))
     return notes
-
-
-def mostly_jumps(verdict: Verdict, total: int, k: int, name: str) -> str | None:
-    """The error for a group where most derivatives could not be checked because fn jumps between nearby
-    points, or None."""
-    if verdict.cause is None or total < JUMP_MINIMUM:
-        return None
-    code = next((c for c, kind in UNCHECKED_CAUSES.items() if kind == "jump"), None)
-    jumps = int((verdict.unchecked & (verdict.cause == code)).sum()) if code is not None else 0
-    if jumps < JUMP_MINIMUM or jumps <= JUMP_FRACTION * total:
-        return None
-    return (
-        f"fn jumps between nearby points for {jumps} of {total} derivatives of output {k} w.r.t. {name}: it is "
-        "noisy (random numbers from a generator the check does not reseed, state kept between calls) or "
-        "discontinuous almost everywhere, so its gradients could not be checked"
-    )

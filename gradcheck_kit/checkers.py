@@ -76,7 +76,7 @@ from gradcheck_kit._inputs import (
 )
 from gradcheck_kit._linearity import linearity_check
 from gradcheck_kit._modules import module_state_kept
-from gradcheck_kit._notes import mostly_jumps, unchecked_notes
+from gradcheck_kit._notes import unchecked_notes
 from gradcheck_kit._one_sided import nothing_compared, one_sided
 from gradcheck_kit._reasons import forward_ad_reason
 from gradcheck_kit._report import CheckResult, GradientReport, GroupSummary, Mismatch, Note, format_index
@@ -1691,10 +1691,6 @@ class _Check:
             )
         if group.unchecked:
             report.notes.extend(unchecked_notes(verdict, a, j_idx, r_idx, x, k, name))
-            # of the entries autograd says are not zero (a Jacobian's structural zeros say nothing of noise)
-            noisy = mostly_jumps(verdict, int((a != 0).sum()), k, name) if check == "backward" else None
-            if noisy is not None:
-                report.errors.append(noisy)
         if not flowed and check == "backward":
             report.notes.append(
                 f"no gradient flows to input {i} ({name}) from output {k}: autograd treats it as not used "
