@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit import _compiled, _config, _cost, _kinks, _nonfinite, _screen, _state, tolerances
+from gradcheck_kit import _compiled, _config, _cost, _kinks, _nonfinite, _reference, _screen, _state, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -267,6 +267,7 @@ class _Check:
         self._refined_resolved = False  # a second opinion at a smaller step passed some entry (_refine)
         self._directional_superseded = False  # auto mode's narrowed full check overrode the directional failure
         self._conditioning_rows: dict | None | bool = False  # _conditioning's result (False: not computed)
+        self.forward_rounding: tuple[float, ...] = ()  # per output: |f64 - low| at x (_reference_differs)
         self.report = GradientReport(
             function=function_name(fn),
             seed=self.seed,
@@ -567,6 +568,8 @@ class _Check:
                 base = ref_args
             else:
                 probe, grad_inside = self._probe_float64(ref_args)
+                if probe is not None and self._reference_differs(probe, ref_args, grad_inside, low[0]):
+                    probe = None
                 if probe is not None:
                     self.reference = True
                     base = ref_args
@@ -629,6 +632,32 @@ class _Check:
             )
             return None, None
         return ref_outs, prober.grad_inside
+
+    def _reference_differs(self, probe: tuple, ref_args: list, grad_inside, low: torch.dtype) -> bool:
+        """Whether fn's float64 outputs at x differ from its low-precision ones by more than rounding explains
+        (``_reference``): then ``no_reference_reason`` says so and the numerics stay in the inputs' dtype."""
+        e = tolerances.eps(low)
+
+        def moved() -> list[torch.Tensor] | None:
+            repl = {i: _reference.moved_point(ref_args[i], e) for i in self.wrt if tolerances.eps(self.inputs[i].dtype) > 1e-15}
+            prober = Evaluator(
+                self.fn, ref_args, self.out_idx, self.rng_seed, fresh_copies=True, grad_inputs=self.grad_positions,
+                grad_inside=grad_inside,
+            )
+            self.extra_evaluations += 1
+            try:
+                return prober.outputs_at(repl)
+            except EvaluationFailed:
+                return None
+
+        low_outs = [coords64(self.outs[k]) for k in self.out_idx]
+        x_scale = max(float(_rms(coords64(self.inputs[i]))) for i in self.wrt)
+        gap = _reference.forward_gap(low_outs, [coords64(probe[k]) for k in self.out_idx], e, x_scale, moved)
+        self.forward_rounding = gap.rounding
+        if gap.ratio <= 1.0:
+            return False
+        self.no_reference_reason = _reference.gap_note(gap, self.low_dtype_name, self.out_idx[gap.output])
+        return True
 
     @property
     def f0(self) -> list[torch.Tensor]:
@@ -1416,7 +1445,16 @@ class _Check:
             if cond is not None:
                 conditioning = cond[(i, k)][j_idx, r_idx]
         floor_scale = self._floor_scale(scale, i, k, measured)
-        return policy.allowance(scale, measured, conditioning, floor_scale) + self.options["nondet_tol"]
+        forward = self._forward_rounding(i, k) if measured is not None else None
+        return policy.allowance(scale, measured, conditioning, floor_scale, forward) + self.options["nondet_tol"]
+
+    def _forward_rounding(self, i: int, k: int) -> float | None:
+        """The low-precision forward's measured rounding of output k (|f64 - low| at x) over input i's unit
+        scale: the absolute round-off its derivatives carry from intermediates that cancel (``AnalyticAllowance``)."""
+        if k not in self.out_idx or len(self.forward_rounding) != len(self.out_idx):
+            return None
+        x_scale = max(float(_rms(coords64(self.inputs[i]))), 1.0)
+        return self.forward_rounding[self.out_idx.index(k)] / x_scale
 
     def _floor_scale(self, scale: torch.Tensor, i: int, k: int, measured) -> torch.Tensor | None:
         """``scale`` without the natural size of (input i, output k) where a float64 run measured the
