@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit import _compiled, _config, _cost, _kinks, _nonfinite, _reference, _screen, _state, tolerances
+from gradcheck_kit import _compiled, _config, _cost, _kinks, _nonfinite, _reference, _screen, _staircase, _state, tolerances
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
     GradientMetaError,
@@ -267,6 +267,7 @@ class _Check:
         self._refined_resolved = False  # a second opinion at a smaller step passed some entry (_refine)
         self._directional_superseded = False  # auto mode's narrowed full check overrode the directional failure
         self._conditioning_rows: dict | None | bool = False  # _conditioning's result (False: not computed)
+        self.staircase = False  # _recheck_quantized found a staircase inside a float64 function
         self.forward_rounding: tuple[float, ...] = ()  # per output: |f64 - low| at x (_reference_differs)
         self.report = GradientReport(
             function=function_name(fn),
@@ -465,25 +466,40 @@ class _Check:
             return _screen.describe(self.stencil)
         if self.quantized is not None:
             name = str(self.quantized).replace("torch.", "")
+            what = f"fn computes part of its value in {name}" if self.staircase else f"fn's outputs are {name} values"
             return self.stencil.describe().replace(
-                f"evaluated in {name}", f"evaluated in float64 with {name}'s step and round-off (fn's outputs are {name} values)"
+                f"evaluated in {name}", f"evaluated in float64 with {name}'s step and round-off ({what})"
             )
         return self.stencil.describe()
 
     def _recheck_quantized(self, mode: str, notes_before: int) -> None:
         """A failed full check of a function whose outputs are lower-precision values (it computes in float32,
         bfloat16 or float16 inside and returns float64): the finite differences at float64's step see a
-        staircase, and the check runs again with that precision's stencil and round-off model.
+        staircase, and the check runs again with that precision's stencil and round-off model. So does a
+        float64 function computing part of its value in lower precision (``_staircase``), also where the
+        check passed with second opinions that such a staircase explains.
 
         Told by one more evaluation at a point that is not a float32 value (x moved by 2^-36 of its scale):
         a function that rounds its inputs to lower precision returns values of that precision there."""
         result = self.report.check("backward")
-        if mode != "full" or self.stencil.dtype != torch.float64 or result is None or result.status != "failed":
+        if mode != "full" or self.stencil.dtype != torch.float64 or result is None:
             return
-        quantized = self._output_precision()
+        failed = result.status == "failed"
+        # a pass that needed second opinions (smaller steps, one-sided estimates) may be a staircase too
+        if not failed and not (result.status == "passed" and len(self.report.notes) > notes_before):
+            return
+        quantized, stair = self._output_precision() if failed else None, None
         if quantized is None:
-            return
+            bases = {i: self.evaluator.base_args[i] for i in self.wrt}
+            try:
+                stair = _staircase.staircase(self.evaluator.outputs_at, bases)
+            except EvaluationFailed:
+                stair = None
+            if stair is None:
+                return
+            quantized = stair.dtype
         self.quantized = quantized
+        self.staircase = stair is not None
         self.report.checks = [c for c in self.report.checks if c.name != "backward"]
         self.report.mismatches = [m for m in self.report.mismatches if m.check != "backward"]
         self.report.groups = [g for g in self.report.groups if g.check != "backward"]
@@ -491,6 +507,10 @@ class _Check:
         self.stencil = tolerances.stencil_for(quantized)
         self._steps.clear()
         name = str(quantized).replace("torch.", "")
+        if stair is not None:
+            self.report.notes.append(_staircase.note(stair))
+            self.backward_check(mode)
+            return
         self.report.notes.append(
             f"fn's outputs are {name} values also where its inputs are not (it computes in {name} inside): the "
             f"float64 finite differences were checked again with {name}'s step and round-off model, so "

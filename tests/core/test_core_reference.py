@@ -122,3 +122,41 @@ def test_torch_float32_ops_pass_over_a_wide_range(name):
 def test_gelu_tail_with_a_one_percent_wrong_backward_fails():
     report = gk.check_gradients(lambda x: _OnePercentOff.apply(F.gelu(x)), torch.full((4,), -4.0))
     assert not report.ok
+
+
+class _Float32Inside(torch.autograd.Function):
+    """i0e computed in float32 inside a float64 function (a library's ``torch.Tensor(out)``), its backward
+    exact in float64; ``factor`` scales the backward (1.01: a 1% wrong backward)."""
+
+    @staticmethod
+    def forward(ctx, x, factor):
+        ctx.save_for_backward(x)
+        ctx.factor = factor
+        return torch.special.i0e(x.float()).double()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * ctx.factor * (torch.special.i1e(x) - torch.sign(x) * torch.special.i0e(x)), None
+
+
+def _float32_inside(factor):
+    return lambda x: _Float32Inside.apply(x, factor) + torch.log(x)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_float32_staircase_inside_a_float64_function_is_seen(seed):
+    x = torch.rand(3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 3 + 0.5
+    report = gk.check_gradients(_float32_inside(1.0), x, seed=seed)
+    assert report.ok, report
+    codes = [getattr(n, "code", None) for n in report.notes]
+    assert codes == ["staircase"], report.notes
+    assert "float32" in report.notes[0]
+    assert not gk.check_gradients(_float32_inside(1.01), x, seed=seed).ok
+
+
+def test_smooth_float64_function_with_second_opinions_is_no_staircase():
+    # 1/x near a small x needs smaller steps: its notes stay, no staircase is reported
+    report = gk.check_gradients(lambda x: 1.0 / x, torch.tensor([1e-6, 2.0, 3.0], dtype=torch.float64))
+    assert report.ok
+    assert "staircase" not in [getattr(n, "code", None) for n in report.notes]
