@@ -21,8 +21,9 @@ __all__ = ["Staircase", "PERTURBATION", "POINTS", "staircase", "note"]
 #: each point rounds on its own
 PERTURBATION = 2.0**-22
 POINTS = tuple(range(-6, 7))
-#: a scatter above this many float64 eps of the outputs' size is no float64 rounding
-FLOAT64_NOISE_EPS = 64.0
+#: a scatter above this many float64 eps of the outputs' size is no float64 rounding (float64's own, with
+#: cancellation of intermediates 1e5 times the output, stays below; a float32 part of 1e-2 of it is above)
+FLOAT64_NOISE_EPS = 2.0**20
 #: the finest precision whose this many eps of the outputs' size exceed the scatter explains it
 EXPLAINS_EPS = 4.0
 
