@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from gradcheck_kit import (
-    _approximate, _batched, _bias, _compiled, _config, _cost, _kinks, _nonfinite, _screen, _state, _ties, tolerances,
+    _approximate, _batched, _bias, _compiled, _config, _cost, _kinks, _nonfinite, _reference, _screen, _staircase,
+    _state, _ties, tolerances,
 )
 from gradcheck_kit._analytic import (
     ForwardADUnsupported,
@@ -292,6 +293,8 @@ class _Check:
         self._conditioning_rows: dict | None | bool = False  # _conditioning's result (False: not computed)
         self._coarse: float | None = None  # coarse_eps's result (None: not computed)
         self.approximate = _approximate.Tally()  # derivatives within the approximate tier (one note)
+        self.staircase = False  # _recheck_quantized found a staircase inside a float64 function
+        self.forward_rounding: tuple[float, ...] = ()  # per output: |f64 - low| at x (_reference_differs)
         self.report = GradientReport(
             function=function_name(fn),
             seed=self.seed,
@@ -543,25 +546,40 @@ class _Check:
             return _screen.describe(self.stencil)
         if self.quantized is not None:
             name = str(self.quantized).replace("torch.", "")
+            what = f"fn computes part of its value in {name}" if self.staircase else f"fn's outputs are {name} values"
             return self.stencil.describe().replace(
-                f"evaluated in {name}", f"evaluated in float64 with {name}'s step and round-off (fn's outputs are {name} values)"
+                f"evaluated in {name}", f"evaluated in float64 with {name}'s step and round-off ({what})"
             )
         return self.stencil.describe()
 
     def _recheck_quantized(self, mode: str, notes_before: int) -> None:
         """A failed full check of a function whose outputs are lower-precision values (it computes in float32,
         bfloat16 or float16 inside and returns float64): the finite differences at float64's step see a
-        staircase, and the check runs again with that precision's stencil and round-off model.
+        staircase, and the check runs again with that precision's stencil and round-off model. So does a
+        float64 function computing part of its value in lower precision (``_staircase``), also where the
+        check passed with second opinions that such a staircase explains.
 
         Told by one more evaluation at a point that is not a float32 value (x moved by 2^-36 of its scale):
         a function that rounds its inputs to lower precision returns values of that precision there."""
         result = self.report.check("backward")
-        if mode != "full" or self.stencil.dtype != torch.float64 or result is None or result.status != "failed":
+        if mode != "full" or self.stencil.dtype != torch.float64 or result is None:
             return
-        quantized = self._output_precision()
+        failed = result.status == "failed"
+        # a pass that needed second opinions (smaller steps, one-sided estimates) may be a staircase too
+        if not failed and not (result.status == "passed" and len(self.report.notes) > notes_before):
+            return
+        quantized, stair = self._output_precision() if failed else None, None
         if quantized is None:
-            return
+            bases = {i: self.evaluator.base_args[i] for i in self.wrt}
+            try:
+                stair = _staircase.staircase(self.evaluator.outputs_at, bases)
+            except EvaluationFailed:
+                stair = None
+            if stair is None:
+                return
+            quantized = stair.dtype
         self.quantized = quantized
+        self.staircase = stair is not None
         self.report.checks = [c for c in self.report.checks if c.name != "backward"]
         self.report.mismatches = [m for m in self.report.mismatches if m.check != "backward"]
         self.report.groups = [g for g in self.report.groups if g.check != "backward"]
@@ -569,6 +587,10 @@ class _Check:
         self.stencil = tolerances.stencil_for(quantized)
         self._steps.clear()
         name = str(quantized).replace("torch.", "")
+        if stair is not None:
+            self.report.notes.append(_staircase.note(stair))
+            self.backward_check(mode)
+            return
         self.report.notes.append(
             f"fn's outputs are {name} values also where its inputs are not (it computes in {name} inside): the "
             f"float64 finite differences were checked again with {name}'s step and round-off model, so "
@@ -646,6 +668,8 @@ class _Check:
                 base = ref_args
             else:
                 probe, grad_inside = self._probe_float64(ref_args)
+                if probe is not None and self._reference_differs(probe, ref_args, grad_inside, low[0]):
+                    probe = None
                 if probe is not None:
                     self.reference = True
                     base = ref_args
@@ -709,6 +733,32 @@ class _Check:
             )
             return None, None
         return ref_outs, prober.grad_inside
+
+    def _reference_differs(self, probe: tuple, ref_args: list, grad_inside, low: torch.dtype) -> bool:
+        """Whether fn's float64 outputs at x differ from its low-precision ones by more than rounding explains
+        (``_reference``): then ``no_reference_reason`` says so and the numerics stay in the inputs' dtype."""
+        e = tolerances.eps(low)
+
+        def moved() -> list[torch.Tensor] | None:
+            repl = {i: _reference.moved_point(ref_args[i], e) for i in self.wrt if tolerances.eps(self.inputs[i].dtype) > 1e-15}
+            prober = Evaluator(
+                self.fn, ref_args, self.out_idx, self.rng_seed, fresh_copies=True, grad_inputs=self.grad_positions,
+                grad_inside=grad_inside,
+            )
+            self.extra_evaluations += 1
+            try:
+                return prober.outputs_at(repl)
+            except EvaluationFailed:
+                return None
+
+        low_outs = [coords64(self.outs[k]) for k in self.out_idx]
+        x_scale = max(float(_rms(coords64(self.inputs[i]))) for i in self.wrt)
+        gap = _reference.forward_gap(low_outs, [coords64(probe[k]) for k in self.out_idx], e, x_scale, moved)
+        self.forward_rounding = gap.rounding
+        if gap.ratio <= 1.0:
+            return False
+        self.no_reference_reason = _reference.gap_note(gap, self.low_dtype_name, self.out_idx[gap.output])
+        return True
 
     @property
     def f0(self) -> list[torch.Tensor]:
@@ -1615,7 +1665,16 @@ class _Check:
             if cond is not None:
                 conditioning = cond[(i, k)][j_idx, r_idx]
         floor_scale = self._floor_scale(scale, i, k, measured)
-        return policy.allowance(scale, measured, conditioning, floor_scale) + self.options["nondet_tol"]
+        forward = self._forward_rounding(i, k) if measured is not None else None
+        return policy.allowance(scale, measured, conditioning, floor_scale, forward) + self.options["nondet_tol"]
+
+    def _forward_rounding(self, i: int, k: int) -> float | None:
+        """The low-precision forward's measured rounding of output k (|f64 - low| at x) over input i's unit
+        scale: the absolute round-off its derivatives carry from intermediates that cancel (``AnalyticAllowance``)."""
+        if k not in self.out_idx or len(self.forward_rounding) != len(self.out_idx):
+            return None
+        x_scale = max(float(_rms(coords64(self.inputs[i]))), 1.0)
+        return self.forward_rounding[self.out_idx.index(k)] / x_scale
 
     def _floor_scale(self, scale: torch.Tensor, i: int, k: int, measured) -> torch.Tensor | None:
         """``scale`` without the natural size of (input i, output k) where a float64 run measured the

@@ -104,6 +104,7 @@ class AnalyticAllowance:
         measured: torch.Tensor | None,
         conditioning: torch.Tensor | None = None,
         floor_scale: torch.Tensor | None = None,
+        forward_rounding: float | None = None,
     ) -> torch.Tensor:
         """``analytic_scale``: a magnitude of the derivative (|entry| + the size of its row).
 
@@ -119,6 +120,12 @@ class AnalyticAllowance:
         the cap: an ill-conditioned expression (sin of a large argument near a zero of sin) rounds its
         float32 derivative by that much however it is computed, while a float32-only bug (a backward
         through float16) stays above it.
+
+        ``forward_rounding``: how far the low-precision forward is from the float64 one at x, over the input's
+        unit scale (``_Check._forward_rounding``); the measured part may reach ``MEASURED_FACTOR`` times it,
+        above the cap: gelu's float32 tail ``x·Φ(x)`` forms ``Φ = (1 + erf)/2`` with an absolute rounding of
+        eps while its derivative is 1e-8, and its forward shows that rounding (times x) where the derivative's
+        own size cannot.
         """
         e = eps(self.dtype)
         # autograd's values are never finer than the spacing of subnormal numbers (eps·tiny): a float32
@@ -131,6 +138,8 @@ class AnalyticAllowance:
         cap = self._cap(analytic_scale)
         if conditioning is not None:
             cap = torch.maximum(cap, MEASURED_FACTOR * conditioning)
+        if forward_rounding is not None:
+            cap = torch.maximum(cap, torch.as_tensor(MEASURED_FACTOR * forward_rounding, dtype=cap.dtype))
         floor = analytic_scale if floor_scale is None else floor_scale
         return (FLOOR_EPS * e) * floor + torch.minimum(MEASURED_FACTOR * measured, cap) + subnormal
 

@@ -27,8 +27,6 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 # (case, dtype) pairs the baseline checker fails although the library is right (issue 18, causes 1-3).
 BASELINE_FALSE_ALARMS = {
-    ("geoopt.PoincareBall.expmap", "float32"),  # cause 1: the ball's projection eps is chosen by dtype
-    ("ot.sliced_wasserstein_distance", "float32"),  # cause 1: projections drawn in the input dtype
     ("zuko.SOSPolynomialTransform.inv", "float32"),  # 1-6% disagreements: not solver accuracy (a
     ("zuko.SOSPolynomialTransform.inv", "float64"),  # staircase of the bisection's iterate, cause 3)
 }

@@ -1,0 +1,113 @@
+"""Whether fn run in float64 at a low-precision point is the same function as fn run in the inputs' dtype.
+
+A float32 check evaluates its numerical derivatives in float64 at the float32 point. That is only sound
+where the float64 run computes the same function: real code often changes with the dtype (a clamp of
+``torch.finfo(x.dtype).eps``, parameters drawn or built in the input's dtype, a solver tolerance or an
+iteration count chosen by dtype). The two forwards at x then differ by far more than the low-precision
+run's rounding, and the float64 numerics would be the derivative of another function.
+
+The rounding of a low-precision forward is a few eps of its intermediates. Two measures of that size,
+each generous: ``FORWARD_EPS`` eps of the output's own size (the entry plus its output's rms) plus
+``CAP_EPS`` eps of the inputs' size, and, where
+that is exceeded, ``MOVED_FACTOR`` times how far the float64 output moves when the low-precision inputs
+move by ``CAP_EPS`` roundings each (an ill-conditioned expression, ``sin(1e4·x)``, rounds its float32
+output by that much however it is computed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from gradcheck_kit import tolerances
+from gradcheck_kit._report import Note
+
+__all__ = ["ForwardGap", "FORWARD_EPS", "MOVED_FACTOR", "forward_gap", "moved_point", "gap_note"]
+
+#: the low-precision forward may differ from the float64 one by this many eps of the output's size
+FORWARD_EPS = 2.0**10
+#: ... or by this many times the float64 output's move under CAP_EPS roundings of the inputs
+MOVED_FACTOR = 4.0
+NOTE_CODE = "reference_differs"
+
+
+@dataclass(frozen=True)
+class ForwardGap:
+    """How far the float64 forward is from the low-precision one, relative to what rounding explains."""
+
+    ratio: float  # worst |f64 - low| / bound over the outputs' entries (> 1: another function)
+    relative: float  # worst |f64 - low| / (|f64| + rms of its output): the size the note gives
+    output: int  # position (among the differentiable outputs) of the worst entry
+    rounding: tuple[float, ...] = ()  # per differentiable output: the largest |f64 - low| (its rounding)
+
+
+def _bound(ref: torch.Tensor, e: float, x_scale: float, moved: torch.Tensor | None) -> torch.Tensor:
+    size = ref.abs() + ref.square().mean().sqrt()
+    bound = FORWARD_EPS * e * size + (tolerances.CAP_EPS * e * x_scale + torch.finfo(torch.float32).tiny)
+    if moved is not None:
+        bound = torch.maximum(bound, MOVED_FACTOR * moved)
+    return bound
+
+
+def forward_gap(
+    low: Sequence[torch.Tensor],
+    ref: Sequence[torch.Tensor],
+    e: float,
+    x_scale: float,
+    moved_outputs: Callable[[], Sequence[torch.Tensor] | None] | None = None,
+) -> ForwardGap:
+    """``low``, ``ref``: the differentiable outputs at x (float64 coordinates) of the low-precision run and of
+    the float64 run; ``e``: the low precision's eps; ``x_scale``: the largest rms of the low-precision inputs
+    (an absolute floor of ``CAP_EPS`` roundings of it: gelu's tail, ``x·(1 + erf(x/√2))``, is a difference of
+    intermediates of the size of x, rounded to 0 in float32 where float64 keeps 1e-8); ``moved_outputs``: the float64 outputs at x moved by
+    ``CAP_EPS`` roundings (called only where the first bound is exceeded; None where that fails)."""
+
+    def ratios(moved: Sequence[torch.Tensor] | None) -> list[torch.Tensor]:
+        out = []
+        for pos, (lo, re) in enumerate(zip(low, ref)):
+            if lo.numel() == 0:
+                out.append(torch.zeros(()))
+                continue
+            diff = (re - lo).abs().nan_to_num(torch.inf, torch.inf, torch.inf)
+            shift = None if moved is None else (moved[pos] - re).abs().nan_to_num(0.0, 0.0, 0.0)
+            out.append((diff / _bound(re.nan_to_num(0.0, 0.0, 0.0), e, x_scale, shift)).amax())
+        return out
+
+    r = ratios(None)
+    if max(float(x) for x in r) > 1.0 and moved_outputs is not None:
+        moved = moved_outputs()
+        if moved is not None:
+            r = ratios(moved)
+    worst = max(range(len(r)), key=lambda p: float(r[p]))
+    lo, re = low[worst], ref[worst]
+    rel = 0.0
+    if lo.numel():
+        size = re.abs() + re.square().mean().sqrt()
+        rel = float(((re - lo).abs() / size.clamp_min(torch.finfo(torch.float64).tiny)).nan_to_num(torch.inf).amax())
+    rounding = tuple(float((re - lo).abs().nan_to_num(0.0, 0.0, 0.0).amax()) if lo.numel() else 0.0 for lo, re in zip(low, ref))
+    return ForwardGap(float(r[worst]), rel, worst, rounding)
+
+
+def moved_point(x: torch.Tensor, e: float) -> torch.Tensor:
+    """``x`` (float64 copy of a low-precision input) with each real coordinate moved by ``CAP_EPS`` roundings
+    of its own size (``e``: the low precision's eps), signs alternating."""
+    c = torch.view_as_real(x).reshape(-1) if x.is_complex() else x.reshape(-1)
+    signs = 1.0 - 2.0 * (torch.arange(c.numel(), device=c.device) % 2).to(c.dtype)
+    moved = c + c.abs() * (tolerances.CAP_EPS * e) * signs
+    if x.is_complex():
+        return torch.view_as_complex(moved.reshape(*x.shape, 2))
+    return moved.reshape(x.shape)
+
+
+def gap_note(gap: ForwardGap, low_name: str, output: int) -> Note:
+    """The note of a check whose float64 run was set aside."""
+    return Note(
+        f"fn computes another function in float64: its float64 outputs at the {low_name} point differ from its "
+        f"{low_name} outputs by {gap.relative:.1e} of their size (output {output}), more than {low_name} "
+        f"rounding explains; usual causes: clamps from torch.finfo(x.dtype), parameters drawn or modules built "
+        f"in the input's dtype, solver tolerances or iteration counts chosen by dtype. Numerical derivatives "
+        f"in {low_name}, so resolution is coarse",
+        NOTE_CODE,
+    )
