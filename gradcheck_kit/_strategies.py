@@ -595,12 +595,13 @@ class _TensorSpec:
             finite = np.isfinite(array).all(axis=-1)
             modulus = np.hypot(array[..., 0], array[..., 1])
             shrink = finite & (modulus > high)
-            array[shrink] *= (high * (1 - 2 * float(torch.finfo(part).eps)) / modulus[shrink])[:, None]
+            # direction first (a unit vector), then the radius: low / |z| of a subnormal |z| would overflow
+            array[shrink] = array[shrink] / modulus[shrink][:, None] * (high * (1 - 2 * float(torch.finfo(part).eps)))
             grow = finite & (modulus < low)
             zero = grow & (modulus == 0)
             array[zero] = (low, 0.0)
             scale = grow & ~zero
-            array[scale] *= (low * (1 + 2 * float(torch.finfo(part).eps)) / modulus[scale])[:, None]
+            array[scale] = array[scale] / modulus[scale][:, None] * (low * (1 + 2 * float(torch.finfo(part).eps)))
         return torch.view_as_complex(torch.from_numpy(np.ascontiguousarray(array)).to(part))
 
     def draw(self, data, shape: tuple[int, ...], dtype: torch.dtype | None = None) -> torch.Tensor:

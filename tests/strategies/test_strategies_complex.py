@@ -115,3 +115,10 @@ def test_a_wrong_complex_backward_fails(z):
         return  # conj(z) = z on the real axis: the mistake does not show there
     report = gk.check_gradients(_WrongConj.apply, z)
     assert not report.ok
+
+
+@settings(max_examples=30, deadline=None)
+@given(gst.tensors(shape=(3,), dtype=torch.complex128, min_value=0.1, max_value=3, elements=None))
+def test_tiny_points_are_moved_onto_the_minimum_modulus_without_overflow(z):
+    assert torch.isfinite(z.detach()).all()
+
