@@ -27,6 +27,7 @@ from gradcheck_kit._graph import python_function_nodes
 from gradcheck_kit._inputs import layout_clone
 from gradcheck_kit._reasons import forward_ad_reason, vmap_reason
 from gradcheck_kit._report import CheckResult
+from gradcheck_kit.tolerances import within_roundings
 
 __all__ = ["BatchedComparison", "compare_batched"]
 
@@ -49,16 +50,13 @@ def _close(batched: torch.Tensor, single: torch.Tensor) -> tuple[bool, float]:
     """Whether two results agree within ``ROUNDINGS`` roundings, and the largest difference."""
     if batched.shape != single.shape:
         return False, float("inf")
-    b = batched.detach().to("cpu", torch.complex128 if batched.is_complex() else torch.float64)
-    s = single.detach().to("cpu", torch.complex128 if single.is_complex() else torch.float64)
-    if not s.numel():
+    if not single.numel():
         return True, 0.0
     eps = torch.finfo(single.dtype).eps if single.is_floating_point() or single.is_complex() else 0.0
-    allowed = ROUNDINGS * eps * (s.abs() + s.abs().max())
-    diff = (b - s).abs()
-    same_nan = torch.isnan(b) & torch.isnan(s)
-    ok = bool(((diff <= allowed) | same_nan).all())
-    return ok, float(diff[~same_nan].max()) if bool((~same_nan).any()) else 0.0
+    agreement = within_roundings(batched, single, eps, ROUNDINGS)
+    same_nan = torch.isnan(agreement.got) & torch.isnan(agreement.want)
+    worst = float(agreement.diff[~same_nan].max()) if bool((~same_nan).any()) else 0.0
+    return not bool(agreement.bad.any()), worst
 
 
 def _reason(exc: BaseException, forward_ad: bool = False) -> str:

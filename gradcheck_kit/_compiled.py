@@ -18,6 +18,7 @@ import torch
 from gradcheck_kit._evaluate import as_outputs, seed_global_rng
 from gradcheck_kit._inputs import layout_clone
 from gradcheck_kit._report import CheckResult, GroupSummary, Mismatch
+from gradcheck_kit.tolerances import within_roundings
 
 __all__ = ["CompiledComparison", "compare_with_eager", "eager_of"]
 
@@ -98,15 +99,9 @@ def _compare(
     what: str, compiled: torch.Tensor, eager: torch.Tensor, input_index: int, output_index: int, name: str
 ) -> tuple[GroupSummary, list[Mismatch]]:
     """Element-wise comparison of one compiled tensor with its eager counterpart."""
-    c = compiled.detach().to("cpu", torch.complex128 if compiled.is_complex() else torch.float64)
-    e = eager.detach().to("cpu", torch.complex128 if eager.is_complex() else torch.float64)
-    eps = torch.finfo(eager.dtype).eps
-    scale = float(e.abs().max()) if e.numel() else 0.0
-    allowed = ROUNDINGS * eps * (e.abs() + scale)
-    diff = (c - e).abs()
-    bad = ~(diff <= allowed)  # NaN on either side fails
-    both_nan = torch.isnan(c) & torch.isnan(e) if not c.is_complex() else torch.isnan(c).logical_and(torch.isnan(e))
-    bad &= ~both_nan
+    agreement = within_roundings(compiled, eager, torch.finfo(eager.dtype).eps, ROUNDINGS)
+    c, e, diff, allowed, bad = agreement.got, agreement.want, agreement.diff, agreement.allowed, agreement.bad
+    both_nan = torch.isnan(c) & torch.isnan(e)
     group = GroupSummary(CHECK, input_index, output_index, "jacobian", compared=e.numel(), failed=int(bad.sum()))
     finite = torch.where(torch.isfinite(diff) & (allowed > 0), diff / allowed.clamp_min(1e-300), torch.full_like(diff, float("inf")))
     group.worst_ratio = float(finite[~both_nan].max()) if e.numel() and bool((~both_nan).any()) else 0.0

@@ -156,3 +156,29 @@ class AnalyticAllowance:
     def _tiny(self) -> float:
         real = self.dtype.to_real() if self.dtype.is_complex else self.dtype
         return torch.finfo(real).tiny
+
+
+@dataclass
+class Agreement:
+    """``got`` against ``want`` element by element (both widened to float64/complex128 on the CPU):
+    ``diff = |got - want|``, ``allowed`` and ``bad`` (beyond ``allowed``; NaN on both sides agrees)."""
+
+    got: torch.Tensor
+    want: torch.Tensor
+    diff: torch.Tensor
+    allowed: torch.Tensor
+    bad: torch.Tensor
+
+
+def within_roundings(got: torch.Tensor, want: torch.Tensor, eps: float, roundings: float, extra: float = 0.0) -> Agreement:
+    """Two results of the same computation (compiled and eager, batched and one call at a time): they may
+    differ by ``roundings`` roundings ``eps`` of ``|want| + max |want|`` (a reordered sum rounds at the
+    size of the largest term), plus ``extra``."""
+    wide = lambda t: t.detach().to("cpu", torch.complex128 if t.is_complex() else torch.float64)  # noqa: E731
+    g, w = wide(got), wide(want)
+    scale = w.abs().max() if w.numel() else w.new_zeros(())
+    allowed = roundings * eps * (w.abs() + scale) + extra
+    diff = (g - w).abs()
+    bad = ~(diff <= allowed) & ~(torch.isnan(g) & torch.isnan(w))
+    return Agreement(g, w, diff, allowed, bad)
+
