@@ -16,9 +16,9 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "check_gradients": "gradcheck_kit.checkers",
-    "GradientReport": "gradcheck_kit._report",
-    "Mismatch": "gradcheck_kit._report",
-    "CheckResult": "gradcheck_kit._report",
+    "GradientReport": "gradcheck_kit.report",
+    "Mismatch": "gradcheck_kit.report",
+    "CheckResult": "gradcheck_kit.report",
     "assert_gradients_close": "gradcheck_kit.assertions",
     "assert_grad_equals": "gradcheck_kit.assertions",
     "check_module_gradients": "gradcheck_kit._modules",
@@ -60,6 +60,6 @@ if TYPE_CHECKING:  # pragma: no cover
         check_gradient_flow,
         check_module_gradients,
     )
-    from gradcheck_kit._report import CheckResult, GradientReport, Mismatch
+    from gradcheck_kit.report import CheckResult, GradientReport, Mismatch
     from gradcheck_kit.assertions import assert_grad_equals, assert_gradients_close
     from gradcheck_kit.checkers import check_gradients

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit._report import InputInfo
+from gradcheck_kit.report import InputInfo
 from gradcheck_kit.errors import InvalidArgument
 
 __all__ = [

@@ -11,7 +11,7 @@ from gradcheck_kit._evaluate import as_outputs, describe_exception, is_none_outp
 from gradcheck_kit._grad_outputs import reject_nonfinite
 from gradcheck_kit._inputs import function_name, input_names, is_differentiable, layout_clone
 from gradcheck_kit._ranges import GradientRange
-from gradcheck_kit._report import format_index
+from gradcheck_kit.report import format_index
 from gradcheck_kit._reproduce import reproduce_line
 from gradcheck_kit._state import outside_inference, recording
 from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported, unsupported_kind
