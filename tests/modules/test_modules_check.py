@@ -275,6 +275,7 @@ def test_wrt_selects_inputs_and_parameters():
     assert _differentiated(gk.check_module_gradients(net, x, wrt=0)) == ["input"]
     assert _differentiated(gk.check_module_gradients(net, x, wrt="*.bias")) == ["0.bias", "2.bias"]
     assert _differentiated(gk.check_module_gradients(net, x, wrt=["2.weight", 0])) == ["input", "2.weight"]
+    assert _differentiated(gk.check_module_gradients(net, x, wrt=[-1, "input"])) == ["input"]  # as check_gradients
     assert _differentiated(gk.check_module_gradients(net, x, wrt=["net.0.*"], name="net")) == [
         "net.0.weight", "net.0.bias",
     ]
