@@ -42,7 +42,7 @@ from hypothesis.strategies import SearchStrategy
 from sympy.printing.str import StrPrinter
 
 from gradcheck_kit._strategies import broadcastable_tensors, tensors
-from gradcheck_kit.errors import GradcheckKitError, InvalidArgument
+from gradcheck_kit.errors import InvalidArgument, NoAnalyticGradient
 
 __all__ = ["Expression", "NoAnalyticGradient", "Op", "expressions"]
 
@@ -59,10 +59,6 @@ _EXP_MAX = 3.0
 _SATURATE = 3.0
 _VARIABLES = ("x", "y", "z")
 _REDUCTIONS = ("sum", "mean", "none")
-
-
-class NoAnalyticGradient(GradcheckKitError, TypeError):
-    """``Expression.gradient`` was asked for an expression using an op registered without ``sympy=``."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,17 +9,21 @@ from __future__ import annotations
 import inspect
 import math
 import types
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from gradcheck_kit._report import InputInfo
+from gradcheck_kit.report import InputInfo
 from gradcheck_kit.errors import InvalidArgument
 
 __all__ = [
     "function_name",
+    "parameter_names",
     "input_names",
+    "display_names",
+    "default_wrt",
+    "wrt_index",
     "resolve_wrt",
     "layout_clone",
     "describe_layout",
@@ -63,7 +67,7 @@ def input_names(fn: Any, n: int, given: Sequence[str] | None) -> list[str]:
         if len(names) != n or not all(isinstance(s, str) and s for s in names):
             raise InvalidArgument(f"input_names={given!r} must be {n} non-empty strings, one per input")
         return names
-    names = _positional_names(fn)[:n]
+    names = parameter_names(fn)[:n]
     if n == 1 and not names:
         names = ["x"]
     while len(names) < n:
@@ -73,7 +77,21 @@ def input_names(fn: Any, n: int, given: Sequence[str] | None) -> list[str]:
     return names
 
 
-def _positional_names(fn: Any) -> list[str]:
+def display_names(fn: Any, count: int, taken: Iterable[str] = ()) -> list[str]:
+    """Names of ``count`` positional arguments of ``fn``, one by one: its parameter's name, or ``input{i}``
+    where it has none or the name is ``taken`` (a module's parameter paths) or used already."""
+    positional = parameter_names(fn)
+    taken = set(taken)
+    names: list[str] = []
+    for i in range(count):
+        candidate = positional[i] if i < len(positional) else f"input{i}"
+        if candidate in taken or candidate in names:
+            candidate = f"input{i}"
+        names.append(candidate)
+    return names
+
+
+def parameter_names(fn: Any) -> list[str]:
     """The names of ``fn``'s positional parameters (up to ``*args``)."""
     if isinstance(fn, types.FunctionType) and not hasattr(fn, "__wrapped__") and not hasattr(fn, "__signature__"):
         code = fn.__code__  # a plain function: its code object says it (inspect.signature costs far more)
@@ -91,11 +109,36 @@ def _positional_names(fn: Any) -> list[str]:
     return names
 
 
+def default_wrt(inputs: Sequence[Any]) -> list[int]:
+    """The inputs differentiated when ``wrt`` is not given: the floating and complex tensors that require
+    grad, or every one of them when none does (empty when there is none)."""
+    tensors = [i for i, t in enumerate(inputs) if is_differentiable(t)]
+    return [i for i in tensors if inputs[i].requires_grad] or tensors
+
+
+def wrt_index(wrt: Any, i: Any, inputs: Sequence[Any]) -> int:
+    """Item ``i`` of ``wrt``, an index of a differentiable input (negative counts from the end), as an index
+    in ``range(len(inputs))``; otherwise an :class:`InvalidArgument` naming ``wrt``."""
+    if not isinstance(i, int) or isinstance(i, bool):
+        raise InvalidArgument(f"wrt={wrt!r} must hold input indices (ints), got {i!r}")
+    if not -len(inputs) <= i < len(inputs):
+        raise InvalidArgument(f"wrt={wrt!r}: index {i} is out of range for {len(inputs)} input(s)")
+    i = i % len(inputs)
+    t = inputs[i]
+    if not isinstance(t, torch.Tensor):
+        raise InvalidArgument(f"wrt={wrt!r}: input {i} is a {type(t).__name__}, not a tensor")
+    if not is_differentiable(t):
+        raise InvalidArgument(
+            f"wrt={wrt!r}: input {i} is a {t.dtype} tensor; only floating-point and complex tensors have gradients"
+        )
+    return i
+
+
 def resolve_wrt(inputs: Sequence[Any], wrt: Any) -> list[int]:
+    """``wrt`` (``None``, an index or a sequence of indices) -> the differentiated inputs' indices, in order
+    and without repeats."""
     if wrt is None:
-        chosen = [i for i, t in enumerate(inputs) if is_differentiable(t) and t.requires_grad]
-        if not chosen:
-            chosen = [i for i, t in enumerate(inputs) if is_differentiable(t)]
+        chosen = default_wrt(inputs)
         if not chosen:
             kinds = ", ".join(type(t).__name__ if not isinstance(t, torch.Tensor) else str(t.dtype) for t in inputs)
             raise InvalidArgument(
@@ -110,23 +153,7 @@ def resolve_wrt(inputs: Sequence[Any], wrt: Any) -> list[int]:
         raise InvalidArgument(f"wrt={wrt!r} must be an input index or a sequence of indices") from None
     if not indices:
         raise InvalidArgument(f"wrt={wrt!r} is empty: name at least one input to differentiate")
-    out: list[int] = []
-    for i in indices:
-        if not isinstance(i, int) or isinstance(i, bool):
-            raise InvalidArgument(f"wrt={wrt!r} must hold input indices (ints), got {i!r}")
-        if not -len(inputs) <= i < len(inputs):
-            raise InvalidArgument(f"wrt={wrt!r}: index {i} is out of range for {len(inputs)} input(s)")
-        i = i % len(inputs)
-        t = inputs[i]
-        if not isinstance(t, torch.Tensor):
-            raise InvalidArgument(f"wrt={wrt!r}: input {i} is a {type(t).__name__}, not a tensor")
-        if not is_differentiable(t):
-            raise InvalidArgument(
-                f"wrt={wrt!r}: input {i} is a {t.dtype} tensor; only floating-point and complex tensors have gradients"
-            )
-        if i not in out:
-            out.append(i)
-    return out
+    return list(dict.fromkeys(wrt_index(wrt, i, inputs) for i in indices))
 
 
 def describe_layout(t: torch.Tensor) -> str:

@@ -11,17 +11,29 @@
   Checks in several threads then run one at a time. A thread that draws from the global RNG while
   another thread's check runs draws from the check's seeded state, and the check's restore undoes those
   draws.
+- **A checked module.** Where fn is an ``nn.Module`` (or a bound method of one), its buffers (BatchNorm's
+  running statistics) and its parameters' ``.grad`` are as before on exit (``module_state_kept``).
 """
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
-__all__ = ["CHECK_LOCK", "isolated_state", "outside_inference", "recording", "rng_preserved"]
+__all__ = [
+    "CHECK_LOCK",
+    "buffers_restored",
+    "grads_restored",
+    "isolated_state",
+    "module_state_kept",
+    "outside_inference",
+    "owning_module",
+    "recording",
+    "rng_preserved",
+]
 
 #: held by every check from saving the caller's global RNG state (and a checked module's state) to
 #: restoring it
@@ -75,3 +87,58 @@ def _ordinary(t: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode(False), torch.no_grad():
         copy = t.clone()
     return copy.requires_grad_(t.requires_grad) if copy.is_floating_point() or copy.is_complex() else copy
+
+
+@contextmanager
+def buffers_restored(module: Optional[torch.nn.Module]) -> Iterator[None]:
+    """Put every buffer back afterwards: same tensor object, same values (BatchNorm running stats)."""
+    if module is None:
+        yield
+        return
+    saved = [
+        (owner, key, buffer, buffer.detach().clone())
+        for owner in module.modules()
+        for key, buffer in owner._buffers.items()
+        if buffer is not None
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for owner, key, buffer, copy in saved:
+                owner._buffers[key] = buffer
+                buffer.copy_(copy)
+
+
+@contextmanager
+def grads_restored(module: Optional[torch.nn.Module]) -> Iterator[None]:
+    """Put every parameter's ``.grad`` back afterwards: the same tensor (or ``None``), the same values."""
+    if module is None:
+        yield
+        return
+    saved = [(p, p.grad, None if p.grad is None else p.grad.detach().clone()) for p in module.parameters()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, grad, copy in saved:
+                p.grad = grad
+                if grad is not None:
+                    grad.copy_(copy)
+
+
+def owning_module(fn: Any) -> Optional[torch.nn.Module]:
+    """The module whose state calls of ``fn`` can change: ``fn`` itself, or the module of a bound method."""
+    if isinstance(fn, torch.nn.Module):
+        return fn
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, torch.nn.Module) else None
+
+
+@contextmanager
+def module_state_kept(fn: Any) -> Iterator[None]:
+    """Where ``fn`` is a module or a bound method of one, its buffers (BatchNorm's running statistics) and
+    its parameters' ``.grad`` are as before on exit; otherwise nothing to do."""
+    module = owning_module(fn)
+    with buffers_restored(module), grads_restored(module):
+        yield

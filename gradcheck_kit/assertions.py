@@ -9,15 +9,15 @@ import torch
 
 from gradcheck_kit._evaluate import as_outputs, describe_exception, is_none_output
 from gradcheck_kit._grad_outputs import reject_nonfinite
-from gradcheck_kit._inputs import function_name, input_names, is_differentiable, layout_clone
+from gradcheck_kit._inputs import default_wrt, function_name, input_names, layout_clone
 from gradcheck_kit._ranges import GradientRange
-from gradcheck_kit._report import format_index
+from gradcheck_kit.report import format_index
 from gradcheck_kit._reproduce import reproduce_line
 from gradcheck_kit._state import outside_inference, recording
 from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported, unsupported_kind
 from gradcheck_kit.checkers import check_gradients
 from gradcheck_kit.errors import FunctionError, GradientMismatch, InvalidArgument
-from gradcheck_kit.options import check_option
+from gradcheck_kit.options import CheckOptions
 
 __all__ = ["assert_gradients_close", "assert_grad_equals", "DEFAULT_TOLERANCES"]
 
@@ -77,20 +77,31 @@ def assert_grad_equals(
     args = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs) if isinstance(inputs, (tuple, list)) else None
     if args is None:
         raise InvalidArgument(f"inputs={inputs!r} must be a tensor or a tuple of tensors")
-    atol = check_option("atol", atol)
-    rtol = check_option("rtol", rtol)
+    options = CheckOptions(atol=atol, rtol=rtol)
     for i, a in enumerate(args):
         refuse_unsupported(a, f"inputs[{i}]")
     check_grad_outputs(grad_outputs)
     reject_nonfinite(grad_outputs)
     args = tuple(outside_inference(args))  # made in inference mode: ordinary copies
-    wrt = [i for i, t in enumerate(args) if is_differentiable(t) and t.requires_grad]
-    if not wrt:
-        wrt = [i for i, t in enumerate(args) if is_differentiable(t)]
+    wrt = default_wrt(args)
     if not wrt:
         raise InvalidArgument(f"inputs={inputs!r} contain no floating-point tensor to differentiate")
     names = input_names(fn, len(args), None)
+    expected = _expected_gradients(expected, args, wrt, names)
+    with recording():  # whatever the caller's grad or inference mode
+        grads, problem = _autograd(fn, args, wrt, grad_outputs)
+    failures: list[str] = []
+    for pos, i in enumerate(wrt):
+        failures.extend(_gradient_failures(grads[pos], expected[pos], args[i], i, names[i], problem, options))
+    if failures:
+        line = _reproduce_grad_equals(fn, args, names, expected, grad_outputs, options)
+        raise GradientMismatch("\n".join(failures) + f"\nReproduce: {line}", None)
+    return tuple(grads)
 
+
+def _expected_gradients(expected: Any, args: tuple, wrt: list[int], names: list[str]) -> tuple:
+    """``expected`` as a tuple of tensors, one per differentiated input (a callable is called with the
+    inputs, detached, without grad); an :class:`InvalidArgument` where it is none of that."""
     if callable(expected) and not isinstance(expected, torch.Tensor):
         try:
             with torch.no_grad():
@@ -111,47 +122,47 @@ def assert_grad_equals(
             f"expected has {len(expected)} tensor(s) but {len(wrt)} input(s) are differentiated "
             f"({', '.join(names[i] for i in wrt)})"
         )
+    return tuple(expected)
 
-    with recording():  # whatever the caller's grad or inference mode
-        grads, problem = _autograd(fn, args, wrt, grad_outputs)
-    failures: list[str] = []
-    for pos, i in enumerate(wrt):
-        got = grads[pos]
-        want = expected[pos].detach()
-        label = f"input {i} ({names[i]}, shape {tuple(args[i].shape)}, {str(args[i].dtype).replace('torch.', '')})"
-        if got is None:
-            flows = problem or "autograd gave no gradient (the output does not depend on it through the graph)"
-            if want.abs().sum() == 0:
-                continue
-            failures.append(f"no gradient flows to input {i} ({names[i]}): {flows}")
-            continue
-        if tuple(want.shape) != tuple(got.shape):
-            failures.append(
-                f"Gradient of {label}: expected has shape {tuple(want.shape)}, autograd's gradient has shape "
-                f"{tuple(got.shape)}"
-            )
-            continue
-        ranged = isinstance(expected[pos], GradientRange)
-        if ranged:  # at a kink: anything between the one-sided values
-            want = _nearest_in_range(got, expected[pos])
-        found = _compare_tensors(got, want, label, names[i], atol, rtol)
-        if found and ranged:
-            found.append("  (expected is a GradientRange: at kinks, any value in [low, high]; shown is the nearest)")
-        failures.extend(found)
-    if failures:
-        message = "\n".join(failures)
-        named = [*zip(names, args), ("expected", tuple(e.detach() for e in expected))]
-        keywords = [f"{key}={value!r}" for key, value in (("atol", atol), ("rtol", rtol)) if value is not None]
-        if grad_outputs is not None:
-            named.append(("grad_outputs", grad_outputs))
-            keywords.append("grad_outputs=grad_outputs")
-        n = len(args)
-        line = reproduce_line(
-            fn, "assert_grad_equals", named, lambda bound: f"({', '.join(bound[:n])},), {bound[n]}", keywords
-        )
-        message += f"\nReproduce: {line}"
-        raise GradientMismatch(message, None)
-    return tuple(grads)
+
+def _gradient_failures(
+    got: Any, expected: torch.Tensor, arg: torch.Tensor, i: int, name: str, problem: str, options: CheckOptions
+) -> list[str]:
+    """The lines that say how autograd's gradient ``got`` of input ``i`` differs from ``expected`` (none
+    where they agree)."""
+    want = expected.detach()
+    label = f"input {i} ({name}, shape {tuple(arg.shape)}, {str(arg.dtype).replace('torch.', '')})"
+    if got is None:
+        if want.abs().sum() == 0:
+            return []
+        flows = problem or "autograd gave no gradient (the output does not depend on it through the graph)"
+        return [f"no gradient flows to input {i} ({name}): {flows}"]
+    if tuple(want.shape) != tuple(got.shape):
+        return [
+            f"Gradient of {label}: expected has shape {tuple(want.shape)}, autograd's gradient has shape "
+            f"{tuple(got.shape)}"
+        ]
+    ranged = isinstance(expected, GradientRange)
+    if ranged:  # at a kink: anything between the one-sided values
+        want = _nearest_in_range(got, expected)
+    found = _compare_tensors(got, want, label, name, options.atol, options.rtol)
+    if found and ranged:
+        found.append("  (expected is a GradientRange: at kinks, any value in [low, high]; shown is the nearest)")
+    return found
+
+
+def _reproduce_grad_equals(
+    fn: Callable, args: tuple, names: list[str], expected: tuple, grad_outputs: Any, options: CheckOptions
+) -> str:
+    named = [*zip(names, args), ("expected", tuple(e.detach() for e in expected))]
+    keywords = [f"{key}={value!r}" for key, value in (("atol", options.atol), ("rtol", options.rtol)) if value is not None]
+    if grad_outputs is not None:
+        named.append(("grad_outputs", grad_outputs))
+        keywords.append("grad_outputs=grad_outputs")
+    n = len(args)
+    return reproduce_line(
+        fn, "assert_grad_equals", named, lambda bound: f"({', '.join(bound[:n])},), {bound[n]}", keywords
+    )
 
 
 def _autograd(fn, args, wrt, grad_outputs) -> tuple[list, str]:

@@ -8,7 +8,7 @@ import sympy
 import torch
 
 from gradcheck_kit import strategies as gst
-from gradcheck_kit._expressions import NoAnalyticGradient
+from gradcheck_kit.errors import NoAnalyticGradient
 from gradcheck_kit.errors import InvalidArgument
 
 

@@ -275,6 +275,7 @@ def test_wrt_selects_inputs_and_parameters():
     assert _differentiated(gk.check_module_gradients(net, x, wrt=0)) == ["input"]
     assert _differentiated(gk.check_module_gradients(net, x, wrt="*.bias")) == ["0.bias", "2.bias"]
     assert _differentiated(gk.check_module_gradients(net, x, wrt=["2.weight", 0])) == ["input", "2.weight"]
+    assert _differentiated(gk.check_module_gradients(net, x, wrt=[-1, "input"])) == ["input"]  # as check_gradients
     assert _differentiated(gk.check_module_gradients(net, x, wrt=["net.0.*"], name="net")) == [
         "net.0.weight", "net.0.bias",
     ]
@@ -287,12 +288,14 @@ def test_invalid_arguments_name_the_argument():
         gk.check_module_gradients(3, x)
     with pytest.raises(InvalidArgument, match=r"^wrt=\['1.weight'\]: '1.weight' matches no input name and no parameter of Sequential \(parameters: 0.weight, 0.bias, 2.weight, 2.bias\)$"):
         gk.check_module_gradients(net, x, wrt=["1.weight"])
-    with pytest.raises(InvalidArgument, match=r"^wrt=\[3\]: input index 3 is out of range for 1 inputs$"):
+    with pytest.raises(InvalidArgument, match=r"^wrt=\[3\]: index 3 is out of range for 1 input\(s\)$"):
         gk.check_module_gradients(net, x, wrt=[3])
     with pytest.raises(InvalidArgument, match=r"^wrt=1.5 is not an input index, a parameter name, or a list of them$"):
         gk.check_module_gradients(net, x, wrt=1.5)
-    with pytest.raises(InvalidArgument, match=r"^wrt=\[1\]: input 1 \(input1=2\) is not a floating or complex tensor$"):
+    with pytest.raises(InvalidArgument, match=r"^wrt=\[1\]: input 1 is a int, not a tensor$"):
         gk.check_module_gradients(nn.Identity(), x, 2, wrt=[1])
+    with pytest.raises(InvalidArgument, match=r"^wrt=\['k'\]: input 1 is a torch.int64 tensor; only floating-point"):
+        gk.check_module_gradients(nn.Identity(), x, torch.arange(3), input_names=["x", "k"], wrt=["k"])
     with pytest.raises(InvalidArgument, match=r"^name='' is not a non-empty string"):
         gk.check_module_gradients(net, x, name="")
     with pytest.raises(InvalidArgument, match=r"^input_names=\['a', 'b'\] has 2 names for 1 module inputs"):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import gradcheck_kit as gk
-from gradcheck_kit._modules import GradientFlowReport, check_gradient_flow
+from gradcheck_kit.modules import GradientFlowReport, check_gradient_flow
 from gradcheck_kit.errors import InvalidArgument
 
 

@@ -153,3 +153,15 @@ def test_bad_arguments(call, message):
 def test_unknown_check_keyword_is_refused_up_front():
     with pytest.raises(InvalidArgument, match=r"^unknown check keyword\(s\) tolerance=1; known: .*\batol\b"):
         gk.fuzz_gradients(torch.sin, [gst.tensors()], tolerance=1)
+
+
+def test_a_bad_check_option_is_refused_before_the_search():
+    calls = []
+
+    def fn(x):
+        calls.append(x)
+        return x.sin()
+
+    with pytest.raises(InvalidArgument, match=r"^mode='sideways' is invalid: must be one of 'auto'"):
+        gk.fuzz_gradients(fn, [gst.tensors()], mode="sideways")
+    assert not calls
