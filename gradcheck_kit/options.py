@@ -30,6 +30,7 @@ __all__ = [
     "FLOAT_DTYPES",
     "COMPLEX_DTYPES",
     "FLOATING_DTYPES",
+    "LAYOUTS",
     "check_choice",
     "choice_texts",
 ]
@@ -45,6 +46,8 @@ FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 COMPLEX_DTYPES = ("complex64", "complex128")
 #: dtypes whose inputs are differentiated
 FLOATING_DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES
+#: memory layouts the tensor strategies draw (``gst.tensors(layout=...)``, ``gradcheck-kit fuzz --layout``)
+LAYOUTS = ("any", "contiguous", "noncontiguous")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ expected failures (``known``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import sympy as sp
 import torch
@@ -47,10 +47,20 @@ _NEAR_ONE = KnownIssue(
 )
 
 
-def entry(name, family, fn, make_inputs, call, note="", order=2, expr=None, known=None) -> AuditOp:  # noqa: ANN001
+def entry(
+    name: str,
+    family: str,
+    fn: Callable[..., Any],
+    make_inputs: Callable[[torch.dtype, torch.Generator], tuple],
+    call: str,
+    note: str = "",
+    order: int = 2,
+    expr: ExpressionSpec | None = None,
+    known: Sequence[KnownIssue] = (),
+) -> AuditOp:
     """A catalogue entry; ``fn`` is renamed after the op (``linalg.solve`` -> ``linalg_solve``)."""
     fn.__name__ = fn.__qualname__ = name.replace(".", "_")
-    return AuditOp(name, family, fn, make_inputs, call, note, order, expr, tuple(known or ()))
+    return AuditOp(name, family, fn, make_inputs, call, note, order, expr, tuple(known))
 
 
 def _softplus(s: Any) -> Any:

@@ -20,12 +20,10 @@ from gradcheck_kit.cli._output import (
     verdict_line,
     write_json,
 )
-from gradcheck_kit.cli._parser import count_type
+from gradcheck_kit.cli._parser import choice_type, count_type
+from gradcheck_kit.options import LAYOUTS
 
-__all__ = ["LAYOUTS", "add_parser", "run"]
-
-#: memory layouts ``--layout`` draws
-LAYOUTS = ("any", "contiguous", "noncontiguous")
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -44,7 +42,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser.add_argument("--examples", type=count_type(1), default=100, help="examples to try (default 100)")
     parser.add_argument("--max-side", type=count_type(1), default=5, help="largest size chosen for a ? (default 5)")
     parser.add_argument(
-        "--layout", choices=LAYOUTS, default="any",
+        "--layout", type=choice_type("--layout", LAYOUTS), choices=LAYOUTS, default="any",
         help="memory layouts to draw (default any: contiguous and strided views)",
     )
     parser.set_defaults(handler=run)

@@ -9,12 +9,12 @@ text is the one ``check_gradients`` gives for the keyword (``--mode=fast is inva
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from gradcheck_kit._text import UsageError
+from gradcheck_kit._text import Style, UsageError
 from gradcheck_kit.cli._inputs import parse_wrt
 from gradcheck_kit.errors import InvalidArgument
-from gradcheck_kit.options import FORWARD_AD, MODES, ORDERS, CheckOptions, choice_texts, parse_option
+from gradcheck_kit.options import FORWARD_AD, MODES, ORDERS, CheckOptions, check_choice, choice_texts, parse_option
 
 __all__ = [
     "PROG",
@@ -22,6 +22,7 @@ __all__ = [
     "COLOR_CHOICES",
     "Parser",
     "option_type",
+    "choice_type",
     "number_type",
     "count_type",
     "color_parent",
@@ -31,7 +32,7 @@ __all__ = [
 
 PROG = "gradcheck-kit"
 COMMANDS = ("check", "fuzz", "audit")
-COLOR_CHOICES = ("auto", "always", "never")
+COLOR_CHOICES = Style.CHOICES
 #: the check options' defaults, as ``check_gradients`` has them
 DEFAULTS = CheckOptions()
 
@@ -52,6 +53,20 @@ def option_type(key: str, flag: str) -> Callable[[str], Any]:
             raise UsageError(str(exc)) from None
 
     convert.__name__ = key
+    return convert
+
+
+def choice_type(flag: str, choices: Sequence[str]) -> Callable[[str], str]:
+    """An ``argparse`` ``type=`` for a choice that is not a check option (``--layout``, ``--color``): a bad
+    value raises :class:`UsageError` with :func:`gradcheck_kit.options.check_choice`'s message."""
+
+    def convert(text: str) -> str:
+        try:
+            return check_choice(flag, text, choices)
+        except InvalidArgument as exc:
+            raise UsageError(str(exc)) from None
+
+    convert.__name__ = flag.lstrip("-")
     return convert
 
 
@@ -85,7 +100,8 @@ def count_type(least: int) -> Callable[[str], int]:
 def color_parent() -> Parser:
     parent = Parser(add_help=False)
     parent.add_argument(
-        "--color", "--colour", dest="color", choices=COLOR_CHOICES, default="auto",
+        "--color", "--colour", dest="color", type=choice_type("--color", COLOR_CHOICES), choices=COLOR_CHOICES,
+        default="auto",
         help="colour the output: auto (on a terminal, unless NO_COLOR is set), always, never",
     )
     return parent
