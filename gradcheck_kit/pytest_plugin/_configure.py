@@ -16,7 +16,7 @@ import pytest
 
 from gradcheck_kit import _config, _hypothesis_hook, _xdist_threads
 from gradcheck_kit.errors import InvalidArgument
-from gradcheck_kit.options import FLOAT_DTYPES, MODES, check_choice, parse_option
+from gradcheck_kit.options import FLOAT_DTYPES, MODES, CheckOptions, check_choice, parse_option
 from gradcheck_kit.pytest_plugin._marker import MARKER_ORDER
 from gradcheck_kit.pytest_plugin._state import ACTIVE, STATE_KEY, RunOptions, RunState, route_report, state_of
 from gradcheck_kit.pytest_plugin._xdist import SEED_KEY, XdistHooks
@@ -100,7 +100,7 @@ def _run_options(config: pytest.Config) -> RunOptions:
     elif values["seed"] == "random":
         seed = random.Random().getrandbits(32)
     else:
-        seed = int(values["seed"] or 0)
+        seed = int(values["seed"] if values["seed"] is not None else CheckOptions().seed)
     report = config.getoption("gradcheck_report", None)
     return RunOptions(seed, values["mode"], values["dtype"], bool(values["strict"]), report)
 
