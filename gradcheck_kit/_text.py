@@ -17,6 +17,8 @@ class Style:
     """ANSI colour when writing to a terminal, unless ``NO_COLOR`` is set (https://no-color.org)."""
 
     CODES = {"green": "32", "red": "31", "yellow": "33", "bold": "1", "dim": "2"}
+    #: the choices of ``--color``
+    CHOICES = ("auto", "always", "never")
 
     def __init__(self, enabled: bool):
         self.enabled = enabled

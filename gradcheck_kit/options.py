@@ -27,15 +27,27 @@ __all__ = [
     "argparse_type",
     "resolve_options",
     "check_input_names",
+    "FLOAT_DTYPES",
+    "COMPLEX_DTYPES",
+    "FLOATING_DTYPES",
+    "LAYOUTS",
+    "check_choice",
+    "choice_texts",
 ]
 
 MODES = ("auto", "full", "directional")
 FORWARD_AD = ("auto", True, False)
-#: derivative orders implemented
 #: derivative orders a check can compose (each order checks the derivative of the one below)
 ORDERS = (1, 2, 3, 4)
 #: seeds are ints in [0, SEED_LIMIT)
 SEED_LIMIT = 2**63
+#: real floating dtypes by name: what the plugin casts inputs to (``--gradcheck-dtype``, ``dtype=``)
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+COMPLEX_DTYPES = ("complex64", "complex128")
+#: dtypes whose inputs are differentiated
+FLOATING_DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES
+#: memory layouts the tensor strategies draw (``gst.tensors(layout=...)``, ``gradcheck-kit fuzz --layout``)
+LAYOUTS = ("any", "contiguous", "noncontiguous")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +204,28 @@ def parse_option(key: str, text: str, flag: str) -> Any:
         except ValueError:
             raise bad from None
     return check_option(key, value, flag, shown=text)
+
+
+def choice_texts(key: str) -> tuple[str, ...]:
+    """The values of option ``key`` as written on a command line, for help texts and ``choices``
+    (``("auto", "true", "false")`` for ``forward_ad``); empty for an option that is not a choice."""
+    if key == "mode":
+        return MODES
+    if key == "order":
+        return tuple(str(order) for order in ORDERS)
+    if key == "forward_ad":
+        return tuple(str(value).lower() for value in FORWARD_AD)
+    if key in ("strict", "batched"):
+        return ("true", "false")
+    return ()
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` when it is one of ``choices``, else ``InvalidArgument`` naming ``name=value``
+    (``dtype='int64' is invalid: must be one of 'float16', ...``)."""
+    if value in choices and type(value) in {type(choice) for choice in choices}:
+        return value
+    raise InvalidArgument(f"{_label(name, value)} is invalid: must be one of {', '.join(map(repr, choices))}")
 
 
 def argparse_type(key: str, flag: str) -> Callable[[str], Any]:

@@ -92,12 +92,12 @@ def wrong_for_second(x, y):
 
 def catalogue_with_a_wrong_op():
     """The audit's catalogue plus ``wrong_square`` (for the audit's failing case)."""
-    from gradcheck_kit import _audit
+    from gradcheck_kit import audit
 
     def inputs(dtype, generator):
         return (torch.randn(3, 4, generator=generator, dtype=torch.float64).to(dtype).requires_grad_(True),)
 
-    wrong = _audit.AuditOp("wrong_square", "elementwise", wrong_square, inputs, "wrong_square(x)", order=1)
+    wrong = audit.AuditOp("wrong_square", "elementwise", wrong_square, inputs, "wrong_square(x)", order=1)
     return [*_ORIGINAL_CATALOGUE(), wrong]
 
 
@@ -107,8 +107,8 @@ _ORIGINAL_CATALOGUE = None
 def run_audit_with_a_wrong_op(argv):
     """``gradcheck-kit audit ARGV`` with ``wrong_square`` added to the catalogue; returns the exit status."""
     global _ORIGINAL_CATALOGUE
-    from gradcheck_kit import _audit, cli
+    from gradcheck_kit import audit, cli
 
-    _ORIGINAL_CATALOGUE = _audit.catalogue
-    _audit.catalogue = catalogue_with_a_wrong_op
+    _ORIGINAL_CATALOGUE = audit.catalogue
+    audit.catalogue = catalogue_with_a_wrong_op
     return cli.main(["audit", *argv])

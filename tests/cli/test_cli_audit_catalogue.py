@@ -3,16 +3,16 @@
 import pytest
 import torch
 
-from gradcheck_kit import _audit
-from gradcheck_kit.cli import Style, UsageError
+from gradcheck_kit import audit
+from gradcheck_kit._text import Style, UsageError
 
-CATALOGUE = _audit.catalogue()
+CATALOGUE = audit.catalogue()
 
 
 def test_at_least_40_ops_covering_every_family():
     assert len(CATALOGUE) >= 40
     families = {op.family for op in CATALOGUE}
-    assert families == set(_audit.FAMILIES)
+    assert families == set(audit.FAMILIES)
     names = [op.name for op in CATALOGUE]
     assert len(names) == len(set(names))
     for required in ("tanh", "softmax", "layer_norm", "conv1d", "cross_entropy", "linalg.solve"):
@@ -21,8 +21,8 @@ def test_at_least_40_ops_covering_every_family():
 
 def test_quick_subset_names_exist():
     names = {op.name for op in CATALOGUE}
-    assert set(_audit.QUICK) <= names
-    assert {op.family for op in CATALOGUE if op.quick} == set(_audit.FAMILIES)
+    assert set(audit.QUICK) <= names
+    assert {op.family for op in CATALOGUE if op.quick} == set(audit.FAMILIES)
 
 
 @pytest.mark.parametrize("op", CATALOGUE, ids=lambda op: op.name)
@@ -57,39 +57,39 @@ def test_value_domains_hold():
 
 def test_select_by_torch_spelling():
     names = lambda ops: [op.name for op in ops]  # noqa: E731
-    assert names(_audit.select(CATALOGUE, ["softmax", "tanh"])) == ["tanh", "softmax"]  # catalogue order
-    assert names(_audit.select(CATALOGUE, ["torch.nn.functional.gelu", "torch.linalg.solve", "solve"])) == [
+    assert names(audit.select(CATALOGUE, ["softmax", "tanh"])) == ["tanh", "softmax"]  # catalogue order
+    assert names(audit.select(CATALOGUE, ["torch.nn.functional.gelu", "torch.linalg.solve", "solve"])) == [
         "gelu",
         "linalg.solve",
     ]
-    assert names(_audit.select(CATALOGUE, None, quick=True)) == [op.name for op in CATALOGUE if op.quick]
-    assert len(_audit.select(CATALOGUE, None)) == len(CATALOGUE)
+    assert names(audit.select(CATALOGUE, None, quick=True)) == [op.name for op in CATALOGUE if op.quick]
+    assert len(audit.select(CATALOGUE, None)) == len(CATALOGUE)
 
 
 def test_select_unknown_lists_close_matches():
     with pytest.raises(UsageError) as info:
-        _audit.select(CATALOGUE, ["tanh", "sofmax"])
+        audit.select(CATALOGUE, ["tanh", "sofmax"])
     assert str(info.value).startswith("--ops: unknown op 'sofmax'; did you mean softmax")
     with pytest.raises(UsageError, match=r"unknown op 'zzzz' \('gradcheck-kit audit --list'"):
-        _audit.select(CATALOGUE, ["zzzz"])
+        audit.select(CATALOGUE, ["zzzz"])
 
 
 def _row(op, dtype, passed=3, failed=0, errors=0, skipped=0, ratio=0.02):
-    row = _audit.AuditRow(op, "elementwise", dtype, passed, failed, skipped, errors, ratio, 0.25)
+    row = audit.AuditRow(op, "elementwise", dtype, passed, failed, skipped, errors, ratio, 0.25)
     if failed:
         row.details.append("Gradients are not close: 1 of 12 ...\nReproduce: ...")
     return row
 
 
 def test_results_table_and_summary():
-    result = _audit.AuditResult(
+    result = audit.AuditResult(
         [_row("tanh", "float32"), _row("linalg.solve", "float64", passed=2, failed=1, ratio=41.0, skipped=1)],
         elapsed=1.5,
         seed=0,
         quick=False,
         notes={"tanh": "a note"},
     )
-    text = _audit.format_results(result, Style(False))
+    text = audit.format_results(result, Style(False))
     lines = text.splitlines()
     assert lines[0].split() == ["op", "family", "dtype", "checks", "verdict", "worst", "err/allowed", "time"]
     assert lines[2].split() == ["tanh", "elementwise", "float32", "3/3", "pass", "0.02", "0.25s"]
@@ -110,7 +110,7 @@ def test_progress_lines_when_not_a_terminal():
     import io
 
     stream = io.StringIO()
-    progress = _audit.Progress(stream, Style(False))
+    progress = audit.Progress(stream, Style(False))
     op = CATALOGUE[0]
     progress.start(1, 12, op, "float32")
     progress.done(_row(op.name, "float32"))
@@ -121,10 +121,10 @@ def test_progress_lines_when_not_a_terminal():
 def test_a_known_issue_is_shown_but_does_not_fail_the_audit():
     row = _row("digamma", "float64", passed=1, failed=1, ratio=1.4)
     row.failed_checks = ["backward"]
-    row.known = (_audit.KnownIssue(("float64",), ("backward", "forward_ad"), "trigamma is a truncated series"),)
-    result = _audit.AuditResult([_row("tanh", "float64"), row], elapsed=1.0, seed=0, quick=False)
+    row.known = (audit.KnownIssue(("float64",), ("backward", "forward_ad"), "trigamma is a truncated series"),)
+    result = audit.AuditResult([_row("tanh", "float64"), row], elapsed=1.0, seed=0, quick=False)
     assert row.verdict == "known" and result.ok
-    text = _audit.format_results(result, Style(False))
+    text = audit.format_results(result, Style(False))
     assert "known: digamma (float64) - known torch issue: trigamma is a truncated series" in text
     assert text.splitlines()[-1].startswith("2 ops x float64: 1 passed, 0 failed, 0 errors, 1 known issues in 1.0 s")
     assert result.to_dict()["results"][1]["known_issue"] == "known torch issue: trigamma is a truncated series"
@@ -133,7 +133,7 @@ def test_a_known_issue_is_shown_but_does_not_fail_the_audit():
 def test_a_known_issue_covers_only_its_checks():
     row = _row("digamma", "float64", passed=1, failed=2, ratio=1.4)
     row.failed_checks = ["backward", "second_order"]
-    row.known = (_audit.KnownIssue(("float64",), ("backward", "forward_ad"), "trigamma"),)
+    row.known = (audit.KnownIssue(("float64",), ("backward", "forward_ad"), "trigamma"),)
     assert row.verdict == "FAIL" and row.known_issue == ""
 
 

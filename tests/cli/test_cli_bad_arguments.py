@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_kit import cli
+from gradcheck_kit import cli, options
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,12 +49,12 @@ CASES = [
     ([*CHECK, "--kwarg", "dim=1"], "--kwarg", "unexpected keyword argument 'dim'"),
     ([*FUZZ, "--kwarg", "dim=x"], "--kwarg", "'x' is not a Python literal"),
     # --seed
-    ([*CHECK, "--seed", "99999999999999999999999"], "--seed", "must be an integer in [0, 2**63)"),
-    ([*CHECK, "--seed", "-1"], "--seed", "must be an integer in [0, 2**63)"),
-    ([*CHECK, "--seed", "1.5"], "--seed", "not an integer"),
-    ([*FUZZ, "--seed", str(2**63)], "--seed", "must be an integer in [0, 2**63)"),
-    (["audit", "--seed", "-1"], "--seed", "must be an integer in [0, 2**63)"),
-    (["audit", "--seed", "x"], "--seed", "not an integer"),
+    ([*CHECK, "--seed", "99999999999999999999999"], "--seed=99999999999999999999999", "must be an int in [0, 2**63)"),
+    ([*CHECK, "--seed", "-1"], "--seed=-1", "is invalid: must be an int in [0, 2**63)"),
+    ([*CHECK, "--seed", "1.5"], "--seed=1.5", "is invalid: must be an int in [0, 2**63)"),
+    ([*FUZZ, "--seed", str(2**63)], f"--seed={2**63}", "is invalid: must be an int in [0, 2**63)"),
+    (["audit", "--seed", "-1"], "--seed=-1", "is invalid: must be an int in [0, 2**63)"),
+    (["audit", "--seed", "x"], "--seed=x", "is invalid: must be an int in [0, 2**63)"),
     # --min-value / --max-value
     ([*CHECK, "--min-value", "nan"], "--min-value", "must be a finite number"),
     ([*CHECK, "--min-value=-inf"], "--min-value", "must be a finite number"),
@@ -69,15 +69,15 @@ CASES = [
     ([*TWO, "--input", "3", "--input", "3:int64", "--wrt", "1"], "--wrt", "input 1 is int64"),
     ([*FUZZ, "--wrt", "-2"], "--wrt", "index -2 is out of range"),
     # checker options
-    ([*CHECK, "--mode", "fast"], "--mode", "invalid choice: 'fast'"),
-    ([*CHECK, "--order", "5"], "--order", "invalid choice: 5"),
-    ([*CHECK, "--order", "x"], "--order", "invalid int value"),
-    ([*CHECK, "--forward-ad", "maybe"], "--forward-ad", "invalid choice: 'maybe'"),
-    ([*CHECK, "--atol", "-1"], "--atol", "must be a finite number >= 0"),
-    ([*CHECK, "--atol", "nan"], "--atol", "must be a finite number >= 0"),
-    ([*CHECK, "--rtol", "inf"], "--rtol", "must be a finite number >= 0"),
-    ([*FUZZ, "--rtol", "x"], "--rtol", "must be a finite number >= 0"),
-    ([*CHECK, "--color", "purple"], "--color", "invalid choice: 'purple'"),
+    ([*CHECK, "--mode", "fast"], "--mode=fast", "is invalid: must be one of 'auto', 'full', 'directional'"),
+    ([*CHECK, "--order", "5"], "--order=5", "is invalid: must be an int from 1 to 4"),
+    ([*CHECK, "--order", "x"], "--order=x", "is invalid: must be an int from 1 to 4"),
+    ([*CHECK, "--forward-ad", "maybe"], "--forward-ad=maybe", "is invalid: must be True, False or 'auto'"),
+    ([*CHECK, "--atol", "-1"], "--atol=-1", "is invalid: must be a finite number >= 0"),
+    ([*CHECK, "--atol", "nan"], "--atol=nan", "is invalid: must be a finite number >= 0"),
+    ([*CHECK, "--rtol", "inf"], "--rtol=inf", "is invalid: must be a finite number >= 0"),
+    ([*FUZZ, "--rtol", "x"], "--rtol=x", "is invalid: must be a finite number >= 0"),
+    ([*CHECK, "--color", "purple"], "--color=purple", "is invalid: must be one of 'auto', 'always', 'never'"),
     # --json
     ([*CHECK, "--json", "/no/such/dir/a.json"], "--json", "no such directory"),
     ([*CHECK, "--json", "/proc/nope/x.json"], "--json", "no such directory"),
@@ -88,7 +88,7 @@ CASES = [
     ([*FUZZ, "--examples", "0"], "--examples", "must be at least 1"),
     ([*FUZZ, "--examples", "many"], "--examples", "not an integer"),
     ([*FUZZ, "--max-side", "0"], "--max-side", "must be at least 1"),
-    ([*FUZZ, "--layout", "diagonal"], "--layout", "invalid choice: 'diagonal'"),
+    ([*FUZZ, "--layout", "diagonal"], "--layout=diagonal", "is invalid: must be one of 'any', 'contiguous', 'noncontiguous'"),
     # audit
     (["audit", "--ops", ","], "--ops", "no op names given"),
     (["audit", "--ops", "tanhh"], "--ops", "unknown op 'tanhh'; did you mean tanh"),
@@ -108,7 +108,7 @@ CASES = [
     (["audit", "--strict=yes"], "--strict", "ignored explicit argument 'yes'"),
     (["audit", "--list=yes"], "--list", "ignored explicit argument 'yes'"),
     (["audit", "--quiet=yes"], "--quiet", "ignored explicit argument 'yes'"),
-    (["audit", "--color", "purple"], "--color", "invalid choice: 'purple'"),
+    (["audit", "--color", "purple"], "--color=purple", "is invalid: must be one of 'auto', 'always', 'never'"),
     # the command itself
     (["frobnicate"], "frobnicate", "invalid choice"),
     (["check", "gk_cli_ops:good_square", "--input", "3", "--bogus"], "--bogus", "unrecognized arguments"),
@@ -165,3 +165,52 @@ def test_bad_arguments_in_a_subprocess(argv, names):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and names in lines[0], proc.stderr
     assert "internal error" not in proc.stderr and proc.stdout == ""
+
+
+# -- one source for the check options: gradcheck_kit.options ------------------------------------
+
+
+@pytest.mark.parametrize("mode", options.MODES)
+def test_the_cli_accepts_every_mode_of_the_options(mode):
+    assert cli.build_parser().parse_args([*CHECK, "--mode", mode]).mode == mode
+
+
+@pytest.mark.parametrize(
+    "key, choices",
+    [("mode", options.MODES), ("order", options.ORDERS), ("forward_ad", options.FORWARD_AD)],
+)
+def test_the_cli_offers_exactly_the_choices_of_the_options(capsys, key, choices):
+    """``check --help`` lists the choices as the options module has them, and each one parses to itself."""
+    flag = "--" + key.replace("_", "-")
+    assert cli.main(["check", "--help"]) == 0
+    listed = "{" + ",".join(str(c).lower() for c in choices) + "}"
+    assert f"{flag} {listed}" in " ".join(capsys.readouterr().out.split())
+    for choice in choices:
+        args = cli.build_parser().parse_args([*CHECK, flag, str(choice).lower()])
+        assert getattr(args, key) == choice
+
+
+#: (keyword of check_gradients, its bad value in Python, on the command line)
+SAME_TEXT_CASES = [
+    ("mode", "fast", "fast"),
+    ("order", 5, "5"),
+    ("forward_ad", "maybe", "maybe"),
+    ("seed", -1, "-1"),
+    ("atol", -1.0, "-1"),
+    ("rtol", float("inf"), "inf"),
+]
+
+
+@pytest.mark.parametrize("key, value, text", SAME_TEXT_CASES, ids=[c[0] for c in SAME_TEXT_CASES])
+def test_a_bad_flag_gives_the_text_of_the_keyword(capsys, key, value, text):
+    """The command line's usage error is check_gradients' InvalidArgument with the flag for the keyword."""
+    import torch
+
+    import gradcheck_kit as gk
+
+    with pytest.raises(gk.InvalidArgument) as info:
+        gk.check_gradients(torch.sin, torch.ones(2, dtype=torch.float64), **{key: value})
+    reason = str(info.value).split(" is invalid: ", 1)[1]
+    flag = "--" + key.replace("_", "-")
+    assert cli.main([*CHECK, flag, text]) == 2
+    assert capsys.readouterr().err == f"gradcheck-kit check: error: {flag}={text} is invalid: {reason}\n"

@@ -20,7 +20,7 @@ import torch
 
 import gradcheck_kit as gk
 from gradcheck_kit import _config
-from gradcheck_kit.pytest_plugin import _on_report
+from gradcheck_kit.pytest_plugin import route_report
 
 _Snapshot = _pytest.pytester.SysModulesSnapshot
 
@@ -43,14 +43,14 @@ _TMP = ""  # the session's basetemp, where pytester writes its test files
 def _keep_libraries_across_inner_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     global _TMP
     _TMP = str(tmp_path_factory.getbasetemp())
-    listening = _on_report in _config._LISTENERS
-    _config.remove_report_listener(_on_report)  # keep the warm-up out of this run's own summary
+    listening = route_report in _config._LISTENERS
+    _config.remove_report_listener(route_report)  # keep the warm-up out of this run's own summary
     try:
         gk.assert_gradients_close(torch.sin, torch.ones(2, dtype=torch.float64))  # torch's lazy imports
         gk.assert_grad_equals(lambda x: x.sin().sum(), torch.ones(2, dtype=torch.float64), lambda x: x.cos())
     finally:
         if listening:
-            _config.add_report_listener(_on_report)
+            _config.add_report_listener(route_report)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_pytest.pytester, "SysModulesSnapshot", _KeepLibraries)
         gc.freeze()

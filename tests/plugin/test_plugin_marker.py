@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gradcheck_kit.options import OPTION_NAMES
+
 
 def test_every_check_keyword_reaches_the_fixture_and_direct_calls(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
@@ -123,7 +125,8 @@ def test_keep(gradcheck):
 def test_marker_is_registered(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_it(): pass")
     result = pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.gradcheck(mode=, atol=, rtol=, order=, forward_ad=, seed=*"])
+    keywords = ", ".join(f"{name}=" for name in (*OPTION_NAMES, "dtype", "dtypes", "devices"))
+    result.stdout.fnmatch_lines([f"@pytest.mark.gradcheck({keywords}): *"])
     pytester.makepyfile("import pytest\n@pytest.mark.gradcheck(seed=1)\ndef test_it(): pass")
     pytester.runpytest("--strict-markers").assert_outcomes(passed=1)
 
@@ -139,7 +142,7 @@ def test_marker_is_registered(pytester: pytest.Pytester) -> None:
         ("seed=1.5", "seed=1.5 is invalid: must be an int in [0, 2**63)"),
         ("atol=-1", "atol=-1 is invalid: must be a finite number >= 0, or None (derived from the dtype)"),
         ("rtol='0.1'", "rtol='0.1' is invalid: must be a finite number >= 0, or None (derived from the dtype)"),
-        ("dtype='int64'", "dtype: 'int64' is not one of the float dtypes ['float16', 'bfloat16', 'float32', 'float64']"),
+        ("dtype='int64'", "dtype='int64' is invalid: must be one of 'float16', 'bfloat16', 'float32', 'float64'"),
         ("dtypes='float32'", "dtypes='float32' is not a non-empty list"),
         ("devices=[]", "devices=[] is not a non-empty list"),
     ],

@@ -67,7 +67,7 @@ def test_call_keyword_wins(gradcheck):
     pytester.runpytest("--gradcheck-mode=directional").assert_outcomes(passed=3)
     result = pytester.runpytest("--gradcheck-mode=exact")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--gradcheck-mode: invalid choice: 'exact'*"])
+    result.stderr.fnmatch_lines(["ERROR: --gradcheck-mode=exact is invalid: must be one of 'auto', 'full', 'directional'"])
 
 
 def test_dtype_option_casts_floating_inputs_keeping_layout(pytester: pytest.Pytester) -> None:

@@ -25,7 +25,7 @@ def test_plugin_is_registered_by_entry_point_and_can_be_disabled(pytester: pytes
     pytester.makepyfile("def test_it(gradcheck):\n    pass\n")
     result = pytester.runpytest("--trace-config")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*gradcheck_kit*pytest_plugin.py*"])
+    result.stdout.fnmatch_lines(["*gradcheck_kit*pytest_plugin*"])
     result = pytester.runpytest("-p", "no:gradcheck_kit")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'gradcheck' not found*"])
