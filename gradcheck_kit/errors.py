@@ -8,7 +8,7 @@ checked function itself failed.
 
 from __future__ import annotations
 
-__all__ = ["GradcheckKitError", "InvalidArgument", "GradientMismatch", "FunctionError"]
+__all__ = ["GradcheckKitError", "InvalidArgument", "GradientMismatch", "FunctionError", "NoAnalyticGradient"]
 
 
 class GradcheckKitError(Exception):
@@ -35,3 +35,8 @@ class GradientMismatch(GradcheckKitError, AssertionError):
     def __init__(self, message: str, report=None):
         super().__init__(message)
         self.report = report
+
+
+class NoAnalyticGradient(GradcheckKitError, TypeError):
+    """``Expression.gradient`` was asked for an expression using an op registered without ``sympy=``
+    (there is no formula to differentiate; check such expressions numerically with ``check_gradients``)."""

@@ -1,8 +1,11 @@
-"""The public surface of gradcheck_kit.strategies: honest __all__, lazy pieces, cheap imports."""
+"""The public surface of gradcheck_kit.strategies: honest __all__, lazy pieces, cheap imports, and
+strategies built from Hypothesis's public API only."""
 
-import importlib.util
+import ast
+import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,11 +24,38 @@ def test_all_is_sorted_and_every_name_resolves():
 
 def test_expression_names_are_reexported_lazily():
     assert EXPRESSION_NAMES <= set(gst.__all__)
-    if importlib.util.find_spec("gradcheck_kit._expressions") is None:
-        pytest.skip("gradcheck_kit._expressions is not there yet")
-    expressions = importlib.import_module("gradcheck_kit._expressions")
+    code = (
+        "import sys; from gradcheck_kit import strategies as gst; "
+        "assert 'sympy' not in sys.modules, 'sympy imported'; "
+        "assert callable(gst.expressions) and 'sympy' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
     for name in EXPRESSION_NAMES:
-        assert getattr(gst, name) is getattr(expressions, name)
+        value = getattr(gst, name)
+        assert value.__module__.startswith("gradcheck_kit.strategies.symbolic."), name
+        assert getattr(importlib.import_module(value.__module__), name) is value
+
+
+def test_a_submodule_import_does_not_shadow_a_strategy():
+    for module in ("gradcheck_kit.strategies.symbolic.builder", "gradcheck_kit.strategies.tensor_strategies"):
+        importlib.import_module(module)
+    assert callable(gst.expressions) and callable(gst.tensors) and callable(gst.shapes)
+
+
+def test_no_class_subclasses_hypothesis_search_strategy():
+    """Strategies are built with ``@st.composite`` and public combinators, never by subclassing
+    Hypothesis's non-public ``SearchStrategy`` (its ``do_draw`` is internal API)."""
+    package = Path(gst.__file__).resolve().parents[1]
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = [ast.unparse(base) for base in node.bases]
+                if any(base.split(".")[-1] == "SearchStrategy" for base in bases):
+                    offenders.append(f"{path.relative_to(package)}:{node.lineno} {node.name}({', '.join(bases)})")
+            if isinstance(node, ast.FunctionDef) and node.name == "do_draw":
+                offenders.append(f"{path.relative_to(package)}:{node.lineno} do_draw")
+    assert not offenders
 
 
 def test_unknown_attribute():
