@@ -75,3 +75,49 @@ def test_importing_the_package_and_fuzz_does_not_import_hypothesis():
         "assert 'hypothesis' not in sys.modules, 'hypothesis imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_hypothesis_hook_imports_neither_hypothesis_nor_torch():
+    """The pytest plugin and Hypothesis's entry point import it: it must stay cheap."""
+    code = (
+        "import sys, gradcheck_kit._hypothesis_hook; "
+        "print(sorted(m for m in ('hypothesis', 'torch', 'sympy', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def _strategies_import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of gradcheck_kit.strategies it imports, at any level (inside functions too)."""
+    root = Path(gst.__file__).resolve().parent
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = ("gradcheck_kit", "strategies", *path.relative_to(root).with_suffix("").parts)
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in names.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module in names:
+                deps.add(node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in names}
+        graph[name] = deps - {name}
+    return graph
+
+
+def test_the_strategies_modules_import_each_other_in_one_direction():
+    graph = _strategies_import_graph()
+    assert "gradcheck_kit.strategies.symbolic.ops" in graph
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        if module in path:
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(module):] + (module,)))
+        if module not in done:
+            for dep in sorted(graph[module]):
+                visit(dep, path + (module,))
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())
