@@ -224,7 +224,7 @@ def _expressions_module() -> Any:
     try:
         import importlib
 
-        importlib.import_module("gradcheck_kit._expressions")
+        importlib.import_module("gradcheck_kit.strategies.symbolic")
         from gradcheck_kit import strategies as gst
 
         gst.expressions  # noqa: B018

@@ -3,13 +3,18 @@
     from gradcheck_kit import strategies as gst
 
 Shapes (``shapes``, ``broadcastable_shapes``, ``mutually_broadcastable_shapes``), dtypes
-(``float_dtypes``), tensors with real strided layouts and the values where gradients break
-(``tensors``), several related tensors for one function (``broadcastable_tensors``,
+(``float_dtypes``, ``complex_dtypes``), tensors with real strided layouts and the values where
+gradients break (``tensors``), several related tensors for one function (``broadcastable_tensors``,
 ``tensor_inputs``), and random differentiable expressions (``expressions``, ``Expression``, ``Op``).
 Importing this module registers torch's global RNG with Hypothesis, so ``torch.randn`` inside
 ``@given`` is reproducible, and registers (never loads) the Hypothesis profiles ``gradcheck-fast``,
 ``gradcheck-ci`` and ``gradcheck-thorough``: ``settings.load_profile("gradcheck-ci")`` works after
 ``import gradcheck_kit.strategies`` (what each sets: ``gradcheck_kit._hypothesis_hook``).
+
+The expression names load sympy, so they are imported on first use.
+
+Modules: ``shape_strategies``, ``dtypes``, ``tensor_strategies`` (with ``tensor_spec``, ``elements``,
+``apart``, ``layouts`` and ``arguments`` behind it), and ``symbolic`` for the expressions.
 """
 
 from __future__ import annotations
@@ -17,24 +22,25 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from gradcheck_kit import _hypothesis_hook
-from gradcheck_kit._strategies import (
+from gradcheck_kit._hypothesis_hook import register_hypothesis_profiles, register_torch_random
+from gradcheck_kit.strategies.dtypes import complex_dtypes, float_dtypes
+from gradcheck_kit.strategies.shape_strategies import (
     BroadcastableShapes,
     broadcastable_shapes,
-    broadcastable_tensors,
-    complex_dtypes,
-    float_dtypes,
     mutually_broadcastable_shapes,
     shapes,
-    tensor_inputs,
-    tensors,
 )
+from gradcheck_kit.strategies.tensor_strategies import broadcastable_tensors, tensor_inputs, tensors
 
-_hypothesis_hook.register_torch_random()
-_hypothesis_hook.register_hypothesis_profiles()
+register_torch_random()
+register_hypothesis_profiles()
 
-# defined in gradcheck_kit._expressions, loaded on first use
-_EXPRESSION_NAMES = ("Expression", "Op", "expressions")
+# name -> module that defines it, loaded on first use
+_EXPRESSION_MODULES = {
+    "Expression": "gradcheck_kit.strategies.symbolic.expression",
+    "Op": "gradcheck_kit.strategies.symbolic.ops",
+    "expressions": "gradcheck_kit.strategies.symbolic.builder",
+}
 
 __all__ = [
     "BroadcastableShapes",
@@ -53,8 +59,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPRESSION_NAMES:
-        value = getattr(importlib.import_module("gradcheck_kit._expressions"), name)
+    module = _EXPRESSION_MODULES.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'gradcheck_kit.strategies' has no attribute {name!r}")
