@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
+from tests.helpers import rand
 from gradcheck_kit import cli
 
 DTYPES = [torch.float32, torch.float64]
@@ -54,8 +55,7 @@ ITERATIONS_DIRECTIONAL = {torch.float64: 13}
 
 
 def _x(dtype, n=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, generator=g, dtype=torch.float64) - 0.5).to(dtype).requires_grad_()
+    return (rand(n, seed=seed) - 0.5).to(dtype).requires_grad_()
 
 
 def _approximate_notes(report):

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
+from tests.helpers import randn
 
 
 def _x(n=4):
-    return torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return randn(n)
 
 
 class _WrongThirdDerivative(torch.autograd.Function):
