@@ -35,6 +35,7 @@ __all__ = [
     "NAN",
     "INF",
     "load_benchmark",
+    "note_codes",
 ]
 
 NAN = math.nan
@@ -231,3 +232,8 @@ def load_benchmark(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def note_codes(report) -> list:
+    """The codes of a report's notes, in order (``None`` for a note without one)."""
+    return [getattr(n, "code", None) for n in report.notes]

@@ -103,9 +103,7 @@ def test_second_order_catches_a_non_differentiable_backward(dtype):
     assert report.check("second_order").status == "failed"
     bad = [m for m in report.mismatches if m.check == "second_order"]
     assert bad and all(m.analytic == 0.0 for m in bad)
-    text = str(report)
-    assert "Second derivatives (backward of backward) are not close" in text
-    assert "the backward is not differentiable" in text
+    assert "the backward is not differentiable" in str(report)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -139,7 +137,7 @@ def test_forward_ad_catches_a_wrong_jvp_with_a_right_backward(dtype, mode):
     report = gk.check_gradients(ExpWrongJvp.apply, _x(dtype), forward_ad=True, mode=mode)
     assert report.check("backward").status == "passed"
     assert report.check("forward_ad").status == "failed"
-    assert "Forward-mode AD (jvp) is not close" in str(report)
+    assert report.mismatches and {m.check for m in report.mismatches} == {"forward_ad"}
     assert gk.check_gradients(ExpRightJvp.apply, _x(dtype), forward_ad=True, mode=mode).ok
 
 
@@ -170,7 +168,6 @@ def test_backward_that_mutates_grad_output_is_caught():
     report = gk.check_gradients(DoubleScalesGradOutputInPlace.apply, _x(torch.float64))
     assert report.check("reentrant").status == "failed"
     assert "modified grad_output in place" in report.check("reentrant").detail
-    assert "reentrant: backward modified grad_output in place" in str(report)
 
 
 def test_backward_that_mutates_a_saved_tensor_is_caught():

@@ -23,7 +23,6 @@ def test_a_systematic_error_below_one_rounding_per_entry_is_caught(dtype, factor
     report = gk.check_gradients(scaled_gelu.apply, _x(dtype, seed), seed=seed)
     assert not report.ok
     assert report.check("bias").status == "failed"
-    assert "a systematic error" in report.check("bias").detail
 
 
 KERNELS = {

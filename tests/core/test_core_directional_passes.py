@@ -36,7 +36,7 @@ def test_opposite_infinities_are_counted_too():
 def test_finite_outputs_whose_sum_overflows_are_not_called_non_finite(mode):
     x = torch.full((64,), 1.0, dtype=torch.float32).requires_grad_()
     report = gk.check_gradients(lambda x: x * 3e38, x, mode=mode)
-    assert not any("non-finite" in e for e in report.errors)
+    assert not report.errors, report.errors
 
 
 class _MutatesGradOutput(torch.autograd.Function):

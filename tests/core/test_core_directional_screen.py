@@ -39,9 +39,6 @@ def test_the_screen_saves_evaluations_against_the_full_stencil():
     # a failing screen evaluates the rest of the stencil: +-h, +-2h per direction
     assert wrong.evaluations == 1 + 4 * 2 + 1  # + 1: the call that checks fn is deterministic
     assert screened.evaluations == 1 + 2 * 2 + 1  # + 1: the call that checks fn is deterministic
-    assert "4 evaluations each" in wrong.check("backward").detail
-    assert "stopped" not in wrong.check("backward").detail
-    assert wrong.method.startswith("central differences at h, 2h with Richardson")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
@@ -58,7 +55,7 @@ def test_a_kink_at_the_point_gets_the_full_stencil_and_is_counted():
     x[5] = 0.0
     report = gk.check_gradients(torch.abs, x, mode="directional", grad_outputs=torch.ones_like(x))
     assert report.ok, str(report)
-    assert "4 evaluations each" in report.check("backward").detail
+    assert report.evaluations == 1 + 4 * 2 + 1  # the full stencil along 2 directions; + 1: the determinism call
     assert sum(g.kinks for g in report.groups if g.check == "backward") >= 1
 
 
@@ -68,13 +65,11 @@ def test_auto_mode_still_narrows_down_after_a_failed_screen():
     report = gk.check_gradients(_OneWrong.apply, randn(50, 60, seed=6))
     assert report.mode == "directional" and not report.ok
     assert [m.index for m in report.mismatches if m.kind != "directional"] == [divmod(1234, 60)]
-    assert "narrowed" in report.check("backward").detail
 
 
 def test_float32_passes_within_the_floor_without_a_float64_autograd_run():
     report = gk.check_gradients(torch.sin, randn(50_000, dtype=torch.float32), mode="directional")
     assert report.ok, str(report)
-    assert "stopped after ±h" in report.check("backward").detail
     assert any("no float64 autograd run was needed" in n for n in report.notes), report.notes
     # the analytic forward, one float64 forward at x (whether fn runs in float64; its outputs are f(x) for the
     # numerics) and +-h along each of two directions: no float64 autograd run
@@ -88,7 +83,7 @@ def test_a_large_float32_check_defers_the_float64_forward_at_x():
     assert report.ok, str(report)
     assert report.evaluations == 1 + 2 + 1  # + 1: the call that checks fn is deterministic
     detail = report.check("backward").detail
-    assert "stopped after ±h" in detail and "a kink exactly at x was not looked for" in detail
+    assert "a kink exactly at x was not looked for" in detail
     assert report.method.endswith("evaluated in float64 at the float32 point")
 
 
@@ -119,7 +114,6 @@ def test_a_failed_deferred_screen_evaluates_f_at_x_and_counts_kinks():
     x[::5] = 0.0
     report = gk.check_gradients(torch.relu, x, mode="directional")
     assert report.ok, str(report)
-    assert "4 evaluations each" in report.check("backward").detail
     assert sum(g.kinks for g in report.groups if g.check == "backward") == 1
     # the analytic forward, +-h, f(x), +-2h, and the float64 autograd run of the full comparison
     assert report.evaluations == 1 + 2 + 1 + 2 + 1 + 1  # + 1: the call that checks fn is deterministic
@@ -153,12 +147,10 @@ def test_given_rtol_is_applied_by_the_full_stencil_only():
     # 1% off passes with rtol=5% (the screen allows atol only, so the full stencil decides) and fails with 1e-4
     loose = gk.check_gradients(SinOnePercentOff.apply, x, mode="directional", rtol=0.05)
     assert loose.ok, str(loose)
-    assert "4 evaluations each" in loose.check("backward").detail
+    assert loose.evaluations == 1 + 4 * 2 + 1  # the full stencil along 2 directions; + 1: the determinism call
     assert not gk.check_gradients(SinOnePercentOff.apply, x, mode="directional", rtol=1e-4).ok
     # a correct function passes the screen with given tolerances too
-    assert "stopped after ±h" in gk.check_gradients(torch.sin, x, mode="directional", atol=1e-9).check(
-        "backward"
-    ).detail
+    assert gk.check_gradients(torch.sin, x, mode="directional", atol=1e-9).evaluations == 1 + 2 * 2 + 1  # ±h only
 
 
 def test_float32_only_functions_keep_the_full_stencil():
@@ -170,8 +162,9 @@ def test_float32_only_functions_keep_the_full_stencil():
 
     report = gk.check_gradients(float32_only, randn(10_000, dtype=torch.float32), mode="directional")
     assert report.ok, str(report)
-    assert "6 evaluations each" in report.check("backward").detail
-    assert "stopped" not in report.check("backward").detail
+    # the analytic forward, the float64 probe, float32's stencil (±h, ±2h, ±4h) along 2 directions, and the
+    # determinism call: no stop after ±h
+    assert report.evaluations == 1 + 1 + 6 * 2 + 1
 
 
 def test_float32_round_off_above_the_floor_is_measured_before_the_rest_of_the_stencil():
@@ -184,7 +177,6 @@ def test_float32_round_off_above_the_floor_is_measured_before_the_rest_of_the_st
     report = gk.check_gradients(lambda x: (torch.softmax(x, -1) * w).sum(), x, mode="directional")
     assert report.ok, str(report)
     assert report.evaluations == 4 + 1  # + 1: the call that checks fn is deterministic
-    assert "stopped after ±h" in report.check("backward").detail
     assert "round-off allowance measured against a float64 autograd run" in report.notes[0]
 
     class _SoftmaxOff(torch.autograd.Function):

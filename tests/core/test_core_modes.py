@@ -42,9 +42,7 @@ def test_directional_catches_one_wrong_element_and_auto_narrows_it_down(dtype):
     assert not auto.ok
     narrowed = [m for m in auto.mismatches if m.kind != "directional"]
     assert [m.index for m in narrowed] == [divmod(WRONG, 50)]
-    assert any("narrowed down" in n for n in auto.notes)
     assert auto.check("backward").status == "failed"
-    assert "narrowed" in auto.check("backward").detail
 
 
 def test_auto_on_a_huge_input_says_it_did_not_narrow_down():

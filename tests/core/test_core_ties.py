@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
-from tests.helpers import around
+from tests.helpers import around, note_codes
 
 DTYPES = [torch.float64, torch.float32]
 
@@ -175,7 +175,7 @@ def test_soft_rank_kink_is_named(dtype):
     x = torch.tensor([[-3.0, -1.0, -1.0, -1.0]], dtype=dtype)
     report = gk.check_gradients(soft_rank, x, mode="full")
     assert report.ok
-    codes = [getattr(n, "code", None) for n in report.notes]
+    codes = note_codes(report)
     assert "kink_at_point" in codes
 
 

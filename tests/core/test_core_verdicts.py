@@ -9,7 +9,19 @@ import torch
 import torch.nn.functional as F
 
 import gradcheck_kit as gk
-from tests.helpers import INF, NAN, WRONG_ELEMENT, SinHalfRounded, SinOnePercentOff, SinSignFlipped, SquareOneWrongElement, rand, randn, unary
+from tests.helpers import (
+    INF,
+    NAN,
+    WRONG_ELEMENT,
+    SinHalfRounded,
+    SinOnePercentOff,
+    SinSignFlipped,
+    SquareOneWrongElement,
+    note_codes,
+    rand,
+    randn,
+    unary,
+)
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -61,7 +73,7 @@ def test_correct_function_passes(name, dtype):
 def test_kink_is_noted(fn, dtype):
     report = gk.check_gradients(fn, torch.tensor([0.0, 1.0, -2.0], dtype=dtype))
     assert report.ok, str(report)
-    assert any("kink" in n for n in report.notes), report.notes
+    assert sum(g.kinks for g in report.groups if g.check == "backward") >= 1, report.notes
 
 
 def _relu_with_value_at_0(value):
@@ -189,7 +201,6 @@ def test_non_finite_analytic_gradient_is_a_mismatch(fn, bad, dtype):
     rows = [m for m in report.mismatches if m.check == "backward"]
     assert rows and {m.index for m in rows} == {(bad,)}
     assert all(not math.isfinite(m.analytic) and math.isfinite(m.numerical) for m in rows)
-    assert "not finite" in rows[0].note
 
 
 def test_backward_of_wrong_shape_is_a_clear_error_not_a_crash():
@@ -254,7 +265,6 @@ def test_mean_instead_of_sum_over_broadcast_fails_on_input_1(dtype):
 
 def test_empty_input_is_not_a_false_alarm():
     report = gk.check_gradients(torch.tanh, torch.zeros(0, 3, dtype=torch.float64))
-    assert report.ok or not any("backward of output 0 raised" in e for e in report.errors), str(report)
     assert report.ok, str(report)
 
 
@@ -387,7 +397,7 @@ def test_a_derivative_below_fns_rounding_is_unchecked_not_a_false_alarm(fn, x0):
     # intermediates) while autograd's derivative is tiny and right: found by fuzzing random expressions
     report = gk.check_gradients(fn, torch.tensor([x0], dtype=torch.float64))
     assert report.ok, str(report)
-    assert any("could not be checked" in n for n in report.notes), report.notes
+    assert any((code or "").startswith("unchecked_") for code in note_codes(report)), report.notes
 
 
 def test_a_constant_function_with_a_visible_gradient_still_fails():
