@@ -211,7 +211,7 @@ def test_an_ill_conditioned_float32_directional_derivative_is_not_a_false_alarm(
         _ill_conditioned_sum, x.requires_grad_(), y.requires_grad_(), mode="directional", seed=seed
     )
     assert report.ok, str(report)
-    if report.check("backward").detail.endswith("4 evaluations each"):  # the full comparison ran
+    if report.evaluations > 5:  # more than the screen's 5: the full comparison ran (seeds 2 and 5)
         assert any("64 float32 roundings" in n for n in report.notes), report.notes
 
 
