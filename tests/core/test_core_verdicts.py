@@ -17,7 +17,6 @@ from tests.helpers import (
     SinOnePercentOff,
     SinSignFlipped,
     SquareOneWrongElement,
-    note_codes,
     rand,
     randn,
     unary,
@@ -397,7 +396,7 @@ def test_a_derivative_below_fns_rounding_is_unchecked_not_a_false_alarm(fn, x0):
     # intermediates) while autograd's derivative is tiny and right: found by fuzzing random expressions
     report = gk.check_gradients(fn, torch.tensor([x0], dtype=torch.float64))
     assert report.ok, str(report)
-    assert any((code or "").startswith("unchecked_") for code in note_codes(report)), report.notes
+    assert any("could not be checked" in n for n in report.notes), report.notes
 
 
 def test_a_constant_function_with_a_visible_gradient_still_fails():
