@@ -4,23 +4,12 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
+from tests.helpers import CubeDetached, DoubleScalesGradOutputInPlace, SquareRight, randn, unary
 
 DTYPES = [torch.float32, torch.float64]
 
 
 # --- custom Functions ---------------------------------------------------------------------------
-class CubeDetachedBackward(torch.autograd.Function):
-    """First derivative right, backward not differentiable (detach inside it)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x**3
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * 3 * x.detach() ** 2
 
 
 class ThreeSquare(torch.autograd.Function):
@@ -49,46 +38,16 @@ class WrongDoubleCube(torch.autograd.Function):
         return g * ThreeSquare.apply(x)
 
 
-class ExpWrongJvp(torch.autograd.Function):
-    """Backward right, jvp 10% off."""
-
-    @staticmethod
-    def forward(x):
-        return x.exp()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        (x,) = inputs
-        ctx.save_for_backward(x)
-        ctx.x = x
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * x.exp()
-
-    @staticmethod
-    def jvp(ctx, t):
-        return 1.1 * t * ctx.x.exp()
+ExpWrongJvp = unary(torch.exp, torch.exp, jvp=1.1, name="ExpWrongJvp")  # backward right, jvp 10% off
 
 
-class ExpRightJvp(ExpWrongJvp):
-    @staticmethod
-    def jvp(ctx, t):
-        return t * ctx.x.exp()
+ExpRightJvp = unary(torch.exp, torch.exp, jvp=1.0, name="ExpRightJvp")
 
 
 class Twice(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
         return 2 * x
-
-
-class MutatesGradOutput(Twice):
-    @staticmethod
-    def backward(ctx, g):
-        g.mul_(2)
-        return g
 
 
 class MutatesSaved(torch.autograd.Function):
@@ -118,22 +77,11 @@ class NonzeroForZeroGrad(Twice):
         return 2 * g + 1e-3 * (g == 0)
 
 
-class ComplexSquareNoConj(torch.autograd.Function):
-    """d(z^2): torch's convention wants grad * conj(2z); this forgets the conjugate."""
-
-    @staticmethod
-    def forward(ctx, z):
-        ctx.save_for_backward(z)
-        return z * z
-
-    @staticmethod
-    def backward(ctx, g):
-        (z,) = ctx.saved_tensors
-        return g * 2 * z
+ComplexSquareNoConj = SquareRight  # d(z^2) as g·2z: right for real z; complex z wants g·conj(2z)
 
 
 def _x(dtype, n=5, seed=0):
-    return torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    return randn(n, dtype=dtype, seed=seed)
 
 
 # --- order=2 -----------------------------------------------------------------------------------
@@ -148,16 +96,14 @@ def test_second_order_passes_on_torch(fn, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_second_order_catches_a_non_differentiable_backward(dtype):
-    first = gk.check_gradients(CubeDetachedBackward.apply, _x(dtype))
+    first = gk.check_gradients(CubeDetached.apply, _x(dtype))
     assert first.ok  # the first derivative is right
-    report = gk.check_gradients(CubeDetachedBackward.apply, _x(dtype), order=2)
+    report = gk.check_gradients(CubeDetached.apply, _x(dtype), order=2)
     assert not report.ok
     assert report.check("second_order").status == "failed"
     bad = [m for m in report.mismatches if m.check == "second_order"]
     assert bad and all(m.analytic == 0.0 for m in bad)
-    text = str(report)
-    assert "Second derivatives (backward of backward) are not close" in text
-    assert "the backward is not differentiable" in text
+    assert "the backward is not differentiable" in str(report)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -191,17 +137,17 @@ def test_forward_ad_catches_a_wrong_jvp_with_a_right_backward(dtype, mode):
     report = gk.check_gradients(ExpWrongJvp.apply, _x(dtype), forward_ad=True, mode=mode)
     assert report.check("backward").status == "passed"
     assert report.check("forward_ad").status == "failed"
-    assert "Forward-mode AD (jvp) is not close" in str(report)
+    assert report.mismatches and {m.check for m in report.mismatches} == {"forward_ad"}
     assert gk.check_gradients(ExpRightJvp.apply, _x(dtype), forward_ad=True, mode=mode).ok
 
 
 def test_forward_ad_auto_skips_with_the_reason_when_unsupported():
-    report = gk.check_gradients(CubeDetachedBackward.apply, _x(torch.float64))
+    report = gk.check_gradients(CubeDetached.apply, _x(torch.float64))
     check = report.check("forward_ad")
     assert check.status == "skipped"
     assert "does not support forward-mode AD" in check.detail
     assert report.ok
-    strict = gk.check_gradients(CubeDetachedBackward.apply, _x(torch.float64), forward_ad=True)
+    strict = gk.check_gradients(CubeDetached.apply, _x(torch.float64), forward_ad=True)
     assert strict.check("forward_ad").status == "error" and not strict.ok
     off = gk.check_gradients(torch.sin, _x(torch.float64), forward_ad=False)
     assert off.check("forward_ad").status == "skipped" and off.check("forward_ad").detail == "forward_ad=False"
@@ -219,10 +165,9 @@ def test_forward_ad_is_checked_by_default_where_supported():
 
 # --- re-entrancy and structure -------------------------------------------------------------------
 def test_backward_that_mutates_grad_output_is_caught():
-    report = gk.check_gradients(MutatesGradOutput.apply, _x(torch.float64))
+    report = gk.check_gradients(DoubleScalesGradOutputInPlace.apply, _x(torch.float64))
     assert report.check("reentrant").status == "failed"
     assert "modified grad_output in place" in report.check("reentrant").detail
-    assert "reentrant: backward modified grad_output in place" in str(report)
 
 
 def test_backward_that_mutates_a_saved_tensor_is_caught():
@@ -307,9 +252,9 @@ def test_forward_over_reverse_keeps_its_tangent(dtype):
         return torch.sin(t) * t
 
     g = torch.Generator().manual_seed(0)
-    small = gk.check_gradients(f, torch.randn(6, generator=g, dtype=dtype), order=2)
+    small = gk.check_gradients(f, randn(6, dtype=dtype, generator=g), order=2)
     assert small.ok, str(small)
     assert "against the checked backward Jacobian" in small.check("second_order_forward").detail
-    large = gk.check_gradients(f, torch.randn(70_000, generator=g, dtype=dtype), order=2)
+    large = gk.check_gradients(f, randn(70_000, dtype=dtype, generator=g), order=2)
     assert large.mode == "directional" and large.ok, str(large)
     assert large.check("second_order_forward").status == "passed"

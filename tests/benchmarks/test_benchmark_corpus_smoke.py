@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 import gradcheck_kit as gk
+from tests.helpers import load_benchmark
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-corpus = _load("corpus")
+corpus = load_benchmark("corpus")
 
 
 def test_corpus_size_and_kinds():
@@ -64,7 +49,7 @@ def test_a_correct_and_a_wrong_entry(dtype):
 
 
 def test_runner_rows_for_two_entries():
-    runner = _load("run_benchmark")
+    runner = load_benchmark("run_benchmark")
     by_name = {e.name: e for e in corpus.CORPUS}
     entry = by_name["module: weight gradient transposed (8×8)"]
     report = runner.run_ours(entry, corpus.build_inputs(entry, torch.float64))
@@ -75,7 +60,7 @@ def test_runner_rows_for_two_entries():
 
 @pytest.mark.slow
 def test_quick_benchmark_runs(tmp_path):
-    runner = _load("run_benchmark")
+    runner = load_benchmark("run_benchmark")
     out = tmp_path / "results.md"
     status = runner.main(["--quick", "--out", str(out), "--repeats", "1", "--size", "100000"])
     text = out.read_text(encoding="utf-8")

@@ -7,27 +7,11 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
+from tests.helpers import SinRight, SinWithVmapRule, randn
 
 
 def _x():
-    return torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-
-
-class _SinWithRule(torch.autograd.Function):
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x):
-        return x.sin()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * x.cos()
+    return randn(4, 3)
 
 
 class _MixesBatchEntries(torch.autograd.Function):
@@ -51,7 +35,7 @@ class _MixesBatchEntries(torch.autograd.Function):
         return x.sin().flip(0), 0
 
 
-@pytest.mark.parametrize("fn", [lambda t: t.sin() * t, torch.nn.functional.softplus, _SinWithRule.apply])
+@pytest.mark.parametrize("fn", [lambda t: t.sin() * t, torch.nn.functional.softplus, SinWithVmapRule.apply])
 def test_functions_that_vmap_correctly_pass_the_batched_check(fn):
     report = gk.check_gradients(fn, _x(), batched=True)
     assert report.ok, report.details()
@@ -76,18 +60,8 @@ def test_a_vmap_rule_that_mixes_batch_entries_is_its_own_failure_not_a_wrong_gra
 
 
 def test_a_function_vmap_cannot_run_gets_a_skipped_batched_check_with_the_reason():
-    class NoRule(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x.sin()
 
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return g * x.cos()
-
-    report = gk.check_gradients(NoRule.apply, _x(), batched=True)
+    report = gk.check_gradients(SinRight.apply, _x(), batched=True)
     assert report.ok
     assert report.check("batched").status == "skipped"
     assert "without a vmap rule" in report.check("batched").detail

@@ -8,20 +8,12 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
+from tests.helpers import randn, unary
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-class _ThreeHalves(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.sin()
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 1.5 * g * x.cos()
+_ThreeHalves = unary(torch.sin, torch.cos, factor=1.5)
 
 
 def _wrong_under_compile(x):
@@ -32,7 +24,7 @@ def _wrong_under_compile(x):
 
 
 def _x(n=5, dtype=torch.float64):
-    return torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(dtype)
+    return randn(n, dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])

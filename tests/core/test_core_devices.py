@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_core_verdicts import WRONG_ELEMENT, _OneWrongElement, _TooLarge
 
 import gradcheck_kit as gk
+from tests.helpers import WRONG_ELEMENT, SinOnePercentOff, SquareOneWrongElement, randn, unary
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
 def _cuda(*shape, dtype, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype).cuda()
+    return randn(*shape, dtype=dtype, seed=seed).cuda()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
@@ -28,7 +27,7 @@ def test_correct_and_wrong_gradients_on_cuda(dtype, mode, n):
     ok = gk.check_gradients(lambda t: torch.sin(t) * t, x, mode=mode)
     assert ok.ok, str(ok)
     assert ok.check("forward_ad").status == "passed"
-    assert not gk.check_gradients(_TooLarge.apply, x, mode=mode).ok
+    assert not gk.check_gradients(SinOnePercentOff.apply, x, mode=mode).ok
     assert torch.equal(x, before) and x.device.type == "cuda"
 
 
@@ -41,7 +40,7 @@ def test_several_inputs_grad_outputs_and_second_order_on_cuda():
 
 
 def test_auto_narrows_a_wrong_element_down_on_cuda():
-    report = gk.check_gradients(_OneWrongElement.apply, _cuda(50, 60, dtype=torch.float32))
+    report = gk.check_gradients(SquareOneWrongElement.apply, _cuda(50, 60, dtype=torch.float32))
     assert not report.ok
     assert [m.index for m in report.mismatches if m.kind != "directional"] == [divmod(WRONG_ELEMENT, 60)]
 
@@ -63,11 +62,7 @@ def test_half_precision_cuda_kernels(dtype, name):
     assert report.ok, str(report)
 
 
-class _TenPercentOff(_TooLarge):
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * torch.cos(x) * 1.1
+_TenPercentOff = unary(torch.sin, torch.cos, factor=1.1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])

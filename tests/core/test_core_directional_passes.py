@@ -8,17 +8,13 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
-
-
-def _randn(*shape, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+from tests.helpers import NAN, SinOnePercentOff, randn, unary
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_non_finite_outputs_are_counted_exactly(bad, dtype):
-    x = _randn(1000, dtype=dtype).requires_grad_()
+    x = randn(1000, dtype=dtype).requires_grad_()
 
     def fn(x):
         y = x * 2
@@ -31,7 +27,7 @@ def test_non_finite_outputs_are_counted_exactly(bad, dtype):
 
 
 def test_opposite_infinities_are_counted_too():
-    x = _randn(10).requires_grad_()
+    x = randn(10).requires_grad_()
     report = gk.check_gradients(lambda x: x * torch.tensor([float("inf"), -float("inf")] + [1.0] * 8), x)
     assert "output 0 of fn has 2 non-finite value(s)" in report.errors[0]
 
@@ -40,7 +36,7 @@ def test_opposite_infinities_are_counted_too():
 def test_finite_outputs_whose_sum_overflows_are_not_called_non_finite(mode):
     x = torch.full((64,), 1.0, dtype=torch.float32).requires_grad_()
     report = gk.check_gradients(lambda x: x * 3e38, x, mode=mode)
-    assert not any("non-finite" in e for e in report.errors)
+    assert not report.errors, report.errors
 
 
 class _MutatesGradOutput(torch.autograd.Function):
@@ -59,7 +55,7 @@ class _MutatesGradOutput(torch.autograd.Function):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_directional_backward_that_mutates_grad_output_is_caught(dtype):
-    x = _randn(5000, dtype=dtype).requires_grad_()
+    x = randn(5000, dtype=dtype).requires_grad_()
     report = gk.check_gradients(_MutatesGradOutput.apply, x, mode="directional")
     check = report.check("reentrant")
     assert check.status == "failed"
@@ -70,7 +66,7 @@ def test_directional_backward_that_mutates_grad_output_is_caught(dtype):
 @pytest.mark.parametrize("through_data", [False, True], ids=["in-place", "data"])
 def test_large_grad_output_mutation_is_caught_without_a_copy(through_data):
     # above LARGE_GRAD_OUTPUT elements the re-entrancy pass watches grad_output (version counter, sum)
-    x = _randn(70_000).requires_grad_()
+    x = randn(70_000).requires_grad_()
     report = gk.check_gradients(
         lambda x: _MutatesGradOutput.apply(x, through_data), x, mode="directional", forward_ad=False
     )
@@ -79,26 +75,14 @@ def test_large_grad_output_mutation_is_caught_without_a_copy(through_data):
     assert "modified grad_output in place" in check.detail
 
 
-class _SinOff(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.sin(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * torch.cos(x) * 1.01
-
-
 @pytest.mark.parametrize("directions", [1, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64])
 def test_chunked_products_give_the_same_verdicts(dtype, directions):
     """Gradients and tangents kept in float32 (real or complex coordinates) and chunked float64 products:
     a smooth function passes every check, more directions included, and a 1% error fails."""
-    x = _randn(70_000, dtype=torch.float64, seed=3)
+    x = randn(70_000, dtype=torch.float64, seed=3)
     if dtype == torch.complex64:
-        x = torch.complex(x, _randn(70_000, seed=4)).to(dtype)
+        x = torch.complex(x, randn(70_000, seed=4)).to(dtype)
     else:
         x = x.to(dtype)
     x.requires_grad_()
@@ -106,23 +90,14 @@ def test_chunked_products_give_the_same_verdicts(dtype, directions):
     assert report.ok, str(report)
     assert report.check("forward_ad").status == "passed"
     if not dtype.is_complex:
-        bad = gk.check_gradients(_SinOff.apply, x, mode="directional", directions=directions)
+        bad = gk.check_gradients(SinOnePercentOff.apply, x, mode="directional", directions=directions)
         assert bad.check("backward").status == "failed"
 
 
 def test_a_gradient_with_a_nan_is_not_passed():
-    x = _randn(100_000).requires_grad_()
+    x = randn(100_000).requires_grad_()
 
-    class NaNAt7(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x * 2
-
-        @staticmethod
-        def backward(ctx, grad):
-            g = grad * 2
-            g[7] = float("nan")
-            return g
+    NaNAt7 = unary(lambda x: x * 2, lambda x: 2, at=7, factor=NAN)
 
     report = gk.check_gradients(NaNAt7.apply, x, mode="directional", forward_ad=False)
     assert report.check("backward").status == "failed"
@@ -133,21 +108,12 @@ def test_float32_sizes_that_overflow_in_float32_are_summed_in_float64(scale):
     """The noise model's and the natural scale's sums (f·f, |f·v|, x·x) and the products u·g are formed
     in the output's and gradient's own dtype; where float32 overflows (|f| ~ 1e19 squares past 3e38) they
     are summed in float64 instead: a right function passes and a 1% error fails, not a crash or an inf."""
-    x = _randn(100_000, dtype=torch.float32, seed=5).requires_grad_()
+    x = randn(100_000, dtype=torch.float32, seed=5).requires_grad_()
     report = gk.check_gradients(lambda x: torch.sin(x) * scale, x, mode="directional")
     assert report.ok, str(report)
     assert 0 < report.resolution < 1e-3
 
-    class ScaledOff(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return torch.sin(x) * scale
-
-        @staticmethod
-        def backward(ctx, grad):
-            (x,) = ctx.saved_tensors
-            return grad * torch.cos(x) * (scale * 1.01)
+    ScaledOff = unary(lambda x: torch.sin(x) * scale, lambda x: torch.cos(x) * scale, factor=1.01)
 
     bad = gk.check_gradients(ScaledOff.apply, x, mode="directional", forward_ad=False)
     assert bad.check("backward").status == "failed"
@@ -156,7 +122,7 @@ def test_float32_sizes_that_overflow_in_float32_are_summed_in_float64(scale):
 def test_a_gradient_whose_products_with_u_overflow_float32_is_still_checked():
     """Large inputs get large power-of-two direction scales: u·g overflows float32 where g is large too, and
     the projection falls back to float64 products (a right gradient passes)."""
-    x = (_randn(100_000, seed=6) * 1e4).to(torch.float32).requires_grad_()
+    x = (randn(100_000, seed=6) * 1e4).to(torch.float32).requires_grad_()
     report = gk.check_gradients(lambda x: torch.sin(x) * 1e35, x, mode="directional")  # u·g up to ~1e39
     assert report.ok, str(report)
 
@@ -188,11 +154,11 @@ def test_in_place_changes_that_keep_equal_values_are_not_taken_for_none(n):
 def test_the_random_directions_follow_the_seed_alone(n):
     """v and u of a large check come from a numpy generator seeded from the check's own: the same seed gives
     the same values, another seed others, and neither torch's nor numpy's global RNG is drawn from."""
-    x = _randn(n, dtype=torch.float32, seed=9).requires_grad_()
+    x = randn(n, dtype=torch.float32, seed=9).requires_grad_()
     torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
 
     def values(seed):
-        report = gk.check_gradients(_SinOff.apply, x, mode="directional", seed=seed)
+        report = gk.check_gradients(SinOnePercentOff.apply, x, mode="directional", seed=seed)
         found = [(m.analytic, m.numerical) for m in report.mismatches if m.check == "backward"]
         assert found, str(report)
         return found

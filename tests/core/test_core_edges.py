@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
+from tests.helpers import unary
 
 #: the float64 numerics' step at |x| <= 1 (2^round(log2(eps^(1/3)))), and float32-only numerics' (eps^(1/5))
 H64 = 2.0**-17
@@ -95,18 +96,7 @@ def test_only_the_entry_next_to_the_kink_is_judged_again():
     # elements far from the kink are right; the one at 1.31 h from it is 20% wrong
     x = torch.tensor([0.5, 2.0, 3.0], dtype=torch.float64)
 
-    class _Bad(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, t):
-            ctx.save_for_backward(t)
-            return torch.relu(t - (0.5 - 1e-5))
-
-        @staticmethod
-        def backward(ctx, grad):
-            (t,) = ctx.saved_tensors
-            g = grad * (t > 0.5 - 1e-5).to(grad.dtype)
-            g[0] = g[0] * 1.2
-            return g
+    _Bad = unary(lambda t: torch.relu(t - (0.5 - 1e-5)), lambda t: (t > 0.5 - 1e-5).to(t.dtype), at=0, factor=1.2)
 
     report = gk.check_gradients(_Bad.apply, x, mode="full")
     assert [m.index for m in report.mismatches if m.check == "backward"] == [(0,)]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
+from tests.helpers import randn, unary
 
 
 def _t(*values):
@@ -22,22 +23,7 @@ def _t(*values):
 def _reciprocal_off(factor, where=None):
     """1/x whose backward is ``factor`` times too large: everywhere, or at element ``where`` only."""
 
-    class _ReciprocalOff(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return 1 / x
-
-        @staticmethod
-        def backward(ctx, grad):
-            (x,) = ctx.saved_tensors
-            g = -grad / (x * x)
-            if where is None:
-                return g * factor
-            g[where] = g[where] * factor
-            return g
-
-    return _ReciprocalOff.apply
+    return unary(lambda x: 1 / x, lambda x: -1 / (x * x), factor=factor, at=where).apply
 
 
 @pytest.mark.parametrize(
@@ -151,7 +137,7 @@ class _SinInFloat32OnePercentOff(torch.autograd.Function):
 def test_a_function_computing_in_lower_precision_inside_is_checked_at_that_precision(fn, precision):
     # float64 in and out, float32/bfloat16/float16 inside: the outputs are a staircase that float64's step
     # resolves into noise far above float64's round-off model; gradcheck fails these too
-    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x = randn(6, 5, seed=3)
     report = gk.check_gradients(fn, x, mode="full")
     assert report.ok, str(report)
     assert f"with {precision}'s step and round-off (fn's outputs are {precision} values)" in report.method
@@ -162,7 +148,7 @@ def test_a_function_computing_in_lower_precision_inside_is_checked_at_that_preci
 
 
 def test_a_wrong_gradient_computed_in_float32_inside_still_fails():
-    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x = randn(6, 5, seed=3)
     report = gk.check_gradients(_SinInFloat32OnePercentOff.apply, x, mode="full")
     assert not report.ok
     assert "float32's step" in report.method

@@ -11,11 +11,7 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
-
-
-def _randn(*shape, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+from tests.helpers import DoubleSignFlipped, SquareRight, SquareWithVmapRule, randn
 
 
 # ------------------------------------------------------------------------------------------------
@@ -67,53 +63,14 @@ def test_backward_reading_grad_output_data_runs_in_a_child_process_without_crash
     assert result.stdout.strip() == "done"
 
 
-class _SignFlip(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x * 2
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -grad * 2
-
-
-class _Square(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 2 * x * g
-
-
-class _SquareRule(torch.autograd.Function):
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x):
-        return x * x
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 2 * x * g
-
-
 def test_custom_function_rows_come_one_backward_at_a_time():
-    report = gk.check_gradients(lambda x: _Square.apply(x).sin(), _randn(3, 4), mode="full")
+    report = gk.check_gradients(lambda x: SquareRight.apply(x).sin(), randn(3, 4), mode="full")
     assert report.ok
-    assert "autograd loop (custom autograd.Function in the graph: _Square)" in report.check("backward").detail
-    wrong = gk.check_gradients(_SignFlip.apply, _randn(3, 4), mode="full", forward_ad=False)
+    assert "autograd loop (custom autograd.Function in the graph: SquareRight)" in report.check("backward").detail
+    wrong = gk.check_gradients(DoubleSignFlipped.apply, randn(3, 4), mode="full", forward_ad=False)
     assert wrong.check("backward").status == "failed"
-    assert "autograd loop (custom autograd.Function in the graph: _SignFlip)" in wrong.check("backward").detail
-    plain = gk.check_gradients(lambda x: (x * x).sin(), _randn(3, 4), mode="full")
+    assert "autograd loop (custom autograd.Function in the graph: DoubleSignFlipped)" in wrong.check("backward").detail
+    plain = gk.check_gradients(lambda x: (x * x).sin(), randn(3, 4), mode="full")
     assert "autograd batched" in plain.check("backward").detail
 
 
@@ -125,7 +82,7 @@ def test_python_hooks_in_the_backward_get_one_backward_per_row():
         z.grad_fn.register_prehook(lambda go: go)
         return z
 
-    report = gk.check_gradients(hooked, _randn(3, 4), mode="full", forward_ad=False)
+    report = gk.check_gradients(hooked, randn(3, 4), mode="full", forward_ad=False)
     assert report.ok
     assert "autograd loop (Python code runs in the backward: a hook)" in report.check("backward").detail
 
@@ -133,11 +90,11 @@ def test_python_hooks_in_the_backward_get_one_backward_per_row():
 def test_custom_function_with_a_vmap_rule_stays_batched_through_functorch():
     # vmap over torch.func.vjp raises (never crashes) on .data and storage access, so a Function that
     # functorch can run keeps that batched path; is_grads_batched is still never used through it
-    report = gk.check_gradients(_SquareRule.apply, _randn(8, 8), mode="full")
+    report = gk.check_gradients(SquareWithVmapRule.apply, randn(8, 8), mode="full")
     assert report.ok
     assert "autograd batched (vmap over torch.func.vjp)" in report.check("backward").detail
-    few = gk.check_gradients(_SquareRule.apply, _randn(3, 4), mode="full")
-    assert few.ok and "autograd loop (custom autograd.Function in the graph: _SquareRule)" in few.check("backward").detail
+    few = gk.check_gradients(SquareWithVmapRule.apply, randn(3, 4), mode="full")
+    assert few.ok and "autograd loop (custom autograd.Function in the graph: SquareWithVmapRule)" in few.check("backward").detail
 
 
 # ------------------------------------------------------------------------------------------------
@@ -146,7 +103,7 @@ def test_custom_function_with_a_vmap_rule_stays_batched_through_functorch():
 
 @pytest.mark.parametrize("made_inside", [False, True], ids=["input_made_outside", "input_made_inside"])
 def test_check_gradients_inside_inference_mode(made_inside):
-    x = _randn(3, 4)
+    x = randn(3, 4)
     with torch.inference_mode():
         if made_inside:
             x = torch.randn(3, 4, dtype=torch.float64)
@@ -160,20 +117,20 @@ def test_check_gradients_inside_inference_mode(made_inside):
 
 def test_wrong_gradient_still_fails_inside_inference_mode():
     with torch.inference_mode():
-        report = gk.check_gradients(_SignFlip.apply, torch.randn(3, dtype=torch.float64), mode="full")
+        report = gk.check_gradients(DoubleSignFlipped.apply, torch.randn(3, dtype=torch.float64), mode="full")
     assert not report.ok and report.check("backward").status == "failed"
 
 
 @pytest.mark.parametrize("made_inside", [False, True], ids=["input_made_outside", "input_made_inside"])
 def test_gradient_flow_and_grad_equals_inside_inference_mode(made_inside):
     layer = torch.nn.Linear(3, 2).double()
-    x = _randn(4, 3)
+    x = randn(4, 3)
     with torch.inference_mode():
         if made_inside:
             x = torch.randn(4, 3, dtype=torch.float64)
         norms = gk.assert_gradient_flow(layer, x)
         assert set(norms) == {"weight", "bias"} and all(n > 0 for n in norms.values())
-        xs = torch.randn(3, dtype=torch.float64, requires_grad=True) if made_inside else _randn(3)
+        xs = torch.randn(3, dtype=torch.float64, requires_grad=True) if made_inside else randn(3)
         gk.assert_grad_equals(torch.sin, (xs,), torch.cos(xs), grad_outputs=torch.ones(3, dtype=torch.float64))
         gk.assert_gradient_flow(lambda a: a.sin(), xs.requires_grad_(True) if not made_inside else xs)
         assert torch.is_inference_mode_enabled()
@@ -182,7 +139,7 @@ def test_gradient_flow_and_grad_equals_inside_inference_mode(made_inside):
 
 def test_check_gradients_under_no_grad_keeps_it_off():
     with torch.no_grad():
-        report = gk.check_gradients(torch.sin, _randn(3))
+        report = gk.check_gradients(torch.sin, randn(3))
         assert not torch.is_grad_enabled()
     assert report.ok
 
@@ -195,13 +152,13 @@ def test_check_gradients_under_no_grad_keeps_it_off():
 def test_nonfinite_grad_outputs_rejected_by_check_gradients(bad):
     v = torch.tensor([1.0, bad, 2.0], dtype=torch.float64)
     with pytest.raises(gk.InvalidArgument, match=r"^grad_outputs holds 1 non-finite value\(s\) of 3 \(first: grad_outputs\[1\]="):
-        gk.check_gradients(torch.sin, _randn(3), grad_outputs=v)
+        gk.check_gradients(torch.sin, randn(3), grad_outputs=v)
     with pytest.raises(gk.InvalidArgument, match=r"^grad_outputs\[1\] holds 1 non-finite"):
-        gk.check_gradients(lambda x: (x.sin(), x.cos()), _randn(3), grad_outputs=(torch.ones(3, dtype=torch.float64), v))
+        gk.check_gradients(lambda x: (x.sin(), x.cos()), randn(3), grad_outputs=(torch.ones(3, dtype=torch.float64), v))
 
 
 def test_nonfinite_grad_outputs_rejected_by_assert_grad_equals():
-    x = _randn(3)
+    x = randn(3)
     v = torch.tensor([1.0, float("nan"), 2.0], dtype=torch.float64)
     with pytest.raises(gk.InvalidArgument, match=r"^grad_outputs holds 1 non-finite"):
         gk.assert_grad_equals(torch.sin, (x,), torch.cos(x) * v, grad_outputs=v)
@@ -228,7 +185,7 @@ def test_checks_in_four_threads_agree_and_leave_the_rng_alone():
         before = torch.get_rng_state()
 
         def work(i):
-            x = _randn(40, seed=i)
+            x = randn(40, seed=i)
             for seed in range(3):
                 report = gk.check_gradients(_dropout_sin, x, seed=seed, forward_ad=False)
                 if not report.ok:
@@ -260,7 +217,7 @@ def test_batchnorm_module_state_kept_by_check_gradients(as_method):
     bn.weight.grad = torch.full((3,), 5.0, dtype=torch.float64)
     grad_object = bn.weight.grad
     buffers = {name: b for name, b in bn.named_buffers()}
-    report = gk.check_gradients(bn.forward if as_method else bn, _randn(5, 3))
+    report = gk.check_gradients(bn.forward if as_method else bn, randn(5, 3))
     assert report.ok, report
     assert torch.equal(bn.running_mean, torch.full((3,), 0.25, dtype=torch.float64))
     assert torch.equal(bn.running_var, torch.full((3,), 2.0, dtype=torch.float64))

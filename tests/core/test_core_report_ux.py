@@ -14,29 +14,15 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
-
-
-def _randn(*shape, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+from tests.helpers import NAN, CubeDetached, DoubleScalesGradOutputInPlace, randn, unary
 
 
 def _type_error(x):
     return x + "one"  # TypeError inside the user's code
 
 
-class _Wrong(torch.autograd.Function):
+class _Wrong(unary(lambda x: x * x, lambda x: 2 * x, factor=1.5)):
     """x**2 with a backward 1.5x too large."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 3 * x * g
 
 
 class _BackwardRaises(torch.autograd.Function):
@@ -49,40 +35,7 @@ class _BackwardRaises(torch.autograd.Function):
         raise KeyError("no gradient here")
 
 
-class _NanBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x * 2
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * torch.nan
-
-
-class _ScalesGradOutputInPlace(torch.autograd.Function):
-    """A right gradient (2 g) computed by doubling grad_output in place."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x * 2
-
-    @staticmethod
-    def backward(ctx, g):
-        return g.mul_(2)
-
-
-class _CubeDetached(torch.autograd.Function):
-    """x**3 whose backward is right but not differentiable (detached)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x**3
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 3 * x.detach() ** 2 * g
+_NanBackward = unary(lambda x: x * 2, lambda x: 2, factor=NAN)
 
 
 # --------------------------------------------------------------------------- fn failing
@@ -90,7 +43,7 @@ class _CubeDetached(torch.autograd.Function):
 
 def test_fn_raising_is_a_function_error_chained_to_its_exception():
     with pytest.raises(gk.FunctionError, match=r"fn raised TypeError: ") as info:
-        gk.assert_gradients_close(_type_error, _randn(3))
+        gk.assert_gradients_close(_type_error, randn(3))
     err = info.value
     assert not isinstance(err, AssertionError)
     assert isinstance(err.__cause__, TypeError)
@@ -105,10 +58,10 @@ def test_fn_raising_is_a_function_error_chained_to_its_exception():
 
 def test_a_backward_that_raises_is_a_function_error_and_a_wrong_gradient_is_a_mismatch():
     with pytest.raises(gk.FunctionError) as info:
-        gk.assert_gradients_close(_BackwardRaises.apply, _randn(3))
+        gk.assert_gradients_close(_BackwardRaises.apply, randn(3))
     assert isinstance(info.value.__cause__, KeyError)
     with pytest.raises(gk.GradientMismatch) as wrong:
-        gk.assert_gradients_close(_Wrong.apply, _randn(3))
+        gk.assert_gradients_close(_Wrong.apply, randn(3))
     assert not wrong.value.report.function_failed and wrong.value.__cause__ is None
 
 
@@ -118,10 +71,10 @@ def test_module_and_grad_equals_raise_function_error_from_the_exception():
             raise ValueError("no forward today")
 
     with pytest.raises(gk.FunctionError) as info:
-        gk.assert_module_gradients(Broken(), _randn(3))
+        gk.assert_module_gradients(Broken(), randn(3))
     assert isinstance(info.value.__cause__, ValueError)
     with pytest.raises(gk.FunctionError) as info:
-        gk.assert_grad_equals(_type_error, _randn(3), torch.ones(3))
+        gk.assert_grad_equals(_type_error, randn(3), torch.ones(3))
     assert isinstance(info.value.__cause__, TypeError)
 
 
@@ -146,7 +99,7 @@ def test_fuzz_says_fn_raised_instead_of_wrong_gradients():
 
 def test_reproduce_line_of_a_lambda_runs_given_the_lambda_and_says_so():
     fn = lambda x: _Wrong.apply(x)  # noqa: E731
-    line = gk.check_gradients(fn, _randn(4)).reproduce
+    line = gk.check_gradients(fn, randn(4)).reproduce
     code, _, comment = line.partition("  # ")
     assert "<lambda>" not in code and "<locals>" not in code
     assert comment.startswith("fn: the lambda at test_core_report_ux.py:")
@@ -158,7 +111,7 @@ def test_reproduce_line_of_a_lambda_runs_given_the_lambda_and_says_so():
 
 def test_reproduce_line_saves_large_inputs_to_a_file(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADCHECK_KIT_REPRO_DIR", str(tmp_path))
-    x = _randn(10, 5).t()  # 50 elements, transposed: saved, layout kept
+    x = randn(10, 5).t()  # 50 elements, transposed: saved, layout kept
     report = gk.check_gradients(_Wrong.apply, x)
     assert not list(tmp_path.iterdir())  # computing returns data: the file is written when the line is read
     line = report.reproduce
@@ -172,7 +125,7 @@ def test_reproduce_line_saves_large_inputs_to_a_file(tmp_path, monkeypatch):
 
 def test_reproduce_line_of_assert_grad_equals_carries_the_expected_values():
     fn = lambda x: (x**2).sum()  # noqa: E731
-    x = _randn(3)
+    x = randn(3)
     with pytest.raises(gk.GradientMismatch) as info:
         gk.assert_grad_equals(fn, (x,), 3 * x)
     line = str(info.value).splitlines()[-1].removeprefix("Reproduce: ")
@@ -192,7 +145,7 @@ def test_reproduce_line_of_a_torch_builtin_names_it_as_torch_spells_it():
 
 def test_passing_checks_write_no_reproduce_file(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADCHECK_KIT_REPRO_DIR", str(tmp_path))
-    assert gk.check_gradients(torch.tanh, _randn(30)).reproduce == ""
+    assert gk.check_gradients(torch.tanh, randn(30)).reproduce == ""
     assert not list(tmp_path.iterdir())
 
 
@@ -223,8 +176,8 @@ def _importable_lines(tmp_path, monkeypatch) -> tuple[str, str]:
     monkeypatch.setenv("GRADCHECK_KIT_REPRO_DIR", str(tmp_path))
     from repro_mod_ux import wrong_square
 
-    small = gk.check_gradients(wrong_square, _randn(3), 2, wrt=[0]).reproduce
-    large = gk.check_gradients(wrong_square, _randn(100, dtype=torch.float32), 2, wrt=[0], mode="full").reproduce
+    small = gk.check_gradients(wrong_square, randn(3), 2, wrt=[0]).reproduce
+    large = gk.check_gradients(wrong_square, randn(100, dtype=torch.float32), 2, wrt=[0], mode="full").reproduce
     assert small.startswith("import torch, gradcheck_kit as gk; from repro_mod_ux import wrong_square; ")
     assert "  # " not in small and "torch.load(" in large
     return small, large
@@ -260,7 +213,7 @@ def test_reproduce_lines_of_an_importable_function_run_in_a_fresh_interpreter(tm
 
 
 def test_one_tuple_of_inputs_means_the_inputs_torch_style():
-    x, y = _randn(3), _randn(3, seed=1)
+    x, y = randn(3), randn(3, seed=1)
     separate = gk.check_gradients(torch.mul, x, y)
     together = gk.check_gradients(torch.mul, (x, y))
     listed = gk.check_gradients(torch.mul, [x, y])
@@ -274,7 +227,7 @@ def test_one_tuple_of_inputs_means_the_inputs_torch_style():
 
 @pytest.mark.parametrize("mode", ["full", "directional"])
 def test_none_outputs_are_skipped_with_a_note(mode):
-    x = _randn(4)
+    x = randn(4)
     report = gk.check_gradients(lambda x: (x.sin().sum(), None), x, mode=mode)
     assert report.ok, report.details()
     assert report.outputs[1] == "None"
@@ -302,7 +255,7 @@ class _NoVmap(torch.autograd.Function):
 
 
 def test_a_pass_is_one_line_and_details_hold_plain_reasons():
-    report = gk.check_gradients(_NoVmap.apply, _randn(5))
+    report = gk.check_gradients(_NoVmap.apply, randn(5))
     assert report.ok
     text = str(report)
     assert "\n" not in text and text.startswith("Gradients are close: _NoVmap.apply, ")
@@ -317,7 +270,7 @@ def test_a_pass_is_one_line_and_details_hold_plain_reasons():
 
 
 def test_second_order_report_reads_well():
-    report = gk.check_gradients(_CubeDetached.apply, _randn(3, 4), order=2)
+    report = gk.check_gradients(CubeDetached.apply, randn(3, 4), order=2)
     assert not report.ok
     text = str(report)
     assert "Second derivatives (backward of backward) are not close: " in text
@@ -329,11 +282,11 @@ def test_second_order_report_reads_well():
 
 
 def test_summary_says_non_finite_fn_raised_and_the_failed_checks_reason():
-    nan = gk.check_gradients(_NanBackward.apply, _randn(3))
+    nan = gk.check_gradients(_NanBackward.apply, randn(3))
     assert "non-finite" in nan.summary and "e+308" not in nan.summary
-    crash = gk.check_gradients(_type_error, _randn(3))
+    crash = gk.check_gradients(_type_error, randn(3))
     assert crash.summary.startswith("fn raised TypeError")
-    inplace = gk.check_gradients(_ScalesGradOutputInPlace.apply, _randn(4))
+    inplace = gk.check_gradients(DoubleScalesGradOutputInPlace.apply, randn(4))
     assert not inplace.ok and not inplace.failed
     assert inplace.summary.startswith("reentrant: backward modified grad_output in place"), inplace.summary
     assert inplace.to_dict()["summary"] == inplace.summary
@@ -354,9 +307,9 @@ def test_unchecked_derivatives_say_which_cause_was_seen():
 
 @pytest.mark.parametrize("two_inputs", [False, True])
 def test_a_failure_on_1000_elements_is_under_15_lines(two_inputs):
-    x = _randn(1000)
+    x = randn(1000)
     if two_inputs:
-        report = gk.check_gradients(lambda x, y: _Wrong.apply(x) + _Wrong.apply(y), x, _randn(1000, seed=1))
+        report = gk.check_gradients(lambda x, y: _Wrong.apply(x) + _Wrong.apply(y), x, randn(1000, seed=1))
     else:
         report = gk.check_gradients(_Wrong.apply, x)
     lines = str(report).splitlines()

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
+from tests.helpers import randn
 
 DTYPES = [torch.float32, torch.float64]
 
 
 def _x(n=6, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, generator=g, dtype=torch.float64).to(dtype)
+    return randn(n, dtype=dtype, seed=seed)
 
 
 class _MeanSquareRight(torch.autograd.Function):
@@ -27,12 +27,7 @@ class _MeanSquareRight(torch.autograd.Function):
         return grad * 2 * x / x.numel()
 
 
-class _MeanSquareHalf(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return (x**2).mean()
-
+class _MeanSquareHalf(_MeanSquareRight):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors

@@ -9,37 +9,44 @@ import torch
 import torch.nn.functional as F
 
 import gradcheck_kit as gk
+from tests.helpers import (
+    INF,
+    NAN,
+    WRONG_ELEMENT,
+    SinHalfRounded,
+    SinOnePercentOff,
+    SinSignFlipped,
+    SquareOneWrongElement,
+    rand,
+    randn,
+    unary,
+)
 
 DTYPES = [torch.float32, torch.float64]
 
 
-def _randn(*shape, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
-
-
 def _solve_inputs(dtype):
-    a = _randn(4, 4, seed=1) + 4 * torch.eye(4, dtype=torch.float64)
-    return a.to(dtype), _randn(4, 2, dtype=dtype, seed=2)
+    a = randn(4, 4, seed=1) + 4 * torch.eye(4, dtype=torch.float64)
+    return a.to(dtype), randn(4, 2, dtype=dtype, seed=2)
 
 
 CORRECT = {
-    "tanh": (torch.tanh, lambda dt: (_randn(3, 4, dtype=dt),)),
+    "tanh": (torch.tanh, lambda dt: (randn(3, 4, dtype=dt),)),
     "exp_wide": (torch.exp, lambda dt: (torch.linspace(-10, 10, 21, dtype=torch.float64).to(dt),)),
-    "softmax": (lambda x: torch.softmax(x, dim=-1), lambda dt: (_randn(3, 5, dtype=dt),)),
-    "log_softmax": (lambda x: torch.log_softmax(x, dim=-1), lambda dt: (_randn(3, 5, dtype=dt),)),
+    "softmax": (lambda x: torch.softmax(x, dim=-1), lambda dt: (randn(3, 5, dtype=dt),)),
+    "log_softmax": (lambda x: torch.log_softmax(x, dim=-1), lambda dt: (randn(3, 5, dtype=dt),)),
     "layer_norm": (
         lambda x, w, b: F.layer_norm(x, (6,), w, b),
-        lambda dt: (_randn(3, 6, dtype=dt), _randn(6, dtype=dt, seed=1), _randn(6, dtype=dt, seed=2)),
+        lambda dt: (randn(3, 6, dtype=dt), randn(6, dtype=dt, seed=1), randn(6, dtype=dt, seed=2)),
     ),
-    "matmul": (torch.matmul, lambda dt: (_randn(4, 5, dtype=dt), _randn(5, 3, dtype=dt, seed=1))),
+    "matmul": (torch.matmul, lambda dt: (randn(4, 5, dtype=dt), randn(5, 3, dtype=dt, seed=1))),
     "conv1d": (
         lambda x, w: F.conv1d(x, w, padding=1),
-        lambda dt: (_randn(2, 3, 8, dtype=dt), _randn(4, 3, 3, dtype=dt, seed=1)),
+        lambda dt: (randn(2, 3, 8, dtype=dt), randn(4, 3, 3, dtype=dt, seed=1)),
     ),
     "cross_entropy": (
         lambda logits, target: F.cross_entropy(logits, target),
-        lambda dt: (_randn(5, 4, dtype=dt), torch.tensor([0, 3, 1, 2, 3])),
+        lambda dt: (randn(5, 4, dtype=dt), torch.tensor([0, 3, 1, 2, 3])),
     ),
     "linalg_solve": (torch.linalg.solve, _solve_inputs),
     # kinks and ties: inputs sit exactly on the non-differentiable points
@@ -65,7 +72,7 @@ def test_correct_function_passes(name, dtype):
 def test_kink_is_noted(fn, dtype):
     report = gk.check_gradients(fn, torch.tensor([0.0, 1.0, -2.0], dtype=dtype))
     assert report.ok, str(report)
-    assert any("kink" in n for n in report.notes), report.notes
+    assert sum(g.kinks for g in report.groups if g.check == "backward") >= 1, report.notes
 
 
 def _relu_with_value_at_0(value):
@@ -108,48 +115,6 @@ def test_relu_gradient_outside_subgradient_range_fails(value, dtype):
 # ---- deliberately wrong custom Functions -------------------------------------------------------
 
 
-class _TooLarge(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.sin(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * torch.cos(x) * 1.01
-
-
-class _SignFlip(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.sin(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return -grad * torch.cos(x)
-
-
-WRONG_ELEMENT = 377
-
-
-class _OneWrongElement(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        g = 2 * x * grad
-        g = g.clone()
-        g.view(-1)[WRONG_ELEMENT] *= 1.5
-        return g
-
-
 class _SecondOutputIgnored(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -162,22 +127,10 @@ class _SecondOutputIgnored(torch.autograd.Function):
         return g_sin * torch.cos(x)  # the exp output's gradient is dropped
 
 
-class _HalfRounded(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.sin(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return (grad * torch.cos(x)).to(torch.float16).to(grad.dtype)
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-@pytest.mark.parametrize("fn", [_TooLarge.apply, _SignFlip.apply, _HalfRounded.apply], ids=["1pct", "sign", "fp16"])
+@pytest.mark.parametrize("fn", [SinOnePercentOff.apply, SinSignFlipped.apply, SinHalfRounded.apply], ids=["1pct", "sign", "fp16"])
 def test_wrong_backward_fails(fn, dtype):
-    report = gk.check_gradients(fn, _randn(3, 4, dtype=dtype))
+    report = gk.check_gradients(fn, randn(3, 4, dtype=dtype))
     assert not report.ok, str(report)
     assert report.check("backward").status == "failed"
     assert report.mismatches
@@ -185,7 +138,7 @@ def test_wrong_backward_fails(fn, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_second_output_gradient_ignored_fails_on_output_1(dtype):
-    report = gk.check_gradients(_SecondOutputIgnored.apply, _randn(5, dtype=dtype))
+    report = gk.check_gradients(_SecondOutputIgnored.apply, randn(5, dtype=dtype))
     assert not report.ok
     assert {m.output_index for m in report.mismatches if m.check == "backward"} == {1}
 
@@ -193,8 +146,8 @@ def test_second_output_gradient_ignored_fails_on_output_1(dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("mode", ["auto", "full", "directional"])
 def test_one_wrong_element_in_1000_is_caught(mode, dtype):
-    x = _randn(1000, dtype=dtype, seed=5)
-    report = gk.check_gradients(_OneWrongElement.apply, x, mode=mode)
+    x = randn(1000, dtype=dtype, seed=5)
+    report = gk.check_gradients(SquareOneWrongElement.apply, x, mode=mode)
     assert not report.ok, str(report)
     assert report.check("backward").status == "failed"
     if mode != "directional":
@@ -204,7 +157,7 @@ def test_one_wrong_element_in_1000_is_caught(mode, dtype):
 
 def test_sign_flip_mismatch_fields():
     x = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
-    report = gk.check_gradients(_SignFlip.apply, x)
+    report = gk.check_gradients(SinSignFlipped.apply, x)
     m = next(m for m in report.mismatches if m.index == (1,) and m.output_element == (1,))
     assert m.check == "backward"
     assert m.input_index == 0
@@ -225,29 +178,8 @@ def test_sign_flip_mismatch_fields():
 # ---- NaN / inf / malformed gradients ------------------------------------------------------------
 
 
-class _NaNGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x * 3
-
-    @staticmethod
-    def backward(ctx, grad):
-        g = grad * 3
-        g = g.clone()
-        g[1] = float("nan")
-        return g
-
-
-class _InfGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x * 3
-
-    @staticmethod
-    def backward(ctx, grad):
-        g = (grad * 3).clone()
-        g[0] = float("inf")
-        return g
+_NaNGrad = unary(lambda x: x * 3, lambda x: 3, at=1, factor=NAN)
+_InfGrad = unary(lambda x: x * 3, lambda x: 3, at=0, factor=0.0, offset=INF)
 
 
 class _WrongShape(torch.autograd.Function):
@@ -263,44 +195,34 @@ class _WrongShape(torch.autograd.Function):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("fn, bad", [(_NaNGrad.apply, 1), (_InfGrad.apply, 0)], ids=["nan", "inf"])
 def test_non_finite_analytic_gradient_is_a_mismatch(fn, bad, dtype):
-    report = gk.check_gradients(fn, _randn(4, dtype=dtype))
+    report = gk.check_gradients(fn, randn(4, dtype=dtype))
     assert not report.ok
     rows = [m for m in report.mismatches if m.check == "backward"]
     assert rows and {m.index for m in rows} == {(bad,)}
     assert all(not math.isfinite(m.analytic) and math.isfinite(m.numerical) for m in rows)
-    assert "not finite" in rows[0].note
 
 
 def test_backward_of_wrong_shape_is_a_clear_error_not_a_crash():
     # torch itself rejects the malformed gradient inside backward; the kit reports it
-    report = gk.check_gradients(_WrongShape.apply, _randn(2, 3))
+    report = gk.check_gradients(_WrongShape.apply, randn(2, 3))
     assert not report.ok
     assert report.errors, str(report)
     text = str(report)
     assert "backward" in text and "shape" in text
 
 
-class _RoundedToFloat32(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.sin(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return (grad * torch.cos(x)).float()  # torch casts back to float64 silently
+_RoundedToFloat32 = unary(torch.sin, torch.cos, rounding=torch.float32)
 
 
 @pytest.mark.parametrize("mode", ["full", "directional"])
 def test_float64_gradient_computed_in_float32_is_caught(mode):
     # ~6e-8 relative: within the approximate tier of a Jacobian entry (issue 18: 1e-6-accurate float64
     # gradients pass, with a note), so full mode passes it as approximate; strict=True fails it
-    report = gk.check_gradients(_RoundedToFloat32.apply, _randn(5), mode=mode, strict=True)
+    report = gk.check_gradients(_RoundedToFloat32.apply, randn(5), mode=mode, strict=True)
     assert not report.ok
     assert report.check("backward").status == "failed"
     if mode == "full":
-        report = gk.check_gradients(_RoundedToFloat32.apply, _randn(5), mode=mode)
+        report = gk.check_gradients(_RoundedToFloat32.apply, randn(5), mode=mode)
         assert report.ok and any(getattr(n, "code", None) == "approximate" for n in report.notes)
 
 
@@ -328,32 +250,24 @@ class _MeanInsteadOfSum(torch.autograd.Function):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_missing_product_rule_term_fails_on_input_0(dtype):
-    report = gk.check_gradients(_MissingProductTerm.apply, _randn(3, dtype=dtype), _randn(3, dtype=dtype, seed=1))
+    report = gk.check_gradients(_MissingProductTerm.apply, randn(3, dtype=dtype), randn(3, dtype=dtype, seed=1))
     assert not report.ok
     assert {m.input_index for m in report.mismatches if m.check == "backward"} == {0}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_mean_instead_of_sum_over_broadcast_fails_on_input_1(dtype):
-    report = gk.check_gradients(_MeanInsteadOfSum.apply, _randn(4, 3, dtype=dtype), _randn(3, dtype=dtype, seed=1))
+    report = gk.check_gradients(_MeanInsteadOfSum.apply, randn(4, 3, dtype=dtype), randn(3, dtype=dtype, seed=1))
     assert not report.ok
     assert {m.input_index for m in report.mismatches if m.check == "backward"} == {1}
 
 
 def test_empty_input_is_not_a_false_alarm():
     report = gk.check_gradients(torch.tanh, torch.zeros(0, 3, dtype=torch.float64))
-    assert report.ok or not any("backward of output 0 raised" in e for e in report.errors), str(report)
     assert report.ok, str(report)
 
 
-class _DoubleTenPercentOff(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x * 2
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * 2.2
+_DoubleTenPercentOff = unary(lambda x: x * 2, lambda x: 2, factor=1.1)
 
 
 @pytest.mark.parametrize("values", [(1e200, 3.0), (1e300, -1e300)], ids=["1e200", "1e300"])
@@ -418,10 +332,9 @@ def test_a_one_percent_error_under_a_large_float32_output_is_caught(mode, n):
     round-off covers what that size is for). That size grows with the output, e.g. with the length of a
     sum, and with it in the floor a 1% error of every entry of the gradient of sum(sin(x) + 100) passed
     (full mode, 2,000 elements: 0.18x what was allowed; also sum(sin(x)) over 20,000)."""
-    g = torch.Generator().manual_seed(5)
-    x = (6 * torch.rand(n, generator=g, dtype=torch.float64) - 3).to(torch.float32).requires_grad_()
+    x = (6 * rand(n, seed=5) - 3).to(torch.float32).requires_grad_()
     assert gk.check_gradients(lambda x: (torch.sin(x) + 100).sum(), x, mode=mode).ok
-    report = gk.check_gradients(lambda x: (_TooLarge.apply(x) + 100).sum(), x, mode=mode)
+    report = gk.check_gradients(lambda x: (SinOnePercentOff.apply(x) + 100).sum(), x, mode=mode)
     assert report.check("backward").status == "failed", str(report)
 
 
@@ -446,13 +359,13 @@ def test_an_ill_conditioned_float32_derivative_is_not_a_false_alarm():
     assert any("64 float32 roundings" in n for n in report.notes), report.notes
 
 
-class _Float32OnlyHalfRounded(_HalfRounded):
+class _Float32OnlyHalfRounded(SinHalfRounded):
     """A float32 kernel's bug: its backward goes through float16; the float64 path is right."""
 
     @staticmethod
     def backward(ctx, grad):
         if grad.dtype == torch.float32:
-            return _HalfRounded.backward(ctx, grad)
+            return SinHalfRounded.backward(ctx, grad)
         (x,) = ctx.saved_tensors
         return grad * torch.cos(x)
 
@@ -460,10 +373,10 @@ class _Float32OnlyHalfRounded(_HalfRounded):
 def test_a_float32_only_bug_is_not_hidden_by_the_conditioning_allowance():
     # its float32 error against the float64 run exceeds the measured cap, so the conditioning runs, and the
     # float64 derivative of sin hardly moves over 64 float32 roundings: still caught, element by element
-    assert not gk.check_gradients(_Float32OnlyHalfRounded.apply, _randn(3, 4, dtype=torch.float32)).ok
+    assert not gk.check_gradients(_Float32OnlyHalfRounded.apply, randn(3, 4, dtype=torch.float32)).ok
     # element by element without the approximate tier (it passes the elements whose float16 rounding is
     # below 1e-4 of their scale)
-    report = gk.check_gradients(_Float32OnlyHalfRounded.apply, _randn(3, 4, dtype=torch.float32), strict=True)
+    report = gk.check_gradients(_Float32OnlyHalfRounded.apply, randn(3, 4, dtype=torch.float32), strict=True)
     assert not report.ok
     assert any("64 float32 roundings" in n for n in report.notes), report.notes
     assert len({m.index for m in report.mismatches if m.check == "backward"}) >= 6

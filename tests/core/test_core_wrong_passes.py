@@ -7,14 +7,10 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
+from tests.helpers import around, randn, unary
 
 MODES = ["auto", "full", "directional"]
 DTYPES = [torch.float32, torch.float64]
-
-
-def _randn(*shape, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
 
 
 # -- item 5: a backward wrong from its second call on ------------------------------------------------------
@@ -40,13 +36,13 @@ def _wrong_from_second_call():
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", [(), (5,), (3, 4)])
 def test_a_backward_wrong_from_its_second_call_fails(mode, dtype, shape):
-    report = gk.check_gradients(_wrong_from_second_call(), _randn(*shape, dtype=dtype), mode=mode)
+    report = gk.check_gradients(_wrong_from_second_call(), randn(*shape, dtype=dtype), mode=mode)
     assert not report.ok
     assert report.check("reentrant").status == "failed", str(report)
 
 
 def test_a_backward_wrong_from_its_second_call_names_the_first_pass():
-    report = gk.check_gradients(_wrong_from_second_call(), _randn(5), mode="full")
+    report = gk.check_gradients(_wrong_from_second_call(), randn(5), mode="full")
     assert "a later backward differs from the first" in report.check("reentrant").detail
 
 
@@ -61,25 +57,14 @@ NON_LINEAR = {
 
 
 def _sin_with_backward(transform):
-    class _Sin(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x.sin()
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return transform(g) * x.cos()
-
-    return _Sin.apply
+    return unary(torch.sin, torch.cos, on_grad=transform).apply
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", sorted(NON_LINEAR))
 @pytest.mark.parametrize("shape", [(), (6,)])
 def test_a_backward_non_linear_in_grad_output_fails(name, mode, shape):
-    report = gk.check_gradients(_sin_with_backward(NON_LINEAR[name]), _randn(*shape), mode=mode)
+    report = gk.check_gradients(_sin_with_backward(NON_LINEAR[name]), randn(*shape), mode=mode)
     assert not report.ok
     assert report.check("linearity").status == "failed", str(report)
 
@@ -87,12 +72,12 @@ def test_a_backward_non_linear_in_grad_output_fails(name, mode, shape):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", sorted(NON_LINEAR))
 def test_non_linearity_is_caught_in_low_precision(name, dtype):
-    report = gk.check_gradients(_sin_with_backward(NON_LINEAR[name]), _randn(3, 4, dtype=dtype))
+    report = gk.check_gradients(_sin_with_backward(NON_LINEAR[name]), randn(3, 4, dtype=dtype))
     assert report.check("linearity").status == "failed", str(report)
 
 
 def test_the_linearity_failure_says_what_is_wrong():
-    report = gk.check_gradients(_sin_with_backward(NON_LINEAR["abs"]), _randn(5))
+    report = gk.check_gradients(_sin_with_backward(NON_LINEAR["abs"]), randn(5))
     detail = report.check("linearity").detail
     assert detail.startswith("backward is not linear in grad_output: at x[")
     assert "3·backward(v1) - 2·backward(v2)" in detail
@@ -108,37 +93,23 @@ def test_the_linearity_failure_says_what_is_wrong():
         (lambda x: torch.nn.functional.layer_norm(x, (12,)), [(3, 12)]),
         (lambda x: (x * 1e4 - x * 1e4 + x).sum(), [(64,)]),
         # a bias in front of a normalisation: its gradient is zero, made of terms that cancel
-        (lambda b: torch.nn.functional.layer_norm(_randn(4, 6, seed=9).to(b.dtype) * 3 + b, (6,)), [(6,)]),
+        (lambda b: torch.nn.functional.layer_norm(randn(4, 6, seed=9).to(b.dtype) * 3 + b, (6,)), [(6,)]),
         (
-            lambda b: torch.nn.functional.batch_norm(_randn(5, 3, seed=9).to(b.dtype) + b, None, None, training=True),
+            lambda b: torch.nn.functional.batch_norm(randn(5, 3, seed=9).to(b.dtype) + b, None, None, training=True),
             [(3,)],
         ),
     ],
     ids=["sin", "matmul", "softmax", "layer_norm", "cancelling", "bias_before_layer_norm", "bias_before_batch_norm"],
 )
 def test_a_correct_backward_is_linear_within_rounding(fn, shapes, dtype):
-    inputs = [_randn(*s, dtype=dtype, seed=n).requires_grad_(True) for n, s in enumerate(shapes)]
+    inputs = [randn(*s, dtype=dtype, seed=n).requires_grad_(True) for n, s in enumerate(shapes)]
     report = gk.check_gradients(fn, *inputs)
     assert report.check("linearity").status == "passed", str(report)
 
 
 # -- item 4: a forward that changes between calls ----------------------------------------------------------
 def _custom(forward, backward_factor):
-    class _Fn(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return forward(x)
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            with torch.enable_grad():
-                t = x.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(forward(t), t, g)
-            return grad * backward_factor
-
-    return _Fn.apply
+    return around(forward, factor=backward_factor).apply
 
 
 def _scaled_after_first_call():
@@ -207,7 +178,7 @@ CHANGING = {
 @pytest.mark.parametrize("name", list(CHANGING))
 def test_a_function_that_changes_between_calls_is_an_error(name, mode):
     make, shape = CHANGING[name]
-    report = gk.check_gradients(make(), _randn(*shape), mode=mode)
+    report = gk.check_gradients(make(), randn(*shape), mode=mode)
     assert not report.ok
     assert report.errors and report.errors[0].startswith("fn is not a deterministic function of its inputs"), str(
         report
@@ -215,7 +186,7 @@ def test_a_function_that_changes_between_calls_is_an_error(name, mode):
 
 
 def test_the_determinism_error_names_what_moved():
-    report = gk.check_gradients(_scaled_after_first_call(), _randn(5))
+    report = gk.check_gradients(_scaled_after_first_call(), randn(5))
     assert "5 of 5 element(s) of output 0 changed, the largest at out[" in report.errors[0]
 
 
@@ -226,28 +197,18 @@ def test_a_changing_function_within_nondet_tol_is_not_an_error():
         calls[0] += 1
         return x.sin() + 1e-12 * calls[0]
 
-    report = gk.check_gradients(fn, _randn(5), nondet_tol=1e-6)
+    report = gk.check_gradients(fn, randn(5), nondet_tol=1e-6)
     assert report.ok, str(report)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_dropout_from_the_global_generator_still_passes(mode):
-    report = gk.check_gradients(lambda x: torch.nn.functional.dropout(x.sin(), 0.5), _randn(4, 5), mode=mode)
+    report = gk.check_gradients(lambda x: torch.nn.functional.dropout(x.sin(), 0.5), randn(4, 5), mode=mode)
     assert report.ok, str(report)
 
 
 # -- item 6: a check that compared nothing -----------------------------------------------------------------
-class _SqrtSevenTimes(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        y = x.sqrt()
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        return g * 7 * 0.5 / y
+_SqrtSevenTimes = unary(torch.sqrt, lambda x: 0.5 / x.sqrt(), factor=7.0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -12,20 +12,6 @@ import gradcheck_kit as gk
 from gradcheck_kit.errors import InvalidArgument
 
 
-class _TransposedWeightGrad(torch.autograd.Function):
-    """y = x @ W.T + b whose backward returns the weight gradient transposed."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        return x @ weight.T + bias
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        return grad @ weight, x.T @ grad, grad.sum(0)  # right: grad.T @ x
-
-
 class _RightLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -36,6 +22,15 @@ class _RightLinear(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         return grad @ weight, grad.T @ x, grad.sum(0)
+
+
+class _TransposedWeightGrad(_RightLinear):
+    """y = x @ W.T + b whose backward returns the weight gradient transposed."""
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        return grad @ weight, x.T @ grad, grad.sum(0)  # right: grad.T @ x
 
 
 class CustomLinear(nn.Module):

@@ -11,19 +11,15 @@ those still fails, the library's test is reported as xfail, naming them.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 
 import gradcheck_kit as gk
+from tests.helpers import load_benchmark
 
 pytestmark = pytest.mark.realworld
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 # (case, dtype) pairs the baseline checker fails although the library is right (issue 18, causes 1-3).
 BASELINE_FALSE_ALARMS = {
@@ -32,19 +28,7 @@ BASELINE_FALSE_ALARMS = {
 }
 
 
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-realworld = _load("realworld")
+realworld = load_benchmark("realworld")
 
 IMPORT_NAMES = {"cvxpylayers": "cvxpylayers.torch"}
 
