@@ -1,7 +1,14 @@
 """Autograd's round-off allowance, both modes: the scale of each derivative (its own size, the rms of its
 row and of every entry of its output, the natural size |out|/|x|), the policy of ``tolerances.AnalyticAllowance``
 applied to it, and the conditioning that raises the cap where a float64 run measured an ill-conditioned
-float32 derivative."""
+float32 derivative.
+
+Both modes go through the same steps, written once: given tolerances replace everything (``given``);
+else the policy of the coarsest differentiated dtype, with the part measured against a float64 run where
+one exists; where that part reaches the cap (``capped``), the conditioning (one float64 forward and
+backward per low-precision input, ``rounding_changes``) may raise it; the natural size (``natural_size``)
+joins the scale and leaves the floor's (``floor_scale``). Full mode applies them entry by entry
+(``allowance_full``), directional mode to the norms of ``(v·J) ∘ |u|`` (``allowance_along``)."""
 
 from __future__ import annotations
 
@@ -16,9 +23,30 @@ from gradcheck_kit._engine import nonfinite as _nonfinite
 from gradcheck_kit._engine import autograd_rows, reductions, tolerances
 
 
+def given(options: dict, est: Estimates | None, shape: tuple) -> torch.Tensor | None:
+    """The allowance of given tolerances, ``atol + rtol·|numerical|``, or None where none were given. A
+    screen (``est`` None) has not computed the full stencil's value that ``rtol`` scales: ``atol`` alone."""
+    if options["atol"] is None and options["rtol"] is None:
+        return None
+    atol = options["atol"] or 0.0
+    if est is None:
+        return torch.full(shape, float(atol), dtype=torch.float64)
+    return atol + (options["rtol"] or 0.0) * est.central.abs().nan_to_num(0.0)
+
+
+def capped(policy: tolerances.AnalyticAllowance, scale: torch.Tensor, measured: torch.Tensor | None) -> bool:
+    """Whether a measured round-off reaches the policy's cap somewhere (the conditioning may raise it)."""
+    return measured is not None and bool(policy.capped(scale, measured).any())
+
+
+def natural_size(v_norm: float, out_rms: float, x_rms: float) -> float:
+    """A derivative's natural size ``|v|·rms(out) / max(rms(x), 1)``: round-off of terms that cancel to an
+    exact zero (a shift-invariant input, say) is of this order even where the Jacobian is zero."""
+    return v_norm * out_rms / max(x_rms, 1.0)
+
+
 def natural_scale(run, i: int, k: int, kind: str) -> float:
-    """A derivative's natural size, |out| / max(|x|, 1): round-off of terms that cancel to an exact
-    zero (a shift-invariant input, say) is of this order even where the Jacobian is zero."""
+    """``natural_size`` of (input i, output k) in full mode, from f(x) in the numerics' dtype."""
     pos = run.out_idx.index(k)
     if ("x", i) not in run.rms_cache:  # numpy: full mode's inputs are small
         run.rms_cache[("x", i)] = _rms(_nonfinite.finite_or_zero(coords64(run.inputs[i])).numpy())
@@ -26,7 +54,7 @@ def natural_scale(run, i: int, k: int, kind: str) -> float:
         run.rms_cache[("out", k)] = float(_rms(run.f0[pos]))
     out_rms, x_rms = run.rms_cache[("out", k)], run.rms_cache[("x", i)]
     v_norm = 1.0 if kind == "jacobian" else float(run.v[k].norm())
-    return v_norm * out_rms / max(x_rms, 1.0)
+    return natural_size(v_norm, out_rms, x_rms)
 
 
 def global_scales(run, rows: dict, jac: dict, inputs: Sequence[int], prepared: dict | None = None) -> dict:
@@ -55,10 +83,9 @@ def allowance_full(
     run, i: int, k: int, a: torch.Tensor, ref: torch.Tensor | None, est: Estimates, extra: float, idx: tuple
 ) -> torch.Tensor:
     """Autograd's allowance on the entries ``idx`` (rows, columns) of the ``(n_i, r)`` matrices."""
-    if run.options["atol"] is not None or run.options["rtol"] is not None:
-        atol = run.options["atol"] or 0.0
-        rtol = run.options["rtol"] or 0.0
-        return atol + rtol * est.central.abs().nan_to_num(0.0)
+    fixed = given(run.options, est, ())
+    if fixed is not None:
+        return fixed
     base = ref if ref is not None else a
     base = base.nan_to_num(0.0, posinf=0.0, neginf=0.0)
     row_rms = base.square().mean(dim=0).sqrt()
@@ -67,7 +94,7 @@ def allowance_full(
     measured = (a[j_idx, r_idx] - ref[j_idx, r_idx]).abs().nan_to_num(0.0) if ref is not None else None
     policy = tolerances.AnalyticAllowance(run.inputs[i].dtype, ref is not None)
     conditioning = None
-    if measured is not None and bool(policy.capped(scale, measured).any()):
+    if capped(policy, scale, measured):
         cond = full_conditioning(run)
         if cond is not None:
             conditioning = cond[(i, k)][j_idx, r_idx]
@@ -103,8 +130,8 @@ def full_conditioning(run) -> dict | None:
     if run.conditioning_rows is not False:
         return run.conditioning_rows
     rows = run.full.rows
-    total = rounding_changes(run, 
-        run.full.reference, lambda leaves, outs: autograd_rows.analytic_full(run, rows, leaves, outs)[0]
+    total = rounding_changes(
+        run, run.full.reference, lambda leaves, outs: autograd_rows.analytic_full(run, rows, leaves, outs)[0]
     )
     run.conditioning_rows = total
     if total:
@@ -159,8 +186,8 @@ def allowance_directional(run, screen: bool | str) -> tuple[torch.Tensor, torch.
     key = screen if screen == "measured" else ("screen" if screen else "full")
     if key not in run.directional_allowance:
         state = run.directional
-        run.directional_allowance[key] = compute_allowance_directional(run, 
-            state.grads, None if screen is True else state.grads_ref, state.u,
+        run.directional_allowance[key] = compute_allowance_directional(
+            run, state.grads, None if screen is True else state.grads_ref, state.u,
             None if screen else state.numerics.estimates,
         )
     return run.directional_allowance[key]
@@ -168,6 +195,19 @@ def allowance_directional(run, screen: bool | str) -> tuple[torch.Tensor, torch.
 
 def compute_allowance_directional(run, grads, ref, u, est) -> tuple[torch.Tensor, torch.Tensor]:
     """``est`` None: the screen's allowance (see ``allowance_directional``)."""
+    n_out = len(run.out_idx)
+    scale, own, measured = directional_scales(run, grads, ref, u)
+    shape = (n_out, run.n_directions)
+    fixed = given(run.options, est, shape)
+    if fixed is not None:
+        return fixed, scale.expand(*shape)
+    return allowance_along(run, scale, own, measured, ref, u, est).expand(*shape), scale.expand(*shape)
+
+
+def directional_scales(run, grads, ref, u) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per output ``(n_out, 1)``: the scale ``||(v·J) ∘ |u| ||`` (of the float64 run's where given) plus the
+    largest natural size, the scale without it (the floor's where round-off is measured), and the
+    measured part ``||(v·J - v·J_64) ∘ |u| ||`` (None without a float64 run)."""
     n_out = len(run.out_idx)
     scale = torch.zeros(n_out, 1, dtype=torch.float64)
     measured = torch.zeros(n_out, 1, dtype=torch.float64) if ref is not None else None
@@ -180,19 +220,16 @@ def compute_allowance_directional(run, grads, ref, u, est) -> tuple[torch.Tensor
             if measured is not None:
                 measured[pos] += reductions.scaled_square_sum(grads[(i, k)] - ref[(i, k)], s)
     scale = scale.sqrt()
-    own = scale.clone()  # the floor's scale where round-off is measured (_floor_scale)
+    own = scale.clone()
     for pos, k in enumerate(run.out_idx):
         scale[pos] += max(directional_natural_scale(run, i, k) for i in run.wrt)
-    if measured is not None:
-        measured = measured.sqrt()
-    if run.options["atol"] is not None or run.options["rtol"] is not None:
-        atol = run.options["atol"] or 0.0
-        if est is None:  # the screen: rtol scales the full stencil's value, which it has not computed
-            allow = torch.full((n_out, run.n_directions), float(atol), dtype=torch.float64)
-        else:
-            allow = atol + (run.options["rtol"] or 0.0) * est.central.abs().nan_to_num(0.0)
-        return allow, scale.expand(n_out, run.n_directions)
-    dtype = min((run.inputs[i].dtype for i in run.wrt), key=lambda dt: -tolerances.eps(dt))
+    return scale, own, (measured.sqrt() if measured is not None else None)
+
+
+def allowance_along(run, scale, own, measured, ref, u, est) -> torch.Tensor:
+    """The policy's allowance per output ``(n_out, 1)`` of directional derivatives (``est`` None: the
+    screen's, never more than the full comparison's)."""
+    dtype = directional_dtype(run)
     if est is None and run.reference and ref is None:
         # the screen of low-precision inputs: the floor alone (a measured round-off of 0)
         policy = tolerances.AnalyticAllowance(dtype, True)
@@ -201,23 +238,17 @@ def compute_allowance_directional(run, grads, ref, u, est) -> tuple[torch.Tensor
         policy = tolerances.AnalyticAllowance(dtype, measured is not None)
     floor_scale = own if measured is not None else None
     conditioning = None
-    if est is not None and measured is not None and bool(policy.capped(scale, measured).any()):
+    if est is not None and capped(policy, scale, measured):
         conditioning = directional_conditioning(run, ref, u)
         if conditioning is not None:
             # only where the conditioning explains the measured error: a projection can be far smaller
-            # than the error's norm by chance, so a float32-only bug (a backward through float16: 15x
-            # the conditioning here) must not get the raised allowance on the chance that it projects small
+            # than the error's norm by chance, so a float32-only bug (a backward through float16, well
+            # beyond the conditioning) must not get the raised allowance on the chance that it projects small
             explained = measured <= tolerances.MEASURED_FACTOR * conditioning
             conditioning = torch.where(explained, conditioning, torch.zeros_like(conditioning))
             if bool(explained.any()) and CONDITIONING_NOTE not in run.out.notes:
                 run.out.notes.append(CONDITIONING_NOTE)
-    allow = (
-        policy.allowance(scale, measured, conditioning, floor_scale)
-        + run.options["nondet_tol"] * scale.clamp_min(1.0)
-    ).expand(
-        n_out, run.n_directions
-    )
-    return allow, scale.expand(n_out, run.n_directions)
+    return policy.allowance(scale, measured, conditioning, floor_scale) + run.options["nondet_tol"] * scale.clamp_min(1.0)
 
 
 def directional_conditioning(run, ref: dict, u: dict) -> torch.Tensor | None:
@@ -242,7 +273,8 @@ def directional_conditioning(run, ref: dict, u: dict) -> torch.Tensor | None:
 
 
 def directional_natural_scale(run, i: int, k: int) -> float:
-    """``_natural_scale(i, k, "projected")`` from dot products (one pass each, cached per check)."""
+    """``natural_size`` of (input i, output k) in directional mode, from autograd's outputs in their own
+    dtype by dot products (one pass each, cached per check)."""
     key = ("directional", i, k)
     if key not in run.rms_cache:
         x = coords(run.inputs[i])  # the inputs' values (a scale: summed in their dtype)
@@ -251,8 +283,7 @@ def directional_natural_scale(run, i: int, k: int) -> float:
         sums = autograd_rows.output_sizes(run, k)[1:]
         x_rms = math.sqrt(reductions.size_sq(x) / max(x.numel(), 1))
         out_rms = math.sqrt(sums[0] / max(run.v[k].numel(), 1))
-        v_norm = math.sqrt(sums[1])
-        run.rms_cache[key] = v_norm * out_rms / max(x_rms, 1.0)
+        run.rms_cache[key] = natural_size(math.sqrt(sums[1]), out_rms, x_rms)
     return run.rms_cache[key]
 
 
