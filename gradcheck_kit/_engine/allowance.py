@@ -17,10 +17,10 @@ from typing import Callable, Sequence
 
 import torch
 
+from gradcheck_kit._engine import autograd_rows, reductions, tolerances
+from gradcheck_kit._engine import nonfinite as _nonfinite
 from gradcheck_kit._engine.finite_diff import Estimates, _rms
 from gradcheck_kit._inputs import coords, coords64, is_differentiable
-from gradcheck_kit._engine import nonfinite as _nonfinite
-from gradcheck_kit._engine import autograd_rows, reductions, tolerances
 
 
 def given(options: dict, est: Estimates | None, shape: tuple) -> torch.Tensor | None:

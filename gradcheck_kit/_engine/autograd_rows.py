@@ -7,14 +7,14 @@ from typing import Sequence
 
 import torch
 
+from gradcheck_kit._engine import context, limits, reductions, setup, tolerances
 from gradcheck_kit._engine.analytic import (
     _check_grad_meta, forward_pass, GradientMetaError, jvp_columns, rows_from_coords, vjp_rows, vjp_rows_functorch,
 )
 from gradcheck_kit._engine.evaluate import as_outputs, describe_exception, fresh_args, seed_global_rng
 from gradcheck_kit._engine.finite_diff import _rms
-from gradcheck_kit._inputs import coords, from_coords, n_coords
 from gradcheck_kit._engine.limits import FUNCTORCH_ELEMENTS, JACOBIAN_ENTRIES
-from gradcheck_kit._engine import context, limits, reductions, setup, tolerances
+from gradcheck_kit._inputs import coords, from_coords, n_coords
 
 
 def row_count(run, k: int, kind: str) -> int:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import torch
 
-from gradcheck_kit._engine.determinism import call_again, moved_outputs, not_deterministic
-from gradcheck_kit._inputs import coords, n_coords
-from gradcheck_kit._engine.linearity import linearity_check
-from gradcheck_kit._report import CheckResult
-from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS
-from gradcheck_kit._engine import cost as _cost
 from gradcheck_kit._engine import allowance, context, screen, setup, stencil
+from gradcheck_kit._engine import cost as _cost
+from gradcheck_kit._engine.determinism import call_again, moved_outputs, not_deterministic
+from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS
+from gradcheck_kit._engine.linearity import linearity_check
+from gradcheck_kit._inputs import coords, n_coords
+from gradcheck_kit._report import CheckResult
 
 
 def full_cost(run) -> None:

@@ -8,20 +8,20 @@ from dataclasses import dataclass
 
 import torch
 
-from gradcheck_kit._engine.compare import compare, Verdict
-from gradcheck_kit._engine.evaluate import EvaluationFailed
-from gradcheck_kit._engine.finite_diff import estimate, estimate_with_sigma, Estimates, noise_sigma
-from gradcheck_kit._inputs import coords, coords64, from_coords
-from gradcheck_kit._report import CheckResult, GroupSummary, Mismatch
-from gradcheck_kit._engine import limits
-from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS, LARGE_COORDS
-from gradcheck_kit._engine import approximate as _approximate
-from gradcheck_kit._engine import kinks as _kinks
-from gradcheck_kit._engine import screen as _screen
-from gradcheck_kit._engine import ties as _ties
 from gradcheck_kit._engine import (
     allowance, autograd_rows, context, reductions, settle, setup, stencil, tolerances, words,
 )
+from gradcheck_kit._engine import approximate as _approximate
+from gradcheck_kit._engine import kinks as _kinks
+from gradcheck_kit._engine import limits
+from gradcheck_kit._engine import screen as _screen
+from gradcheck_kit._engine import ties as _ties
+from gradcheck_kit._engine.compare import compare, Verdict
+from gradcheck_kit._engine.evaluate import EvaluationFailed
+from gradcheck_kit._engine.finite_diff import estimate, estimate_with_sigma, Estimates, noise_sigma
+from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS, LARGE_COORDS
+from gradcheck_kit._inputs import coords, coords64, from_coords
+from gradcheck_kit._report import CheckResult, GroupSummary, Mismatch
 
 
 def screens(run) -> bool:

@@ -315,11 +315,12 @@ class Evaluator:
             outs = torch.func.vmap(at, randomness="error")(*batches)
         self._check_shapes([o.shape for o in outs], batched=True)
         if not self.vmap_checked:
-            self._vmap_inputs = list(inputs)
-            self._check_vmap_entry(at, batches, outs)
+            self._check_vmap_entry(list(inputs), at, batches, outs)
         return [batched_coords(o).to("cpu", torch.float64) for o in outs]
 
-    def _check_vmap_entry(self, at: Callable, batches: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> None:
+    def _check_vmap_entry(
+        self, inputs: list[int], at: Callable, batches: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]
+    ) -> None:
         """The first vmapped batch's first entry against one plain call at that point: a custom Function
         whose vmap rule mixes batch entries must not become the numerical side's values."""
         self.vmap_checked = True
@@ -327,7 +328,7 @@ class Evaluator:
 
         def plain(*xs: torch.Tensor):
             args = list(fixed)
-            for i, x in zip(self._vmap_inputs, xs):
+            for i, x in zip(inputs, xs):
                 args[i] = x
             outs = as_outputs(self.fn(*args))
             return tuple(outs[k] for k in self.output_indices)

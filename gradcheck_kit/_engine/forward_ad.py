@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gradcheck_kit._engine import allowance, autograd_rows, directional, full, limits, screen, settle, tolerances
 from gradcheck_kit._engine.analytic import ForwardADUnsupported, jvp_columns, jvp_directions
 from gradcheck_kit._engine.compare import Verdict
 from gradcheck_kit._engine.evaluate import describe_exception, exception_text
-from gradcheck_kit._inputs import n_coords
-from gradcheck_kit._engine.reasons import forward_ad_reason
-from gradcheck_kit._report import CheckResult
 from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS, FORWARD_DIRECTIONS
-from gradcheck_kit._engine import allowance, autograd_rows, directional, full, limits, screen, settle, tolerances
+from gradcheck_kit._engine.reasons import forward_ad_reason
+from gradcheck_kit._inputs import n_coords
+from gradcheck_kit._report import CheckResult
 
 
 def forward_check(run, mode: str) -> None:

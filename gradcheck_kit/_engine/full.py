@@ -8,15 +8,15 @@ from typing import Sequence
 
 import torch
 
+from gradcheck_kit._engine import allowance, autograd_rows, context, screen, settle, stencil, tolerances
+from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine.compare import Verdict
 from gradcheck_kit._engine.finite_diff import noise_sigma
-from gradcheck_kit._inputs import coord_index, coords, coords64, n_coords, safe_float
-from gradcheck_kit._engine.notes import unchecked_notes
-from gradcheck_kit._engine.notes import NO_GRADIENT_FLOW
-from gradcheck_kit._report import Note, CheckResult, format_index, GroupSummary, Mismatch
 from gradcheck_kit._engine.limits import KEPT_PER_GROUP
-from gradcheck_kit._engine import approximate as _approximate
-from gradcheck_kit._engine import allowance, autograd_rows, context, screen, settle, stencil, tolerances
+from gradcheck_kit._engine.notes import NO_GRADIENT_FLOW
+from gradcheck_kit._engine.notes import unchecked_notes
+from gradcheck_kit._inputs import coord_index, coords, coords64, n_coords, safe_float
+from gradcheck_kit._report import Note, CheckResult, format_index, GroupSummary, Mismatch
 
 
 def full_numerics(run, i: int, rows: dict[int, str], known: dict | None = None) -> dict[int, "stencil.FullNumerics"]:

@@ -3,11 +3,12 @@ inputs small enough, whose results replace or join the directional ones."""
 
 from __future__ import annotations
 
+import dataclasses
 
+from gradcheck_kit._engine import context, full, stencil
+from gradcheck_kit._engine.limits import NARROW_COORDS, NARROW_LOOP_COORDS
 from gradcheck_kit._inputs import n_coords
 from gradcheck_kit._report import CheckResult
-from gradcheck_kit._engine.limits import NARROW_COORDS, NARROW_LOOP_COORDS
-from gradcheck_kit._engine import context, full, stencil
 
 
 def narrowed(run, first: context.Results) -> context.Results:
@@ -65,9 +66,10 @@ def joined(run, found: context.Results, may_supersede: bool) -> context.Results:
         )
         run.directional_superseded = True
         found.mismatches = [m for m in found.mismatches if not (m.check == "backward" and m.kind == "directional")]
-        for group in found.groups:
-            if group.check == "backward" and group.kind == "directional":
-                group.failed, group.worst_ratio = 0, 0.0
+        found.groups = [
+            dataclasses.replace(g, failed=0, worst_ratio=0.0) if g.check == "backward" and g.kind == "directional" else g
+            for g in found.groups
+        ]
     found.checks = [
         CheckResult("backward", status, detail) if c is directional else c for c in found.checks if c is not narrowed_check
     ]

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import torch
 
-from gradcheck_kit._engine.compare import compare, Verdict
-from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates
-from gradcheck_kit._inputs import coords
-from gradcheck_kit._engine.one_sided import one_sided
-from gradcheck_kit._engine.limits import (
-    REFINE_COORDS, REFINE_FACTOR, REFINE_LEVELS, REFINE_PRECISION, RESAMPLE_RATIO, RESAMPLE_SHIFT,
-)
+from gradcheck_kit._engine import allowance, autograd_rows, stencil, tolerances
 from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine import kinks as _kinks
 from gradcheck_kit._engine import ties as _ties
-from gradcheck_kit._engine import allowance, autograd_rows, stencil, tolerances
+from gradcheck_kit._engine.compare import compare, Verdict
+from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates
+from gradcheck_kit._engine.limits import (
+    REFINE_COORDS, REFINE_FACTOR, REFINE_LEVELS, REFINE_PRECISION, RESAMPLE_RATIO, RESAMPLE_SHIFT,
+)
+from gradcheck_kit._engine.one_sided import one_sided
+from gradcheck_kit._inputs import coords
 
 
 def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: float):

@@ -7,13 +7,13 @@ from typing import Any
 
 import torch
 
-from gradcheck_kit._engine.evaluate import EvaluationFailed, Evaluator
-from gradcheck_kit._engine.finite_diff import _rms
-from gradcheck_kit._inputs import coords, coords64, from_coords
-from gradcheck_kit.errors import InvalidArgument
-from gradcheck_kit._engine.limits import DEFERRED_PROBE_COORDS
 from gradcheck_kit._engine import reference as _reference
 from gradcheck_kit._engine import tolerances, words
+from gradcheck_kit._engine.evaluate import EvaluationFailed, Evaluator
+from gradcheck_kit._engine.finite_diff import _rms
+from gradcheck_kit._engine.limits import DEFERRED_PROBE_COORDS
+from gradcheck_kit._inputs import coords, coords64, from_coords
+from gradcheck_kit.errors import InvalidArgument
 
 
 def coarse_eps(run) -> float:

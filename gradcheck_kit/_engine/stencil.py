@@ -9,11 +9,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from gradcheck_kit._engine import autograd_rows, limits
 from gradcheck_kit._engine.evaluate import EvaluationFailed
 from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates, noise_sigma
-from gradcheck_kit._inputs import coords, coords64, from_coords, n_coords
 from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS
-from gradcheck_kit._engine import autograd_rows, limits
+from gradcheck_kit._inputs import coords, coords64, from_coords, n_coords
 
 
 def stencil_values(run, i: int, rows: dict[int, str], mults: Sequence[float]) -> dict[int, torch.Tensor]:
