@@ -158,7 +158,7 @@ def screen_prepare(run, i, rows, analytic, reference, known: dict | None = None)
     """``f`` at ±h for every coordinate of input ``i`` and the entries that can differ from zero."""
     if known is None:
         known = stencil.stencil_values(run, i, rows, run.stencil.multipliers[:2])
-    screen = Screen(known)
+    found = Screen(known)
     for pos, k in enumerate(run.out_idx):
         fp, fm = known[k][0], known[k][1]  # (n_i, r)
         f0 = autograd_rows.project(run, k, rows[k], run.f0[pos].unsqueeze(0))  # (1, r)
@@ -168,33 +168,34 @@ def screen_prepare(run, i, rows, analytic, reference, known: dict | None = None)
         a_c = a[j_idx, r_idx]
         # autograd nonzero only where f moves (else: the full stencil decides)
         complete = int(torch.count_nonzero(a)) == int(torch.count_nonzero(a_c))
-        screen.candidates[k] = (j_idx, r_idx, a_c)
-        screen.complete &= complete
+        found.candidates[k] = (j_idx, r_idx, a_c)
+        found.complete &= complete
         if complete and reference is None:  # every nonzero of the Jacobian is among the candidates
             finite = a_c.nan_to_num(0.0, posinf=0.0, neginf=0.0)
-            screen.sumsq[k] = float(finite.square().sum())
+            found.sumsq[k] = float(finite.square().sum())
             rows_sq = torch.zeros(a.shape[1], dtype=torch.float64).index_add_(0, r_idx, finite.square())
-            screen.row_rms[k] = (rows_sq / max(a.shape[0], 1)).sqrt()
-    return screen
+            found.row_rms[k] = (rows_sq / max(a.shape[0], 1)).sqrt()
+    return found
 
 
-def screen_test(run, i, screen, rows, analytic, reference, extra, kap) -> dict | None:
-    """The worst ratio per output when every entry of input ``i`` passes the screen, else ``None``."""
-    if not screen.complete:
+def screen_test(run, i, found, rows, analytic, reference, extra, kap) -> dict | None:
+    """The worst ratio per output when every entry of input ``i`` passes the screen (``found``: what
+    ``screen_prepare`` found), else ``None``."""
+    if not found.complete:
         return None
     step = stencil.step_of(run, i)
     worst = {}
     policy = tolerances.AnalyticAllowance(run.inputs[i].dtype, reference is not None)
     for pos, k in enumerate(run.out_idx):
-        j_idx, r_idx, a_c = screen.candidates[k]
+        j_idx, r_idx, a_c = found.candidates[k]
         if j_idx.numel() == 0:
             worst[k] = 0.0
             continue
-        fp, fm = screen.known[k][0], screen.known[k][1]
+        fp, fm = found.known[k][0], found.known[k][1]
         fpc, fmc = fp[j_idx, r_idx], fm[j_idx, r_idx]
         ref = reference[(i, k)] if reference is not None else None
-        if ref is None and k in screen.row_rms:
-            base_c, row_rms = a_c, screen.row_rms[k]
+        if ref is None and k in found.row_rms:
+            base_c, row_rms = a_c, found.row_rms[k]
         else:
             base = ref if ref is not None else analytic[(i, k)]
             base_c = base[j_idx, r_idx]
@@ -354,7 +355,7 @@ class JointScreen:
         row rms: the forward-AD check reads those from the shared screen itself, ``screen_candidates``)."""
         out = {}
         for p, i in enumerate(self.inputs):
-            screen = Screen(self.known[i])
-            screen.sumsq = {k: v[p] for k, v in self.sumsq.items()}
-            out[i] = screen
+            found = Screen(self.known[i])
+            found.sumsq = {k: v[p] for k, v in self.sumsq.items()}
+            out[i] = found
         return out
