@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from gradcheck_kit._evaluate import as_outputs, describe_exception, is_none_output
+from gradcheck_kit._engine.evaluate import as_outputs, describe_exception, is_none_output
 from gradcheck_kit._grad_outputs import reject_nonfinite
 from gradcheck_kit._inputs import default_wrt, function_name, input_names, layout_clone
 from gradcheck_kit._ranges import GradientRange

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
+from gradcheck_kit._engine.limits import tuned
 
 
 def _randn(*shape, dtype=torch.float64, seed=0):
@@ -171,14 +172,12 @@ def _worst(report, check="backward"):
     return {(g.input_index, g.output_index): g.worst_ratio for g in report.groups if g.check == check}
 
 
-def test_small_inputs_screened_together_give_the_input_by_input_verdict(monkeypatch):
-    from gradcheck_kit import checkers
-
+def test_small_inputs_screened_together_give_the_input_by_input_verdict():
     args = _mlp_args()
-    monkeypatch.setattr(checkers, "TOGETHER_ELEMENTS", 0)  # the same f values: one vmap per input
-    together = gk.check_gradients(_mlp, *args, mode="full")
-    monkeypatch.setattr(checkers, "JOINT_SCREEN_ENTRIES", 0)  # the input-by-input path
-    apart = gk.check_gradients(_mlp, *args, mode="full")
+    with tuned(together_elements=0):  # the same f values: one vmap per input
+        together = gk.check_gradients(_mlp, *args, mode="full")
+    with tuned(together_elements=0, joint_screen_entries=0):  # the input-by-input path
+        apart = gk.check_gradients(_mlp, *args, mode="full")
     for report in (together, apart):
         assert report.ok, str(report)
         assert _settled(report)
@@ -256,13 +255,11 @@ def _conv(x, w):
     return torch.nn.functional.conv1d(x, w)
 
 
-def test_many_rows_come_from_functorch_with_the_is_grads_batched_verdict(monkeypatch):
-    from gradcheck_kit import checkers
-
+def test_many_rows_come_from_functorch_with_the_is_grads_batched_verdict():
     x, w = _randn(2, 3, 16, seed=7), _randn(4, 3, 3, seed=8)
     via_functorch = gk.check_gradients(_conv, x, w, mode="full")
-    monkeypatch.setattr(checkers, "FUNCTORCH_ROWS", 1 << 40)
-    via_grad = gk.check_gradients(_conv, x, w, mode="full")
+    with tuned(functorch_rows=1 << 40):
+        via_grad = gk.check_gradients(_conv, x, w, mode="full")
     assert via_functorch.ok and via_grad.ok
     assert "autograd batched (vmap over torch.func.vjp)" in via_functorch.check("backward").detail
     assert "autograd batched;" in via_grad.check("backward").detail
@@ -361,48 +358,35 @@ class _MlpRightJvp(_MlpWrongJvpInB1):
 
 
 @pytest.mark.parametrize("screens", ["shared", "input by input", "dense"])
-def test_forward_ad_against_the_backward_gives_one_verdict_whatever_the_screen(monkeypatch, screens):
-    from gradcheck_kit import checkers
-
+def test_forward_ad_against_the_backward_gives_one_verdict_whatever_the_screen(screens):
+    changes = {}
     if screens != "shared":
-        monkeypatch.setattr(checkers, "JOINT_SCREEN_ENTRIES", 0)
+        changes["joint_screen_entries"] = 0
     if screens == "dense":  # no list of nonzero entries: the products over the dense matrices
-        monkeypatch.setattr(checkers._Check, "_screen_candidates", lambda self, inputs, sizes: None)
+        changes["sparse_forward"] = False
     args = _mlp_args()
-    right = gk.check_gradients(_MlpRightJvp.apply, *args, mode="full", forward_ad=True)
+    with tuned(**changes) as tuning:
+        right = gk.check_gradients(_MlpRightJvp.apply, *args, mode="full", forward_ad=True)
+        wrong = gk.check_gradients(_MlpWrongJvpInB1.apply, *args, mode="full", forward_ad=True)
+    assert len(tuning.paths("sparse_forward")) == (0 if screens == "dense" else 2)
     assert right.ok, str(right)
     assert "random direction against the checked backward Jacobian" in right.check("forward_ad").detail
-    wrong = gk.check_gradients(_MlpWrongJvpInB1.apply, *args, mode="full", forward_ad=True)
     assert wrong.check("backward").status == "passed"
     assert wrong.check("forward_ad").status == "failed"
     named = {(m.input_index, m.index) for m in wrong.mismatches if m.check == "forward_ad"}
     assert named == {(2, (5,))}
 
 
-def test_the_screen_lists_every_nonzero_entry_that_forward_ad_sums_over(monkeypatch):
-    from gradcheck_kit import checkers
-
-    seen = []
-    original = checkers._Check._screen_candidates
-
-    def spy(self, inputs, sizes):
-        result = original(self, inputs, sizes)
-        seen.append(result)
-        if result is not None:  # every nonzero of the stacked Jacobian, and nothing else
-            analytic = self.full_state["analytic"]
-            for k, parts in result.items():  # numpy arrays
-                j_idx, r_idx, values, row_rms = (torch.from_numpy(p) for p in parts)
-                dense = torch.cat([analytic[(i, k)] for i in inputs])
-                assert int(torch.count_nonzero(dense)) == int(torch.count_nonzero(values))
-                assert torch.equal(dense[j_idx, r_idx], values)
-                assert row_rms.shape == (len(inputs), dense.shape[1])
-        return result
-
-    monkeypatch.setattr(checkers._Check, "_screen_candidates", spy)
-    assert gk.check_gradients(_mlp, *_mlp_args(), mode="full", forward_ad=True).ok
-    monkeypatch.setattr(checkers, "JOINT_SCREEN_ENTRIES", 0)
-    assert gk.check_gradients(_mlp, *_mlp_args(), mode="full", forward_ad=True).ok
-    assert len(seen) == 2 and all(s is not None for s in seen)
+def test_forward_ad_sums_over_the_screens_nonzero_entries_shared_or_input_by_input():
+    # the sums over the screen's list of nonzero entries give the dense products' verdicts and ratios
+    reports = {}
+    for name, changes in {"shared": {}, "apart": {"joint_screen_entries": 0}, "dense": {"sparse_forward": False}}.items():
+        with tuned(**changes) as tuning:
+            reports[name] = gk.check_gradients(_mlp, *_mlp_args(), mode="full", forward_ad=True)
+        assert tuning.paths("sparse_forward") == ([] if name == "dense" else [[0, 1, 2, 3, 4]])
+    for report in reports.values():
+        assert report.ok and report.check("forward_ad").status == "passed", str(report)
+    assert _worst(reports["shared"], "forward_ad") == _worst(reports["dense"], "forward_ad")
 
 
 class _TwoOutputsNonzeroForZeroGradOfSecond(torch.autograd.Function):
@@ -458,23 +442,14 @@ def test_the_zero_grad_output_of_a_complex_input_counts_elements():
 
 
 # --- vectors and matrices evaluated through one vmap ------------------------------------------------
-def test_inputs_evaluated_through_one_vmap_give_the_verdict_of_one_vmap_per_input(monkeypatch):
-    from gradcheck_kit import checkers
-
-    calls = []
-    original = checkers._Check._stencil_values_together
-
-    def spy(self, inputs, rows, mults):
-        calls.append(list(inputs))
-        return original(self, inputs, rows, mults)
-
-    monkeypatch.setattr(checkers._Check, "_stencil_values_together", spy)
+def test_inputs_evaluated_through_one_vmap_give_the_verdict_of_one_vmap_per_input():
     args = _mlp_args()
-    together = gk.check_gradients(_mlp, *args, mode="full")
-    assert calls == [[0, 1, 2, 3, 4]]
-    monkeypatch.setattr(checkers, "TOGETHER_ELEMENTS", 0)
-    apart = gk.check_gradients(_mlp, *args, mode="full")
-    assert len(calls) == 1
+    with tuned() as tuning:
+        together = gk.check_gradients(_mlp, *args, mode="full")
+    assert tuning.paths("together") == [[0, 1, 2, 3, 4]]
+    with tuned(together_elements=0) as tuning:
+        apart = gk.check_gradients(_mlp, *args, mode="full")
+    assert tuning.paths("together") == []
     for report in (together, apart):
         assert report.ok and _settled(report), str(report)
     assert together.evaluations == apart.evaluations
@@ -483,33 +458,24 @@ def test_inputs_evaluated_through_one_vmap_give_the_verdict_of_one_vmap_per_inpu
         assert abs(_worst(together)[key] - value) < 0.2, key
 
 
-def test_a_convolution_is_evaluated_one_input_at_a_time(monkeypatch):
-    from gradcheck_kit import checkers
-
-    calls = []
-    monkeypatch.setattr(checkers._Check, "_stencil_values_together", lambda *a: calls.append(a))
+def test_a_convolution_is_evaluated_one_input_at_a_time():
     x, w = _randn(2, 3, 10, seed=3), _randn(4, 3, 3, seed=4)
     b = _randn(4, seed=5)
-    report = gk.check_gradients(lambda x, w, b: torch.nn.functional.conv1d(x, w, b), x, w, b, mode="full")
+    with tuned() as tuning:
+        report = gk.check_gradients(lambda x, w, b: torch.nn.functional.conv1d(x, w, b), x, w, b, mode="full")
     assert report.ok, str(report)
-    assert calls == []  # a batched weight beside a batched image would make a grouped convolution
+    assert tuning.paths("together") == []  # a batched weight beside a batched image would make a grouped convolution
 
 
 class _ScaleWrongInSecondVmap(_ScaleWrongInSecond):
     generate_vmap_rule = True
 
 
-def test_a_wrong_element_is_named_when_inputs_are_evaluated_together(monkeypatch):
-    from gradcheck_kit import checkers
-
-    calls = []
-    original = checkers._Check._stencil_values_together
-    monkeypatch.setattr(
-        checkers._Check, "_stencil_values_together", lambda self, *a: calls.append(a[0]) or original(self, *a)
-    )
+def test_a_wrong_element_is_named_when_inputs_are_evaluated_together():
     x, y = _randn(12, seed=6), _randn(12, seed=7)
-    report = gk.check_gradients(_ScaleWrongInSecondVmap.apply, x, y, mode="full", forward_ad=False, strict=True)
-    assert calls == [[0, 1]]
+    with tuned() as tuning:
+        report = gk.check_gradients(_ScaleWrongInSecondVmap.apply, x, y, mode="full", forward_ad=False, strict=True)
+    assert tuning.paths("together") == [[0, 1]]
     assert {(m.input_index, m.index) for m in report.mismatches} == {(1, (5,))}
     assert report.check("backward").detail.endswith("settled at ±h (every entry within the plain central "
                                                     "difference's tolerance): input0")
@@ -524,15 +490,13 @@ def _picky(a, b):
     return a * b
 
 
-def test_a_function_vmap_cannot_run_on_all_inputs_at_once_is_evaluated_input_by_input(monkeypatch):
-    from gradcheck_kit import checkers
-
+def test_a_function_vmap_cannot_run_on_all_inputs_at_once_is_evaluated_input_by_input():
     x, y = _randn(6, seed=8), _randn(6, seed=9)
     report = gk.check_gradients(_picky, x, y, mode="full")
     assert report.ok, str(report)
     assert "numerical vmap" in report.check("backward").detail  # one input at a time, not the loop
-    monkeypatch.setattr(checkers, "TOGETHER_ELEMENTS", 0)
-    assert report.evaluations == gk.check_gradients(_picky, x, y, mode="full").evaluations
+    with tuned(together_elements=0):
+        assert report.evaluations == gk.check_gradients(_picky, x, y, mode="full").evaluations
 
 
 @pytest.mark.parametrize("connected", [True, False], ids=["zero gradient", "no path"])

@@ -234,7 +234,7 @@ def test_auto_does_not_narrow_a_large_input_down_through_the_loop():
     """A custom Function without a vmap rule narrows down one call of fn per point and coordinate: above
     NARROW_LOOP_COORDS the report says so instead (2^15 coordinates took 131,209 calls and 99 s), and a
     smaller input still gets its wrong element listed."""
-    from gradcheck_kit.checkers import NARROW_LOOP_COORDS
+    from gradcheck_kit._engine.limits import NARROW_LOOP_COORDS
 
     x = randn(2 * NARROW_LOOP_COORDS, seed=3)
     report = gk.check_gradients(_OneWrong.apply, x, forward_ad=False)

@@ -22,10 +22,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from gradcheck_kit._reasons import vmap_reason
-from gradcheck_kit._inputs import batched_coords, coords64, from_coords, is_differentiable
+from gradcheck_kit._engine.reasons import vmap_reason
+from gradcheck_kit._inputs import batched_coords, coords64, from_coords, is_differentiable, layout_clone
 from gradcheck_kit.errors import FunctionError
-from gradcheck_kit.tolerances import within_roundings
+from gradcheck_kit._engine.tolerances import coarsest_precision, within_roundings
 
 __all__ = [
     "Evaluator", "EvaluationFailed", "NONE_OUTPUT", "as_outputs", "describe_exception", "is_none_output",
@@ -63,10 +63,33 @@ def seed_global_rng(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def fresh_args(
+    inputs: Sequence[Any], wrt: Sequence[int], requires_grad: Sequence[int] | None = None,
+    convert: Callable[[torch.Tensor], torch.Tensor] = layout_clone, only_floating: bool = False,
+) -> tuple[list, dict[int, torch.Tensor]]:
+    """Arguments for one call of fn with grad, and its leaves at ``wrt``: each tensor (each floating or
+    complex one where ``only_floating``; the others as given) through ``convert`` (a copy with the same
+    layout, storage of its own), requiring grad at ``requires_grad`` (default ``wrt``)."""
+    grad = set(wrt if requires_grad is None else requires_grad)
+    args, leaves = [], {}
+    for i, t in enumerate(inputs):
+        if isinstance(t, torch.Tensor) and (not only_floating or t.is_floating_point() or t.is_complex()):
+            clone = convert(t)
+            if i in grad:
+                clone = clone.detach().requires_grad_(True)
+            if i in wrt:
+                leaves[i] = clone
+            args.append(clone)
+        else:
+            args.append(t)
+    return args, leaves
+
+
 #: vmap's first batch entry may differ from one plain call by this many roundings of the values' precision
 VMAP_ROUNDINGS = 64
 
-_PACKAGE_DIRS = {str(Path(__file__).parent), str(Path(__file__).resolve().parent)}
+#: the package's directory (this module sits in its _engine): frames there are the kit's own
+_PACKAGE_DIRS = {str(Path(__file__).parents[1]), str(Path(__file__).resolve().parents[1])}
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -79,8 +102,13 @@ def describe_exception(exc: BaseException) -> str:
     if frames:
         last = frames[-1]
         where = f" (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name})"
+    return exception_text(exc) + where
+
+
+def exception_text(exc: BaseException) -> str:
+    """``"Type: first line of the message"``: what the exception says, without where it was raised."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {message}{where}"
+    return f"{type(exc).__name__}: {message}"
 
 
 #: stands for a ``None`` item of fn's outputs (``(loss, None)``): a tensor nothing differentiates
@@ -118,12 +146,10 @@ def _value_eps(t: torch.Tensor) -> float:
     (a float64 output computed in float32 inside)."""
     if not (t.is_floating_point() or t.is_complex()):
         return 0.0
-    eps = torch.finfo(t.dtype).eps
+    own = torch.finfo(t.dtype).eps
     real = torch.view_as_real(t) if t.is_complex() else t
-    for low in (torch.bfloat16, torch.float16, torch.float32):
-        if torch.finfo(low).eps > eps and bool(torch.equal(real.to(low).to(real.dtype), real)):
-            return torch.finfo(low).eps
-    return eps
+    low = coarsest_precision([real], finer_than=own, finite_only=False)
+    return own if low is None else torch.finfo(low).eps
 
 
 class _VmapMismatch(Exception):
@@ -249,7 +275,7 @@ class Evaluator:
                 self.used_vmap = True
                 return result
             except Exception as exc:  # noqa: BLE001 - any failure of vmap means: use the loop
-                self.vmap_failed = describe_exception(exc)
+                self.vmap_failed = vmap_reason(exception_text(exc))
         self.used_loop = True
         rows = []
         for b in range(batch.shape[0]):
@@ -289,11 +315,12 @@ class Evaluator:
             outs = torch.func.vmap(at, randomness="error")(*batches)
         self._check_shapes([o.shape for o in outs], batched=True)
         if not self.vmap_checked:
-            self._vmap_inputs = list(inputs)
-            self._check_vmap_entry(at, batches, outs)
+            self._check_vmap_entry(list(inputs), at, batches, outs)
         return [batched_coords(o).to("cpu", torch.float64) for o in outs]
 
-    def _check_vmap_entry(self, at: Callable, batches: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> None:
+    def _check_vmap_entry(
+        self, inputs: list[int], at: Callable, batches: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]
+    ) -> None:
         """The first vmapped batch's first entry against one plain call at that point: a custom Function
         whose vmap rule mixes batch entries must not become the numerical side's values."""
         self.vmap_checked = True
@@ -301,7 +328,7 @@ class Evaluator:
 
         def plain(*xs: torch.Tensor):
             args = list(fixed)
-            for i, x in zip(self._vmap_inputs, xs):
+            for i, x in zip(inputs, xs):
                 args[i] = x
             outs = as_outputs(self.fn(*args))
             return tuple(outs[k] for k in self.output_indices)
@@ -325,7 +352,7 @@ class Evaluator:
                 )
                 break
         if self.vmap_mismatch is not None:
-            self.vmap_failed = f"_VmapMismatch: {self.vmap_mismatch}"  # no more vmap for this check
+            self.vmap_failed = "fn under vmap gives other values than one call per point"  # no more vmap
             raise _VmapMismatch(self.vmap_mismatch)
 
     @property
@@ -333,7 +360,7 @@ class Evaluator:
         if self.vmap_mismatch is not None:
             return "loop (fn under vmap gives other values than one call per point: evaluated point by point)"
         if self.vmap_failed is not None:
-            return f"loop ({vmap_reason(self.vmap_failed)}: evaluated point by point)"
+            return f"loop ({self.vmap_failed}: evaluated point by point)"
         if self.used_loop:  # vmap not tried: fn differentiates internally, which runs with grad, one call each
             return "loop (fn differentiates internally)"
         return "vmap" if self.used_vmap else "direct"

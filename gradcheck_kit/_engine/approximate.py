@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gradcheck_kit._compare import Verdict
+from gradcheck_kit._engine.compare import Verdict
 from gradcheck_kit._report import Note
 
 __all__ = ["ACCURACY", "accuracy", "entry_scale", "apply", "Tally"]
@@ -36,7 +36,7 @@ ACCURACY = {"float64": 3e-5, "low": 1e-4}
 #: errors, so a backward rounded through float16 projects to a fraction of its per-entry error, as small as
 #: a float32 solver's: the projection cannot tell them apart, and its tier stays below the bugs it
 #: resolves (docs/numerics.md). Auto mode narrows a failed projection down entry by entry, where the full
-#: tier applies (``_Check._narrow``)
+#: tier applies (``narrow.narrowed``)
 DIRECTIONAL_FACTOR = 0.01
 #: entries named in the note
 LISTED = 4

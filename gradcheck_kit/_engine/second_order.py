@@ -16,12 +16,14 @@ from typing import Any
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from gradcheck_kit._analytic import rows_from_coords
-from gradcheck_kit._evaluate import as_outputs
+from gradcheck_kit._engine.analytic import rows_from_coords
+from gradcheck_kit._engine.context import Results
+from gradcheck_kit._engine.evaluate import as_outputs
+from gradcheck_kit._engine.notes import NO_GRADIENT_FLOW
 from gradcheck_kit._orders import _order_and_base, chain, second_order_name
-from gradcheck_kit._report import CheckResult
+from gradcheck_kit._report import CheckResult, Note
 
-__all__ = ["check_second_order", "first_derivative", "second_order_name"]
+__all__ = ["first_derivative", "first_derivative_of", "results_of", "second_order_name"]
 
 
 def first_derivative(fn, wrt: list[int], vectors: list[torch.Tensor]):
@@ -56,57 +58,55 @@ def first_derivative(fn, wrt: list[int], vectors: list[torch.Tensor]):
     return G
 
 
-def check_second_order(run) -> None:
-    """Check the derivatives of orders 2 .. ``run.options["order"]`` of a first-order ``_Check`` ``run``
-    and merge them into its report. By composition: the first derivative ``G`` is checked like any
-    function, with ``order`` one less, so its own second-order check is the third order of ``fn``."""
-    from gradcheck_kit.checkers import _Check
-
+def first_derivative_of(run):
+    """``G`` of a first-order check ``run``: its function's first derivative projected on its vectors ``v``."""
     vectors: list = []
     for k, out in enumerate(run.outs):
         vectors.append(rows_from_coords(run.v[k].unsqueeze(0), out)[0] if k in run.v else None)
-    G = first_derivative(run.fn, list(run.wrt), vectors)
-    options = dict(run.options)
-    options["order"] = run.options["order"] - 1
-    options["seed"] = run.seed + 1
-    inner = _Check(G, run.inputs, list(run.wrt), run.names, None, options)
-    report = inner.execute()
-    outer = run.report
-    outer.evaluations += report.evaluations
+    return first_derivative(run.fn, list(run.wrt), vectors)
+
+
+def results_of(report, names: list, wrt: list) -> Results:
+    """The results of orders 2 and up from the report of ``G``'s check (``report``, of order one less):
+    its checks, groups and mismatches renamed one order up, and its no-gradient notes said of the backward.
+    Where ``G``'s check stopped with errors, one ``backward²`` error with them."""
+    found = Results()
     for group in report.groups:
-        group.check = second_order_name(group.check)
-        outer.groups.append(group)
+        found.groups.append(dataclasses.replace(group, check=second_order_name(group.check)))
     for m in report.mismatches:
-        outer.mismatches.append(dataclasses.replace(m, check=second_order_name(m.check), note=_note(m, run)))
+        found.mismatches.append(dataclasses.replace(m, check=second_order_name(m.check), note=_note(m, names, wrt)))
     if report.errors:
-        outer.checks.append(CheckResult(second_order_name("backward"), "error", "; ".join(report.errors)))
-        if report.function_failed and not outer.function_failed:
-            outer.function_failed, outer.function_error = True, report.function_error
-        return
+        found.checks.append(CheckResult(second_order_name("backward"), "error", "; ".join(report.errors)))
+        return found
     for c in report.checks:
-        name = second_order_name(c.name)
-        detail = c.detail
-        order, base = _order_and_base(name)
-        if base in ("forward", "backward"):
-            if _order_and_base(c.name)[0] > 1:  # G's own higher orders: their detail starts with G's chain
-                detail = detail.split("; ", 1)[1] if "; " in detail else ""
-            what = (
-                f"reverse-over-reverse ({chain(order)})" if base == "backward"
-                else f"forward-over-reverse (forward over {chain(order - 1)})"
-            )
-            detail = f"{what}; {detail}" if detail else what
-        outer.checks.append(CheckResult(name, c.status, detail))
+        found.checks.append(CheckResult(second_order_name(c.name), c.status, _detail(c)))
     for note in report.notes:
-        if "no gradient flows" in note:
-            outer.notes.append(
+        if getattr(note, "code", None) == NO_GRADIENT_FLOW:
+            found.notes.append(Note(
                 "second order: the backward is not differentiable (its result has no graph: .detach() or "
-                "no_grad inside backward?); " + note
-            )
+                "no_grad inside backward?); " + note, NO_GRADIENT_FLOW,
+            ))
+    return found
 
 
-def _note(m, run) -> str:
+def _detail(c) -> str:
+    name = second_order_name(c.name)
+    detail = c.detail
+    order, base = _order_and_base(name)
+    if base in ("forward", "backward"):
+        if _order_and_base(c.name)[0] > 1:  # G's own higher orders: their detail starts with G's chain
+            detail = detail.split("; ", 1)[1] if "; " in detail else ""
+        what = (
+            f"reverse-over-reverse ({chain(order)})" if base == "backward"
+            else f"forward-over-reverse (forward over {chain(order - 1)})"
+        )
+        detail = f"{what}; {detail}" if detail else what
+    return detail
+
+
+def _note(m, names: list, wrt: list) -> str:
     if _order_and_base(m.check)[0] > 1:  # a derivative of G of order 2 and up: its note says so already
         return m.note
-    wrt_name = run.names[run.wrt[m.output_index]] if m.output_index < len(run.wrt) else "?"
+    wrt_name = names[wrt[m.output_index]] if m.output_index < len(wrt) else "?"
     text = f"second derivative: output {m.output_index} is d(v·out)/d {wrt_name}"
     return f"{text}; {m.note}" if m.note else text

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gradcheck_kit._finite_diff import Estimates
+from gradcheck_kit._engine.finite_diff import Estimates
 
 __all__ = ["Verdict", "compare", "UNCHECKED_CAUSES"]
 
@@ -43,7 +43,7 @@ class Verdict:
     #: why an unchecked entry is: one of ``UNCHECKED_CAUSES``' codes (int8; 0 where checked)
     cause: torch.Tensor | None = None
     #: |autograd - numerical| / scale where a derivative is within the approximate tier, 0 elsewhere
-    #: (``_approximate.apply``; None where the tier was not looked at)
+    #: (``approximate.apply``; None where the tier was not looked at)
     approximate: torch.Tensor | None = None
 
 

@@ -7,7 +7,7 @@ carries an allowance for its own round-off. A derivative passes when::
     |autograd - numerical| <= kappa(N) * E + allowance_autograd
 
 with ``kappa(N) = max(4, sqrt(2 ln(N / alpha)))`` for ``N`` comparisons, so the chance of a false alarm
-stays near ``alpha`` however many entries are compared (see ``shared/NUMERICS.md``).
+stays near ``alpha`` however many entries are compared (see ``docs/numerics.md``).
 """
 
 from __future__ import annotations
@@ -44,6 +44,23 @@ def eps(dtype: torch.dtype) -> float:
     if dtype.is_complex:
         dtype = torch.float64 if dtype == torch.complex128 else torch.float32
     return float(torch.finfo(dtype).eps)
+
+
+#: lower precisions a function may compute in inside, coarsest significand first
+LOWER_PRECISIONS = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def coarsest_precision(
+    tensors, candidates=LOWER_PRECISIONS, finer_than: float = 0.0, finite_only: bool = True
+) -> torch.dtype | None:
+    """The coarsest of ``candidates`` (coarsest significand first) whose eps is above ``finer_than`` and whose
+    values every element of ``tensors`` is (their finite elements where ``finite_only``; else a NaN is no
+    value of any), or None: the precision a function computed these values in. Real tensors."""
+    values = [t[torch.isfinite(t)] for t in tensors] if finite_only else list(tensors)
+    for dtype in candidates:
+        if eps(dtype) > finer_than and all(bool((v == v.to(dtype).to(v.dtype)).all()) for v in values):
+            return dtype
+    return None
 
 
 def kappa(n_comparisons: int, alpha: float = ALPHA) -> float:
@@ -111,18 +128,18 @@ class AnalyticAllowance:
         ``floor_scale``: the scale of the floor where a float64 run exists (default ``analytic_scale``). Callers
         leave the derivative's natural size |out| / |x| out of it: that size bounds the round-off of terms
         that cancel, which the measured part sees (and the cap still allows), while in the floor it grows
-        with the output, e.g. with the length of a sum, and hid a 1% error of every entry of the gradient
-        of a float32 ``sum`` over 20,000 elements.
+        with the output, e.g. with the length of a sum, and would hide an error of every entry of the
+        gradient of a float32 ``sum`` of many elements.
 
         ``measured``: |autograd(dtype) - autograd(float64)| where a float64 run exists. ``conditioning``:
         how far the float64 derivative moves when the low-precision inputs move by ``CAP_EPS`` roundings at
-        unit scale (``_Check._conditioning``); the measured part may reach ``MEASURED_FACTOR`` times it, above
+        unit scale (``allowance.full_conditioning``); the measured part may reach ``MEASURED_FACTOR`` times it, above
         the cap: an ill-conditioned expression (sin of a large argument near a zero of sin) rounds its
         float32 derivative by that much however it is computed, while a float32-only bug (a backward
         through float16) stays above it.
 
         ``forward_rounding``: how far the low-precision forward is from the float64 one at x, over the input's
-        unit scale (``_Check._forward_rounding``); the measured part may reach ``MEASURED_FACTOR`` times it,
+        unit scale (``allowance.forward_rounding``); the measured part may reach ``MEASURED_FACTOR`` times it,
         above the cap: gelu's float32 tail ``x·Φ(x)`` forms ``Φ = (1 + erf)/2`` with an absolute rounding of
         eps while its derivative is 1e-8, and its forward shows that rounding (times x) where the derivative's
         own size cannot.

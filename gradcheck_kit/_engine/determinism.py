@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from gradcheck_kit._evaluate import as_outputs, describe_exception, seed_global_rng
+from gradcheck_kit._engine.evaluate import as_outputs, describe_exception, seed_global_rng
 from gradcheck_kit._inputs import coord_index, layout_clone
 from gradcheck_kit._report import format_index
 from gradcheck_kit.errors import FunctionError

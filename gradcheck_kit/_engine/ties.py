@@ -33,11 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 import torch
 
-from gradcheck_kit._compare import CONTAMINATION_RATIO, Verdict
-from gradcheck_kit._finite_diff import estimate_with_sigma, round_off_model
+from gradcheck_kit._engine.compare import CONTAMINATION_RATIO, Verdict
+from gradcheck_kit._engine.finite_diff import estimate_with_sigma, round_off_model
 from gradcheck_kit._inputs import coord_index
 from gradcheck_kit._report import Note, format_index
-from gradcheck_kit.tolerances import Stencil
+from gradcheck_kit._engine.tolerances import Stencil
 
 __all__ = [
     "Sides", "sides", "tie_groups", "kink_at_point", "judge_groups", "tie_note", "kink_note", "STEP_FACTOR",

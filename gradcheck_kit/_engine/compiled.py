@@ -15,10 +15,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from gradcheck_kit._evaluate import as_outputs, seed_global_rng
-from gradcheck_kit._inputs import layout_clone
+from gradcheck_kit._engine.evaluate import as_outputs, fresh_args, seed_global_rng
 from gradcheck_kit._report import CheckResult, GroupSummary, Mismatch
-from gradcheck_kit.tolerances import within_roundings
+from gradcheck_kit._engine.tolerances import within_roundings
 
 __all__ = ["CompiledComparison", "compare_with_eager", "eager_of"]
 
@@ -49,22 +48,8 @@ class CompiledComparison:
     notes: list = field(default_factory=list)
 
 
-def _prepared(inputs: Sequence[Any], wrt: Sequence[int]) -> tuple[list, dict[int, torch.Tensor]]:
-    args, leaves = [], {}
-    for i, t in enumerate(inputs):
-        if isinstance(t, torch.Tensor):
-            clone = layout_clone(t)
-            if i in wrt:
-                clone.requires_grad_(True)
-                leaves[i] = clone
-            args.append(clone)
-        else:
-            args.append(t)
-    return args, leaves
-
-
 def _run(fn: Callable, inputs: Sequence[Any], wrt: Sequence[int], seed: int) -> tuple[list, dict]:
-    args, leaves = _prepared(inputs, wrt)
+    args, leaves = fresh_args(inputs, wrt)
     seed_global_rng(seed)
     with torch.enable_grad():
         outs = as_outputs(fn(*args))
@@ -85,7 +70,7 @@ def _is_compile_failure(exc: BaseException) -> bool:
 def _draws_random_numbers(eager: Callable, inputs: Sequence[Any], outs: Sequence[torch.Tensor], seed: int) -> bool:
     """Whether eager fn's outputs change with the global RNG's seed (dropout and the like)."""
     with torch.no_grad():
-        args, _ = _prepared(inputs, ())
+        args, _ = fresh_args(inputs, ())
         seed_global_rng(seed + 1)
         again = as_outputs(eager(*args))
     return any(not torch.equal(a.detach(), b) for a, b in zip(outs, again) if a.shape == b.shape)
@@ -165,6 +150,26 @@ def compare_with_eager(
             group, rows = _compare("forward", c, e, -1, k, "out")
             result.groups.append(group)
             result.mismatches.extend(rows)
+    _compare_backwards(result, outs_c, leaves_c, outs_e, leaves_e, wrt, names, seed)
+    failed = [g for g in result.groups if g.failed]
+    detail = (
+        f"compiled == eager: outputs and the backward along {COMPILED_VECTORS} random grad_outputs, "
+        f"within {ROUNDINGS} roundings"
+    )
+    if failed:
+        parts = ", ".join(
+            f"{'forward' if g.input_index < 0 else 'backward to ' + names[g.input_index]}: {g.failed} of {g.compared}"
+            for g in failed
+        )
+        result.check = CheckResult(CHECK, "failed", f"compiled differs from eager ({parts})")
+    else:
+        result.check = CheckResult(CHECK, "passed", detail)
+    return result
+
+
+def _compare_backwards(result: CompiledComparison, outs_c, leaves_c, outs_e, leaves_e, wrt, names, seed: int) -> None:
+    """The compiled backward against eager's along ``COMPILED_VECTORS`` random grad_outputs: one group per
+    differentiated input, its mismatches (at most ``KEPT_ROWS`` per input) added to ``result``."""
     outputs = _differentiable(outs_e)
     positions = [i for i in wrt if i in leaves_e]
     gen = torch.Generator().manual_seed(seed ^ 0x5EED)
@@ -195,17 +200,3 @@ def compare_with_eager(
                 sums[key] = group
             result.mismatches.extend(rows[: max(0, KEPT_ROWS - sum(1 for m in result.mismatches if m.input_index == i))])
     result.groups.extend(sums.values())
-    failed = [g for g in result.groups if g.failed]
-    detail = (
-        f"compiled == eager: outputs and the backward along {COMPILED_VECTORS} random grad_outputs, "
-        f"within {ROUNDINGS} roundings"
-    )
-    if failed:
-        parts = ", ".join(
-            f"{'forward' if g.input_index < 0 else 'backward to ' + names[g.input_index]}: {g.failed} of {g.compared}"
-            for g in failed
-        )
-        result.check = CheckResult(CHECK, "failed", f"compiled differs from eager ({parts})")
-    else:
-        result.check = CheckResult(CHECK, "passed", detail)
-    return result

@@ -5,7 +5,7 @@ Where ``f`` is not finite on one side of ``x`` within the stencil (``sqrt`` at `
 unchecked. Here each side is tried on its own, at steps ``h, h/8, h/64, ...``: forward (backward)
 differences at ``s, 2s, 4s, 8s`` with Richardson extrapolation (base 2), the previous Richardson level giving
 the truncation estimate, and the residual of the cubic through the five points (with a round-off model of
-``eps·|f|``) the round-off, as in ``_finite_diff``. The first step where a side's estimate is finite and has
+``eps·|f|``) the round-off, as in ``finite_diff``. The first step where a side's estimate is finite and has
 converged (its error at most ``PRECISION`` of its value) decides the entry: it passes where autograd is within
 ``kappa·error + allowance`` of a converged side, or between two converged sides that disagree (a kink at x).
 
@@ -21,8 +21,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from gradcheck_kit import tolerances
-from gradcheck_kit._finite_diff import _richardson
+from gradcheck_kit._engine import tolerances
+from gradcheck_kit._engine.finite_diff import _richardson
 
 __all__ = ["OneSided", "one_sided", "nothing_compared", "POINTS", "LEVELS", "FACTOR", "PRECISION"]
 

@@ -45,10 +45,9 @@ def _exception_type(described: str) -> str:
 
 def _operation(described: str) -> str:
     """The torch operation a forward-AD message names (``Trying to use forward AD with cumprod ...``)."""
-    text = described.split(" (at ")[0]
     marker = "forward AD with "
-    if marker in text:
-        return text.split(marker, 1)[1].split()[0].strip("'\"`.,")
+    if marker in described:
+        return described.split(marker, 1)[1].split()[0].strip("'\"`.,")
     return ""
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from gradcheck_kit._compare import UNCHECKED_CAUSES, Verdict
+from gradcheck_kit._engine.compare import UNCHECKED_CAUSES, Verdict
 from gradcheck_kit._inputs import coord_index
 from gradcheck_kit._report import Note, format_index
 
 __all__ = ["unchecked_notes"]
+
+#: the code of the note that no gradient flows from an output to an input (autograd gave none)
+NO_GRADIENT_FLOW = "no_gradient_flow"
 
 _WHY = {
     "nonfinite": "fn is not finite (NaN or inf) at the points next to {at} that the finite differences need",

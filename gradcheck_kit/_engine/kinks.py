@@ -3,7 +3,7 @@
 A kink between ``h`` and ``2h`` of the point (relu at ``x - 1.3h``) leaves the points at ``+-h`` and one side
 of ``+-2h`` on one smooth piece and the last point on the other. The central Richardson value is then off by
 a fraction of the jump in slope, and its truncation estimate grows with it: a wrong derivative within
-``kappa`` times that estimate passes (a 20% wrong slope passed within 23%). The one-sided estimates tell:
+``kappa`` times that estimate passes, even one wrong by a good fraction of the slope. The one-sided estimates tell:
 the side whose points are all on one piece is sharp, the other side and the central value are not.
 
 ``suspects`` finds entries that passed on the central value while a side is sharp (its error estimate is
@@ -23,8 +23,8 @@ from typing import Callable
 
 import torch
 
-from gradcheck_kit._compare import CONTAMINATION_RATIO, Verdict, compare
-from gradcheck_kit._finite_diff import Estimates
+from gradcheck_kit._engine.compare import CONTAMINATION_RATIO, Verdict, compare
+from gradcheck_kit._engine.finite_diff import Estimates
 
 __all__ = ["suspects", "settle", "Settled", "apply", "note", "STEP_FACTOR", "LEVELS", "PRECISION"]
 

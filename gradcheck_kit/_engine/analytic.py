@@ -5,7 +5,7 @@ Rows of ``V·J`` are computed in batches through ``is_grads_batched`` or, for ma
 runs slowly, conv1d's backward among them); columns ``J·u`` through ``vmap(jvp)``. When torch cannot batch
 a function (a custom ``autograd.Function`` without a vmap rule) the same products are computed one at a
 time. ``is_grads_batched`` is never tried through a graph holding a custom ``autograd.Function`` (a
-backward reading ``grad_output.data`` crashes the process there; see ``_graph``), nor where the first
+backward reading ``grad_output.data`` crashes the process there; see ``graph``), nor where the first
 row's plain backward ran Python code (a hook): one backward per row.
 ``vmap`` over ``torch.func.vjp`` may still run such a Function, as functorch raises on ``.data`` and on
 storage access instead of crashing (the rows then come one backward at a time). Results come back as real coordinates in float64, so a
@@ -21,21 +21,27 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from gradcheck_kit._evaluate import as_outputs, describe_exception, seed_global_rng, with_grad_inputs
-from gradcheck_kit._graph import PythonInBackward, python_function_nodes
+from gradcheck_kit._engine.evaluate import (
+    as_outputs, describe_exception, exception_text, seed_global_rng, with_grad_inputs,
+)
+from gradcheck_kit._engine.reasons import forward_ad_reason
+from gradcheck_kit._engine.graph import PythonInBackward, python_function_nodes
 from gradcheck_kit._inputs import batched_coords, coords, from_coords, layout_clone
+from gradcheck_kit._engine.limits import BACKWARD_BATCH_ELEMENTS
 
 __all__ = [
     "vjp_rows", "vjp_rows_functorch", "jvp_columns", "jvp_directions", "forward_pass", "ForwardADUnsupported",
     "rows_from_coords",
 ]
 
-#: largest number of elements (rows x input coordinates) one batched backward may produce
-BATCH_ELEMENTS = 1 << 24
 
 
 class ForwardADUnsupported(RuntimeError):
-    """The function cannot be differentiated in forward mode."""
+    """The function cannot be differentiated in forward mode; ``reason`` says why in a few words."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 def rows_from_coords(rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -52,13 +58,13 @@ def vjp_rows(
 ) -> tuple[list[torch.Tensor], list[bool], str]:
     """``rows``: ``(r, n_out_coords)``. Returns per leaf ``(r, n_leaf_coords)`` float64, whether any
     gradient flowed to each leaf, and the path used (``batched``, ``single`` or ``loop``, with why where the
-    graph holds a custom ``autograd.Function`` or a Python hook: never batched through them, see ``_graph``)."""
+    graph holds a custom ``autograd.Function`` or a Python hook: never batched through them, see ``graph``)."""
     r = rows.shape[0]
     if not output.requires_grad:
         zeros = [torch.zeros(r, _n(leaf), dtype=torch.float64) for leaf in leaves]
         return zeros, [False] * len(leaves), "none"
     per_leaf_cols = sum(_n(leaf) for leaf in leaves)
-    chunk = max(1, min(r, BATCH_ELEMENTS // max(per_leaf_cols, 1)))
+    chunk = max(1, min(r, BACKWARD_BATCH_ELEMENTS // max(per_leaf_cols, 1)))
     results: list[list[torch.Tensor]] = [[] for _ in leaves]
     flowed = [False] * len(leaves)
     path = "batched"
@@ -66,12 +72,12 @@ def vjp_rows(
         path = "single"
     else:
         custom = python_function_nodes([output])
-        if custom:  # a batched backward could crash the process there (``_graph``): one row at a time
+        if custom:  # a batched backward could crash the process there (``graph``): one row at a time
             path = f"loop (custom autograd.Function in the graph: {', '.join(custom[:3])})"
     start = 0
     if path == "batched" and output.device.type == "cpu":
         # the first row through one plain backward, watched for Python code the engine calls (a hook
-        # could crash a batched backward the same way: ``_graph``)
+        # could crash a batched backward the same way: ``graph``)
         with PythonInBackward() as probe:
             first = torch.autograd.grad(
                 output, leaves, grad_outputs=rows_from_coords(rows[:1], output)[0], retain_graph=True,
@@ -167,7 +173,7 @@ def vjp_rows_functorch(
                 result[k] = vjp_rows(out, leaves, rows[k])[:2]
                 continue
             r = rows[k].shape[0]
-            chunk = max(1, min(r, BATCH_ELEMENTS // per_leaf_cols))
+            chunk = max(1, min(r, BACKWARD_BATCH_ELEMENTS // per_leaf_cols))
             parts: list[list[torch.Tensor]] = [[] for _ in leaves]
             for start in range(0, r, chunk):
                 block = rows_from_coords(rows[k][start : start + chunk], out)
@@ -340,7 +346,7 @@ def _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad)
         except (NotImplementedError, RuntimeError) as exc:
             text = str(exc)
             if "forward AD" in text or "forward-mode" in text or "jvp" in text or "forward mode" in text:
-                raise ForwardADUnsupported(describe_exception(exc)) from None
+                raise ForwardADUnsupported(describe_exception(exc), forward_ad_reason(exception_text(exc))) from None
             raise
         result = []
         for k in output_indices:

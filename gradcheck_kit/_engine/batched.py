@@ -22,12 +22,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from gradcheck_kit._evaluate import as_outputs, seed_global_rng
-from gradcheck_kit._graph import python_function_nodes
+from gradcheck_kit._engine.evaluate import as_outputs, exception_text, seed_global_rng
+from gradcheck_kit._engine.graph import python_function_nodes
 from gradcheck_kit._inputs import layout_clone
-from gradcheck_kit._reasons import forward_ad_reason, vmap_reason
+from gradcheck_kit._engine.reasons import forward_ad_reason, vmap_reason
 from gradcheck_kit._report import CheckResult
-from gradcheck_kit.tolerances import within_roundings
+from gradcheck_kit._engine.tolerances import within_roundings
 
 __all__ = ["BatchedComparison", "compare_batched"]
 
@@ -60,8 +60,7 @@ def _close(batched: torch.Tensor, single: torch.Tensor) -> tuple[bool, float]:
 
 
 def _reason(exc: BaseException, forward_ad: bool = False) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    described = f"{type(exc).__name__}: {text}"
+    described = exception_text(exc)
     return forward_ad_reason(described) if forward_ad else vmap_reason(described)
 
 
@@ -89,7 +88,14 @@ def compare_batched(fn: Callable, inputs: Sequence[Any], wrt: Sequence[int], see
         base = torch.rand((BATCH, *t.shape), generator=gen, dtype=torch.float64).mul_(2).sub_(1).mul_(scale)
         return base.to(t.dtype).to(t.device)
 
-    # forward: a batch of nearby points (x + small offsets) through vmap against single calls
+    _forward_part(call, primals, noise, seed, parts, skipped)
+    _backward_part(call, primals, noise, seed, parts, skipped)
+    _forward_ad_part(call, primals, noise, seed, parts, skipped)
+    return _verdict(parts, skipped)
+
+
+def _forward_part(call, primals, noise, seed: int, parts: dict, skipped: dict) -> None:
+    """A batch of nearby points (x + small offsets) through vmap against single calls."""
     points = [p.unsqueeze(0) + noise(p, 0.5) * p.abs().clamp_min(1) for p in primals]
     with torch.no_grad():
         seed_global_rng(seed)
@@ -102,50 +108,55 @@ def compare_batched(fn: Callable, inputs: Sequence[Any], wrt: Sequence[int], see
         else:
             parts["forward"] = _mismatch_forward(batched, singles)
 
-    # backward: vmap over vjp (and is_grads_batched where no Python runs in the backward)
+
+def _backward_part(call, primals, noise, seed: int, parts: dict, skipped: dict) -> None:
+    """vmap over vjp (and is_grads_batched where no Python runs in the backward) against one backward per
+    batch entry."""
     leaves = [p.clone().requires_grad_(True) for p in primals]
     seed_global_rng(seed)
     with torch.enable_grad():
         outs = call(*leaves)
     diff_out = [k for k, o in enumerate(outs) if (o.is_floating_point() or o.is_complex()) and o.requires_grad]
-    if diff_out:
-        vs = [noise(outs[k], 1.0) for k in diff_out]
-        rows = []
-        for b in range(BATCH):
-            grads = torch.autograd.grad(
-                [outs[k] for k in diff_out], leaves, [v[b] for v in vs], retain_graph=True, allow_unused=True
-            )
-            rows.append([torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves)])
-        try:
-            seed_global_rng(seed)
-            _, vjp_fn = torch.func.vjp(call, *primals)
+    if not diff_out:
+        return
+    vs = [noise(outs[k], 1.0) for k in diff_out]
+    rows = []
+    for b in range(BATCH):
+        grads = torch.autograd.grad(
+            [outs[k] for k in diff_out], leaves, [v[b] for v in vs], retain_graph=True, allow_unused=True
+        )
+        rows.append([torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves)])
+    try:
+        seed_global_rng(seed)
+        _, vjp_fn = torch.func.vjp(call, *primals)
 
-            def pulled(*cotangents):
-                full = [torch.zeros_like(o) for o in outs]
-                for k, c in zip(diff_out, cotangents):
-                    full[k] = c
-                return vjp_fn(tuple(full))
+        def pulled(*cotangents):
+            full = [torch.zeros_like(o) for o in outs]
+            for k, c in zip(diff_out, cotangents):
+                full[k] = c
+            return vjp_fn(tuple(full))
 
-            got = torch.func.vmap(pulled)(*vs)
-        except Exception as exc:  # noqa: BLE001
-            skipped["backward (vmap over vjp)"] = _reason(exc)
-        else:
-            parts["backward (vmap over vjp)"] = _mismatch_rows(got, rows)
-        if python_function_nodes([outs[k] for k in diff_out]):
-            skipped["backward (is_grads_batched)"] = "Python code in the graph (a custom Function): not run batched"
-        else:
-            try:
-                got = torch.autograd.grad(
-                    [outs[k] for k in diff_out], leaves, vs, retain_graph=True, allow_unused=True,
-                    is_grads_batched=True,
-                )
-            except Exception as exc:  # noqa: BLE001
-                skipped["backward (is_grads_batched)"] = _reason(exc)
-            else:
-                got = [torch.zeros((BATCH, *leaf.shape), dtype=leaf.dtype) if g is None else g for g, leaf in zip(got, leaves)]
-                parts["backward (is_grads_batched)"] = _mismatch_rows(got, rows)
+        got = torch.func.vmap(pulled)(*vs)
+    except Exception as exc:  # noqa: BLE001
+        skipped["backward (vmap over vjp)"] = _reason(exc)
+    else:
+        parts["backward (vmap over vjp)"] = _mismatch_rows(got, rows)
+    if python_function_nodes([outs[k] for k in diff_out]):
+        skipped["backward (is_grads_batched)"] = "Python code in the graph (a custom Function): not run batched"
+        return
+    try:
+        got = torch.autograd.grad(
+            [outs[k] for k in diff_out], leaves, vs, retain_graph=True, allow_unused=True, is_grads_batched=True,
+        )
+    except Exception as exc:  # noqa: BLE001
+        skipped["backward (is_grads_batched)"] = _reason(exc)
+    else:
+        got = [torch.zeros((BATCH, *leaf.shape), dtype=leaf.dtype) if g is None else g for g, leaf in zip(got, leaves)]
+        parts["backward (is_grads_batched)"] = _mismatch_rows(got, rows)
 
-    # forward AD: vmap over jvp against one jvp per tangent
+
+def _forward_ad_part(call, primals, noise, seed: int, parts: dict, skipped: dict) -> None:
+    """vmap over jvp against one jvp per tangent."""
     tangents = [noise(p, 1.0) for p in primals]
     try:
         with torch.no_grad():
@@ -160,6 +171,8 @@ def compare_batched(fn: Callable, inputs: Sequence[Any], wrt: Sequence[int], see
     else:
         parts["forward_ad"] = _mismatch_forward(batched_t, singles_t)
 
+
+def _verdict(parts: dict, skipped: dict) -> BatchedComparison:
     failed = {part: what for part, what in parts.items() if what}
     passed = [part for part, what in parts.items() if not what]
     if failed:

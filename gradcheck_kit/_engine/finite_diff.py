@@ -20,8 +20,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from gradcheck_kit import tolerances
-from gradcheck_kit.tolerances import Stencil
+from gradcheck_kit._engine import tolerances
+from gradcheck_kit._engine.tolerances import Stencil
 
 __all__ = [
     "Weights", "weights_for", "Estimates", "estimate", "noise_sigma", "round_off_model", "estimate_with_sigma",
@@ -122,7 +122,7 @@ def round_off_model(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) 
     """The round-off model of ``f`` (a floor of :func:`noise_sigma`) from the points in ``values``.
 
     Monotone in the points: computed from some of a stencil's points it is at most the value from all of
-    them (what lets a directional check stop after the first points, see ``_screen``).
+    them (what lets a directional check stop after the first points, see ``screen``).
     """
     e = tolerances.eps(stencil.dtype)
     # round-off model: eps of |f| plus eps of the output's typical size. An entry far below its siblings is
@@ -179,7 +179,7 @@ def estimate_with_sigma(
     shrinking (``scale_of``): a function computed through intermediates of that size (``log(1 + x/10)``
     near 0 forms ``1 + x/10``) rounds them by ``eps`` however small x and f are, which no ``eps |f|``
     model sees. A relative floor of about ``eps / h0`` (1e-10 with float64 numerics), far below any
-    gradient bug. Off for the second opinion at smaller steps (``_Check._refine``), where it would grow
+    gradient bug. Off for the second opinion at smaller steps (``settle.refine``), where it would grow
     with ``1/h`` past what steep functions computed at the scale of x (``1/x`` at 1e-12) need.
     """
     w = weights_for(stencil)

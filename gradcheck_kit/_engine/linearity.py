@@ -21,10 +21,10 @@ from typing import Sequence
 
 import torch
 
-from gradcheck_kit._evaluate import describe_exception
+from gradcheck_kit._engine.evaluate import describe_exception
 from gradcheck_kit._inputs import coord_index, coords64
 from gradcheck_kit._report import CheckResult, format_index
-from gradcheck_kit.tolerances import eps
+from gradcheck_kit._engine.tolerances import coarsest_precision, eps
 
 __all__ = ["linearity_check", "rounding_eps", "subnormal_spacing", "natural_size", "COEFFICIENTS"]
 
@@ -63,11 +63,8 @@ def rounding_eps(grads: Sequence[torch.Tensor], outs: Sequence[torch.Tensor] = (
     own = max(own, eps(torch.float32))
     if any(g.is_cuda for g in real) and (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32):
         own = max(own, TF32_EPS)
-    finite = [g[torch.isfinite(g)] for g in real]
-    for coarse in (torch.bfloat16, torch.float16):  # coarsest significand first
-        if eps(coarse) > own and all(bool((f == f.to(coarse).to(f.dtype)).all()) for f in finite):
-            return eps(coarse)
-    return own
+    coarse = coarsest_precision(real, (torch.bfloat16, torch.float16), finer_than=own)
+    return own if coarse is None else eps(coarse)
 
 
 def subnormal_spacing(e: float) -> float:
@@ -156,7 +153,7 @@ def linearity_check(
     the checked Jacobian ``(leaf coordinates, output coordinates)`` where known, whose ``|J|^T |c|`` sizes the
     terms of ``b(c)`` before they cancel (``inv`` of a nearly singular matrix: terms 10^12 times the result).
     ``conditioning[leaf][output]``: how far the float64 Jacobian moves when the inputs move by a few roundings
-    (``_Check._conditioning``), where measured: ``CONDITIONING_TIMES`` times its projection on |w| is allowed
+    (``allowance.full_conditioning``), where measured: ``CONDITIONING_TIMES`` times its projection on |w| is allowed
     on top, for the three backwards of an ill-conditioned low-precision function."""
     if not outs:
         return CheckResult("linearity", "skipped", "no output requires grad")
@@ -193,19 +190,10 @@ def linearity_check(
         # v1, v2 (weighted 1, 3, 2): the cancellation a correct backward of these vectors goes through
         cancelled = size.new_zeros(())
         if jacobians is not None:
-            for jac, *ws in zip(jacobians[pos], c, v1, v2):
-                if jac is not None:
-                    jac = jac.to(torch.float64)
-                    for weight, w in zip((1.0, abs(a), abs(b)), ws):
-                        w = coords64(w)
-                        cancelled = cancelled + weight * (jac.abs() @ w.abs() - (jac @ w).abs())
+            cancelled = _cancelled(cancelled, jacobians[pos], (c, v1, v2))
         allowed = spread * (nondet_tol + ULPS * subnormal_spacing(e)) + ULPS * e * (size + cancelled + top)
         if conditioning is not None:
-            for moved, *ws in zip(conditioning[pos], c, v1, v2):
-                if moved is not None:
-                    moved = moved.to(torch.float64).abs()
-                    for weight, w in zip((1.0, abs(a), abs(b)), ws):
-                        allowed = allowed + CONDITIONING_TIMES * weight * (moved @ coords64(w).abs())
+            allowed = _conditioned(allowed, conditioning[pos], (c, v1, v2))
         diff = (z - combined).abs()
         bad = finite & ~(diff <= allowed)
         if not bool(bad.any()):
@@ -223,3 +211,28 @@ def linearity_check(
             f"grad_outputs v1, v2 with entries of size 1 to 4; {HINT}",
         )
     return CheckResult("linearity", "passed", "backward(3·v1 - 2·v2) = 3·backward(v1) - 2·backward(v2)")
+
+
+def _cancelled(total: torch.Tensor, jacobians, vectors) -> torch.Tensor:
+    """``total`` plus ``|J|^T |w| - |J^T w|`` over the known Jacobians and the vectors ``(c, v1, v2)``
+    (weighted 1, 3, 2): how far the terms of a correct backward of them exceed what they sum to."""
+    a, b = COEFFICIENTS
+    for jac, *ws in zip(jacobians, *vectors):
+        if jac is not None:
+            jac = jac.to(torch.float64)
+            for weight, w in zip((1.0, abs(a), abs(b)), ws):
+                w = coords64(w)
+                total = total + weight * (jac.abs() @ w.abs() - (jac @ w).abs())
+    return total
+
+
+def _conditioned(allowed: torch.Tensor, conditioning, vectors) -> torch.Tensor:
+    """``allowed`` plus ``CONDITIONING_TIMES`` times the conditioning's projection on ``|w|`` for each of
+    ``(c, v1, v2)`` (weighted 1, 3, 2)."""
+    a, b = COEFFICIENTS
+    for moved, *ws in zip(conditioning, *vectors):
+        if moved is not None:
+            moved = moved.to(torch.float64).abs()
+            for weight, w in zip((1.0, abs(a), abs(b)), ws):
+                allowed = allowed + CONDITIONING_TIMES * weight * (moved @ coords64(w).abs())
+    return allowed

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from gradcheck_kit._evaluate import as_outputs, seed_global_rng
+from gradcheck_kit._engine.evaluate import as_outputs, fresh_args, seed_global_rng
 from gradcheck_kit._inputs import layout_clone
 from gradcheck_kit._report import CheckResult
 
@@ -57,16 +57,8 @@ def _signs(shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
 def _backward(fn: Callable, inputs: Sequence[Any], wrt: Sequence[int], dtype, vs, seed: int):
     """The outputs and the gradients of the differentiated inputs along ``vs``, computed in ``dtype`` for
     the half-precision inputs (float64: every floating input in float64)."""
-    args, leaves = [], {}
-    for i, t in enumerate(inputs):
-        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
-            clone = layout_clone(t) if dtype is None else t.detach().to(dtype)
-            if i in wrt:
-                clone = clone.detach().requires_grad_(True)
-                leaves[i] = clone
-            args.append(clone)
-        else:
-            args.append(t)
+    convert = layout_clone if dtype is None else (lambda t: t.detach().to(dtype))
+    args, leaves = fresh_args(inputs, wrt, convert=convert, only_floating=True)
     seed_global_rng(seed)
     with torch.enable_grad():
         outs = as_outputs(fn(*args))

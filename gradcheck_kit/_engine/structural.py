@@ -15,15 +15,18 @@ differentiates each output on its own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import torch
 
-from gradcheck_kit._analytic import rows_from_coords
-from gradcheck_kit._evaluate import describe_exception
+from gradcheck_kit._engine.analytic import rows_from_coords
+from gradcheck_kit._engine.evaluate import describe_exception
+from gradcheck_kit._engine.linearity import natural_size, rounding_eps, subnormal_spacing
 from gradcheck_kit._inputs import bitwise_equal, coord_index, coords64
-from gradcheck_kit._linearity import natural_size, rounding_eps, subnormal_spacing
 from gradcheck_kit._report import CheckResult, format_index
 
-__all__ = ["structural_checks"]
+__all__ = ["structural_checks", "Graph"]
 
 #: above this many input coordinates a directional check skips the zero-grad_output backward
 LARGE_INPUT = 1 << 16
@@ -40,6 +43,30 @@ LARGE_GRAD_OUTPUT = 1 << 16
 _FOLDED = "the zero grad_output went with the Jacobian's batched rows"
 
 
+@dataclass(frozen=True)
+class Graph:
+    """What the structural checks read of the first-order check: fn's outputs and the differentiated leaves
+    of its graph, the output vectors v (and as drawn), the backward's state (``full`` where it ran entry by
+    entry, ``directional`` where along directions, ``zero_grad_rows`` where a zero row went with the
+    Jacobian's rows), fn's coarser inside precision and the conditioning probe, computed on demand."""
+
+    outs: tuple
+    out_idx: list
+    leaves: dict
+    wrt: list
+    inputs: list
+    names: list
+    v: dict
+    drawn_vectors: dict
+    nondet_tol: float
+    n_in: int
+    full: Any
+    directional: Any
+    zero_grad_rows: dict | None
+    coarse_eps: Callable[[], float]
+    conditioning: Callable[[], dict | None]
+
+
 def _grads(outs, leaves, grad_outputs):
     grads = torch.autograd.grad(outs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
     return [torch.zeros_like(leaf) if g is None else g.detach() for g, leaf in zip(grads, leaves)]
@@ -53,17 +80,17 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.complex128 if t.is_complex() else torch.float64)
 
 
-def _conditioning_spread(run, full_state: dict, i: int, pairs, vectors) -> torch.Tensor | None:
+def _conditioning_spread(run: Graph, full_state, i: int, pairs, vectors) -> torch.Tensor | None:
     """For a low-precision input whose check made a float64 autograd run: how far ``J^T v`` of the float64
     derivatives moves when the inputs move by a few roundings of their precision (the check's conditioning
-    probe, ``_Check._conditioning``), projected on ``|v|``. An ill-conditioned backward (a Sinkhorn loss in
+    probe, ``allowance.full_conditioning``), projected on ``|v|``. An ill-conditioned backward (a Sinkhorn loss in
     float32) rounds the same ``v`` that much differently through another order of sums. The probe reruns
     float64 autograd on moved inputs, all later calls alike, so a backward that changes from its second
     call on moves nothing here. None where there is no such run."""
-    reference, rows = full_state.get("reference") or {}, full_state.get("rows") or {}
+    reference, rows = full_state.reference or {}, full_state.rows or {}
     if run.inputs[i].dtype != torch.float32 or not all((i, k) in reference for _, k in pairs):
         return None  # float16/bfloat16: 64 of their roundings would hide a backward wrong by percents
-    conditioning = run._conditioning()
+    conditioning = run.conditioning()
     if not conditioning or not all((i, k) in conditioning for _, k in pairs):
         return None
     spread = None
@@ -74,10 +101,10 @@ def _conditioning_spread(run, full_state: dict, i: int, pairs, vectors) -> torch
     return spread
 
 
-def _against_first_pass(run, full_state: dict, pairs, vectors, later, nondet_tol: float) -> str | None:
+def _against_first_pass(run: Graph, full_state, pairs, vectors, later, nondet_tol: float) -> str | None:
     """Where a later backward of ``v`` differs from ``J^T v`` of the Jacobian the main check compared (its
     first backward), beyond the roundings allowed: a message, else None."""
-    analytic, rows = full_state.get("analytic"), full_state.get("rows")
+    analytic, rows = full_state.analytic, full_state.rows
     if not analytic or not rows:
         return None
     checked = []
@@ -131,38 +158,42 @@ def _against_first_pass(run, full_state: dict, pairs, vectors, later, nondet_tol
     return None
 
 
-def structural_checks(run) -> None:
-    report = run.report
+def structural_checks(run: Graph) -> list[CheckResult]:
+    """The results of ``reentrant`` and ``zero_grad_output`` (one of them where no output requires grad)."""
     pairs = [(run.outs[k], k) for k in run.out_idx if run.outs[k].requires_grad]
     if not pairs:
-        report.checks.append(CheckResult("reentrant", "skipped", "no output requires grad"))
-        return
-    outs = [o for o, _ in pairs]
-    leaves = [run.leaves[i] for i in run.wrt]
-    drawn = getattr(run, "drawn_vectors", {})
+        return [CheckResult("reentrant", "skipped", "no output requires grad")]
+    drawn = run.drawn_vectors
     # the drawn grad_output itself where it has the output's dtype (no rebuild from float64 coordinates):
     # the main backward already used it, so a backward that modified it in place makes the passes differ
     vectors = [
         drawn[k] if k in drawn and drawn[k].dtype == o.dtype else rows_from_coords(run.v[k].unsqueeze(0), o)[0]
         for o, k in pairs
     ]
-    nondet_tol = float(run.options["nondet_tol"])
+    reentrant = _reentrant(run, pairs, vectors)
+    if reentrant.status == "error":
+        return [reentrant]
+    return [reentrant, _zero_grad_output(run, pairs, vectors)]
 
-    # two passes over one graph, and grad_output left as it was. With one output, the main check's own
-    # backward (same v, same graph) is the first pass: one backward saved on large inputs.
+
+def _reentrant(run: Graph, pairs, vectors) -> CheckResult:
+    """Two passes over one graph agree, and grad_output is left as it was. With one output, the main
+    check's own backward (same v, same graph) is the first pass: one backward saved on large inputs."""
+    outs = [o for o, _ in pairs]
+    leaves = [run.leaves[i] for i in run.wrt]
+    nondet_tol = run.nondet_tol
     problems = []
-    state = getattr(run, "directional_state", None)
+    state = run.directional
     if state is not None and len(pairs) == 1:
         k = pairs[0][1]
-        raw = state["raw_grads"]
+        raw = state.raw_grads
         first = [torch.zeros_like(leaf) if raw[(i, k)] is None else raw[(i, k)] for i, leaf in zip(run.wrt, leaves)]
     else:
         given = [v.clone() for v in vectors]
         try:
             first = _grads(outs, leaves, given)
         except Exception as exc:  # noqa: BLE001
-            report.checks.append(CheckResult("reentrant", "error", f"backward raised {describe_exception(exc)}"))
-            return
+            return CheckResult("reentrant", "error", f"backward raised {describe_exception(exc)}")
     # the second pass gets a copy of each grad_output to compare with afterwards; a large one goes itself,
     # watched by its version counter (which every in-place op bumps) and its sum (for writes through .data)
     given = [v if v.numel() > LARGE_GRAD_OUTPUT else v.clone() for v in vectors]
@@ -184,50 +215,52 @@ def structural_checks(run) -> None:
         problems.insert(
             0, "backward modified grad_output in place (output " + ", ".join(str(k) for k in mutated) + ")"
         )
-    full_state = getattr(run, "full_state", None)
-    if state is None and full_state is not None:
-        moved = _against_first_pass(run, full_state, pairs, vectors, first, nondet_tol)
+    if state is None and run.full is not None:
+        moved = _against_first_pass(run, run.full, pairs, vectors, first, nondet_tol)
         if moved:
             problems.append(moved)
     if second is not None:
-        for i, a, b in zip(run.wrt, first, second):
-            if bitwise_equal(a, b) or torch.equal(a, b):  # the usual case: the same bits (or values)
-                continue
-            a, b = _wide(a), _wide(b)
-            # NaN in the same places on both passes agrees; NaN on one pass only is the largest difference
-            same_nans = torch.equal(torch.isnan(a), torch.isnan(b))
-            diff = (a - b).abs().nan_to_num(nan=0.0 if same_nans else float("inf"))
-            worst = float(diff.max()) if diff.numel() else 0.0
-            if worst > nondet_tol:
-                j = int(diff.reshape(-1).argmax())
-                index, _ = coord_index(j, a.shape, False)
-                problems.append(
-                    f"two backward passes over the same graph differ for {run.names[i]}: at "
-                    f"{run.names[i]}{format_index(index)} {a.reshape(-1)[j].item():.6g} then "
-                    f"{b.reshape(-1)[j].item():.6g} (|diff| {worst:.1e} > nondet_tol={nondet_tol:g}); "
-                    "a nondeterministic backward needs nondet_tol, a backward that modifies saved tensors in "
-                    "place is a bug"
-                )
+        problems.extend(_passes_differ(run, first, second, nondet_tol))
     detail = "two passes agree" + (f" within nondet_tol={nondet_tol:g}" if nondet_tol else " exactly")
-    report.checks.append(
-        CheckResult("reentrant", "failed" if problems else "passed", "; ".join(problems) if problems else detail)
-    )
+    return CheckResult("reentrant", "failed" if problems else "passed", "; ".join(problems) if problems else detail)
 
-    # a zero grad_output gives a zero gradient (one more backward: on large inputs, full mode only)
-    if state is not None and run.n_in > LARGE_INPUT:
-        report.checks.append(
-            CheckResult(
-                "zero_grad_output", "skipped",
-                f"directional check of {run.n_in} coordinates: one backward saved; run mode='full' on a smaller input",
+
+def _passes_differ(run: Graph, first, second, nondet_tol: float) -> list[str]:
+    problems = []
+    for i, a, b in zip(run.wrt, first, second):
+        if bitwise_equal(a, b) or torch.equal(a, b):  # the usual case: the same bits (or values)
+            continue
+        a, b = _wide(a), _wide(b)
+        # NaN in the same places on both passes agrees; NaN on one pass only is the largest difference
+        same_nans = torch.equal(torch.isnan(a), torch.isnan(b))
+        diff = (a - b).abs().nan_to_num(nan=0.0 if same_nans else float("inf"))
+        worst = float(diff.max()) if diff.numel() else 0.0
+        if worst > nondet_tol:
+            j = int(diff.reshape(-1).argmax())
+            index, _ = coord_index(j, a.shape, False)
+            problems.append(
+                f"two backward passes over the same graph differ for {run.names[i]}: at "
+                f"{run.names[i]}{format_index(index)} {a.reshape(-1)[j].item():.6g} then "
+                f"{b.reshape(-1)[j].item():.6g} (|diff| {worst:.1e} > nondet_tol={nondet_tol:g}); "
+                "a nondeterministic backward needs nondet_tol, a backward that modifies saved tensors in "
+                "place is a bug"
             )
+    return problems
+
+
+def _zero_grad_output(run: Graph, pairs, vectors) -> CheckResult:
+    """A zero grad_output gives a zero gradient (one more backward: on large inputs, full mode only)."""
+    nondet_tol = run.nondet_tol
+    if run.directional is not None and run.n_in > LARGE_INPUT:
+        return CheckResult(
+            "zero_grad_output", "skipped",
+            f"directional check of {run.n_in} coordinates: one backward saved; run mode='full' on a smaller input",
         )
-        return
-    folded = getattr(run, "zero_grad_rows", None)  # full mode: a zero row went with the Jacobian's rows
+    folded = run.zero_grad_rows  # full mode: a zero row went with the Jacobian's rows
     if folded is not None and all((i, k) in folded for i in run.wrt for _, k in pairs):
         every = torch.cat([folded[(i, k)] for i in run.wrt for _, k in pairs])
         if not bool((every.abs() > nondet_tol).any()):  # the usual case: one test over everything
-            report.checks.append(CheckResult("zero_grad_output", "passed", _FOLDED))
-            return
+            return CheckResult("zero_grad_output", "passed", _FOLDED)
         # per input, the largest |gradient| of a zero grad_output over the outputs, element by element
         zeros = []
         for i in run.wrt:
@@ -235,24 +268,19 @@ def structural_checks(run) -> None:
             zeros.append(g.view(-1, 2).amax(dim=1) if run.inputs[i].is_complex() else g)
     else:
         try:
-            zeros = _grads(outs, leaves, [torch.zeros_like(v) for v in vectors])
+            zeros = _grads([o for o, _ in pairs], [run.leaves[i] for i in run.wrt], [torch.zeros_like(v) for v in vectors])
         except Exception as exc:  # noqa: BLE001
-            report.checks.append(
-                CheckResult(
-                    "zero_grad_output", "error", f"backward of a zero grad_output raised {describe_exception(exc)}"
-                )
+            return CheckResult(
+                "zero_grad_output", "error", f"backward of a zero grad_output raised {describe_exception(exc)}"
             )
-            return
     nonzero = [(i, g) for i, g in zip(run.wrt, zeros) if bool((g.abs() > nondet_tol).any())]
     if nonzero:
         i, g = nonzero[0]
-        report.checks.append(
-            CheckResult(
-                "zero_grad_output",
-                "failed",
-                f"a zero grad_output gave a nonzero gradient for {run.names[i]} "
-                f"({int((g.abs() > nondet_tol).sum())} nonzero element(s), largest {float(g.abs().nan_to_num(float('inf')).max()):.3g})",
-            )
+        return CheckResult(
+            "zero_grad_output",
+            "failed",
+            f"a zero grad_output gave a nonzero gradient for {run.names[i]} "
+            f"({int((g.abs() > nondet_tol).sum())} nonzero element(s), largest "
+            f"{float(g.abs().nan_to_num(float('inf')).max()):.3g})",
         )
-    else:
-        report.checks.append(CheckResult("zero_grad_output", "passed", "" if folded is None else _FOLDED))
+    return CheckResult("zero_grad_output", "passed", "" if folded is None else _FOLDED)

@@ -1,0 +1,74 @@
+"""The checks beside the comparison that read the first-order check's state: full mode's cost estimate (it
+may refuse to start), fn called again at the inputs (determinism), and the linearity of the backward in v."""
+
+from __future__ import annotations
+
+
+import torch
+
+from gradcheck_kit._engine import allowance, context, screen, setup, stencil
+from gradcheck_kit._engine import cost as _cost
+from gradcheck_kit._engine.determinism import call_again, moved_outputs, not_deterministic
+from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS
+from gradcheck_kit._engine.linearity import linearity_check
+from gradcheck_kit._inputs import coords, n_coords
+from gradcheck_kit._report import CheckResult
+
+
+def full_cost(run) -> None:
+    """Full mode's estimated cost (``cost``): above the limit the check stops with an error saying so."""
+    if run.mode != "full" or run.n_in < _cost.SMALL_COORDS:
+        return
+    largest = max(run.wrt, key=lambda i: n_coords(run.inputs[i]))
+    points = 2 if screen.can_screen(run) else run.stencil.points  # the fewest: the ±h screen may settle it
+    batched = stencil.runs_under_vmap(run, largest)
+    x = run.evaluator.base_args[largest]
+    elements = _cost.ELEMENT_SECONDS * (sum(n_coords(run.inputs[i]) for i in run.wrt) + run.n_out)
+    if batched and x.device.type != "cpu":  # one batch of points at x, as large as ``stencil.stencil_values`` builds
+        b = max(1, min(n_coords(x), EVALUATION_BATCH_ELEMENTS // (n_coords(x) + run.n_out)))
+        batch = lambda: run.evaluator.batched(largest, coords(x).expand(b, -1).clone(), x.shape, x.is_complex())  # noqa: E731
+        per_point = _cost.timed(batch, b)
+    elif batched:
+        per_point = elements
+    else:  # one call of fn per point, on points built as in a batch
+        per_point = min(run.forward_seconds, _cost.timed(lambda: run.evaluator.outputs_at({}), 1)) + elements
+    cost = _cost.estimate(run.n_in, points, per_point, batched)
+    limit = _cost.limit_seconds()
+    if cost.seconds > limit:
+        raise context.Failure(_cost.refusal(cost, limit))
+    if cost.seconds > _cost.WARN_FRACTION * limit:
+        run.out.notes.append(_cost.warning(cost))
+
+
+def called_again(run) -> str | None:
+    """fn called once more at the inputs as given: the error saying how it changed since its first call, or
+    None where it gives the same outputs."""
+    again, failed = call_again(run.fn, run.inputs, run.grad_positions, run.rng_seed)
+    run.extra_evaluations += 1
+    what = failed or moved_outputs(run.outs, again, run.out_idx, float(run.options["nondet_tol"]))
+    return None if what is None else not_deterministic(what)
+
+
+def linearity(run) -> CheckResult:
+    graded = [k for k in run.out_idx if run.outs[k].requires_grad]
+    args = (
+        [run.outs[k] for k in graded], [run.leaves[i] for i in run.wrt], [run.names[i] for i in run.wrt],
+        run.seed, float(run.options["nondet_tol"]),
+    )
+    state = run.full if run.directional is None else None
+    jacobians = None if state is None else [
+        [state.analytic.get((i, k)) if state.rows[k] == "jacobian" else None for k in graded] for i in run.wrt
+    ]
+    result = linearity_check(*args, jacobians=jacobians)
+    if result.status == "failed" and setup.coarse_eps(run):  # fn computes in a lower precision inside
+        result = linearity_check(*args, eps_floor=setup.coarse_eps(run), jacobians=jacobians)
+    float32 = all(run.inputs[i].dtype == torch.float32 for i in run.wrt)  # float16/bfloat16: too coarse
+    if result.status == "failed" and float32 and state is not None and state.reference:
+        # a low-precision backward of an ill-conditioned function rounds each of the three backwards by
+        # up to how far its float64 derivatives move when the inputs move by a few roundings
+        conditioning = allowance.full_conditioning(run)
+        if conditioning:
+            spread = [[conditioning.get((i, k)) if state.rows[k] == "jacobian" else None for k in graded]
+                      for i in run.wrt]
+            result = linearity_check(*args, eps_floor=setup.coarse_eps(run), jacobians=jacobians, conditioning=spread)
+    return result

@@ -1,0 +1,299 @@
+"""The directional backward check: random directions u, phi(t) = v·f(x + t·h·u) on the stencil (stopping
+after ±h where the screen decides), against autograd's (v·J)·u."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from gradcheck_kit._engine import (
+    allowance, autograd_rows, context, reductions, settle, setup, stencil, tolerances, words,
+)
+from gradcheck_kit._engine import approximate as _approximate
+from gradcheck_kit._engine import kinks as _kinks
+from gradcheck_kit._engine import limits
+from gradcheck_kit._engine import screen as _screen
+from gradcheck_kit._engine import ties as _ties
+from gradcheck_kit._engine.compare import compare, Verdict
+from gradcheck_kit._engine.evaluate import EvaluationFailed
+from gradcheck_kit._engine.finite_diff import estimate, estimate_with_sigma, Estimates, noise_sigma
+from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS, LARGE_COORDS
+from gradcheck_kit._inputs import coords, coords64, from_coords
+from gradcheck_kit._report import CheckResult, GroupSummary, Mismatch
+
+
+def screens(run) -> bool:
+    """Whether the ±h screen may decide (``screen``): float64 numerics, unless switched off."""
+    return _screen.applies(run.stencil) and limits.TUNING.directional_screen
+
+
+def directions(run) -> dict[int, torch.Tensor]:
+    """Per input ``(d, n_i)``: random signs times each coordinate's step scale (``scale_of``), so ``|u|``
+    is the scale; float64 for float64 inputs, else float32 (powers of two: exact in both)."""
+    d = run.options["directions"] or (DEFAULT_DIRECTIONS if run.n_in <= LARGE_COORDS else 1)
+    run.n_directions = d
+    out = {}
+    for i in run.wrt:
+        x = coords(run.inputs[i].detach()).cpu()  # base_args[i]'s values (a float64 copy of low precision)
+        out[i] = words.rademacher(x if x.dtype in words.FLOAT_BITS else x.to(torch.float32), d, run.gen)
+        reach = max(abs(m) for m in run.stencil.multipliers)
+        out[i] = _ties.tie_directions(x, out[i], stencil.step_of(run, i), reach)  # tied elements move together
+        if i in run.nonfinite:  # never moved: x + t·h·u stays what fn masks
+            out[i][:, run.nonfinite[i]] = 0.0
+    return out
+
+
+def directional_numerics(run, u: dict[int, torch.Tensor]) -> "DirectionalNumerics":
+    """phi(0) for every output and direction, then phi(+-h), or the whole stencil where no screen applies
+    (``screen``): the rest of the stencil is evaluated by ``directional_estimates`` on first need."""
+    d = run.n_directions
+    n_out = len(run.out_idx)
+    values = torch.full((run.stencil.points + 1, n_out, d), math.nan, dtype=torch.float64)
+    fmag = torch.tensor([[autograd_rows.output_sizes(run, k)[0]] for k in run.out_idx], dtype=torch.float64)
+    num = DirectionalNumerics(values, fmag, evaluated=1, center=False)
+    if not run.reference_pending:  # phi(0) from f(x), which is known (a deferred probe: on first need)
+        directional_center(run, num)
+    evaluate_directional(run, num, u, _screen.POINTS if screens(run) else values.shape[0])
+    return num
+
+
+def directional_center(run, num: "DirectionalNumerics") -> None:
+    """phi(0) from f(x)."""
+    for pos, k in enumerate(run.out_idx):
+        num.values[0, pos, :] = run.f0[pos] @ run.v[k]
+    num.center = True
+
+
+def outputs_at(run, repl: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+    """``evaluator.outputs_at``; the first call of a deferred probe also checks that fn computes in
+    float64 there (``context.NoFloat64`` where it does not, or fails)."""
+    if not run.reference_pending:
+        return run.evaluator.outputs_at(repl)
+    try:
+        outs = run.evaluator.raw_outputs_at(repl)
+    except EvaluationFailed:
+        raise context.NoFloat64 from None
+    if not all(outs[k].dtype in (torch.float64, torch.complex128) for k in run.out_idx):
+        raise context.NoFloat64
+    run.reference_pending = False
+    return [coords64(outs[k]) for k in run.out_idx]
+
+
+def evaluate_directional(
+    run, num: "DirectionalNumerics", u: dict[int, torch.Tensor], upto: int, h: float | None = None
+) -> None:
+    """Fill the stencil rows ``num.evaluated .. upto - 1`` (offsets ``multipliers[row - 1]`` times h, the
+    stencil's step unless given)."""
+    h = run.stencil.h0 if h is None else h
+    mult = run.stencil.multipliers
+    base = {i: coords(run.evaluator.base_args[i]) for i in run.wrt}
+    buffers = {i: torch.empty_like(base[i]) for i in run.wrt}
+    for di in range(run.n_directions):
+        for row in range(num.evaluated, upto):
+            repl = {}
+            for i in run.wrt:
+                x = run.evaluator.base_args[i]
+                step = u[i][di]
+                if step.dtype != base[i].dtype or step.device != base[i].device:
+                    # float32 directions (a mixed add is slower), or an input on another device
+                    step = buffers[i].copy_(step)
+                point = torch.add(base[i], step, alpha=mult[row - 1] * h, out=buffers[i])
+                repl[i] = from_coords(point.unsqueeze(0), x.shape, x.is_complex())[0].to(x.dtype)
+            outs = outputs_at(run, repl)
+            for pos, k in enumerate(run.out_idx):
+                num.values[row, pos, di] = outs[pos] @ run.v[k]
+            del outs, repl  # not held while fn computes the next point (one output less at the peak)
+    num.evaluated = max(num.evaluated, upto)
+
+
+def directional_estimates(run) -> Estimates:
+    """The full stencil's estimates (evaluating the points the screen left out), and for low-precision
+    inputs the float64 autograd reference its allowance measures round-off against."""
+    state = run.directional
+    num = state.numerics
+    if num.estimates is None:
+        if not num.center:
+            directional_center(run, num)
+        evaluate_directional(run, num, state.u, num.values.shape[0])
+        h = torch.tensor(run.stencil.h0, dtype=torch.float64)
+        num.estimates = estimate(num.values, h, num.fmag, run.stencil, pool_dim=1)
+        if run.reference:
+            directional_reference(run)
+    return num.estimates
+
+
+def directional_reference(run) -> dict | None:
+    """The float64 autograd run's ``v·J`` (``grads_ref``), computed on first need; None where it fails
+    (the allowance is then the blanket one)."""
+    state = run.directional
+    if not state.reference_ran:
+        state.reference_ran = True
+        try:
+            _, ref_leaves, ref_outs = autograd_rows.reference_leaves(run)
+            state.grads_ref, _ = autograd_rows.vjp_vectors(run, ref_leaves, ref_outs)
+        except Exception:  # noqa: BLE001 - no reference: blanket allowance
+            state.grads_ref = None
+    return state.grads_ref
+
+
+def judge_directional(run, a: torch.Tensor) -> tuple[Verdict, torch.Tensor, bool]:
+    """Autograd's ``(n_out, d)`` values against the numerics: the +-h screen where it decides (every value
+    passes it), else the full stencil. Returns the verdict, the scale of each value, and whether the screen
+    decided."""
+    kap = tolerances.kappa(a.numel())
+    num = run.directional.numerics
+    if num.estimates is None and screens(run):
+        allow, scale = allowance.allowance_directional(run, screen=True)
+        verdict = _screen.screen(a, num.values, run.stencil.h0, num.fmag, run.stencil, allow, kap, num.center)
+        if verdict is None and run.reference and directional_reference(run) is not None:
+            # low-precision inputs: the floor alone did not settle it; with autograd's round-off measured
+            # against the float64 run (the allowance the full comparison gives) it may, without the
+            # rest of the stencil
+            allow, scale = allowance.allowance_directional(run, screen="measured")
+            verdict = _screen.screen(a, num.values, run.stencil.h0, num.fmag, run.stencil, allow, kap, num.center)
+        if verdict is not None:
+            return verdict, scale, True
+    est = directional_estimates(run)
+    allow, scale = allowance.allowance_directional(run, screen=False)
+    # no second opinion at smaller steps here (full mode's settle.refine): one coordinate's steep feature
+    # would dominate the projection and its tolerance there, and hide a wrong element elsewhere. Auto
+    # mode narrows a failure down with a full check, whose entries get it one by one (narrow)
+    verdict = compare(a, est, allow, kap)
+    settle_directional_kinks(run, a, est, allow, verdict, kap)
+    if bool(verdict.failed.any()) and settle.approximate_tier(run):
+        _approximate.apply(
+            verdict, a, allowance.directional_own_scale(run), _approximate.accuracy(allowance.directional_dtype(run), True),
+            run.options["strict"],
+        )
+    return verdict, scale, False
+
+
+def settle_directional_kinks(run, a, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
+    """Directional values that passed on a central value spoiled by a kink along ``u`` inside the stencil
+    (``kinks``), judged again with the stencil at smaller steps on the kink's clean side."""
+    flat = lambda t: None if t is None else t.view(-1)  # noqa: E731 - (n_out, d) -> flat positions (views: writes reach verdict)
+    view = Verdict(*(flat(getattr(verdict, f)) for f in Verdict.__dataclass_fields__))
+    flat_est = Estimates(*(None if t is None else flat(t) for t in vars(est).values()))
+    idx = _kinks.suspects(flat(a), flat_est, flat(allow), kap, view).nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return
+    state = run.directional
+    num = state.numerics
+
+    def estimates_at(level: int, open_: torch.Tensor) -> Estimates:
+        h = run.stencil.h0 / _kinks.STEP_FACTOR**level
+        fine = DirectionalNumerics(num.values.clone(), num.fmag, evaluated=1)
+        evaluate_directional(run, fine, state.u, num.values.shape[0], h=h)
+        sigma = noise_sigma(fine.values, fine.fmag, run.stencil, pool_dim=1)
+        e = estimate_with_sigma(fine.values, torch.tensor(h, dtype=torch.float64), sigma, run.stencil, unit_floor=False)
+        return Estimates(*(None if t is None else flat(t)[idx[open_]] for t in vars(e).values()))
+
+    settled = _kinks.settle(flat(a)[idx], flat(allow)[idx], kap, estimates_at)
+    decided, wrong, level = _kinks.apply(view, idx, settled, flat(a)[idx])
+    if decided:
+        run.out.notes.append(_kinks.note("directional derivative(s)", decided, wrong, level))
+
+
+def backward_directional(run) -> bool:
+    """The directional backward check; whether it failed in auto mode (the pipeline narrows it down then)."""
+    try:
+        failed = backward_directional_once(run)
+    except context.NoFloat64:  # the deferred probe: fn does not compute in float64 at x + h·u
+        setup.choose_numeric_dtype(run, defer=False)  # the probe at x decides, as for any other check
+        run.extra_evaluations += 1  # the point that told
+        failed = backward_directional_once(run)
+    return failed and run.options["mode"] == "auto"
+
+
+def backward_directional_once(run) -> bool:
+    u = directions(run)
+    # forward AD's projections now, while least else is held in memory (the check of them comes with
+    # forward_check): its temporaries on top of the numerics' and the backward's cost page faults on
+    # large inputs
+    run.jvp_projections = autograd_rows.jvp_projection(run, u) if run.options["forward_ad"] is not False else None
+    num = directional_numerics(run, u)
+    raw: dict = {}
+    grads, flowed = autograd_rows.vjp_vectors(run, run.leaves, run.outs, raw)
+    run.directional = context.DirectionalState(u, num, grads, raw)
+    a = project_directional(run, grads, u)
+    verdict, scale, screened = judge_directional(run, a)
+    failed = record_directional(run, "backward", a, verdict, all(flowed.values()))
+    run.out.resolution = float((verdict.allowed / scale.clamp_min(1e-300)).max())
+    if screened:
+        detail = (
+            f"directional, {run.n_directions} direction(s), 2 evaluations each (stopped after ±h: the "
+            "central difference already agreed within its round-off)"
+        )
+        if not num.center:
+            detail += "; f(x) in float64 was not needed, so a kink exactly at x was not looked for"
+    else:
+        detail = f"directional, {run.n_directions} direction(s), {run.stencil.points} evaluations each"
+    run.out.checks.append(CheckResult("backward", "failed" if failed else "passed", detail))
+    return failed
+
+
+def project_directional(run, grads: dict, u: dict) -> torch.Tensor:
+    a = torch.zeros(len(run.out_idx), run.n_directions, dtype=torch.float64)
+    for pos, k in enumerate(run.out_idx):
+        for i in run.wrt:
+            # the first direction's pass also sums (g·u)² = (g·|u|)², the allowance's scale
+            value, square_sum = reductions.dot_and_square_sum(u[i][0], grads[(i, k)])
+            a[pos, 0] += value
+            run.directional_square_sums[(i, k)] = square_sum
+            for di in range(1, run.n_directions):
+                a[pos, di] += reductions.dot64(u[i][di], grads[(i, k)])
+    return a
+
+
+def record_directional(run, check: str, a: torch.Tensor, verdict: Verdict, flowed: bool) -> bool:
+    failed_any = False
+    first_input = run.wrt[0]
+    for pos, k in enumerate(run.out_idx):
+        group = GroupSummary(check, first_input if len(run.wrt) == 1 else -1, k, "directional")
+        group.compared = int((~verdict.unchecked[pos]).sum())
+        group.unchecked = int(verdict.unchecked[pos].sum())
+        group.failed = int(verdict.failed[pos].sum())
+        group.kinks = int(verdict.kink[pos].sum())
+        group.worst_ratio = float(verdict.ratio[pos].max())
+        run.out.groups.append(group)
+        if verdict.approximate is not None:
+            run.approximate.add(
+                verdict.approximate[pos], _approximate.accuracy(allowance.directional_dtype(run), True), allowance.directional_dtype(run),
+                lambda di, k=k: f"directional derivative {di} of output {k}", directional=True,
+            )
+        for di in range(a.shape[1]):
+            if not verdict.failed[pos, di]:
+                continue
+            failed_any = True
+            analytic_value = float(a[pos, di])
+            run.out.mismatches.append(
+                Mismatch(
+                    check=check,
+                    input_index=group.input_index,
+                    output_index=k,
+                    index=(di,),
+                    analytic=analytic_value,
+                    numerical=float(verdict.numerical[pos, di]),
+                    abs_error=abs(analytic_value - float(verdict.numerical[pos, di])),
+                    allowed=float(verdict.allowed[pos, di]),
+                    input_name="+".join(run.names[i] for i in run.wrt),
+                    kind="directional",
+                    note="" if flowed else "some input gets no gradient from autograd",
+                )
+            )
+    return failed_any
+
+
+@dataclass
+class DirectionalNumerics:
+    """``phi(t) = v_k·out_k(x + t·h·u)`` per output and direction: ``values`` ``(points + 1, n_out, d)`` in the
+    stencil's order ``[0, +1, -1, +2, -2, ...]`` of which the first ``evaluated`` rows are known; ``fmag``
+    (``(n_out, 1)``, ``sum |f(x)|·|v|``) sizes the noise model; ``estimates`` once the whole stencil ran."""
+
+    values: torch.Tensor
+    fmag: torch.Tensor
+    evaluated: int
+    center: bool = True  # row 0 (phi(0)) known: False until f(x) is, where the float64 probe was deferred
+    estimates: Estimates | None = None

@@ -1,0 +1,239 @@
+"""The full backward check: autograd's rows against finite differences, input by input after the ±h screens,
+each (input, output) group judged (``settle``) and recorded as a group summary and mismatches."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from gradcheck_kit._engine import allowance, autograd_rows, context, screen, settle, stencil, tolerances
+from gradcheck_kit._engine import approximate as _approximate
+from gradcheck_kit._engine.compare import Verdict
+from gradcheck_kit._engine.finite_diff import noise_sigma
+from gradcheck_kit._engine.limits import KEPT_PER_GROUP
+from gradcheck_kit._engine.notes import NO_GRADIENT_FLOW
+from gradcheck_kit._engine.notes import unchecked_notes
+from gradcheck_kit._inputs import coord_index, coords, coords64, n_coords, safe_float
+from gradcheck_kit._report import Note, CheckResult, format_index, GroupSummary, Mismatch
+
+
+def full_numerics(run, i: int, rows: dict[int, str], known: dict | None = None) -> dict[int, "stencil.FullNumerics"]:
+    """Numerical derivatives of every output row w.r.t. every coordinate of input ``i``.
+
+    ``rows[k]`` is ``"jacobian"`` (one row per output coordinate) or ``"projected"`` (one row: v·out).
+    Returns per output the raw stencil values ``(points, n_i, r_k)`` with the noise of ``f``.
+    ``known``: stencil values already computed for the first multipliers (the screen's ±h).
+    """
+    mults = run.stencil.multipliers
+    done = 0 if known is None else next(iter(known.values())).shape[0]
+    fresh = stencil.stencil_values(run, i, rows, mults[done:]) if done < len(mults) else None
+    x = run.evaluator.base_args[i]
+    xc = coords64(x)
+    step = stencil.step_of(run, i)
+    numerics = {}
+    for pos, k in enumerate(run.out_idx):
+        parts = [autograd_rows.project(run, k, rows[k], run.f0[pos].unsqueeze(0)).unsqueeze(1).expand(1, xc.numel(), -1)]
+        if known is not None:
+            parts.append(known[k])
+        if fresh is not None:
+            parts.append(fresh[k])
+        values = torch.cat(parts)
+        fmag = autograd_rows.project(run, k, rows[k], run.f0[pos].abs().unsqueeze(0), absolute=True)  # (1, r)
+        sigma = noise_sigma(values, fmag, run.stencil, pool_dim=0)
+        flat = (values[1:] == values[0]).all(dim=0)
+        numerics[k] = stencil.FullNumerics(values, sigma, step, xc.abs(), flat)
+    return numerics
+
+
+def backward_full(run, *, inputs: Sequence[int] | None = None, check_name: str = "backward") -> None:
+    rows = autograd_rows.full_rows(run) if inputs is None else {k: "projected" for k in run.out_idx}
+    inputs = list(run.wrt) if inputs is None else list(inputs)
+    zero_rows = {} if check_name == "backward" and run.mode == "full" else None
+    analytic, flowed, path = autograd_rows.analytic_full(run, rows, run.leaves, run.outs, run.analytic_args, zero_rows)
+    if zero_rows:
+        run.zero_grad_rows = zero_rows  # structural_checks reads the zero grad_output's gradient here
+    reference = None
+    if run.reference:
+        try:
+            ref_args, ref_leaves, ref_outs = autograd_rows.reference_leaves(run)
+            reference, _, _ = autograd_rows.analytic_full(run, rows, ref_leaves, ref_outs, ref_args)
+        except context.Failure:
+            reference = None
+    prepared, joint = {}, None
+    if screen.can_screen(run):
+        joint = screen.joint_screen_prepare(run, inputs, rows, analytic, reference)
+        if joint is not None and joint.complete:
+            prepared = joint.screens()
+        else:
+            prepared = screen.screens_apart(run, inputs, rows, analytic, reference, joint)
+            joint = None
+    extra = allowance.global_scales(run, rows, reference if reference is not None else analytic, inputs, prepared)
+    run.full = context.FullState(rows, analytic, reference, extra, prepared, joint)
+    total = sum(
+        n_coords(run.inputs[i]) * autograd_rows.row_count(run, k, rows[k]) for i in inputs for k in run.out_idx
+    )
+    kap = tolerances.kappa(total)
+    failed_any = False
+    screened = []
+    joint_worst = screen.joint_screen_test(run, joint, rows, extra, kap) if joint is not None else None
+    if joint is not None and joint_worst is None:  # some entry needs a closer look: input by input
+        prepared = run.full.prepared = screen.screens_apart(run, inputs, rows, analytic, reference, joint)
+    for i in inputs:
+        known = None
+        if i in prepared:
+            known = prepared[i].known
+            if joint_worst is not None:
+                worst = joint_worst[i]
+            else:
+                worst = screen.screen_test(run, i, prepared[i], rows, analytic, reference, extra, kap)
+            if worst is not None:
+                screened.append(i)
+                run.full.input_passed[i] = True
+                run.full.estimates[i] = None  # computed on demand (forward AD per entry)
+                for k in run.out_idx:
+                    record_screened(run, check_name, i, k, rows[k], worst[k], flowed.get((i, k), True))
+                continue
+        num = full_numerics(run, i, rows, known)
+        run.full.estimates[i] = num
+        failed_i = False
+        for k in run.out_idx:
+            a = analytic[(i, k)]
+            ref = reference[(i, k)] if reference is not None else None
+            verdict, j_idx, r_idx = settle.judge(run, i, k, a, ref, num[k], extra[(i, k)], kap)
+            failed_i |= record(run, 
+                check_name, i, k, rows[k], a, verdict, flowed.get((i, k), True), j_idx, r_idx
+            )
+        run.full.input_passed[i] = not failed_i
+        failed_any |= failed_i
+    run.full.screened = screened
+    kinds = sorted(set(rows.values()))
+    detail = f"full, {'/'.join(kinds)}, numerical {run.evaluator.path}, autograd {path}"
+    if screened:
+        names = ", ".join(run.names[i] for i in screened)
+        detail += f"; settled at ±h (every entry within the plain central difference's tolerance): {names}"
+    run.out.checks.append(CheckResult(check_name, "failed" if failed_any else "passed", detail))
+
+
+def record_screened(run, check: str, i: int, k: int, kind: str, worst: float, flowed: bool) -> None:
+    group = GroupSummary(check, i, k, kind)
+    group.compared = n_coords(run.inputs[i]) * autograd_rows.row_count(run, k, kind)
+    group.worst_ratio = worst
+    run.out.groups.append(group)
+    if not flowed and check == "backward":
+        run.out.notes.append(
+            no_gradient_note(i, run.names[i], k)
+        )
+
+
+def record(
+    run, check: str, i: int, k: int, kind: str, a: torch.Tensor, verdict: Verdict, flowed: bool,
+    j_idx: torch.Tensor, r_idx: torch.Tensor,
+) -> bool:
+    """Add a group summary and its mismatches; return whether anything failed.
+
+    ``verdict`` covers the entries ``(j_idx, r_idx)`` of the ``(n_i, r)`` matrix ``a``; the others passed.
+    """
+    report = run.out
+    group = GroupSummary(check, i, k, kind)
+    group.compared = int(a.numel() - verdict.unchecked.sum().item())
+    group.unchecked = int(verdict.unchecked.sum().item())
+    group.failed = int(verdict.failed.sum().item())
+    group.kinks = int(verdict.kink.sum().item())
+    finite_ratio = verdict.ratio
+    group.worst_ratio = float(finite_ratio.max().item()) if finite_ratio.numel() else 0.0
+    report.groups.append(group)
+    x = run.inputs[i]
+    name = run.names[i]
+    if verdict.approximate is not None:
+        label = lambda pos: approximate_label(run.outs[k], run.output_names[k], kind, x, name, int(j_idx[pos]), int(r_idx[pos]))  # noqa: E731
+        run.approximate.add(verdict.approximate, _approximate.accuracy(x.dtype), x.dtype, label)
+    if group.kinks:
+        report.notes.append(
+            f"{group.kinks} derivative(s) of output {k} w.r.t. {name} sit at or next to a kink (left and right "
+            "slopes differ); autograd's value was accepted where it lies between them or matches the clean side"
+        )
+    if group.unchecked:
+        report.notes.extend(unchecked_notes(verdict, a, j_idx, r_idx, x, k, name))
+    if not flowed and check == "backward":
+        report.notes.append(
+            no_gradient_note(i, name, k)
+        )
+    if not group.failed:
+        return False
+    report.mismatches.extend(mismatches(run, check, i, k, kind, a, verdict, flowed, j_idx, r_idx))
+    return True
+
+
+def approximate_label(out: torch.Tensor, lhs: str, kind: str, x: torch.Tensor, name: str, j: int, r: int) -> str:
+    """``d out[2] / d x[0, 1]`` (``d (v·out) / d x[..]`` for a projected row)."""
+    index, _ = coord_index(j, x.shape, x.is_complex())
+    if kind == "jacobian":
+        lhs += format_index(coord_index(r, out.shape, out.is_complex())[0])
+    else:
+        lhs = f"(v·{lhs})"
+    return f"d {lhs} / d {name}{format_index(index)}"
+
+
+def no_gradient_note(i: int, name: str, k: int) -> Note:
+    return Note(
+        f"no gradient flows to input {i} ({name}) from output {k}: autograd treats it as not used "
+        "(detached, computed under no_grad, or requires_grad_(False)); compared as zero",
+        NO_GRADIENT_FLOW,
+    )
+
+
+def mismatches(
+    run, check: str, i: int, k: int, kind: str, a: torch.Tensor, verdict: Verdict, flowed: bool,
+    j_idx: torch.Tensor, r_idx: torch.Tensor,
+) -> list[Mismatch]:
+    """The failed entries of ``verdict``, worst first (at most ``KEPT_PER_GROUP``), as mismatches."""
+    x, name = run.inputs[i], run.names[i]
+    found = []
+    failed_at = verdict.failed.nonzero().reshape(-1)
+    order = torch.argsort(verdict.ratio[failed_at], descending=True)[:KEPT_PER_GROUP]
+    xc = coords(x)
+    for pos in failed_at[order].tolist():
+        j, r = int(j_idx[pos]), int(r_idx[pos])
+        index, part = coord_index(j, x.shape, x.is_complex())
+        out_shape = run.outs[k].shape
+        out_elem = None
+        note = []
+        if kind == "jacobian":
+            out_elem, opart = coord_index(r, out_shape, run.outs[k].is_complex())
+            if opart:
+                note.append(f"output {opart}")
+        if part:
+            note.append(f"input {part}")
+        if not flowed:
+            note.append(f"no gradient flows to input {i}: autograd gave none")
+        if bool(verdict.sharp_kink[pos]):
+            lo, hi = sorted((float(verdict.left[pos]), float(verdict.right[pos])))
+            note.append(
+                f"a kink: the one-sided slopes are {lo:.6g} and {hi:.6g}; a valid (sub)gradient lies between them"
+            )
+        note += [f"at a tie ({text}): the gradient over them is wrong" for t_i, m, text in run.tie_failures
+                 if t_i == i and j in m][:1]
+        analytic_value = float(a[j, r])
+        numerical_value = float(verdict.numerical[pos])
+        if not math.isfinite(analytic_value):
+            note.append("autograd's value is not finite where the numerical one is")
+        found.append(
+            Mismatch(
+                check=check,
+                input_index=i,
+                output_index=k,
+                index=index,
+                analytic=analytic_value,
+                numerical=numerical_value,
+                abs_error=abs(analytic_value - numerical_value),
+                allowed=float(verdict.allowed[pos]),
+                output_element=out_elem,
+                input_name=name,
+                input_value=safe_float(xc[j]),
+                kind=kind,
+                note="; ".join(note),
+            )
+        )
+    return found

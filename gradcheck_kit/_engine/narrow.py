@@ -1,0 +1,76 @@
+"""Auto mode's narrowing: a failed directional check is followed by a full check of d(v·out)/dx of the
+inputs small enough, whose results replace or join the directional ones."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gradcheck_kit._engine import context, full, stencil
+from gradcheck_kit._engine.limits import NARROW_COORDS, NARROW_LOOP_COORDS
+from gradcheck_kit._inputs import n_coords
+from gradcheck_kit._report import CheckResult
+
+
+def narrowed(run, first: context.Results) -> context.Results:
+    """The directional check's results ``first`` followed by a full check of d(v·out)/dx of the inputs of at
+    most ``NARROW_COORDS`` coordinates, which names the wrong elements: one ``backward`` result for both,
+    failed if either failed, or passed where every element passed and the directional failure came from
+    the finite differences along u (a smaller step or the approximate tier resolved it)."""
+    found = context.Results()
+    found.extend(first)
+    small = [i for i in run.wrt if n_coords(run.inputs[i]) <= NARROW_COORDS]
+    if not small:
+        found.notes.append(
+            f"the directional check failed; inputs are larger than {NARROW_COORDS} elements, so the wrong "
+            "elements were not narrowed down (run with mode='full' to list them)"
+        )
+        return found
+    total = sum(n_coords(run.inputs[i]) for i in small)
+    if total > NARROW_LOOP_COORDS and not stencil.runs_under_vmap(run, small[0]):
+        found.notes.append(
+            f"the directional check failed; fn cannot run under vmap ({run.evaluator.path}), and narrowing "
+            f"{total} coordinates down would take one call of fn per point and coordinate, so the wrong "
+            f"elements were not narrowed down (run with mode='full' on an input of at most "
+            f"{NARROW_LOOP_COORDS} elements to list them)"
+        )
+        return found
+    found.notes.append(
+        "the directional check failed; the wrong elements were narrowed down with a full check of "
+        "d(v·out)/dx for " + ", ".join(run.names[i] for i in small)
+    )
+    run.refined_resolved = False
+    approximate_before = run.approximate.count
+    with run.stage(found):
+        full.backward_full(run, inputs=small, check_name="backward")
+    resolved = run.refined_resolved or approximate_before < run.approximate.count
+    return joined(run, found, len(small) == len(run.wrt) and resolved)
+
+
+def joined(run, found: context.Results, may_supersede: bool) -> context.Results:
+    """``found`` with its two ``backward`` results (directional, then narrowed) joined into one."""
+    results = [c for c in found.checks if c.name == "backward"]
+    if len(results) != 2:
+        return found
+    directional, narrowed_check = results
+    detail = directional.detail + "; narrowed: " + narrowed_check.detail
+    status = "failed"
+    if narrowed_check.status == "passed" and may_supersede:
+        # every element of d(v·out)/dx passed, some only at a smaller step: the finite differences
+        # along u were off (fn changes on a scale below h there), not the gradient
+        status = "passed"
+        detail += (
+            "; every element passed, some at a smaller step: the directional failure came from the "
+            "finite differences along u, not from the gradient"
+        ) if run.refined_resolved else (
+            "; every element passed, some as approximate (the note): the projection's tier is smaller"
+        )
+        run.directional_superseded = True
+        found.mismatches = [m for m in found.mismatches if not (m.check == "backward" and m.kind == "directional")]
+        found.groups = [
+            dataclasses.replace(g, failed=0, worst_ratio=0.0) if g.check == "backward" and g.kind == "directional" else g
+            for g in found.groups
+        ]
+    found.checks = [
+        CheckResult("backward", status, detail) if c is directional else c for c in found.checks if c is not narrowed_check
+    ]
+    return found

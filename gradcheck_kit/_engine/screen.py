@@ -1,0 +1,361 @@
+"""Early stop of a directional stencil: decide from ``f(x ± h·u)`` alone when the full stencil could only agree.
+
+A directional check compares autograd's ``a = vᵀJu`` with finite differences of ``φ(t) = v·f(x + t·u)``.
+With float64 numerics the full stencil evaluates ``t = ±h, ±2h`` (``Stencil(levels=2)``) and gives
+
+- the central value ``D4 = (4·D(h) − D(2h))/3`` (``D(s) = (φ(s) − φ(−s))/2s``) with the error estimate
+  ``E = |D4 − D(h)| + 1.5·σ/h``, where ``σ`` is at least the round-off model ``σ₀`` of ``φ``
+  (``finite_diff.noise_sigma`` / ``round_off_model``);
+- one-sided values: ``right`` is one Richardson step over ``R(s) = (φ(s) − φ(0))/s``, so
+  ``|right − R(h)|`` is its truncation estimate and its error is ``|right − R(h)| + 4·σ/h``; ``left`` alike
+  over ``L(s) = (φ(0) − φ(−s))/s``.
+
+``compare`` passes ``a`` when ``|a − D4| ≤ κ·E + allowance``, unless the one-sided values disagree
+*sharply* (``|right − left| ≥ SHARPNESS·κ·(right_err + left_err)``) and ``a`` lies outside them.
+
+The screen needs only ``φ(0)`` (already known) and ``φ(±h)``. Let ``σ₀`` be the round-off model computed
+from those points (the model is monotone in the points: it can only grow with ``±2h``, so ``σ₀ ≤ σ``) and
+take an allowance no larger than the full comparison's. If
+
+    |a − D(h)| ≤ tol₀ = κ·1.5·σ₀/h + allowance₀
+
+then the full stencil passes ``a`` too:
+
+1. ``|a − D4| ≤ |a − D(h)| + |D4 − D(h)| ≤ κ·E + allowance`` (``κ ≥ 1``): its central comparison passes;
+2. if it also sees a sharp kink, ``a`` lies between the one-sided values, so the kink rule does not fail
+   it: ``right`` is within its truncation estimate of ``R(h)`` and its tolerance
+   ``κ·(|right − R(h)| + 4σ/h) + allowance`` exceeds that by at least ``tol₀``, so the kink rule's interval
+   ``[min(right, left) − tol, max(right, left) + tol]`` holds ``[min(R, L) − tol₀, max(R, L) + tol₀]``,
+   which holds ``a`` because ``D(h) = (R(h) + L(h))/2`` lies between ``R(h)`` and ``L(h)``.
+
+So a screened verdict (pass) is one the full stencil would reach; it never fails a derivative: when any
+value misses the screen the full stencil runs and decides alone.
+
+What the screen cannot tell from ``±h`` is *how* the full stencil would pass: a kink exactly at ``x`` along
+``u`` (``abs`` at 0, ties in ``max``) where autograd takes the mean of the one-sided slopes passes both,
+but the full stencil counts it as a kink. A smooth ``φ`` has ``R(h) − L(h) ≈ h·φ''``, a kink adds its jump,
+and one step size cannot tell them apart; so the screen also requires the one-sided differences to agree
+within ``KINK_FRACTION`` of ``|D(h)|`` (plus the noise bound below which the full stencil cannot call a
+kink sharp, ``8·SHARPNESS·κ·σ₀/h``, halved as a margin for rounding) and otherwise runs the full stencil.
+Smaller kinks may be passed without being counted as kinks (``GroupSummary.kinks``), and where ``φ`` jumps
+between ``h`` and ``2h`` the full stencil would count the value as unchecked rather than compared.
+
+Without ``φ(0)`` (a large float32 directional check evaluates ``f(x)`` in float64 only where it needs it,
+``setup.choose_numeric_dtype``) the screen is the central test alone: argument 1 holds as it stands, and
+argument 2 with any ``R(h)``, ``L(h)`` around ``D(h)``; what is lost is the kink count, which the report's
+check detail says.
+
+Where ``φ`` is finite at ``±h`` but not at ``±2h`` (a domain edge between ``h`` and ``2h`` along ``u``) the
+full stencil falls back on one side's estimate and could reach another verdict; the screen decides on the
+points it has.
+
+Full mode has the same screen per Jacobian entry (``screen_prepare``/``screen_test``; several small
+inputs share one, ``joint_screen_prepare``/``joint_screen_test``): the plain central difference ``D(h)``
+from the first two stencil points, the full estimate being the Richardson value ``D4`` with error
+``|D4 − D(h)| + 1.5·σ/h`` (+ ...), ``σ`` at least the round-off model. So ``|a − D(h)| ≤ κ·σ₀/h +
+allowance`` implies the full comparison passes too, and the points at ``2h`` are not needed. Anything
+else (a failure, a possible kink: one-sided slopes differing by ``KINK_SUSPECT`` of ``D(h)``, an entry f
+does not move while autograd is nonzero, a non-finite value) goes through the full stencil.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gradcheck_kit._engine import allowance, autograd_rows, limits, stencil, tolerances
+from gradcheck_kit._engine.compare import SHARPNESS, Verdict
+from gradcheck_kit._engine.finite_diff import round_off_model, weights_for
+from gradcheck_kit._engine.limits import KINK_SUSPECT
+from gradcheck_kit._engine.tolerances import Stencil
+from gradcheck_kit._inputs import n_coords
+
+__all__ = ["applies", "screen", "describe", "can_screen", "screen_prepare", "screen_test", "joint_screen_prepare",
+           "joint_screen_test", "screen_candidates", "Screen", "JointScreen"]
+
+#: one-sided differences at +-h that disagree by more than this fraction of the central one: run the full
+#: stencil, which tells a kink (reported as such) from curvature
+KINK_FRACTION = 0.01
+#: rows of the screen's values: phi(0), phi(+h), phi(-h) (the first three points of every stencil)
+POINTS = 3
+
+
+def applies(stencil: Stencil) -> bool:
+    """The argument above holds for the two-level stencil (float64 numerics): its one-sided values are one
+    Richardson step over ``R(h)``, ``L(h)``. Deeper stencils (float32 numerics) always run in full."""
+    return stencil.levels == 2
+
+
+def screen(
+    a: torch.Tensor,
+    values: torch.Tensor,
+    h: float,
+    fmag: torch.Tensor,
+    stencil: Stencil,
+    allowance: torch.Tensor,
+    kappa: float,
+    center: bool = True,
+) -> Verdict | None:
+    """A verdict (every derivative passed) when ``φ(0), φ(+h), φ(−h)`` decide, else ``None``.
+
+    ``a``: autograd's values ``(*batch)``; ``values``: ``(3, *batch)``; ``fmag``: the magnitude of ``φ`` the
+    full stencil's noise model uses; ``allowance``: at most what the full comparison allows autograd;
+    ``center``: whether ``values[0]`` (``φ(0)``) is known (else the central test alone decides).
+    """
+    if not applies(stencil):
+        return None
+    w = weights_for(stencil)
+    sigma = round_off_model(values[0 if center else 1 : POINTS], fmag, stencil)
+    central = (values[1] - values[2]) / (2 * h)
+    tol = kappa * (float(np.abs(w.central).sum()) * sigma / h) + allowance
+    diff = (a - central).abs()
+    if center:
+        right = (values[1] - values[0]) / h
+        left = (values[0] - values[2]) / h
+        one_sided = float(np.abs(w.right).sum() + np.abs(w.left).sum())
+        no_kink = (right - left).abs() <= KINK_FRACTION * central.abs() + 0.5 * SHARPNESS * kappa * one_sided * sigma / h
+    else:
+        right = left = central
+        no_kink = torch.ones_like(diff, dtype=torch.bool)
+    ok = torch.isfinite(a) & torch.isfinite(central) & torch.isfinite(tol) & (diff <= tol) & no_kink
+    if not bool(ok.all()):
+        return None
+    none = torch.zeros_like(ok)
+    ratio = torch.where(tol > 0, diff / tol.clamp_min(1e-300), torch.zeros_like(diff))
+    return Verdict(
+        failed=none, kink=none, unchecked=none, numerical=central, allowed=tol, ratio=ratio,
+        sharp_kink=none, left=left, right=right,
+    )
+
+
+def describe(stencil: Stencil) -> str:
+    """The method, for a report whose every directional verdict the screen decided."""
+    return (
+        f"central differences at ±h (stopped there: every value agreed within the round-off of the first "
+        f"difference, so the Richardson step at 2h could not have changed a verdict), h = {stencil.h0:.2g}·max(|x|, 1), "
+        f"evaluated in {str(stencil.dtype).replace('torch.', '')}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# full mode
+def can_screen(run) -> bool:
+    return run.stencil.levels == 2 and run.options["rtol"] is None and limits.TUNING.full_screen
+
+
+def screens_apart(run, inputs, rows, analytic, reference, joint: "JointScreen | None") -> dict:
+    """Input by input screens, reusing the stencil values a shared screen already computed."""
+    return {
+        i: screen_prepare(run, i, rows, analytic, reference, joint.known[i] if joint is not None else None)
+        for i in inputs
+    }
+
+
+def screen_prepare(run, i, rows, analytic, reference, known: dict | None = None) -> "Screen":
+    """``f`` at ±h for every coordinate of input ``i`` and the entries that can differ from zero."""
+    if known is None:
+        known = stencil.stencil_values(run, i, rows, run.stencil.multipliers[:2])
+    found = Screen(known)
+    for pos, k in enumerate(run.out_idx):
+        fp, fm = known[k][0], known[k][1]  # (n_i, r)
+        f0 = autograd_rows.project(run, k, rows[k], run.f0[pos].unsqueeze(0))  # (1, r)
+        a = analytic[(i, k)]
+        moved = (fp != f0).logical_or_(fm != f0)
+        j_idx, r_idx = moved.nonzero(as_tuple=True)
+        a_c = a[j_idx, r_idx]
+        # autograd nonzero only where f moves (else: the full stencil decides)
+        complete = int(torch.count_nonzero(a)) == int(torch.count_nonzero(a_c))
+        found.candidates[k] = (j_idx, r_idx, a_c)
+        found.complete &= complete
+        if complete and reference is None:  # every nonzero of the Jacobian is among the candidates
+            finite = a_c.nan_to_num(0.0, posinf=0.0, neginf=0.0)
+            found.sumsq[k] = float(finite.square().sum())
+            rows_sq = torch.zeros(a.shape[1], dtype=torch.float64).index_add_(0, r_idx, finite.square())
+            found.row_rms[k] = (rows_sq / max(a.shape[0], 1)).sqrt()
+    return found
+
+
+def screen_test(run, i, found, rows, analytic, reference, extra, kap) -> dict | None:
+    """The worst ratio per output when every entry of input ``i`` passes the screen (``found``: what
+    ``screen_prepare`` found), else ``None``."""
+    if not found.complete:
+        return None
+    step = stencil.step_of(run, i)
+    worst = {}
+    policy = tolerances.AnalyticAllowance(run.inputs[i].dtype, reference is not None)
+    for pos, k in enumerate(run.out_idx):
+        j_idx, r_idx, a_c = found.candidates[k]
+        if j_idx.numel() == 0:
+            worst[k] = 0.0
+            continue
+        fp, fm = found.known[k][0], found.known[k][1]
+        fpc, fmc = fp[j_idx, r_idx], fm[j_idx, r_idx]
+        ref = reference[(i, k)] if reference is not None else None
+        if ref is None and k in found.row_rms:
+            base_c, row_rms = a_c, found.row_rms[k]
+        else:
+            base = ref if ref is not None else analytic[(i, k)]
+            base_c = base[j_idx, r_idx]
+            row_rms = torch.linalg.vector_norm(base.nan_to_num(0.0, posinf=0.0, neginf=0.0), dim=0)
+            row_rms = row_rms / math.sqrt(max(base.shape[0], 1))
+        scale = base_c.abs() + row_rms[r_idx] + extra[(i, k)]
+        measured = (a_c - ref[j_idx, r_idx]).abs() if ref is not None else None
+        allow = policy.allowance(scale, measured, floor_scale=allowance.floor_scale_of(run, scale, i, k, measured))
+        ratio = screen_ratios(run, pos, k, rows[k], fpc, fmc, step[j_idx], r_idx, a_c, allow, kap)
+        if ratio is None:
+            return None
+        worst[k] = float(ratio.max())
+    return worst
+
+
+def screen_ratios(run, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap):
+    """The screen's test of candidate entries (f at ±h, steps, rows, autograd's values, autograd's
+    round-off allowance): ``|a - D(h)| / tolerance`` per entry when every one passes and none looks
+    like a kink, else ``None``. Torch tensors or numpy arrays (the shared screen's), answered in kind."""
+    e = tolerances.eps(run.stencil.dtype)
+    f0, fmag, f_scale = autograd_rows.f0_rows(run, pos, k, kind)
+    xp = torch
+    if isinstance(fpc, np.ndarray):
+        xp, f0, fmag, f_scale = np, f0.numpy(), fmag.numpy(), float(f_scale)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        d = (fpc - fmc) / (2 * h)
+        sigma = (tolerances.NOISE_MODEL_EPS * e) * (
+            xp.maximum(xp.maximum(fmag[r_idx], abs(fpc)), abs(fmc)) + f_scale
+        )
+        if run.options["nondet_tol"]:
+            allow = allow + run.options["nondet_tol"]
+        if run.options["atol"] is not None:
+            allow = xp.full_like(d, float(run.options["atol"]))
+        tol = kap * sigma / h + allow
+        diff = abs(a_c - d)
+        kinkish = abs(fpc - 2 * f0[r_idx] + fmc) / h > KINK_SUSPECT * abs(d) + 4 * kap * sigma / h
+        ok = (diff <= tol) & ~kinkish  # NaN anywhere compares False: the full treatment
+        return diff / tol if bool(ok.all()) else None
+
+
+def joint_screen_prepare(run, inputs, rows, analytic, reference) -> "JointScreen | None":
+    """The ±h screen of several small inputs of one dtype at once (no float64 reference run): ``f`` at ±h
+    (``stencil.screen_stencil``), then the candidates, sums of squares and row sizes from the inputs'
+    stacked ``(sum n_i, r)`` matrices. ``None`` where the inputs do not qualify; ``complete`` is false
+    where autograd is nonzero somewhere f did not move (the input-by-input path decides then)."""
+    if len(inputs) < 2 or reference is not None:
+        return None
+    dtype = run.inputs[inputs[0]].dtype
+    if any(run.inputs[i].dtype != dtype for i in inputs):
+        return None
+    sizes = [n_coords(run.inputs[i]) for i in inputs]
+    if sum(sizes) * sum(autograd_rows.row_count(run, k, rows[k]) for k in run.out_idx) > limits.TUNING.joint_screen_entries:
+        return None
+    stencil.prepare_steps(run, inputs)
+    step = torch.cat([stencil.step_of(run, i) for i in inputs]).numpy()
+    known = stencil.screen_stencil(run, inputs, rows)
+    joint = JointScreen(known, list(inputs), dtype)
+    seg = np.repeat(np.arange(len(sizes)), sizes)  # input position per row
+    n_rows = np.maximum(np.array(sizes, dtype=np.float64), 1.0)[:, None]
+    # numpy from here on: these matrices are small (limits.TUNING.joint_screen_entries), where a numpy call costs a
+    # fraction of a torch call (a conv1d's or an MLP's check: about a fifth of its time was spent here)
+    for pos, k in enumerate(run.out_idx):
+        fp, fm = torch.cat([known[i][k] for i in inputs], dim=1).numpy()  # f at +h, -h: (sum n_i, r)
+        a = torch.cat([analytic[(i, k)] for i in inputs]).numpy()
+        f0 = autograd_rows.f0_rows(run, pos, k, rows[k])[0].numpy()  # (r,)
+        j_idx, r_idx = np.nonzero((fp != f0) | (fm != f0))
+        a_c = a[j_idx, r_idx]
+        if np.count_nonzero(a) != np.count_nonzero(a_c):
+            joint.complete = False
+            return joint
+        s = seg[j_idx]
+        sq = np.square(np.where(np.isfinite(a_c), a_c, 0.0))
+        r = a.shape[1]
+        sums = np.bincount(s * r + r_idx, weights=sq, minlength=len(inputs) * r).reshape(len(inputs), r)
+        joint.sumsq[k] = sums.sum(axis=1).tolist()
+        joint.row_rms[k] = np.sqrt(sums / n_rows)  # (inputs, r)
+        joint.parts[k] = (fp[j_idx, r_idx], fm[j_idx, r_idx], step[j_idx], a_c, s, r_idx, j_idx)
+    return joint
+
+
+def joint_screen_test(run, joint: "JointScreen", rows, extra, kap) -> dict | None:
+    """``screen_test`` for every input of ``joint`` in one pass: per input the worst ratio per output
+    when every entry of every input passes, else ``None``."""
+    policy = tolerances.AnalyticAllowance(joint.dtype, False)
+    n = len(joint.inputs)
+    worst: dict[int, dict] = {i: {} for i in joint.inputs}
+    for pos, k in enumerate(run.out_idx):
+        fpc, fmc, h, a_c, s, r_idx, _ = joint.parts[k]  # numpy (_joint_screen_prepare)
+        if a_c.size == 0:
+            for i in joint.inputs:
+                worst[i][k] = 0.0
+            continue
+        extra_c = np.array([extra[(i, k)] for i in joint.inputs])[s]
+        scale = np.abs(a_c) + joint.row_rms[k][s, r_idx] + extra_c
+        ratio = screen_ratios(run, pos, k, rows[k], fpc, fmc, h, r_idx, a_c, policy.allowance(scale, None), kap)
+        if ratio is None:
+            return None
+        per_input = np.zeros(n)
+        np.maximum.at(per_input, s, ratio)
+        for i, value in zip(joint.inputs, per_input.tolist()):
+            worst[i][k] = value
+    return worst
+
+
+def screen_candidates(run, inputs: list[int], sizes: list[int]) -> dict | None:
+    """Per output, every nonzero entry of autograd's Jacobians of ``inputs`` stacked as one
+    ``(sum n_i, r)`` matrix (rows, columns, values) and each input's row rms ``(inputs, r)``, as the
+    ±h screen found them (numpy arrays); ``None`` unless the screen listed them all for every input."""
+    state = run.full
+    joint = state.joint
+    if joint is not None and joint.inputs == list(inputs):
+        return {k: (j, r, a, joint.row_rms[k]) for k, (_, _, _, a, _, r, j) in joint.parts.items()}
+    prepared = state.prepared
+    screens = [prepared.get(i) for i in inputs]
+    if any(s is None or any(k not in s.row_rms for k in run.out_idx) for s in screens):
+        return None
+    offsets = np.cumsum([0] + list(sizes[:-1]))
+    result = {}
+    for k in run.out_idx:
+        parts = [tuple(t.numpy() for t in s.candidates[k]) for s in screens]
+        j_idx = np.concatenate([j + off for (j, _, _), off in zip(parts, offsets)])
+        r_idx = np.concatenate([r for _, r, _ in parts])
+        values = np.concatenate([a for _, _, a in parts])
+        result[k] = (j_idx, r_idx, values, np.stack([s.row_rms[k].numpy() for s in screens]))
+    return result
+
+
+@dataclass
+class Screen:
+    """What the ±h screen of one input found: the stencil values, per output the entries where f moved
+    (rows, columns, autograd's values there), and sums of squares of autograd's values."""
+
+    known: dict
+    candidates: dict = field(default_factory=dict)
+    complete: bool = True  # autograd is zero wherever f did not move, for every output
+    sumsq: dict = field(default_factory=dict)
+    row_rms: dict = field(default_factory=dict)
+
+
+@dataclass
+class JointScreen:
+    """The ±h screen of several small inputs together: per input its stencil values; per output the
+    entries where f moved, over the inputs' stacked matrices (``parts``: f(+h), f(-h), step, autograd,
+    input position, column, stacked row), and per input the sums of squares and row rms of autograd's
+    values (``parts`` and ``row_rms`` as numpy arrays)."""
+
+    known: dict
+    inputs: list
+    dtype: torch.dtype
+    complete: bool = True
+    parts: dict = field(default_factory=dict)
+    sumsq: dict = field(default_factory=dict)
+    row_rms: dict = field(default_factory=dict)
+
+    def screens(self) -> dict[int, "Screen"]:
+        """Per input a ``Screen`` with its stencil values and sums of squares only (no candidates and no
+        row rms: the forward-AD check reads those from the shared screen itself, ``screen_candidates``)."""
+        out = {}
+        for p, i in enumerate(self.inputs):
+            found = Screen(self.known[i])
+            found.sumsq = {k: v[p] for k, v in self.sumsq.items()}
+            out[i] = found
+        return out

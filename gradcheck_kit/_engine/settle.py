@@ -1,0 +1,313 @@
+"""Full mode's judgement of one (input, output) pair and the second opinions on its failed or doubtful entries:
+kinks inside the stencil, one-sided stencils, ties, a second noise sample, smaller steps, the approximate tier."""
+
+from __future__ import annotations
+
+
+import torch
+
+from gradcheck_kit._engine import allowance, autograd_rows, stencil, tolerances
+from gradcheck_kit._engine import approximate as _approximate
+from gradcheck_kit._engine import kinks as _kinks
+from gradcheck_kit._engine import ties as _ties
+from gradcheck_kit._engine.compare import compare, Verdict
+from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates
+from gradcheck_kit._engine.limits import (
+    REFINE_COORDS, REFINE_FACTOR, REFINE_LEVELS, REFINE_PRECISION, RESAMPLE_RATIO, RESAMPLE_SHIFT,
+)
+from gradcheck_kit._engine.one_sided import one_sided
+from gradcheck_kit._inputs import coords
+
+
+def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: float):
+    """Compare autograd's ``(n_i, r)`` values with the numerics, on the entries that can differ.
+
+    An entry whose stencil values are all identical (f does not depend on that coordinate) and whose
+    autograd value is exactly zero passes without arithmetic: most of a Jacobian, for most functions.
+    """
+    candidates = ~num.flat | (a != 0)
+    j_idx, r_idx = candidates.nonzero(as_tuple=True)
+    est = estimate_with_sigma(
+        num.values[:, j_idx, r_idx], num.step[j_idx], num.sigma[j_idx, r_idx], run.stencil,
+        x_abs=num.x_abs[j_idx],
+    )
+    allow = allowance.allowance_full(run, i, k, a, ref, est, extra, (j_idx, r_idx))
+    a_g = a[j_idx, r_idx]
+    verdict = compare(a_g, est, allow, kap)
+    # f exactly zero at every point while autograd's value is below sqrt(tiny): f underflows (x * x at
+    # x = 1e-200), a finite difference cannot see the derivative: not checkable, never a mismatch
+    tiny = torch.finfo(run.num_dtype).tiny ** 0.5
+    flat = num.flat[j_idx, r_idx]
+    underflow = flat & (num.values[0, j_idx, r_idx] == 0) & (a_g.abs() < tiny)
+    zero_f = underflow
+    # f identical at every point while autograd's value would move it over the stencil by less than one
+    # rounding at unit scale (|a|·reach < eps·max(|f|, 1)): f computed through intermediates of that
+    # size (log(1 + e^g) with e^g ~ 1e-12 rounds 1 + e^g; cos(x^3) - 1 at x = 1e-12 is exactly 0) shows
+    # no change at all: not checkable either. A derivative of a constant that a finite difference could
+    # see (at float64's step, anything above ~3e-11·max(|f|, 1)) is still compared
+    reach = num.step[j_idx] * max(abs(m) for m in run.stencil.multipliers)
+    quantum = tolerances.eps(run.stencil.dtype) * num.values[0, j_idx, r_idx].abs().clamp_min(1.0)
+    underflow = underflow | (flat & (a_g.abs() * reach < quantum))
+    if bool(underflow.any()):
+        verdict.failed = verdict.failed & ~underflow
+        verdict.unchecked = verdict.unchecked | underflow
+        if verdict.cause is not None:
+            code = torch.where(zero_f, 3, 4).to(torch.int8)
+            verdict.cause = torch.where(underflow & (verdict.cause == 0), code, verdict.cause)
+        verdict.ratio = torch.where(underflow, torch.zeros_like(verdict.ratio), verdict.ratio)
+    settle_kinks(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
+    if bool(verdict.unchecked.any()):
+        settle_one_sided(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
+    if bool((verdict.failed | verdict.kink).any()):
+        settle_ties(run, i, k, a, num, j_idx, r_idx, allow, verdict, kap)
+    if bool(verdict.failed.any()):
+        resample(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
+    if bool(verdict.failed.any()):
+        refine(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
+    if bool(verdict.failed.any()) and approximate_tier(run):
+        jacobian = run.full.rows[k] == "jacobian"
+        scale = _approximate.entry_scale(a, verdict.numerical, j_idx, r_idx, jacobian)
+        rho = _approximate.accuracy(run.inputs[i].dtype)
+        _approximate.apply(verdict, a_g, scale, rho, run.options["strict"])
+    return verdict, j_idx, r_idx
+
+
+def settle_one_sided(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
+    """Entries no estimate of the central stencil could evaluate (f not finite on one side within it):
+    one-sided stencils inside the domain at steps h, h/8, ... (``one_sided``), on at most
+    ``REFINE_COORDS`` coordinates. Those still not evaluable are counted in ``not_evaluable``."""
+    stuck = verdict.unchecked & ~(
+        torch.isfinite(est.central_err) | torch.isfinite(est.right_err) | torch.isfinite(est.left_err)
+    )
+    idx = stuck.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return
+    center = autograd_rows.f0_rows(run, run.out_idx.index(k), k, run.full.rows[k])[0][r_idx[idx]]
+    x_j = coords(run.evaluator.base_args[i]).cpu()[j_idx[idx]].to(torch.float64)
+    cols = torch.unique(j_idx[idx])[:REFINE_COORDS]
+    tried = idx[torch.isfinite(center) & torch.isfinite(x_j) & torch.isin(j_idx[idx], cols)]
+    run.not_evaluable[i] = run.not_evaluable.get(i, 0) + idx.numel() - tried.numel()
+    if tried.numel() == 0:
+        return
+
+    def evaluate(entries: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        js, rs = j_idx[tried[entries]], r_idx[tried[entries]]
+        ucols, inverse = torch.unique(js, return_inverse=True)
+        first = torch.zeros(ucols.numel(), dtype=torch.long).scatter_(0, inverse, torch.arange(js.numel()))
+        values = stencil.stencil_along(run, i, k, ucols, stencil.coordinates(run, i, ucols), offsets[:, first])
+        return values[:, inverse, rs]
+
+    center = autograd_rows.f0_rows(run, run.out_idx.index(k), k, run.full.rows[k])[0][r_idx[tried]]
+    res = one_sided(a[tried], allow[tried], kap, center, stencil.step_of(run, i)[j_idx[tried]], evaluate, run.stencil.dtype)
+    run.not_evaluable[i] += int((~res.decided).sum())
+    done = tried[res.decided]
+    if done.numel() == 0:
+        return
+    verdict.unchecked[done] = False
+    verdict.failed[done] = res.failed[res.decided]
+    numerical = res.numerical[res.decided]
+    relist(verdict, done, numerical, res.allowed[res.decided], (a[done] - numerical).abs())
+    run.out.notes.append(
+        f"{done.numel()} derivative(s) of output {k} w.r.t. {run.names[i]} were compared with one-sided "
+        "differences at smaller steps: fn is not finite on one side of the point within the stencil"
+    )
+
+
+def approximate_tier(run) -> bool:
+    """Whether failed derivatives may pass as approximate (``approximate``): not under given tolerances."""
+    return run.options["atol"] is None and run.options["rtol"] is None
+
+
+def resample(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
+    """A second sample of f's rounding for failed entries within ``RESAMPLE_RATIO`` of passing.
+
+    The error estimate's round-off part rests on one noise sample per derivative (the stencil's
+    residual). A function computed through intermediates far larger than itself (``cos`` of an argument
+    near 50 formed by a subtraction) rounds each evaluation by much more than ``eps·|f|``, and one sample
+    can come out a tenth of that. The same stencil, at x moved by ``RESAMPLE_SHIFT`` of the step (a
+    fresh rounding, the same truncation), gives a second estimate; the entry passes when autograd is
+    within the tolerance of their mean with their spread added to the error. Only entries already
+    within ``RESAMPLE_RATIO`` tolerances are looked at, so what this can forgive stays below
+    ``RESAMPLE_RATIO`` times the first tolerance (~1e-8 relative in float64); 5 points per coordinate,
+    at most ``REFINE_COORDS`` coordinates.
+    """
+    near = verdict.failed & ~verdict.sharp_kink & (verdict.ratio <= RESAMPLE_RATIO)
+    idx = near.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return
+    cols = torch.unique(j_idx[idx])[:REFINE_COORDS]
+    idx = idx[torch.isin(j_idx[idx], cols)]
+    step = stencil.step_of(run, i)[cols]
+    shifted = stencil.coordinates(run, i, cols) + RESAMPLE_SHIFT * step
+    mults = stencil.multipliers(run, [0.0] + list(run.stencil.multipliers))  # the stencil's order: 0, +1, -1, ...
+    values = stencil.stencil_along(run, i, k, cols, shifted, mults * step)  # (points + 1, b, r)
+    again = stencil.entry_estimates(run, k, values, cols, step, j_idx[idx], r_idx[idx], shifted, unit_floor=True)
+    first, second = est.central[idx], again.central
+    mean = (first + second) / 2
+    tol = kap * (torch.maximum(est.central_err[idx], again.central_err) + (first - second).abs()) + allow[idx]
+    diff = (a[idx] - mean).abs()
+    ok = torch.isfinite(mean) & torch.isfinite(tol) & torch.isfinite(a[idx]) & (diff <= tol)
+    if not bool(ok.any()):
+        return
+    verdict.failed[idx[ok]] = False
+    relist(verdict, idx[ok], mean[ok], tol[ok], diff[ok])
+    run.out.notes.append(
+        f"{int(ok.sum())} derivative(s) of output {k} w.r.t. {run.names[i]} passed on a second sample of fn's "
+        "rounding (the same stencil at x moved by 2^-10 of the step): one sample had understated it"
+    )
+
+
+def settle_kinks(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
+    """Entries that passed on a central value spoiled by a kink inside the stencil (``kinks``), judged
+    again at smaller steps on the kink's clean side; at most ``REFINE_COORDS`` coordinates."""
+    idx = _kinks.suspects(a, est, allow, kap, verdict).nonzero().squeeze(1)
+    idx = idx[torch.isin(j_idx[idx], torch.unique(j_idx[idx])[:REFINE_COORDS])]
+    if idx.numel() == 0:
+        return
+    mults = stencil.multipliers(run, run.stencil.multipliers)
+    center = autograd_rows.f0_rows(run, run.out_idx.index(k), k, run.full.rows[k])[0]
+
+    def estimates_at(level: int, open_: torch.Tensor) -> Estimates:
+        sel = idx[open_]
+        cols = torch.unique(j_idx[sel])
+        step = stencil.step_of(run, i)[cols] / _kinks.STEP_FACTOR**level
+        at = stencil.coordinates(run, i, cols)
+        proj = stencil.stencil_along(run, i, k, cols, at, mults * step)
+        values = torch.cat([center.view(1, 1, -1).expand(1, cols.numel(), -1), proj])
+        return stencil.entry_estimates(run, k, values, cols, step, j_idx[sel], r_idx[sel], at, unit_floor=False)
+
+    decided, wrong, level = _kinks.apply(verdict, idx, _kinks.settle(a[idx], allow[idx], kap, estimates_at), a[idx])
+    if decided:
+        run.out.notes.append(
+            _kinks.note(f"derivative(s) of output {k} w.r.t. {run.names[i]}", decided, wrong, level)
+        )
+
+
+def settle_ties(run, i, k, a, num: "stencil.FullNumerics", j_idx, r_idx, allow, verdict: Verdict, kap: float) -> None:
+    """Failed entries at a kink at the point or at a tie (``ties``): one-sided slopes measured again along
+    their coordinate and along their tie group; at most ``REFINE_COORDS`` coordinates."""
+    failed = verdict.failed & ~verdict.unchecked
+    cols = torch.unique(j_idx[failed])[:REFINE_COORDS]
+    x, step = run.evaluator.base_args[i], stencil.step_of(run, i).to(torch.float64)
+    reach = max(abs(m) for m in run.stencil.multipliers)
+    # a group is judged where a member failed or passed only as a kink (each member alone between its
+    # one-sided slopes can still add up to too much: amax's tie with every member given 1)
+    touched = torch.unique(j_idx[(failed | verdict.kink) & ~verdict.unchecked])
+    groups = [
+        g for g in _ties.tie_groups(x, step, reach)
+        if g.numel() <= _ties.MAX_MEMBERS and bool(torch.isin(g, touched).any())
+    ][: _ties.MAX_GROUPS]
+    if cols.numel() == 0 and not groups:
+        return
+    singles = torch.unique(torch.cat([cols] + groups))
+    center, fmag, _ = autograd_rows.f0_rows(run, run.out_idx.index(k), k, run.full.rows[k])
+    mults = stencil.multipliers(run, run.stencil.multipliers)
+    # along one coordinate: the stencil at h is known, the one at h/8 is refine's first level
+    offsets = mults * (step[singles] / _ties.STEP_FACTOR)
+    fine = stencil.stencil_along(run, i, k, singles, stencil.coordinates(run, i, singles), offsets)
+    first = center.view(1, 1, -1)
+    one_fine = torch.cat([first.expand(1, singles.numel(), -1), fine])
+    s = _ties.sides(num.values[:, singles], one_fine, step[singles], fmag, run.stencil)
+    if groups:
+        masks = torch.zeros(len(groups), coords(x).numel(), dtype=torch.float64)
+        for g, members in enumerate(groups):
+            masks[g, members] = 1.0
+        g_step = torch.stack([step[m].max() for m in groups])
+        both = stencil.along(run, i, k, masks, torch.cat([mults * g_step, mults * (g_step / _ties.STEP_FACTOR)]))
+        p = mults.shape[0]
+        lead = first.expand(1, len(groups), -1)
+        sg = _ties.sides(torch.cat([lead, both[:p]]), torch.cat([lead, both[p:]]), g_step, fmag, run.stencil)
+        fields = ("right", "right_err", "left", "left_err")
+        s = _ties.Sides(*(torch.cat([getattr(s, f), getattr(sg, f)]) for f in fields))
+    d = _ties.decide(a, j_idx, r_idx, verdict, allow, kap, cols, singles, groups, s)
+    _ties.apply(verdict, d)
+    for members in d.passed_groups:
+        note = _ties.tie_note(run.inputs[i], run.names[i], members)
+        if note not in run.out.notes:  # once, whichever outputs see the tie
+            run.out.notes.append(note)
+    for members in d.failed_groups:
+        run.tie_failures.append((i, members.tolist(), _ties.tie_text(run.inputs[i], run.names[i], members)))
+    if bool(d.rescued.any()):
+        what = f"derivative(s) of output {k} w.r.t. {run.names[i]}"
+        run.out.notes.append(_ties.kink_note(what, int(d.rescued.sum())))
+
+
+def refine(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
+    """A second opinion on failed entries from the same stencil at steps h/8, h/64, ...
+
+    A smooth function that changes on a scale below h (1/x at x = 1e-10, tanh(1e7·x) at 0) has a
+    Richardson estimate at h that is far off and an error estimate that cannot see it. An entry passes
+    here only when, at some smaller step, (1) autograd agrees with the estimate there within its own
+    tolerance, (2) that estimate has converged (``REFINE_PRECISION``) and (3) it differs from the one at
+    h by more than both error estimates: the estimate at h was wrong. A wrong gradient keeps failing:
+    where the estimate at h had converged, the next step's estimate reproduces it, and refining that
+    entry stops there (one level of evaluations, ``4 x min(coordinates, REFINE_COORDS)`` points).
+    """
+    failed = verdict.failed.nonzero().squeeze(1)
+    coords_failed = torch.unique(j_idx[failed])[:REFINE_COORDS]
+    open_ = failed[torch.isin(j_idx[failed], coords_failed)]  # entries still being refined
+    mults = stencil.multipliers(run, run.stencil.multipliers)  # (points, 1)
+    center = autograd_rows.f0_rows(run, run.out_idx.index(k), k, run.full.rows[k])[0]  # (r,)
+    resolved, level_used, reestimated, level_worse = 0, 0, set(), 0
+    best_tol = torch.full_like(verdict.allowed, float("inf"))
+    prev_c, prev_e = est.central[open_], est.central_err[open_]  # each open entry's last estimate
+    for level in range(1, REFINE_LEVELS + 1):
+        if open_.numel() == 0:
+            break
+        cols = torch.unique(j_idx[open_])
+        step = stencil.step_of(run, i)[cols] / REFINE_FACTOR**level
+        at = stencil.coordinates(run, i, cols)
+        proj = stencil.stencil_along(run, i, k, cols, at, mults * step)
+        values = torch.cat([center.view(1, 1, -1).expand(1, cols.numel(), -1), proj])  # (points + 1, b, r)
+        fine = stencil.entry_estimates(run, k, values, cols, step, j_idx[open_], r_idx[open_], at, unit_floor=False)
+        a_o, allow_o = a[open_], allow[open_]
+        tol = kap * fine.central_err + allow_o
+        usable = torch.isfinite(fine.central) & torch.isfinite(fine.central_err)
+        # converged: the error estimate a small fraction of the value
+        precise = fine.central_err <= REFINE_PRECISION * fine.central.abs() + allow_o
+        # the estimate at h was wrong: this one differs from it by more than both error estimates
+        moved = (fine.central - est.central[open_]).abs() > kap * (est.central_err[open_] + fine.central_err)
+        agrees = usable & precise & moved & torch.isfinite(a_o) & ((a_o - fine.central).abs() <= tol)
+        diff = (a_o - fine.central).abs()
+        if bool(agrees.any()):
+            verdict.failed[open_[agrees]] = False
+            relist(verdict, open_[agrees], fine.central[agrees], tol[agrees], diff[agrees])
+            resolved += int(agrees.sum())
+            level_used = level
+        # the estimate at h was off and a converged one disagrees with autograd too: the listing shows
+        # the tightest such estimate (the entry stays failed)
+        better = usable & precise & moved & ~agrees & (tol < best_tol[open_])
+        if bool(better.any()):
+            worse = open_[better]
+            best_tol[worse] = tol[better]
+            relist(verdict, worse, fine.central[better], tol[better], diff[better])
+            reestimated.update(worse.tolist())
+            level_worse = level
+        # a converged estimate that the next step reproduces settles an entry (a wrong gradient stops
+        # here, usually after one level); the rest goes on to the next smaller step
+        settled = (prev_e <= REFINE_PRECISION * prev_c.abs()) & (
+            (fine.central - prev_c).abs() <= kap * (prev_e + fine.central_err)
+        )
+        keep = usable & ~agrees & ~settled
+        open_, prev_c, prev_e = open_[keep], fine.central[keep], fine.central_err[keep]
+    reestimated = sum(1 for e in reestimated if verdict.failed[e])  # not resolved at a later level
+    if reestimated:
+        run.out.notes.append(
+            f"{reestimated} failing derivative(s) of output {k} w.r.t. {run.names[i]} are listed with the "
+            f"estimate at a smaller step (h/{REFINE_FACTOR**level_worse:g}): the estimate at h was off because "
+            "fn changes on a scale below h there"
+        )
+    if resolved:
+        run.refined_resolved = True
+        run.out.notes.append(
+            f"{resolved} derivative(s) of output {k} w.r.t. {run.names[i]} were resolved with a smaller step "
+            f"(down to h/{REFINE_FACTOR**level_used:g}): the estimate at h was off because fn changes on a "
+            "scale below h there"
+        )
+
+
+def relist(verdict: Verdict, entries: torch.Tensor, numerical, tol, diff) -> None:
+    """Entries of ``verdict`` judged again against a better numerical value (``resample``, ``refine``)."""
+    verdict.numerical[entries] = numerical
+    verdict.allowed[entries] = tol
+    verdict.ratio[entries] = diff / tol.clamp_min(1e-300)

@@ -1,0 +1,205 @@
+"""Stencil evaluations of full mode: f at x + m·h_j·e_j per coordinate (batched through vmap, several small
+inputs through one), the steps and multipliers, and f along single coordinates or masks at chosen offsets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from gradcheck_kit._engine import autograd_rows, limits
+from gradcheck_kit._engine.evaluate import EvaluationFailed
+from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates, noise_sigma
+from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS
+from gradcheck_kit._inputs import coords, coords64, from_coords, n_coords
+
+
+def stencil_values(run, i: int, rows: dict[int, str], mults: Sequence[float]) -> dict[int, torch.Tensor]:
+    """``f`` at ``x + m·h_j·e_j`` for every coordinate ``j`` of input ``i`` and each multiplier ``m``:
+    per output ``(len(mults), n_i, r_k)`` float64 (projected rows when ``rows[k]`` says so)."""
+    x = run.evaluator.base_args[i]
+    complex_ = x.is_complex()
+    base = coords(x)  # the input's (real) dtype
+    n_i = base.numel()
+    step = step_of(run, i)
+    mult = multipliers(run, mults)
+    npts = len(mults)
+    cols_per_batch = max(1, EVALUATION_BATCH_ELEMENTS // ((n_i + run.n_out) * npts))
+    values = {}
+    if cols_per_batch < n_i:
+        values = {k: torch.empty(npts, n_i, autograd_rows.row_count(run, k, rows[k]), dtype=torch.float64) for k in run.out_idx}
+    for start in range(0, n_i, cols_per_batch):
+        stop = min(n_i, start + cols_per_batch)
+        b = stop - start
+        points = base.expand(npts, b, n_i).clone()
+        move_diagonal(points, start, mult * step[start:stop])
+        outs = run.evaluator.batched(i, points.view(npts * b, n_i), x.shape, complex_)
+        for pos, k in enumerate(run.out_idx):
+            proj = autograd_rows.project(run, k, rows[k], outs[pos])  # (npts*b, r)
+            if b == n_i:
+                values[k] = proj.reshape(npts, b, -1)
+            else:
+                values[k][:, start : start + b] = proj.reshape(npts, b, -1)
+    return values
+
+
+def screen_stencil(run, inputs: Sequence[int], rows: dict[int, str]) -> dict[int, dict[int, torch.Tensor]]:
+    """``f`` at ±h for every coordinate of ``inputs``: vectors and matrices together through one vmap
+    where they are small (``limits.TUNING.together_elements``), the others (and all, where vmap cannot run fn so) one
+    input at a time.
+
+    Why only vectors and matrices: torch batches ``matmul``, ``linear`` and elementwise ops over batched
+    matrices as cheaply as over one batched input, so one call saves the per-call cost of vmap, while a
+    batched convolution weight beside a batched image turns into a grouped convolution, which is slower."""
+    mults = run.stencil.multipliers[:2]
+    together = [i for i in inputs if run.inputs[i].dim() <= 2]
+    n_together = sum(n_coords(run.inputs[i]) for i in together)
+    known = None
+    if len(together) >= 2 and len(mults) * n_together * n_together <= limits.TUNING.together_elements:
+        known = stencil_values_together(run, together, rows, mults)
+    known = known or {}
+    for i in inputs:
+        if i not in known:
+            known[i] = stencil_values(run, i, rows, mults)
+    return known
+
+
+def stencil_values_together(
+    run, inputs: Sequence[int], rows: dict[int, str], mults: Sequence[float]
+) -> dict[int, dict[int, torch.Tensor]] | None:
+    """``stencil_values`` of several inputs through one vmap over all of them (each point moves one
+    coordinate of one input; the others stay at x). ``None`` where vmap cannot run fn so."""
+    limits.TUNING.record("together", list(inputs))
+    mult = multipliers(run, mults)
+    npts = len(mults)
+    xs = [run.evaluator.base_args[i] for i in inputs]
+    bases = [coords(x) for x in xs]
+    sizes = [b.numel() for b in bases]
+    total = npts * sum(sizes)
+    batches, start = [], 0
+    for i, x, base, n in zip(inputs, xs, bases, sizes):
+        points = base.expand(total, n).clone()
+        move_diagonal(points[start : start + npts * n].view(npts, n, n), 0, mult * step_of(run, i))
+        batches.append(from_coords(points, x.shape, x.is_complex()))
+        start += npts * n
+    outs = run.evaluator.batched_together(inputs, batches)
+    if outs is None:
+        return None
+    values, start = {}, 0
+    for i, n in zip(inputs, sizes):
+        values[i] = {
+            k: autograd_rows.project(run, k, rows[k], outs[pos][start : start + npts * n]).reshape(npts, n, -1)
+            for pos, k in enumerate(run.out_idx)
+        }
+        start += npts * n
+    return values
+
+
+def multipliers(run, mults: Sequence[float]) -> torch.Tensor:
+    """The stencil multipliers as a ``(points, 1)`` float64 tensor (cached)."""
+    key = tuple(mults)
+    if key not in run.mult_cache:
+        run.mult_cache[key] = torch.tensor(key, dtype=torch.float64).unsqueeze(1)
+    return run.mult_cache[key]
+
+
+def step_of(run, i: int) -> torch.Tensor:
+    if i not in run.steps:
+        prepare_steps(run, [i])
+    return run.steps[i]
+
+
+def prepare_steps(run, inputs: Sequence[int]) -> None:
+    """The finite-difference steps of several inputs in one pass (per coordinate, float64)."""
+    todo = [i for i in inputs if i not in run.steps]
+    if not todo:
+        return
+    # numpy: full mode's inputs are small, where a numpy call costs a fraction of a torch call
+    parts = [coords64(run.evaluator.base_args[i]).numpy() for i in todo]
+    x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    x = np.where(np.isfinite(x), x, 0.0)  # a non-finite element (not used by fn) takes the unit step
+    # scale_of: 2^round(log2(max(|x|, 1)))
+    steps = np.exp2(np.round(np.log2(np.maximum(np.abs(x), 1.0)))) * run.stencil.h0
+    for i, s in zip(todo, torch.from_numpy(steps).split([p.size for p in parts])):
+        run.steps[i] = s
+
+
+def along(run, i: int, k: int, masks: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """``f`` at ``x + offsets[m, d] * masks[d]`` (input ``i``) in output ``k``'s rows: ``(points, d, r)``."""
+    x = run.evaluator.base_args[i]
+    base = coords(x).cpu()
+    points = (base.to(torch.float64) + offsets.unsqueeze(2) * masks.unsqueeze(0)).to(base.dtype)
+    outs = run.evaluator.batched(i, points.view(-1, base.numel()), x.shape, x.is_complex())
+    kind = run.full.rows[k]
+    return autograd_rows.project(run, k, kind, outs[run.out_idx.index(k)]).reshape(offsets.shape[0], masks.shape[0], -1)
+
+
+def coordinates(run, i: int, cols: torch.Tensor) -> torch.Tensor:
+    """The values of coordinates ``cols`` of input ``i`` at the base point, float64 on the host."""
+    return coords(run.evaluator.base_args[i]).cpu()[cols].to(torch.float64)
+
+
+def stencil_along(run, i: int, k: int, cols: torch.Tensor, at: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """``f`` with coordinate ``cols[c]`` of input ``i`` at ``at[c] + offsets[m, c]`` (the others at x), in
+    output ``k``'s rows: ``(points, b, r)``. The points are built on the host; ``evaluator.batched`` moves
+    them to the input's device."""
+    x = run.evaluator.base_args[i]
+    base = coords(x).cpu()
+    b = cols.numel()
+    points = base.expand(offsets.shape[0], b, base.numel()).clone()
+    points[:, torch.arange(b), cols] = (at + offsets).to(points.dtype)
+    # columns already evaluated at the same points (the tie check's h/8 is refine's first level)
+    keys = [(id(x), i, int(cols[c]), points[:, c, cols[c]].numpy().tobytes()) for c in range(b)]
+    todo = [c for c in range(b) if keys[c] not in run.along_cache]
+    if todo:
+        fresh = run.evaluator.batched(i, points[:, todo].reshape(-1, base.numel()), x.shape, x.is_complex())
+        for n, c in enumerate(todo):
+            run.along_cache[keys[c]] = [o.reshape(offsets.shape[0], len(todo), -1)[:, n] for o in fresh]
+    cached = [run.along_cache[key] for key in keys]
+    outs = [torch.stack([per[o] for per in cached], 1).flatten(0, 1) for o in range(len(cached[0]))]
+    kind = run.full.rows[k]
+    return autograd_rows.project(run, k, kind, outs[run.out_idx.index(k)]).reshape(offsets.shape[0], b, -1)
+
+
+def entry_estimates(run, k, values, cols, step, j_sel, r_sel, at, unit_floor) -> Estimates:
+    """Estimates for the entries ``(j_sel, r_sel)`` from stencil ``values`` ``(points + 1, b, r)`` along
+    ``cols`` (steps ``step``, coordinates' values ``at``), with their noise."""
+    where = torch.searchsorted(cols, j_sel)  # each entry's column in this batch
+    vals = values[:, where, r_sel]
+    fmag = autograd_rows.f0_rows(run, run.out_idx.index(k), k, run.full.rows[k])[1]
+    sig = noise_sigma(vals, fmag[r_sel], run.stencil)
+    return estimate_with_sigma(vals, step[where], sig, run.stencil, x_abs=at[where].abs(), unit_floor=unit_floor)
+
+
+def runs_under_vmap(run, i: int) -> bool:
+    """Whether full mode's batched evaluations of input ``i`` would run through vmap: one batch of one
+    point (x itself) tells, as the first batch of a full check would."""
+    if run.evaluator.vmap_failed is None and run.evaluator.grad_inside is None and not run.evaluator.used_vmap:
+        x = run.evaluator.base_args[i]
+        try:
+            run.evaluator.batched(i, coords(x).unsqueeze(0), x.shape, x.is_complex())
+        except EvaluationFailed:
+            return False
+    return run.evaluator.vmap_failed is None and run.evaluator.grad_inside is None
+
+
+@dataclass
+class FullNumerics:
+    """Raw stencil values of one (input, output) pair in full mode, ``(points, n_i, r)``, and what the
+    estimates need besides: the noise of ``f``, each coordinate's step and |x|, and which entries are flat
+    (every stencil value identical: f does not depend on that coordinate)."""
+
+    values: torch.Tensor
+    sigma: torch.Tensor
+    step: torch.Tensor
+    x_abs: torch.Tensor
+    flat: torch.Tensor
+
+
+def move_diagonal(points: torch.Tensor, offset: int, steps: torch.Tensor) -> None:
+    """``points``: ``(npts, b, n)`` copies of x; moves coordinate ``offset + c`` of ``points[m, c]`` by
+    ``steps[m, c]`` (the sum in float64, rounded once to the points' dtype)."""
+    moved = points.diagonal(offset=offset, dim1=1, dim2=2)  # (npts, b)
+    moved.copy_(moved.to(torch.float64) + steps.to(moved.device))
