@@ -30,8 +30,8 @@ from gradcheck_kit._engine.context import Results, Run
 from gradcheck_kit._grad_outputs import reject_nonfinite
 from gradcheck_kit._inputs import input_names as names_for_inputs  # the keyword shadows the name
 from gradcheck_kit._inputs import is_differentiable, resolve_wrt
-from gradcheck_kit._modules import module_state_kept
-from gradcheck_kit._report import CheckResult, GradientReport, Note
+from gradcheck_kit._state import module_state_kept
+from gradcheck_kit.report import CheckResult, GradientReport, Note
 from gradcheck_kit._supported import check_grad_outputs, refuse_unsupported
 from gradcheck_kit.errors import InvalidArgument
 from gradcheck_kit.options import (  # noqa: F401 - MODES, FORWARD_AD re-exported

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from gradcheck_kit._engine.compare import Verdict
-from gradcheck_kit._report import Note
+from gradcheck_kit.report import Note
 
 __all__ = ["ACCURACY", "accuracy", "entry_scale", "apply", "Tally"]
 

@@ -26,7 +26,7 @@ from gradcheck_kit._engine.evaluate import as_outputs, exception_text, seed_glob
 from gradcheck_kit._engine.graph import python_function_nodes
 from gradcheck_kit._inputs import layout_clone
 from gradcheck_kit._engine.reasons import forward_ad_reason, vmap_reason
-from gradcheck_kit._report import CheckResult
+from gradcheck_kit.report import CheckResult
 from gradcheck_kit._engine.tolerances import within_roundings
 
 __all__ = ["BatchedComparison", "compare_batched"]

@@ -25,7 +25,7 @@ import torch
 
 from gradcheck_kit._engine.evaluate import as_outputs, fresh_args, seed_global_rng
 from gradcheck_kit._inputs import layout_clone
-from gradcheck_kit._report import CheckResult
+from gradcheck_kit.report import CheckResult
 
 __all__ = ["bias_check", "HALF_DTYPES"]
 

@@ -12,7 +12,7 @@ from gradcheck_kit._engine.determinism import call_again, moved_outputs, not_det
 from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS
 from gradcheck_kit._engine.linearity import linearity_check
 from gradcheck_kit._inputs import coords, n_coords
-from gradcheck_kit._report import CheckResult
+from gradcheck_kit.report import CheckResult
 
 
 def full_cost(run) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from gradcheck_kit._engine.evaluate import as_outputs, fresh_args, seed_global_rng
-from gradcheck_kit._report import CheckResult, GroupSummary, Mismatch
+from gradcheck_kit.report import CheckResult, GroupSummary, Mismatch
 from gradcheck_kit._engine.tolerances import within_roundings
 
 __all__ = ["CompiledComparison", "compare_with_eager", "eager_of"]

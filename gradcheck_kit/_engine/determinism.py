@@ -16,7 +16,7 @@ import torch
 
 from gradcheck_kit._engine.evaluate import as_outputs, describe_exception, seed_global_rng
 from gradcheck_kit._inputs import coord_index, layout_clone
-from gradcheck_kit._report import format_index
+from gradcheck_kit.report import format_index
 from gradcheck_kit.errors import FunctionError
 
 __all__ = ["call_again", "moved_outputs", "not_deterministic"]

@@ -21,7 +21,7 @@ from gradcheck_kit._engine.evaluate import EvaluationFailed
 from gradcheck_kit._engine.finite_diff import estimate, estimate_with_sigma, Estimates, noise_sigma
 from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS, LARGE_COORDS
 from gradcheck_kit._inputs import coords, coords64, from_coords
-from gradcheck_kit._report import CheckResult, GroupSummary, Mismatch
+from gradcheck_kit.report import CheckResult, GroupSummary, Mismatch
 
 
 def screens(run) -> bool:

@@ -33,7 +33,7 @@ from gradcheck_kit._engine.limits import AUTO_COORDS, AUTO_ENTRIES
 from gradcheck_kit._engine.one_sided import nothing_compared
 from gradcheck_kit._engine.reductions import nonfinite_count
 from gradcheck_kit._inputs import bitwise_equal, function_name, input_infos, is_differentiable, n_coords
-from gradcheck_kit._report import CheckResult, GradientReport, Note
+from gradcheck_kit.report import CheckResult, GradientReport, Note, unique_notes
 from gradcheck_kit._reproduce import reproduce_line
 from gradcheck_kit._supported import unsupported_kind
 from gradcheck_kit.errors import FunctionError
@@ -96,7 +96,7 @@ def build_report(run: context.Run, facts: Facts, beside: context.Results | None 
         note = run.approximate.note(report.compared, run.options["strict"])
         if note is not None:
             report.notes.append(note)
-    report.notes = list(dict.fromkeys(report.notes))
+    report.notes = unique_notes(report.notes)
     if not report.ok:
         report.defer_reproduce(reproduce(run))
     report.elapsed = facts.elapsed

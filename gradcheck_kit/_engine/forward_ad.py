@@ -14,7 +14,7 @@ from gradcheck_kit._engine.evaluate import describe_exception, exception_text
 from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS, FORWARD_DIRECTIONS
 from gradcheck_kit._engine.reasons import forward_ad_reason
 from gradcheck_kit._inputs import n_coords
-from gradcheck_kit._report import CheckResult
+from gradcheck_kit.report import CheckResult
 
 
 def forward_check(run, mode: str) -> None:

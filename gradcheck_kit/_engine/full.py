@@ -16,7 +16,7 @@ from gradcheck_kit._engine.limits import KEPT_PER_GROUP
 from gradcheck_kit._engine.notes import NO_GRADIENT_FLOW
 from gradcheck_kit._engine.notes import unchecked_notes
 from gradcheck_kit._inputs import coord_index, coords, coords64, n_coords, safe_float
-from gradcheck_kit._report import Note, CheckResult, format_index, GroupSummary, Mismatch
+from gradcheck_kit.report import Note, CheckResult, format_index, GroupSummary, Mismatch
 
 
 def full_numerics(run, i: int, rows: dict[int, str], known: dict | None = None) -> dict[int, "stencil.FullNumerics"]:

@@ -23,7 +23,7 @@ import torch
 
 from gradcheck_kit._engine.evaluate import describe_exception
 from gradcheck_kit._inputs import coord_index, coords64
-from gradcheck_kit._report import CheckResult, format_index
+from gradcheck_kit.report import CheckResult, format_index
 from gradcheck_kit._engine.tolerances import coarsest_precision, eps
 
 __all__ = ["linearity_check", "rounding_eps", "subnormal_spacing", "natural_size", "COEFFICIENTS"]

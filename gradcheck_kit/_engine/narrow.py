@@ -8,7 +8,7 @@ import dataclasses
 from gradcheck_kit._engine import context, full, stencil
 from gradcheck_kit._engine.limits import NARROW_COORDS, NARROW_LOOP_COORDS
 from gradcheck_kit._inputs import n_coords
-from gradcheck_kit._report import CheckResult
+from gradcheck_kit.report import CheckResult
 
 
 def narrowed(run, first: context.Results) -> context.Results:

@@ -6,7 +6,7 @@ import torch
 
 from gradcheck_kit._engine.compare import UNCHECKED_CAUSES, Verdict
 from gradcheck_kit._inputs import coord_index
-from gradcheck_kit._report import Note, format_index
+from gradcheck_kit.report import Note, format_index
 
 __all__ = ["unchecked_notes"]
 

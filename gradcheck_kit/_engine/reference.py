@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 
 from gradcheck_kit._engine import tolerances
-from gradcheck_kit._report import Note
+from gradcheck_kit.report import Note
 
 __all__ = ["ForwardGap", "FORWARD_EPS", "MOVED_FACTOR", "forward_gap", "moved_point", "gap_note"]
 

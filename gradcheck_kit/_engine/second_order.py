@@ -21,7 +21,7 @@ from gradcheck_kit._engine.context import Results
 from gradcheck_kit._engine.evaluate import as_outputs
 from gradcheck_kit._engine.notes import NO_GRADIENT_FLOW
 from gradcheck_kit._orders import _order_and_base, chain, second_order_name
-from gradcheck_kit._report import CheckResult, Note
+from gradcheck_kit.report import CheckResult, Note
 
 __all__ = ["first_derivative", "first_derivative_of", "results_of", "second_order_name"]
 

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import torch
 
 from gradcheck_kit._engine import tolerances
-from gradcheck_kit._report import Note
+from gradcheck_kit.report import Note
 
 __all__ = ["Staircase", "PERTURBATION", "POINTS", "staircase", "note"]
 

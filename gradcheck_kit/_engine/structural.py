@@ -24,7 +24,7 @@ from gradcheck_kit._engine.analytic import rows_from_coords
 from gradcheck_kit._engine.evaluate import describe_exception
 from gradcheck_kit._engine.linearity import natural_size, rounding_eps, subnormal_spacing
 from gradcheck_kit._inputs import bitwise_equal, coord_index, coords64
-from gradcheck_kit._report import CheckResult, format_index
+from gradcheck_kit.report import CheckResult, format_index
 
 __all__ = ["structural_checks", "Graph"]
 

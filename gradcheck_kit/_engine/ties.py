@@ -36,7 +36,7 @@ import torch
 from gradcheck_kit._engine.compare import CONTAMINATION_RATIO, Verdict
 from gradcheck_kit._engine.finite_diff import estimate_with_sigma, round_off_model
 from gradcheck_kit._inputs import coord_index
-from gradcheck_kit._report import Note, format_index
+from gradcheck_kit.report import Note, format_index
 from gradcheck_kit._engine.tolerances import Stencil
 
 __all__ = [

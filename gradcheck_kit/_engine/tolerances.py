@@ -193,7 +193,8 @@ def within_roundings(got: torch.Tensor, want: torch.Tensor, eps: float, rounding
     size of the largest term), plus ``extra``."""
     wide = lambda t: t.detach().to("cpu", torch.complex128 if t.is_complex() else torch.float64)  # noqa: E731
     g, w = wide(got), wide(want)
-    scale = w.abs().max() if w.numel() else w.new_zeros(())
+    size = w.abs().nan_to_num(0.0, 0.0, 0.0)
+    scale = size.max() if w.numel() else size.new_zeros(())
     allowed = roundings * eps * (w.abs() + scale) + extra
     diff = (g - w).abs()
     bad = ~(diff <= allowed) & ~(torch.isnan(g) & torch.isnan(w))

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         if spec.dtype not in FLOATING or spec.dtype.startswith("complex"):
             raise UsageError(f"--input {spec}: fuzz draws real floating tensors (float64, float32, ...)")
     try:
-        importlib.import_module("gradcheck_kit._fuzz")
+        importlib.import_module("gradcheck_kit.fuzz")
         from gradcheck_kit import strategies as gst
     except ImportError as exc:
         raise UsageError(f"fuzz is not available in this build ({one_line(exc)})") from None

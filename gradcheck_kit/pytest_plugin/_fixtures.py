@@ -15,7 +15,7 @@ from gradcheck_kit.pytest_plugin._state import RunState, generator_seed, state_o
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from gradcheck_kit._report import GradientReport
+    from gradcheck_kit.report import GradientReport
 
 __all__ = ["GradcheckFixture", "gradcheck", "gradcheck_seed", "gradcheck_dtype", "gradcheck_device"]
 

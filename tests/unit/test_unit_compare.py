@@ -3,24 +3,13 @@ is one derivative, and the verdict (agree, disagree, kink, unchecked and why) is
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import pytest
 import torch
 
-
-def _engine(*names):
-    for name in names:
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-    raise ModuleNotFoundError(names[0])
-
-
-fd = _engine("gradcheck_kit._engine.finite_diff", "gradcheck_kit._finite_diff")
-cmp = _engine("gradcheck_kit._engine.compare", "gradcheck_kit._compare")
+from gradcheck_kit._engine import finite_diff as fd
+from gradcheck_kit._engine import compare as cmp
 
 NAN = math.nan
 KAPPA = 4.0

@@ -1,26 +1,14 @@
 """Richardson finite differences and their error terms, on functions whose derivatives are known."""
 
 from __future__ import annotations
-
-import importlib
 import math
 
 import numpy as np
 import pytest
 import torch
 
-
-def _engine(*names):
-    for name in names:
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-    raise ModuleNotFoundError(names[0])
-
-
-tolerances = _engine("gradcheck_kit._engine.tolerances", "gradcheck_kit.tolerances")
-fd = _engine("gradcheck_kit._engine.finite_diff", "gradcheck_kit._finite_diff")
+from gradcheck_kit._engine import tolerances
+from gradcheck_kit._engine import finite_diff as fd
 
 FLOAT64 = tolerances.stencil_for(torch.float64)
 FLOAT32 = tolerances.stencil_for(torch.float32)

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-
 import torch
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-
-def _engine(*names):
-    for name in names:
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-    raise ModuleNotFoundError(names[0])
-
-
-tolerances = _engine("gradcheck_kit._engine.tolerances", "gradcheck_kit.tolerances")
-fd = _engine("gradcheck_kit._engine.finite_diff", "gradcheck_kit._finite_diff")
-cmp = _engine("gradcheck_kit._engine.compare", "gradcheck_kit._compare")
-scr = _engine("gradcheck_kit._engine.screen", "gradcheck_kit._screen")
+from gradcheck_kit._engine import tolerances
+from gradcheck_kit._engine import finite_diff as fd
+from gradcheck_kit._engine import compare as cmp
+from gradcheck_kit._engine import screen as scr
 
 STENCIL = tolerances.stencil_for(torch.float64)
 H = STENCIL.h0
