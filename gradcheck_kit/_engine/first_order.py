@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from gradcheck_kit import _config, _state
-from gradcheck_kit._engine import allowance, context, directional, full, narrow, second_order, setup, structural
+from gradcheck_kit._engine import allowance, context, directional, full, narrow, own_dtype, second_order, setup, structural
 from gradcheck_kit._engine import nonfinite as _nonfinite
 from gradcheck_kit._engine import screen as _screen
 from gradcheck_kit._engine import staircase as _staircase
@@ -222,7 +222,7 @@ def backward_stage(run: context.Run, mode: str) -> context.Results:
         wants_narrowing = backward(run, mode)
     if wants_narrowing:
         return narrow.narrowed(run, found)
-    return recheck_quantized(run, mode, found)
+    return recheck_own_dtype(run, mode, recheck_quantized(run, mode, found))
 
 
 def backward(run: context.Run, mode: str) -> bool:
@@ -274,6 +274,28 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
                 f"the float64 finite differences were checked again with {name}'s step and round-off model, so "
                 "resolution is coarse"
             )
+        backward(run, mode)
+    return again
+
+
+def recheck_own_dtype(run: context.Run, mode: str, first: context.Results) -> context.Results:
+    """A failed full check with a float64 reference whose failing entries sit at output elements where the
+    float64 forward is another function (``own_dtype``): the check runs again with numerics in the inputs'
+    own dtype, and its results replace ``first``."""
+    result = first.check("backward")
+    if mode != "full" or not run.reference or run.quantized is not None or result is None:
+        return first
+    if result.status != "failed" or run.f0_cache is None:
+        return first
+    gap = own_dtype.element_gap(run.outs, run.out_idx, run.f0_cache, first.mismatches, own_dtype.low_eps(run))
+    if gap is None:
+        return first
+    spent = run.evaluator.evaluations + run.extra_evaluations
+    setup.choose_numeric_dtype(run, own=True)
+    run.extra_evaluations += spent - 1  # the analytic forward is counted once
+    run.steps.clear()
+    with run.stage() as again:
+        run.out.notes.append(own_dtype.note(gap, run.low_dtype_name, run.output_names[gap.output]))
         backward(run, mode)
     return again
 

@@ -46,9 +46,9 @@ def output_precision(run) -> torch.dtype | None:
     return tolerances.coarsest_precision(finite)
 
 
-def choose_numeric_dtype(run, defer: bool = True) -> None:
+def choose_numeric_dtype(run, defer: bool = True, own: bool = False) -> None:
     """The numerics' dtype and base point: float64 where fn runs in float64 (for low-precision inputs a
-    probe at x tells), else the inputs' own.
+    probe at x tells), else the inputs' own (always with ``own``).
 
     A directional check of more than ``DEFERRED_PROBE_COORDS`` low-precision coordinates defers the
     probe (``defer``): its first point, x + h·u, is the probe (``directional.outputs_at``), and f(x) in float64
@@ -66,7 +66,9 @@ def choose_numeric_dtype(run, defer: bool = True) -> None:
     if low:
         run.low_dtype_name = str(low[0]).replace("torch.", "")
         ref_args = [to_double(t) for t in run.inputs]
-        if defer and run.mode == "directional" and run.n_in > DEFERRED_PROBE_COORDS:
+        if own:
+            pass
+        elif defer and run.mode == "directional" and run.n_in > DEFERRED_PROBE_COORDS:
             run.reference = run.reference_pending = True
             base = ref_args
         else:

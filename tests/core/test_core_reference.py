@@ -80,6 +80,30 @@ def test_one_percent_wrong_backward_still_fails_there(name):
     assert any(getattr(n, "code", None) == "reference_differs" for n in report.notes)
 
 
+def elementwise_finfo_clamp(t):
+    return (t * t + torch.finfo(t.dtype).eps).sqrt()
+
+
+def test_an_elementwise_clamp_that_changes_one_small_element_is_checked_in_the_inputs_dtype():
+    # the whole outputs agree within float32 rounding; t[0]'s element differs by 1.3% in float64
+    t = torch.tensor([-0.0021, 0.3, 0.5, -0.7])
+    report = gk.check_gradients(elementwise_finfo_clamp, t)
+    assert report.ok, report
+    assert "reference_differs" in note_codes(report)
+    assert "evaluated in float32" in report.method
+    # without the small element the float64 numerics stay
+    assert "reference_differs" not in note_codes(gk.check_gradients(elementwise_finfo_clamp, t[1:]))
+
+
+def test_a_float32_only_wrong_backward_stays_caught_where_the_forwards_agree_per_element():
+    wrong32 = unary(  # a backward 1% off in float32 only
+        lambda t: (t * t + 1e-30).sqrt(), lambda t: t / (t * t + 1e-30).sqrt() * (1.01 if t.dtype == torch.float32 else 1)
+    )
+    report = gk.check_gradients(wrong32.apply, torch.tensor([-0.0021, 0.3, 0.5, -0.7]))
+    assert not report.ok
+    assert "reference_differs" not in note_codes(report)
+
+
 def test_same_function_in_float64_keeps_the_float64_reference():
     torch.manual_seed(0)
     report = gk.check_gradients(lambda x: torch.sin(x) * x.exp(), torch.randn(5))
