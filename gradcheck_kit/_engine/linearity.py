@@ -26,7 +26,7 @@ from gradcheck_kit._inputs import coord_index, coords64
 from gradcheck_kit.report import CheckResult, format_index
 from gradcheck_kit._engine.tolerances import coarsest_precision, eps
 
-__all__ = ["linearity_check", "rounding_eps", "subnormal_spacing", "natural_size", "COEFFICIENTS"]
+__all__ = ["linearity_check", "rounding_eps", "smallest_normal", "subnormal_spacing", "natural_size", "COEFFICIENTS"]
 
 #: b(c) is compared with A·b(v1) + B·b(v2) for c = A·v1 + B·v2
 COEFFICIENTS = (3.0, -2.0)
@@ -65,6 +65,13 @@ def rounding_eps(grads: Sequence[torch.Tensor], outs: Sequence[torch.Tensor] = (
         own = max(own, TF32_EPS)
     coarse = coarsest_precision(real, (torch.bfloat16, torch.float16), finer_than=own)
     return own if coarse is None else eps(coarse)
+
+
+def smallest_normal(e: float) -> float:
+    """The smallest normal number of the precision whose eps is ``e``: a result below it may come from an
+    intermediate that underflowed to a subnormal and kept few of its bits, so two computations of it that
+    round in another order can differ by a large part of it."""
+    return subnormal_spacing(e) / e
 
 
 def subnormal_spacing(e: float) -> float:

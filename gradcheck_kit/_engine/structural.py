@@ -22,7 +22,7 @@ import torch
 
 from gradcheck_kit._engine.analytic import rows_from_coords
 from gradcheck_kit._engine.evaluate import describe_exception
-from gradcheck_kit._engine.linearity import natural_size, rounding_eps, subnormal_spacing
+from gradcheck_kit._engine.linearity import natural_size, rounding_eps, smallest_normal
 from gradcheck_kit._inputs import bitwise_equal, coord_index, coords64
 from gradcheck_kit.report import CheckResult, format_index
 
@@ -134,7 +134,7 @@ def _against_first_pass(run: Graph, full_state, pairs, vectors, later, nondet_to
         e = rounding_eps([g], [o for o, _ in pairs])
         for floor in (0.0, None):  # None: fn's coarser inside precision, asked for only where needed
             e = max(e, run.coarse_eps() if floor is None else floor)
-            allowed = nondet_tol + FIRST_PASS_EPS * (e * size + subnormal_spacing(e)) + FIRST_PASS_FLOOR_EPS * e * top
+            allowed = nondet_tol + FIRST_PASS_EPS * e * size + smallest_normal(e) + FIRST_PASS_FLOOR_EPS * e * top
             bad = torch.where(finite, ~(diff <= allowed), torch.isfinite(got))
             if not bool(bad.any()):
                 break

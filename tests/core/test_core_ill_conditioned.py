@@ -45,3 +45,14 @@ def test_a_non_linear_backward_of_it_is_still_caught():
     a, b, m = _inputs(1)
     report = gk.check_gradients(lambda a, b, m: _sinkhorn(a, b, Clamped.apply(m)) * 10, a, b, m)
     assert not report.ok
+
+
+@pytest.mark.parametrize("go", [-1.1754944e-38, 1e-39])
+def test_a_backward_that_underflows_below_the_smallest_normal_number_is_not_reentrant(go):
+    # J^T v is ~1e-38: an intermediate underflows to a subnormal and two backwards round it differently
+    x, y = torch.zeros(()), torch.zeros(())
+    report = gk.check_gradients(
+        lambda x, y: ((10 * x + 20) ** 3 / 1024 - 13) / (y + 3), x, y, grad_outputs=torch.tensor(go)
+    )
+    assert report.ok, report
+    assert report.check("reentrant").status == "passed"
