@@ -87,6 +87,13 @@ class DirectionalState:
     reference_ran: bool = False
     conditioning_ran: bool = False
     conditioning: torch.Tensor | None = None
+    ties_split: bool = False  # fn is not differentiable along some tie of the directions, or a tie failed
+    tie_decisive: bool = False  # the group rule failed at an exact tie (no narrowed check overrides it)
+
+    @property
+    def at_ties(self) -> bool:
+        """Whether the ties leave the verdict to a narrowed full check (near-ties: ``tie_groups``)."""
+        return self.ties_split and not self.tie_decisive
 
 
 class Run:
@@ -122,6 +129,7 @@ class Run:
         self.extra_evaluations = 0
         self.reference = False  # numerics in float64 at low-precision inputs, a float64 autograd run
         self.reference_pending = False  # the float64 probe deferred to the first point
+        self.reference_deferred = False  # ... and f(x) in float64 not yet compared with the low-precision outputs
         self.no_reference_reason = ""
         self.low_dtype_name = ""
         self.f0_cache: list | None = None
@@ -141,6 +149,7 @@ class Run:
         self.steps: dict[int, torch.Tensor] = {}  # finite-difference step per coordinate, per input
         self.mult_cache: dict[tuple, torch.Tensor] = {}  # stencil multipliers as (points, 1) tensors
         self.along_cache: dict = {}  # stencil.stencil_along's evaluations per (input, column, points)
+        self.tie_scans: dict = {}  # input -> tie_groups.Ties (or None): directional mode's scan for ties
         self.directional_allowance: dict = {}  # "screen"/"full" -> (allowance, scale): backward and jvp share them
         self.directional_square_sums: dict = {}  # (i, k) -> sum((g·u)²) of autograd's gradient, when finite
         self.conditioning_rows: dict | None | bool = False  # allowance.conditioning's result (False: not computed)

@@ -11,11 +11,11 @@ import torch
 from gradcheck_kit._engine import (
     allowance, autograd_rows, context, reductions, settle, setup, stencil, tolerances, words,
 )
+from gradcheck_kit._engine import directional_ties, tie_groups
 from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine import kinks as _kinks
 from gradcheck_kit._engine import limits
 from gradcheck_kit._engine import screen as _screen
-from gradcheck_kit._engine import ties as _ties
 from gradcheck_kit._engine.compare import compare, Verdict
 from gradcheck_kit._engine.evaluate import EvaluationFailed
 from gradcheck_kit._engine.finite_diff import estimate, estimate_with_sigma, Estimates, noise_sigma
@@ -38,8 +38,9 @@ def directions(run) -> dict[int, torch.Tensor]:
     for i in run.wrt:
         x = coords(run.inputs[i].detach()).cpu()  # base_args[i]'s values (a float64 copy of low precision)
         out[i] = words.rademacher(x if x.dtype in words.FLOAT_BITS else x.to(torch.float32), d, run.gen)
-        reach = max(abs(m) for m in run.stencil.multipliers)
-        out[i] = _ties.tie_directions(x, out[i], stencil.step_of(run, i), reach)  # tied elements move together
+        if i not in run.tie_scans and x.numel() <= tie_groups.EAGER_LIMIT:
+            run.tie_scans[i] = tie_groups.scan(x, stencil.step_of(run, i), directional_ties.reach(run))
+        out[i] = tie_groups.together(out[i], run.tie_scans.get(i))  # tied elements move together
         if i in run.nonfinite:  # never moved: x + t·h·u stays what fn masks
             out[i][:, run.nonfinite[i]] = 0.0
     return out
@@ -197,14 +198,15 @@ def settle_directional_kinks(run, a, est: Estimates, allow, verdict: Verdict, ka
 
 
 def backward_directional(run) -> bool:
-    """The directional backward check; whether it failed in auto mode (the pipeline narrows it down then)."""
+    """The directional backward check; whether it failed in auto mode, or at near-ties in any mode (the
+    pipeline narrows it down then: full mode's verdict settles them)."""
     try:
         failed = backward_directional_once(run)
-    except context.NoFloat64:  # the deferred probe: fn does not compute in float64 at x + h·u
+    except context.NoFloat64:  # the deferred probe: fn is not float64 at x + h·u, or another function (reference)
         setup.choose_numeric_dtype(run, defer=False)  # the probe at x decides, as for any other check
         run.extra_evaluations += 1  # the point that told
         failed = backward_directional_once(run)
-    return failed and run.options["mode"] == "auto"
+    return failed and (run.options["mode"] == "auto" or run.directional.at_ties)
 
 
 def backward_directional_once(run) -> bool:
@@ -217,9 +219,20 @@ def backward_directional_once(run) -> bool:
     raw: dict = {}
     grads, flowed = autograd_rows.vjp_vectors(run, run.leaves, run.outs, raw)
     run.directional = context.DirectionalState(u, num, grads, raw)
+    run.directional_allowance.clear()  # of an earlier attempt's directions
     a = project_directional(run, grads, u)
-    verdict, scale, screened = judge_directional(run, a)
+    with run.stage() as found:  # dropped where the check runs again
+        verdict, scale, screened = judge_directional(run, a)
+        again = bool(verdict.failed.any()) and directional_ties.scan_large(run)  # ties moved apart
+        wrong_ties = [] if again else directional_ties.judge(run, grads, failed=bool(verdict.failed.any()))
+        differs = not again and directional_ties.deferred_reference_differs(run)
+    if again:  # once more, with the ties moved together
+        return backward_directional_once(run)
+    if differs:
+        raise context.NoFloat64
+    run.out.extend(found)
     failed = record_directional(run, "backward", a, verdict, all(flowed.values()))
+    failed = directional_ties.record(run, wrong_ties) or failed
     run.out.resolution = float((verdict.allowed / scale.clamp_min(1e-300)).max())
     if screened:
         detail = (

@@ -47,8 +47,10 @@ def full_numerics(run, i: int, rows: dict[int, str], known: dict | None = None) 
     return numerics
 
 
-def backward_full(run, *, inputs: Sequence[int] | None = None, check_name: str = "backward") -> None:
-    rows = autograd_rows.full_rows(run) if inputs is None else {k: "projected" for k in run.out_idx}
+def backward_full(
+    run, *, inputs: Sequence[int] | None = None, check_name: str = "backward", rows: dict | None = None
+) -> None:
+    rows = rows or (autograd_rows.full_rows(run) if inputs is None else {k: "projected" for k in run.out_idx})
     inputs = list(run.wrt) if inputs is None else list(inputs)
     zero_rows = {} if check_name == "backward" and run.mode == "full" else None
     analytic, flowed, path = autograd_rows.analytic_full(run, rows, run.leaves, run.outs, run.analytic_args, zero_rows)

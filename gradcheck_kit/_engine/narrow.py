@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from gradcheck_kit._engine import context, full, stencil
+from gradcheck_kit._engine import autograd_rows, context, full, stencil
 from gradcheck_kit._engine.limits import NARROW_COORDS, NARROW_LOOP_COORDS
 from gradcheck_kit._inputs import n_coords
 from gradcheck_kit.report import CheckResult
@@ -15,7 +15,10 @@ def narrowed(run, first: context.Results) -> context.Results:
     """The directional check's results ``first`` followed by a full check of d(v·out)/dx of the inputs of at
     most ``NARROW_COORDS`` coordinates, which names the wrong elements: one ``backward`` result for both,
     failed if either failed, or passed where every element passed and the directional failure came from
-    the finite differences along u (a smaller step or the approximate tier resolved it)."""
+    the finite differences along u (a smaller step, the approximate tier or a tie's full check resolved it).
+
+    Where the directions moved near-ties together (``DirectionalState.at_ties``), the full check uses its
+    Jacobian where small, and its verdict overrides the directional one."""
     found = context.Results()
     found.extend(first)
     small = [i for i in run.wrt if n_coords(run.inputs[i]) <= NARROW_COORDS]
@@ -40,9 +43,11 @@ def narrowed(run, first: context.Results) -> context.Results:
     )
     run.refined_resolved = False
     approximate_before = run.approximate.count
+    at_ties = run.directional is not None and run.directional.at_ties
+    rows = autograd_rows.full_rows(run) if at_ties else None  # the Jacobian where small
     with run.stage(found):
-        full.backward_full(run, inputs=small, check_name="backward")
-    resolved = run.refined_resolved or approximate_before < run.approximate.count
+        full.backward_full(run, inputs=small, check_name="backward", rows=rows)
+    resolved = run.refined_resolved or approximate_before < run.approximate.count or at_ties
     return joined(run, found, len(small) == len(run.wrt) and resolved)
 
 
@@ -55,17 +60,20 @@ def joined(run, found: context.Results, may_supersede: bool) -> context.Results:
     detail = directional.detail + "; narrowed: " + narrowed_check.detail
     status = "failed"
     if narrowed_check.status == "passed" and may_supersede:
-        # every element of d(v·out)/dx passed, some only at a smaller step: the finite differences
-        # along u were off (fn changes on a scale below h there), not the gradient
+        # every element of d(v·out)/dx passed, some only at a smaller step or at a tie: the finite
+        # differences along u were off (fn changes on a scale below h there), not the gradient
         status = "passed"
+        at_ties = run.directional is not None and run.directional.at_ties
         detail += (
-            "; every element passed, some at a smaller step: the directional failure came from the "
-            "finite differences along u, not from the gradient"
-        ) if run.refined_resolved else (
+            "; every element passed, some at a smaller step or at a tie: the directional failure came from "
+            "the finite differences along u, not from the gradient"
+        ) if run.refined_resolved or at_ties else (
             "; every element passed, some as approximate (the note): the projection's tier is smaller"
         )
         run.directional_superseded = True
-        found.mismatches = [m for m in found.mismatches if not (m.check == "backward" and m.kind == "directional")]
+        found.mismatches = [
+            m for m in found.mismatches if not (m.check == "backward" and m.kind in ("directional", "projected"))
+        ]
         found.groups = [
             dataclasses.replace(g, failed=0, worst_ratio=0.0) if g.check == "backward" and g.kind == "directional" else g
             for g in found.groups

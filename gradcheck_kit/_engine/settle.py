@@ -10,6 +10,7 @@ from gradcheck_kit._engine import allowance, autograd_rows, stencil, tolerances
 from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine import kinks as _kinks
 from gradcheck_kit._engine import ties as _ties
+from gradcheck_kit._engine import intermediates
 from gradcheck_kit._engine.compare import compare, Verdict
 from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates
 from gradcheck_kit._engine.limits import (
@@ -27,9 +28,9 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
     """
     candidates = ~num.flat | (a != 0)
     j_idx, r_idx = candidates.nonzero(as_tuple=True)
+    sigma = intermediates.sigma_floor(num.sigma[j_idx, r_idx], num.x_abs[j_idx], run.stencil)
     est = estimate_with_sigma(
-        num.values[:, j_idx, r_idx], num.step[j_idx], num.sigma[j_idx, r_idx], run.stencil,
-        x_abs=num.x_abs[j_idx],
+        num.values[:, j_idx, r_idx], num.step[j_idx], sigma, run.stencil, x_abs=num.x_abs[j_idx]
     )
     allow = allowance.allowance_full(run, i, k, a, ref, est, extra, (j_idx, r_idx))
     a_g = a[j_idx, r_idx]

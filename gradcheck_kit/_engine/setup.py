@@ -57,7 +57,7 @@ def choose_numeric_dtype(run, defer: bool = True, own: bool = False) -> None:
     run.extra_evaluations = 1  # the analytic forward
     low = [run.inputs[i].dtype for i in run.wrt if tolerances.eps(run.inputs[i].dtype) > 1e-15]
     run.reference = False
-    run.reference_pending = False
+    run.reference_pending = run.reference_deferred = False
     run.no_reference_reason = ""
     run.low_dtype_name = ""
     run.f0_cache = None
@@ -69,7 +69,7 @@ def choose_numeric_dtype(run, defer: bool = True, own: bool = False) -> None:
         if own:
             pass
         elif defer and run.mode == "directional" and run.n_in > DEFERRED_PROBE_COORDS:
-            run.reference = run.reference_pending = True
+            run.reference = run.reference_pending = run.reference_deferred = True
             base = ref_args
         else:
             probe, grad_inside = probe_float64(run, ref_args)

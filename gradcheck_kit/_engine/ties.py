@@ -41,7 +41,7 @@ from gradcheck_kit._engine.tolerances import Stencil
 
 __all__ = [
     "Sides", "sides", "tie_groups", "kink_at_point", "judge_groups", "tie_note", "kink_note", "STEP_FACTOR",
-    "MAX_GROUPS", "MAX_MEMBERS", "tie_text", "tie_directions", "ULPS", "Decision", "decide", "apply",
+    "MAX_GROUPS", "MAX_MEMBERS", "tie_text", "ULPS", "Decision", "decide", "apply",
 ]
 
 #: the second step of ``sides`` is h / STEP_FACTOR
@@ -51,45 +51,6 @@ MAX_GROUPS = 32
 MAX_MEMBERS = 256
 #: directional mode ties coordinates whose values are within this many units of rounding of each other
 ULPS = 4
-#: directional mode looks for ties in inputs of up to this many elements (a sort of the input); above it
-#: the directions stay as drawn (auto mode checks such inputs in full where the directional check fails)
-SCAN_LIMIT = 4096
-
-
-def tie_directions(x: torch.Tensor, u: torch.Tensor, step: torch.Tensor, reach: float) -> torch.Tensor:
-    """Directions ``u`` ``(d, n)`` for a real input with flat coordinates ``x`` ``(n,)``, made equal over
-    each tie: a direction that moves tied elements apart crosses the kink between them, where no single
-    value of ``u . g`` is right (at ``median([.5, .5, .5])`` the slope along ``(1, -1, 1)`` is 1 on both
-    sides, while autograd's 1/3 each gives 1/3). Moved together, the directional derivative is the group's
-    slope, which the sum of a valid gradient over the group matches; the tied elements keep one random sign.
-
-    Tied: values within ``reach`` steps (``step``: each coordinate's, ``(n,)``) of each other, as in
-    :func:`tie_groups`; where that chains more than ``MAX_MEMBERS`` values together (float32's large
-    step), only values within ``ULPS`` roundings of each other; where even those form a larger group, or
-    above ``SCAN_LIMIT`` elements, the directions stay as drawn.
-    """
-    if x.is_complex() or not 2 <= x.numel() <= SCAN_LIMIT or not x.dtype.is_floating_point:
-        return u
-    vals, order = torch.sort(x.reshape(-1))
-    eps = torch.finfo(x.dtype).eps
-    gap = (vals[1:] - vals[:-1]).abs().to(torch.float64)
-    close = gap <= ULPS * eps * torch.maximum(vals[1:].abs(), vals[:-1].abs()).to(torch.float64)
-    st = step.reshape(-1).to(torch.float64)[order]
-    near = close | (gap <= reach * torch.maximum(st[1:], st[:-1]))
-    pos = torch.arange(1, x.numel())
-    for same in (near, close):
-        same = torch.isfinite(gap) & same
-        if not bool(same.any()):
-            return u
-        start = torch.cat([torch.zeros(1, dtype=torch.long), torch.where(same, torch.zeros_like(pos), pos)])
-        start = torch.cummax(start, 0).values  # each sorted position's first tied position
-        if int(torch.bincount(start).max()) <= MAX_MEMBERS:
-            break
-    else:  # ties too large to move as one (zeros(1000)): the directions stay as drawn
-        return u
-    u = u.clone()
-    u[:, order] = u[:, order[start]]
-    return u
 
 
 @dataclass
