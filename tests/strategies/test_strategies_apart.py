@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, find, given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
@@ -100,7 +100,7 @@ def test_the_multi_input_strategies_take_the_options_per_input():
     assert x.detach().reshape(-1).unique().numel() == x.numel()
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None)
 @given(
     x=gst.tensors(shape=gst.shapes(min_dims=1, max_dims=2, max_side=16), unique=True, min_gap=1e-3, min_value=-10, max_value=10),
     k=st.integers(1, 4),
