@@ -240,7 +240,7 @@ def refine(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, 
     Richardson estimate at h that is far off and an error estimate that cannot see it. An entry passes
     here only when, at some smaller step, (1) autograd agrees with the estimate there within its own
     tolerance, (2) that estimate has converged (``REFINE_PRECISION``) and (3) it differs from the one at
-    h by more than both error estimates: the estimate at h was wrong. A wrong gradient keeps failing:
+    h by more than κ times their combined error estimate: the estimate at h was wrong. A wrong gradient keeps failing:
     where the estimate at h had converged, the next step's estimate reproduces it, and refining that
     entry stops there (one level of evaluations, ``4 x min(coordinates, REFINE_COORDS)`` points).
     """
@@ -266,8 +266,9 @@ def refine(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, 
         usable = torch.isfinite(fine.central) & torch.isfinite(fine.central_err)
         # converged: the error estimate a small fraction of the value
         precise = fine.central_err <= REFINE_PRECISION * fine.central.abs() + allow_o
-        # the estimate at h was wrong: this one differs from it by more than both error estimates
-        moved = (fine.central - est.central[open_]).abs() > kap * (est.central_err[open_] + fine.central_err)
+        # the estimate at h was wrong: this one differs from it by more than their combined error (two
+        # independent estimates: the root of the sum of squares)
+        moved = (fine.central - est.central[open_]).abs() > kap * torch.hypot(est.central_err[open_], fine.central_err)
         agrees = usable & precise & moved & torch.isfinite(a_o) & ((a_o - fine.central).abs() <= tol)
         diff = (a_o - fine.central).abs()
         if bool(agrees.any()):
