@@ -99,12 +99,12 @@ class Setup:
     internally may need them to) and the seeds."""
 
     fn: Callable
-    inputs: tuple
-    wrt: tuple
-    names: tuple
+    inputs: list
+    wrt: list
+    names: list
     user_grad_outputs: Any
     options: Mapping
-    grad_positions: tuple
+    grad_positions: list
     seed: int
     rng_seed: int
 
@@ -113,9 +113,10 @@ class Setup:
         caller_flags = [isinstance(t, torch.Tensor) and t.requires_grad and is_differentiable(t) for t in inputs]
         grad_positions = sorted(set(wrt) | {i for i, flag in enumerate(caller_flags) if flag})
         seed = options["seed"]
+        # the lists keep the types the stages compare with (a reproduce line compares ``wrt`` with a list)
         return cls(
-            fn, tuple(inputs), tuple(wrt), tuple(names), grad_outputs, MappingProxyType(dict(options)),
-            tuple(grad_positions), seed, (seed * 2654435761 + 97) % (2**63),
+            fn, list(inputs), wrt, names, grad_outputs, MappingProxyType(dict(options)), grad_positions, seed,
+            (seed * 2654435761 + 97) % (2**63),
         )
 
 

@@ -307,3 +307,14 @@ def test_a_builtin_that_raises_is_not_located_in_the_kit():
     [error] = report.errors
     assert error.startswith("fn raised LinAlgError") or error.startswith("fn raised _LinAlgError"), error
     assert "checkers.py" not in error and "_evaluate.py" not in error
+
+
+def test_the_reproduce_line_names_wrt_only_where_it_is_not_the_default():
+    from tests.helpers import SinOnePercentOff
+
+    x = torch.linspace(0.1, 1.0, 4, dtype=torch.float64, requires_grad=True)
+    y = x.detach().clone().requires_grad_(True)
+    default = gk.check_gradients(SinOnePercentOff.apply, x)
+    assert not default.ok and "wrt=" not in default.reproduce
+    chosen = gk.check_gradients(lambda a, b: SinOnePercentOff.apply(a) * b, x, y, wrt=[0])
+    assert not chosen.ok and "wrt=[0]" in chosen.reproduce
