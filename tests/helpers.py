@@ -36,6 +36,7 @@ __all__ = [
     "INF",
     "load_benchmark",
     "note_codes",
+    "notes_with",
 ]
 
 NAN = math.nan
@@ -237,3 +238,8 @@ def load_benchmark(name: str) -> ModuleType:
 def note_codes(report) -> list:
     """The codes of a report's notes, in order (``None`` for a note without one)."""
     return [getattr(n, "code", None) for n in report.notes]
+
+
+def notes_with(report, code) -> list:
+    """The notes of ``report`` whose code is ``code`` (a ``NoteCode`` or its value), in order."""
+    return [n for n in report.notes if getattr(n, "code", None) == code]

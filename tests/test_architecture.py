@@ -146,3 +146,38 @@ def test_no_class_over_300_lines_and_no_function_over_80():
 def test_the_size_rule_sees_long_functions():
     body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
     assert _too_long(ast.parse(f"def f():\n{body}\n")) == [f"function f: {MAX_FUNCTION_LINES + 1} lines"]
+
+
+def test_every_module_is_named_once_in_the_architecture_table():
+    """docs/architecture.md's module table names each module by its path under gradcheck_kit/, once, and
+    names no module that is gone."""
+    import re
+
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    rows = [line for line in text[text.index("## Modules"):].splitlines() if line.startswith("| `")]
+    named = [name for row in rows for name in re.findall(r"`([\w/]+\.py)`", row.split(" | ")[0])]
+    modules = sorted(path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py"))
+    missing = [m for m in modules if m not in named]
+    repeated = sorted({m for m in named if named.count(m) > 1})
+    gone = sorted(set(named) - set(modules))
+    assert not missing and not repeated and not gone, (missing, repeated, gone)
+
+
+def test_the_engine_layers_in_the_architecture_doc_hold():
+    """The line of engine layers in docs/architecture.md names every engine module once, and each module
+    imports only modules of earlier layers."""
+    import re
+
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    start = text.index("Inside the engine each module imports only")
+    line = text[text.index(":", start) + 1:text.index(".\n", start)]
+    layers = [re.findall(r"`(\w+)`", part) for part in line.split("→")]
+    layer_of = {m: n for n, names in enumerate(layers) for m in names}
+    engine = sorted(p.stem for p in (PACKAGE / "_engine").glob("*.py") if p.stem != "__init__")
+    assert sorted(m for names in layers for m in names) == engine
+    graph = _graph()
+    wrong = [
+        (m, d) for m in engine for d in graph[f"{ENGINE}.{m}"]
+        if d.startswith(ENGINE + ".") and layer_of[d.split(".")[2]] >= layer_of[m]
+    ]
+    assert not wrong, wrong

@@ -21,6 +21,7 @@ from gradcheck_kit._engine import autograd_rows, reductions, tolerances
 from gradcheck_kit._engine import nonfinite as _nonfinite
 from gradcheck_kit._engine.finite_diff import Estimates, _rms
 from gradcheck_kit._inputs import coords, coords64, is_differentiable
+from gradcheck_kit.report import Note, NoteCode
 
 
 def given(options: dict, est: Estimates | None, shape: tuple) -> torch.Tensor | None:
@@ -135,11 +136,12 @@ def full_conditioning(run) -> dict | None:
     )
     run.conditioning_rows = total
     if total:
-        run.out.notes.append(
+        run.out.notes.append(Note(
             "some float32 derivatives differ from float64 autograd by more than 64 eps; their allowance "
             "was raised to how far the float64 derivatives move when the inputs move by 64 float32 "
-            "roundings (an ill-conditioned expression rounds its float32 derivatives that much)"
-        )
+            "roundings (an ill-conditioned expression rounds its float32 derivatives that much)",
+            NoteCode.CONDITIONING, ("full",),
+        ))
     return run.conditioning_rows
 
 
@@ -287,8 +289,9 @@ def directional_natural_scale(run, i: int, k: int) -> float:
     return run.rms_cache[key]
 
 
-CONDITIONING_NOTE = (
+CONDITIONING_NOTE = Note(
     "the float32 directional derivatives differ from float64 autograd's by more than 64 eps, and by no more "
     "than 4 times how far the float64 ones move when the inputs move by 64 float32 roundings: their allowance "
-    "was raised to that (an ill-conditioned expression rounds its float32 derivatives that much)"
+    "was raised to that (an ill-conditioned expression rounds its float32 derivatives that much)",
+    NoteCode.CONDITIONING, ("directional",),
 )

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -96,23 +97,57 @@ class DirectionalState:
         return self.ties_split and not self.tie_decisive
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What one check is given, fixed for its whole run (the stages read it through :class:`Run`, never
+    write it): fn, the inputs, which are differentiated and their names, the caller's grad_outputs, the
+    resolved options, and what follows from these alone: the inputs that require grad in every call with
+    grad enabled (the differentiated ones and those the caller made require grad: a fn that differentiates
+    internally may need them to) and the seeds."""
+
+    fn: Callable
+    inputs: list
+    wrt: list
+    names: list
+    user_grad_outputs: Any
+    options: Mapping
+    grad_positions: list
+    seed: int
+    rng_seed: int
+
+    @classmethod
+    def of(cls, fn, inputs, wrt, names, grad_outputs, options) -> "Setup":
+        caller_flags = [isinstance(t, torch.Tensor) and t.requires_grad and is_differentiable(t) for t in inputs]
+        grad_positions = sorted(set(wrt) | {i for i, flag in enumerate(caller_flags) if flag})
+        seed = options["seed"]
+        # the lists keep the types the stages compare with (a reproduce line compares ``wrt`` with a list)
+        return cls(
+            fn, list(inputs), wrt, names, grad_outputs, MappingProxyType(dict(options)), grad_positions, seed,
+            (seed * 2654435761 + 97) % (2**63),
+        )
+
+
+def _given(name: str) -> property:
+    return property(lambda run: getattr(run.setup, name), doc=f"``setup.{name}`` (read-only)")
+
+
 class Run:
-    """One first-order check of ``fn`` at ``inputs``: given values, then what the stages establish."""
+    """One first-order check of ``fn`` at ``inputs``: its :class:`Setup` (read-only here), then what the
+    stages establish and the caches they share."""
+
+    fn = _given("fn")
+    inputs = _given("inputs")
+    wrt = _given("wrt")
+    names = _given("names")
+    user_grad_outputs = _given("user_grad_outputs")
+    options = _given("options")
+    grad_positions = _given("grad_positions")
+    seed = _given("seed")
+    rng_seed = _given("rng_seed")
 
     def __init__(self, fn, inputs, wrt, names, grad_outputs, options):
-        self.fn = fn
-        self.inputs = list(inputs)
-        self.wrt = wrt
-        # inputs that require grad in every call with grad enabled: the differentiated ones and those the
-        # caller made require grad (a fn that differentiates internally may need them to)
-        caller_flags = [isinstance(t, torch.Tensor) and t.requires_grad and is_differentiable(t) for t in self.inputs]
-        self.grad_positions = sorted(set(wrt) | {i for i, flag in enumerate(caller_flags) if flag})
-        self.names = names
-        self.user_grad_outputs = grad_outputs
-        self.options = options
-        self.seed = options["seed"]
-        self.gen = torch.Generator().manual_seed(self.seed)
-        self.rng_seed = (self.seed * 2654435761 + 97) % (2**63)
+        self.setup = Setup.of(fn, inputs, wrt, names, grad_outputs, options)
+        self.gen = torch.Generator().manual_seed(self.seed)  # the random words' generator (it advances)
         self.out = Results()  # the results of the stage that runs now (``stage``)
         # autograd's forward at the inputs (``first_order.forward``)
         self.leaves: dict[int, torch.Tensor] = {}

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gradcheck_kit.errors import InvalidArgument
+from gradcheck_kit.report import Note, NoteCode
 
 __all__ = ["FullCost", "estimate", "timed", "limit_seconds", "refusal", "warning", "ENV_LIMIT", "WARN_FRACTION"]
 
@@ -108,8 +109,9 @@ def refusal(cost: FullCost, limit: float) -> str:
     )
 
 
-def warning(cost: FullCost) -> str:
-    return (
+def warning(cost: FullCost) -> Note:
+    return Note(
         f"mode='full' was estimated at about {_duration(cost.seconds)} ({_how(cost)}); mode='auto' or "
-        "mode='directional' costs a constant number of evaluations whatever the size"
+        "mode='directional' costs a constant number of evaluations whatever the size",
+        NoteCode.FULL_COST, (cost.coordinates, cost.points),
     )

@@ -20,6 +20,7 @@ import torch
 from gradcheck_kit import _config, _state
 from gradcheck_kit._engine import allowance, context, directional, full, narrow, own_dtype, second_order, setup, structural
 from gradcheck_kit._engine import nonfinite as _nonfinite
+from gradcheck_kit._engine import notes as _notes
 from gradcheck_kit._engine import screen as _screen
 from gradcheck_kit._engine import staircase as _staircase
 from gradcheck_kit._engine import tolerances
@@ -33,7 +34,7 @@ from gradcheck_kit._engine.limits import AUTO_COORDS, AUTO_ENTRIES
 from gradcheck_kit._engine.one_sided import nothing_compared
 from gradcheck_kit._engine.reductions import nonfinite_count
 from gradcheck_kit._inputs import bitwise_equal, function_name, input_infos, is_differentiable, n_coords
-from gradcheck_kit.report import CheckResult, GradientReport, Note, unique_notes
+from gradcheck_kit.report import CheckResult, GradientReport, Note, NoteCode, unique_notes
 from gradcheck_kit._reproduce import reproduce_line
 from gradcheck_kit._supported import unsupported_kind
 from gradcheck_kit.errors import FunctionError
@@ -105,6 +106,7 @@ def build_report(run: context.Run, facts: Facts, beside: context.Results | None 
         report.groups += beside.groups
         report.mismatches += beside.mismatches
         report.notes += beside.notes
+    _notes.require_codes(report.notes)
     return report
 
 
@@ -161,10 +163,11 @@ def forward(run: context.Run, facts: Facts) -> None:
             torch.isnan(before).any() if before.is_floating_point() else False
         ):
             run.mutates_inputs = True
-            run.out.notes.append(
+            run.out.notes.append(Note(
                 f"fn modifies input {i} ({run.names[i]}) in place; every evaluation was given a fresh copy "
-                "of the original values"
-            )
+                "of the original values",
+                NoteCode.INPUT_MODIFIED, (i,),
+            ))
     run.outs = outs
     for k, kind in enumerate(map(unsupported_kind, outs)):
         if kind is not None:
@@ -176,7 +179,7 @@ def forward(run: context.Run, facts: Facts) -> None:
     run.output_names = ["out" if len(outs) <= 1 else f"out{k}" for k in range(len(outs))]
     skipped = [str(k) for k, o in enumerate(outs) if is_none_output(o)]
     if skipped:
-        run.out.notes.append(Note(f"output {', '.join(skipped)} of fn is None: skipped", "output_none"))
+        run.out.notes.append(Note(f"output {', '.join(skipped)} of fn is None: skipped", "output_none", skipped))
     if not run.out_idx:
         raise context.Failure(
             "fn returned no floating-point or complex tensor: " + ", ".join(facts.outputs), function_failed=True
@@ -269,11 +272,12 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
         if stair is not None:
             run.out.notes.append(_staircase.note(stair))
         else:
-            run.out.notes.append(
+            run.out.notes.append(Note(
                 f"fn's outputs are {name} values also where its inputs are not (it computes in {name} inside): "
                 f"the float64 finite differences were checked again with {name}'s step and round-off model, so "
-                "resolution is coarse"
-            )
+                "resolution is coarse",
+                NoteCode.LOW_PRECISION_OUTPUTS, (name,),
+            ))
         backward(run, mode)
     return again
 
@@ -308,6 +312,7 @@ def higher_orders(run: context.Run, facts: Facts) -> context.Results:
     options["order"] = run.options["order"] - 1
     options["seed"] = run.seed + 1
     inner = execute(context.Run(G, run.inputs, list(run.wrt), run.names, None, options))
+    run.extra_evaluations += inner.evaluations  # G's calls count as this check's
     if inner.function_failed and not facts.function_failed:
         facts.function_failed, facts.function_error = True, inner.function_error
     return second_order.results_of(inner, run.names, run.wrt)
@@ -320,17 +325,19 @@ def finish(run: context.Run, facts: Facts) -> None:
     if moved:
         run.out.errors.insert(0, moved)
     if run.evaluator.grad_inside is not None:
-        run.out.notes.append(
+        run.out.notes.append(Note(
             f"fn differentiates internally (without grad it raised {run.evaluator.grad_inside}): its "
-            "numerical evaluations ran with grad enabled and the differentiated inputs requiring grad"
-        )
+            "numerical evaluations ran with grad enabled and the differentiated inputs requiring grad",
+            NoteCode.GRAD_INSIDE, (),
+        ))
     facts.evaluations = run.evaluator.evaluations + run.extra_evaluations
     facts.path = run.evaluator.path
     if run.nonfinite:
-        run.out.notes.append(
+        run.out.notes.append(Note(
             f"not checked: {_nonfinite.describe(run.inputs, run.names, run.nonfinite)} (fn's outputs do not "
-            "depend on these elements; their derivatives cannot be estimated, the other elements were checked)"
-        )
+            "depend on these elements; their derivatives cannot be estimated, the other elements were checked)",
+            NoteCode.NONFINITE_INPUTS, tuple((run.names[i], tuple(p.tolist())) for i, p in run.nonfinite.items()),
+        ))
     facts.method = method(run) + (f" at the {run.low_dtype_name} point" if run.reference else "")
     if run.reference:
         run.out.notes.insert(0, reference_note(run))
@@ -351,15 +358,18 @@ def method(run: context.Run) -> str:
     return run.stencil.describe()
 
 
-def reference_note(run: context.Run) -> str:
+def reference_note(run: context.Run) -> Note:
     where = f"numerical derivatives evaluated in float64 at the {run.low_dtype_name} point; autograd checked in "
     state = run.directional
     if state is not None and state.numerics.estimates is None and state.grads_ref is None:
-        return where + (
+        return Note(where + (
             f"{run.low_dtype_name} within the floor of its round-off allowance (no float64 autograd run was "
             "needed)"
-        )
-    return where + f"{run.low_dtype_name}, its round-off allowance measured against a float64 autograd run"
+        ), NoteCode.FLOAT64_REFERENCE, (run.low_dtype_name, "floor"))
+    return Note(
+        where + f"{run.low_dtype_name}, its round-off allowance measured against a float64 autograd run",
+        NoteCode.FLOAT64_REFERENCE, (run.low_dtype_name, "measured"),
+    )
 
 
 def evaluation_failed(run: context.Run, exc: EvaluationFailed) -> str:

@@ -16,7 +16,7 @@ from gradcheck_kit._engine.limits import KEPT_PER_GROUP
 from gradcheck_kit._engine.notes import NO_GRADIENT_FLOW
 from gradcheck_kit._engine.notes import unchecked_notes
 from gradcheck_kit._inputs import coord_index, coords, coords64, n_coords, safe_float
-from gradcheck_kit.report import Note, CheckResult, format_index, GroupSummary, Mismatch
+from gradcheck_kit.report import Note, NoteCode, CheckResult, format_index, GroupSummary, Mismatch
 
 
 def full_numerics(run, i: int, rows: dict[int, str], known: dict | None = None) -> dict[int, "stencil.FullNumerics"]:
@@ -152,10 +152,11 @@ def record(
         label = lambda pos: approximate_label(run.outs[k], run.output_names[k], kind, x, name, int(j_idx[pos]), int(r_idx[pos]))  # noqa: E731
         run.approximate.add(verdict.approximate, _approximate.accuracy(x.dtype), x.dtype, label)
     if group.kinks:
-        report.notes.append(
+        report.notes.append(Note(
             f"{group.kinks} derivative(s) of output {k} w.r.t. {name} sit at or next to a kink (left and right "
-            "slopes differ); autograd's value was accepted where it lies between them or matches the clean side"
-        )
+            "slopes differ); autograd's value was accepted where it lies between them or matches the clean side",
+            NoteCode.KINK, (name, k, group.kinks),
+        ))
     if group.unchecked:
         report.notes.extend(unchecked_notes(verdict, a, j_idx, r_idx, x, k, name))
     if not flowed and check == "backward":
@@ -182,7 +183,7 @@ def no_gradient_note(i: int, name: str, k: int) -> Note:
     return Note(
         f"no gradient flows to input {i} ({name}) from output {k}: autograd treats it as not used "
         "(detached, computed under no_grad, or requires_grad_(False)); compared as zero",
-        NO_GRADIENT_FLOW,
+        NO_GRADIENT_FLOW, (i, k),
     )
 
 

@@ -25,6 +25,7 @@ import torch
 
 from gradcheck_kit._engine.compare import CONTAMINATION_RATIO, Verdict, compare
 from gradcheck_kit._engine.finite_diff import Estimates
+from gradcheck_kit.report import Note, NoteCode
 
 __all__ = ["suspects", "settle", "Settled", "apply", "note", "STEP_FACTOR", "LEVELS", "PRECISION"]
 
@@ -115,10 +116,12 @@ def apply(verdict: Verdict, idx: torch.Tensor, settled: Settled, a: torch.Tensor
     return int(done.numel()), int(settled.failed.sum()), int(settled.level.max())
 
 
-def note(what: str, decided: int, wrong: int, level: int) -> str:
-    """The report's note on ``decided`` derivatives (``what``: which) judged again down to ``level``."""
-    return (
+def note(what: str, decided: int, wrong: int, level: int, fields: tuple = ()) -> Note:
+    """The report's note on ``decided`` derivatives (``what``: which; ``fields``: its input and output where
+    it has them) judged again down to ``level``."""
+    return Note(
         f"{decided} {what} passed at h only within an error estimate that a sharp one-sided estimate contradicts "
         "(a kink inside the stencil, or fn changes on a scale below h): judged again at a smaller step (down to "
-        f"h/{STEP_FACTOR**level:g}), {wrong} of them wrong"
+        f"h/{STEP_FACTOR**level:g}), {wrong} of them wrong",
+        NoteCode.KINK_IN_STENCIL, (*fields, decided, wrong, level),
     )

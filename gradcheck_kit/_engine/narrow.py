@@ -8,7 +8,7 @@ import dataclasses
 from gradcheck_kit._engine import autograd_rows, context, full, stencil
 from gradcheck_kit._engine.limits import NARROW_COORDS, NARROW_LOOP_COORDS
 from gradcheck_kit._inputs import n_coords
-from gradcheck_kit.report import CheckResult
+from gradcheck_kit.report import CheckResult, Note, NoteCode
 
 
 def narrowed(run, first: context.Results) -> context.Results:
@@ -23,24 +23,27 @@ def narrowed(run, first: context.Results) -> context.Results:
     found.extend(first)
     small = [i for i in run.wrt if n_coords(run.inputs[i]) <= NARROW_COORDS]
     if not small:
-        found.notes.append(
+        found.notes.append(Note(
             f"the directional check failed; inputs are larger than {NARROW_COORDS} elements, so the wrong "
-            "elements were not narrowed down (run with mode='full' to list them)"
-        )
+            "elements were not narrowed down (run with mode='full' to list them)",
+            NoteCode.NOT_NARROWED, ("size", NARROW_COORDS),
+        ))
         return found
     total = sum(n_coords(run.inputs[i]) for i in small)
     if total > NARROW_LOOP_COORDS and not stencil.runs_under_vmap(run, small[0]):
-        found.notes.append(
+        found.notes.append(Note(
             f"the directional check failed; fn cannot run under vmap ({run.evaluator.path}), and narrowing "
             f"{total} coordinates down would take one call of fn per point and coordinate, so the wrong "
             f"elements were not narrowed down (run with mode='full' on an input of at most "
-            f"{NARROW_LOOP_COORDS} elements to list them)"
-        )
+            f"{NARROW_LOOP_COORDS} elements to list them)",
+            NoteCode.NOT_NARROWED, ("no_vmap", run.evaluator.path, total, NARROW_LOOP_COORDS),
+        ))
         return found
-    found.notes.append(
+    found.notes.append(Note(
         "the directional check failed; the wrong elements were narrowed down with a full check of "
-        "d(v·out)/dx for " + ", ".join(run.names[i] for i in small)
-    )
+        "d(v·out)/dx for " + ", ".join(run.names[i] for i in small),
+        NoteCode.NARROWED, tuple(run.names[i] for i in small),
+    ))
     run.refined_resolved = False
     approximate_before = run.approximate.count
     at_ties = run.directional is not None and run.directional.at_ties

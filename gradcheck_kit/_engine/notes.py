@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from gradcheck_kit._engine.compare import UNCHECKED_CAUSES, Verdict
 from gradcheck_kit._inputs import coord_index
-from gradcheck_kit.report import Note, format_index
+from gradcheck_kit.report import Note, NoteCode, format_index
 
-__all__ = ["unchecked_notes"]
+__all__ = ["require_codes", "unchecked_notes", "DEBUG_ENV"]
+
+#: set to 1 (the test suite does), the report builder refuses a note without a :class:`NoteCode`
+DEBUG_ENV = "GRADCHECK_KIT_DEBUG"
 
 #: the code of the note that no gradient flows from an output to an input (autograd gave none)
-NO_GRADIENT_FLOW = "no_gradient_flow"
+NO_GRADIENT_FLOW = NoteCode.NO_GRADIENT_FLOW
 
 _WHY = {
     "nonfinite": "fn is not finite (NaN or inf) at the points next to {at} that the finite differences need",
@@ -42,5 +47,14 @@ def unchecked_notes(
             f"{len(positions)} derivative(s) of output {k} w.r.t. {name} could not be checked: "
             + _WHY[kind].format(at=at)
         )
-        notes.append(Note(text, f"unchecked_{kind}"))
+        notes.append(Note(text, f"unchecked_{kind}", (name, k, index, len(positions))))
     return notes
+
+
+def require_codes(notes: list) -> None:
+    """Under ``DEBUG_ENV=1``: an ``AssertionError`` naming the notes that carry no :class:`NoteCode` (a note
+    written as plain text), so that a new kind of note cannot enter a report without a code."""
+    if os.environ.get(DEBUG_ENV) != "1":
+        return
+    uncoded = [str(n) for n in notes if not isinstance(getattr(n, "code", None), NoteCode)]
+    assert not uncoded, f"notes without a NoteCode: {uncoded}"

@@ -21,7 +21,7 @@ from gradcheck_kit._engine.context import Results
 from gradcheck_kit._engine.evaluate import as_outputs
 from gradcheck_kit._engine.notes import NO_GRADIENT_FLOW
 from gradcheck_kit._orders import _order_and_base, chain, second_order_name
-from gradcheck_kit.report import CheckResult, Note
+from gradcheck_kit.report import CheckResult, Note, NoteCode
 
 __all__ = ["first_derivative", "first_derivative_of", "results_of", "second_order_name"]
 
@@ -81,10 +81,11 @@ def results_of(report, names: list, wrt: list) -> Results:
     for c in report.checks:
         found.checks.append(CheckResult(second_order_name(c.name), c.status, _detail(c)))
     for note in report.notes:
-        if getattr(note, "code", None) == NO_GRADIENT_FLOW:
+        if note.code in (NO_GRADIENT_FLOW, NoteCode.BACKWARD_NOT_DIFFERENTIABLE):
             found.notes.append(Note(
                 "second order: the backward is not differentiable (its result has no graph: .detach() or "
-                "no_grad inside backward?); " + note, NO_GRADIENT_FLOW,
+                "no_grad inside backward?); " + note, NoteCode.BACKWARD_NOT_DIFFERENTIABLE,
+                (note.code, *note.fields),
             ))
     return found
 

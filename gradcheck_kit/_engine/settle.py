@@ -18,6 +18,7 @@ from gradcheck_kit._engine.limits import (
 )
 from gradcheck_kit._engine.one_sided import one_sided
 from gradcheck_kit._inputs import coords
+from gradcheck_kit.report import Note, NoteCode
 
 
 def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: float):
@@ -108,10 +109,11 @@ def settle_one_sided(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict:
     verdict.failed[done] = res.failed[res.decided]
     numerical = res.numerical[res.decided]
     relist(verdict, done, numerical, res.allowed[res.decided], (a[done] - numerical).abs())
-    run.out.notes.append(
+    run.out.notes.append(Note(
         f"{done.numel()} derivative(s) of output {k} w.r.t. {run.names[i]} were compared with one-sided "
-        "differences at smaller steps: fn is not finite on one side of the point within the stencil"
-    )
+        "differences at smaller steps: fn is not finite on one side of the point within the stencil",
+        NoteCode.ONE_SIDED, (run.names[i], k, done.numel()),
+    ))
 
 
 def approximate_tier(run) -> bool:
@@ -152,10 +154,11 @@ def resample(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict
         return
     verdict.failed[idx[ok]] = False
     relist(verdict, idx[ok], mean[ok], tol[ok], diff[ok])
-    run.out.notes.append(
+    run.out.notes.append(Note(
         f"{int(ok.sum())} derivative(s) of output {k} w.r.t. {run.names[i]} passed on a second sample of fn's "
-        "rounding (the same stencil at x moved by 2^-10 of the step): one sample had understated it"
-    )
+        "rounding (the same stencil at x moved by 2^-10 of the step): one sample had understated it",
+        NoteCode.SECOND_SAMPLE, (run.names[i], k, int(ok.sum())),
+    ))
 
 
 def settle_kinks(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
@@ -180,7 +183,7 @@ def settle_kinks(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Ver
     decided, wrong, level = _kinks.apply(verdict, idx, _kinks.settle(a[idx], allow[idx], kap, estimates_at), a[idx])
     if decided:
         run.out.notes.append(
-            _kinks.note(f"derivative(s) of output {k} w.r.t. {run.names[i]}", decided, wrong, level)
+            _kinks.note(f"derivative(s) of output {k} w.r.t. {run.names[i]}", decided, wrong, level, (run.names[i], k))
         )
 
 
@@ -230,7 +233,7 @@ def settle_ties(run, i, k, a, num: "stencil.FullNumerics", j_idx, r_idx, allow, 
         run.tie_failures.append((i, members.tolist(), _ties.tie_text(run.inputs[i], run.names[i], members)))
     if bool(d.rescued.any()):
         what = f"derivative(s) of output {k} w.r.t. {run.names[i]}"
-        run.out.notes.append(_ties.kink_note(what, int(d.rescued.sum())))
+        run.out.notes.append(_ties.kink_note(what, int(d.rescued.sum()), (run.names[i], k)))
 
 
 def refine(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
@@ -294,18 +297,20 @@ def refine(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, 
         open_, prev_c, prev_e = open_[keep], fine.central[keep], fine.central_err[keep]
     reestimated = sum(1 for e in reestimated if verdict.failed[e])  # not resolved at a later level
     if reestimated:
-        run.out.notes.append(
+        run.out.notes.append(Note(
             f"{reestimated} failing derivative(s) of output {k} w.r.t. {run.names[i]} are listed with the "
             f"estimate at a smaller step (h/{REFINE_FACTOR**level_worse:g}): the estimate at h was off because "
-            "fn changes on a scale below h there"
-        )
+            "fn changes on a scale below h there",
+            NoteCode.REESTIMATED, (run.names[i], k, reestimated, level_worse),
+        ))
     if resolved:
         run.refined_resolved = True
-        run.out.notes.append(
+        run.out.notes.append(Note(
             f"{resolved} derivative(s) of output {k} w.r.t. {run.names[i]} were resolved with a smaller step "
             f"(down to h/{REFINE_FACTOR**level_used:g}): the estimate at h was off because fn changes on a "
-            "scale below h there"
-        )
+            "scale below h there",
+            NoteCode.REFINED, (run.names[i], k, resolved, level_used),
+        ))
 
 
 def relist(verdict: Verdict, entries: torch.Tensor, numerical, tol, diff) -> None:

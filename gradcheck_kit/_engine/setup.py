@@ -14,6 +14,7 @@ from gradcheck_kit._engine.finite_diff import _rms
 from gradcheck_kit._engine.limits import DEFERRED_PROBE_COORDS
 from gradcheck_kit._inputs import coords, coords64, from_coords
 from gradcheck_kit.errors import InvalidArgument
+from gradcheck_kit.report import Note, NoteCode
 
 
 def coarse_eps(run) -> float:
@@ -121,9 +122,10 @@ def probe_float64(run, ref_args: list) -> tuple[tuple | None, str | None]:
     try:
         ref_outs = prober.call(ref_args)
     except EvaluationFailed as exc:
-        run.no_reference_reason = (
+        run.no_reference_reason = Note(
             f"fn cannot run in float64 (it {exc.what}): numerical derivatives in "
-            f"{run.low_dtype_name}, so resolution is coarse"
+            f"{run.low_dtype_name}, so resolution is coarse",
+            NoteCode.NO_FLOAT64, ("fails", run.low_dtype_name),
         )
         return None, None
     run.extra_evaluations += 1
@@ -133,9 +135,10 @@ def probe_float64(run, ref_args: list) -> tuple[tuple | None, str | None]:
     )
     if not ok:
         dts = ", ".join(str(ref_outs[k].dtype) for k in run.out_idx if k < len(ref_outs))
-        run.no_reference_reason = (
+        run.no_reference_reason = Note(
             f"fn does not compute in float64 (float64 inputs gave {dts}): numerical derivatives in "
-            f"{run.low_dtype_name}, so resolution is coarse"
+            f"{run.low_dtype_name}, so resolution is coarse",
+            NoteCode.NO_FLOAT64, ("other_dtype", run.low_dtype_name),
         )
         return None, None
     return ref_outs, prober.grad_inside

@@ -76,5 +76,5 @@ def note(stair: Staircase) -> Note:
         f"(relative) they scatter by {stair.relative:.1e} of their size (it computes part of its value in "
         f"{name} inside); the float64 finite differences were checked again with {name}'s step and round-off "
         "model, so resolution is coarse",
-        "staircase",
+        "staircase", (name,),
     )

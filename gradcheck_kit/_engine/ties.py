@@ -36,7 +36,7 @@ import torch
 from gradcheck_kit._engine.compare import CONTAMINATION_RATIO, Verdict
 from gradcheck_kit._engine.finite_diff import estimate_with_sigma, round_off_model
 from gradcheck_kit._inputs import coord_index
-from gradcheck_kit.report import Note, format_index
+from gradcheck_kit.report import Note, NoteCode, format_index
 from gradcheck_kit._engine.tolerances import Stencil
 
 __all__ = [
@@ -168,14 +168,15 @@ def tie_text(x: torch.Tensor, name: str, members: torch.Tensor) -> str:
 
 
 def tie_note(x: torch.Tensor, name: str, members: torch.Tensor) -> Note:
-    return Note(f"{tie_text(x, name, members)}: a tie; the gradient may go to any of them", "tie")
+    return Note(f"{tie_text(x, name, members)}: a tie; the gradient may go to any of them", NoteCode.TIE,
+                (name, tuple(members.tolist())))
 
 
-def kink_note(what: str, count: int) -> Note:
+def kink_note(what: str, count: int, fields: tuple = ()) -> Note:
     return Note(
         f"{count} {what} sit at a kink at the point (the one-sided slopes, measured again at h/{STEP_FACTOR:g}, "
         "differ beyond their error estimates): autograd's value lies between them",
-        "kink_at_point",
+        NoteCode.KINK_AT_POINT, (*fields, count),
     )
 
 

@@ -70,3 +70,19 @@ def test_a_derivative_that_autograd_returns_as_an_immutable_zero_tensor_is_check
     x = torch.tensor([0.0, 1.0, -2.0, 0.5], dtype=torch.float64)
     assert gk.check_gradients(torch.abs, x, order=order).ok
     assert gk.check_gradients(torch.nn.functional.l1_loss, x, x.flip(0), order=order).ok
+
+
+def test_higher_orders_count_the_evaluations_of_the_first_derivative_they_check():
+    """order=n checks G = d(v·fn)/dx with order n - 1 (seed + 1): its calls of G count in the report."""
+    from gradcheck_kit._engine.second_order import first_derivative
+
+    x = torch.linspace(0.2, 1.4, 3, dtype=torch.float64)
+    fn = lambda t: torch.sin(t) * t  # noqa: E731
+    # G along a fixed v: as many evaluations as along the check's own v
+    G = first_derivative(fn, [0], [torch.full((3,), 0.5, dtype=torch.float64)])
+    first = gk.check_gradients(fn, x).evaluations
+    for order in (2, 3):
+        report = gk.check_gradients(fn, x, order=order)
+        assert report.ok, str(report)
+        inner = gk.check_gradients(G, x, seed=1, order=order - 1).evaluations
+        assert inner > 0 and report.evaluations == first + inner, (report.evaluations, first, inner)

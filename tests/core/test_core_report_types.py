@@ -148,3 +148,33 @@ def test_no_analytic_gradient_is_public():
     expr = gst.Expression.parse("mean(my_gelu(x))", ops=[gst.Op("my_gelu", torch.nn.functional.gelu)])
     with pytest.raises(gk.NoAnalyticGradient):
         expr.gradient(_x(2))
+
+
+def test_every_note_code_is_documented_in_the_report_docs():
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "report.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z0-9_]+)` \|", text, re.M))
+    assert {code.value for code in NoteCode} <= documented
+
+
+def test_the_report_builder_refuses_a_note_without_a_code(monkeypatch):
+    """The suite runs with the debug check on: a note written as plain text cannot reach a report."""
+    from gradcheck_kit._engine import notes
+
+    monkeypatch.setenv(notes.DEBUG_ENV, "1")
+    notes.require_codes([Note("x[0] == x[1]: a tie", NoteCode.TIE)])
+    with pytest.raises(AssertionError, match="without a NoteCode"):
+        notes.require_codes([Note("a tie", NoteCode.TIE), "a plain note"])
+    with pytest.raises(AssertionError):
+        notes.require_codes([Note("a note", "not_a_kit_code")])
+    monkeypatch.delenv(notes.DEBUG_ENV)
+    notes.require_codes(["a plain note"])  # off outside the suite: a report is data, never a raise
+
+
+def test_notes_of_varied_checks_all_carry_codes():
+    x = torch.tensor([0.0, 0.5, 0.5, float("nan")], dtype=torch.float32)
+    fn = lambda t: torch.where(t.isfinite(), t, 0).abs().amax() + torch.where(t.isfinite(), t, 0).relu().sum()  # noqa: E731
+    report = gk.check_gradients(fn, x)
+    assert report.notes and all(isinstance(code, NoteCode) for code in report.note_codes), report.notes

@@ -356,7 +356,7 @@ def test_an_ill_conditioned_float32_derivative_is_not_a_false_alarm():
     x, y = torch.tensor([0.0]), torch.zeros(1, 3)
     report = gk.check_gradients(_ill_conditioned, x, y)
     assert report.ok, str(report)
-    assert any("64 float32 roundings" in n for n in report.notes), report.notes
+    assert "conditioning" in report.note_codes, report.notes
 
 
 class _Float32OnlyHalfRounded(SinHalfRounded):
@@ -378,7 +378,7 @@ def test_a_float32_only_bug_is_not_hidden_by_the_conditioning_allowance():
     # below 1e-4 of their scale)
     report = gk.check_gradients(_Float32OnlyHalfRounded.apply, randn(3, 4, dtype=torch.float32), strict=True)
     assert not report.ok
-    assert any("64 float32 roundings" in n for n in report.notes), report.notes
+    assert "conditioning" in report.note_codes, report.notes
     assert len({m.index for m in report.mismatches if m.check == "backward"}) >= 6
 
 
@@ -423,7 +423,7 @@ def test_a_noise_sample_that_understates_fns_rounding_gets_a_second_one():
     x, y, z = (torch.tensor(v, dtype=torch.float64) for v in (-2.2250738585072014e-308, [-2.0], 2.0))
     report = gk.check_gradients(f, x, y, z)
     assert report.ok, str(report)
-    assert any("second sample of fn's rounding" in n for n in report.notes), report.notes
+    assert "second_sample" in report.note_codes, report.notes
 
 
 def test_a_second_derivative_in_float32s_subnormal_range_is_not_a_false_alarm():
