@@ -35,7 +35,7 @@ __all__ = ["FullCost", "estimate", "timed", "limit_seconds", "refusal", "warning
 #: timed runs (the fastest counts; they count as evaluations)
 REPEATS = 2
 #: one element of one batched point (inputs + outputs) through vmap on a CPU: copied, computed and
-#: projected (12-30 ns measured on a shared 2-core machine for sum, sin and mean(x²))
+#: projected (docs/numerics.md, "Full mode's cost")
 ELEMENT_SECONDS = 2e-8
 #: estimated seconds above which full mode is not run, unless ENV_LIMIT says otherwise
 DEFAULT_LIMIT_SECONDS = 60.0
