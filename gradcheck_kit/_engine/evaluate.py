@@ -180,6 +180,7 @@ class Evaluator:
         self.output_indices = list(output_indices)
         self.rng_seed = rng_seed
         self.evaluations = 0
+        self.calls = 0  # calls of fn: one per point in a loop, one per batch under vmap
         self.vmap_failed: str | None = None
         # vmap of fn checked against one plain call (on first use); what differed, where it did
         self.vmap_checked = False
@@ -210,6 +211,7 @@ class Evaluator:
 
     def call(self, args: Sequence[Any]) -> tuple:
         """fn's outputs at ``args``; :class:`EvaluationFailed` where it fails there."""
+        self.calls += 1
         if self.grad_inside is None:
             seed_global_rng(self.rng_seed)
             try:
@@ -310,6 +312,7 @@ class Evaluator:
             return tuple(outs[k] for k in self.output_indices)
 
         seed_global_rng(self.rng_seed)
+        self.calls += 1
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             outs = torch.func.vmap(at, randomness="error")(*batches)
@@ -337,6 +340,7 @@ class Evaluator:
         with torch.no_grad():
             single = plain(*(b[0] for b in batches))
         self.evaluations += 1
+        self.calls += 1
         for k, (got, want) in enumerate(zip(outs, single)):
             got, want = got[0].detach().to("cpu"), want.detach().to("cpu")
             if got.shape != want.shape:

@@ -48,6 +48,7 @@ class Facts:
     mode: str = "full"
     outputs: tuple = ()
     evaluations: int = 0
+    extra_evaluations: int = 0  # spent on second opinions after a failed comparison (``budget``)
     path: str = ""
     method: str = ""
     function_error: BaseException | None = None
@@ -89,7 +90,8 @@ def build_report(run: context.Run, facts: Facts, beside: context.Results | None 
         function=function_name(run.fn), seed=run.seed, inputs=input_infos(run.inputs, run.names, run.wrt),
         options=dict(run.options), mode=facts.mode, outputs=list(facts.outputs), checks=list(found.checks),
         mismatches=list(found.mismatches), groups=list(found.groups), errors=list(found.errors),
-        notes=list(found.notes), evaluations=facts.evaluations, method=facts.method, path=facts.path,
+        notes=list(found.notes), evaluations=facts.evaluations, extra_evaluations=facts.extra_evaluations,
+        method=facts.method, path=facts.path,
         resolution=found.resolution, function_failed=facts.function_failed, function_error=facts.function_error,
     )
     if facts.completed:
@@ -250,11 +252,12 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
     # a pass that needed second opinions (smaller steps, one-sided estimates) may be a staircase too
     if not failed and not (result.status == "passed" and first.notes):
         return first
-    quantized, stair = setup.output_precision(run) if failed else None, None
+    with run.budget.spending(run):
+        quantized, stair = setup.output_precision(run) if failed else None, None
     if quantized is None:
         bases = {i: run.evaluator.base_args[i] for i in run.wrt}
         try:
-            stair = _staircase.staircase(run.evaluator.outputs_at, bases)
+            stair = probed_staircase(run, bases)
         except EvaluationFailed:
             stair = None
         if stair is None:
@@ -276,6 +279,15 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
             )
         backward(run, mode)
     return again
+
+
+def probed_staircase(run: context.Run, bases: dict) -> "_staircase.Staircase | None":
+    """The staircase probe, a second opinion on a failed or doubtful check: where the evaluations left for
+    second opinions (``budget``) do not pay for it, not probed."""
+    if not run.budget.affords(run, len(_staircase.POINTS), len(_staircase.POINTS)):
+        return None
+    with run.budget.spending(run):
+        return _staircase.staircase(run.evaluator.outputs_at, bases)
 
 
 def higher_orders(run: context.Run, facts: Facts) -> context.Results:
@@ -303,6 +315,9 @@ def finish(run: context.Run, facts: Facts) -> None:
             "numerical evaluations ran with grad enabled and the differentiated inputs requiring grad"
         )
     facts.evaluations = run.evaluator.evaluations + run.extra_evaluations
+    facts.extra_evaluations = run.budget.spent
+    if run.budget.spent or run.budget.cut:
+        run.out.notes.append(run.budget.note())
     facts.path = run.evaluator.path
     if run.nonfinite:
         run.out.notes.append(

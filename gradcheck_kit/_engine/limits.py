@@ -29,6 +29,9 @@ REFINE_PRECISION = 1e-2
 #: (``settle.resample``): the same stencil at x moved by RESAMPLE_SHIFT of the step
 RESAMPLE_RATIO = 64.0
 RESAMPLE_SHIFT = 2.0**-10
+#: calls of fn the second opinions after a failed comparison may always make (``budget``), however few
+#: the rest of the check made: smaller steps down to h / 8^10 along one coordinate (4 calls a level)
+SECOND_OPINION_FLOOR = 40
 #: after a failed directional check, auto mode narrows down inputs up to this many coordinates
 NARROW_COORDS = 1 << 16
 #: the same where fn cannot run under vmap (one call of fn per point and coordinate)

@@ -1,0 +1,91 @@
+"""What a check costs: second opinions after a failed comparison bounded and counted, options validated once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradcheck_kit as gk
+import gradcheck_kit.report
+from gradcheck_kit.errors import InvalidArgument
+
+
+class _Counted:
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.fn(*args)
+
+
+def _tanh_function(scale: float):
+    """tanh(x) as a custom Function without a vmap rule (every evaluation a call of fn); backward scaled."""
+
+    class Tanh(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = torch.tanh(x)
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            (y,) = ctx.saved_tensors
+            return scale * g * (1 - y * y)
+
+    return Tanh.apply
+
+
+def _x():
+    return torch.linspace(-1.5, 1.3, 12, dtype=torch.float64).requires_grad_()
+
+
+def test_failing_check_spends_at_most_as_much_on_second_opinions_and_says_so():
+    passing, failing = _Counted(_tanh_function(1.0)), _Counted(_tanh_function(1.03))
+    good = gk.check_gradients(passing, _x())
+    bad = gk.check_gradients(failing, _x())
+    assert good.ok and good.extra_evaluations == 0
+    assert not bad.ok
+    assert 0 < bad.extra_evaluations <= bad.evaluations - bad.extra_evaluations
+    assert bad.to_dict()["extra_evaluations"] == bad.extra_evaluations
+    noted = [n for n in bad.notes if n.code == gk.report.NoteCode.SECOND_OPINIONS]
+    assert len(noted) == 1 and noted[0].fields[0] == bad.extra_evaluations
+    assert not any(n.code == gk.report.NoteCode.SECOND_OPINIONS for n in good.notes)
+    # the second opinions at most double what the check spent without them
+    assert failing.calls <= 2 * (bad.evaluations - bad.extra_evaluations) + (failing.calls - bad.evaluations)
+
+
+def test_a_wrong_element_still_fails_with_the_budget():
+    def fn(x):
+        y = _tanh_function(1.0)(x)
+        return y + torch.where(torch.arange(12) == 5, 0.0, 0.0) * x
+
+    class OneWrong(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.sin()
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            grad = g * x.cos()
+            grad[5] = grad[5] * 1.01
+            return grad
+
+    report = gk.check_gradients(OneWrong.apply, _x())
+    assert not report.ok
+    assert [m.index for m in report.mismatches] == [(5,)]
+
+
+def test_options_cache_does_not_leak_across_options():
+    x = _x()
+    plain = gk.check_gradients(torch.sin, x)
+    given = gk.check_gradients(torch.sin, x, atol=1e-3, seed=3)
+    assert given.options["atol"] == 1e-3 and given.options["seed"] == 3
+    assert plain.options["atol"] is None and plain.options["seed"] == 0
+    assert gk.check_gradients(torch.sin, x).options == plain.options
+    gk.check_gradients(torch.sin, x, order=1)
+    with pytest.raises(InvalidArgument, match="order"):
+        gk.check_gradients(torch.sin, x, order=True)  # True equals 1 but is not a valid order
