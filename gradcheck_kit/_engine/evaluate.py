@@ -346,7 +346,7 @@ class Evaluator:
             if got.shape != want.shape:
                 self.vmap_mismatch = f"output {k} of the first batch entry has shape {tuple(got.shape)}, not {tuple(want.shape)}"
                 break
-            if not want.numel():
+            if not want.numel() or torch.equal(got, want):  # the usual case: the same values
                 continue
             agreement = within_roundings(got, want, _value_eps(want), VMAP_ROUNDINGS, self.nondet_tol)
             if bool(agreement.bad.any()):
