@@ -108,6 +108,7 @@ class NoteCode(_Code):
     COMPILED = "compiled"
     OUTPUT_NONE = "output_none"
     SECOND_OPINIONS = "second_opinions"
+    COST_PLAN = "cost_plan"
     STAIRCASE = "staircase"
     REFERENCE_DIFFERS = "reference_differs"
 

@@ -19,6 +19,7 @@ import torch
 
 from gradcheck_kit import _config, _state
 from gradcheck_kit._engine import allowance, context, directional, full, narrow, second_order, setup, structural
+from gradcheck_kit._engine import plan
 from gradcheck_kit._engine import nonfinite as _nonfinite
 from gradcheck_kit._engine import screen as _screen
 from gradcheck_kit._engine import staircase as _staircase
@@ -122,7 +123,7 @@ def stages(run: context.Run, facts: Facts) -> None:
         facts.evaluations = run.evaluator.evaluations + run.extra_evaluations
         facts.completed = True
         return
-    facts.mode = mode
+    facts.mode = mode = plan.by_cost(run, mode)
     full_cost(run)
     run.out.extend(backward_stage(run, mode))
     run.out.errors.extend(

@@ -89,3 +89,61 @@ def test_options_cache_does_not_leak_across_options():
     gk.check_gradients(torch.sin, x, order=1)
     with pytest.raises(InvalidArgument, match="order"):
         gk.check_gradients(torch.sin, x, order=True)  # True equals 1 but is not a valid order
+
+
+def _cube_function(wrong_at: int | None = None):
+    """x³ as a custom Function without a vmap rule; its backward 1% off at element ``wrong_at``."""
+
+    class Cube(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x**3
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            grad = 3 * x**2 * g
+            if wrong_at is not None:
+                grad = grad.clone()
+                grad.view(-1)[wrong_at] *= 1.01
+            return grad
+
+    return Cube.apply
+
+
+def _codes(report):
+    return [getattr(n, "code", None) for n in report.notes]
+
+
+def test_auto_mode_checks_an_expensive_fn_without_vmap_along_directions_and_names_the_plan():
+    from gradcheck_kit._engine.limits import tuned
+
+    x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    cheap, costly = _Counted(_cube_function()), _Counted(_cube_function())
+    full = gk.check_gradients(cheap, x.clone().requires_grad_())
+    with tuned(auto_plan_seconds=0.0):  # every call counts as expensive
+        planned = gk.check_gradients(costly, x.clone().requires_grad_())
+    assert full.mode == "full" and gk.report.NoteCode.COST_PLAN not in _codes(full)
+    assert planned.ok and planned.mode == "directional"
+    assert gk.report.NoteCode.COST_PLAN in _codes(planned)
+    assert costly.calls * 5 < cheap.calls
+
+
+def test_the_directional_plan_still_finds_and_names_one_wrong_element():
+    from gradcheck_kit._engine.limits import tuned
+
+    x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    with tuned(auto_plan_seconds=0.0):
+        report = gk.check_gradients(_cube_function(wrong_at=13), x)
+    assert not report.ok and report.mode == "directional"
+    assert (1, 5) in [m.index for m in report.mismatches]
+
+
+def test_a_vmappable_or_explicit_full_check_keeps_its_mode():
+    from gradcheck_kit._engine.limits import tuned
+
+    x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    with tuned(auto_plan_seconds=0.0):
+        assert gk.check_gradients(torch.sin, x).mode == "full"
+        assert gk.check_gradients(_cube_function(), x, mode="full").mode == "full"
