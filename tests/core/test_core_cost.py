@@ -147,3 +147,14 @@ def test_a_vmappable_or_explicit_full_check_keeps_its_mode():
     with tuned(auto_plan_seconds=0.0):
         assert gk.check_gradients(torch.sin, x).mode == "full"
         assert gk.check_gradients(_cube_function(), x, mode="full").mode == "full"
+
+
+def test_a_directional_check_of_two_outputs_through_the_whole_stencil_runs():
+    # each output's allowance broadcast over the directions (a planar flow's z and log-det, which the cost
+    # plan checks along directions) once made the kink settlement raise
+    from gradcheck_kit._engine.limits import tuned
+
+    x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    with tuned(directional_screen=False):
+        report = gk.check_gradients(lambda x: (x.sin(), x.cos().sum()), x, mode="directional")
+    assert report.ok and report.mode == "directional"
