@@ -23,6 +23,9 @@ class Budget:
 
     def __init__(self) -> None:
         self.spent = 0
+        self.reserve = 0  # calls kept back for a later second opinion (the staircase probe after the stencil)
+        self._start = 0  # the calls count where this phase began (a recheck in another precision restarts)
+        self._spent_before = 0  # spent in earlier phases
         self._open_at: int | None = None  # the evaluations count when the running second opinion began
         self.cut = False  # a second opinion was cut short or left out for the budget
         self.covered: dict[int, set] = {}  # per input: columns the tie check evaluated at h/8 (free to reuse)
@@ -36,13 +39,18 @@ class Budget:
         return run.evaluator.vmap_failed is None and run.evaluator.grad_inside is None
 
     def _spent_now(self, run) -> int:
+        """Spent in this phase, the running second opinion included."""
         running = 0 if self._open_at is None else self._total(run) - self._open_at
-        return self.spent + running
+        return self.spent - self._spent_before + running
 
     def remaining(self, run) -> int:
         """Evaluations the second opinions may still spend."""
         spent = self._spent_now(run)
-        return max(self._total(run) - spent, SECOND_OPINION_FLOOR) - spent
+        return max(self._total(run) - self._start - spent, SECOND_OPINION_FLOOR) - spent - self.reserve
+
+    def restart(self, run) -> None:
+        """A new phase: the check runs again from its start (in fn's own precision), with a budget of its own."""
+        self._start, self._spent_before, self.reserve = self._total(run), self.spent, 0
 
     def columns(self, run, points_per_column: int, most: int) -> int:
         """How many coordinates a second opinion of ``points_per_column`` evaluations each may take (at

@@ -221,8 +221,11 @@ def choose_mode(run: context.Run) -> str:
 def backward_stage(run: context.Run, mode: str) -> context.Results:
     """The backward check's results: full or directional, then those of a recheck in a function's own
     precision where that replaces them, or joined by a narrowing full check where directional asks for one."""
+    if mode == "full" and run.stencil.dtype == torch.float64:  # room for the staircase probe after it
+        run.budget.reserve = len(_staircase.POINTS) + 1
     with run.stage() as found:
         wants_narrowing = backward(run, mode)
+    run.budget.reserve = 0
     if wants_narrowing:
         return narrow.narrowed(run, found)
     return recheck_quantized(run, mode, found)
@@ -278,6 +281,7 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
                 f"the float64 finite differences were checked again with {name}'s step and round-off model, so "
                 "resolution is coarse"
             )
+        run.budget.restart(run)
         backward(run, mode)
     return again
 
