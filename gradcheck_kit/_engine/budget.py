@@ -4,7 +4,8 @@ A failed full-mode comparison asks for second opinions (kinks, one-sided stencil
 sample, smaller steps, the staircase probe); each costs evaluations of fn, and on an expensive fn that
 cannot run under vmap each one is a call. Together they may make at most as many calls of fn as the check
 made without them (the passing path: the forward, the screen, the stencil), so a failing check costs at
-most twice a passing one (or ``SECOND_OPINION_FLOOR`` calls more, for a check of very few calls). Calls, not points: under vmap a second opinion over many coordinates is one call.
+most twice a passing one (or ``SECOND_OPINION_FLOOR`` calls, or ``SECOND_OPINION_FLOOR_SECONDS`` of calls
+of a cheap fn, where that is more: a cheap fn gets every second opinion). Calls, not points: under vmap a second opinion over many coordinates is one call.
 What they spent is ``spent`` (the report's ``extra_evaluations``, in calls of fn).
 """
 
@@ -14,7 +15,7 @@ import functools
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from gradcheck_kit._engine.limits import SECOND_OPINION_FLOOR
+from gradcheck_kit._engine.limits import SECOND_OPINION_FLOOR, SECOND_OPINION_FLOOR_SECONDS
 from gradcheck_kit.report import Note, NoteCode
 
 
@@ -46,7 +47,16 @@ class Budget:
     def remaining(self, run) -> int:
         """Evaluations the second opinions may still spend."""
         spent = self._spent_now(run)
-        return max(self._total(run) - self._start - spent, SECOND_OPINION_FLOOR) - spent - self.reserve
+        return max(self._total(run) - self._start - spent - self.reserve, self._floor(run)) - spent
+
+    @staticmethod
+    def _floor(run) -> int:
+        """The calls second opinions may always make: ``SECOND_OPINION_FLOOR``, or as many as take
+        ``SECOND_OPINION_FLOOR_SECONDS`` where one call is cheaper."""
+        ev = run.evaluator
+        per_call = ev.call_seconds / ev.timed_calls if ev.timed_calls else run.forward_seconds
+        cheap = int(SECOND_OPINION_FLOOR_SECONDS / per_call) if per_call > 0 else SECOND_OPINION_FLOOR
+        return max(SECOND_OPINION_FLOOR, cheap)
 
     def restart(self, run) -> None:
         """A new phase: the check runs again from its start (in fn's own precision), with a budget of its own."""

@@ -15,6 +15,7 @@ fails either way raises :class:`EvaluationFailed`, which the checker reports ins
 
 from __future__ import annotations
 
+import time
 import traceback
 from pathlib import Path
 import warnings
@@ -181,6 +182,8 @@ class Evaluator:
         self.rng_seed = rng_seed
         self.evaluations = 0
         self.calls = 0  # calls of fn: one per point in a loop, one per batch under vmap
+        self.call_seconds = 0.0  # time in plain calls (``call``), and how many
+        self.timed_calls = 0
         self.vmap_failed: str | None = None
         # vmap of fn checked against one plain call (on first use); what differed, where it did
         self.vmap_checked = False
@@ -211,7 +214,15 @@ class Evaluator:
 
     def call(self, args: Sequence[Any]) -> tuple:
         """fn's outputs at ``args``; :class:`EvaluationFailed` where it fails there."""
-        self.calls += 1
+        started = time.perf_counter()
+        try:
+            return self._call(args)
+        finally:
+            self.calls += 1
+            self.timed_calls += 1
+            self.call_seconds += time.perf_counter() - started
+
+    def _call(self, args: Sequence[Any]) -> tuple:
         if self.grad_inside is None:
             seed_global_rng(self.rng_seed)
             try:

@@ -287,10 +287,8 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
 
 
 def probed_staircase(run: context.Run, bases: dict) -> "_staircase.Staircase | None":
-    """The staircase probe, a second opinion on a failed or doubtful check: where the evaluations left for
-    second opinions (``budget``) do not pay for it, not probed."""
-    if not run.budget.affords(run, len(_staircase.POINTS), len(_staircase.POINTS)):
-        return None
+    """The staircase probe, a second opinion on a failed or doubtful check (its calls were kept back from the
+    others': ``budget.reserve``)."""
     with run.budget.spending(run):
         return _staircase.staircase(run.evaluator.outputs_at, bases)
 

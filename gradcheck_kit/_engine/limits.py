@@ -30,8 +30,11 @@ REFINE_PRECISION = 1e-2
 RESAMPLE_RATIO = 64.0
 RESAMPLE_SHIFT = 2.0**-10
 #: calls of fn the second opinions after a failed comparison may always make (``budget``), however few
-#: the rest of the check made: smaller steps down to h / 8^10 along one coordinate (4 calls a level)
-SECOND_OPINION_FLOOR = 40
+#: the rest of the check made: smaller steps down to h / 8^7 along one coordinate (4 calls a level)
+SECOND_OPINION_FLOOR = 28
+#: ... and as many as take this many seconds (one call timed as the check's plain calls took on average):
+#: a cheap fn gets every second opinion, the bound is for expensive ones
+SECOND_OPINION_FLOOR_SECONDS = 0.05
 #: auto mode checks a fn that cannot run under vmap along directions (``plan``) from this many input
 #: coordinates on, where full mode's calls would take longer than ``Tuning.auto_plan_seconds``
 AUTO_PLAN_COORDS = 32

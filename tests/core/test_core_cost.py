@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -11,11 +13,13 @@ from gradcheck_kit.errors import InvalidArgument
 
 
 class _Counted:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
+    def __init__(self, fn, seconds: float = 0.0):
+        self.fn, self.calls, self.seconds = fn, 0, seconds
 
     def __call__(self, *args):
         self.calls += 1
+        if self.seconds:
+            time.sleep(self.seconds)  # an expensive fn: second opinions are bounded by the calls
         return self.fn(*args)
 
 
@@ -42,7 +46,7 @@ def _x():
 
 
 def test_failing_check_spends_at_most_as_much_on_second_opinions_and_says_so():
-    passing, failing = _Counted(_tanh_function(1.0)), _Counted(_tanh_function(1.03))
+    passing, failing = _Counted(_tanh_function(1.0), 0.002), _Counted(_tanh_function(1.03), 0.002)
     good = gk.check_gradients(passing, _x())
     bad = gk.check_gradients(failing, _x())
     assert good.ok and good.extra_evaluations == 0
@@ -54,6 +58,17 @@ def test_failing_check_spends_at_most_as_much_on_second_opinions_and_says_so():
     assert not any(n.code == gk.report.NoteCode.SECOND_OPINIONS for n in good.notes)
     # the second opinions at most double what the check spent without them
     assert failing.calls <= 2 * (bad.evaluations - bad.extra_evaluations) + (failing.calls - bad.evaluations)
+
+
+def test_a_cheap_fn_gets_every_second_opinion():
+    # 1/x at 1e-12 and -3e-9: smaller steps down to h/8^9 on two coordinates, more calls than the rest of the
+    # check made; a cheap fn is never cut short (a correct one would false-alarm)
+    from tests.helpers import unary
+
+    f = unary(lambda x: 1 / x, lambda x: -1 / (x * x)).apply
+    report = gk.check_gradients(f, torch.tensor([1e-12, -3e-9, 1.0], dtype=torch.float64, requires_grad=True))
+    assert report.ok
+    assert report.extra_evaluations > report.evaluations - report.extra_evaluations
 
 
 def test_a_wrong_element_still_fails_with_the_budget():
