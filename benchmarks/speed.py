@@ -219,9 +219,11 @@ def main(argv=None) -> int:
     parser.add_argument("--failing", action="store_true", help="also time the injected bugs (failing checks)")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds per case for repeats")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: stable ratios on a shared machine)")
     args = parser.parse_args(argv)
     dtypes = {d: DTYPES[d] for d in args.dtypes.split(",")}
-    torch.set_num_threads(torch.get_num_threads())
+    torch.set_num_threads(args.threads)
     rows = []
     print(HEADER)
     if not args.no_synthetic:

@@ -318,6 +318,7 @@ def report_dict(report: Any) -> dict:
         "failed": report.failed,
         "worst_ratio": jsonable(report.worst_ratio),
         "evaluations": report.evaluations,
+        "extra_evaluations": report.extra_evaluations,
         "elapsed": report.elapsed,
         "method": report.method,
         "path": report.path,

@@ -243,9 +243,39 @@ def argparse_type(key: str, flag: str) -> Callable[[str], Any]:
     return convert
 
 
+_RESOLVED: dict[tuple, CheckOptions] = {}  # options already validated, by their values and types
+_RESOLVED_MOST = 256
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _options_key(given: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple | None:
+    """A key for options made of plain values only (each with its type: ``True`` is not ``1``), else None."""
+    items = []
+    for source in (given, defaults):
+        for key, value in source.items():
+            if type(value) not in _PLAIN:
+                return None
+            items.append((key, type(value).__name__, value))
+    return (len(given), *items)
+
+
 def resolve_options(given: Mapping[str, Any], defaults: Mapping[str, Any]) -> CheckOptions:
     """The options of a check: each given value, or where it is ``None`` the default in force, or the
-    built-in default. Every value is validated; a bad one raises naming the keyword."""
+    built-in default. Every value is validated; a bad one raises naming the keyword. Options of plain
+    values are validated once and the result (frozen) reused."""
+    key = _options_key(given, defaults)
+    found = _RESOLVED.get(key) if key is not None else None
+    if found is not None:
+        return found
+    options = _resolve_options(given, defaults)
+    if key is not None:
+        if len(_RESOLVED) >= _RESOLVED_MOST:
+            _RESOLVED.clear()
+        _RESOLVED[key] = options
+    return options
+
+
+def _resolve_options(given: Mapping[str, Any], defaults: Mapping[str, Any]) -> CheckOptions:
     unknown = sorted(set(given) - set(OPTION_NAMES))
     if unknown:
         raise InvalidArgument(f"unknown option(s) {unknown}; known: {list(OPTION_NAMES)}")

@@ -107,6 +107,8 @@ class NoteCode(_Code):
     APPROXIMATE = "approximate"
     COMPILED = "compiled"
     OUTPUT_NONE = "output_none"
+    SECOND_OPINIONS = "second_opinions"
+    COST_PLAN = "cost_plan"
     STAIRCASE = "staircase"
     REFERENCE_DIFFERS = "reference_differs"
     NO_GRADIENT_FLOW = "no_gradient_flow"
@@ -296,6 +298,9 @@ class GradientReport:
     errors: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     evaluations: int = 0
+    #: calls of fn spent on second opinions after a failed comparison (ties, kinks, smaller steps, a second
+    #: noise sample, the staircase probe; a batch under vmap is one call): at most as many as the others
+    extra_evaluations: int = 0
     elapsed: float = 0.0
     method: str = ""
     path: str = ""

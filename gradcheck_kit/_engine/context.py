@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 
 from gradcheck_kit._engine import approximate
+from gradcheck_kit._engine.budget import Budget
 from gradcheck_kit._engine.evaluate import Evaluator
 from gradcheck_kit._engine.tolerances import Stencil
 from gradcheck_kit._inputs import is_differentiable
@@ -162,6 +163,7 @@ class Run:
         self.mode = ""
         # numerics (``setup``)
         self.extra_evaluations = 0
+        self.budget = Budget()  # evaluations of second opinions after a failed comparison (``budget``)
         self.reference = False  # numerics in float64 at low-precision inputs, a float64 autograd run
         self.reference_pending = False  # the float64 probe deferred to the first point
         self.reference_deferred = False  # ... and f(x) in float64 not yet compared with the low-precision outputs

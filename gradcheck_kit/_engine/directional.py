@@ -176,8 +176,9 @@ def settle_directional_kinks(run, a, est: Estimates, allow, verdict: Verdict, ka
     (``kinks``), judged again with the stencil at smaller steps on the kink's clean side."""
     flat = lambda t: None if t is None else t.view(-1)  # noqa: E731 - (n_out, d) -> flat positions (views: writes reach verdict)
     view = Verdict(*(flat(getattr(verdict, f)) for f in Verdict.__dataclass_fields__))
-    flat_est = Estimates(*(None if t is None else flat(t) for t in vars(est).values()))
-    idx = _kinks.suspects(flat(a), flat_est, flat(allow), kap, view).nonzero().squeeze(1)
+    read = lambda t: None if t is None else t.reshape(-1)  # noqa: E731 - read only (an expanded allowance)
+    flat_est = Estimates(*(read(t) for t in vars(est).values()))
+    idx = _kinks.suspects(read(a), flat_est, read(allow), kap, view).nonzero().squeeze(1)
     if idx.numel() == 0:
         return
     state = run.directional
@@ -189,10 +190,10 @@ def settle_directional_kinks(run, a, est: Estimates, allow, verdict: Verdict, ka
         evaluate_directional(run, fine, state.u, num.values.shape[0], h=h)
         sigma = noise_sigma(fine.values, fine.fmag, run.stencil, pool_dim=1)
         e = estimate_with_sigma(fine.values, torch.tensor(h, dtype=torch.float64), sigma, run.stencil, unit_floor=False)
-        return Estimates(*(None if t is None else flat(t)[idx[open_]] for t in vars(e).values()))
+        return Estimates(*(None if t is None else read(t)[idx[open_]] for t in vars(e).values()))
 
-    settled = _kinks.settle(flat(a)[idx], flat(allow)[idx], kap, estimates_at)
-    decided, wrong, level = _kinks.apply(view, idx, settled, flat(a)[idx])
+    settled = _kinks.settle(read(a)[idx], read(allow)[idx], kap, estimates_at)
+    decided, wrong, level = _kinks.apply(view, idx, settled, read(a)[idx])
     if decided:
         run.out.notes.append(_kinks.note("directional derivative(s)", decided, wrong, level))
 

@@ -15,6 +15,7 @@ fails either way raises :class:`EvaluationFailed`, which the checker reports ins
 
 from __future__ import annotations
 
+import time
 import traceback
 from pathlib import Path
 import warnings
@@ -181,6 +182,9 @@ class Evaluator:
         self.output_indices = list(output_indices)
         self.rng_seed = rng_seed
         self.evaluations = 0
+        self.calls = 0  # calls of fn: one per point in a loop, one per batch under vmap
+        self.call_seconds = 0.0  # time in plain calls (``call``), and how many
+        self.timed_calls = 0
         self.vmap_failed: str | None = None
         # vmap of fn checked against one plain call (on first use); what differed, where it did
         self.vmap_checked = False
@@ -211,6 +215,15 @@ class Evaluator:
 
     def call(self, args: Sequence[Any]) -> tuple:
         """fn's outputs at ``args``; :class:`EvaluationFailed` where it fails there."""
+        started = time.perf_counter()
+        try:
+            return self._call(args)
+        finally:
+            self.calls += 1
+            self.timed_calls += 1
+            self.call_seconds += time.perf_counter() - started
+
+    def _call(self, args: Sequence[Any]) -> tuple:
         if self.grad_inside is None:
             seed_global_rng(self.rng_seed)
             try:
@@ -311,6 +324,7 @@ class Evaluator:
             return tuple(outs[k] for k in self.output_indices)
 
         seed_global_rng(self.rng_seed)
+        self.calls += 1
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             outs = torch.func.vmap(at, randomness="error")(*batches)
@@ -338,12 +352,13 @@ class Evaluator:
         with torch.no_grad():
             single = plain(*(b[0] for b in batches))
         self.evaluations += 1
+        self.calls += 1
         for k, (got, want) in enumerate(zip(outs, single)):
             got, want = got[0].detach().to("cpu"), want.detach().to("cpu")
             if got.shape != want.shape:
                 self.vmap_mismatch = f"output {k} of the first batch entry has shape {tuple(got.shape)}, not {tuple(want.shape)}"
                 break
-            if not want.numel():
+            if not want.numel() or torch.equal(got, want):  # the usual case: the same values
                 continue
             inner = input_rounding([b[0] for b in batches], _value_eps(want), VMAP_ROUNDINGS)
             agreement = within_roundings(got, want, _value_eps(want), VMAP_ROUNDINGS, self.nondet_tol + inner)

@@ -19,6 +19,7 @@ import torch
 
 from gradcheck_kit import _config, _state
 from gradcheck_kit._engine import allowance, context, directional, full, narrow, own_dtype, second_order, setup, structural
+from gradcheck_kit._engine import plan
 from gradcheck_kit._engine import nonfinite as _nonfinite
 from gradcheck_kit._engine import notes as _notes
 from gradcheck_kit._engine import screen as _screen
@@ -49,6 +50,7 @@ class Facts:
     mode: str = "full"
     outputs: tuple = ()
     evaluations: int = 0
+    extra_evaluations: int = 0  # spent on second opinions after a failed comparison (``budget``)
     path: str = ""
     method: str = ""
     function_error: BaseException | None = None
@@ -90,7 +92,8 @@ def build_report(run: context.Run, facts: Facts, beside: context.Results | None 
         function=function_name(run.fn), seed=run.seed, inputs=input_infos(run.inputs, run.names, run.wrt),
         options=dict(run.options), mode=facts.mode, outputs=list(facts.outputs), checks=list(found.checks),
         mismatches=list(found.mismatches), groups=list(found.groups), errors=list(found.errors),
-        notes=list(found.notes), evaluations=facts.evaluations, method=facts.method, path=facts.path,
+        notes=list(found.notes), evaluations=facts.evaluations, extra_evaluations=facts.extra_evaluations,
+        method=facts.method, path=facts.path,
         resolution=found.resolution, function_failed=facts.function_failed, function_error=facts.function_error,
     )
     if facts.completed:
@@ -122,7 +125,7 @@ def stages(run: context.Run, facts: Facts) -> None:
         facts.evaluations = run.evaluator.evaluations + run.extra_evaluations
         facts.completed = True
         return
-    facts.mode = mode
+    facts.mode = mode = plan.by_cost(run, mode)
     full_cost(run)
     run.out.extend(backward_stage(run, mode))
     run.out.errors.extend(
@@ -221,8 +224,11 @@ def choose_mode(run: context.Run) -> str:
 def backward_stage(run: context.Run, mode: str) -> context.Results:
     """The backward check's results: full or directional, then those of a recheck in a function's own
     precision where that replaces them, or joined by a narrowing full check where directional asks for one."""
+    if mode == "full" and run.stencil.dtype == torch.float64:  # room for the staircase probe after it
+        run.budget.reserve = len(_staircase.POINTS) + 1
     with run.stage() as found:
         wants_narrowing = backward(run, mode)
+    run.budget.reserve = 0
     if wants_narrowing:
         return narrow.narrowed(run, found)
     return recheck_own_dtype(run, mode, recheck_quantized(run, mode, found))
@@ -253,11 +259,12 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
     # a pass that needed second opinions (smaller steps, one-sided estimates) may be a staircase too
     if not failed and not (result.status == "passed" and first.notes):
         return first
-    quantized, stair = setup.output_precision(run) if failed else None, None
+    with run.budget.spending(run):
+        quantized, stair = setup.output_precision(run) if failed else None, None
     if quantized is None:
         bases = {i: run.evaluator.base_args[i] for i in run.wrt}
         try:
-            stair = _staircase.staircase(run.evaluator.outputs_at, bases)
+            stair = probed_staircase(run, bases)
         except EvaluationFailed:
             stair = None
         if stair is None:
@@ -278,6 +285,7 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
                 "resolution is coarse",
                 NoteCode.LOW_PRECISION_OUTPUTS, (name,),
             ))
+        run.budget.restart(run)
         backward(run, mode)
     return again
 
@@ -300,8 +308,16 @@ def recheck_own_dtype(run: context.Run, mode: str, first: context.Results) -> co
     run.steps.clear()
     with run.stage() as again:
         run.out.notes.append(own_dtype.note(gap, run.low_dtype_name, run.output_names[gap.output]))
+        run.budget.restart(run)
         backward(run, mode)
     return again
+
+
+def probed_staircase(run: context.Run, bases: dict) -> "_staircase.Staircase | None":
+    """The staircase probe, a second opinion on a failed or doubtful check (its calls were kept back from the
+    others': ``budget.reserve``)."""
+    with run.budget.spending(run):
+        return _staircase.staircase(run.evaluator.outputs_at, bases)
 
 
 def higher_orders(run: context.Run, facts: Facts) -> context.Results:
@@ -331,6 +347,10 @@ def finish(run: context.Run, facts: Facts) -> None:
             NoteCode.GRAD_INSIDE, (),
         ))
     facts.evaluations = run.evaluator.evaluations + run.extra_evaluations
+    facts.extra_evaluations = run.budget.spent
+    failed = any(c.status == "failed" for c in run.out.checks)
+    if run.budget.cut or (run.budget.spent and failed):  # a pass's second opinions are no news
+        run.out.notes.append(run.budget.note())
     facts.path = run.evaluator.path
     if run.nonfinite:
         run.out.notes.append(Note(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from gradcheck_kit._engine import allowance, autograd_rows, stencil, tolerances
+from gradcheck_kit._engine.budget import second_opinion
 from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine import kinks as _kinks
 from gradcheck_kit._engine import ties as _ties
@@ -74,6 +75,7 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
     return verdict, j_idx, r_idx
 
 
+@second_opinion
 def settle_one_sided(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
     """Entries no estimate of the central stencil could evaluate (f not finite on one side within it):
     one-sided stencils inside the domain at steps h, h/8, ... (``one_sided``), on at most
@@ -86,7 +88,7 @@ def settle_one_sided(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict:
         return
     center = autograd_rows.f0_rows(run, run.out_idx.index(k), k, run.full.rows[k])[0][r_idx[idx]]
     x_j = coords(run.evaluator.base_args[i]).cpu()[j_idx[idx]].to(torch.float64)
-    cols = torch.unique(j_idx[idx])[:REFINE_COORDS]
+    cols = run.budget.first(run, torch.unique(j_idx[idx]), 2 * len(run.stencil.multipliers), REFINE_COORDS)
     tried = idx[torch.isfinite(center) & torch.isfinite(x_j) & torch.isin(j_idx[idx], cols)]
     run.not_evaluable[i] = run.not_evaluable.get(i, 0) + idx.numel() - tried.numel()
     if tried.numel() == 0:
@@ -121,6 +123,7 @@ def approximate_tier(run) -> bool:
     return run.options["atol"] is None and run.options["rtol"] is None
 
 
+@second_opinion
 def resample(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
     """A second sample of f's rounding for failed entries within ``RESAMPLE_RATIO`` of passing.
 
@@ -138,8 +141,10 @@ def resample(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict
     idx = near.nonzero().squeeze(1)
     if idx.numel() == 0:
         return
-    cols = torch.unique(j_idx[idx])[:REFINE_COORDS]
+    cols = run.budget.first(run, torch.unique(j_idx[idx]), len(run.stencil.multipliers) + 1, REFINE_COORDS)
     idx = idx[torch.isin(j_idx[idx], cols)]
+    if idx.numel() == 0:
+        return
     step = stencil.step_of(run, i)[cols]
     shifted = stencil.coordinates(run, i, cols) + RESAMPLE_SHIFT * step
     mults = stencil.multipliers(run, [0.0] + list(run.stencil.multipliers))  # the stencil's order: 0, +1, -1, ...
@@ -161,11 +166,13 @@ def resample(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict
     ))
 
 
+@second_opinion
 def settle_kinks(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
     """Entries that passed on a central value spoiled by a kink inside the stencil (``kinks``), judged
     again at smaller steps on the kink's clean side; at most ``REFINE_COORDS`` coordinates."""
     idx = _kinks.suspects(a, est, allow, kap, verdict).nonzero().squeeze(1)
-    idx = idx[torch.isin(j_idx[idx], torch.unique(j_idx[idx])[:REFINE_COORDS])]
+    per_level = len(run.stencil.multipliers)
+    idx = idx[torch.isin(j_idx[idx], run.budget.first(run, torch.unique(j_idx[idx]), per_level, REFINE_COORDS))]
     if idx.numel() == 0:
         return
     mults = stencil.multipliers(run, run.stencil.multipliers)
@@ -180,18 +187,23 @@ def settle_kinks(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Ver
         values = torch.cat([center.view(1, 1, -1).expand(1, cols.numel(), -1), proj])
         return stencil.entry_estimates(run, k, values, cols, step, j_idx[sel], r_idx[sel], at, unit_floor=False)
 
-    decided, wrong, level = _kinks.apply(verdict, idx, _kinks.settle(a[idx], allow[idx], kap, estimates_at), a[idx])
+    levels = run.budget.levels(run, per_level * int(torch.unique(j_idx[idx]).numel()), _kinks.LEVELS)
+    decided, wrong, level = _kinks.apply(
+        verdict, idx, _kinks.settle(a[idx], allow[idx], kap, estimates_at, levels), a[idx]
+    )
     if decided:
         run.out.notes.append(
             _kinks.note(f"derivative(s) of output {k} w.r.t. {run.names[i]}", decided, wrong, level, (run.names[i], k))
         )
 
 
+@second_opinion
 def settle_ties(run, i, k, a, num: "stencil.FullNumerics", j_idx, r_idx, allow, verdict: Verdict, kap: float) -> None:
     """Failed entries at a kink at the point or at a tie (``ties``): one-sided slopes measured again along
     their coordinate and along their tie group; at most ``REFINE_COORDS`` coordinates."""
     failed = verdict.failed & ~verdict.unchecked
-    cols = torch.unique(j_idx[failed])[:REFINE_COORDS]
+    points = len(run.stencil.multipliers)
+    cols = run.budget.first(run, torch.unique(j_idx[failed]), points, REFINE_COORDS)
     x, step = run.evaluator.base_args[i], stencil.step_of(run, i).to(torch.float64)
     reach = max(abs(m) for m in run.stencil.multipliers)
     # a group is judged where a member failed or passed only as a kink (each member alone between its
@@ -201,6 +213,9 @@ def settle_ties(run, i, k, a, num: "stencil.FullNumerics", j_idx, r_idx, allow, 
         g for g in _ties.tie_groups(x, step, reach)
         if g.numel() <= _ties.MAX_MEMBERS and bool(torch.isin(g, touched).any())
     ][: _ties.MAX_GROUPS]
+    while groups and not run.budget.affords(run, points * (cols.numel() + sum(g.numel() for g in groups) + 2 * len(groups)), 2):
+        groups.pop()
+        run.budget.cut = True
     if cols.numel() == 0 and not groups:
         return
     singles = torch.unique(torch.cat([cols] + groups))
@@ -209,6 +224,7 @@ def settle_ties(run, i, k, a, num: "stencil.FullNumerics", j_idx, r_idx, allow, 
     # along one coordinate: the stencil at h is known, the one at h/8 is refine's first level
     offsets = mults * (step[singles] / _ties.STEP_FACTOR)
     fine = stencil.stencil_along(run, i, k, singles, stencil.coordinates(run, i, singles), offsets)
+    run.budget.covered[i] = set(singles.tolist())  # refine's first level: the same points
     first = center.view(1, 1, -1)
     one_fine = torch.cat([first.expand(1, singles.numel(), -1), fine])
     s = _ties.sides(num.values[:, singles], one_fine, step[singles], fmag, run.stencil)
@@ -236,6 +252,7 @@ def settle_ties(run, i, k, a, num: "stencil.FullNumerics", j_idx, r_idx, allow, 
         run.out.notes.append(_ties.kink_note(what, int(d.rescued.sum()), (run.names[i], k)))
 
 
+@second_opinion
 def refine(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
     """A second opinion on failed entries from the same stencil at steps h/8, h/64, ...
 
@@ -259,6 +276,12 @@ def refine(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, 
         if open_.numel() == 0:
             break
         cols = torch.unique(j_idx[open_])
+        cols = run.budget.affordable(run, i, cols, len(run.stencil.multipliers), level == 1)
+        if cols.numel() == 0:
+            break
+        if cols.numel() < torch.unique(j_idx[open_]).numel():
+            keep_open = torch.isin(j_idx[open_], cols)
+            open_, prev_c, prev_e = open_[keep_open], prev_c[keep_open], prev_e[keep_open]
         step = stencil.step_of(run, i)[cols] / REFINE_FACTOR**level
         at = stencil.coordinates(run, i, cols)
         proj = stencil.stencil_along(run, i, k, cols, at, mults * step)
@@ -269,8 +292,7 @@ def refine(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, 
         usable = torch.isfinite(fine.central) & torch.isfinite(fine.central_err)
         # converged: the error estimate a small fraction of the value
         precise = fine.central_err <= REFINE_PRECISION * fine.central.abs() + allow_o
-        # the estimate at h was wrong: this one differs from it by more than their combined error (two
-        # independent estimates: the root of the sum of squares)
+        # the estimate at h was wrong: this one differs from it by more than their combined error
         moved = (fine.central - est.central[open_]).abs() > kap * torch.hypot(est.central_err[open_], fine.central_err)
         agrees = usable & precise & moved & torch.isfinite(a_o) & ((a_o - fine.central).abs() <= tol)
         diff = (a_o - fine.central).abs()

@@ -26,7 +26,7 @@ from gradcheck_kit.report import (
 #: the keys of ``GradientReport.to_dict()``, in order (README: "The report")
 REPORT_KEYS = [
     "function", "ok", "mode", "seed", "inputs", "outputs", "checks", "compared", "failed", "worst_ratio",
-    "evaluations", "elapsed", "method", "path", "resolution", "errors", "fn_failed", "notes", "mismatches",
+    "evaluations", "extra_evaluations", "elapsed", "method", "path", "resolution", "errors", "fn_failed", "notes", "mismatches",
     "reproduce", "function_failed", "summary", "note_codes",
 ]
 MISMATCH_KEYS = [

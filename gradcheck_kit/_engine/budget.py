@@ -1,0 +1,127 @@
+"""The evaluations second opinions may spend after a failed comparison.
+
+A failed full-mode comparison asks for second opinions (kinks, one-sided stencils, ties, a second noise
+sample, smaller steps, the staircase probe); each costs evaluations of fn, and on an expensive fn that
+cannot run under vmap each one is a call. Together they may make at most as many calls of fn as the check
+made without them (the passing path: the forward, the screen, the stencil), so a failing check costs at
+most twice a passing one (or ``SECOND_OPINION_FLOOR`` calls, or ``SECOND_OPINION_FLOOR_SECONDS`` of calls
+of a cheap fn, where that is more: a cheap fn gets every second opinion). Calls, not points: under vmap a second opinion over many coordinates is one call.
+What they spent is ``spent`` (the report's ``extra_evaluations``, in calls of fn).
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from gradcheck_kit._engine.limits import SECOND_OPINION_FLOOR, SECOND_OPINION_FLOOR_SECONDS
+from gradcheck_kit.report import Note, NoteCode
+
+
+class Budget:
+    """Evaluations spent on second opinions (``spent``) against those made without them."""
+
+    def __init__(self) -> None:
+        self.spent = 0
+        self.reserve = 0  # calls kept back for a later second opinion (the staircase probe after the stencil)
+        self._start = 0  # the calls count where this phase began (a recheck in another precision restarts)
+        self._spent_before = 0  # spent in earlier phases
+        self._open_at: int | None = None  # the evaluations count when the running second opinion began
+        self.cut = False  # a second opinion was cut short or left out for the budget
+        self.covered: dict[int, set] = {}  # per input: columns the tie check evaluated at h/8 (free to reuse)
+
+    def _total(self, run) -> int:
+        return run.evaluator.calls + run.extra_evaluations
+
+    @staticmethod
+    def _batches(run) -> bool:
+        """Whether the evaluations run through vmap (a second opinion is one call, whatever its size)."""
+        return run.evaluator.vmap_failed is None and run.evaluator.grad_inside is None
+
+    def _spent_now(self, run) -> int:
+        """Spent in this phase, the running second opinion included."""
+        running = 0 if self._open_at is None else self._total(run) - self._open_at
+        return self.spent - self._spent_before + running
+
+    def remaining(self, run) -> int:
+        """Evaluations the second opinions may still spend."""
+        spent = self._spent_now(run)
+        return max(self._total(run) - self._start - spent - self.reserve, self._floor(run)) - spent
+
+    @staticmethod
+    def _floor(run) -> int:
+        """The calls second opinions may always make: ``SECOND_OPINION_FLOOR``, or as many as take
+        ``SECOND_OPINION_FLOOR_SECONDS`` where one call is cheaper."""
+        ev = run.evaluator
+        per_call = ev.call_seconds / ev.timed_calls if ev.timed_calls else run.forward_seconds
+        cheap = int(SECOND_OPINION_FLOOR_SECONDS / per_call) if per_call > 0 else SECOND_OPINION_FLOOR
+        return max(SECOND_OPINION_FLOOR, cheap)
+
+    def restart(self, run) -> None:
+        """A new phase: the check runs again from its start (in fn's own precision), with a budget of its own."""
+        self._start, self._spent_before, self.reserve = self._total(run), self.spent, 0
+
+    def columns(self, run, points_per_column: int, most: int) -> int:
+        """How many coordinates a second opinion of ``points_per_column`` evaluations each may take (at
+        most ``most``); 0 where the budget is spent."""
+        if self._batches(run):
+            allowed = most if self.remaining(run) >= 1 else 0
+        else:
+            allowed = max(0, min(most, self.remaining(run) // max(points_per_column, 1)))
+        self.cut |= allowed < most
+        return allowed
+
+    def affords(self, run, points: int, batches: int = 1) -> bool:
+        """Whether the budget pays for ``points`` evaluations (``batches`` calls under vmap)."""
+        return self.remaining(run) >= (batches if self._batches(run) else points)
+
+    def levels(self, run, points_per_level: int, most: int) -> int:
+        """How many levels (smaller steps) of ``points_per_level`` evaluations each the budget pays for."""
+        per_level = 1 if self._batches(run) else max(points_per_level, 1)
+        return max(0, min(most, self.remaining(run) // per_level))
+
+    def first(self, run, cols, points_per_column: int, most: int):
+        """The first of the coordinates ``cols`` (at most ``most``) that the budget pays for."""
+        return cols[: self.columns(run, points_per_column, min(most, int(cols.numel())))]
+
+    def affordable(self, run, i: int, cols, points: int, first_level: bool):
+        """``cols`` (sorted coordinates of input ``i``) cut to those the budget pays for at ``points``
+        evaluations each; at refine's first level the columns the tie check evaluated cost nothing."""
+        free = self.covered.get(i, set()) if first_level else set()
+        paid = [c for c in cols.tolist() if c not in free]
+        allowed = set(paid[: self.columns(run, points, len(paid))]) if paid else set() | (free & set(cols.tolist()))
+        keep = [n for n, c in enumerate(cols.tolist()) if c in allowed]
+        return cols[keep]
+
+    def note(self) -> Note:
+        """What the second opinions cost, and whether the budget cut them short."""
+        text = f"{self.spent} call(s) of fn were second opinions on failed or doubtful derivatives"
+        if self.cut:
+            text += " (cut short: they may spend at most as many calls as the rest of the check)"
+        return Note(text, NoteCode.SECOND_OPINIONS, (self.spent, self.cut))
+
+    @contextmanager
+    def spending(self, run) -> Iterator[None]:
+        """Count the evaluations made inside the block as spent on second opinions (nested blocks count
+        once)."""
+        if self._open_at is not None:
+            yield
+            return
+        self._open_at = self._total(run)
+        try:
+            yield
+        finally:
+            self.spent += self._total(run) - self._open_at
+            self._open_at = None
+
+
+def second_opinion(fn: Callable) -> Callable:
+    """A second opinion of ``settle`` (its first argument the run): its evaluations count as spent."""
+
+    @functools.wraps(fn)
+    def counted(run, *args, **kwargs):
+        with run.budget.spending(run):
+            return fn(run, *args, **kwargs)
+
+    return counted

@@ -1,0 +1,175 @@
+"""What a check costs: second opinions after a failed comparison bounded and counted, options validated once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+import gradcheck_kit as gk
+import gradcheck_kit.report
+from gradcheck_kit.errors import InvalidArgument
+
+
+class _Counted:
+    def __init__(self, fn, seconds: float = 0.0):
+        self.fn, self.calls, self.seconds = fn, 0, seconds
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.seconds:
+            time.sleep(self.seconds)  # an expensive fn: second opinions are bounded by the calls
+        return self.fn(*args)
+
+
+def _tanh_function(scale: float):
+    """tanh(x) as a custom Function without a vmap rule (every evaluation a call of fn); backward scaled."""
+
+    class Tanh(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = torch.tanh(x)
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            (y,) = ctx.saved_tensors
+            return scale * g * (1 - y * y)
+
+    return Tanh.apply
+
+
+def _x():
+    return torch.linspace(-1.5, 1.3, 12, dtype=torch.float64).requires_grad_()
+
+
+def test_failing_check_spends_at_most_as_much_on_second_opinions_and_says_so():
+    passing, failing = _Counted(_tanh_function(1.0), 0.002), _Counted(_tanh_function(1.03), 0.002)
+    good = gk.check_gradients(passing, _x())
+    bad = gk.check_gradients(failing, _x())
+    assert good.ok and good.extra_evaluations == 0
+    assert not bad.ok
+    assert 0 < bad.extra_evaluations <= bad.evaluations - bad.extra_evaluations
+    assert bad.to_dict()["extra_evaluations"] == bad.extra_evaluations
+    noted = [n for n in bad.notes if n.code == gk.report.NoteCode.SECOND_OPINIONS]
+    assert len(noted) == 1 and noted[0].fields[0] == bad.extra_evaluations
+    assert not any(n.code == gk.report.NoteCode.SECOND_OPINIONS for n in good.notes)
+    # the second opinions at most double what the check spent without them
+    assert failing.calls <= 2 * (bad.evaluations - bad.extra_evaluations) + (failing.calls - bad.evaluations)
+
+
+def test_a_cheap_fn_gets_every_second_opinion():
+    # 1/x at 1e-12 and -3e-9: smaller steps down to h/8^9 on two coordinates, more calls than the rest of the
+    # check made; a cheap fn is never cut short (a correct one would false-alarm)
+    from tests.helpers import unary
+
+    f = unary(lambda x: 1 / x, lambda x: -1 / (x * x)).apply
+    report = gk.check_gradients(f, torch.tensor([1e-12, -3e-9, 1.0], dtype=torch.float64, requires_grad=True))
+    assert report.ok
+    assert report.extra_evaluations > report.evaluations - report.extra_evaluations
+
+
+def test_a_wrong_element_still_fails_with_the_budget():
+    def fn(x):
+        y = _tanh_function(1.0)(x)
+        return y + torch.where(torch.arange(12) == 5, 0.0, 0.0) * x
+
+    class OneWrong(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.sin()
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            grad = g * x.cos()
+            grad[5] = grad[5] * 1.01
+            return grad
+
+    report = gk.check_gradients(OneWrong.apply, _x())
+    assert not report.ok
+    assert [m.index for m in report.mismatches] == [(5,)]
+
+
+def test_options_cache_does_not_leak_across_options():
+    x = _x()
+    plain = gk.check_gradients(torch.sin, x)
+    given = gk.check_gradients(torch.sin, x, atol=1e-3, seed=3)
+    assert given.options["atol"] == 1e-3 and given.options["seed"] == 3
+    assert plain.options["atol"] is None and plain.options["seed"] == 0
+    assert gk.check_gradients(torch.sin, x).options == plain.options
+    gk.check_gradients(torch.sin, x, order=1)
+    with pytest.raises(InvalidArgument, match="order"):
+        gk.check_gradients(torch.sin, x, order=True)  # True equals 1 but is not a valid order
+
+
+def _cube_function(wrong_at: int | None = None):
+    """x³ as a custom Function without a vmap rule; its backward 1% off at element ``wrong_at``."""
+
+    class Cube(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x**3
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            grad = 3 * x**2 * g
+            if wrong_at is not None:
+                grad = grad.clone()
+                grad.view(-1)[wrong_at] *= 1.01
+            return grad
+
+    return Cube.apply
+
+
+def _codes(report):
+    return [getattr(n, "code", None) for n in report.notes]
+
+
+def test_auto_mode_checks_an_expensive_fn_without_vmap_along_directions_and_names_the_plan():
+    from gradcheck_kit._engine.limits import tuned
+
+    x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    cheap, costly = _Counted(_cube_function()), _Counted(_cube_function())
+    full = gk.check_gradients(cheap, x.clone().requires_grad_())
+    with tuned(auto_plan_seconds=0.0):  # every call counts as expensive
+        planned = gk.check_gradients(costly, x.clone().requires_grad_())
+    assert full.mode == "full" and gk.report.NoteCode.COST_PLAN not in _codes(full)
+    assert planned.ok and planned.mode == "directional"
+    assert gk.report.NoteCode.COST_PLAN in _codes(planned)
+    assert costly.calls * 5 < cheap.calls
+
+
+def test_the_directional_plan_still_finds_and_names_one_wrong_element():
+    from gradcheck_kit._engine.limits import tuned
+
+    x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    with tuned(auto_plan_seconds=0.0):
+        report = gk.check_gradients(_cube_function(wrong_at=13), x)
+    assert not report.ok and report.mode == "directional"
+    assert (1, 5) in [m.index for m in report.mismatches]
+
+
+def test_a_vmappable_or_explicit_full_check_keeps_its_mode():
+    from gradcheck_kit._engine.limits import tuned
+
+    x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    with tuned(auto_plan_seconds=0.0):
+        assert gk.check_gradients(torch.sin, x).mode == "full"
+        assert gk.check_gradients(_cube_function(), x, mode="full").mode == "full"
+
+
+def test_a_directional_check_of_two_outputs_through_the_whole_stencil_runs():
+    # each output's allowance broadcast over the directions (a planar flow's z and log-det, which the cost
+    # plan checks along directions) once made the kink settlement raise
+    from gradcheck_kit._engine.limits import tuned
+
+    x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    with tuned(directional_screen=False):
+        report = gk.check_gradients(lambda x: (x.sin(), x.cos().sum()), x, mode="directional")
+    assert report.ok and report.mode == "directional"
