@@ -101,3 +101,13 @@ def test_every_printed_expression_parses_back_to_the_same_function(expr):
         mine = expr(*(values[v] for v in expr.variables))
         theirs = again(*(values[v] for v in again.variables))
     torch.testing.assert_close(theirs, mine, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("text", ["sum((x**6/2 + 1)*exp(-1))", "sum(x*exp(1))", "sum(x/exp(2))"])
+def test_a_constant_power_of_e_prints_and_parses_back(text):
+    # sympy turns exp(-1) into 1/E and exp(1)*x into E*x: E must print as exp(1) and parse as a constant
+    expr = gst.Expression.parse(text)
+    again = gst.Expression.parse(str(expr))
+    assert str(again) == str(expr) and again.variables == expr.variables == ("x",)
+    x = torch.tensor([0.3, 1.2], dtype=torch.float64)
+    torch.testing.assert_close(again(x), expr(x), rtol=1e-12, atol=0)

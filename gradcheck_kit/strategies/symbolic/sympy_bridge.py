@@ -40,6 +40,9 @@ class _Printer(StrPrinter):
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
 
+    def _print_Exp1(self, expr):  # e, as the text grammar writes it (a bare E would read as a variable)
+        return "exp(1)"
+
 
 def to_text(expr: sympy.Expr) -> str:
     return _Printer().doprint(expr)
@@ -268,6 +271,8 @@ def _from_sympy(expr, index, user, text):
             return Apply(op, (convert(base),))
         if isinstance(e, sympy.Abs):
             return Apply(UNARY["abs"], (convert(e.args[0]),))
+        if e == sympy.E:  # exp(-1) reads as 1/E
+            return Apply(UNARY["exp"], (Const(Fraction(1)),))
         name = type(e).__name__
         if isinstance(e, sympy.Function) and name in user:
             return Apply(user[name], tuple(convert(a) for a in e.args))
