@@ -313,8 +313,8 @@ class Evaluator:
         self.used_vmap = True
         return outs
 
-    def _vmapped(self, inputs: Sequence[int], batches: Sequence[torch.Tensor], fixed: list) -> list[torch.Tensor]:
-        """``f`` through one vmap over ``batches`` (the values of ``inputs``), the other arguments ``fixed``."""
+    def _at(self, inputs: Sequence[int], fixed: list) -> Callable:
+        """fn of the values of ``inputs``, the other arguments ``fixed``: its differentiable outputs."""
 
         def at(*xs: torch.Tensor):
             args = list(fixed)
@@ -323,6 +323,12 @@ class Evaluator:
             outs = as_outputs(self.fn(*args))
             return tuple(outs[k] for k in self.output_indices)
 
+        return at
+
+    def _vmapped(self, inputs: Sequence[int], batches: Sequence[torch.Tensor], fixed: list) -> list[torch.Tensor]:
+        """``f`` through one vmap over ``batches`` (the values of ``inputs``), the other arguments ``fixed``."""
+
+        at = self._at(inputs, fixed)
         seed_global_rng(self.rng_seed)
         self.calls += 1
         with torch.no_grad(), warnings.catch_warnings():
@@ -339,14 +345,7 @@ class Evaluator:
         """The first vmapped batch's first entry against one plain call at that point: a custom Function
         whose vmap rule mixes batch entries must not become the numerical side's values."""
         self.vmap_checked = True
-        fixed = self._fresh(self.base_args, keep=())  # fn may modify its inputs: copies of its own
-
-        def plain(*xs: torch.Tensor):
-            args = list(fixed)
-            for i, x in zip(inputs, xs):
-                args[i] = x
-            outs = as_outputs(self.fn(*args))
-            return tuple(outs[k] for k in self.output_indices)
+        plain = self._at(inputs, self._fresh(self.base_args, keep=()))  # fn may modify its inputs: copies
 
         seed_global_rng(self.rng_seed)
         with torch.no_grad():

@@ -10,6 +10,7 @@ import torch
 import gradcheck_kit as gk
 import gradcheck_kit.report
 from gradcheck_kit.errors import InvalidArgument
+from tests.helpers import unary
 
 
 class _Counted:
@@ -25,20 +26,7 @@ class _Counted:
 
 def _tanh_function(scale: float):
     """tanh(x) as a custom Function without a vmap rule (every evaluation a call of fn); backward scaled."""
-
-    class Tanh(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            y = torch.tanh(x)
-            ctx.save_for_backward(y)
-            return y
-
-        @staticmethod
-        def backward(ctx, g):
-            (y,) = ctx.saved_tensors
-            return scale * g * (1 - y * y)
-
-    return Tanh.apply
+    return unary(torch.tanh, lambda x: 1 - torch.tanh(x) ** 2, factor=scale, name="Tanh").apply
 
 
 def _x():
@@ -76,20 +64,8 @@ def test_a_wrong_element_still_fails_with_the_budget():
         y = _tanh_function(1.0)(x)
         return y + torch.where(torch.arange(12) == 5, 0.0, 0.0) * x
 
-    class OneWrong(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x.sin()
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            grad = g * x.cos()
-            grad[5] = grad[5] * 1.01
-            return grad
-
-    report = gk.check_gradients(OneWrong.apply, _x())
+    one_wrong = unary(torch.sin, torch.cos, factor=1.01, at=5, name="OneWrong")
+    report = gk.check_gradients(one_wrong.apply, _x())
     assert not report.ok
     assert [m.index for m in report.mismatches] == [(5,)]
 
@@ -108,23 +84,8 @@ def test_options_cache_does_not_leak_across_options():
 
 def _cube_function(wrong_at: int | None = None):
     """x³ as a custom Function without a vmap rule; its backward 1% off at element ``wrong_at``."""
-
-    class Cube(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x**3
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            grad = 3 * x**2 * g
-            if wrong_at is not None:
-                grad = grad.clone()
-                grad.view(-1)[wrong_at] *= 1.01
-            return grad
-
-    return Cube.apply
+    factor = 1.0 if wrong_at is None else 1.01
+    return unary(lambda x: x**3, lambda x: 3 * x**2, factor=factor, at=wrong_at, name="Cube").apply
 
 
 def _codes(report):
