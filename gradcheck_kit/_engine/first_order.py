@@ -257,7 +257,7 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
         return first
     failed = result.status == "failed"
     # a pass that needed second opinions (smaller steps, one-sided estimates) may be a staircase too
-    if not failed and not (result.status == "passed" and first.notes):
+    if not failed and not (result.status == "passed" and any(_second_opinion(n) for n in first.notes)):
         return first
     with run.budget.spending(run):
         quantized, stair = setup.output_precision(run) if failed else None, None
@@ -288,6 +288,18 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
         run.budget.restart(run)
         backward(run, mode)
     return again
+
+
+#: notes that say nothing of fn's rounding: a pass with only these needs no staircase probe
+_NOT_OPINIONS = frozenset({
+    NoteCode.UNCHECKED_FLAT, NoteCode.UNCHECKED_UNDERFLOW, NoteCode.UNCHECKED_NONFINITE, NoteCode.OUTPUT_NONE,
+    NoteCode.INPUT_MODIFIED, NoteCode.GRAD_INSIDE, NoteCode.NONFINITE_INPUTS, NoteCode.FULL_COST,
+    NoteCode.COST_PLAN, NoteCode.COMPILED, NoteCode.NO_GRADIENT_FLOW,
+})
+
+
+def _second_opinion(note) -> bool:
+    return getattr(note, "code", None) not in _NOT_OPINIONS
 
 
 def recheck_own_dtype(run: context.Run, mode: str, first: context.Results) -> context.Results:
