@@ -15,6 +15,7 @@ a fast wrong answer cannot hide.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -88,7 +89,7 @@ def measure(fn: Callable, inputs: tuple, *, kit: dict | None = None, gc: dict | 
         while rounds < 7 and (rounds < 2 or spent < budget):
             order = (("kit", _kit, kit), ("gradcheck", _gradcheck, gc))
             for name, runner, kw in order if rounds % 2 == 0 else order[::-1]:
-                with (context() if context is not None else _nothing()):
+                with (context() if context is not None else contextlib.nullcontext()):
                     start = time.perf_counter()
                     verdict, calls = runner(fn, inputs, kw)
                     elapsed = time.perf_counter() - start
@@ -107,13 +108,6 @@ def measure(fn: Callable, inputs: tuple, *, kit: dict | None = None, gc: dict | 
     result["rounds"] = len(times["kit"])
     return result
 
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------------

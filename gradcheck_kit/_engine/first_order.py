@@ -273,18 +273,25 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
     run.quantized = quantized
     run.staircase = stair is not None
     run.stencil = tolerances.stencil_for(quantized)
-    run.steps.clear()
     name = str(quantized).replace("torch.", "")
+    if stair is not None:
+        note = _staircase.note(stair)
+    else:
+        note = Note(
+            f"fn's outputs are {name} values also where its inputs are not (it computes in {name} inside): "
+            f"the float64 finite differences were checked again with {name}'s step and round-off model, so "
+            "resolution is coarse",
+            NoteCode.LOW_PRECISION_OUTPUTS, (name,),
+        )
+    return backward_again(run, mode, note)
+
+
+def backward_again(run: context.Run, mode: str, note: Note) -> context.Results:
+    """The backward check run again from its start with the numerics the caller set (fresh steps, a budget
+    of its own): its results, ``note`` first, replace the first run's."""
+    run.steps.clear()
     with run.stage() as again:
-        if stair is not None:
-            run.out.notes.append(_staircase.note(stair))
-        else:
-            run.out.notes.append(Note(
-                f"fn's outputs are {name} values also where its inputs are not (it computes in {name} inside): "
-                f"the float64 finite differences were checked again with {name}'s step and round-off model, so "
-                "resolution is coarse",
-                NoteCode.LOW_PRECISION_OUTPUTS, (name,),
-            ))
+        run.out.notes.append(note)
         run.budget.restart(run)
         backward(run, mode)
     return again
@@ -317,12 +324,7 @@ def recheck_own_dtype(run: context.Run, mode: str, first: context.Results) -> co
     spent = run.evaluator.evaluations + run.extra_evaluations
     setup.choose_numeric_dtype(run, own=True)
     run.extra_evaluations += spent - 1  # the analytic forward is counted once
-    run.steps.clear()
-    with run.stage() as again:
-        run.out.notes.append(own_dtype.note(gap, run.low_dtype_name, run.output_names[gap.output]))
-        run.budget.restart(run)
-        backward(run, mode)
-    return again
+    return backward_again(run, mode, own_dtype.note(gap, run.low_dtype_name, run.output_names[gap.output]))
 
 
 def probed_staircase(run: context.Run, bases: dict) -> "_staircase.Staircase | None":

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gradcheck_kit._engine import tolerances
-from gradcheck_kit._inputs import coords64
+from gradcheck_kit._inputs import coord_index, coords64
 from gradcheck_kit.report import Note, format_index
 
 __all__ = ["ELEMENT_EPS", "ElementGap", "element_gap", "note"]
@@ -45,6 +46,7 @@ def element_gap(outs: list, out_idx: list, f0: list, mismatches: list, eps: floa
     the float64 run's outputs at x (float64 coordinates); ``mismatches``: the failing entries.
     The worst output element beyond its rounding, or None where every element is within it."""
     worst = None
+    lows: dict[int, torch.Tensor] = {}  # each output's values once, whatever the number of its mismatches
     for m in mismatches:
         if m.output_index not in out_idx or m.all_inputs:
             continue
@@ -52,12 +54,12 @@ def element_gap(outs: list, out_idx: list, f0: list, mismatches: list, eps: floa
         if out.is_complex():
             continue
         pos = out_idx.index(m.output_index)
-        low = coords64(out)
+        low = lows.setdefault(m.output_index, coords64(out))
         ref = f0[pos].reshape(-1)
         if ref.numel() != low.numel():
             continue
         if m.output_element is not None and len(m.output_element) == out.dim():
-            sel = torch.tensor([_flat_index(m.output_element, tuple(out.shape))])
+            sel = torch.tensor([int(np.ravel_multi_index(m.output_element, tuple(out.shape)))])
         else:
             sel = torch.arange(low.numel())
         size = ref[sel].abs() + abs(m.input_value or 0.0)
@@ -67,24 +69,10 @@ def element_gap(outs: list, out_idx: list, f0: list, mismatches: list, eps: floa
         r = float(ratio[best])
         if r > 1.0 and (worst is None or r > worst.ratio):
             flat = int(sel[best])
-            element = _unravel(flat, tuple(out.shape))
+            element, _ = coord_index(flat, tuple(out.shape), False)
             worst = ElementGap(m.output_index, element, float(low[flat]), float(ref[flat]), r)
     return worst
 
-
-def _flat_index(index: tuple, shape: tuple) -> int:
-    flat = 0
-    for i, n in zip(index, shape):
-        flat = flat * n + int(i)
-    return flat
-
-
-def _unravel(flat: int, shape: tuple) -> tuple:
-    index = []
-    for n in reversed(shape):
-        index.append(flat % n if n else 0)
-        flat = flat // n if n else 0
-    return tuple(reversed(index))
 
 
 def note(gap: ElementGap, low_name: str, output_name: str) -> Note:
