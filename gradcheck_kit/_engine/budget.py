@@ -30,6 +30,7 @@ class Budget:
         self._open_at: int | None = None  # the evaluations count when the running second opinion began
         self.cut = False  # a second opinion was cut short or left out for the budget
         self.covered: dict[int, set] = {}  # per input: columns the tie check evaluated at h/8 (free to reuse)
+        self.decided = False  # a failure no second opinion can clear was seen (``decisive``): none is made
 
     def _total(self, run) -> int:
         return run.evaluator.calls + run.extra_evaluations
@@ -45,7 +46,9 @@ class Budget:
         return self.spent - self._spent_before + running
 
     def remaining(self, run) -> int:
-        """Evaluations the second opinions may still spend."""
+        """Evaluations the second opinions may still spend (none after a decisive failure)."""
+        if self.decided:
+            return 0
         spent = self._spent_now(run)
         return max(self._total(run) - self._start - spent - self.reserve, self._floor(run)) - spent
 
@@ -53,14 +56,26 @@ class Budget:
     def _floor(run) -> int:
         """The calls second opinions may always make: ``SECOND_OPINION_FLOOR``, or as many as take
         ``SECOND_OPINION_FLOOR_SECONDS`` where one call is cheaper."""
-        ev = run.evaluator
-        per_call = ev.call_seconds / ev.timed_calls if ev.timed_calls else run.forward_seconds
+        per_call = Budget._per_call(run)
         cheap = int(SECOND_OPINION_FLOOR_SECONDS / per_call) if per_call > 0 else SECOND_OPINION_FLOOR
         return max(SECOND_OPINION_FLOOR, cheap)
+
+    @staticmethod
+    def expensive(run) -> bool:
+        """Whether fn's calls are expensive: the floor of seconds pays for fewer than ``SECOND_OPINION_FLOOR``
+        of them (a cheap fn gets every second opinion)."""
+        return Budget._per_call(run) * SECOND_OPINION_FLOOR > SECOND_OPINION_FLOOR_SECONDS
+
+    @staticmethod
+    def _per_call(run) -> float:
+        """Seconds one call of fn takes: the check's plain calls on average, else the forward's."""
+        ev = run.evaluator
+        return ev.call_seconds / ev.timed_calls if ev.timed_calls else run.forward_seconds
 
     def restart(self, run) -> None:
         """A new phase: the check runs again from its start (in fn's own precision), with a budget of its own."""
         self._start, self._spent_before, self.reserve = self._total(run), self.spent, 0
+        self.decided = False
 
     def columns(self, run, points_per_column: int, most: int) -> int:
         """How many coordinates a second opinion of ``points_per_column`` evaluations each may take (at
@@ -69,7 +84,7 @@ class Budget:
             allowed = most if self.remaining(run) >= 1 else 0
         else:
             allowed = max(0, min(most, self.remaining(run) // max(points_per_column, 1)))
-        self.cut |= allowed < most
+        self.cut |= allowed < most and not self.decided
         return allowed
 
     def affords(self, run, points: int, batches: int = 1) -> bool:
@@ -97,9 +112,12 @@ class Budget:
     def note(self) -> Note:
         """What the second opinions cost, and whether the budget cut them short."""
         text = f"{self.spent} call(s) of fn were second opinions on failed or doubtful derivatives"
-        if self.cut:
+        if self.decided:
+            text += (" (the others were left out: a derivative failed by far more than its allowance on a "
+                     "smooth, kink-free, untied stretch of fn, which none of them could clear)")
+        elif self.cut:
             text += " (cut short: they may spend at most as many calls as the rest of the check)"
-        return Note(text, NoteCode.SECOND_OPINIONS, (self.spent, self.cut))
+        return Note(text, NoteCode.SECOND_OPINIONS, (self.spent, self.cut and not self.decided, self.decided))
 
     @contextmanager
     def spending(self, run) -> Iterator[None]:

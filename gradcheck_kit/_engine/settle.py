@@ -13,6 +13,7 @@ from gradcheck_kit._engine import kinks as _kinks
 from gradcheck_kit._engine import ties as _ties
 from gradcheck_kit._engine import intermediates
 from gradcheck_kit._engine.compare import compare, Verdict
+from gradcheck_kit._engine.decisive import decisive
 from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates
 from gradcheck_kit._engine.limits import (
     REFINE_COORDS, REFINE_FACTOR, REFINE_LEVELS, REFINE_PRECISION, RESAMPLE_RATIO, RESAMPLE_SHIFT,
@@ -61,6 +62,8 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
     settle_kinks(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
     if bool(verdict.unchecked.any()):
         settle_one_sided(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
+    if not run.budget.decided and bool(verdict.failed.any()):  # one such failure leaves out the second opinions
+        run.budget.decided = decisive(run, i, k, a, j_idx, r_idx, est, allow, verdict, kap, num)
     if bool((verdict.failed | verdict.kink).any()):
         settle_ties(run, i, k, a, num, j_idx, r_idx, allow, verdict, kap)
     if bool(verdict.failed.any()):

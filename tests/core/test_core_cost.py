@@ -48,6 +48,36 @@ def test_failing_check_spends_at_most_as_much_on_second_opinions_and_says_so():
     assert failing.calls <= 2 * (bad.evaluations - bad.extra_evaluations) + (failing.calls - bad.evaluations)
 
 
+def test_a_decisive_failure_of_an_expensive_fn_costs_at_most_twice_its_passing_check():
+    # 3% off on a smooth stretch: no kink, tie, noise sample or smaller step could clear it, so none of
+    # them is made (the note says so); only the probe for a lower-precision staircase runs (1 + 13 calls)
+    passing, failing = _Counted(_tanh_function(1.0), 0.002), _Counted(_tanh_function(1.03), 0.002)
+    good = gk.check_gradients(passing, _x())
+    bad = gk.check_gradients(failing, _x())
+    assert good.ok and not bad.ok
+    [noted] = [n for n in bad.notes if n.code == gk.report.NoteCode.SECOND_OPINIONS]
+    spent, cut, decided = noted.fields
+    assert decided and not cut and spent == bad.extra_evaluations == 14
+    assert failing.calls - bad.extra_evaluations <= 2 * passing.calls
+    assert len(bad.mismatches) == 12
+
+
+@pytest.mark.parametrize(
+    "fn, x",
+    [
+        # a tie: each member's slopes are 0.1, autograd gives one of them 1.1
+        (lambda x: torch.median(x) + 0.1 * x.sum(), [0.5, 0.5, 0.5, 1.0]),
+        (torch.reciprocal, [1e-10, 1.0]),  # changes below the step: the estimate at h has not converged
+        (torch.abs, [0.0, 1.0]),  # a kink at the point
+    ],
+    ids=["tie", "below_the_step", "kink"],
+)
+def test_an_expensive_correct_fn_that_needs_second_opinions_still_gets_them(fn, x):
+    counted = _Counted(fn, 0.002)
+    report = gk.check_gradients(counted, torch.tensor(x, dtype=torch.float64, requires_grad=True), mode="full")
+    assert report.ok, str(report)
+
+
 def test_a_cheap_fn_gets_every_second_opinion():
     # 1/x at 1e-12 and -3e-9: smaller steps down to h/8^9 on two coordinates, more calls than the rest of the
     # check made; a cheap fn is never cut short (a correct one would false-alarm)

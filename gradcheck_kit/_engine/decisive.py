@@ -1,0 +1,71 @@
+"""A failed comparison that no second opinion can clear: the check fails whatever they find.
+
+The second opinions after a failed full-mode comparison (``settle``: ties and kinks at the point, a second
+noise sample, smaller steps; the staircase probe) exist to clear false alarms, and each costs calls of fn.
+One failed entry that none of them could clear fails the check, so where they are expensive (fn's calls
+take longer than the budget's floor of seconds pays for: ``budget.Budget.expensive``) they are left out
+once one is seen (``budget.Budget.decided``). An entry is such a failure where the stencil at h already
+shows f smooth there and its estimate settled far from autograd. The staircase probe is not left out: a
+function computing part of its value in lower precision can give stencil values on a staircase that look
+smooth and settled (``staircase``); its recheck in that precision, if any, gets a budget of its own.
+
+- autograd differs from the central estimate by ``DECISIVE_RATIO`` times what was allowed (the stencil's
+  own error estimate, times kappa, plus autograd's round-off): a second noise sample forgives at most
+  ``RESAMPLE_RATIO`` times;
+- the central estimate has converged (its error estimate at most ``PRECISION`` of its value), as refine
+  asks of an estimate it settles: f changing on a scale below h (a pole next to x) leaves it unsettled;
+- the right and left one-sided estimates agree with each other and with the central one within their
+  error estimates, and autograd is ``SIDE_RATIO`` times their tolerance from each: no kink within the
+  stencil's reach, so no one-sided slope at a smaller step lies near autograd;
+- f moved over the stencil (not every value identical: outputs rounded to a coarse precision can be flat);
+- the coordinate ties with no other (``ties.tie_groups``): a tie's members can each show slopes of zero
+  while autograd rightly gives one of them the gradient;
+- the error is beyond the approximate tier (``approximate``), where that applies: an entry the tier passes
+  fails nothing, and the second opinions would still be owed to the others.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gradcheck_kit._engine import approximate, ties
+from gradcheck_kit._engine.finite_diff import Estimates
+from gradcheck_kit._engine.compare import Verdict
+
+__all__ = ["DECISIVE_RATIO", "decisive"]
+
+#: a failed entry whose error is this many times its allowance, on a smooth stretch of f, is decisive
+DECISIVE_RATIO = 1e4
+#: ... where its central estimate's error estimate is at most this fraction of its value
+PRECISION = 1e-4
+#: ... and autograd is this many times the one-sided estimates' tolerance from each of them
+SIDE_RATIO = 100.0
+
+
+def decisive(run, i: int, k: int, block: torch.Tensor, j_idx: torch.Tensor, r_idx: torch.Tensor, est: Estimates,
+             allow: torch.Tensor, verdict: Verdict, kap: float, num) -> bool:
+    """Whether a failed entry of ``verdict`` is a failure no second opinion can clear: the entries
+    ``(j_idx, r_idx)`` of autograd's ``(n_i, r)`` ``block`` of input ``i`` and output ``k``, their estimates
+    ``est``, autograd's round-off ``allow``, the compare's ``kap``, and the stencil's values ``num``
+    (``stencil.FullNumerics``)."""
+    if not run.budget.expensive(run):
+        return False
+    a = block[j_idx, r_idx]
+    diff = (a - est.central).abs()
+    sure = verdict.failed & ~verdict.unchecked & ~verdict.kink & ~num.flat[j_idx, r_idx] & torch.isfinite(a)
+    sure = sure & torch.isfinite(diff) & (verdict.ratio >= DECISIVE_RATIO)
+    sure = sure & (est.central_err <= PRECISION * est.central.abs())
+    for side, err in ((est.right, est.right_err), (est.left, est.left_err)):
+        tol = kap * err + allow
+        sure = sure & ((side - est.central).abs() <= kap * (err + est.central_err)) & ((a - side).abs() > SIDE_RATIO * tol)
+    if run.options["atol"] is None and run.options["rtol"] is None and bool(sure.any()):
+        jacobian = run.full.rows[k] == "jacobian"
+        scale = approximate.entry_scale(block, est.central, j_idx, r_idx, jacobian)
+        sure = sure & (diff > verdict.allowed + approximate.accuracy(run.inputs[i].dtype) * scale)
+    if not bool(sure.any()):
+        return False
+    x = run.evaluator.base_args[i]
+    tied = ties.tie_groups(x, num.step.to(torch.float64), max(abs(m) for m in run.stencil.multipliers))
+    if tied:
+        sure = sure & ~torch.isin(j_idx, torch.cat(tied))
+    return bool(sure.any())
