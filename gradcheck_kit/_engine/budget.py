@@ -6,6 +6,8 @@ cannot run under vmap each one is a call. Together they may make at most as many
 made without them (the passing path: the forward, the screen, the stencil), so a failing check costs at
 most twice a passing one (or ``SECOND_OPINION_FLOOR`` calls, or ``SECOND_OPINION_FLOOR_SECONDS`` of calls
 of a cheap fn, where that is more: a cheap fn gets every second opinion). Calls, not points: under vmap a second opinion over many coordinates is one call.
+Where fn's calls are expensive, a failure that none of them could clear (``decisive``) leaves out every
+later one (``decided``; the staircase probe, kept back in ``reserve``, still runs).
 What they spent is ``spent`` (the report's ``extra_evaluations``, in calls of fn).
 """
 

@@ -56,8 +56,8 @@ def decisive(run, i: int, k: int, block: torch.Tensor, j_idx: torch.Tensor, r_id
     sure = sure & torch.isfinite(diff) & (verdict.ratio >= DECISIVE_RATIO)
     sure = sure & (est.central_err <= PRECISION * est.central.abs())
     for side, err in ((est.right, est.right_err), (est.left, est.left_err)):
-        tol = kap * err + allow
-        sure = sure & ((side - est.central).abs() <= kap * (err + est.central_err)) & ((a - side).abs() > SIDE_RATIO * tol)
+        agrees = (side - est.central).abs() <= kap * (err + est.central_err)
+        sure = sure & agrees & ((a - side).abs() > SIDE_RATIO * (kap * err + allow))
     if run.options["atol"] is None and run.options["rtol"] is None and bool(sure.any()):
         jacobian = run.full.rows[k] == "jacobian"
         scale = approximate.entry_scale(block, est.central, j_idx, r_idx, jacobian)
