@@ -118,17 +118,21 @@ def _rms(t):
     return top * (t / top).square().mean().sqrt()
 
 
-def round_off_model(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) -> torch.Tensor:
+def round_off_model(
+    values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil, whole: torch.Tensor | None = None
+) -> torch.Tensor:
     """The round-off model of ``f`` (a floor of :func:`noise_sigma`) from the points in ``values``.
 
     Monotone in the points: computed from some of a stencil's points it is at most the value from all of
-    them (what lets a directional check stop after the first points, see ``screen``).
+    them (what lets a directional check stop after the first points, see ``screen``). ``whole``: the
+    magnitudes of every row the derivatives belong to, whose rms scales the model (default ``fmag``: a
+    few entries of a matrix are modelled as they are among all of it).
     """
     e = tolerances.eps(stencil.dtype)
     # round-off model: eps of |f| plus eps of the output's typical size. An entry far below its siblings is
     # often the difference of large intermediates (gelu's tail is x * (1 + erf) with erf ~ -1) whose
     # rounding is a staircase the stencil cannot see: it is flat, then jumps by an ulp of the intermediate.
-    f_scale = _rms(fmag)
+    f_scale = _rms(fmag if whole is None else whole)
     # |f| at the stencil points too, not only at x: where the step dwarfs x (x = 1e-200), f(x) can be 0
     # while f(x +- h) ~ h^2, whose rounding swallows the difference a derivative needs
     at_points = values.abs().nan_to_num(0.0, posinf=0.0).amax(dim=0)
@@ -138,16 +142,21 @@ def round_off_model(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) 
     return tolerances.NOISE_MODEL_EPS * e * (torch.maximum(fmag, at_points) + f_scale + tiny)
 
 
-def noise_sigma(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil, pool_dim: int | None = None) -> torch.Tensor:
-    """Round-off level of ``f`` for each derivative of ``values`` (shape ``(points, *batch)``)."""
+def noise_sigma(
+    values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil, pool_dim: int | None = None,
+    whole: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Round-off level of ``f`` for each derivative of ``values`` (shape ``(points, *batch)``); ``whole``
+    as in ``round_off_model``. Without ``pool_dim`` it is at most the pooled value of the same entries."""
     w = weights_for(stencil)
     sample = _apply(w.noise, values).abs()
-    model = round_off_model(values, fmag, stencil)
+    model = round_off_model(values, fmag, stencil, whole)
+    top = fmag.max() if whole is None else whole.max()
     # The residual of one derivative is noise (round-off of f, which can be far above eps|f| where terms
     # cancel) or non-smoothness (a kink inside the stencil leaves a residual ~ h x the jump). Round-off of
     # that size is implausible, so the entry's own sample counts up to a cap far below h; the pooled median
     # of the row's derivatives (x 1.48: the median of |N(0, s)| is 0.674 s) stands for noise shared by the row.
-    plausible = tolerances.PLAUSIBLE_NOISE_EPS * model + 1e-6 * stencil.h0 * (fmag + fmag.max())
+    plausible = tolerances.PLAUSIBLE_NOISE_EPS * model + 1e-6 * stencil.h0 * (fmag + top)
     sigma = torch.maximum(model, torch.minimum(sample, plausible))
     if pool_dim is not None and sample.shape[pool_dim] > 1:
         # pool over the derivatives where f moved: a coordinate f does not depend on has an exactly zero

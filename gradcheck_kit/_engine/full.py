@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from gradcheck_kit._engine import allowance, autograd_rows, context, screen, settle, stencil, tolerances
+from gradcheck_kit._engine import allowance, autograd_rows, context, limits, screen, settle, stencil, tolerances
 from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine.compare import Verdict
 from gradcheck_kit._engine.finite_diff import noise_sigma
@@ -66,11 +66,10 @@ def backward_full(
     prepared, joint = {}, None
     if screen.can_screen(run):
         joint = screen.joint_screen_prepare(run, inputs, rows, analytic, reference)
-        if joint is not None and joint.complete:
+        if joint is not None:
             prepared = joint.screens()
         else:
-            prepared = screen.screens_apart(run, inputs, rows, analytic, reference, joint)
-            joint = None
+            prepared = screen.screens_apart(run, inputs, rows, analytic, reference)
     extra = allowance.global_scales(run, rows, reference if reference is not None else analytic, inputs, prepared)
     run.full = context.FullState(rows, analytic, reference, extra, prepared, joint)
     total = sum(
@@ -78,24 +77,24 @@ def backward_full(
     )
     kap = tolerances.kappa(total)
     failed_any = False
-    screened = []
-    joint_worst = screen.joint_screen_test(run, joint, rows, extra, kap) if joint is not None else None
-    if joint is not None and joint_worst is None:  # some entry needs a closer look: input by input
-        prepared = run.full.prepared = screen.screens_apart(run, inputs, rows, analytic, reference, joint)
+    screened, opened = [], []
+    if joint is not None:
+        splits = screen.joint_screen_test(run, joint, rows, extra, kap)
+    else:
+        splits = {i: screen.screen_split(run, i, prepared[i], rows, analytic, reference, extra, kap) for i in prepared}
     for i in inputs:
-        known = None
-        if i in prepared:
-            known = prepared[i].known
-            if joint_worst is not None:
-                worst = joint_worst[i]
-            else:
-                worst = screen.screen_test(run, i, prepared[i], rows, analytic, reference, extra, kap)
-            if worst is not None:
-                screened.append(i)
-                run.full.input_passed[i] = True
-                run.full.estimates[i] = None  # computed on demand (forward AD per entry)
-                for k in run.out_idx:
-                    record_screened(run, check_name, i, k, rows[k], worst[k], flowed.get((i, k), True))
+        known = prepared[i].known if i in prepared else None
+        worst, open_ = splits.get(i, (None, None))
+        if open_ is not None and not any(j.numel() for j, _ in open_.values()):
+            screened.append(i)
+            run.full.input_passed[i] = True
+            run.full.estimates[i] = None  # computed on demand (forward AD per entry)
+            for k in run.out_idx:
+                record_screened(run, check_name, i, k, rows[k], worst[k], flowed.get((i, k), True))
+            continue
+        if open_ is not None and limits.TUNING.open_entries:
+            if settle_open(run, check_name, i, known, worst, open_, analytic, reference, flowed, kap):
+                opened.append(i)
                 continue
         num = full_numerics(run, i, rows, known)
         run.full.estimates[i] = num
@@ -115,7 +114,35 @@ def backward_full(
     if screened:
         names = ", ".join(run.names[i] for i in screened)
         detail += f"; settled at ±h (every entry within the plain central difference's tolerance): {names}"
+    if opened:
+        names = ", ".join(run.names[i] for i in opened)
+        detail += f"; settled at ±h but for a few entries, passed by the whole stencil on their coordinates: {names}"
     run.out.checks.append(CheckResult(check_name, "failed" if failed_any else "passed", detail))
+
+
+def settle_open(run, check: str, i: int, known: dict, worst: dict, open_: dict, analytic, reference, flowed: dict,
+                kap: float) -> bool:
+    """Input ``i`` settled by the ±h screen (``known``: f at ±h; ``worst``: the screen's worst ratio per
+    output) but for the entries ``open_`` per output, which the whole stencil on their coordinates passes
+    (``settle.judge_open``): recorded, and True. False (nothing recorded) where the whole input needs
+    ``judge``."""
+    rows, extra = run.full.rows, run.full.extra
+    verdicts = {}
+    for k in run.out_idx:
+        j_idx, r_idx = open_[k]
+        ref = reference[(i, k)] if reference is not None else None
+        verdict = settle.judge_open(run, i, k, analytic[(i, k)], ref, known[k], j_idx, r_idx, extra[(i, k)], kap)
+        if verdict is None:
+            return False
+        verdicts[k] = verdict
+    run.full.input_passed[i] = True
+    run.full.estimates[i] = None  # computed on demand (forward AD per entry)
+    for k in run.out_idx:
+        j_idx, r_idx = open_[k]
+        record(run, check, i, k, rows[k], analytic[(i, k)], verdicts[k], flowed.get((i, k), True), j_idx, r_idx)
+        group = run.out.groups[-1]
+        group.worst_ratio = max(group.worst_ratio, worst[k])
+    return True
 
 
 def record_screened(run, check: str, i: int, k: int, kind: str, worst: float, flowed: bool) -> None:
