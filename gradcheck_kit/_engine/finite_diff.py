@@ -95,7 +95,16 @@ class Estimates:
 
 
 def _apply(w: np.ndarray, values: torch.Tensor) -> torch.Tensor:
-    return torch.tensordot(torch.as_tensor(w, dtype=values.dtype, device=values.device), values, dims=1)
+    """``w`` ``(points,)`` or ``(m, points)`` over the first dimension of ``values`` ``(points, *batch)``."""
+    lead = w.shape[:-1]
+    wt = _weight_tensor(w.tobytes(), w.shape, values.dtype, values.device)
+    flat = values.reshape(values.shape[0], -1)
+    return (wt.reshape(-1, w.shape[-1]) @ flat).reshape(*lead, *values.shape[1:])
+
+
+@lru_cache(maxsize=64)
+def _weight_tensor(data: bytes, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(data, dtype=np.float64).reshape(shape).copy()).to(device, dtype)
 
 
 def _rms(t):
@@ -198,18 +207,29 @@ def estimate_with_sigma(
     else:
         scale = x_abs
 
-    def one(wv: np.ndarray, wprev: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        value = _apply(wv, values) / h
-        truncation = (value - _apply(wprev, values) / h).abs()
-        err = truncation + (float(np.abs(wv).sum()) * sigma / h)
-        if scale is not None:
-            err = err + e * (scale / h) * value.abs().nan_to_num(0.0, posinf=0.0)
-        return value, err, truncation
+    # the three values and their previous Richardson levels in one product: (6, *batch)
+    combined = _apply(_stacked(stencil.levels), values) / h
+    value, previous = combined[0::2], combined[1::2]
+    truncation = (value - previous).abs()
+    sums = torch.tensor(_weight_sums(stencil.levels), dtype=values.dtype, device=values.device)
+    err = truncation + sums.view(3, *([1] * (value.dim() - 1))) * (sigma / h)
+    if scale is not None:
+        err = err + e * (scale / h) * value.abs().nan_to_num(0.0, posinf=0.0)
+    return Estimates(value[0], err[0], value[1], err[1], value[2], err[2], truncation[0], truncation[1], truncation[2])
 
-    central, central_err, ct = one(w.central, w.central_prev)
-    right, right_err, rt = one(w.right, w.right_prev)
-    left, left_err, lt = one(w.left, w.left_prev)
-    return Estimates(central, central_err, right, right_err, left, left_err, ct, rt, lt)
+
+@lru_cache(maxsize=None)
+def _stacked(levels: int) -> np.ndarray:
+    """The central, right and left weights, each followed by its previous Richardson level: ``(6, points)``."""
+    w = _weights(levels)
+    return np.stack([w.central, w.central_prev, w.right, w.right_prev, w.left, w.left_prev])
+
+
+@lru_cache(maxsize=None)
+def _weight_sums(levels: int) -> tuple[float, float, float]:
+    """``sum |w|`` of the central, right and left weights: how much of f's noise each value carries."""
+    w = _weights(levels)
+    return tuple(float(np.abs(v).sum()) for v in (w.central, w.right, w.left))
 
 
 def estimate(

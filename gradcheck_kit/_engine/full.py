@@ -77,25 +77,26 @@ def backward_full(
     )
     kap = tolerances.kappa(total)
     failed_any = False
-    screened, opened = [], []
+    screened, partly = [], []
     if joint is not None:
         splits = screen.joint_screen_test(run, joint, rows, extra, kap)
     else:
         splits = {i: screen.screen_split(run, i, prepared[i], rows, analytic, reference, extra, kap) for i in prepared}
+    opened = {
+        i: open_ for i, (_, open_) in splits.items()
+        if open_ is not None and any(j.numel() for j, _ in open_.values())
+    }
+    settled = {}
+    if opened and limits.TUNING.open_entries:
+        known_all = {i: prepared[i].known for i in opened}
+        settled = settle.judge_open(run, opened, known_all, analytic, reference, extra, kap)
     for i in inputs:
         known = prepared[i].known if i in prepared else None
         worst, open_ = splits.get(i, (None, None))
-        if open_ is not None and not any(j.numel() for j, _ in open_.values()):
-            screened.append(i)
-            run.full.input_passed[i] = True
-            run.full.estimates[i] = None  # computed on demand (forward AD per entry)
-            for k in run.out_idx:
-                record_screened(run, check_name, i, k, rows[k], worst[k], flowed.get((i, k), True))
+        if open_ is not None and (i not in opened or i in settled):
+            (screened if i not in opened else partly).append(i)
+            record_settled(run, check_name, i, worst, opened.get(i), settled.get(i), flowed)
             continue
-        if open_ is not None and limits.TUNING.open_entries:
-            if settle_open(run, check_name, i, known, worst, open_, analytic, reference, flowed, kap):
-                opened.append(i)
-                continue
         num = full_numerics(run, i, rows, known)
         run.full.estimates[i] = num
         failed_i = False
@@ -114,35 +115,27 @@ def backward_full(
     if screened:
         names = ", ".join(run.names[i] for i in screened)
         detail += f"; settled at ±h (every entry within the plain central difference's tolerance): {names}"
-    if opened:
-        names = ", ".join(run.names[i] for i in opened)
+    if partly:
+        names = ", ".join(run.names[i] for i in partly)
         detail += f"; settled at ±h but for a few entries, passed by the whole stencil on their coordinates: {names}"
     run.out.checks.append(CheckResult(check_name, "failed" if failed_any else "passed", detail))
 
 
-def settle_open(run, check: str, i: int, known: dict, worst: dict, open_: dict, analytic, reference, flowed: dict,
-                kap: float) -> bool:
-    """Input ``i`` settled by the ±h screen (``known``: f at ±h; ``worst``: the screen's worst ratio per
-    output) but for the entries ``open_`` per output, which the whole stencil on their coordinates passes
-    (``settle.judge_open``): recorded, and True. False (nothing recorded) where the whole input needs
-    ``judge``."""
-    rows, extra = run.full.rows, run.full.extra
-    verdicts = {}
-    for k in run.out_idx:
-        j_idx, r_idx = open_[k]
-        ref = reference[(i, k)] if reference is not None else None
-        verdict = settle.judge_open(run, i, k, analytic[(i, k)], ref, known[k], j_idx, r_idx, extra[(i, k)], kap)
-        if verdict is None:
-            return False
-        verdicts[k] = verdict
+def record_settled(run, check: str, i: int, worst: dict, opened: dict | None, verdicts: dict | None, flowed: dict) -> None:
+    """Input ``i`` settled by the ±h screen (``worst``: its worst ratio per output), but for the entries
+    ``opened`` per output that the whole stencil on their coordinates settled (``verdicts``; both ``None``
+    where the screen settled every entry): recorded as passed."""
     run.full.input_passed[i] = True
     run.full.estimates[i] = None  # computed on demand (forward AD per entry)
+    rows, analytic = run.full.rows, run.full.analytic
     for k in run.out_idx:
-        j_idx, r_idx = open_[k]
+        if opened is None:
+            record_screened(run, check, i, k, rows[k], worst[k], flowed.get((i, k), True))
+            continue
+        j_idx, r_idx = opened[k]
         record(run, check, i, k, rows[k], analytic[(i, k)], verdicts[k], flowed.get((i, k), True), j_idx, r_idx)
         group = run.out.groups[-1]
         group.worst_ratio = max(group.worst_ratio, worst[k])
-    return True
 
 
 def record_screened(run, check: str, i: int, k: int, kind: str, worst: float, flowed: bool) -> None:

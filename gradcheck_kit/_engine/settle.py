@@ -3,6 +3,7 @@ kinks inside the stencil, one-sided stencils, ties, a second noise sample, small
 
 from __future__ import annotations
 
+import numpy as np
 
 import torch
 
@@ -52,10 +53,11 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
     return verdict, j_idx, r_idx
 
 
-def judge_open(run, i, k, a, ref, known: torch.Tensor, j_idx, r_idx, extra: float, kap: float) -> Verdict | None:
-    """The verdict on the entries ``(j_idx, r_idx)`` of (input ``i``, output ``k``) that the ±h screen
-    left open, from the whole stencil on their coordinates alone (``known``: f at ±h of every coordinate,
-    ``(2, n_i, r)``), or ``None`` where ``judge`` on the whole input is needed to tell.
+def judge_open(run, opened: dict, known: dict, analytic, reference, extra: dict, kap: float) -> dict:
+    """Verdicts on the entries the ±h screen left open, from the whole stencil on their coordinates alone:
+    ``opened[i][k]`` holds the entries ``(rows, columns)`` of (input ``i``, output ``k``), ``known[i][k]`` f at
+    ±h of every coordinate ``(2, n_i, r)``. Returns per input it settles the verdict per output; an input
+    left out needs ``judge`` on all of it to tell.
 
     ``judge`` raises each entry's noise to the median of its row's (``noise_sigma``'s pooling), which needs
     every coordinate's stencil; here each entry has its own noise alone, at most the pooled one. Every
@@ -64,32 +66,50 @@ def judge_open(run, i, k, a, ref, known: torch.Tensor, j_idx, r_idx, extra: floa
     error a quarter of the others', weighing the noise 4 and 1.5 in the two-level stencil), can only turn
     false. So an entry that passes on its central value here, with no kink, sharp slopes or suspicion,
     passes so in ``judge``; an entry unchecked because f does not move at all (``unchecked_flat``) is so
-    at any noise. Anything else answers ``None``.
+    at any noise. An input with any other entry is left out.
     """
-    pos = run.out_idx.index(k)
-    kind = run.full.rows[k]
-    f0, fmag, _ = autograd_rows.f0_rows(run, pos, k, kind)
-    step = stencil.step_of(run, i)
-    cols = torch.unique(j_idx)
-    at = stencil.coordinates(run, i, cols)
-    where = torch.searchsorted(cols, j_idx)
-    mults = stencil.multipliers(run, run.stencil.multipliers[2:])
-    if cols.numel():
-        outer = stencil.stencil_along(run, i, k, cols, at, mults * step[cols])[:, where, r_idx]
-    else:
-        outer = torch.empty(mults.shape[0], 0, dtype=torch.float64)
-    values = torch.cat([f0[r_idx].unsqueeze(0), known[:, j_idx, r_idx], outer])  # (points, entries)
-    sigma = noise_sigma(values, fmag[r_idx], run.stencil, whole=fmag)
-    x_abs = at.abs()[where]
-    sigma = intermediates.sigma_floor(sigma, x_abs, run.stencil)
-    est, allow, a_g, verdict = first_verdict(
-        run, i, k, a, ref, values, sigma, step[j_idx], x_abs, (j_idx, r_idx), extra, kap
-    )
+    cols = {i: torch.unique(torch.cat([j for j, _ in per_k.values()])) for i, per_k in opened.items()}
+    outer = stencil.columns_at(run, cols, run.stencil.multipliers[2:])
+    keys, parts = [], []
+    for i, per_k in opened.items():
+        step, at = stencil.step_of(run, i), stencil.coordinates(run, i, cols[i])
+        for pos, k in enumerate(run.out_idx):
+            j_idx, r_idx = per_k[k]
+            f0, fmag, _ = autograd_rows.f0_rows(run, pos, k, run.full.rows[k])
+            where = torch.searchsorted(cols[i], j_idx)
+            values = torch.cat([f0[r_idx].unsqueeze(0), known[i][k][:, j_idx, r_idx], outer[i][k][:, where, r_idx]])
+            x_abs = at.abs()[where]
+            sigma = intermediates.sigma_floor(noise_sigma(values, fmag[r_idx], run.stencil, whole=fmag), x_abs, run.stencil)
+            keys.append((i, k))
+            parts.append((values, sigma, step[j_idx], x_abs))
+    values, sigma, step, x_abs = (torch.cat(t, dim=-1) for t in zip(*parts))
+    est = estimate_with_sigma(values, step, sigma, run.stencil, x_abs=x_abs)
+    bounds = np.cumsum([0] + [p[0].shape[1] for p in parts]).tolist()
+    tolerances_given = run.options["atol"] is not None or run.options["rtol"] is not None  # est read there
+    allow = torch.cat([
+        allowance.allowance_full(
+            run, i, k, analytic[(i, k)], reference[(i, k)] if reference is not None else None,
+            _sliced(est, slice(lo, hi)) if tolerances_given else est, extra[(i, k)], opened[i][k],
+        ).expand(hi - lo)
+        for (i, k), lo, hi in zip(keys, bounds[:-1], bounds[1:])
+    ])
+    a_g = torch.cat([analytic[(i, k)][opened[i][k]] for i, k in keys])
+    verdict = compare(a_g, est, allow, kap)
+    unchecked_flat(run, verdict, values, step, a_g)
     flat = verdict.unchecked & ((verdict.cause == 3) | (verdict.cause == 4))  # underflow, flat
     clean = ~verdict.failed & ~verdict.unchecked & ~verdict.kink & ~verdict.sharp_kink
-    if not bool((clean | flat).all()) or bool(_kinks.suspects(a_g, est, allow, kap, verdict).any()):
-        return None
-    return verdict
+    bad = ~(clean | flat) | _kinks.suspects(a_g, est, allow, kap, verdict)
+    settled: dict = {}
+    for (i, k), lo, hi in zip(keys, bounds[:-1], bounds[1:]):
+        settled.setdefault(i, {})[k] = None if bool(bad[lo:hi].any()) else _sliced(verdict, slice(lo, hi))
+    return {i: per_k for i, per_k in settled.items() if all(v is not None for v in per_k.values())}
+
+
+def _sliced(result, part: slice):
+    """An ``Estimates`` or ``Verdict`` of some of its entries (every tensor field sliced alike)."""
+    return type(result)(**{
+        name: value[part] if isinstance(value, torch.Tensor) else value for name, value in vars(result).items()
+    })
 
 
 def first_verdict(run, i, k, a, ref, values, sigma, step, x_abs, idx: tuple, extra: float, kap: float):
