@@ -156,10 +156,9 @@ def screens_apart(run, inputs, rows, analytic, reference) -> dict:
     return {i: screen_prepare(run, i, rows, analytic, reference) for i in inputs}
 
 
-def screen_prepare(run, i, rows, analytic, reference, known: dict | None = None) -> "Screen":
+def screen_prepare(run, i, rows, analytic, reference) -> "Screen":
     """``f`` at ±h for every coordinate of input ``i`` and the entries that can differ from zero."""
-    if known is None:
-        known = stencil.stencil_values(run, i, rows, run.stencil.multipliers[:2])
+    known = stencil.stencil_values(run, i, rows, run.stencil.multipliers[:2])
     found = Screen(known)
     for pos, k in enumerate(run.out_idx):
         fp, fm = known[k][0], known[k][1]  # (n_i, r)
@@ -187,17 +186,16 @@ def screen_split(run, i, found, rows, analytic, reference, extra, kap) -> tuple[
     more than ``OPEN_FRACTION`` of the input's coordinates (the whole stencil is as cheap then)."""
     worst, opened, cols = {}, {}, []
     for pos, k in enumerate(run.out_idx):
-        a = analytic[(i, k)]
         j_idx, r_idx, _ = found.candidates[k]
         tested = candidate_ratios(run, i, found, pos, k, rows[k], analytic, reference, extra, kap)
-        missed = a != 0
-        missed[j_idx, r_idx] = False
-        worst[k] = 0.0
-        if tested is not None:
-            ratio, ok = tested
-            missed[j_idx[~ok], r_idx[~ok]] = True
-            worst[k] = float(ratio[ok].max()) if bool(ok.any()) else 0.0
-        opened[k] = missed.nonzero(as_tuple=True)
+        ok = tested[1] if tested is not None else torch.ones(0, dtype=torch.bool)
+        worst[k] = float(tested[0][ok].max()) if bool(ok.any()) else 0.0
+        if found.complete:  # every nonzero of autograd's is a candidate: the open ones are those that missed
+            opened[k] = (j_idx[~ok], r_idx[~ok])
+        else:
+            missed = analytic[(i, k)] != 0
+            missed[j_idx[ok], r_idx[ok]] = False
+            opened[k] = missed.nonzero(as_tuple=True)
         cols.append(opened[k][0])
     if torch.unique(torch.cat(cols)).numel() > OPEN_FRACTION * n_coords(run.inputs[i]):
         return worst, None
