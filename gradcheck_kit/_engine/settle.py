@@ -70,21 +70,25 @@ def judge_open(run, opened: dict, known: dict, analytic, reference, extra: dict,
     """
     cols = {i: torch.unique(torch.cat([j for j, _ in per_k.values()])) for i, per_k in opened.items()}
     outer = stencil.columns_at(run, cols, run.stencil.multipliers[2:])
-    keys, parts = [], []
-    for i, per_k in opened.items():
-        step, at = stencil.step_of(run, i), stencil.coordinates(run, i, cols[i])
-        for pos, k in enumerate(run.out_idx):
+    steps = {i: stencil.step_of(run, i) for i in opened}
+    at = {i: stencil.coordinates(run, i, cols[i]).abs() for i in opened}
+    keys, sizes, parts = [], [], []
+    for pos, k in enumerate(run.out_idx):  # per output one noise model over every input's entries
+        f0, fmag, _ = autograd_rows.f0_rows(run, pos, k, run.full.rows[k])
+        group = []
+        for i, per_k in opened.items():
             j_idx, r_idx = per_k[k]
-            f0, fmag, _ = autograd_rows.f0_rows(run, pos, k, run.full.rows[k])
             where = torch.searchsorted(cols[i], j_idx)
             values = torch.cat([f0[r_idx].unsqueeze(0), known[i][k][:, j_idx, r_idx], outer[i][k][:, where, r_idx]])
-            x_abs = at.abs()[where]
-            sigma = intermediates.sigma_floor(noise_sigma(values, fmag[r_idx], run.stencil, whole=fmag), x_abs, run.stencil)
             keys.append((i, k))
-            parts.append((values, sigma, step[j_idx], x_abs))
+            sizes.append(j_idx.numel())
+            group.append((values, steps[i][j_idx], at[i][where], r_idx))
+        values, step, x_abs, r_idx = (torch.cat(t, dim=-1) for t in zip(*group))
+        parts.append((values, noise_sigma(values, fmag[r_idx], run.stencil, whole=fmag), step, x_abs))
     values, sigma, step, x_abs = (torch.cat(t, dim=-1) for t in zip(*parts))
+    sigma = intermediates.sigma_floor(sigma, x_abs, run.stencil)
     est = estimate_with_sigma(values, step, sigma, run.stencil, x_abs=x_abs)
-    bounds = np.cumsum([0] + [p[0].shape[1] for p in parts]).tolist()
+    bounds = np.cumsum([0] + sizes).tolist()
     tolerances_given = run.options["atol"] is not None or run.options["rtol"] is not None  # est read there
     allow = torch.cat([
         allowance.allowance_full(
