@@ -211,7 +211,7 @@ def estimate_with_sigma(
     combined = _apply(_stacked(stencil.levels), values) / h
     value, previous = combined[0::2], combined[1::2]
     truncation = (value - previous).abs()
-    sums = torch.tensor(_weight_sums(stencil.levels), dtype=values.dtype, device=values.device)
+    sums = _weight_tensor(_weight_sums(stencil.levels).tobytes(), (3,), values.dtype, values.device)
     err = truncation + sums.view(3, *([1] * (value.dim() - 1))) * (sigma / h)
     if scale is not None:
         err = err + e * (scale / h) * value.abs().nan_to_num(0.0, posinf=0.0)
@@ -226,10 +226,10 @@ def _stacked(levels: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _weight_sums(levels: int) -> tuple[float, float, float]:
+def _weight_sums(levels: int) -> np.ndarray:
     """``sum |w|`` of the central, right and left weights: how much of f's noise each value carries."""
     w = _weights(levels)
-    return tuple(float(np.abs(v).sum()) for v in (w.central, w.right, w.left))
+    return np.array([np.abs(v).sum() for v in (w.central, w.right, w.left)], dtype=np.float64)
 
 
 def estimate(

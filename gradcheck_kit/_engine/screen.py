@@ -197,7 +197,8 @@ def screen_split(run, i, found, rows, analytic, reference, extra, kap) -> tuple[
             missed[j_idx[ok], r_idx[ok]] = False
             opened[k] = missed.nonzero(as_tuple=True)
         cols.append(opened[k][0])
-    if torch.unique(torch.cat(cols)).numel() > OPEN_FRACTION * n_coords(run.inputs[i]):
+    n_open = sum(c.numel() for c in cols)
+    if n_open and torch.unique(torch.cat(cols)).numel() > OPEN_FRACTION * n_coords(run.inputs[i]):
         return worst, None
     return worst, opened
 
