@@ -313,8 +313,13 @@ def joint_screen_test(run, joint: "JointScreen", rows, extra, kap) -> dict:
             ok = ok & moved
             np.maximum.at(per_input, s[ok], ratio[ok])
         bad = ~ok
+        any_bad = bool(bad.any())
+        none = torch.zeros(0, dtype=torch.long)
         for p, (i, value) in enumerate(zip(joint.inputs, per_input.tolist())):
             worst[i][k] = value
+            if not any_bad:
+                opened[i][k] = (none, none)
+                continue
             mine = bad & (s == p)
             j_open = j_idx[mine] - offsets[p]
             opened[i][k] = (torch.from_numpy(j_open), torch.from_numpy(r_idx[mine]))
