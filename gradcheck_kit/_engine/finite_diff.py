@@ -95,7 +95,16 @@ class Estimates:
 
 
 def _apply(w: np.ndarray, values: torch.Tensor) -> torch.Tensor:
-    return torch.tensordot(torch.as_tensor(w, dtype=values.dtype, device=values.device), values, dims=1)
+    """``w`` ``(points,)`` or ``(m, points)`` over the first dimension of ``values`` ``(points, *batch)``."""
+    lead = w.shape[:-1]
+    wt = _weight_tensor(w.tobytes(), w.shape, values.dtype, values.device)
+    flat = values.reshape(values.shape[0], -1)
+    return (wt.reshape(-1, w.shape[-1]) @ flat).reshape(*lead, *values.shape[1:])
+
+
+@lru_cache(maxsize=64)
+def _weight_tensor(data: bytes, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(data, dtype=np.float64).reshape(shape).copy()).to(device, dtype)
 
 
 def _rms(t):
@@ -118,17 +127,21 @@ def _rms(t):
     return top * (t / top).square().mean().sqrt()
 
 
-def round_off_model(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) -> torch.Tensor:
+def round_off_model(
+    values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil, whole: torch.Tensor | None = None
+) -> torch.Tensor:
     """The round-off model of ``f`` (a floor of :func:`noise_sigma`) from the points in ``values``.
 
     Monotone in the points: computed from some of a stencil's points it is at most the value from all of
-    them (what lets a directional check stop after the first points, see ``screen``).
+    them (what lets a directional check stop after the first points, see ``screen``). ``whole``: the
+    magnitudes of every row the derivatives belong to, whose rms scales the model (default ``fmag``: a
+    few entries of a matrix are modelled as they are among all of it).
     """
     e = tolerances.eps(stencil.dtype)
     # round-off model: eps of |f| plus eps of the output's typical size. An entry far below its siblings is
     # often the difference of large intermediates (gelu's tail is x * (1 + erf) with erf ~ -1) whose
     # rounding is a staircase the stencil cannot see: it is flat, then jumps by an ulp of the intermediate.
-    f_scale = _rms(fmag)
+    f_scale = _rms(fmag if whole is None else whole)
     # |f| at the stencil points too, not only at x: where the step dwarfs x (x = 1e-200), f(x) can be 0
     # while f(x +- h) ~ h^2, whose rounding swallows the difference a derivative needs
     at_points = values.abs().nan_to_num(0.0, posinf=0.0).amax(dim=0)
@@ -138,16 +151,21 @@ def round_off_model(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) 
     return tolerances.NOISE_MODEL_EPS * e * (torch.maximum(fmag, at_points) + f_scale + tiny)
 
 
-def noise_sigma(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil, pool_dim: int | None = None) -> torch.Tensor:
-    """Round-off level of ``f`` for each derivative of ``values`` (shape ``(points, *batch)``)."""
+def noise_sigma(
+    values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil, pool_dim: int | None = None,
+    whole: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Round-off level of ``f`` for each derivative of ``values`` (shape ``(points, *batch)``); ``whole``
+    as in ``round_off_model``. Without ``pool_dim`` it is at most the pooled value of the same entries."""
     w = weights_for(stencil)
     sample = _apply(w.noise, values).abs()
-    model = round_off_model(values, fmag, stencil)
+    model = round_off_model(values, fmag, stencil, whole)
+    top = fmag.max() if whole is None else whole.max()
     # The residual of one derivative is noise (round-off of f, which can be far above eps|f| where terms
     # cancel) or non-smoothness (a kink inside the stencil leaves a residual ~ h x the jump). Round-off of
     # that size is implausible, so the entry's own sample counts up to a cap far below h; the pooled median
     # of the row's derivatives (x 1.48: the median of |N(0, s)| is 0.674 s) stands for noise shared by the row.
-    plausible = tolerances.PLAUSIBLE_NOISE_EPS * model + 1e-6 * stencil.h0 * (fmag + fmag.max())
+    plausible = tolerances.PLAUSIBLE_NOISE_EPS * model + 1e-6 * stencil.h0 * (fmag + top)
     sigma = torch.maximum(model, torch.minimum(sample, plausible))
     if pool_dim is not None and sample.shape[pool_dim] > 1:
         # pool over the derivatives where f moved: a coordinate f does not depend on has an exactly zero
@@ -189,18 +207,29 @@ def estimate_with_sigma(
     else:
         scale = x_abs
 
-    def one(wv: np.ndarray, wprev: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        value = _apply(wv, values) / h
-        truncation = (value - _apply(wprev, values) / h).abs()
-        err = truncation + (float(np.abs(wv).sum()) * sigma / h)
-        if scale is not None:
-            err = err + e * (scale / h) * value.abs().nan_to_num(0.0, posinf=0.0)
-        return value, err, truncation
+    # the three values and their previous Richardson levels in one product: (6, *batch)
+    combined = _apply(_stacked(stencil.levels), values) / h
+    value, previous = combined[0::2], combined[1::2]
+    truncation = (value - previous).abs()
+    sums = _weight_tensor(_weight_sums(stencil.levels).tobytes(), (3,), values.dtype, values.device)
+    err = truncation + sums.view(3, *([1] * (value.dim() - 1))) * (sigma / h)
+    if scale is not None:
+        err = err + e * (scale / h) * value.abs().nan_to_num(0.0, posinf=0.0)
+    return Estimates(value[0], err[0], value[1], err[1], value[2], err[2], truncation[0], truncation[1], truncation[2])
 
-    central, central_err, ct = one(w.central, w.central_prev)
-    right, right_err, rt = one(w.right, w.right_prev)
-    left, left_err, lt = one(w.left, w.left_prev)
-    return Estimates(central, central_err, right, right_err, left, left_err, ct, rt, lt)
+
+@lru_cache(maxsize=None)
+def _stacked(levels: int) -> np.ndarray:
+    """The central, right and left weights, each followed by its previous Richardson level: ``(6, points)``."""
+    w = _weights(levels)
+    return np.stack([w.central, w.central_prev, w.right, w.right_prev, w.left, w.left_prev])
+
+
+@lru_cache(maxsize=None)
+def _weight_sums(levels: int) -> np.ndarray:
+    """``sum |w|`` of the central, right and left weights: how much of f's noise each value carries."""
+    w = _weights(levels)
+    return np.array([np.abs(v).sum() for v in (w.central, w.right, w.left)], dtype=np.float64)
 
 
 def estimate(

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from gradcheck_kit._engine import allowance, autograd_rows, context, screen, settle, stencil, tolerances
+from gradcheck_kit._engine import allowance, autograd_rows, context, limits, screen, settle, stencil, tolerances
 from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine.compare import Verdict
 from gradcheck_kit._engine.finite_diff import noise_sigma
@@ -66,11 +66,10 @@ def backward_full(
     prepared, joint = {}, None
     if screen.can_screen(run):
         joint = screen.joint_screen_prepare(run, inputs, rows, analytic, reference)
-        if joint is not None and joint.complete:
+        if joint is not None:
             prepared = joint.screens()
         else:
-            prepared = screen.screens_apart(run, inputs, rows, analytic, reference, joint)
-            joint = None
+            prepared = screen.screens_apart(run, inputs, rows, analytic, reference)
     extra = allowance.global_scales(run, rows, reference if reference is not None else analytic, inputs, prepared)
     run.full = context.FullState(rows, analytic, reference, extra, prepared, joint)
     total = sum(
@@ -78,25 +77,26 @@ def backward_full(
     )
     kap = tolerances.kappa(total)
     failed_any = False
-    screened = []
-    joint_worst = screen.joint_screen_test(run, joint, rows, extra, kap) if joint is not None else None
-    if joint is not None and joint_worst is None:  # some entry needs a closer look: input by input
-        prepared = run.full.prepared = screen.screens_apart(run, inputs, rows, analytic, reference, joint)
+    screened, partly = [], []
+    if joint is not None:
+        splits = screen.joint_screen_test(run, joint, rows, extra, kap)
+    else:
+        splits = {i: screen.screen_split(run, i, prepared[i], rows, analytic, reference, extra, kap) for i in prepared}
+    opened = {
+        i: open_ for i, (_, open_) in splits.items()
+        if open_ is not None and any(j.numel() for j, _ in open_.values())
+    }
+    settled = {}
+    if opened and limits.TUNING.open_entries:
+        known_all = {i: prepared[i].known for i in opened}
+        settled = settle.judge_open(run, opened, known_all, analytic, reference, extra, kap)
     for i in inputs:
-        known = None
-        if i in prepared:
-            known = prepared[i].known
-            if joint_worst is not None:
-                worst = joint_worst[i]
-            else:
-                worst = screen.screen_test(run, i, prepared[i], rows, analytic, reference, extra, kap)
-            if worst is not None:
-                screened.append(i)
-                run.full.input_passed[i] = True
-                run.full.estimates[i] = None  # computed on demand (forward AD per entry)
-                for k in run.out_idx:
-                    record_screened(run, check_name, i, k, rows[k], worst[k], flowed.get((i, k), True))
-                continue
+        known = prepared[i].known if i in prepared else None
+        worst, open_ = splits.get(i, (None, None))
+        if open_ is not None and (i not in opened or i in settled):
+            (screened if i not in opened else partly).append(i)
+            record_settled(run, check_name, i, worst, opened.get(i), settled.get(i), flowed)
+            continue
         num = full_numerics(run, i, rows, known)
         run.full.estimates[i] = num
         failed_i = False
@@ -115,7 +115,27 @@ def backward_full(
     if screened:
         names = ", ".join(run.names[i] for i in screened)
         detail += f"; settled at ±h (every entry within the plain central difference's tolerance): {names}"
+    if partly:
+        names = ", ".join(run.names[i] for i in partly)
+        detail += f"; settled at ±h but for a few entries, passed by the whole stencil on their coordinates: {names}"
     run.out.checks.append(CheckResult(check_name, "failed" if failed_any else "passed", detail))
+
+
+def record_settled(run, check: str, i: int, worst: dict, opened: dict | None, verdicts: dict | None, flowed: dict) -> None:
+    """Input ``i`` settled by the ±h screen (``worst``: its worst ratio per output), but for the entries
+    ``opened`` per output that the whole stencil on their coordinates settled (``verdicts``; both ``None``
+    where the screen settled every entry): recorded as passed."""
+    run.full.input_passed[i] = True
+    run.full.estimates[i] = None  # computed on demand (forward AD per entry)
+    rows, analytic = run.full.rows, run.full.analytic
+    for k in run.out_idx:
+        if opened is None:
+            record_screened(run, check, i, k, rows[k], worst[k], flowed.get((i, k), True))
+            continue
+        j_idx, r_idx = opened[k]
+        record(run, check, i, k, rows[k], analytic[(i, k)], verdicts[k], flowed.get((i, k), True), j_idx, r_idx)
+        group = run.out.groups[-1]
+        group.worst_ratio = max(group.worst_ratio, worst[k])
 
 
 def record_screened(run, check: str, i: int, k: int, kind: str, worst: float, flowed: bool) -> None:

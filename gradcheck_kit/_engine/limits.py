@@ -84,6 +84,9 @@ class Tuning:
     functorch_rows: int = 64
     #: full mode's ±h screen (``screen``): off, every input runs the whole stencil
     full_screen: bool = True
+    #: full mode's entries the ±h screen left open judged on their coordinates alone
+    #: (``screen.screen_split``): off, their input runs the whole stencil
+    open_entries: bool = True
     #: the directional ±h screen (``screen.screen``): off, every direction runs the whole stencil
     directional_screen: bool = True
     #: the forward-AD check's sums over the screen's nonzero entries (``screen.screen_candidates``): off,

@@ -49,13 +49,15 @@ Where ``φ`` is finite at ``±h`` but not at ``±2h`` (a domain edge between ``h
 full stencil falls back on one side's estimate and could reach another verdict; the screen decides on the
 points it has.
 
-Full mode has the same screen per Jacobian entry (``screen_prepare``/``screen_test``; several small
+Full mode has the same screen per Jacobian entry (``screen_prepare``/``screen_split``; several small
 inputs share one, ``joint_screen_prepare``/``joint_screen_test``): the plain central difference ``D(h)``
 from the first two stencil points, the full estimate being the Richardson value ``D4`` with error
 ``|D4 − D(h)| + 1.5·σ/h`` (+ ...), ``σ`` at least the round-off model. So ``|a − D(h)| ≤ κ·σ₀/h +
 allowance`` implies the full comparison passes too, and the points at ``2h`` are not needed. Anything
 else (a failure, a possible kink: one-sided slopes differing by ``KINK_SUSPECT`` of ``D(h)``, an entry f
-does not move while autograd is nonzero, a non-finite value) goes through the full stencil.
+does not move while autograd is nonzero, a non-finite value) is left open: where the open entries lie on
+a few of the input's coordinates, the full stencil runs on those coordinates alone and decides them where
+it can without the rest (``settle.judge_open``), else on the whole input.
 """
 
 from __future__ import annotations
@@ -73,12 +75,15 @@ from gradcheck_kit._engine.limits import KINK_SUSPECT
 from gradcheck_kit._engine.tolerances import Stencil
 from gradcheck_kit._inputs import n_coords
 
-__all__ = ["applies", "screen", "describe", "can_screen", "screen_prepare", "screen_test", "joint_screen_prepare",
-           "joint_screen_test", "screen_candidates", "Screen", "JointScreen"]
+__all__ = ["applies", "screen", "describe", "can_screen", "screen_prepare", "joint_screen_prepare",
+           "joint_screen_test", "screen_candidates", "screen_split", "Screen", "JointScreen"]
 
 #: one-sided differences at +-h that disagree by more than this fraction of the central one: run the full
 #: stencil, which tells a kink (reported as such) from curvature
 KINK_FRACTION = 0.01
+#: an input whose entries left open by the screen (``screen_split``) lie on more than this fraction of
+#: its coordinates runs the whole stencil on all of them
+OPEN_FRACTION = 0.25
 #: rows of the screen's values: phi(0), phi(+h), phi(-h) (the first three points of every stencil)
 POINTS = 3
 
@@ -146,18 +151,14 @@ def can_screen(run) -> bool:
     return run.stencil.levels == 2 and run.options["rtol"] is None and limits.TUNING.full_screen
 
 
-def screens_apart(run, inputs, rows, analytic, reference, joint: "JointScreen | None") -> dict:
-    """Input by input screens, reusing the stencil values a shared screen already computed."""
-    return {
-        i: screen_prepare(run, i, rows, analytic, reference, joint.known[i] if joint is not None else None)
-        for i in inputs
-    }
+def screens_apart(run, inputs, rows, analytic, reference) -> dict:
+    """Input by input screens."""
+    return {i: screen_prepare(run, i, rows, analytic, reference) for i in inputs}
 
 
-def screen_prepare(run, i, rows, analytic, reference, known: dict | None = None) -> "Screen":
+def screen_prepare(run, i, rows, analytic, reference) -> "Screen":
     """``f`` at ±h for every coordinate of input ``i`` and the entries that can differ from zero."""
-    if known is None:
-        known = stencil.stencil_values(run, i, rows, run.stencil.multipliers[:2])
+    known = stencil.stencil_values(run, i, rows, run.stencil.multipliers[:2])
     found = Screen(known)
     for pos, k in enumerate(run.out_idx):
         fp, fm = known[k][0], known[k][1]  # (n_i, r)
@@ -178,43 +179,59 @@ def screen_prepare(run, i, rows, analytic, reference, known: dict | None = None)
     return found
 
 
-def screen_test(run, i, found, rows, analytic, reference, extra, kap) -> dict | None:
-    """The worst ratio per output when every entry of input ``i`` passes the screen (``found``: what
-    ``screen_prepare`` found), else ``None``."""
-    if not found.complete:
+def screen_split(run, i, found, rows, analytic, reference, extra, kap) -> tuple[dict, dict | None]:
+    """The screen's verdict on input ``i`` entry by entry: per output the worst ratio of the entries it
+    passed, and per output the entries it left open ``(rows, columns)``: those that missed it, and those
+    where autograd is nonzero while f did not move at ±h. The open entries are ``None`` where they span
+    more than ``OPEN_FRACTION`` of the input's coordinates (the whole stencil is as cheap then)."""
+    worst, opened, cols = {}, {}, []
+    for pos, k in enumerate(run.out_idx):
+        j_idx, r_idx, _ = found.candidates[k]
+        tested = candidate_ratios(run, i, found, pos, k, rows[k], analytic, reference, extra, kap)
+        ok = tested[1] if tested is not None else torch.ones(0, dtype=torch.bool)
+        worst[k] = float(tested[0][ok].max()) if bool(ok.any()) else 0.0
+        if found.complete:  # every nonzero of autograd's is a candidate: the open ones are those that missed
+            opened[k] = (j_idx[~ok], r_idx[~ok])
+        else:
+            missed = analytic[(i, k)] != 0
+            missed[j_idx[ok], r_idx[ok]] = False
+            opened[k] = missed.nonzero(as_tuple=True)
+        cols.append(opened[k][0])
+    n_open = sum(c.numel() for c in cols)
+    if n_open and torch.unique(torch.cat(cols)).numel() > OPEN_FRACTION * n_coords(run.inputs[i]):
+        return worst, None
+    return worst, opened
+
+
+def candidate_ratios(run, i, found, pos, k, kind, analytic, reference, extra, kap):
+    """``|a - D(h)| / tolerance`` of the screen's candidate entries of (input ``i``, output ``k``) and
+    whether each passed (``screen_ratios``), or ``None`` where there are none."""
+    j_idx, r_idx, a_c = found.candidates[k]
+    if j_idx.numel() == 0:
         return None
     step = stencil.step_of(run, i)
-    worst = {}
     policy = tolerances.AnalyticAllowance(run.inputs[i].dtype, reference is not None)
-    for pos, k in enumerate(run.out_idx):
-        j_idx, r_idx, a_c = found.candidates[k]
-        if j_idx.numel() == 0:
-            worst[k] = 0.0
-            continue
-        fp, fm = found.known[k][0], found.known[k][1]
-        fpc, fmc = fp[j_idx, r_idx], fm[j_idx, r_idx]
-        ref = reference[(i, k)] if reference is not None else None
-        if ref is None and k in found.row_rms:
-            base_c, row_rms = a_c, found.row_rms[k]
-        else:
-            base = ref if ref is not None else analytic[(i, k)]
-            base_c = base[j_idx, r_idx]
-            row_rms = torch.linalg.vector_norm(base.nan_to_num(0.0, posinf=0.0, neginf=0.0), dim=0)
-            row_rms = row_rms / math.sqrt(max(base.shape[0], 1))
-        scale = base_c.abs() + row_rms[r_idx] + extra[(i, k)]
-        measured = (a_c - ref[j_idx, r_idx]).abs() if ref is not None else None
-        allow = policy.allowance(scale, measured, floor_scale=allowance.floor_scale_of(run, scale, i, k, measured))
-        ratio = screen_ratios(run, pos, k, rows[k], fpc, fmc, step[j_idx], r_idx, a_c, allow, kap)
-        if ratio is None:
-            return None
-        worst[k] = float(ratio.max())
-    return worst
+    fp, fm = found.known[k][0], found.known[k][1]
+    fpc, fmc = fp[j_idx, r_idx], fm[j_idx, r_idx]
+    ref = reference[(i, k)] if reference is not None else None
+    if ref is None and k in found.row_rms:
+        base_c, row_rms = a_c, found.row_rms[k]
+    else:
+        base = ref if ref is not None else analytic[(i, k)]
+        base_c = base[j_idx, r_idx]
+        row_rms = torch.linalg.vector_norm(base.nan_to_num(0.0, posinf=0.0, neginf=0.0), dim=0)
+        row_rms = row_rms / math.sqrt(max(base.shape[0], 1))
+    scale = base_c.abs() + row_rms[r_idx] + extra[(i, k)]
+    measured = (a_c - ref[j_idx, r_idx]).abs() if ref is not None else None
+    allow = policy.allowance(scale, measured, floor_scale=allowance.floor_scale_of(run, scale, i, k, measured))
+    return screen_ratios(run, pos, k, kind, fpc, fmc, step[j_idx], r_idx, a_c, allow, kap)
 
 
 def screen_ratios(run, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap):
     """The screen's test of candidate entries (f at ±h, steps, rows, autograd's values, autograd's
-    round-off allowance): ``|a - D(h)| / tolerance`` per entry when every one passes and none looks
-    like a kink, else ``None``. Torch tensors or numpy arrays (the shared screen's), answered in kind."""
+    round-off allowance): ``|a - D(h)| / tolerance`` per entry and whether each passed (within the
+    tolerance, and no sign of a kink). Torch tensors or numpy arrays (the shared screen's), answered in
+    kind."""
     e = tolerances.eps(run.stencil.dtype)
     f0, fmag, f_scale = autograd_rows.f0_rows(run, pos, k, kind)
     xp = torch
@@ -233,14 +250,14 @@ def screen_ratios(run, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap):
         diff = abs(a_c - d)
         kinkish = abs(fpc - 2 * f0[r_idx] + fmc) / h > KINK_SUSPECT * abs(d) + 4 * kap * sigma / h
         ok = (diff <= tol) & ~kinkish  # NaN anywhere compares False: the full treatment
-        return diff / tol if bool(ok.all()) else None
+        return diff / tol, ok
 
 
 def joint_screen_prepare(run, inputs, rows, analytic, reference) -> "JointScreen | None":
     """The ±h screen of several small inputs of one dtype at once (no float64 reference run): ``f`` at ±h
-    (``stencil.screen_stencil``), then the candidates, sums of squares and row sizes from the inputs'
-    stacked ``(sum n_i, r)`` matrices. ``None`` where the inputs do not qualify; ``complete`` is false
-    where autograd is nonzero somewhere f did not move (the input-by-input path decides then)."""
+    (``stencil.screen_stencil``), then the candidates (where f moved or autograd is nonzero), sums of
+    squares and row sizes from the inputs' stacked ``(sum n_i, r)`` matrices. ``None`` where the inputs
+    do not qualify."""
     if len(inputs) < 2 or reference is not None:
         return None
     dtype = run.inputs[inputs[0]].dtype
@@ -252,7 +269,7 @@ def joint_screen_prepare(run, inputs, rows, analytic, reference) -> "JointScreen
     stencil.prepare_steps(run, inputs)
     step = torch.cat([stencil.step_of(run, i) for i in inputs]).numpy()
     known = stencil.screen_stencil(run, inputs, rows)
-    joint = JointScreen(known, list(inputs), dtype)
+    joint = JointScreen(known, list(inputs), dtype, sizes)
     seg = np.repeat(np.arange(len(sizes)), sizes)  # input position per row
     n_rows = np.maximum(np.array(sizes, dtype=np.float64), 1.0)[:, None]
     # numpy from here on: these matrices are small (limits.TUNING.joint_screen_entries), where a numpy call costs a
@@ -261,43 +278,56 @@ def joint_screen_prepare(run, inputs, rows, analytic, reference) -> "JointScreen
         fp, fm = torch.cat([known[i][k] for i in inputs], dim=1).numpy()  # f at +h, -h: (sum n_i, r)
         a = torch.cat([analytic[(i, k)] for i in inputs]).numpy()
         f0 = autograd_rows.f0_rows(run, pos, k, rows[k])[0].numpy()  # (r,)
-        j_idx, r_idx = np.nonzero((fp != f0) | (fm != f0))
+        moved = (fp != f0) | (fm != f0)
+        j_idx, r_idx = np.nonzero(moved | (a != 0))  # every nonzero of autograd's: its sums are exact
         a_c = a[j_idx, r_idx]
-        if np.count_nonzero(a) != np.count_nonzero(a_c):
-            joint.complete = False
-            return joint
         s = seg[j_idx]
         sq = np.square(np.where(np.isfinite(a_c), a_c, 0.0))
         r = a.shape[1]
         sums = np.bincount(s * r + r_idx, weights=sq, minlength=len(inputs) * r).reshape(len(inputs), r)
         joint.sumsq[k] = sums.sum(axis=1).tolist()
         joint.row_rms[k] = np.sqrt(sums / n_rows)  # (inputs, r)
-        joint.parts[k] = (fp[j_idx, r_idx], fm[j_idx, r_idx], step[j_idx], a_c, s, r_idx, j_idx)
+        joint.parts[k] = (fp[j_idx, r_idx], fm[j_idx, r_idx], step[j_idx], a_c, s, r_idx, j_idx, moved[j_idx, r_idx])
     return joint
 
 
-def joint_screen_test(run, joint: "JointScreen", rows, extra, kap) -> dict | None:
-    """``screen_test`` for every input of ``joint`` in one pass: per input the worst ratio per output
-    when every entry of every input passes, else ``None``."""
+def joint_screen_test(run, joint: "JointScreen", rows, extra, kap) -> dict:
+    """``screen_split`` for every input of ``joint`` in one pass: per input the worst ratio per output of
+    the entries the screen passed and per output the entries it left open ``(rows, columns)`` (torch),
+    or ``None`` for the open entries where they span more than ``OPEN_FRACTION`` of its coordinates.
+    Entries where autograd is nonzero while f did not move at ±h are left open."""
     policy = tolerances.AnalyticAllowance(joint.dtype, False)
     n = len(joint.inputs)
+    offsets = np.cumsum([0] + joint.sizes[:-1])
     worst: dict[int, dict] = {i: {} for i in joint.inputs}
+    opened: dict[int, dict] = {i: {} for i in joint.inputs}
+    cols: list[set] = [set() for _ in joint.inputs]
     for pos, k in enumerate(run.out_idx):
-        fpc, fmc, h, a_c, s, r_idx, _ = joint.parts[k]  # numpy (_joint_screen_prepare)
-        if a_c.size == 0:
-            for i in joint.inputs:
-                worst[i][k] = 0.0
-            continue
-        extra_c = np.array([extra[(i, k)] for i in joint.inputs])[s]
-        scale = np.abs(a_c) + joint.row_rms[k][s, r_idx] + extra_c
-        ratio = screen_ratios(run, pos, k, rows[k], fpc, fmc, h, r_idx, a_c, policy.allowance(scale, None), kap)
-        if ratio is None:
-            return None
+        fpc, fmc, h, a_c, s, r_idx, j_idx, moved = joint.parts[k]  # numpy (joint_screen_prepare)
         per_input = np.zeros(n)
-        np.maximum.at(per_input, s, ratio)
-        for i, value in zip(joint.inputs, per_input.tolist()):
+        ok = np.zeros(a_c.shape, dtype=bool)
+        if a_c.size:
+            extra_c = np.array([extra[(i, k)] for i in joint.inputs])[s]
+            scale = np.abs(a_c) + joint.row_rms[k][s, r_idx] + extra_c
+            ratio, ok = screen_ratios(run, pos, k, rows[k], fpc, fmc, h, r_idx, a_c, policy.allowance(scale, None), kap)
+            ok = ok & moved
+            np.maximum.at(per_input, s[ok], ratio[ok])
+        bad = ~ok
+        any_bad = bool(bad.any())
+        none = torch.zeros(0, dtype=torch.long)
+        for p, (i, value) in enumerate(zip(joint.inputs, per_input.tolist())):
             worst[i][k] = value
-    return worst
+            if not any_bad:
+                opened[i][k] = (none, none)
+                continue
+            mine = bad & (s == p)
+            j_open = j_idx[mine] - offsets[p]
+            opened[i][k] = (torch.from_numpy(j_open), torch.from_numpy(r_idx[mine]))
+            cols[p].update(j_open.tolist())
+    return {
+        i: (worst[i], opened[i] if len(cols[p]) <= OPEN_FRACTION * joint.sizes[p] else None)
+        for p, i in enumerate(joint.inputs)
+    }
 
 
 def screen_candidates(run, inputs: list[int], sizes: list[int]) -> dict | None:
@@ -307,7 +337,7 @@ def screen_candidates(run, inputs: list[int], sizes: list[int]) -> dict | None:
     state = run.full
     joint = state.joint
     if joint is not None and joint.inputs == list(inputs):
-        return {k: (j, r, a, joint.row_rms[k]) for k, (_, _, _, a, _, r, j) in joint.parts.items()}
+        return {k: (j, r, a, joint.row_rms[k]) for k, (_, _, _, a, _, r, j, _) in joint.parts.items()}
     prepared = state.prepared
     screens = [prepared.get(i) for i in inputs]
     if any(s is None or any(k not in s.row_rms for k in run.out_idx) for s in screens):
@@ -337,15 +367,15 @@ class Screen:
 
 @dataclass
 class JointScreen:
-    """The ±h screen of several small inputs together: per input its stencil values; per output the
-    entries where f moved, over the inputs' stacked matrices (``parts``: f(+h), f(-h), step, autograd,
-    input position, column, stacked row), and per input the sums of squares and row rms of autograd's
-    values (``parts`` and ``row_rms`` as numpy arrays)."""
+    """The ±h screen of several small inputs together: per input its stencil values and size; per output
+    the entries where f moved or autograd is nonzero, over the inputs' stacked matrices (``parts``: f(+h),
+    f(-h), step, autograd, input position, column, stacked row, whether f moved), and per input the sums
+    of squares and row rms of autograd's values (``parts`` and ``row_rms`` as numpy arrays)."""
 
     known: dict
     inputs: list
     dtype: torch.dtype
-    complete: bool = True
+    sizes: list
     parts: dict = field(default_factory=dict)
     sumsq: dict = field(default_factory=dict)
     row_rms: dict = field(default_factory=dict)

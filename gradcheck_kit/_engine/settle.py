@@ -3,6 +3,7 @@ kinks inside the stencil, one-sided stencils, ties, a second noise sample, small
 
 from __future__ import annotations
 
+import numpy as np
 
 import torch
 
@@ -14,7 +15,7 @@ from gradcheck_kit._engine import ties as _ties
 from gradcheck_kit._engine import intermediates
 from gradcheck_kit._engine.compare import compare, Verdict
 from gradcheck_kit._engine.decisive import decisive
-from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates
+from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates, noise_sigma
 from gradcheck_kit._engine.limits import (
     REFINE_COORDS, REFINE_FACTOR, REFINE_LEVELS, REFINE_PRECISION, RESAMPLE_RATIO, RESAMPLE_SHIFT,
 )
@@ -32,33 +33,10 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
     candidates = ~num.flat | (a != 0)
     j_idx, r_idx = candidates.nonzero(as_tuple=True)
     sigma = intermediates.sigma_floor(num.sigma[j_idx, r_idx], num.x_abs[j_idx], run.stencil)
-    est = estimate_with_sigma(
-        num.values[:, j_idx, r_idx], num.step[j_idx], sigma, run.stencil, x_abs=num.x_abs[j_idx]
+    values = num.values[:, j_idx, r_idx]
+    est, allow, a_g, verdict = first_verdict(
+        run, i, k, a, ref, values, sigma, num.step[j_idx], num.x_abs[j_idx], (j_idx, r_idx), extra, kap
     )
-    allow = allowance.allowance_full(run, i, k, a, ref, est, extra, (j_idx, r_idx))
-    a_g = a[j_idx, r_idx]
-    verdict = compare(a_g, est, allow, kap)
-    # f exactly zero at every point while autograd's value is below sqrt(tiny): f underflows (x * x at
-    # x = 1e-200), a finite difference cannot see the derivative: not checkable, never a mismatch
-    tiny = torch.finfo(run.num_dtype).tiny ** 0.5
-    flat = num.flat[j_idx, r_idx]
-    underflow = flat & (num.values[0, j_idx, r_idx] == 0) & (a_g.abs() < tiny)
-    zero_f = underflow
-    # f identical at every point while autograd's value would move it over the stencil by less than one
-    # rounding at unit scale (|a|·reach < eps·max(|f|, 1)): f computed through intermediates of that
-    # size (log(1 + e^g) with e^g ~ 1e-12 rounds 1 + e^g; cos(x^3) - 1 at x = 1e-12 is exactly 0) shows
-    # no change at all: not checkable either. A derivative of a constant that a finite difference could
-    # see (at float64's step, anything above ~3e-11·max(|f|, 1)) is still compared
-    reach = num.step[j_idx] * max(abs(m) for m in run.stencil.multipliers)
-    quantum = tolerances.eps(run.stencil.dtype) * num.values[0, j_idx, r_idx].abs().clamp_min(1.0)
-    underflow = underflow | (flat & (a_g.abs() * reach < quantum))
-    if bool(underflow.any()):
-        verdict.failed = verdict.failed & ~underflow
-        verdict.unchecked = verdict.unchecked | underflow
-        if verdict.cause is not None:
-            code = torch.where(zero_f, 3, 4).to(torch.int8)
-            verdict.cause = torch.where(underflow & (verdict.cause == 0), code, verdict.cause)
-        verdict.ratio = torch.where(underflow, torch.zeros_like(verdict.ratio), verdict.ratio)
     settle_kinks(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
     if bool(verdict.unchecked.any()):
         settle_one_sided(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
@@ -76,6 +54,107 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
         rho = _approximate.accuracy(run.inputs[i].dtype)
         _approximate.apply(verdict, a_g, scale, rho, run.options["strict"])
     return verdict, j_idx, r_idx
+
+
+def judge_open(run, opened: dict, known: dict, analytic, reference, extra: dict, kap: float) -> dict:
+    """Verdicts on the entries the ±h screen left open, from the whole stencil on their coordinates alone:
+    ``opened[i][k]`` holds the entries ``(rows, columns)`` of (input ``i``, output ``k``), ``known[i][k]`` f at
+    ±h of every coordinate ``(2, n_i, r)``. Returns per input it settles the verdict per output; an input
+    left out needs ``judge`` on all of it to tell.
+
+    ``judge`` raises each entry's noise to the median of its row's (``noise_sigma``'s pooling), which needs
+    every coordinate's stencil; here each entry has its own noise alone, at most the pooled one. Every
+    error estimate grows with the noise, and with it each central tolerance, while whether the one-sided
+    values disagree sharply, and whether one side looks contaminated by a kink (``kinks.suspects``: its
+    error a quarter of the others', weighing the noise 4 and 1.5 in the two-level stencil), can only turn
+    false. So an entry that passes on its central value here, with no kink, sharp slopes or suspicion,
+    passes so in ``judge``; an entry unchecked because f does not move at all (``unchecked_flat``) is so
+    at any noise. An input with any other entry is left out.
+    """
+    cols = {i: torch.unique(torch.cat([j for j, _ in per_k.values()])) for i, per_k in opened.items()}
+    outer = stencil.columns_at(run, cols, run.stencil.multipliers[2:])
+    steps = {i: stencil.step_of(run, i) for i in opened}
+    at = {i: stencil.coordinates(run, i, cols[i]).abs() for i in opened}
+    keys, sizes, parts = [], [], []
+    for pos, k in enumerate(run.out_idx):  # per output one noise model over every input's entries
+        f0, fmag, _ = autograd_rows.f0_rows(run, pos, k, run.full.rows[k])
+        group = []
+        for i, per_k in opened.items():
+            j_idx, r_idx = per_k[k]
+            where = torch.searchsorted(cols[i], j_idx)
+            values = torch.cat([f0[r_idx].unsqueeze(0), known[i][k][:, j_idx, r_idx], outer[i][k][:, where, r_idx]])
+            keys.append((i, k))
+            sizes.append(j_idx.numel())
+            group.append((values, steps[i][j_idx], at[i][where], r_idx))
+        values, step, x_abs, r_idx = (torch.cat(t, dim=-1) for t in zip(*group))
+        parts.append((values, noise_sigma(values, fmag[r_idx], run.stencil, whole=fmag), step, x_abs))
+    values, sigma, step, x_abs = (torch.cat(t, dim=-1) for t in zip(*parts))
+    sigma = intermediates.sigma_floor(sigma, x_abs, run.stencil)
+    est = estimate_with_sigma(values, step, sigma, run.stencil, x_abs=x_abs)
+    bounds = np.cumsum([0] + sizes).tolist()
+    tolerances_given = run.options["atol"] is not None or run.options["rtol"] is not None  # est read there
+    allow = torch.cat([
+        allowance.allowance_full(
+            run, i, k, analytic[(i, k)], reference[(i, k)] if reference is not None else None,
+            _sliced(est, slice(lo, hi)) if tolerances_given else est, extra[(i, k)], opened[i][k],
+        ).expand(hi - lo)
+        for (i, k), lo, hi in zip(keys, bounds[:-1], bounds[1:])
+    ])
+    a_g = torch.cat([analytic[(i, k)][opened[i][k]] for i, k in keys])
+    verdict = compare(a_g, est, allow, kap)
+    unchecked_flat(run, verdict, values, step, a_g)
+    flat = verdict.unchecked & ((verdict.cause == 3) | (verdict.cause == 4))  # underflow, flat
+    clean = ~verdict.failed & ~verdict.unchecked & ~verdict.kink & ~verdict.sharp_kink
+    bad = ~(clean | flat) | _kinks.suspects(a_g, est, allow, kap, verdict)
+    settled: dict = {}
+    for (i, k), lo, hi in zip(keys, bounds[:-1], bounds[1:]):
+        settled.setdefault(i, {})[k] = None if bool(bad[lo:hi].any()) else _sliced(verdict, slice(lo, hi))
+    return {i: per_k for i, per_k in settled.items() if all(v is not None for v in per_k.values())}
+
+
+def _sliced(result, part: slice):
+    """An ``Estimates`` or ``Verdict`` of some of its entries (every tensor field sliced alike)."""
+    return type(result)(**{
+        name: value[part] if isinstance(value, torch.Tensor) else value for name, value in vars(result).items()
+    })
+
+
+def first_verdict(run, i, k, a, ref, values, sigma, step, x_abs, idx: tuple, extra: float, kap: float):
+    """The comparison of the entries ``idx`` (rows, columns) of autograd's ``(n_i, r)`` values ``a`` with
+    their stencil ``values`` ``(points, m)`` and noise ``sigma``, before any second opinion: the
+    estimates, the allowance, autograd's values there and the verdict."""
+    est = estimate_with_sigma(values, step, sigma, run.stencil, x_abs=x_abs)
+    allow = allowance.allowance_full(run, i, k, a, ref, est, extra, idx)
+    a_g = a[idx]
+    verdict = compare(a_g, est, allow, kap)
+    unchecked_flat(run, verdict, values, step, a_g)
+    return est, allow, a_g, verdict
+
+
+def unchecked_flat(run, verdict: Verdict, values: torch.Tensor, step: torch.Tensor, a_g: torch.Tensor) -> None:
+    """Entries that f does not move at any stencil point (``values`` ``(points, m)``) while autograd's
+    value is too small to move it: counted as unchecked, never as mismatches."""
+    # f exactly zero at every point while autograd's value is below sqrt(tiny): f underflows (x * x at
+    # x = 1e-200), a finite difference cannot see the derivative: not checkable, never a mismatch
+    tiny = torch.finfo(run.num_dtype).tiny ** 0.5
+    flat = (values[1:] == values[0]).all(dim=0)
+    underflow = flat & (values[0] == 0) & (a_g.abs() < tiny)
+    zero_f = underflow
+    # f identical at every point while autograd's value would move it over the stencil by less than one
+    # rounding at unit scale (|a|·reach < eps·max(|f|, 1)): f computed through intermediates of that
+    # size (log(1 + e^g) with e^g ~ 1e-12 rounds 1 + e^g; cos(x^3) - 1 at x = 1e-12 is exactly 0) shows
+    # no change at all: not checkable either. A derivative of a constant that a finite difference could
+    # see (at float64's step, anything above ~3e-11·max(|f|, 1)) is still compared
+    reach = step * max(abs(m) for m in run.stencil.multipliers)
+    quantum = tolerances.eps(run.stencil.dtype) * values[0].abs().clamp_min(1.0)
+    underflow = underflow | (flat & (a_g.abs() * reach < quantum))
+    if bool(underflow.any()):
+        verdict.failed = verdict.failed & ~underflow
+        verdict.unchecked = verdict.unchecked | underflow
+        if verdict.cause is not None:
+            code = torch.where(zero_f, 3, 4).to(torch.int8)
+            verdict.cause = torch.where(underflow & (verdict.cause == 0), code, verdict.cause)
+        verdict.ratio = torch.where(underflow, torch.zeros_like(verdict.ratio), verdict.ratio)
 
 
 @second_opinion

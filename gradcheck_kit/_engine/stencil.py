@@ -33,7 +33,7 @@ def stencil_values(run, i: int, rows: dict[int, str], mults: Sequence[float]) ->
     for start in range(0, n_i, cols_per_batch):
         stop = min(n_i, start + cols_per_batch)
         b = stop - start
-        points = base.expand(npts, b, n_i).clone()
+        points = torch.empty((npts, b, n_i), dtype=base.dtype, device=base.device).copy_(base)
         move_diagonal(points, start, mult * step[start:stop])
         outs = run.evaluator.batched(i, points.view(npts * b, n_i), x.shape, complex_)
         for pos, k in enumerate(run.out_idx):
@@ -80,7 +80,7 @@ def stencil_values_together(
     total = npts * sum(sizes)
     batches, start = [], 0
     for i, x, base, n in zip(inputs, xs, bases, sizes):
-        points = base.expand(total, n).clone()
+        points = torch.empty((total, n), dtype=base.dtype, device=base.device).copy_(base)
         move_diagonal(points[start : start + npts * n].view(npts, n, n), 0, mult * step_of(run, i))
         batches.append(from_coords(points, x.shape, x.is_complex()))
         start += npts * n
@@ -94,6 +94,41 @@ def stencil_values_together(
             for pos, k in enumerate(run.out_idx)
         }
         start += npts * n
+    return values
+
+
+def columns_at(run, cols: dict[int, torch.Tensor], mults: Sequence[float]) -> dict[int, dict[int, torch.Tensor]]:
+    """``f`` at ``x + m·h_j·e_j`` for the coordinates ``cols[i]`` of each input ``i`` and each multiplier
+    ``m``: per input, per output ``(len(mults), b_i, r_k)``. Several inputs go through one vmap where it can
+    run fn so (the points of one input keep the others at x), else input by input."""
+    mult = multipliers(run, mults)
+    inputs = [i for i, c in cols.items() if c.numel()]
+    xs = [run.evaluator.base_args[i] for i in inputs]
+    sizes = [len(mults) * cols[i].numel() for i in inputs]
+    together = len(inputs) > 1
+    offsets = [sum(sizes[:p]) if together else 0 for p in range(len(inputs))]
+    batches = []
+    for p, (i, x) in enumerate(zip(inputs, xs)):
+        base = coords(x).cpu()
+        points = torch.empty((sum(sizes) if together else sizes[p], base.numel()), dtype=base.dtype).copy_(base)
+        mine = points[offsets[p] : offsets[p] + sizes[p]].view(len(mults), cols[i].numel(), -1)
+        moved = base[cols[i]].to(torch.float64) + mult * step_of(run, i)[cols[i]]  # (points, b), rounded once
+        mine[:, torch.arange(cols[i].numel()), cols[i]] = moved.to(base.dtype)
+        batches.append(points)
+    outs = None
+    if together:
+        shaped = [from_coords(b, x.shape, x.is_complex()).to(x.device) for b, x in zip(batches, xs)]
+        outs = run.evaluator.batched_together(inputs, shaped)
+    values = {i: {} for i in cols}
+    for p, (i, x) in enumerate(zip(inputs, xs)):
+        start, stop = offsets[p], offsets[p] + sizes[p]
+        if outs is None:
+            mine = run.evaluator.batched(i, batches[p][start:stop], x.shape, x.is_complex())
+        else:
+            mine = [o[start:stop] for o in outs]
+        for pos, k in enumerate(run.out_idx):
+            projected = autograd_rows.project(run, k, run.full.rows[k], mine[pos])
+            values[i][k] = projected.reshape(len(mults), cols[i].numel(), -1)
     return values
 
 

@@ -103,10 +103,11 @@ def test_the_screen_does_not_hide_a_tiny_error_in_one_element():
     assert not _settled(report)
     (m,) = report.mismatches
     assert m.index == (_SinWrongAt.where,)
-    # the whole stencil ran for the listing, the failing coordinate's one level of refinement (h/8), one
-    # point off float32's grid (fn returns float64 values there), 13 close points (no staircase there) and
-    # the call that checks fn is deterministic
-    assert report.evaluations == 1 + 4 * x.numel() + 4 + 1 + 13 + 1
+    # the failing coordinate's points at ±2h (the screen left it open), then the whole stencil for the
+    # listing, the failing coordinate's one level of refinement (h/8), one point off float32's grid (fn
+    # returns float64 values there), 13 close points (no staircase there) and the call that checks fn is
+    # deterministic
+    assert report.evaluations == 1 + 2 + 4 * x.numel() + 4 + 1 + 13 + 1
 
 
 @pytest.mark.parametrize("fn", [torch.relu, torch.abs], ids=["relu", "abs"])
@@ -235,11 +236,12 @@ def test_one_wrong_input_among_small_ones_is_named_and_the_others_stay_settled()
     assert {(m.input_index, m.index) for m in report.mismatches} == {(1, (5,))}
     detail = report.check("backward").detail
     assert "settled at ±h" in detail and detail.rstrip().endswith("input0")
-    # x: 2 evaluations per coordinate; y: the whole stencil (4)
+    # x: 2 evaluations per coordinate; y: the failing coordinate at ±2h (the screen left it open), then the
+    # whole stencil (4)
     # + 4: the failing coordinate's second opinion at h/8 reproduced the estimate at h, and stopped there;
     # + 1: one point off float32's grid (fn returns float64 values there: no lower-precision recheck)
     # + 13: close points (no staircase of a lower precision there); + 1: the call that checks fn is deterministic
-    assert report.evaluations == 1 + 2 * 12 + 4 * 12 + 4 + 1 + 13 + 1
+    assert report.evaluations == 1 + 2 * 12 + 2 + 4 * 12 + 4 + 1 + 13 + 1
 
 
 def test_a_gradient_where_the_output_does_not_move_is_a_mismatch_with_shared_screening():

@@ -150,3 +150,102 @@ def test_the_screen_applies_to_the_two_level_stencil_only():
     assert screen.applies(stencil_for(torch.float64))
     assert not screen.applies(stencil_for(torch.float32))
     assert screen.screen(torch.zeros(1), _phi(0.0), H, torch.ones(1), stencil_for(torch.float32), torch.ones(1), 4.0) is None
+
+
+# --- entries the full-mode screen leaves open ---------------------------------------------------------------
+def _open_on_and_off(fn, *inputs, **kw):
+    with tuned() as tuning:
+        on = gk.check_gradients(fn, *inputs, forward_ad=False, **kw)
+    with tuned(open_entries=False):
+        off = gk.check_gradients(fn, *inputs, forward_ad=False, **kw)
+    return on, off, tuning
+
+
+def _counts(report):
+    return [(g.input_index, g.output_index, g.compared, g.failed, g.unchecked) for g in report.groups]
+
+
+class _MlpOffAt(torch.autograd.Function):
+    """``tanh(x @ a) @ b`` whose gradient of input ``which`` is off by the relative error ``rel`` at its
+    flat element ``at``."""
+
+    @staticmethod
+    def forward(ctx, x, a, b, which, at, rel):
+        ctx.save_for_backward(x, a, b)
+        ctx.which, ctx.at, ctx.rel = which, at, rel
+        return torch.tanh(x @ a) @ b
+
+    @staticmethod
+    def backward(ctx, g):
+        with torch.enable_grad():
+            xs = [t.detach().requires_grad_() for t in ctx.saved_tensors]
+            grads = list(torch.autograd.grad(torch.tanh(xs[0] @ xs[1]) @ xs[2], xs, g))
+        wrong = grads[ctx.which].clone()
+        wrong.view(-1)[ctx.at % wrong.numel()] *= 1 + ctx.rel
+        grads[ctx.which] = wrong
+        return (*grads, None, None, None)
+
+
+@st.composite
+def _mlp_cases(draw):
+    seed = draw(st.integers(0, 2**16))
+    scale = draw(st.sampled_from([0.3, 1.0, 3.0, 10.0]))
+    which, at = draw(st.integers(0, 2)), draw(st.integers(0, 63))
+    rel = draw(st.sampled_from([0.0, 0.0, 1e-10, 1e-8, 1e-6, 1e-3]))
+    gen = torch.Generator().manual_seed(seed)
+    inputs = [(torch.randn(*s, generator=gen, dtype=torch.float64) * scale).requires_grad_() for s in [(4, 8), (8, 8), (8, 2)]]
+    return (lambda x, a, b: _MlpOffAt.apply(x, a, b, which, at, rel)), inputs
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mlp_cases())
+def test_entries_left_open_get_the_verdict_of_the_whole_stencil(case):
+    fn, inputs = case
+    on, off, _ = _open_on_and_off(fn, *inputs, mode="full", strict=True)
+    assert on.check("backward").status == off.check("backward").status, (str(on), str(off))
+    assert _counts(on) == _counts(off)
+    assert {(m.input_index, m.index) for m in on.mismatches} == {(m.input_index, m.index) for m in off.mismatches}
+
+
+def _saturated_mlp():
+    gen = torch.Generator().manual_seed(0)
+    x, w1, w2 = (torch.randn(*s, generator=gen, dtype=torch.float64).requires_grad_() for s in [(8, 16), (16, 16), (16, 4)])
+    return (lambda x, a, b: torch.tanh(x @ a) @ b), (x, w1, w2)
+
+
+def test_a_saturated_mlp_settles_its_few_open_entries_on_their_coordinates():
+    fn, inputs = _saturated_mlp()
+    on, off, _ = _open_on_and_off(fn, *inputs, mode="full")
+    assert on.ok and off.ok
+    assert "but for a few entries" in on.check("backward").detail
+    assert _counts(on) == _counts(off)
+    # flat entries (tanh rounds to ±1) are unchecked either way, with the same note
+    assert "unchecked_flat" in on.note_codes and sorted(on.note_codes) == sorted(off.note_codes)
+    assert on.evaluations < off.evaluations - 500
+
+
+class _WrongAtOne(torch.autograd.Function):
+    """``tanh(x @ a) @ b`` whose gradient of ``x`` is 1e-5 too large (relative) at one element."""
+
+    @staticmethod
+    def forward(ctx, x, a, b):
+        ctx.save_for_backward(x, a, b)
+        return torch.tanh(x @ a) @ b
+
+    @staticmethod
+    def backward(ctx, g):
+        x, a, b = ctx.saved_tensors
+        with torch.enable_grad():
+            xs = [t.detach().requires_grad_() for t in (x, a, b)]
+            grads = torch.autograd.grad(torch.tanh(xs[0] @ xs[1]) @ xs[2], xs, g)
+        gx = grads[0].clone()
+        gx[3, 7] *= 1 + 1e-5
+        return gx, grads[1], grads[2]
+
+
+def test_a_wrong_element_among_open_entries_is_found():
+    _, inputs = _saturated_mlp()
+    on, off, _ = _open_on_and_off(_WrongAtOne.apply, *inputs, mode="full", strict=True)
+    assert not on.ok and not off.ok
+    assert {(m.input_index, m.index) for m in on.mismatches} == {(0, (3, 7))}
+    assert _counts(on) == _counts(off)
