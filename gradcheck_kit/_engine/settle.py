@@ -237,8 +237,7 @@ def settle_ties(run, i, k, a, num: "stencil.FullNumerics", j_idx, r_idx, allow, 
         p = mults.shape[0]
         lead = first.expand(1, len(groups), -1)
         sg = _ties.sides(torch.cat([lead, both[:p]]), torch.cat([lead, both[p:]]), g_step, fmag, run.stencil)
-        fields = ("right", "right_err", "left", "left_err")
-        s = _ties.Sides(*(torch.cat([getattr(s, f), getattr(sg, f)]) for f in fields))
+        s = _ties.join(s, sg)
     d = _ties.decide(a, j_idx, r_idx, verdict, allow, kap, cols, singles, groups, s)
     _ties.apply(verdict, d)
     for members in d.passed_groups:

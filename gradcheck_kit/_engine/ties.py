@@ -9,6 +9,13 @@ round-off model alone as noise, at ``h`` and at ``h / STEP_FACTOR``; each side's
 the two steps plus the smaller step's own estimate, so a side that a kink near the point contaminates, or a
 noisy ``f``, reads as uncertain and rescues nothing.
 
+A kink *near* the point (closer than the smaller step's stencil reaches, a bend on a scale below it) spoils
+the central estimate at both steps, while its error estimate, which assumes f smooth across the stencil,
+stays small. That shows as a central value at ``h / STEP_FACTOR`` that moved from the one at ``h`` by more
+than their error estimates. ``near_kink`` then lets the one-sided slopes stand for it: autograd must agree
+with both sides, and the sharper side's tolerance may not exceed the one the entry failed against. A wrong
+slope disagrees with the clean side and stays caught, never against a wider tolerance than it failed.
+
 Ties need a group rule. At ``median([0.5, 0.5, 0.5, 1])`` moving one tied element alone changes nothing
 (both one-sided slopes are 0), while autograd sends the gradient to one of them, a valid element of the
 Clarke subdifferential. ``tie_groups`` finds the coordinates of an input that are equal up to what the
@@ -40,8 +47,8 @@ from gradcheck_kit.report import Note, NoteCode, format_index
 from gradcheck_kit._engine.tolerances import Stencil
 
 __all__ = [
-    "Sides", "sides", "tie_groups", "kink_at_point", "judge_groups", "tie_note", "kink_note", "STEP_FACTOR",
-    "MAX_GROUPS", "MAX_MEMBERS", "tie_text", "ULPS", "Decision", "decide", "apply",
+    "Sides", "sides", "join", "near_kink", "tie_groups", "kink_at_point", "judge_groups", "tie_note", "kink_note",
+    "STEP_FACTOR", "MAX_GROUPS", "MAX_MEMBERS", "tie_text", "ULPS", "Decision", "decide", "apply",
 ]
 
 #: the second step of ``sides`` is h / STEP_FACTOR
@@ -55,12 +62,20 @@ ULPS = 4
 
 @dataclass
 class Sides:
-    """One-sided slopes along ``g`` directions in ``r`` rows, each ``(g, r)``, with their error estimates."""
+    """One-sided slopes along ``g`` directions in ``r`` rows, each ``(g, r)``, with their error estimates.
+
+    ``sides`` adds what ``near_kink`` reads (None elsewhere): ``moved``, whether the central estimate at
+    the smaller step differs from the one at ``h`` by more than the sum of their error estimates; and each
+    side's error where it reproduced itself (``right_own``, ``left_own``).
+    """
 
     right: torch.Tensor
     right_err: torch.Tensor
     left: torch.Tensor
     left_err: torch.Tensor
+    moved: torch.Tensor | None = None
+    right_own: torch.Tensor | None = None
+    left_own: torch.Tensor | None = None
 
 
 def sides(coarse: torch.Tensor, fine: torch.Tensor, step: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) -> Sides:
@@ -74,7 +89,23 @@ def sides(coarse: torch.Tensor, fine: torch.Tensor, step: torch.Tensor, fmag: to
     at_h, at_fine = out
     right_err = (at_h.right - at_fine.right).abs() + at_fine.right_err
     left_err = (at_h.left - at_fine.left).abs() + at_fine.left_err
-    return Sides(at_fine.right, right_err, at_fine.left, left_err)
+    moved = (at_h.central - at_fine.central).abs() > at_h.central_err + at_fine.central_err
+    # a side whose estimate at h agrees with the one at h / STEP_FACTOR within their errors reproduced
+    # itself: the smaller step's own error stands for it
+    right_own = torch.where(
+        (at_h.right - at_fine.right).abs() <= at_h.right_err + at_fine.right_err, at_fine.right_err, right_err
+    )
+    left_own = torch.where(
+        (at_h.left - at_fine.left).abs() <= at_h.left_err + at_fine.left_err, at_fine.left_err, left_err
+    )
+    return Sides(at_fine.right, right_err, at_fine.left, left_err, moved, right_own, left_own)
+
+
+def join(first: Sides, second: Sides) -> Sides:
+    """``first``'s directions, then ``second``'s."""
+    fields = ("right", "right_err", "left", "left_err", "moved", "right_own", "left_own")
+    parts = [(getattr(first, f), getattr(second, f)) for f in fields]
+    return Sides(*(None if a is None or b is None else torch.cat([a, b]) for a, b in parts))
 
 
 def tie_groups(x: torch.Tensor, step: torch.Tensor, reach: float) -> list[torch.Tensor]:
@@ -108,6 +139,28 @@ def kink_at_point(
     lo = torch.minimum(s.right, s.left) - tol
     hi = torch.maximum(s.right, s.left) + tol
     return kink, kink & torch.isfinite(a) & (a >= lo) & (a <= hi)
+
+
+def near_kink(a: torch.Tensor, s: Sides, allowance: torch.Tensor, kappa: float, allowed: torch.Tensor) -> Verdict:
+    """For failed entries (all flat, one per entry; ``allowed``: the tolerance each failed against): which
+    pass on their one-sided slopes because a kink near the point spoils the central estimate.
+
+    The central estimate's error assumes f smooth across the stencil; where its value at ``h / STEP_FACTOR``
+    differs from the one at ``h`` by more than their error estimates, it is not (``moved``: a kink near x,
+    or a bend on a scale below h). Each one-sided slope then stands on fewer points: autograd must agree
+    with both (each within ``kappa`` times its error, its own where it reproduced itself from ``h``), and the
+    sharper side's tolerance may not exceed the one the entry failed against: the tolerance never widens.
+    Returns a verdict over the entries: ``failed`` False where they pass here, the sharper side shown."""
+    tol_r, tol_l = kappa * s.right_own + allowance, kappa * s.left_own + allowance
+    diff_r, diff_l = (a - s.right).abs(), (a - s.left).abs()
+    use_r = tol_r <= tol_l
+    numerical = torch.where(use_r, s.right, s.left)
+    tol = torch.where(use_r, tol_r, tol_l)
+    usable = torch.isfinite(a) & torch.isfinite(tol_r) & torch.isfinite(tol_l) & s.moved
+    ok = usable & (diff_r <= tol_r) & (diff_l <= tol_l) & (tol <= allowed)
+    ratio = (a - numerical).abs() / tol.clamp_min(1e-300)
+    none = torch.zeros_like(ok)
+    return Verdict(~ok, ok, none, numerical, tol, ratio, none, s.left, s.right)
 
 
 def _clean(r, r_err, left, l_err):
@@ -185,6 +238,7 @@ class Decision:
     """What the one-sided slopes decided for the entries of a verdict (bool tensors over its entries)."""
 
     rescued: torch.Tensor  # failed, at a kink at the point, autograd within the one-sided range
+    near: Verdict  # failed, next to a kink: autograd agrees with both one-sided slopes (``near_kink``)
     tied: torch.Tensor  # passed by their tie group's rule
     wrong: torch.Tensor  # failed by their tie group's rule (a kink-passed member included)
     left: torch.Tensor  # each entry's one-sided slopes along its coordinate (where measured)
@@ -208,9 +262,13 @@ def decide(
     allow_full = torch.zeros_like(a, dtype=allow.dtype)
     allow_full[j_idx, r_idx] = allow
     at = torch.searchsorted(singles, j_idx).clamp_max(singles.numel() - 1)
-    one = Sides(s.right[at, r_idx], s.right_err[at, r_idx], s.left[at, r_idx], s.left_err[at, r_idx])
+    fields = ("right", "right_err", "left", "left_err", "moved", "right_own", "left_own")
+    one = Sides(*(getattr(s, f)[at, r_idx] for f in fields))
     _, inside = kink_at_point(a[j_idx, r_idx], one, allow, kappa)
-    rescued = failed & torch.isin(j_idx, cols) & inside
+    looked = failed & torch.isin(j_idx, cols)
+    rescued = looked & inside
+    near = near_kink(a[j_idx, r_idx], one, allow, kappa, verdict.allowed)
+    near.kink &= looked & ~rescued
     tied, wrong = torch.zeros_like(failed), torch.zeros_like(failed)
     passed_groups, failed_groups = [], []
 
@@ -233,7 +291,8 @@ def decide(
             passed_groups.append(members)
         if bool(bad.any()):
             failed_groups.append(members)
-    return Decision(rescued & ~wrong, tied & ~wrong, wrong, one.left, one.right, passed_groups, failed_groups)
+    near.kink &= ~wrong & ~tied
+    return Decision(rescued & ~wrong, near, tied & ~wrong, wrong, one.left, one.right, passed_groups, failed_groups)
 
 
 def apply(verdict: Verdict, d: Decision) -> None:
@@ -248,3 +307,9 @@ def apply(verdict: Verdict, d: Decision) -> None:
     verdict.ratio[done] = 0.0
     verdict.sharp_kink[d.rescued] = True
     verdict.left[d.rescued], verdict.right[d.rescued] = d.left[d.rescued], d.right[d.rescued]
+    near = d.near.kink
+    if bool(near.any()):
+        verdict.failed[near] = False
+        verdict.kink[near] = True
+        verdict.numerical[near], verdict.allowed[near] = d.near.numerical[near], d.near.allowed[near]
+        verdict.ratio[near] = d.near.ratio[near]
