@@ -310,6 +310,7 @@ def settle_ties(run, i, k, a, num: "stencil.FullNumerics", j_idx, r_idx, allow, 
     first = center.view(1, 1, -1)
     one_fine = torch.cat([first.expand(1, singles.numel(), -1), fine])
     s = _ties.sides(num.values[:, singles], one_fine, step[singles], fmag, run.stencil)
+    near_kinks(run, i, k, num, singles, cols, one_fine, step, fmag, s)
     if groups:
         masks = torch.zeros(len(groups), coords(x).numel(), dtype=torch.float64)
         for g, members in enumerate(groups):
@@ -319,8 +320,7 @@ def settle_ties(run, i, k, a, num: "stencil.FullNumerics", j_idx, r_idx, allow, 
         p = mults.shape[0]
         lead = first.expand(1, len(groups), -1)
         sg = _ties.sides(torch.cat([lead, both[:p]]), torch.cat([lead, both[p:]]), g_step, fmag, run.stencil)
-        fields = ("right", "right_err", "left", "left_err")
-        s = _ties.Sides(*(torch.cat([getattr(s, f), getattr(sg, f)]) for f in fields))
+        s = _ties.join(s, sg)
     d = _ties.decide(a, j_idx, r_idx, verdict, allow, kap, cols, singles, groups, s)
     _ties.apply(verdict, d)
     for members in d.passed_groups:
@@ -332,6 +332,22 @@ def settle_ties(run, i, k, a, num: "stencil.FullNumerics", j_idx, r_idx, allow, 
     if bool(d.rescued.any()):
         what = f"derivative(s) of output {k} w.r.t. {run.names[i]}"
         run.out.notes.append(_ties.kink_note(what, int(d.rescued.sum()), (run.names[i], k)))
+
+
+def near_kinks(run, i, k, num: "stencil.FullNumerics", singles, cols, one_fine, step, fmag, s: "_ties.Sides") -> None:
+    """Where the central estimate moved between h and h/8 (a kink near the point, ``ties.near_kink``), the
+    one-sided slopes at h/64 too, along the failed coordinates: a side whose estimate at h/8 they reproduce
+    has that estimate's own error (one more level of ``points`` evaluations per coordinate)."""
+    pos = (torch.isin(singles, cols) & s.moved.any(1)).nonzero().squeeze(1)
+    mults = stencil.multipliers(run, run.stencil.multipliers)
+    if pos.numel() == 0 or not run.budget.affords(run, mults.shape[0] * pos.numel()):
+        return
+    sub = singles[pos]
+    offsets = mults * (step[sub] / _ties.STEP_FACTOR**2)
+    finer = stencil.stencil_along(run, i, k, sub, stencil.coordinates(run, i, sub), offsets)
+    finer = torch.cat([one_fine[:1, pos], finer])
+    s3 = _ties.sides(num.values[:, sub], one_fine[:, pos], step[sub], fmag, run.stencil, finer)
+    s.right_own[pos], s.left_own[pos] = s3.right_own, s3.left_own
 
 
 @second_opinion

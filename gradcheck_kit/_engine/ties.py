@@ -9,6 +9,16 @@ round-off model alone as noise, at ``h`` and at ``h / STEP_FACTOR``; each side's
 the two steps plus the smaller step's own estimate, so a side that a kink near the point contaminates, or a
 noisy ``f``, reads as uncertain and rescues nothing.
 
+A kink *near* the point (closer than the smaller step's stencil reaches, a bend on a scale below it) spoils
+the central estimate at both steps, while its error estimate, which assumes f smooth across the stencil,
+stays small. That shows as a central value at ``h / STEP_FACTOR`` that moved from the one at ``h`` by more
+than their error estimates. ``near_kink`` then lets the one-sided slopes stand for it: autograd must agree
+with both sides, each side's estimate at ``h / STEP_FACTOR`` with its own error where the estimate at ``h`` or
+at ``h / STEP_FACTOR**2`` (measured for these entries only) reproduces it, else with the change from ``h``
+added; the sharper side's tolerance at most ``SIDE_ROUND_OFF`` times the one the entry failed against (the
+round-off of a one-sided estimate at the smaller step against the central one's at h). A wrong slope
+disagrees with the clean side and stays caught.
+
 Ties need a group rule. At ``median([0.5, 0.5, 0.5, 1])`` moving one tied element alone changes nothing
 (both one-sided slopes are 0), while autograd sends the gradient to one of them, a valid element of the
 Clarke subdifferential. ``tie_groups`` finds the coordinates of an input that are equal up to what the
@@ -31,17 +41,19 @@ slopes, or not finite. What no rule can tell apart is a gradient moved between m
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 from gradcheck_kit._engine.compare import CONTAMINATION_RATIO, Verdict
-from gradcheck_kit._engine.finite_diff import estimate_with_sigma, round_off_model
+from gradcheck_kit._engine.finite_diff import _weights, estimate_with_sigma, round_off_model
 from gradcheck_kit._inputs import coord_index
 from gradcheck_kit.report import Note, NoteCode, format_index
 from gradcheck_kit._engine.tolerances import Stencil
 
 __all__ = [
-    "Sides", "sides", "tie_groups", "kink_at_point", "judge_groups", "tie_note", "kink_note", "STEP_FACTOR",
-    "MAX_GROUPS", "MAX_MEMBERS", "tie_text", "ULPS", "Decision", "decide", "apply",
+    "Sides", "sides", "join", "near_kink", "tie_groups", "kink_at_point", "judge_groups", "tie_note", "kink_note",
+    "STEP_FACTOR", "SIDE_ROUND_OFF", "MAX_GROUPS", "MAX_MEMBERS", "tie_text", "ULPS", "Decision", "decide", "apply",
 ]
 
 #: the second step of ``sides`` is h / STEP_FACTOR
@@ -53,28 +65,75 @@ MAX_MEMBERS = 256
 ULPS = 4
 
 
+def _side_round_off() -> float:
+    """How many times the round-off of the central estimate at h a one-sided one at h / STEP_FACTOR carries
+    (the larger over the float64 and lower-precision stencils)."""
+    ratios = [np.abs(w.right).sum() / np.abs(w.central).sum() for w in map(_weights, (2, 3))]
+    return STEP_FACTOR * float(max(ratios))
+
+
+#: ``near_kink``'s tolerance may exceed the one an entry failed against by the round-off of its estimates
+SIDE_ROUND_OFF = _side_round_off()
+
+
 @dataclass
 class Sides:
-    """One-sided slopes along ``g`` directions in ``r`` rows, each ``(g, r)``, with their error estimates."""
+    """One-sided slopes along ``g`` directions in ``r`` rows, each ``(g, r)``, with their error estimates.
+
+    ``sides`` adds what ``near_kink`` reads (None elsewhere): ``moved``, whether the central estimate at
+    the smaller step differs from the one at ``h`` by more than the sum of their error estimates; and each
+    side's own error where a neighbouring step reproduced its estimate, inf elsewhere (``right_own``,
+    ``left_own``).
+    """
 
     right: torch.Tensor
     right_err: torch.Tensor
     left: torch.Tensor
     left_err: torch.Tensor
+    moved: torch.Tensor | None = None
+    right_own: torch.Tensor | None = None
+    left_own: torch.Tensor | None = None
 
 
-def sides(coarse: torch.Tensor, fine: torch.Tensor, step: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) -> Sides:
+def sides(
+    coarse: torch.Tensor, fine: torch.Tensor, step: torch.Tensor, fmag: torch.Tensor, stencil: Stencil,
+    finer: torch.Tensor | None = None,
+) -> Sides:
     """One-sided slopes along ``g`` directions from the stencil's values ``(points + 1, g, r)`` (``f(x)``
     first) at the steps ``step`` ``(g,)`` (``coarse``) and ``step / STEP_FACTOR`` (``fine``); ``fmag``:
-    ``|f(x)|`` in the rows ``(r,)`` (the round-off model's size)."""
+    ``|f(x)|`` in the rows ``(r,)`` (the round-off model's size). ``finer``: the values at the next smaller
+    step, where measured: a side whose smaller step's estimate it reproduces has that estimate's own error."""
+    levels = [(coarse, step), (fine, step / STEP_FACTOR)]
+    if finer is not None:
+        levels.append((finer, step / STEP_FACTOR**2))
     out = []
-    for vals, h in ((coarse, step), (fine, step / STEP_FACTOR)):
+    for vals, h in levels:
         sigma = round_off_model(vals, fmag.view(1, -1).expand(vals.shape[1], -1), stencil)
         out.append(estimate_with_sigma(vals, h.unsqueeze(1), sigma, stencil, unit_floor=False))
-    at_h, at_fine = out
+    at_h, at_fine = out[:2]
     right_err = (at_h.right - at_fine.right).abs() + at_fine.right_err
     left_err = (at_h.left - at_fine.left).abs() + at_fine.left_err
-    return Sides(at_fine.right, right_err, at_fine.left, left_err)
+    moved = (at_h.central - at_fine.central).abs() > at_h.central_err + at_fine.central_err
+    right_own = _own(at_fine.right, at_fine.right_err, [e.right for e in out], [e.right_err for e in out])
+    left_own = _own(at_fine.left, at_fine.left_err, [e.left for e in out], [e.left_err for e in out])
+    return Sides(at_fine.right, right_err, at_fine.left, left_err, moved, right_own, left_own)
+
+
+def _own(value, err, values, errs):
+    """The error of a side's estimate at ``h / STEP_FACTOR`` (``value``, ``err``) where the estimate at a
+    neighbouring step (``values[0]`` at h, ``values[2]`` at the next smaller step where measured) reproduces
+    it within their errors; inf elsewhere."""
+    same = torch.zeros_like(value, dtype=torch.bool)
+    for other, other_err in zip(values[::2], errs[::2]):
+        same |= (other - value).abs() <= other_err + err
+    return torch.where(same, err, torch.full_like(err, float("inf")))
+
+
+def join(first: Sides, second: Sides) -> Sides:
+    """``first``'s directions, then ``second``'s."""
+    fields = ("right", "right_err", "left", "left_err", "moved", "right_own", "left_own")
+    parts = [(getattr(first, f), getattr(second, f)) for f in fields]
+    return Sides(*(None if a is None or b is None else torch.cat([a, b]) for a, b in parts))
 
 
 def tie_groups(x: torch.Tensor, step: torch.Tensor, reach: float) -> list[torch.Tensor]:
@@ -108,6 +167,31 @@ def kink_at_point(
     lo = torch.minimum(s.right, s.left) - tol
     hi = torch.maximum(s.right, s.left) + tol
     return kink, kink & torch.isfinite(a) & (a >= lo) & (a <= hi)
+
+
+def near_kink(a: torch.Tensor, s: Sides, allowance: torch.Tensor, kappa: float, allowed: torch.Tensor) -> Verdict:
+    """For failed entries (all flat, one per entry; ``allowed``: the tolerance each failed against): which
+    pass on their one-sided slopes because a kink near the point spoils the central estimate.
+
+    The central estimate's error assumes f smooth across the stencil; where its value at ``h / STEP_FACTOR``
+    differs from the one at ``h`` by more than their error estimates, it is not (``moved``: a kink near x,
+    or a bend on a scale below h). The one-sided slopes at ``h / STEP_FACTOR`` then stand for it: autograd
+    must agree with both (each within ``kappa`` times its error: its own where a neighbouring step reproduced
+    it, else with the change from h added), and the sharper side's tolerance may be at most ``SIDE_ROUND_OFF``
+    times the one the entry failed against. Returns a verdict over the entries: ``kink`` where they pass
+    here, the sharper side shown."""
+    err_r = torch.where(torch.isfinite(s.right_own), s.right_own, s.right_err)
+    err_l = torch.where(torch.isfinite(s.left_own), s.left_own, s.left_err)
+    tol_r, tol_l = kappa * err_r + allowance, kappa * err_l + allowance
+    use_r = tol_r <= tol_l
+    numerical = torch.where(use_r, s.right, s.left)
+    tol = torch.where(use_r, tol_r, tol_l)
+    usable = torch.isfinite(a) & torch.isfinite(tol_r) & torch.isfinite(tol_l) & s.moved
+    agree = ((a - s.right).abs() <= tol_r) & ((a - s.left).abs() <= tol_l)
+    ok = usable & agree & (tol <= SIDE_ROUND_OFF * allowed)
+    ratio = (a - numerical).abs() / tol.clamp_min(1e-300)
+    none = torch.zeros_like(ok)
+    return Verdict(~ok, ok, none, numerical, tol, ratio, none, s.left, s.right)
 
 
 def _clean(r, r_err, left, l_err):
@@ -185,6 +269,7 @@ class Decision:
     """What the one-sided slopes decided for the entries of a verdict (bool tensors over its entries)."""
 
     rescued: torch.Tensor  # failed, at a kink at the point, autograd within the one-sided range
+    near: Verdict  # failed, next to a kink: autograd agrees with both one-sided slopes (``near_kink``)
     tied: torch.Tensor  # passed by their tie group's rule
     wrong: torch.Tensor  # failed by their tie group's rule (a kink-passed member included)
     left: torch.Tensor  # each entry's one-sided slopes along its coordinate (where measured)
@@ -208,9 +293,13 @@ def decide(
     allow_full = torch.zeros_like(a, dtype=allow.dtype)
     allow_full[j_idx, r_idx] = allow
     at = torch.searchsorted(singles, j_idx).clamp_max(singles.numel() - 1)
-    one = Sides(s.right[at, r_idx], s.right_err[at, r_idx], s.left[at, r_idx], s.left_err[at, r_idx])
+    fields = ("right", "right_err", "left", "left_err", "moved", "right_own", "left_own")
+    one = Sides(*(getattr(s, f)[at, r_idx] for f in fields))
     _, inside = kink_at_point(a[j_idx, r_idx], one, allow, kappa)
-    rescued = failed & torch.isin(j_idx, cols) & inside
+    looked = failed & torch.isin(j_idx, cols)
+    rescued = looked & inside
+    near = near_kink(a[j_idx, r_idx], one, allow, kappa, verdict.allowed)
+    near.kink &= looked & ~rescued
     tied, wrong = torch.zeros_like(failed), torch.zeros_like(failed)
     passed_groups, failed_groups = [], []
 
@@ -233,7 +322,8 @@ def decide(
             passed_groups.append(members)
         if bool(bad.any()):
             failed_groups.append(members)
-    return Decision(rescued & ~wrong, tied & ~wrong, wrong, one.left, one.right, passed_groups, failed_groups)
+    near.kink &= ~wrong & ~tied
+    return Decision(rescued & ~wrong, near, tied & ~wrong, wrong, one.left, one.right, passed_groups, failed_groups)
 
 
 def apply(verdict: Verdict, d: Decision) -> None:
@@ -248,3 +338,9 @@ def apply(verdict: Verdict, d: Decision) -> None:
     verdict.ratio[done] = 0.0
     verdict.sharp_kink[d.rescued] = True
     verdict.left[d.rescued], verdict.right[d.rescued] = d.left[d.rescued], d.right[d.rescued]
+    near = d.near.kink
+    if bool(near.any()):
+        verdict.failed[near] = False
+        verdict.kink[near] = True
+        verdict.numerical[near], verdict.allowed[near] = d.near.numerical[near], d.near.allowed[near]
+        verdict.ratio[near] = d.near.ratio[near]

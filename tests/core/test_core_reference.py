@@ -95,6 +95,52 @@ def test_an_elementwise_clamp_that_changes_one_small_element_is_checked_in_the_i
     assert "reference_differs" not in note_codes(gk.check_gradients(elementwise_finfo_clamp, t[1:]))
 
 
+# seeds of randn(3, 4) that put an element within 0.01 of the clamp's bend (curvature scale sqrt(eps) ~ 3e-4),
+# well inside the float32 stencil's reach (4h = 0.125): the central estimates at h and h/8 straddle the bend
+NEAR_BEND_SEEDS = (17, 37, 46, 64, 66)
+
+
+def _near_bend(seed):
+    return torch.randn(3, 4, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("seed", NEAR_BEND_SEEDS)
+def test_an_elementwise_clamp_next_to_its_bend_passes_on_its_one_sided_slopes(seed):
+    report = gk.check_gradients(elementwise_finfo_clamp, _near_bend(seed))
+    assert report.ok, report
+    codes = note_codes(report)
+    assert "reference_differs" in codes and "kink" in codes
+
+
+def test_a_summed_elementwise_clamp_next_to_its_bend_passes():
+    report = gk.check_gradients(lambda t: elementwise_finfo_clamp(t).sum(), torch.tensor([-0.0021, 0.3, 0.5]))
+    assert report.ok, report
+    assert "reference_differs" in note_codes(report)
+
+
+def _clamp_derivative(t):
+    return t / elementwise_finfo_clamp(t)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+@pytest.mark.parametrize("seed", NEAR_BEND_SEEDS[:2])
+def test_a_wrong_derivative_next_to_the_bend_stays_caught(seed, factor):
+    t = _near_bend(seed)
+    at = int(t.abs().reshape(-1).argmin())  # the element next to the bend
+    wrong = unary(elementwise_finfo_clamp, _clamp_derivative, factor=factor, at=at)
+    report = gk.check_gradients(wrong.apply, t)
+    assert not report.ok
+    assert [m.index for m in report.mismatches if m.check == "backward"] == [
+        tuple(int(v) for v in divmod(at, 4))
+    ]
+
+
+@pytest.mark.slow
+def test_an_elementwise_clamp_passes_for_every_seed():
+    failed = [s for s in range(80) if not gk.check_gradients(elementwise_finfo_clamp, _near_bend(s)).ok]
+    assert failed == []
+
+
 def test_a_float32_only_wrong_backward_stays_caught_where_the_forwards_agree_per_element():
     wrong32 = unary(  # a backward 1% off in float32 only
         lambda t: (t * t + 1e-30).sqrt(), lambda t: t / (t * t + 1e-30).sqrt() * (1.01 if t.dtype == torch.float32 else 1)

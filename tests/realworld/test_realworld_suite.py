@@ -94,10 +94,13 @@ def test_patches_are_restored():
     assert _verdict(by_name["entmax.entmax15"], torch.float64)
 
 
-def test_sliced_wasserstein_in_float32_whose_sort_kinks_lie_below_the_step():
-    # projections drawn in the input dtype: numerics in float32, whose step spans the sort's kinks; the
-    # estimate at h/8 agrees with autograd and differs from the one at h beyond their combined errors
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sliced_wasserstein_in_float32_whose_sort_kinks_lie_below_the_step(seed):
+    # projections drawn in the input dtype: numerics in float32, whose step spans the sort's kinks. Seed 1:
+    # the estimate at h/8 agrees with autograd and differs from the one at h beyond their combined errors.
+    # Seed 2: a kink ~h/32 from xt[4, 1] spoils the central estimates at h and h/8 alike; autograd agrees with
+    # both one-sided slopes at h/8
     pytest.importorskip("ot")
     suite, _ = realworld.cases(["ot"])
     case = next(c for c in suite if c.name == "ot.sliced_wasserstein_distance")
-    assert _verdict(case, torch.float32, seed=1)
+    assert _verdict(case, torch.float32, seed=seed)
