@@ -241,7 +241,7 @@ def joint_screen_prepare(run, inputs, rows, analytic, reference) -> "JointScreen
     (``stencil.screen_stencil``), then the candidates, sums of squares and row sizes from the inputs'
     stacked ``(sum n_i, r)`` matrices. ``None`` where the inputs do not qualify; ``complete`` is false
     where autograd is nonzero somewhere f did not move (the input-by-input path decides then)."""
-    if len(inputs) < 2 or reference is not None:
+    if len(inputs) < 1 or reference is not None:
         return None
     dtype = run.inputs[inputs[0]].dtype
     if any(run.inputs[i].dtype != dtype for i in inputs):
