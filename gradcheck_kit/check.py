@@ -37,6 +37,7 @@ from gradcheck_kit.errors import InvalidArgument
 from gradcheck_kit.options import (  # noqa: F401 - MODES, FORWARD_AD re-exported
     FORWARD_AD,
     MODES,
+    OPTION_NAMES,
     check_input_names,
     resolve_options,
 )
@@ -78,11 +79,12 @@ def check_gradients(
     ``None`` take the defaults of ``gradcheck_kit._config.defaults`` (the pytest plugin sets them from its
     options).
     """
-    options = resolve_options(
+    resolved = resolve_options(
         dict(mode=mode, order=order, forward_ad=forward_ad, atol=atol, rtol=rtol, seed=seed,
              directions=directions, nondet_tol=nondet_tol, strict=strict, batched=batched),
         _config.current_defaults(),
-    ).as_dict()
+    )
+    options = {name: getattr(resolved, name) for name in OPTION_NAMES}  # plain values: no deep copy
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable")
     inputs = _torch_style(inputs)

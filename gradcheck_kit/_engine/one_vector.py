@@ -101,7 +101,7 @@ def _matches_rows(graph, state, pairs, vectors, got) -> bool:
         e = max(e, TF32_EPS)
     spread = abs(COEFFICIENTS[0]) + abs(COEFFICIENTS[1]) + 1.0
     floor = spread * (graph.nondet_tol + ULPS * subnormal_spacing(e))
-    ws = [c.detach().reshape(-1).to("cpu", torch.float64).numpy() for c in vectors]
+    ws = [_host64(c) for c in vectors]
     checked = []
     with np.errstate(all="ignore"):
         for i, g in zip(graph.wrt, got):
@@ -110,7 +110,7 @@ def _matches_rows(graph, state, pairs, vectors, got) -> bool:
                 a = state.analytic[(i, k)].numpy()
                 expected = expected + a @ w
                 size = size + np.abs(a) @ np.abs(w)
-            b = g.reshape(-1).to("cpu", torch.float64).numpy()
+            b = _host64(g)
             if not (np.isfinite(expected).all() and np.isfinite(size).all() and np.isfinite(b).all()):
                 return False
             checked.append((b, expected, size))
@@ -120,3 +120,9 @@ def _matches_rows(graph, state, pairs, vectors, got) -> bool:
             if not (np.abs(b - expected) <= allowed).all():
                 return False
     return True
+
+
+def _host64(t: torch.Tensor) -> np.ndarray:
+    """``t`` flat as float64 on the host, in numpy."""
+    flat = t.detach().reshape(-1).cpu()
+    return (flat if flat.dtype == torch.float64 else flat.double()).numpy()
