@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gradcheck_kit._engine.analytic import plain_grad
 from gradcheck_kit._engine.linearity import (
     BLOCK, COEFFICIENTS, TF32_EPS, ULPS, _tables, _vectors, subnormal_spacing,
 )
@@ -84,7 +85,7 @@ def _combined(out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def _grads(outs, leaves, grad_outputs) -> list[torch.Tensor]:
-    grads = torch.autograd.grad(outs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
+    grads = plain_grad(outs, leaves, grad_outputs)
     return [torch.zeros_like(leaf) if g is None else g.detach() for g, leaf in zip(grads, leaves)]
 
 

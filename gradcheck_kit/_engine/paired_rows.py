@@ -17,7 +17,7 @@ import warnings
 import torch
 
 from gradcheck_kit._engine import autograd_rows, context, limits
-from gradcheck_kit._engine.analytic import _add_block, rows_from_coords
+from gradcheck_kit._engine.analytic import _add_block, plain_grad, rows_from_coords
 from gradcheck_kit._engine.graph import PythonInBackward, python_function_nodes
 from gradcheck_kit._engine.limits import BACKWARD_BATCH_ELEMENTS, FUNCTORCH_ELEMENTS
 
@@ -97,9 +97,7 @@ def _paired(run, rows, zero_rows, ref) -> tuple[dict, dict, str, dict] | None:
     flowed = [False] * len(every)
     try:
         with PythonInBackward() as probe:
-            first = torch.autograd.grad(
-                [out, ref_out], every, grad_outputs=[ours[0], theirs[0]], retain_graph=True, allow_unused=True
-            )
+            first = plain_grad([out, ref_out], every, [ours[0], theirs[0]])
         if probe.ran:
             return None
         with warnings.catch_warnings():
