@@ -96,31 +96,41 @@ def _matches_rows(graph, state, pairs, vectors, got) -> bool:
     the inputs (``structural``'s first-pass comparison allows as many). The rounding unit is the dtypes'
     (float32's at least, TF32's where CUDA may use it): a backward that rounds coarser inside goes to the
     full checks, which look for that. Numpy: the Jacobian is small (``limits.JACOBIAN_ENTRIES``)."""
-    outs = [o for o, _ in pairs]
-    e = max(eps(torch.float32), *(eps(t.dtype) for t in (*got, *outs)))
+    e = max(_EPS.get(t.dtype) or eps(t.dtype) for t in (*got, *(o for o, _ in pairs)))
+    e = max(e, _EPS[torch.float32])
     if any(t.is_cuda for t in got) and (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32):
         e = max(e, TF32_EPS)
-    spread = abs(COEFFICIENTS[0]) + abs(COEFFICIENTS[1]) + 1.0
-    floor = spread * (graph.nondet_tol + ULPS * subnormal_spacing(e))
-    ws = [_host64(c) for c in vectors]
+    floor = (abs(COEFFICIENTS[0]) + abs(COEFFICIENTS[1]) + 1.0) * (graph.nondet_tol + ULPS * _subnormal(e))
+    ws = [(w, np.abs(w)) for w in map(_host64, vectors)]
     checked = []
-    with np.errstate(all="ignore"):
-        for i, g in zip(graph.wrt, got):
-            expected = size = 0.0
-            for (_, k), w in zip(pairs, ws):
-                a = state.analytic[(i, k)].numpy()
-                expected = expected + a @ w
-                size = size + np.abs(a) @ np.abs(w)
-            b = _host64(g)
-            if not (np.isfinite(expected).all() and np.isfinite(size).all() and np.isfinite(b).all()):
-                return False
-            checked.append((b, expected, size))
-        top = max((float((np.abs(b) + 2 * size).max()) for b, _, size in checked if b.size), default=0.0)
-        for b, expected, size in checked:
-            allowed = floor + ULPS * e * (np.abs(b) + 2 * size) + TOP_EPS * e * top
-            if not (np.abs(b - expected) <= allowed).all():
-                return False
+    for i, g in zip(graph.wrt, got):
+        expected = size = 0.0
+        for (_, k), (w, w_abs) in zip(pairs, ws):
+            a = state.analytic[(i, k)].numpy()
+            expected = expected + a @ w
+            size = size + np.abs(a) @ w_abs
+        b = _host64(g)
+        b_abs = np.abs(b)
+        sizes = b_abs + 2 * size  # NaN or inf anywhere (a non-finite term) fails the comparison below
+        if not np.isfinite(sizes).all() or not np.isfinite(expected).all():
+            return False
+        checked.append((b, expected, sizes))
+    top = max((float(sizes.max()) for _, _, sizes in checked if sizes.size), default=0.0)
+    for b, expected, sizes in checked:
+        if not (np.abs(b - expected) <= floor + ULPS * e * sizes + TOP_EPS * e * top).all():
+            return False
     return True
+
+
+#: rounding units of the floating dtypes, and the subnormal spacings of those (``linearity.subnormal_spacing``)
+_EPS = {dt: eps(dt) for dt in (torch.float64, torch.float32, torch.float16, torch.bfloat16)}
+_SUBNORMAL: dict = {}
+
+
+def _subnormal(e: float) -> float:
+    if e not in _SUBNORMAL:
+        _SUBNORMAL[e] = subnormal_spacing(e)
+    return _SUBNORMAL[e]
 
 
 def _host64(t: torch.Tensor) -> np.ndarray:
