@@ -44,9 +44,15 @@ __all__ = [
 class ForwardADUnsupported(RuntimeError):
     """The function cannot be differentiated in forward mode; ``reason`` says why in a few words."""
 
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
+    def __init__(self, message: str | Callable[[], str], reason: str):
+        super().__init__(message if isinstance(message, str) else "")
+        self._message = message
         self.reason = reason
+
+    def __str__(self) -> str:
+        # a callable: the text built where it is read (the check reads ``reason`` only; walking the traceback
+        # for where fn raised costs as much as a small function's forward-mode pass)
+        return self._message if isinstance(self._message, str) else self._message()
 
 
 def rows_from_coords(rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -364,7 +370,8 @@ def _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad)
         except (NotImplementedError, RuntimeError) as exc:
             text = str(exc)
             if "forward AD" in text or "forward-mode" in text or "jvp" in text or "forward mode" in text:
-                raise ForwardADUnsupported(describe_exception(exc), forward_ad_reason(exception_text(exc))) from None
+                text = exception_text(exc)
+                raise ForwardADUnsupported(lambda exc=exc: describe_exception(exc), forward_ad_reason(text)) from None
             raise
         result = []
         for k in output_indices:
