@@ -96,17 +96,37 @@ def parameter_names(fn: Any) -> list[str]:
     if isinstance(fn, types.FunctionType) and not hasattr(fn, "__wrapped__") and not hasattr(fn, "__signature__"):
         code = fn.__code__  # a plain function: its code object says it (inspect.signature costs far more)
         return list(code.co_varnames[: code.co_argcount])
+    key = _signature_key(fn)
+    if key is not None and key in _SIGNATURES:
+        return list(_SIGNATURES[key])
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
-        return []
+        params = []
     names = []
     for p in params:
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             names.append(p.name)
         elif p.kind == p.VAR_POSITIONAL:
             break
+    if key is not None:
+        if len(_SIGNATURES) >= 256:
+            _SIGNATURES.clear()
+        _SIGNATURES[key] = tuple(names)
     return names
+
+
+#: parameter names of builtins (``torch.sin``) and of methods bound to a class (``Function.apply``), whose
+#: ``inspect.signature`` costs as much as a small check's backward
+_SIGNATURES: dict = {}
+
+
+def _signature_key(fn: Any) -> Any:
+    if isinstance(fn, types.BuiltinFunctionType):
+        return fn
+    if isinstance(fn, types.MethodType) and isinstance(fn.__self__, type):
+        return (fn.__func__, fn.__self__)
+    return None
 
 
 def default_wrt(inputs: Sequence[Any]) -> list[int]:

@@ -46,7 +46,7 @@ def rng_preserved(cuda: bool | None = None) -> Iterator[None]:
     ``cuda`` is true) are restored on exit."""
     with CHECK_LOCK:
         if cuda is None:
-            cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+            cuda = torch.cuda.is_initialized() and torch.cuda.is_available()  # the cheap test first
         cpu_rng = torch.random.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if cuda else None
         try:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import torch
+
 from gradcheck_kit import _config, _state
 from gradcheck_kit._engine import batched as batched_check
 from gradcheck_kit._engine import bias, compiled, first_order
@@ -37,6 +39,7 @@ from gradcheck_kit.errors import InvalidArgument
 from gradcheck_kit.options import (  # noqa: F401 - MODES, FORWARD_AD re-exported
     FORWARD_AD,
     MODES,
+    OPTION_NAMES,
     check_input_names,
     resolve_options,
 )
@@ -78,11 +81,12 @@ def check_gradients(
     ``None`` take the defaults of ``gradcheck_kit._config.defaults`` (the pytest plugin sets them from its
     options).
     """
-    options = resolve_options(
+    resolved = resolve_options(
         dict(mode=mode, order=order, forward_ad=forward_ad, atol=atol, rtol=rtol, seed=seed,
              directions=directions, nondet_tol=nondet_tol, strict=strict, batched=batched),
         _config.current_defaults(),
-    ).as_dict()
+    )
+    options = {name: getattr(resolved, name) for name in OPTION_NAMES}  # plain values: no deep copy
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable")
     inputs = _torch_style(inputs)
@@ -113,7 +117,9 @@ def checks_beside(run: Run, fn: Callable, eager: Callable | None) -> Results:
         with _state.isolated_state():
             comparison = compiled.compare_with_eager(fn, eager, run.inputs, run.wrt, run.names, seed)
         found.extend(_compiled_results(comparison))
-    if not run.out.errors:
+    if not run.out.errors and any(
+        isinstance(run.inputs[i], torch.Tensor) and run.inputs[i].dtype in bias.HALF_DTYPES for i in run.wrt
+    ):  # the check ``bias`` looks at half-precision inputs only
         with _state.isolated_state():
             check = bias.bias_check(run.fn, run.inputs, run.wrt, seed)
         if check is not None:

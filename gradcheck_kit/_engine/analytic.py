@@ -29,8 +29,13 @@ from gradcheck_kit._engine.graph import PythonInBackward, python_function_nodes
 from gradcheck_kit._inputs import batched_coords, coords, from_coords, layout_clone
 from gradcheck_kit._engine.limits import BACKWARD_BATCH_ELEMENTS
 
+try:  # the engine call behind torch.autograd.grad (torch >= 2.3)
+    from torch.autograd.graph import _engine_run_backward
+except ImportError:  # pragma: no cover - older torch: torch.autograd.grad itself
+    _engine_run_backward = None
+
 __all__ = [
-    "vjp_rows", "vjp_rows_functorch", "jvp_columns", "jvp_directions", "forward_pass", "ForwardADUnsupported",
+    "plain_grad", "vjp_rows", "vjp_rows_functorch", "jvp_columns", "jvp_directions", "forward_pass", "ForwardADUnsupported",
     "rows_from_coords",
 ]
 
@@ -39,9 +44,15 @@ __all__ = [
 class ForwardADUnsupported(RuntimeError):
     """The function cannot be differentiated in forward mode; ``reason`` says why in a few words."""
 
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
+    def __init__(self, message: str | Callable[[], str], reason: str):
+        super().__init__(message if isinstance(message, str) else "")
+        self._message = message
         self.reason = reason
+
+    def __str__(self) -> str:
+        # a callable: the text built where it is read (the check reads ``reason`` only; walking the traceback
+        # for where fn raised costs as much as a small function's forward-mode pass)
+        return self._message if isinstance(self._message, str) else self._message()
 
 
 def rows_from_coords(rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -49,6 +60,24 @@ def rows_from_coords(rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     rebuilt)."""
     shaped = from_coords(rows, out.shape, out.is_complex())
     return shaped.to(device=out.device, dtype=out.dtype)
+
+
+def plain_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor], grad_outputs: Sequence[torch.Tensor]):
+    """``torch.autograd.grad(outputs, leaves, grad_outputs, retain_graph=True, allow_unused=True)``; where every
+    tensor is a plain one and each ``grad_output`` has its output's shape, dtype and device (what
+    ``torch.autograd.grad`` checks and converts before its engine call), the engine call alone: a small
+    function's backward costs less than that argument handling."""
+    outputs, leaves, grad_outputs = tuple(outputs), tuple(leaves), tuple(grad_outputs)
+    if (
+        _engine_run_backward is not None and leaves and len(outputs) == len(grad_outputs)
+        and all(type(t) in _PLAIN for t in (*outputs, *leaves, *grad_outputs))
+        and all(g.shape == o.shape and g.dtype == o.dtype and g.device == o.device for o, g in zip(outputs, grad_outputs))
+    ):
+        return _engine_run_backward(outputs, grad_outputs, True, False, leaves, True, accumulate_grad=False)
+    return torch.autograd.grad(outputs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
 def vjp_rows(
@@ -79,10 +108,7 @@ def vjp_rows(
         # the first row through one plain backward, watched for Python code the engine calls (a hook
         # could crash a batched backward the same way: ``graph``)
         with PythonInBackward() as probe:
-            first = torch.autograd.grad(
-                output, leaves, grad_outputs=rows_from_coords(rows[:1], output)[0], retain_graph=True,
-                allow_unused=True,
-            )
+            first = plain_grad([output], leaves, [rows_from_coords(rows[:1], output)[0]])
         _add_block(results, flowed, [None if g is None else g.unsqueeze(0) for g in first], leaves, 1)
         start = 1
         if probe.ran:
@@ -106,9 +132,7 @@ def vjp_rows(
                 path = "loop"
             per_row = []
             for b in range(block.shape[0]):
-                per_row.append(
-                    torch.autograd.grad(output, leaves, grad_outputs=grad_outputs[b], retain_graph=True, allow_unused=True)
-                )
+                per_row.append(plain_grad([output], leaves, [grad_outputs[b]]))
             grads = [
                 None if all(g[k] is None for g in per_row)
                 else torch.stack([g[k] if g[k] is not None else torch.zeros_like(leaves[k]) for g in per_row])
@@ -346,7 +370,8 @@ def _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad)
         except (NotImplementedError, RuntimeError) as exc:
             text = str(exc)
             if "forward AD" in text or "forward-mode" in text or "jvp" in text or "forward mode" in text:
-                raise ForwardADUnsupported(describe_exception(exc), forward_ad_reason(exception_text(exc))) from None
+                text = exception_text(exc)
+                raise ForwardADUnsupported(lambda exc=exc: describe_exception(exc), forward_ad_reason(text)) from None
             raise
         result = []
         for k in output_indices:

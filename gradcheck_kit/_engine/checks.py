@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from gradcheck_kit._engine import allowance, context, screen, setup, stencil
+from gradcheck_kit._engine import allowance, context, one_vector, screen, setup, stencil, structural
 from gradcheck_kit._engine import cost as _cost
 from gradcheck_kit._engine.determinism import call_again, moved_outputs, not_deterministic
 from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS
@@ -47,6 +47,17 @@ def called_again(run) -> str | None:
     run.extra_evaluations += 1
     what = failed or moved_outputs(run.outs, again, run.out_idx, float(run.options["nondet_tol"]))
     return None if what is None else not_deterministic(what)
+
+
+def structure_and_linearity(run, graph: structural.Graph) -> list[CheckResult]:
+    """``reentrant``, ``zero_grad_output`` and ``linearity``: from two backwards of one vector against the
+    checked Jacobian where that passes (``one_vector``), else each in full."""
+    quick = one_vector.quick_checks(graph, run.seed)
+    if quick is None:
+        found = structural.structural_checks(graph)
+        return found + [linearity(run)]
+    reentrant, linear = quick
+    return [reentrant, structural.zero_grad_check(graph), linear]
 
 
 def linearity(run) -> CheckResult:

@@ -61,7 +61,7 @@ def seed_global_rng(seed: int) -> None:
     """Reset the global RNG the function draws from (cheap: ``torch.manual_seed`` also queues lazy
     seeding of every accelerator, which formats a stack trace on each call)."""
     torch.default_generator.manual_seed(seed)
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_initialized() and torch.cuda.is_available():  # the cheap test first
         torch.cuda.manual_seed_all(seed)
 
 

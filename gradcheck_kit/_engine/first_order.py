@@ -25,7 +25,7 @@ from gradcheck_kit._engine import notes as _notes
 from gradcheck_kit._engine import screen as _screen
 from gradcheck_kit._engine import staircase as _staircase
 from gradcheck_kit._engine import tolerances
-from gradcheck_kit._engine.checks import called_again, full_cost, linearity
+from gradcheck_kit._engine.checks import called_again, full_cost, structure_and_linearity
 from gradcheck_kit._engine.evaluate import (
     EvaluationFailed, as_outputs, describe_exception, differentiable_output_indices, fresh_args, is_none_output,
     seed_global_rng,
@@ -131,8 +131,7 @@ def stages(run: context.Run, facts: Facts) -> None:
     run.out.errors.extend(
         nothing_compared(run.out.groups, run.wrt, run.names, run.not_evaluable, mode == "directional")
     )
-    run.out.checks.extend(structural.structural_checks(structural_graph(run)))
-    run.out.checks.append(linearity(run))
+    run.out.checks.extend(structure_and_linearity(run, structural_graph(run)))
     forward_check(run, mode)
     if run.options["order"] > 1:
         run.out.extend(higher_orders(run, facts))

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from gradcheck_kit._engine import allowance, autograd_rows, context, limits, screen, settle, stencil, tolerances
+from gradcheck_kit._engine import allowance, autograd_rows, context, limits, paired_rows, screen, settle, stencil, tolerances
 from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine.compare import Verdict
 from gradcheck_kit._engine.finite_diff import noise_sigma
@@ -53,16 +53,9 @@ def backward_full(
     rows = rows or (autograd_rows.full_rows(run) if inputs is None else {k: "projected" for k in run.out_idx})
     inputs = list(run.wrt) if inputs is None else list(inputs)
     zero_rows = {} if check_name == "backward" and run.mode == "full" else None
-    analytic, flowed, path = autograd_rows.analytic_full(run, rows, run.leaves, run.outs, run.analytic_args, zero_rows)
+    analytic, flowed, path, reference = paired_rows.rows_and_reference(run, rows, zero_rows)
     if zero_rows:
         run.zero_grad_rows = zero_rows  # structural_checks reads the zero grad_output's gradient here
-    reference = None
-    if run.reference:
-        try:
-            ref_args, ref_leaves, ref_outs = autograd_rows.reference_leaves(run)
-            reference, _, _ = autograd_rows.analytic_full(run, rows, ref_leaves, ref_outs, ref_args)
-        except context.Failure:
-            reference = None
     prepared, joint = {}, None
     if screen.can_screen(run):
         joint = screen.joint_screen_prepare(run, inputs, rows, analytic, reference)

@@ -258,7 +258,7 @@ def joint_screen_prepare(run, inputs, rows, analytic, reference) -> "JointScreen
     (``stencil.screen_stencil``), then the candidates (where f moved or autograd is nonzero), sums of
     squares and row sizes from the inputs' stacked ``(sum n_i, r)`` matrices. ``None`` where the inputs
     do not qualify."""
-    if len(inputs) < 2 or reference is not None:
+    if len(inputs) < 1 or reference is not None:
         return None
     dtype = run.inputs[inputs[0]].dtype
     if any(run.inputs[i].dtype != dtype for i in inputs):

@@ -26,7 +26,7 @@ from gradcheck_kit._engine.linearity import natural_size, rounding_eps, smallest
 from gradcheck_kit._inputs import bitwise_equal, coord_index, coords64
 from gradcheck_kit.report import CheckResult, format_index
 
-__all__ = ["structural_checks", "Graph"]
+__all__ = ["structural_checks", "zero_grad_check", "Graph"]
 
 #: above this many input coordinates a directional check skips the zero-grad_output backward
 LARGE_INPUT = 1 << 16
@@ -176,6 +176,12 @@ def structural_checks(run: Graph) -> list[CheckResult]:
     if reentrant.status == "error":
         return [reentrant]
     return [reentrant, _zero_grad_output(run, pairs, vectors)]
+
+
+def zero_grad_check(run: Graph) -> CheckResult:
+    """``zero_grad_output`` alone (``reentrant`` ran elsewhere: ``one_vector``)."""
+    pairs = [(run.outs[k], k) for k in run.out_idx if run.outs[k].requires_grad]
+    return _zero_grad_output(run, pairs, [o.detach() for o, _ in pairs])
 
 
 def _reentrant(run: Graph, pairs, vectors) -> CheckResult:

@@ -1,0 +1,153 @@
+"""Re-entrancy and linearity in ``grad_output`` from two backwards of one vector, where the full check holds the
+Jacobian's rows of every output: the passing path of ``structural`` and ``linearity`` at a third of their
+backwards.
+
+Backwards of ``c = 3·v1 - 2·v2`` (``linearity``'s vectors: entries of size 8 to 18 with random signs) and
+of ``-c`` over the graph the check built, after the one that gave the checked Jacobian ``J``:
+
+- ``b(-c) = -b(c)`` exactly (within ``nondet_tol``): negation is exact and rounds symmetrically, so a
+  linear backward that does not change between calls agrees bit for bit, while ``abs`` or a square of
+  ``grad_output``, a saved tensor modified in place or a counter moves it; both leave their
+  ``grad_output`` untouched (``reentrant``);
+- the first of them equals ``Jᵀc`` within the roundings ``linearity`` allows its three backwards (a
+  backward that clamps, takes ``abs``/``sign``/powers of or normalises ``grad_output`` gives the right rows
+  for one-hot vectors and a ``b(c)`` far from ``Jᵀc``; one that changes from its second call on differs
+  from the rows of its first).
+
+Where all of that holds, both checks pass as their own passes would have them pass. Anything else (a
+difference, a raise, complex values, projected rows) returns ``None``, and the caller runs ``structural``
+and ``linearity`` in full, which decide and word the failure.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gradcheck_kit._engine.analytic import plain_grad
+from gradcheck_kit._engine.linearity import (
+    BLOCK, COEFFICIENTS, TF32_EPS, ULPS, _tables, _vectors, subnormal_spacing,
+)
+from gradcheck_kit._engine.tolerances import eps
+from gradcheck_kit.report import CheckResult
+
+__all__ = ["quick_checks"]
+
+#: roundings of the largest size over the inputs allowed on each element
+TOP_EPS = 4.0
+LINEARITY_DETAIL = "backward(c) = Jᵀ·c (the checked Jacobian's rows) and backward(-c) = -backward(c), c = 3·v1 - 2·v2"
+
+
+def quick_checks(graph, seed: int) -> tuple[CheckResult, CheckResult] | None:
+    """``(reentrant, linearity)`` both passed, or ``None`` where the full checks must decide. ``graph``:
+    the ``structural.Graph`` of a full check."""
+    state = graph.full
+    if state is None or graph.directional is not None or not state.analytic or not state.rows:
+        return None
+    pairs = [(graph.outs[k], k) for k in graph.out_idx if graph.outs[k].requires_grad]
+    if not pairs or any(state.rows.get(k) != "jacobian" for _, k in pairs):
+        return None
+    if any((i, k) not in state.analytic for i in graph.wrt for _, k in pairs):
+        return None
+    leaves = [graph.leaves[i] for i in graph.wrt]
+    outs = [o for o, _ in pairs]
+    if any(not t.is_floating_point() for t in (*outs, *leaves)):
+        return None
+    gen = torch.Generator().manual_seed((seed * 1000003 + 7) % (2**63))  # linearity's vectors
+    vectors = [_combined(o, gen) for o in outs]
+    try:
+        given = [c.clone() for c in vectors]
+        first = _grads(outs, leaves, given)
+        negated = [-c for c in vectors]
+        second = _grads(outs, leaves, negated)
+    except Exception:  # noqa: BLE001 - the full checks report it
+        return None
+    try:
+        if not _agree(graph, state, pairs, vectors, (given, negated), (first, second)):
+            return None
+    except Exception:  # noqa: BLE001 - anything unusual (an immutable zero gradient...): the full checks decide
+        return None
+    tol = graph.nondet_tol
+    detail = "two passes (of c and -c) agree" + (f" within nondet_tol={tol:g}" if tol else " exactly")
+    return CheckResult("reentrant", "passed", detail), CheckResult("linearity", "passed", LINEARITY_DETAIL)
+
+
+def _agree(graph, state, pairs, vectors, sent, passes) -> bool:
+    """Both ``grad_output``s as sent, ``b(-c) = -b(c)`` bit for bit (within ``nondet_tol``), and ``b(c)``
+    against the checked rows (``_matches_rows``)."""
+    given, negated = sent
+    first, second = passes
+    if not all(torch.equal(c, g) and torch.equal(c, -n) for c, g, n in zip(vectors, given, negated)):
+        return False  # grad_output modified in place
+    tol = graph.nondet_tol
+    for a, b in zip(first, second):
+        # negation is exact and rounds symmetrically: a linear backward gives -b(c) bit for bit
+        if not (torch.equal(a, -b) or (tol and bool(((a + b).abs() <= tol).all()))):
+            return False
+    return _matches_rows(graph, state, pairs, vectors, first)
+
+
+def _combined(out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``linearity``'s ``c`` for ``out`` (the same draw as its ``_vectors``) without ``v1`` and ``v2``."""
+    n = out.numel()
+    if n > BLOCK:
+        return _vectors(out, gen)[2]
+    code = torch.randint(0, 50, (n,), generator=gen)
+    return _tables()[2][code].reshape(out.shape).to(device=out.device, dtype=out.dtype)
+
+
+def _grads(outs, leaves, grad_outputs) -> list[torch.Tensor]:
+    grads = plain_grad(outs, leaves, grad_outputs)
+    return [torch.zeros_like(leaf) if g is None else g.detach() for g, leaf in zip(grads, leaves)]
+
+
+def _matches_rows(graph, state, pairs, vectors, got) -> bool:
+    """Whether each backward of ``c`` equals ``Jᵀc`` of the checked rows within ``linearity``'s allowance:
+    ``ULPS`` roundings of ``|b(c)| + 2·|J|ᵀ|c|`` (its sizes ``|b(c)| + 3|b(v1)| + 2|b(v2)|`` plus the
+    cancellation of its terms, where ``|c| = 3|v1| + 2|v2|``), and ``TOP_EPS`` of the largest such size over
+    the inputs (``structural``'s first-pass comparison allows as many). The rounding unit is the dtypes'
+    (float32's at least, TF32's where CUDA may use it): a backward that rounds coarser inside goes to the
+    full checks, which look for that. Numpy: the Jacobian is small (``limits.JACOBIAN_ENTRIES``)."""
+    e = max(_EPS.get(t.dtype) or eps(t.dtype) for t in (*got, *(o for o, _ in pairs)))
+    e = max(e, _EPS[torch.float32])
+    if any(t.is_cuda for t in got) and (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32):
+        e = max(e, TF32_EPS)
+    floor = (abs(COEFFICIENTS[0]) + abs(COEFFICIENTS[1]) + 1.0) * (graph.nondet_tol + ULPS * _subnormal(e))
+    ws = [(w, np.abs(w)) for w in map(_host64, vectors)]
+    checked = []
+    for i, g in zip(graph.wrt, got):
+        expected = size = 0.0
+        for (_, k), (w, w_abs) in zip(pairs, ws):
+            a = state.analytic[(i, k)].numpy()
+            expected = expected + a @ w
+            size = size + np.abs(a) @ w_abs
+        b = _host64(g)
+        b_abs = np.abs(b)
+        sizes = b_abs + 2 * size  # NaN or inf anywhere (a non-finite term) fails the comparison below
+        if not np.isfinite(sizes).all() or not np.isfinite(expected).all():
+            return False
+        checked.append((b, expected, sizes))
+    top = max((float(sizes.max()) for _, _, sizes in checked if sizes.size), default=0.0)
+    for b, expected, sizes in checked:
+        if not (np.abs(b - expected) <= floor + ULPS * e * sizes + TOP_EPS * e * top).all():
+            return False
+    return True
+
+
+#: rounding units of the floating dtypes, and the subnormal spacings of those (``linearity.subnormal_spacing``)
+_EPS = {dt: eps(dt) for dt in (torch.float64, torch.float32, torch.float16, torch.bfloat16)}
+_SUBNORMAL: dict = {}
+
+
+def _subnormal(e: float) -> float:
+    if e not in _SUBNORMAL:
+        _SUBNORMAL[e] = subnormal_spacing(e)
+    return _SUBNORMAL[e]
+
+
+def _host64(t: torch.Tensor) -> np.ndarray:
+    """``t`` flat as float64 on the host, in numpy."""
+    flat = t.detach().reshape(-1).cpu()
+    if flat._is_zerotensor():  # autograd's immutable zero (the second derivative of abs)
+        return np.zeros(flat.numel())
+    return (flat if flat.dtype == torch.float64 else flat.double()).numpy()

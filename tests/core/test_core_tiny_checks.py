@@ -1,0 +1,54 @@
+"""Tiny checks: the re-entrancy and linearity checks pass from two backwards (of c and -c) against the checked
+Jacobian, and every bug they exist for still goes to the full checks, which name it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradcheck_kit as gk
+from tests.helpers import DoubleScalesGradOutputInPlace, randn, unary
+
+
+def _counting(calls: list):
+    return unary(torch.sin, lambda x: _count(calls, x.cos()), name="CountingSin").apply
+
+
+def _count(calls: list, value):
+    calls[0] += 1
+    return value
+
+
+@pytest.mark.parametrize("dtype, backwards", [(torch.float64, 13), (torch.float32, 23)])
+def test_a_passing_tiny_check_runs_two_backwards_for_reentrant_and_linearity(dtype, backwards):
+    # 10 Jacobian rows and a zero row one at a time (a custom Function: no batched backward), float32 also for
+    # its float64 reference; then b(c) and b(-c): five backwards fewer than both checks in full
+    calls = [0]
+    report = gk.check_gradients(_counting(calls), randn(10, dtype=dtype).requires_grad_())
+    assert report.ok, str(report)
+    assert calls[0] == backwards
+    assert report.check("reentrant").status == "passed"
+    assert report.check("linearity").status == "passed"
+    assert "backward(-c) = -backward(c)" in report.check("linearity").detail
+
+
+@pytest.mark.parametrize("transform", [lambda g: g.abs(), lambda g: g**2, lambda g: g.clamp(-1, 1)],
+                         ids=["abs", "square", "clamp"])
+def test_a_one_element_backward_non_linear_in_grad_output_fails_linearity(transform):
+    # one element: c has one sign, -c the other (abs and square agree with J·c on one of them only)
+    report = gk.check_gradients(unary(torch.sin, torch.cos, on_grad=transform).apply, randn(1).requires_grad_())
+    assert report.check("linearity").status == "failed", str(report)
+
+
+def test_a_backward_writing_into_grad_output_still_fails_reentrant():
+    report = gk.check_gradients(DoubleScalesGradOutputInPlace.apply, randn(4).requires_grad_())
+    assert report.check("reentrant").status == "failed", str(report)
+    assert "modified grad_output in place" in report.check("reentrant").detail
+
+
+def test_a_float32_check_whose_rows_share_backwards_with_its_float64_reference_passes():
+    x = randn(3, 4, dtype=torch.float32).requires_grad_()
+    report = gk.check_gradients(lambda t: torch.softmax(t, -1), x)
+    assert report.ok, str(report)
+    assert "autograd batched" in report.check("backward").detail
+    assert report.check("reentrant").status == "passed" and report.check("linearity").status == "passed"
