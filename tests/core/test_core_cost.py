@@ -92,37 +92,59 @@ def _codes(report):
     return [getattr(n, "code", None) for n in report.notes]
 
 
-def test_auto_mode_checks_an_expensive_fn_without_vmap_along_directions_and_names_the_plan():
+def _plan(report):
+    return [n.fields[0] for n in report.notes if getattr(n, "code", None) == gk.report.NoteCode.COST_PLAN]
+
+
+def test_auto_mode_checks_a_fn_without_vmap_along_directions_where_that_takes_fewer_calls():
     from gradcheck_kit._engine.limits import tuned
 
     x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    cheap, costly = _Counted(_cube_function()), _Counted(_cube_function())
-    full = gk.check_gradients(cheap, x.clone().requires_grad_())
-    with tuned(auto_plan_seconds=0.0):  # every call counts as expensive
-        planned = gk.check_gradients(costly, x.clone().requires_grad_())
-    assert full.mode == "full" and gk.report.NoteCode.COST_PLAN not in _codes(full)
-    assert planned.ok and planned.mode == "directional"
-    assert gk.report.NoteCode.COST_PLAN in _codes(planned)
-    assert costly.calls * 5 < cheap.calls
+    planned, full = _Counted(_cube_function()), _Counted(_cube_function())
+    report = gk.check_gradients(planned, x.clone().requires_grad_())
+    forced = gk.check_gradients(full, x.clone().requires_grad_(), mode="full")
+    assert report.ok and report.mode == "directional" and _plan(report) == ["directional"]
+    assert forced.mode == "full" and _plan(forced) == []
+    assert planned.calls * 10 < full.calls
+    with tuned(auto_plan_fraction=0.0):  # the plan switched off
+        assert gk.check_gradients(_cube_function(), x.clone().requires_grad_()).mode == "full"
 
 
-def test_the_directional_plan_still_finds_and_names_one_wrong_element():
-    from gradcheck_kit._engine.limits import tuned
-
+def test_a_failed_directional_plan_falls_back_to_the_full_check_which_names_the_wrong_element():
     x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
-    with tuned(auto_plan_seconds=0.0):
-        report = gk.check_gradients(_cube_function(wrong_at=13), x)
-    assert not report.ok and report.mode == "directional"
-    assert (1, 5) in [m.index for m in report.mismatches]
+    report = gk.check_gradients(_cube_function(wrong_at=13), x)
+    assert not report.ok and report.mode == "full" and _plan(report) == ["full_after_directional"]
+    assert [(m.kind, m.index) for m in report.mismatches if m.check == "backward"] == [("jacobian", (1, 5))]
+    assert [c.name for c in report.checks].count("backward") == 1
 
 
-def test_a_vmappable_or_explicit_full_check_keeps_its_mode():
-    from gradcheck_kit._engine.limits import tuned
-
+def test_a_vmappable_a_small_or_an_explicit_full_check_keeps_its_mode():
     x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
-    with tuned(auto_plan_seconds=0.0):
-        assert gk.check_gradients(torch.sin, x).mode == "full"
-        assert gk.check_gradients(_cube_function(), x, mode="full").mode == "full"
+    assert gk.check_gradients(torch.sin, x).mode == "full"
+    assert gk.check_gradients(_cube_function(), x, mode="full").mode == "full"
+    # two coordinates: 4 calls in full mode, as many as two directions
+    assert gk.check_gradients(_cube_function(), x[0, :2].detach().requires_grad_()).mode == "full"
+
+
+def test_ties_whose_judging_costs_more_than_a_full_check_keep_it():
+    # exact ties: judging each along its members costs (members + 1) · 2 · points calls of fn one at a time
+    x = torch.arange(16, dtype=torch.float64).div(4).floor().requires_grad_()
+    report = gk.check_gradients(_cube_function(), x)
+    assert report.ok and report.mode == "full" and _plan(report) == []
+
+
+def test_forward_ad_of_several_inputs_without_vmap_in_one_pass_per_direction():
+    # both inputs' tangents in one forward-mode pass per direction: a wrong jvp of the second input is found
+    right = unary(torch.sin, torch.cos, jvp=1.0, name="Sin").apply
+    wrong = unary(lambda y: y**3, lambda y: 3 * y**2, jvp=1.02, name="CubeJvp").apply
+    gen = torch.Generator().manual_seed(0)
+    x, y = (torch.randn(12, dtype=torch.float64, generator=gen).requires_grad_() for _ in range(2))
+    counted = _Counted(lambda x, y: right(x) * wrong(y))
+    report = gk.check_gradients(counted, x, y, forward_ad=True)
+    assert report.mode == "directional" and report.check("backward").status == "passed"
+    assert report.check("forward_ad").status == "failed"
+    good = gk.check_gradients(lambda x, y: right(x) * unary(torch.sin, torch.cos, jvp=1.0).apply(y), x, y)
+    assert good.ok and good.mode == "directional" and good.check("forward_ad").status == "passed"
 
 
 def test_a_directional_check_of_two_outputs_through_the_whole_stencil_runs():
