@@ -230,7 +230,7 @@ def backward_stage(run: context.Run, mode: str) -> context.Results:
     with run.stage() as found:
         wants_narrowing = backward(run, mode)
     run.budget.reserve = 0
-    if wants_narrowing and run.cost_plan:  # the full check the directional one stood in for decides
+    if plan.directions_failed(run, wants_narrowing):  # the full check the directional one stood in for decides
         return backward_stage(run, plan.fall_back(run))
     if wants_narrowing:
         return narrow.narrowed(run, found)

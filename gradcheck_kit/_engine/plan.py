@@ -6,14 +6,15 @@ run under vmap (a custom Function without a vmap rule, a numpy-backed layer, a s
 takes a constant number of calls whatever the size: two directions of two calls each where the ±h screen
 decides, plus the one-sided evaluations that judge the ties of the inputs (``directional_ties``). Where
 that is at most ``Tuning.auto_plan_fraction`` of the full check's calls, auto mode checks along directions;
-a directional check that fails is followed by the full check it stood in for (``fall_back``), whose verdict
-is the check's: a failure costs both plans' calls, a pass a few calls, and the verdicts are full mode's
-wherever the directions see something wrong. The counts need no call of fn; whether fn runs under vmap is
-told by one evaluation through vmap, made only where the counts favour the directions."""
+a directional check that fails (its backward, or forward AD's projections) is followed by the full check
+it stood in for (``fall_back``), whose verdict is the check's: a failure costs both plans' calls, a pass a
+few calls, and the verdicts are full mode's wherever the directions see something wrong. The counts need
+no call of fn; whether fn runs under vmap is told by one evaluation through vmap, made only where the
+counts favour the directions."""
 
 from __future__ import annotations
 
-from gradcheck_kit._engine import directional_ties, limits, stencil
+from gradcheck_kit._engine import directional, directional_ties, limits, stencil
 from gradcheck_kit._engine import screen as _screen
 from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS
 from gradcheck_kit._inputs import n_coords
@@ -63,6 +64,23 @@ def runs_under_vmap(run) -> bool:
     """Whether fn's evaluations run through vmap: one batch of one point of the largest input tells (a
     custom Function without a vmap rule in the graph is no proof: fn may route around it without grad)."""
     return stencil.runs_under_vmap(run, max(run.wrt, key=lambda i: n_coords(run.inputs[i])))
+
+
+def directions_failed(run, backward_failed: bool) -> bool:
+    """Whether the cost plan's directional check failed: its backward (``backward_failed``), or forward AD's
+    projections judged as ``forward_check`` will judge them (the numerics are shared; what the judging
+    notes is dropped here). Either failure falls back to the full check."""
+    if not run.cost_plan or backward_failed:
+        return run.cost_plan
+    a = run.jvp_projections
+    if a is None or isinstance(a, Exception) or run.directional is None:
+        return False
+    try:
+        with run.stage():
+            verdict, _, _ = directional.judge_directional(run, a)
+    except Exception:  # noqa: BLE001 - forward_check reports it
+        return False
+    return bool(verdict.failed.any())
 
 
 def fall_back(run) -> str:

@@ -133,18 +133,21 @@ def test_ties_whose_judging_costs_more_than_a_full_check_keep_it():
     assert report.ok and report.mode == "full" and _plan(report) == []
 
 
-def test_forward_ad_of_several_inputs_without_vmap_in_one_pass_per_direction():
-    # both inputs' tangents in one forward-mode pass per direction: a wrong jvp of the second input is found
+def test_forward_ad_of_several_inputs_without_vmap_in_one_pass_per_direction_and_its_failure_falls_back():
     right = unary(torch.sin, torch.cos, jvp=1.0, name="Sin").apply
     wrong = unary(lambda y: y**3, lambda y: 3 * y**2, jvp=1.02, name="CubeJvp").apply
     gen = torch.Generator().manual_seed(0)
     x, y = (torch.randn(12, dtype=torch.float64, generator=gen).requires_grad_() for _ in range(2))
-    counted = _Counted(lambda x, y: right(x) * wrong(y))
-    report = gk.check_gradients(counted, x, y, forward_ad=True)
-    assert report.mode == "directional" and report.check("backward").status == "passed"
-    assert report.check("forward_ad").status == "failed"
-    good = gk.check_gradients(lambda x, y: right(x) * unary(torch.sin, torch.cos, jvp=1.0).apply(y), x, y)
+    counted = _Counted(lambda x, y: right(x) * right(y))
+    good = gk.check_gradients(counted, x, y)
     assert good.ok and good.mode == "directional" and good.check("forward_ad").status == "passed"
+    # the forward, the vmap probe, 2 directions x 2 points, 1 forward-mode pass per direction (not per input and
+    # direction), fn called again
+    assert counted.calls == 1 + 1 + 4 + 2 + 1
+    # a wrong jvp of the second input fails the projections: the full check decides, and finds it
+    report = gk.check_gradients(lambda x, y: right(x) * wrong(y), x, y, forward_ad=True)
+    assert report.mode == "full" and _plan(report) == ["full_after_directional"]
+    assert report.check("backward").status == "passed" and report.check("forward_ad").status == "failed"
 
 
 def test_a_directional_check_of_two_outputs_through_the_whole_stencil_runs():
