@@ -4,7 +4,8 @@ takes clearly fewer calls of fn than a full check, and by the full check where t
 Full mode evaluates fn at every input coordinate's stencil (at least f at ±h), one call each where fn cannot
 run under vmap (a custom Function without a vmap rule, a numpy-backed layer, a solver). A directional check
 takes a constant number of calls whatever the size: two directions of two calls each where the ±h screen
-decides, plus the one-sided evaluations that judge the ties of the inputs (``directional_ties``). Where
+decides and a forward-AD pass each, plus the one-sided evaluations that judge the ties of the inputs
+(``directional_ties``). Where
 that is at most ``Tuning.auto_plan_fraction`` of the full check's calls, auto mode checks along directions;
 a directional check that fails (its backward, or forward AD's projections) is followed by the full check
 it stood in for (``fall_back``), whose verdict is the check's: a failure costs both plans' calls, a pass a
@@ -16,23 +17,25 @@ from __future__ import annotations
 
 from gradcheck_kit._engine import directional, directional_ties, limits, stencil
 from gradcheck_kit._engine import screen as _screen
-from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS
+from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS, FORWARD_DIRECTIONS
 from gradcheck_kit._inputs import n_coords
 from gradcheck_kit.report import Note, NoteCode
 
 
 def full_calls(run) -> int:
     """The fewest calls of fn a full check makes one point at a time: f at ±h per coordinate where the ±h
-    screen applies, else the whole stencil."""
+    screen applies, else the whole stencil; and forward AD's passes (each at least a call)."""
     per_coordinate = 2 if _screen.can_screen(run) else run.stencil.points
-    return per_coordinate * run.n_in
+    return per_coordinate * run.n_in + (FORWARD_DIRECTIONS if run.options["forward_ad"] is not False else 0)
 
 
 def directional_calls(run) -> int:
     """The calls of fn a passing directional check's directions make one point at a time: ±h where the screen
-    decides, else the whole stencil (the judging of the inputs' ties comes on top: ``by_cost``)."""
+    decides, else the whole stencil, and a forward-AD pass each (the judging of the inputs' ties comes on
+    top: ``by_cost``)."""
     per_direction = _screen.POINTS - 1 if _screen.applies(run.stencil) and limits.TUNING.directional_screen \
         else run.stencil.points
+    per_direction += 1 if run.options["forward_ad"] is not False else 0
     return (run.options["directions"] or DEFAULT_DIRECTIONS) * per_direction
 
 

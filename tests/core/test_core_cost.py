@@ -122,7 +122,7 @@ def test_a_vmappable_a_small_or_an_explicit_full_check_keeps_its_mode():
     x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
     assert gk.check_gradients(torch.sin, x).mode == "full"
     assert gk.check_gradients(_cube_function(), x, mode="full").mode == "full"
-    # two coordinates: 4 calls in full mode, as many as two directions
+    # two coordinates: 4 calls and a forward-AD pass in full mode, fewer than two directions of 3
     assert gk.check_gradients(_cube_function(), x[0, :2].detach().requires_grad_()).mode == "full"
 
 
