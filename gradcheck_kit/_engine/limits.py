@@ -73,6 +73,9 @@ class Tuning:
     #: auto mode: a fn that cannot run under vmap is checked along directions (``plan``) where that takes at
     #: most this fraction of a full check's calls (0: never), by the full check where the directions fail
     auto_plan_fraction: float = 0.5
+    #: ... found out by one evaluation through vmap, made only where the calls the plan would save take longer
+    #: than this many seconds (timed by the forward at the inputs): a vmapped evaluation's own overhead
+    auto_plan_probe_seconds: float = 1e-3
     #: the shared ±h screen evaluates its vector and matrix inputs through one vmap up to this many
     #: elements of batched input values (points x coordinates); see ``stencil.screen_stencil``
     together_elements: int = 1 << 19

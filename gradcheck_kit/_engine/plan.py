@@ -11,32 +11,43 @@ a directional check that fails (its backward, or forward AD's projections) is fo
 it stood in for (``fall_back``), whose verdict is the check's: a failure costs both plans' calls, a pass a
 few calls, and the verdicts are full mode's wherever the directions see something wrong. The counts need
 no call of fn; whether fn runs under vmap is told by one evaluation through vmap, made only where the
-counts favour the directions."""
+counts favour the directions and the calls saved would take longer than ``Tuning.auto_plan_probe_seconds``
+(timed by the forward at the inputs): a cheap fn's check is not slowed down by finding out."""
 
 from __future__ import annotations
 
-from gradcheck_kit._engine import directional, directional_ties, limits, stencil
+import torch
+
+from gradcheck_kit._engine import directional, directional_ties, graph, limits, stencil
 from gradcheck_kit._engine import screen as _screen
 from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS, FORWARD_DIRECTIONS
 from gradcheck_kit._inputs import n_coords
 from gradcheck_kit.report import Note, NoteCode
 
 
-def full_calls(run) -> int:
+def full_calls(run, forward: bool) -> int:
     """The fewest calls of fn a full check makes one point at a time: f at ±h per coordinate where the ±h
-    screen applies, else the whole stencil; and forward AD's passes (each at least a call)."""
+    screen applies, else the whole stencil; and forward AD's passes where ``forward`` (each at least a call)."""
     per_coordinate = 2 if _screen.can_screen(run) else run.stencil.points
-    return per_coordinate * run.n_in + (FORWARD_DIRECTIONS if run.options["forward_ad"] is not False else 0)
+    return per_coordinate * run.n_in + (FORWARD_DIRECTIONS if forward else 0)
 
 
-def directional_calls(run) -> int:
+def directional_calls(run, forward: bool) -> int:
     """The calls of fn a passing directional check's directions make one point at a time: ±h where the screen
-    decides, else the whole stencil, and a forward-AD pass each (the judging of the inputs' ties comes on
-    top: ``by_cost``)."""
+    decides, else the whole stencil, and a forward-AD pass each where ``forward`` (the judging of the
+    inputs' ties comes on top: ``by_cost``)."""
     per_direction = _screen.POINTS - 1 if _screen.applies(run.stencil) and limits.TUNING.directional_screen \
         else run.stencil.points
-    per_direction += 1 if run.options["forward_ad"] is not False else 0
-    return (run.options["directions"] or DEFAULT_DIRECTIONS) * per_direction
+    return (run.options["directions"] or DEFAULT_DIRECTIONS) * (per_direction + (1 if forward else 0))
+
+
+def forward_passes(run) -> bool:
+    """Whether forward AD's passes are likely to run fn: not where it is off, nor where the graph holds a
+    custom Function without a forward-mode rule (its pass stops there; a guess that only sways the plan)."""
+    if run.options["forward_ad"] is False:
+        return False
+    classes = graph.python_function_classes([run.outs[k] for k in run.out_idx])
+    return not any(getattr(cls, "jvp", None) is getattr(torch.autograd.Function, "jvp", None) for cls in classes)
 
 
 def by_cost(run, mode: str) -> str:
@@ -45,12 +56,15 @@ def by_cost(run, mode: str) -> str:
     directional one (a note names the plan)."""
     if run.options["mode"] != "auto" or mode != "full":
         return mode
-    full, budget = full_calls(run), limits.TUNING.auto_plan_fraction * full_calls(run)
-    along = directional_calls(run)
-    if along > budget:
+    fraction = limits.TUNING.auto_plan_fraction
+    if directional_calls(run, False) > fraction * full_calls(run, True):  # (before the graph is walked)
         return mode
+    forward = forward_passes(run)
+    full, along = full_calls(run, forward), directional_calls(run, forward)
+    if along > fraction * full or (full - along) * run.forward_seconds < limits.TUNING.auto_plan_probe_seconds:
+        return mode  # (a fn this cheap: the calls saved would not pay for finding out whether it vmaps)
     along += directional_ties.judging_calls(run)
-    if along > budget or runs_under_vmap(run):
+    if along > fraction * full or runs_under_vmap(run):
         return mode
     run.mode = "directional"
     run.cost_plan = True
