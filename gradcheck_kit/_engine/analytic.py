@@ -250,8 +250,10 @@ def jvp_columns(
     output_indices: Sequence[int],
     rng_seed: int,
     fresh_copies: bool = False,
+    vmap: bool = True,
 ) -> tuple[list[torch.Tensor], str]:
-    """Forward-mode ``J·t`` for tangents ``(B, n_coords)`` of input ``i`` (as given, layout kept).
+    """Forward-mode ``J·t`` for tangents ``(B, n_coords)`` of input ``i`` (as given, layout kept); through
+    vmap unless ``vmap`` is false (fn is known not to run under it).
 
     Returns per differentiable output ``(B, n_out_coords)`` float64 and the path used.
     Raises :class:`ForwardADUnsupported` when the function has no forward-mode derivative.
@@ -259,8 +261,8 @@ def jvp_columns(
     primal = args[i]
     shaped = from_coords(tangents, primal.shape, primal.is_complex()).to(device=primal.device, dtype=primal.dtype)
     try:
-        cols = _jvp_vmapped(fn, args, i, shaped, output_indices, rng_seed)
-        return cols, "batched"
+        if vmap:
+            return _jvp_vmapped(fn, args, i, shaped, output_indices, rng_seed), "batched"
     except ForwardADUnsupported:
         raise
     except Exception:  # noqa: BLE001 - vmap could not run it: one jvp at a time

@@ -193,7 +193,10 @@ def jvp_directional(run, i: int, tangents: torch.Tensor) -> list[torch.Tensor]:
     """``J_i·u`` per output, ``(d, n_out_coords)``: one forward-mode pass for one direction (no vmap
     wrapper, coordinates in the output's dtype), else ``jvp_columns`` (float64)."""
     if tangents.shape[0] != 1:
-        cols, _ = jvp_columns(run.fn, jvp_args(run), i, tangents, run.out_idx, run.rng_seed, run.mutates_inputs)
+        cols, _ = jvp_columns(
+            run.fn, jvp_args(run), i, tangents, run.out_idx, run.rng_seed, run.mutates_inputs,
+            vmap=run.evaluator.vmap_failed is None,
+        )
         return cols
     args = jvp_args(run)
     primal = args[i]
@@ -206,6 +209,12 @@ def jvp_projection(run, u: dict[int, torch.Tensor]) -> torch.Tensor | Exception:
     """``v·J·u`` per output and direction ``(n_out, d)`` from forward-mode passes, or the exception they
     raised (``forward_check`` reports it)."""
     try:
+        if run.evaluator.vmap_failed is not None and len(run.wrt) > 1 and all(
+            run.inputs[i].dtype in (torch.float64, torch.complex128) for i in run.wrt
+        ):  # one call of fn per pass; in low precision the sum inside fn rounds unlike the backward's
+            joint = jvp_joint(run, u)
+            if joint is not None:
+                return joint
         a = torch.zeros(len(run.out_idx), run.n_directions, dtype=torch.float64)
         for i in run.wrt:  # J·u = sum over inputs of J_i·u_i
             cols = jvp_directional(run, i, u[i])
@@ -222,6 +231,24 @@ def jvp_projection(run, u: dict[int, torch.Tensor]) -> torch.Tensor | Exception:
         return a
     except Exception as exc:  # noqa: BLE001 - reported by forward_check, as if raised there
         return exc
+
+
+def jvp_joint(run, u: dict[int, torch.Tensor]) -> torch.Tensor | None:
+    """``v·J·u`` ``(n_out, d)`` from one forward-mode pass per direction moving every input together; None
+    where it is not finite (the pass per input rescales its tangents)."""
+    args = jvp_args(run)
+    a = torch.zeros(len(run.out_idx), run.n_directions, dtype=torch.float64)
+    for di in range(run.n_directions):
+        tangents = {
+            i: from_coords(u[i][di:di + 1], args[i].shape, args[i].is_complex())[0].to(
+                device=args[i].device, dtype=args[i].dtype
+            )
+            for i in run.wrt
+        }
+        cols = forward_pass(run.fn, args, tangents, run.out_idx, run.rng_seed, run.mutates_inputs)
+        for pos, col in enumerate(cols):
+            a[pos, di] = reductions.dot64(col, run.v[run.out_idx[pos]])
+    return a if bool(torch.isfinite(a).all()) else None
 
 
 def project_tangents(run, cols: list[torch.Tensor]) -> torch.Tensor:

@@ -199,6 +199,7 @@ class Run:
         self.jvp_projections: Any = None  # forward AD's v·J·u, computed with the directional backward
         self.refined_resolved = False  # a second opinion at a smaller step passed some entry (settle.refine)
         self.tie_failures: list[tuple[int, list[int], str]] = []  # (input, members, text) of ties judged wrong
+        self.cost_plan = False  # auto mode chose directional for its fewer calls (``plan``): full on failure
         self.directional_superseded = False  # auto mode's narrowed full check overrode the directional failure
         self.forward_detail: str | None = None
         self.approximate = approximate.Tally()  # derivatives within the approximate tier (one note)

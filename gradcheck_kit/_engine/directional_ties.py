@@ -17,6 +17,24 @@ def reach(run) -> float:
     return max(abs(m) for m in run.stencil.multipliers)
 
 
+def judging_calls(run) -> int:
+    """Calls of fn that judging the ties of the inputs of up to ``EAGER_LIMIT`` elements would make one point
+    at a time (``judge``: 2 · points per member and per tie), read from their scans (made here; the
+    directions reuse them)."""
+    points = 2 * len(run.stencil.multipliers)
+    calls = 0
+    for i in run.wrt:
+        x = coords(run.inputs[i].detach()).cpu()
+        if x.numel() > tie_groups.EAGER_LIMIT:
+            continue
+        if i not in run.tie_scans:
+            run.tie_scans[i] = tie_groups.scan(x, stencil.step_of(run, i), reach(run))
+        groups = tie_groups.pick(run.tie_scans[i], torch.ones(x.numel(), 1, dtype=torch.float64))
+        if groups:
+            calls += (torch.unique(torch.cat(groups)).numel() + len(groups)) * points
+    return calls
+
+
 def scan_large(run) -> bool:
     """Inputs above ``tie_groups.EAGER_LIMIT`` elements scanned for ties once a projection failed: whether
     some values are equal (the check then runs again with the ties moved together)."""

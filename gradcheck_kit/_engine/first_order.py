@@ -128,6 +128,7 @@ def stages(run: context.Run, facts: Facts) -> None:
     facts.mode = mode = plan.by_cost(run, mode)
     full_cost(run)
     run.out.extend(backward_stage(run, mode))
+    facts.mode = mode = run.mode  # full where the cost plan's directional check failed (``plan.fall_back``)
     run.out.errors.extend(
         nothing_compared(run.out.groups, run.wrt, run.names, run.not_evaluable, mode == "directional")
     )
@@ -228,6 +229,8 @@ def backward_stage(run: context.Run, mode: str) -> context.Results:
     with run.stage() as found:
         wants_narrowing = backward(run, mode)
     run.budget.reserve = 0
+    if plan.directions_failed(run, wants_narrowing):  # the full check the directional one stood in for decides
+        return backward_stage(run, plan.fall_back(run))
     if wants_narrowing:
         return narrow.narrowed(run, found)
     return recheck_own_dtype(run, mode, recheck_quantized(run, mode, found))

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import torch
 
-__all__ = ["python_function_nodes", "PythonInBackward"]
+__all__ = ["python_function_nodes", "python_function_classes", "PythonInBackward"]
 
 #: nodes visited at most (a graph this large is treated as holding a Python node: one backward per row)
 MAX_NODES = 1 << 16
@@ -45,6 +45,24 @@ def python_function_nodes(outputs: Iterable[torch.Tensor]) -> list[str]:
                 names.append(name)
         stack.extend(child for child, _ in node.next_functions if child is not None)
     return names
+
+
+def python_function_classes(outputs: Iterable[torch.Tensor]) -> list[type]:
+    """The custom ``autograd.Function`` classes whose backward the graph of ``outputs`` runs (those whose
+    class is known; the walk stops after ``MAX_NODES`` nodes)."""
+    stack = [o.grad_fn for o in outputs if isinstance(o, torch.Tensor) and o.grad_fn is not None]
+    seen: dict[int, object] = {}
+    classes: list[type] = []
+    while stack and len(seen) <= MAX_NODES:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen[id(node)] = node
+        forward_cls = getattr(node, "_forward_cls", None)
+        if forward_cls is not None and forward_cls not in classes:
+            classes.append(forward_cls)
+        stack.extend(child for child, _ in node.next_functions if child is not None)
+    return classes
 
 
 def _is_python_node(node: object) -> bool:

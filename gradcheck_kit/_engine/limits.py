@@ -35,9 +35,6 @@ SECOND_OPINION_FLOOR = 28
 #: ... and as many as take this many seconds (one call timed as the check's plain calls took on average):
 #: a cheap fn gets every second opinion, the bound is for expensive ones
 SECOND_OPINION_FLOOR_SECONDS = 0.05
-#: auto mode checks a fn that cannot run under vmap along directions (``plan``) from this many input
-#: coordinates on, where full mode's calls would take longer than ``Tuning.auto_plan_seconds``
-AUTO_PLAN_COORDS = 32
 #: after a failed directional check, auto mode narrows down inputs up to this many coordinates
 NARROW_COORDS = 1 << 16
 #: the same where fn cannot run under vmap (one call of fn per point and coordinate)
@@ -73,9 +70,12 @@ class Tuning:
     #: inputs whose Jacobians have at most this many entries together (float64, no user rtol) share one ±h
     #: screen: one set of tensor operations over their stacked matrices instead of one per input
     joint_screen_entries: int = 1 << 18
-    #: auto mode: a full check of a fn that cannot run under vmap whose calls (at least two per coordinate)
-    #: would take longer than this many seconds runs as a directional check (``plan``), narrowed on failure
-    auto_plan_seconds: float = 2.0
+    #: auto mode: a fn that cannot run under vmap is checked along directions (``plan``) where that takes at
+    #: most this fraction of a full check's calls (0: never), by the full check where the directions fail
+    auto_plan_fraction: float = 0.5
+    #: ... found out by one evaluation through vmap, made only where the calls the plan would save take longer
+    #: than this many seconds (timed by the forward at the inputs): a vmapped evaluation's own overhead
+    auto_plan_probe_seconds: float = 1e-3
     #: the shared ±h screen evaluates its vector and matrix inputs through one vmap up to this many
     #: elements of batched input values (points x coordinates); see ``stencil.screen_stencil``
     together_elements: int = 1 << 19

@@ -1,38 +1,123 @@
-"""Auto mode's plan by cost: a function that cannot run under vmap and whose full check would take many
-slow calls is checked along directions instead.
+"""Auto mode's plan by cost: a function that cannot run under vmap is checked along directions where that
+takes clearly fewer calls of fn than a full check, and by the full check where the directional one fails.
 
-Full mode evaluates fn at least twice per input coordinate (the ±h screen), one call each where fn cannot
+Full mode evaluates fn at every input coordinate's stencil (at least f at ±h), one call each where fn cannot
 run under vmap (a custom Function without a vmap rule, a numpy-backed layer, a solver). A directional check
-takes a constant number of calls whatever the size, and a failed one is narrowed down by a full check of
-d(v·out)/dx (``narrow``), so a wrong element is still found and named; only a passing check is cheaper.
-The forward that ran at the inputs times one call."""
+takes a constant number of calls whatever the size: two directions of two calls each where the ±h screen
+decides and a forward-AD pass each, plus the one-sided evaluations that judge the ties of the inputs
+(``directional_ties``). Where
+that is at most ``Tuning.auto_plan_fraction`` of the full check's calls, auto mode checks along directions;
+a directional check that fails (its backward, or forward AD's projections) is followed by the full check
+it stood in for (``fall_back``), whose verdict is the check's: a failure costs both plans' calls, a pass a
+few calls, and the verdicts are full mode's wherever the directions see something wrong. The counts need
+no call of fn; whether fn runs under vmap is told by one evaluation through vmap, made only where the
+counts favour the directions and the calls saved would take longer than ``Tuning.auto_plan_probe_seconds``
+(timed by the forward at the inputs): a cheap fn's check is not slowed down by finding out."""
 
 from __future__ import annotations
 
-from gradcheck_kit._engine import limits, stencil
-from gradcheck_kit._engine.limits import AUTO_PLAN_COORDS
+import torch
+
+from gradcheck_kit._engine import directional, directional_ties, graph, limits, stencil
+from gradcheck_kit._engine import screen as _screen
+from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS, FORWARD_DIRECTIONS
 from gradcheck_kit._inputs import n_coords
 from gradcheck_kit.report import Note, NoteCode
 
 
+def full_calls(run, forward: bool) -> int:
+    """The fewest calls of fn a full check makes one point at a time: f at ±h per coordinate where the ±h
+    screen applies, else the whole stencil; and forward AD's passes where ``forward`` (each at least a call)."""
+    per_coordinate = 2 if _screen.can_screen(run) else run.stencil.points
+    return per_coordinate * run.n_in + (FORWARD_DIRECTIONS if forward else 0)
+
+
+def directional_calls(run, forward: bool) -> int:
+    """The calls of fn a passing directional check's directions make one point at a time: ±h where the screen
+    decides, else the whole stencil, and a forward-AD pass each where ``forward`` (the judging of the
+    inputs' ties comes on top: ``by_cost``)."""
+    per_direction = _screen.POINTS - 1 if _screen.applies(run.stencil) and limits.TUNING.directional_screen \
+        else run.stencil.points
+    return (run.options["directions"] or DEFAULT_DIRECTIONS) * (per_direction + (1 if forward else 0))
+
+
+def forward_passes(run) -> bool:
+    """Whether forward AD's passes are likely to run fn: not where it is off, nor where the graph holds a
+    custom Function without a forward-mode rule (its pass stops there; a guess that only sways the plan)."""
+    if run.options["forward_ad"] is False:
+        return False
+    classes = graph.python_function_classes([run.outs[k] for k in run.out_idx])
+    return not any(getattr(cls, "jvp", None) is getattr(torch.autograd.Function, "jvp", None) for cls in classes)
+
+
 def by_cost(run, mode: str) -> str:
     """``mode`` as ``choose_mode`` chose it, or ``directional`` where auto mode's full check of a fn that
-    cannot run under vmap would take longer than ``Tuning.auto_plan_seconds`` (a note names the plan)."""
-    if run.options["mode"] != "auto" or mode != "full" or run.n_in < AUTO_PLAN_COORDS:
+    cannot run under vmap would take more than ``1 / Tuning.auto_plan_fraction`` times the calls of a
+    directional one (a note names the plan)."""
+    if run.options["mode"] != "auto" or mode != "full":
         return mode
-    largest = max(run.wrt, key=lambda i: n_coords(run.inputs[i]))
-    if stencil.runs_under_vmap(run, largest):
+    fraction = limits.TUNING.auto_plan_fraction
+    if directional_calls(run, False) > fraction * full_calls(run, True):  # (before the graph is walked)
         return mode
-    calls = 2 * run.n_in  # the fewest a full check makes: f at ±h per coordinate
-    seconds = calls * run.forward_seconds
-    if seconds <= limits.TUNING.auto_plan_seconds:
+    forward = forward_passes(run)
+    full, along = full_calls(run, forward), directional_calls(run, forward)
+    if along > fraction * full or (full - along) * run.forward_seconds < limits.TUNING.auto_plan_probe_seconds:
+        return mode  # (a fn this cheap: the calls saved would not pay for finding out whether it vmaps)
+    along += directional_ties.judging_calls(run)
+    if along > fraction * full or runs_under_vmap(run):
         return mode
     run.mode = "directional"
+    run.cost_plan = True
     run.out.notes.append(Note(
-        f"auto mode checked along directions (a constant number of calls, narrowed down by a full check on "
-        f"failure): fn cannot run under vmap ({run.evaluator.path}) and one call took "
-        f"{run.forward_seconds * 1e3:.2g} ms, so a full check would need at least {calls} calls (about "
-        f"{seconds:.2g} s); mode='full' checks every element anyway",
-        NoteCode.COST_PLAN, ("directional", calls),
+        f"auto mode checked along directions, about {along} calls of fn where a full check needs at least "
+        f"{full}: fn cannot run under vmap ({run.evaluator.path}); a failed directional check is followed by the "
+        "full check, whose verdict counts; mode='full' checks every element anyway",
+        NoteCode.COST_PLAN, ("directional", along, full),
     ))
     return "directional"
+
+
+def runs_under_vmap(run) -> bool:
+    """Whether fn's evaluations run through vmap: one batch of one point of the largest input tells (a
+    custom Function without a vmap rule in the graph is no proof: fn may route around it without grad)."""
+    return stencil.runs_under_vmap(run, max(run.wrt, key=lambda i: n_coords(run.inputs[i])))
+
+
+def directions_failed(run, backward_failed: bool) -> bool:
+    """Whether the cost plan's directional check failed: its backward (``backward_failed``), or forward AD's
+    projections judged as ``forward_check`` will judge them (the numerics are shared; what the judging
+    notes is dropped here). Either failure falls back to the full check."""
+    if not run.cost_plan or backward_failed:
+        return run.cost_plan
+    a = run.jvp_projections
+    if a is None or isinstance(a, Exception) or run.directional is None:
+        return False
+    try:
+        with run.stage():
+            verdict, _, _ = directional.judge_directional(run, a)
+    except Exception:  # noqa: BLE001 - forward_check reports it
+        return False
+    return bool(verdict.failed.any())
+
+
+def fall_back(run) -> str:
+    """After the cost plan's directional check failed: the full check runs instead, its results replace the
+    directional one's, and the plan's note says so. Returns ``"full"``."""
+    run.mode = "full"
+    run.cost_plan = False
+    run.directional = None
+    run.jvp_projections = None
+    run.directional_allowance.clear()
+    run.directional_square_sums.clear()
+    run.tie_failures.clear()
+    for pos, note in enumerate(run.out.notes):
+        if getattr(note, "code", None) == NoteCode.COST_PLAN:
+            along, full = note.fields[1], note.fields[2]
+            run.out.notes[pos] = Note(
+                f"auto mode checked along directions first (about {along} calls of fn where a full check needs "
+                f"at least {full}: fn cannot run under vmap); the directional check failed, so the full check "
+                "ran and its results are the verdict",
+                NoteCode.COST_PLAN, ("full_after_directional", along, full),
+            )
+    return "full"
+

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from gradcheck_kit._engine import autograd_rows, limits
-from gradcheck_kit._engine.evaluate import EvaluationFailed
+from gradcheck_kit._engine.evaluate import exception_text
+from gradcheck_kit._engine.reasons import vmap_reason
 from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates, noise_sigma
 from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS
 from gradcheck_kit._inputs import coords, coords64, from_coords, n_coords
@@ -210,14 +211,22 @@ def entry_estimates(run, k, values, cols, step, j_sel, r_sel, at, unit_floor) ->
 
 def runs_under_vmap(run, i: int) -> bool:
     """Whether full mode's batched evaluations of input ``i`` would run through vmap: one batch of one
-    point (x itself) tells, as the first batch of a full check would."""
-    if run.evaluator.vmap_failed is None and run.evaluator.grad_inside is None and not run.evaluator.used_vmap:
-        x = run.evaluator.base_args[i]
-        try:
-            run.evaluator.batched(i, coords(x).unsqueeze(0), x.shape, x.is_complex())
-        except EvaluationFailed:
-            return False
-    return run.evaluator.vmap_failed is None and run.evaluator.grad_inside is None
+    point (x itself) through vmap tells, as the first batch of a full check would (the evaluator remembers;
+    no point-by-point call follows where it fails)."""
+    ev = run.evaluator
+    if ev.vmap_failed is None and ev.grad_inside is None and not ev.used_vmap:
+        x = ev.base_args[i]
+        batch = from_coords(coords(x).unsqueeze(0), x.shape, x.is_complex()).to(x.device)
+        ev.evaluations += 1
+        checked, ev.vmap_checked = ev.vmap_checked, True  # one point cannot show a vmap rule mixing entries:
+        try:  # the first batch of the check is compared with a plain call instead
+            ev._vmapped([i], [batch], ev._fresh(ev.base_args, keep=(i,)))
+            ev.used_vmap = True
+        except Exception as exc:  # noqa: BLE001 - any failure of vmap means: the loop
+            ev.vmap_failed = vmap_reason(exception_text(exc))
+        finally:
+            ev.vmap_checked = checked
+    return ev.vmap_failed is None and ev.grad_inside is None
 
 
 @dataclass

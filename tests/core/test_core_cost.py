@@ -52,14 +52,20 @@ def test_a_decisive_failure_of_an_expensive_fn_costs_at_most_twice_its_passing_c
     # 3% off on a smooth stretch: no kink, tie, noise sample or smaller step could clear it, so none of
     # them is made (the note says so); only the probe for a lower-precision staircase runs (1 + 13 calls)
     passing, failing = _Counted(_tanh_function(1.0), 0.002), _Counted(_tanh_function(1.03), 0.002)
-    good = gk.check_gradients(passing, _x())
-    bad = gk.check_gradients(failing, _x())
+    good = gk.check_gradients(passing, _x(), mode="full")
+    bad = gk.check_gradients(failing, _x(), mode="full")
     assert good.ok and not bad.ok
     [noted] = [n for n in bad.notes if n.code == gk.report.NoteCode.SECOND_OPINIONS]
     spent, cut, decided = noted.fields
     assert decided and not cut and spent == bad.extra_evaluations == 14
     assert failing.calls - bad.extra_evaluations <= 2 * passing.calls
     assert len(bad.mismatches) == 12
+    # auto mode passes along directions; its failure is the directions' calls plus the same full check
+    directional, auto_failing = _Counted(_tanh_function(1.0), 0.002), _Counted(_tanh_function(1.03), 0.002)
+    assert gk.check_gradients(directional, _x()).ok
+    auto_bad = gk.check_gradients(auto_failing, _x())
+    assert not auto_bad.ok and len(auto_bad.mismatches) == 12
+    assert auto_failing.calls <= directional.calls + failing.calls + 1
 
 
 @pytest.mark.parametrize(
@@ -122,37 +128,73 @@ def _codes(report):
     return [getattr(n, "code", None) for n in report.notes]
 
 
-def test_auto_mode_checks_an_expensive_fn_without_vmap_along_directions_and_names_the_plan():
+@pytest.fixture(autouse=True)
+def _plan_probes_any_fn():
+    """The cost plan's vmap probe made whatever fn's forward took (these fns are cheap)."""
+    from gradcheck_kit._engine.limits import tuned
+
+    with tuned(auto_plan_probe_seconds=0.0):
+        yield
+
+
+def _plan(report):
+    return [n.fields[0] for n in report.notes if getattr(n, "code", None) == gk.report.NoteCode.COST_PLAN]
+
+
+def test_auto_mode_checks_a_fn_without_vmap_along_directions_where_that_takes_fewer_calls():
     from gradcheck_kit._engine.limits import tuned
 
     x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    cheap, costly = _Counted(_cube_function()), _Counted(_cube_function())
-    full = gk.check_gradients(cheap, x.clone().requires_grad_())
-    with tuned(auto_plan_seconds=0.0):  # every call counts as expensive
-        planned = gk.check_gradients(costly, x.clone().requires_grad_())
-    assert full.mode == "full" and gk.report.NoteCode.COST_PLAN not in _codes(full)
-    assert planned.ok and planned.mode == "directional"
-    assert gk.report.NoteCode.COST_PLAN in _codes(planned)
-    assert costly.calls * 5 < cheap.calls
+    planned, full = _Counted(_cube_function()), _Counted(_cube_function())
+    report = gk.check_gradients(planned, x.clone().requires_grad_())
+    forced = gk.check_gradients(full, x.clone().requires_grad_(), mode="full")
+    assert report.ok and report.mode == "directional" and _plan(report) == ["directional"]
+    assert forced.mode == "full" and _plan(forced) == []
+    assert planned.calls * 10 < full.calls
+    with tuned(auto_plan_fraction=0.0):  # the plan switched off
+        assert gk.check_gradients(_cube_function(), x.clone().requires_grad_()).mode == "full"
+    with tuned(auto_plan_probe_seconds=1.0):  # calls this cheap are not worth finding out whether fn vmaps
+        assert gk.check_gradients(_cube_function(), x.clone().requires_grad_()).mode == "full"
 
 
-def test_the_directional_plan_still_finds_and_names_one_wrong_element():
-    from gradcheck_kit._engine.limits import tuned
-
+def test_a_failed_directional_plan_falls_back_to_the_full_check_which_names_the_wrong_element():
     x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
-    with tuned(auto_plan_seconds=0.0):
-        report = gk.check_gradients(_cube_function(wrong_at=13), x)
-    assert not report.ok and report.mode == "directional"
-    assert (1, 5) in [m.index for m in report.mismatches]
+    report = gk.check_gradients(_cube_function(wrong_at=13), x)
+    assert not report.ok and report.mode == "full" and _plan(report) == ["full_after_directional"]
+    assert [(m.kind, m.index) for m in report.mismatches if m.check == "backward"] == [("jacobian", (1, 5))]
+    assert [c.name for c in report.checks].count("backward") == 1
 
 
-def test_a_vmappable_or_explicit_full_check_keeps_its_mode():
-    from gradcheck_kit._engine.limits import tuned
-
+def test_a_vmappable_a_small_or_an_explicit_full_check_keeps_its_mode():
     x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
-    with tuned(auto_plan_seconds=0.0):
-        assert gk.check_gradients(torch.sin, x).mode == "full"
-        assert gk.check_gradients(_cube_function(), x, mode="full").mode == "full"
+    assert gk.check_gradients(torch.sin, x).mode == "full"
+    assert gk.check_gradients(_cube_function(), x, mode="full").mode == "full"
+    # two coordinates: 4 calls and a forward-AD pass in full mode, fewer than two directions of 3
+    assert gk.check_gradients(_cube_function(), x[0, :2].detach().requires_grad_()).mode == "full"
+
+
+def test_ties_whose_judging_costs_more_than_a_full_check_keep_it():
+    # exact ties: judging each along its members costs (members + 1) · 2 · points calls of fn one at a time
+    x = torch.arange(16, dtype=torch.float64).div(4).floor().requires_grad_()
+    report = gk.check_gradients(_cube_function(), x)
+    assert report.ok and report.mode == "full" and _plan(report) == []
+
+
+def test_forward_ad_of_several_inputs_without_vmap_in_one_pass_per_direction_and_its_failure_falls_back():
+    right = unary(torch.sin, torch.cos, jvp=1.0, name="Sin").apply
+    wrong = unary(lambda y: y**3, lambda y: 3 * y**2, jvp=1.02, name="CubeJvp").apply
+    gen = torch.Generator().manual_seed(0)
+    x, y = (torch.randn(12, dtype=torch.float64, generator=gen).requires_grad_() for _ in range(2))
+    counted = _Counted(lambda x, y: right(x) * right(y))
+    good = gk.check_gradients(counted, x, y)
+    assert good.ok and good.mode == "directional" and good.check("forward_ad").status == "passed"
+    # the forward, the vmap probe, 2 directions x 2 points, 1 forward-mode pass per direction (not per input and
+    # direction), fn called again
+    assert counted.calls == 1 + 1 + 4 + 2 + 1
+    # a wrong jvp of the second input fails the projections: the full check decides, and finds it
+    report = gk.check_gradients(lambda x, y: right(x) * wrong(y), x, y, forward_ad=True)
+    assert report.mode == "full" and _plan(report) == ["full_after_directional"]
+    assert report.check("backward").status == "passed" and report.check("forward_ad").status == "failed"
 
 
 def test_a_directional_check_of_two_outputs_through_the_whole_stencil_runs():
