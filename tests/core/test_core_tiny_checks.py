@@ -21,10 +21,11 @@ def _count(calls: list, value):
 
 @pytest.mark.parametrize("dtype, backwards", [(torch.float64, 13), (torch.float32, 23)])
 def test_a_passing_tiny_check_runs_two_backwards_for_reentrant_and_linearity(dtype, backwards):
-    # 10 Jacobian rows and a zero row one at a time (a custom Function: no batched backward), float32 also for
-    # its float64 reference; then b(c) and b(-c): five backwards fewer than both checks in full
+    # full mode (auto checks this fn along directions): 10 Jacobian rows and a zero row one at a time (a
+    # custom Function: no batched backward), float32 also for its float64 reference; then b(c) and b(-c):
+    # five backwards fewer than both checks in full
     calls = [0]
-    report = gk.check_gradients(_counting(calls), randn(10, dtype=dtype).requires_grad_())
+    report = gk.check_gradients(_counting(calls), randn(10, dtype=dtype).requires_grad_(), mode="full")
     assert report.ok, str(report)
     assert calls[0] == backwards
     assert report.check("reentrant").status == "passed"
