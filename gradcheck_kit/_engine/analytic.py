@@ -29,13 +29,14 @@ from gradcheck_kit._engine.graph import PythonInBackward, python_function_nodes
 from gradcheck_kit._inputs import batched_coords, coords, from_coords, layout_clone
 from gradcheck_kit._engine.limits import BACKWARD_BATCH_ELEMENTS
 
-try:  # the engine call behind torch.autograd.grad (torch >= 2.3)
+try:  # the engine call behind torch.autograd.grad (torch >= 2.3), and the batching of its batched form
     from torch.autograd.graph import _engine_run_backward
+    from torch import _vmap_internals
 except ImportError:  # pragma: no cover - older torch: torch.autograd.grad itself
-    _engine_run_backward = None
+    _engine_run_backward = _vmap_internals = None
 
 __all__ = [
-    "plain_grad", "vjp_rows", "vjp_rows_functorch", "jvp_columns", "jvp_directions", "forward_pass", "ForwardADUnsupported",
+    "plain_grad", "watched_grad", "batched_grad", "vjp_rows", "vjp_rows_functorch", "jvp_columns", "jvp_directions", "forward_pass", "ForwardADUnsupported",
     "rows_from_coords",
 ]
 
@@ -68,13 +69,54 @@ def plain_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor], 
     ``torch.autograd.grad`` checks and converts before its engine call), the engine call alone: a small
     function's backward costs less than that argument handling."""
     outputs, leaves, grad_outputs = tuple(outputs), tuple(leaves), tuple(grad_outputs)
-    if (
-        _engine_run_backward is not None and leaves and len(outputs) == len(grad_outputs)
-        and all(type(t) in _PLAIN for t in (*outputs, *leaves, *grad_outputs))
-        and all(g.shape == o.shape and g.dtype == o.dtype and g.device == o.device for o, g in zip(outputs, grad_outputs))
-    ):
+    if _engine_ready(outputs, leaves, grad_outputs, 0):
         return _engine_run_backward(outputs, grad_outputs, True, False, leaves, True, accumulate_grad=False)
     return torch.autograd.grad(outputs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
+
+
+def watched_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor], grad_outputs: Sequence[torch.Tensor]):
+    """``plain_grad`` watched for Python code the engine calls (``graph.PythonInBackward``): the gradients
+    and whether such code ran. The arguments are checked before the watch starts (every Python call
+    inside it is an event the watch handles)."""
+    outputs, leaves, grad_outputs = tuple(outputs), tuple(leaves), tuple(grad_outputs)
+    direct = _engine_ready(outputs, leaves, grad_outputs, 0)
+    with PythonInBackward() as probe:
+        if direct:
+            grads = _engine_run_backward(outputs, grad_outputs, True, False, leaves, True, accumulate_grad=False)
+        else:
+            grads = torch.autograd.grad(outputs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
+    return grads, probe.ran
+
+
+def batched_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor], grad_outputs: Sequence[torch.Tensor]):
+    """``torch.autograd.grad(..., retain_graph=True, allow_unused=True, is_grads_batched=True)`` (warnings
+    silenced); the engine call under torch's batching alone where the arguments are what that call checks
+    for (plain tensors, each ``grad_output`` of its output's dtype and device and shape after the batch
+    dimension)."""
+    outputs, leaves, grad_outputs = tuple(outputs), tuple(leaves), tuple(grad_outputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if _engine_ready(outputs, leaves, grad_outputs, 1):
+            def vjp(grad_output):
+                return _engine_run_backward(outputs, grad_output, True, False, leaves, True, accumulate_grad=False)
+
+            return _vmap_internals._vmap(vjp, 0, 0, allow_none_pass_through=True)(grad_outputs)
+        return torch.autograd.grad(
+            outputs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True, is_grads_batched=True,
+        )
+
+
+def _engine_ready(outputs: tuple, leaves: tuple, grad_outputs: tuple, batch: int) -> bool:
+    """Whether the engine may be called directly: what ``torch.autograd.grad`` checks and converts holds."""
+    return (
+        _engine_run_backward is not None and _vmap_internals is not None and bool(leaves)
+        and len(outputs) == len(grad_outputs)
+        and all(type(t) in _PLAIN for t in (*outputs, *leaves, *grad_outputs))
+        and all(
+            g.shape[batch:] == o.shape and g.dim() == o.dim() + batch and g.dtype == o.dtype and g.device == o.device
+            for o, g in zip(outputs, grad_outputs)
+        )
+    )
 
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
@@ -107,11 +149,10 @@ def vjp_rows(
     if path == "batched" and output.device.type == "cpu":
         # the first row through one plain backward, watched for Python code the engine calls (a hook
         # could crash a batched backward the same way: ``graph``)
-        with PythonInBackward() as probe:
-            first = plain_grad([output], leaves, [rows_from_coords(rows[:1], output)[0]])
+        first, ran = watched_grad([output], leaves, [rows_from_coords(rows[:1], output)[0]])
         _add_block(results, flowed, [None if g is None else g.unsqueeze(0) for g in first], leaves, 1)
         start = 1
-        if probe.ran:
+        if ran:
             path = "loop (Python code runs in the backward: a hook)"
     while start < r:
         block = rows[start : start + chunk]
@@ -119,12 +160,7 @@ def vjp_rows(
         grads = None
         if path == "batched":
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    grads = torch.autograd.grad(
-                        output, leaves, grad_outputs=grad_outputs, retain_graph=True,
-                        allow_unused=True, is_grads_batched=True,
-                    )
+                grads = batched_grad([output], leaves, [grad_outputs])
             except Exception:  # noqa: BLE001 - torch could not batch this backward: loop instead
                 pass
         if grads is None:
