@@ -16,6 +16,7 @@ loss ``L``, ``g = dL/d(re) + i dL/d(im)``).
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
 import torch
@@ -398,11 +399,12 @@ def _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad)
                 call_args, [j for j, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
             )
     seed_global_rng(rng_seed)
-    # (torch's first forward-mode pass imports decompositions that warn about torch.jit: not the user's)
-    with fwAD.dual_level(), torch.set_grad_enabled(grad), warnings.catch_warnings():
+    _load_forward_decompositions()
+    # (torch's forward-mode decompositions warn about torch.jit: not the user's)
+    with _dual_level() as level, torch.set_grad_enabled(grad), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         for i, t in tangents.items():
-            call_args[i] = fwAD.make_dual(call_args[i], t)
+            call_args[i] = _make_dual(call_args[i], t, level)
         try:
             outs = as_outputs(fn(*call_args))
         except (NotImplementedError, RuntimeError) as exc:
@@ -413,7 +415,52 @@ def _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad)
             raise
         result = []
         for k in output_indices:
-            primal, tangent_out = fwAD.unpack_dual(outs[k])
+            primal, tangent_out = _unpack_dual(outs[k], level)
             # on the host, where the kit's comparisons run (a no-op for CPU tensors)
             result.append(coords(torch.zeros_like(primal) if tangent_out is None else tangent_out).cpu())
         return result
+
+
+_RAW_DUAL = hasattr(torch, "_make_dual") and hasattr(torch, "_unpack_dual")
+_DECOMPOSITIONS = []  # one entry once torch's forward-mode decompositions are loaded
+
+
+def _load_forward_decompositions() -> None:
+    """What ``fwAD.make_dual`` does on every call: load torch's forward-mode decompositions (once)."""
+    if _DECOMPOSITIONS:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loader = getattr(fwAD, "_maybe_load_decompositions", None)
+        if loader is not None:
+            loader()
+    _DECOMPOSITIONS.append(True)
+
+
+@contextmanager
+def _dual_level():
+    """``fwAD.dual_level()`` as a generator (the level number is what ``_make_dual`` needs); torch's own
+    entry and exit keep ``fwAD``'s current level as fn's own forward-mode calls read it."""
+    level = fwAD.enter_dual_level()
+    try:
+        yield level
+    finally:
+        fwAD.exit_dual_level(level=level)
+
+
+def _make_dual(primal: torch.Tensor, tangent: torch.Tensor, level: int) -> torch.Tensor:
+    """``fwAD.make_dual`` without its argument checks where the arguments are plain floating tensors of one
+    shape (torch's own call checks the rest)."""
+    if (
+        not _RAW_DUAL or type(primal) not in _PLAIN or type(tangent) not in _PLAIN
+        or not (primal.is_floating_point() or primal.is_complex())
+        or not (tangent.is_floating_point() or tangent.is_complex())
+    ):
+        return fwAD.make_dual(primal, tangent, level=level)
+    return torch._make_dual(primal, tangent, level=level)
+
+
+def _unpack_dual(tensor, level: int) -> tuple:
+    if not _RAW_DUAL or type(tensor) not in _PLAIN:
+        return tuple(fwAD.unpack_dual(tensor, level=level))
+    return torch._unpack_dual(tensor, level=level)
