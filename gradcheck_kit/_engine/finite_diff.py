@@ -124,8 +124,8 @@ def _rms(t):
             return math.sqrt(mean_square)
         top = float(np.abs(t).max())
         return top * math.sqrt(float(np.dot(t / top, t / top)) / t.size)
-    if t.dtype == torch.float64 and t.device.type == "cpu" and t.numel() <= _SMALL and not (t.requires_grad or t.is_neg()):
-        return torch.tensor(_rms(t.reshape(-1).numpy()), dtype=torch.float64)  # a few numpy calls, not five torch ops
+    if t.dtype == torch.float64 and t.device.type == "cpu" and t.numel() <= _SMALL and not t.is_neg():
+        return torch.tensor(_rms(t.detach().reshape(-1).numpy()), dtype=torch.float64)  # a few numpy calls, not five torch ops
     mean_square = t.square().mean()
     if bool(torch.isfinite(mean_square)) or not bool(torch.isfinite(t).all()):
         return mean_square.sqrt()

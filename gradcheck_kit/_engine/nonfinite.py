@@ -28,9 +28,9 @@ def nonfinite_elements(inputs: Sequence, wrt: Sequence[int]) -> dict[int, torch.
         t = inputs[i]
         if not isinstance(t, torch.Tensor) or not (t.is_floating_point() or t.is_complex()):
             continue
-        bad = ~torch.isfinite(coords(t.detach()).cpu())
-        if bool(bad.any()):
-            out[i] = bad.nonzero().squeeze(1)
+        finite = torch.isfinite(coords(t.detach()).cpu())
+        if not bool(finite.all()):
+            out[i] = (~finite).nonzero().squeeze(1)
     return out
 
 

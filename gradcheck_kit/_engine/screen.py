@@ -298,7 +298,7 @@ def joint_screen_test(run, joint: "JointScreen", rows, extra, kap) -> dict:
     Entries where autograd is nonzero while f did not move at ±h are left open."""
     policy = tolerances.AnalyticAllowance(joint.dtype, False)
     n = len(joint.inputs)
-    offsets = np.cumsum([0] + joint.sizes[:-1])
+    offsets = [sum(joint.sizes[:p]) for p in range(n)]
     worst: dict[int, dict] = {i: {} for i in joint.inputs}
     opened: dict[int, dict] = {i: {} for i in joint.inputs}
     cols: list[set] = [set() for _ in joint.inputs]
