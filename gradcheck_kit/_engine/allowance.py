@@ -120,7 +120,8 @@ def floor_scale_of(run, scale: torch.Tensor, i: int, k: int, measured) -> torch.
     round-off (``AnalyticAllowance.allowance``'s ``floor_scale``), else None (the floor keeps it)."""
     if measured is None:
         return None
-    return (scale - run.natural_parts.get((i, k), 0.0)).clamp_min(0.0)
+    floor = scale - run.natural_parts.get((i, k), 0.0)
+    return np.maximum(floor, 0.0) if isinstance(floor, np.ndarray) else floor.clamp_min(0.0)
 
 
 def full_conditioning(run) -> dict | None:
