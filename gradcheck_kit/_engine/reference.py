@@ -16,6 +16,7 @@ output by that much however it is computed).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -116,11 +117,13 @@ def _forward_gap_numpy(low, ref, e: float, x_scale: float, moved_outputs) -> For
             if lo.size == 0:
                 out.append(0.0)
                 continue
-            diff = np.nan_to_num(np.abs(re - lo), nan=np.inf, posinf=np.inf, neginf=np.inf)
-            re0 = np.nan_to_num(re, nan=0.0, posinf=0.0, neginf=0.0)
+            diff = np.abs(re - lo)
+            diff = np.where(np.isfinite(diff), diff, np.inf)
+            re0 = np.where(np.isfinite(re), re, 0.0)
             bound = FORWARD_EPS * e * (np.abs(re0) + np.sqrt(np.mean(np.square(re0)))) + floor
             if moved is not None:
-                shift = np.nan_to_num(np.abs(moved[pos] - re), nan=0.0, posinf=0.0, neginf=0.0)
+                shift = np.abs(moved[pos] - re)
+                shift = np.where(np.isfinite(shift), shift, 0.0)
                 bound = np.maximum(bound, MOVED_FACTOR * shift)
             out.append(float(np.max(diff / bound)))
         return out
@@ -136,13 +139,11 @@ def _forward_gap_numpy(low, ref, e: float, x_scale: float, moved_outputs) -> For
         rel = 0.0
         if lo.size:
             size = np.abs(re) + np.sqrt(np.mean(np.square(re)))
-            rel = float(np.max(np.nan_to_num(
-                np.abs(re - lo) / np.maximum(size, np.finfo(np.float64).tiny), nan=np.inf
-            )))
-        rounding = tuple(
-            float(np.max(np.nan_to_num(np.abs(re - lo), nan=0.0, posinf=0.0, neginf=0.0))) if lo.size else 0.0
-            for lo, re in zip(lows, refs)
-        )
+            q = np.abs(re - lo) / np.maximum(size, np.finfo(np.float64).tiny)
+            # torch's nan_to_num(inf): NaN to inf, inf to the largest finite value
+            rel = math.inf if np.isnan(q).any() else float(np.minimum(q, np.finfo(np.float64).max).max())
+        gaps = [np.abs(re - lo) for lo, re in zip(lows, refs)]
+        rounding = tuple(float(np.where(np.isfinite(g), g, 0.0).max()) if g.size else 0.0 for g in gaps)
     return ForwardGap(r[worst], rel, worst, rounding)
 
 

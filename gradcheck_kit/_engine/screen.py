@@ -247,7 +247,7 @@ def _candidate_ratios_numpy(run, i, pos, k, kind, arrays, policy, extra, kap) ->
     fp, fm, a, ref, step, j_idx, r_idx = arrays
     a_c, ref_c = a[j_idx, r_idx], ref[j_idx, r_idx]
     with np.errstate(all="ignore"):
-        finite = np.nan_to_num(ref, nan=0.0, posinf=0.0, neginf=0.0)
+        finite = np.where(np.isfinite(ref), ref, 0.0)
         row_rms = np.sqrt(np.sum(np.square(finite), axis=0)) / math.sqrt(max(ref.shape[0], 1))
         scale = np.abs(ref_c) + row_rms[r_idx] + extra
         measured = np.abs(a_c - ref_c)
