@@ -97,7 +97,17 @@ def batched_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor]
     outputs, leaves, grad_outputs = tuple(outputs), tuple(leaves), tuple(grad_outputs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if _engine_ready(outputs, leaves, grad_outputs, 1):
+        if _engine_ready(outputs, leaves, grad_outputs, 1) and len({g.shape[0] for g in grad_outputs}) == 1:
+            if _BATCH_DIMS:  # what torch's batching (``_vmap_internals._vmap``) does for a tuple of tensors
+                size = grad_outputs[0].shape[0]
+                level = torch._C._vmapmode_increment_nesting()
+                try:
+                    batched = tuple(torch._add_batch_dim(g, 0, level) for g in grad_outputs)
+                    grads = _engine_run_backward(outputs, batched, True, False, leaves, True, accumulate_grad=False)
+                    return tuple(None if g is None else torch._remove_batch_dim(g, level, size, 0) for g in grads)
+                finally:
+                    torch._C._vmapmode_decrement_nesting()
+
             def vjp(grad_output):
                 return _engine_run_backward(outputs, grad_output, True, False, leaves, True, accumulate_grad=False)
 
@@ -105,6 +115,11 @@ def batched_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor]
         return torch.autograd.grad(
             outputs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True, is_grads_batched=True,
         )
+
+
+_BATCH_DIMS = all(hasattr(torch._C, n) for n in ("_vmapmode_increment_nesting", "_vmapmode_decrement_nesting")) and all(
+    hasattr(torch, n) for n in ("_add_batch_dim", "_remove_batch_dim")
+)
 
 
 def _engine_ready(outputs: tuple, leaves: tuple, grad_outputs: tuple, batch: int) -> bool:
