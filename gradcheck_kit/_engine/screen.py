@@ -303,8 +303,12 @@ def joint_screen_prepare(run, inputs, rows, analytic, reference) -> "JointScreen
     # numpy from here on: these matrices are small (limits.TUNING.joint_screen_entries), where a numpy call costs a
     # fraction of a torch call (a conv1d's or an MLP's check: about a fifth of its time was spent here)
     for pos, k in enumerate(run.out_idx):
-        fp, fm = torch.cat([known[i][k] for i in inputs], dim=1).numpy()  # f at +h, -h: (sum n_i, r)
-        a = torch.cat([analytic[(i, k)] for i in inputs]).numpy()
+        if len(inputs) == 1:  # nothing to stack
+            fp, fm = known[inputs[0]][k].numpy()  # f at +h, -h: (n_i, r)
+            a = analytic[(inputs[0], k)].numpy()
+        else:
+            fp, fm = torch.cat([known[i][k] for i in inputs], dim=1).numpy()  # f at +h, -h: (sum n_i, r)
+            a = torch.cat([analytic[(i, k)] for i in inputs]).numpy()
         f0 = autograd_rows.f0_rows(run, pos, k, rows[k])[0].numpy()  # (r,)
         moved = (fp != f0) | (fm != f0)
         j_idx, r_idx = np.nonzero(moved | (a != 0))  # every nonzero of autograd's: its sums are exact
