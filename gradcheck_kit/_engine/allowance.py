@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from gradcheck_kit._engine import autograd_rows, reductions, tolerances
@@ -50,7 +51,8 @@ def natural_scale(run, i: int, k: int, kind: str) -> float:
     """``natural_size`` of (input i, output k) in full mode, from f(x) in the numerics' dtype."""
     pos = run.out_idx.index(k)
     if ("x", i) not in run.rms_cache:  # numpy: full mode's inputs are small
-        run.rms_cache[("x", i)] = _rms(_nonfinite.finite_or_zero(coords64(run.inputs[i])).numpy())
+        x = coords64(run.inputs[i]).numpy()
+        run.rms_cache[("x", i)] = _rms(np.where(np.isfinite(x), x, 0.0))
     if ("out", k) not in run.rms_cache:
         run.rms_cache[("out", k)] = float(_rms(run.f0[pos]))
     out_rms, x_rms = run.rms_cache[("out", k)], run.rms_cache[("x", i)]
@@ -118,7 +120,8 @@ def floor_scale_of(run, scale: torch.Tensor, i: int, k: int, measured) -> torch.
     round-off (``AnalyticAllowance.allowance``'s ``floor_scale``), else None (the floor keeps it)."""
     if measured is None:
         return None
-    return (scale - run.natural_parts.get((i, k), 0.0)).clamp_min(0.0)
+    floor = scale - run.natural_parts.get((i, k), 0.0)
+    return np.maximum(floor, 0.0) if isinstance(floor, np.ndarray) else floor.clamp_min(0.0)
 
 
 def full_conditioning(run) -> dict | None:

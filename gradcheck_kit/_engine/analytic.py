@@ -16,6 +16,7 @@ loss ``L``, ``g = dL/d(re) + i dL/d(im)``).
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
 import torch
@@ -29,13 +30,14 @@ from gradcheck_kit._engine.graph import PythonInBackward, python_function_nodes
 from gradcheck_kit._inputs import batched_coords, coords, from_coords, layout_clone
 from gradcheck_kit._engine.limits import BACKWARD_BATCH_ELEMENTS
 
-try:  # the engine call behind torch.autograd.grad (torch >= 2.3)
+try:  # the engine call behind torch.autograd.grad (torch >= 2.3), and the batching of its batched form
     from torch.autograd.graph import _engine_run_backward
+    from torch import _vmap_internals
 except ImportError:  # pragma: no cover - older torch: torch.autograd.grad itself
-    _engine_run_backward = None
+    _engine_run_backward = _vmap_internals = None
 
 __all__ = [
-    "plain_grad", "vjp_rows", "vjp_rows_functorch", "jvp_columns", "jvp_directions", "forward_pass", "ForwardADUnsupported",
+    "plain_grad", "watched_grad", "batched_grad", "vjp_rows", "vjp_rows_functorch", "jvp_columns", "jvp_directions", "forward_pass", "ForwardADUnsupported",
     "rows_from_coords",
 ]
 
@@ -68,13 +70,69 @@ def plain_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor], 
     ``torch.autograd.grad`` checks and converts before its engine call), the engine call alone: a small
     function's backward costs less than that argument handling."""
     outputs, leaves, grad_outputs = tuple(outputs), tuple(leaves), tuple(grad_outputs)
-    if (
-        _engine_run_backward is not None and leaves and len(outputs) == len(grad_outputs)
-        and all(type(t) in _PLAIN for t in (*outputs, *leaves, *grad_outputs))
-        and all(g.shape == o.shape and g.dtype == o.dtype and g.device == o.device for o, g in zip(outputs, grad_outputs))
-    ):
+    if _engine_ready(outputs, leaves, grad_outputs, 0):
         return _engine_run_backward(outputs, grad_outputs, True, False, leaves, True, accumulate_grad=False)
     return torch.autograd.grad(outputs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
+
+
+def watched_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor], grad_outputs: Sequence[torch.Tensor]):
+    """``plain_grad`` watched for Python code the engine calls (``graph.PythonInBackward``): the gradients
+    and whether such code ran. The arguments are checked before the watch starts (every Python call
+    inside it is an event the watch handles)."""
+    outputs, leaves, grad_outputs = tuple(outputs), tuple(leaves), tuple(grad_outputs)
+    direct = _engine_ready(outputs, leaves, grad_outputs, 0)
+    with PythonInBackward() as probe:
+        if direct:
+            grads = _engine_run_backward(outputs, grad_outputs, True, False, leaves, True, accumulate_grad=False)
+        else:
+            grads = torch.autograd.grad(outputs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
+    return grads, probe.ran
+
+
+def batched_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor], grad_outputs: Sequence[torch.Tensor]):
+    """``torch.autograd.grad(..., retain_graph=True, allow_unused=True, is_grads_batched=True)`` (warnings
+    silenced); the engine call under torch's batching alone where the arguments are what that call checks
+    for (plain tensors, each ``grad_output`` of its output's dtype and device and shape after the batch
+    dimension)."""
+    outputs, leaves, grad_outputs = tuple(outputs), tuple(leaves), tuple(grad_outputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if _engine_ready(outputs, leaves, grad_outputs, 1) and len({g.shape[0] for g in grad_outputs}) == 1:
+            if _BATCH_DIMS:  # what torch's batching (``_vmap_internals._vmap``) does for a tuple of tensors
+                size = grad_outputs[0].shape[0]
+                level = torch._C._vmapmode_increment_nesting()
+                try:
+                    batched = tuple(torch._add_batch_dim(g, 0, level) for g in grad_outputs)
+                    grads = _engine_run_backward(outputs, batched, True, False, leaves, True, accumulate_grad=False)
+                    return tuple(None if g is None else torch._remove_batch_dim(g, level, size, 0) for g in grads)
+                finally:
+                    torch._C._vmapmode_decrement_nesting()
+
+            def vjp(grad_output):
+                return _engine_run_backward(outputs, grad_output, True, False, leaves, True, accumulate_grad=False)
+
+            return _vmap_internals._vmap(vjp, 0, 0, allow_none_pass_through=True)(grad_outputs)
+        return torch.autograd.grad(
+            outputs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True, is_grads_batched=True,
+        )
+
+
+_BATCH_DIMS = all(hasattr(torch._C, n) for n in ("_vmapmode_increment_nesting", "_vmapmode_decrement_nesting")) and all(
+    hasattr(torch, n) for n in ("_add_batch_dim", "_remove_batch_dim")
+)
+
+
+def _engine_ready(outputs: tuple, leaves: tuple, grad_outputs: tuple, batch: int) -> bool:
+    """Whether the engine may be called directly: what ``torch.autograd.grad`` checks and converts holds."""
+    return (
+        _engine_run_backward is not None and _vmap_internals is not None and bool(leaves)
+        and len(outputs) == len(grad_outputs)
+        and all(type(t) in _PLAIN for t in (*outputs, *leaves, *grad_outputs))
+        and all(
+            g.shape[batch:] == o.shape and g.dim() == o.dim() + batch and g.dtype == o.dtype and g.device == o.device
+            for o, g in zip(outputs, grad_outputs)
+        )
+    )
 
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
@@ -107,11 +165,10 @@ def vjp_rows(
     if path == "batched" and output.device.type == "cpu":
         # the first row through one plain backward, watched for Python code the engine calls (a hook
         # could crash a batched backward the same way: ``graph``)
-        with PythonInBackward() as probe:
-            first = plain_grad([output], leaves, [rows_from_coords(rows[:1], output)[0]])
+        first, ran = watched_grad([output], leaves, [rows_from_coords(rows[:1], output)[0]])
         _add_block(results, flowed, [None if g is None else g.unsqueeze(0) for g in first], leaves, 1)
         start = 1
-        if probe.ran:
+        if ran:
             path = "loop (Python code runs in the backward: a hook)"
     while start < r:
         block = rows[start : start + chunk]
@@ -119,12 +176,7 @@ def vjp_rows(
         grads = None
         if path == "batched":
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    grads = torch.autograd.grad(
-                        output, leaves, grad_outputs=grad_outputs, retain_graph=True,
-                        allow_unused=True, is_grads_batched=True,
-                    )
+                grads = batched_grad([output], leaves, [grad_outputs])
             except Exception:  # noqa: BLE001 - torch could not batch this backward: loop instead
                 pass
         if grads is None:
@@ -362,11 +414,12 @@ def _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad)
                 call_args, [j for j, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
             )
     seed_global_rng(rng_seed)
-    # (torch's first forward-mode pass imports decompositions that warn about torch.jit: not the user's)
-    with fwAD.dual_level(), torch.set_grad_enabled(grad), warnings.catch_warnings():
+    _load_forward_decompositions()
+    # (torch's forward-mode decompositions warn about torch.jit: not the user's)
+    with _dual_level() as level, torch.set_grad_enabled(grad), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         for i, t in tangents.items():
-            call_args[i] = fwAD.make_dual(call_args[i], t)
+            call_args[i] = _make_dual(call_args[i], t, level)
         try:
             outs = as_outputs(fn(*call_args))
         except (NotImplementedError, RuntimeError) as exc:
@@ -377,7 +430,52 @@ def _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad)
             raise
         result = []
         for k in output_indices:
-            primal, tangent_out = fwAD.unpack_dual(outs[k])
+            primal, tangent_out = _unpack_dual(outs[k], level)
             # on the host, where the kit's comparisons run (a no-op for CPU tensors)
             result.append(coords(torch.zeros_like(primal) if tangent_out is None else tangent_out).cpu())
         return result
+
+
+_RAW_DUAL = hasattr(torch, "_make_dual") and hasattr(torch, "_unpack_dual")
+_DECOMPOSITIONS = []  # one entry once torch's forward-mode decompositions are loaded
+
+
+def _load_forward_decompositions() -> None:
+    """What ``fwAD.make_dual`` does on every call: load torch's forward-mode decompositions (once)."""
+    if _DECOMPOSITIONS:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loader = getattr(fwAD, "_maybe_load_decompositions", None)
+        if loader is not None:
+            loader()
+    _DECOMPOSITIONS.append(True)
+
+
+@contextmanager
+def _dual_level():
+    """``fwAD.dual_level()`` as a generator (the level number is what ``_make_dual`` needs); torch's own
+    entry and exit keep ``fwAD``'s current level as fn's own forward-mode calls read it."""
+    level = fwAD.enter_dual_level()
+    try:
+        yield level
+    finally:
+        fwAD.exit_dual_level(level=level)
+
+
+def _make_dual(primal: torch.Tensor, tangent: torch.Tensor, level: int) -> torch.Tensor:
+    """``fwAD.make_dual`` without its argument checks where the arguments are plain floating tensors of one
+    shape (torch's own call checks the rest)."""
+    if (
+        not _RAW_DUAL or type(primal) not in _PLAIN or type(tangent) not in _PLAIN
+        or not (primal.is_floating_point() or primal.is_complex())
+        or not (tangent.is_floating_point() or tangent.is_complex())
+    ):
+        return fwAD.make_dual(primal, tangent, level=level)
+    return torch._make_dual(primal, tangent, level=level)
+
+
+def _unpack_dual(tensor, level: int) -> tuple:
+    if not _RAW_DUAL or type(tensor) not in _PLAIN:
+        return tuple(fwAD.unpack_dual(tensor, level=level))
+    return torch._unpack_dual(tensor, level=level)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping
 
@@ -129,7 +130,7 @@ class Setup:
 
 
 def _given(name: str) -> property:
-    return property(lambda run: getattr(run.setup, name), doc=f"``setup.{name}`` (read-only)")
+    return property(attrgetter(f"setup.{name}"), doc=f"``setup.{name}`` (read-only)")
 
 
 class Run:

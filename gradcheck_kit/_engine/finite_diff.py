@@ -107,6 +107,10 @@ def _weight_tensor(data: bytes, shape: tuple, dtype: torch.dtype, device: torch.
     return torch.from_numpy(np.frombuffer(data, dtype=np.float64).reshape(shape).copy()).to(device, dtype)
 
 
+#: elements up to which a CPU float64 tensor's rms goes through numpy
+_SMALL = 1 << 12
+
+
 def _rms(t):
     """Root mean square, also of finite values whose squares overflow (above 1e154): scaled by max |t|.
     A torch tensor gives a 0-d tensor; a flat numpy array (full mode's small inputs, where a numpy call
@@ -120,6 +124,8 @@ def _rms(t):
             return math.sqrt(mean_square)
         top = float(np.abs(t).max())
         return top * math.sqrt(float(np.dot(t / top, t / top)) / t.size)
+    if t.dtype == torch.float64 and t.device.type == "cpu" and t.numel() <= _SMALL and not t.is_neg():
+        return torch.tensor(_rms(t.detach().reshape(-1).numpy()), dtype=torch.float64)  # a few numpy calls, not five torch ops
     mean_square = t.square().mean()
     if bool(torch.isfinite(mean_square)) or not bool(torch.isfinite(t).all()):
         return mean_square.sqrt()

@@ -117,16 +117,21 @@ def forward_against_backward(run, inputs: list[int]) -> bool:
     cols, _ = jvp_directions(run.fn, autograd_rows.jvp_args(run), tangents, run.out_idx, run.rng_seed, run.mutates_inputs)
     dtype = min((run.inputs[i].dtype for i in inputs), key=lambda dt: -tolerances.eps(dt))
     policy = tolerances.AnalyticAllowance(dtype, reference is not None)
-    u_norm = torch.stack([u.square().sum(dim=1) for u in tangents.values()], dim=1).sqrt_()  # (d, inputs)
     nondet_tol = run.options["nondet_tol"]
     sparse = None
     if reference is None and limits.TUNING.sparse_forward:
         sparse = screen.screen_candidates(run, inputs, sizes)
+    small = sparse is None and all(
+        t.device.type == "cpu" and t.numel() <= limits.TUNING.joint_screen_entries and not t.is_neg()
+        for table in (analytic, reference or {}) for t in table.values()
+    ) and all(c.device.type == "cpu" and not c.is_neg() for c in cols)
+    if sparse is not None or small:  # small arrays: numpy, where a call costs a fraction of torch's
+        u_norm = np.sqrt(np.stack([np.square(u.numpy()).sum(axis=1) for u in tangents.values()], axis=1))
+    else:
+        u_norm = torch.stack([u.square().sum(dim=1) for u in tangents.values()], dim=1).sqrt_()  # (d, inputs)
     if sparse is not None:
         limits.TUNING.record("sparse_forward", list(inputs))
-        # small arrays (the screen's nonzero entries): numpy, where a call costs a fraction of torch's
         u_all = np.concatenate([u.numpy() for u in tangents.values()], axis=1)
-        u_norm = u_norm.numpy()
     for pos, k in enumerate(run.out_idx):
         got = autograd_rows.project(run, k, rows[k], cols[pos])  # (d, r)
         if sparse is not None:
@@ -140,7 +145,11 @@ def forward_against_backward(run, inputs: list[int]) -> bool:
             if not jvp_within(got.numpy(), expected, scale2, u_norm, row_rms, extra_k, policy, None, nondet_tol):
                 return False
             continue
-        # dense: input by input over the matrices
+        # dense: input by input over the matrices (numpy where they are small)
+        if small:
+            if not _dense_within_numpy(got, tangents, analytic, reference, extra, k, inputs, u_norm, policy, nondet_tol):
+                return False
+            continue
         expected, scale2 = torch.zeros_like(got), torch.zeros_like(got)
         measured2 = torch.zeros_like(got) if reference is not None else None
         rms_parts = []
@@ -165,6 +174,37 @@ def forward_against_backward(run, inputs: list[int]) -> bool:
         if not jvp_within(got, expected, scale2, u_norm, row_rms, extra_k, policy, measured, nondet_tol):
             return False
     return True
+
+
+def _dense_within_numpy(got, tangents, analytic, reference, extra, k, inputs, u_norm, policy, nondet_tol) -> bool:
+    """``forward_against_backward``'s dense comparison of output ``k`` in numpy (small matrices): the same
+    steps."""
+    got = got.detach().numpy()
+    expected, scale2 = np.zeros_like(got), np.zeros_like(got)
+    measured2 = np.zeros_like(got) if reference is not None else None
+    rms_parts = []
+    with np.errstate(all="ignore"):
+        for i, u in tangents.items():
+            u = u.numpy()
+            a = analytic[(i, k)].detach().numpy()
+            ref = reference[(i, k)].detach().numpy() if reference is not None else None
+            base = ref if ref is not None else a
+            product = u @ base
+            if not np.isfinite(product).all():  # entries left unchecked (fn not finite there)
+                base = np.where(np.isfinite(base), base, 0.0)
+                product = u @ base
+            expected += product
+            b2 = np.square(base)
+            u2 = np.square(u)
+            scale2 += u2 @ b2
+            rms_parts.append(np.sqrt(b2.mean(axis=0)))
+            if measured2 is not None:
+                gap = a - ref  # NaN as 0; an inf squares to inf either way
+                measured2 += u2 @ np.square(np.where(np.isnan(gap), 0.0, gap))
+        extra_k = np.array([[extra[(i, k)]] for i in inputs], dtype=np.float64)
+        measured = np.sqrt(measured2) if measured2 is not None else None
+        row_rms = np.stack(rms_parts)  # (inputs, r)
+    return jvp_within(got, expected, scale2, u_norm, row_rms, extra_k, policy, measured, nondet_tol)
 
 
 def forward_directional(run) -> bool:

@@ -12,13 +12,11 @@ which report it.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from gradcheck_kit._engine import autograd_rows, context, limits
-from gradcheck_kit._engine.analytic import _add_block, plain_grad, rows_from_coords
-from gradcheck_kit._engine.graph import PythonInBackward, python_function_nodes
+from gradcheck_kit._engine.analytic import _add_block, batched_grad, rows_from_coords, watched_grad
+from gradcheck_kit._engine.graph import python_function_nodes
 from gradcheck_kit._engine.limits import BACKWARD_BATCH_ELEMENTS, FUNCTORCH_ELEMENTS
 
 __all__ = ["rows_and_reference"]
@@ -96,16 +94,10 @@ def _paired(run, rows, zero_rows, ref) -> tuple[dict, dict, str, dict] | None:
     results: list[list[torch.Tensor]] = [[] for _ in every]
     flowed = [False] * len(every)
     try:
-        with PythonInBackward() as probe:
-            first = plain_grad([out, ref_out], every, [ours[0], theirs[0]])
-        if probe.ran:
+        first, ran = watched_grad([out, ref_out], every, [ours[0], theirs[0]])
+        if ran:
             return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            rest = torch.autograd.grad(
-                [out, ref_out], every, grad_outputs=[ours[1:], theirs[1:]], retain_graph=True, allow_unused=True,
-                is_grads_batched=True,
-            )
+        rest = batched_grad([out, ref_out], every, [ours[1:], theirs[1:]])
         _add_block(results, flowed, [None if g is None else g.unsqueeze(0) for g in first], every, 1)
         _add_block(results, flowed, rest, every, n_rows - 1)
     except Exception:  # noqa: BLE001 - the separate calls run and report it

@@ -212,6 +212,11 @@ def candidate_ratios(run, i, found, pos, k, kind, analytic, reference, extra, ka
     step = stencil.step_of(run, i)
     policy = tolerances.AnalyticAllowance(run.inputs[i].dtype, reference is not None)
     fp, fm = found.known[k][0], found.known[k][1]
+    if reference is not None and analytic[(i, k)].numel() <= limits.TUNING.joint_screen_entries:
+        small = _host_arrays(fp, fm, analytic[(i, k)], reference[(i, k)], step, j_idx, r_idx)
+        if small is not None:
+            ratio, ok = _candidate_ratios_numpy(run, i, pos, k, kind, small, policy, extra[(i, k)], kap)
+            return torch.from_numpy(ratio), torch.from_numpy(ok)
     fpc, fmc = fp[j_idx, r_idx], fm[j_idx, r_idx]
     ref = reference[(i, k)] if reference is not None else None
     if ref is None and k in found.row_rms:
@@ -225,6 +230,29 @@ def candidate_ratios(run, i, found, pos, k, kind, analytic, reference, extra, ka
     measured = (a_c - ref[j_idx, r_idx]).abs() if ref is not None else None
     allow = policy.allowance(scale, measured, floor_scale=allowance.floor_scale_of(run, scale, i, k, measured))
     return screen_ratios(run, pos, k, kind, fpc, fmc, step[j_idx], r_idx, a_c, allow, kap)
+
+
+def _host_arrays(*tensors: torch.Tensor) -> list[np.ndarray] | None:
+    """The tensors as numpy arrays (no copies) where each is a CPU tensor numpy can read, else ``None``."""
+    arrays = []
+    for t in tensors:
+        if t.device.type != "cpu" or t.requires_grad or t.is_neg() or t.is_conj():
+            return None
+        arrays.append(t.numpy())
+    return arrays
+
+
+def _candidate_ratios_numpy(run, i, pos, k, kind, arrays, policy, extra, kap) -> tuple[np.ndarray, np.ndarray]:
+    """``candidate_ratios`` with a float64 reference, in numpy (small matrices): the same steps."""
+    fp, fm, a, ref, step, j_idx, r_idx = arrays
+    a_c, ref_c = a[j_idx, r_idx], ref[j_idx, r_idx]
+    with np.errstate(all="ignore"):
+        finite = np.where(np.isfinite(ref), ref, 0.0)
+        row_rms = np.sqrt(np.sum(np.square(finite), axis=0)) / math.sqrt(max(ref.shape[0], 1))
+        scale = np.abs(ref_c) + row_rms[r_idx] + extra
+        measured = np.abs(a_c - ref_c)
+        allow = policy.allowance(scale, measured, floor_scale=allowance.floor_scale_of(run, scale, i, k, measured))
+    return screen_ratios(run, pos, k, kind, fp[j_idx, r_idx], fm[j_idx, r_idx], step[j_idx], r_idx, a_c, allow, kap)
 
 
 def screen_ratios(run, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap):
@@ -275,8 +303,12 @@ def joint_screen_prepare(run, inputs, rows, analytic, reference) -> "JointScreen
     # numpy from here on: these matrices are small (limits.TUNING.joint_screen_entries), where a numpy call costs a
     # fraction of a torch call (a conv1d's or an MLP's check: about a fifth of its time was spent here)
     for pos, k in enumerate(run.out_idx):
-        fp, fm = torch.cat([known[i][k] for i in inputs], dim=1).numpy()  # f at +h, -h: (sum n_i, r)
-        a = torch.cat([analytic[(i, k)] for i in inputs]).numpy()
+        if len(inputs) == 1:  # nothing to stack
+            fp, fm = known[inputs[0]][k].numpy()  # f at +h, -h: (n_i, r)
+            a = analytic[(inputs[0], k)].numpy()
+        else:
+            fp, fm = torch.cat([known[i][k] for i in inputs], dim=1).numpy()  # f at +h, -h: (sum n_i, r)
+            a = torch.cat([analytic[(i, k)] for i in inputs]).numpy()
         f0 = autograd_rows.f0_rows(run, pos, k, rows[k])[0].numpy()  # (r,)
         moved = (fp != f0) | (fm != f0)
         j_idx, r_idx = np.nonzero(moved | (a != 0))  # every nonzero of autograd's: its sums are exact
@@ -298,7 +330,7 @@ def joint_screen_test(run, joint: "JointScreen", rows, extra, kap) -> dict:
     Entries where autograd is nonzero while f did not move at ±h are left open."""
     policy = tolerances.AnalyticAllowance(joint.dtype, False)
     n = len(joint.inputs)
-    offsets = np.cumsum([0] + joint.sizes[:-1])
+    offsets = [sum(joint.sizes[:p]) for p in range(n)]
     worst: dict[int, dict] = {i: {} for i in joint.inputs}
     opened: dict[int, dict] = {i: {} for i in joint.inputs}
     cols: list[set] = [set() for _ in joint.inputs]

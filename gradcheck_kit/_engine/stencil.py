@@ -158,6 +158,9 @@ def prepare_steps(run, inputs: Sequence[int]) -> None:
     x = np.where(np.isfinite(x), x, 0.0)  # a non-finite element (not used by fn) takes the unit step
     # scale_of: 2^round(log2(max(|x|, 1)))
     steps = np.exp2(np.round(np.log2(np.maximum(np.abs(x), 1.0)))) * run.stencil.h0
+    if len(todo) == 1:
+        run.steps[todo[0]] = torch.from_numpy(steps)
+        return
     for i, s in zip(todo, torch.from_numpy(steps).split([p.size for p in parts])):
         run.steps[i] = s
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -123,7 +124,8 @@ class AnalyticAllowance:
         floor_scale: torch.Tensor | None = None,
         forward_rounding: float | None = None,
     ) -> torch.Tensor:
-        """``analytic_scale``: a magnitude of the derivative (|entry| + the size of its row).
+        """``analytic_scale``: a magnitude of the derivative (|entry| + the size of its row); torch tensors or
+        numpy arrays alike.
 
         ``floor_scale``: the scale of the floor where a float64 run exists (default ``analytic_scale``). Callers
         leave the derivative's natural size |out| / |x| out of it: that size bounds the round-off of terms
@@ -153,12 +155,15 @@ class AnalyticAllowance:
         if measured is None:
             return (NO_REFERENCE_EPS * e) * analytic_scale + subnormal
         cap = self._cap(analytic_scale)
+        numpy = isinstance(cap, np.ndarray)  # numpy arrays (small matrices) answered in kind
+        maximum, minimum = (np.maximum, np.minimum) if numpy else (torch.maximum, torch.minimum)
         if conditioning is not None:
-            cap = torch.maximum(cap, MEASURED_FACTOR * conditioning)
+            cap = maximum(cap, MEASURED_FACTOR * conditioning)
         if forward_rounding is not None:
-            cap = torch.maximum(cap, torch.as_tensor(MEASURED_FACTOR * forward_rounding, dtype=cap.dtype))
+            forward = MEASURED_FACTOR * forward_rounding
+            cap = maximum(cap, forward if numpy else torch.as_tensor(forward, dtype=cap.dtype))
         floor = analytic_scale if floor_scale is None else floor_scale
-        return (FLOOR_EPS * e) * floor + torch.minimum(MEASURED_FACTOR * measured, cap) + subnormal
+        return (FLOOR_EPS * e) * floor + minimum(MEASURED_FACTOR * measured, cap) + subnormal
 
     def capped(self, analytic_scale: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
         """Where the measured part of the allowance was cut by the cap."""

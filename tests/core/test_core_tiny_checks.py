@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 
 import gradcheck_kit as gk
 from tests.helpers import DoubleScalesGradOutputInPlace, randn, unary
@@ -53,3 +54,26 @@ def test_a_float32_check_whose_rows_share_backwards_with_its_float64_reference_p
     assert report.ok, str(report)
     assert "autograd batched" in report.check("backward").detail
     assert report.check("reentrant").status == "passed" and report.check("linearity").status == "passed"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_tiny_checks_on_small_array_paths_still_name_a_one_percent_backward_or_jvp_error(dtype):
+    # the small-array paths (numpy screens and comparisons, the engine's batched rows, forward-mode passes at a
+    # level in hand) of a 10-element check: right passes, 1% off the backward or the jvp fails that check
+    x = randn(10, dtype=dtype).requires_grad_()
+    statuses = lambda report: {c.name: c.status for c in report.checks}  # noqa: E731
+    right = gk.check_gradients(unary(torch.sin, torch.cos, vmap_rule=True, jvp=1.0).apply, x, forward_ad=True)
+    assert right.ok, str(right)
+    backward = gk.check_gradients(unary(torch.sin, torch.cos, vmap_rule=True, jvp=1.0, factor=1.01).apply, x)
+    assert statuses(backward)["backward"] == "failed"
+    jvp = gk.check_gradients(unary(torch.sin, torch.cos, vmap_rule=True, jvp=1.01).apply, x, forward_ad=True)
+    assert statuses(jvp)["backward"] == "passed" and statuses(jvp)["forward_ad"] == "failed"
+
+
+def test_a_check_leaves_torch_forward_mode_usable():
+    # the forward-mode passes enter and leave torch's dual level through its own entry points
+    x = randn(10)
+    assert gk.check_gradients(torch.sin, x.clone().requires_grad_()).ok
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(torch.sin(fwAD.make_dual(x, torch.ones_like(x)))).tangent
+    assert torch.allclose(tangent, x.cos())
