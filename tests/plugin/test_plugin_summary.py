@@ -36,7 +36,7 @@ def test_summary_lists_failures_and_closest_checks(pytester: pytest.Pytester) ->
     pytester.makepyfile(
         FUNCTIONS
         + """
-@pytest.mark.gradcheck(atol=1e-3, rtol=0)
+@pytest.mark.gradcheck(atol=1e-3, rtol=0, mode="full")
 def test_close(gradcheck):
     gradcheck.assert_close(off_by(1.0001), X)
 
@@ -77,7 +77,7 @@ def test_summary_is_capped(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         FUNCTIONS
         + """
-@pytest.mark.gradcheck(atol=1e-3, rtol=0)
+@pytest.mark.gradcheck(atol=1e-3, rtol=0, mode="full")
 @pytest.mark.parametrize("i", range(7))
 def test_it(gradcheck, i):
     assert gradcheck.check(off_by(1 + i / 1e5), X).ok
