@@ -98,23 +98,28 @@ def batched_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if _engine_ready(outputs, leaves, grad_outputs, 1) and len({g.shape[0] for g in grad_outputs}) == 1:
-            if _BATCH_DIMS:  # what torch's batching (``_vmap_internals._vmap``) does for a tuple of tensors
-                size = grad_outputs[0].shape[0]
-                level = torch._C._vmapmode_increment_nesting()
-                try:
-                    batched = tuple(torch._add_batch_dim(g, 0, level) for g in grad_outputs)
-                    grads = _engine_run_backward(outputs, batched, True, False, leaves, True, accumulate_grad=False)
-                    return tuple(None if g is None else torch._remove_batch_dim(g, level, size, 0) for g in grads)
-                finally:
-                    torch._C._vmapmode_decrement_nesting()
-
-            def vjp(grad_output):
-                return _engine_run_backward(outputs, grad_output, True, False, leaves, True, accumulate_grad=False)
-
-            return _vmap_internals._vmap(vjp, 0, 0, allow_none_pass_through=True)(grad_outputs)
+            return _batched_engine(outputs, leaves, grad_outputs)
         return torch.autograd.grad(
             outputs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True, is_grads_batched=True,
         )
+
+
+def _batched_engine(outputs: tuple, leaves: tuple, grad_outputs: tuple) -> tuple:
+    """The engine call under torch's batching, as ``torch.autograd.grad(..., is_grads_batched=True)`` makes it."""
+    if _BATCH_DIMS:  # what torch's batching (``_vmap_internals._vmap``) does for a tuple of tensors
+        size = grad_outputs[0].shape[0]
+        level = torch._C._vmapmode_increment_nesting()
+        try:
+            batched = tuple(torch._add_batch_dim(g, 0, level) for g in grad_outputs)
+            grads = _engine_run_backward(outputs, batched, True, False, leaves, True, accumulate_grad=False)
+            return tuple(None if g is None else torch._remove_batch_dim(g, level, size, 0) for g in grads)
+        finally:
+            torch._C._vmapmode_decrement_nesting()
+
+    def vjp(grad_output):
+        return _engine_run_backward(outputs, grad_output, True, False, leaves, True, accumulate_grad=False)
+
+    return _vmap_internals._vmap(vjp, 0, 0, allow_none_pass_through=True)(grad_outputs)
 
 
 _BATCH_DIMS = all(hasattr(torch._C, n) for n in ("_vmapmode_increment_nesting", "_vmapmode_decrement_nesting")) and all(
@@ -125,17 +130,41 @@ _BATCH_DIMS = all(hasattr(torch._C, n) for n in ("_vmapmode_increment_nesting", 
 def _engine_ready(outputs: tuple, leaves: tuple, grad_outputs: tuple, batch: int) -> bool:
     """Whether the engine may be called directly: what ``torch.autograd.grad`` checks and converts holds."""
     return (
-        _engine_run_backward is not None and _vmap_internals is not None and bool(leaves)
-        and len(outputs) == len(grad_outputs)
+        bool(leaves) and len(outputs) == len(grad_outputs)
         and all(type(t) in _PLAIN for t in (*outputs, *leaves, *grad_outputs))
         and all(
             g.shape[batch:] == o.shape and g.dim() == o.dim() + batch and g.dtype == o.dtype and g.device == o.device
             for o, g in zip(outputs, grad_outputs)
         )
+        and direct_calls_work()
     )
 
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+_DIRECT: list = []  # whether the direct engine calls work, once tried
+
+
+def direct_calls_work() -> bool:
+    """Whether this torch's private engine entry points give what ``torch.autograd.grad`` gives, tried once
+    on a two-element graph, plain and batched: a torch whose entry points differ gets the public calls."""
+    if not _DIRECT:
+        _DIRECT.append(_try_direct_calls())
+    return _DIRECT[0]
+
+
+def _try_direct_calls() -> bool:
+    if _engine_run_backward is None or _vmap_internals is None:
+        return False
+    try:
+        with torch.enable_grad():
+            x = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+            y = x * x
+            g = torch.tensor([[1.0, 3.0], [-2.0, 0.5]], dtype=torch.float64)
+            (plain,) = _engine_run_backward((y,), (g[0],), True, False, (x,), True, accumulate_grad=False)
+            (batched,) = _batched_engine((y,), (x,), (g,))
+        return x.grad is None and plain.tolist() == [2.0, 12.0] and batched.tolist() == [[2.0, 12.0], [-4.0, 2.0]]
+    except Exception:  # noqa: BLE001 - any failure: the public calls
+        return False
 
 
 def vjp_rows(

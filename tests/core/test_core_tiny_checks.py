@@ -77,3 +77,34 @@ def test_a_check_leaves_torch_forward_mode_usable():
     with fwAD.dual_level():
         tangent = fwAD.unpack_dual(torch.sin(fwAD.make_dual(x, torch.ones_like(x)))).tangent
     assert torch.allclose(tangent, x.cos())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_public_autograd_calls_give_the_same_reports_as_the_direct_engine_calls(dtype, monkeypatch):
+    # a torch whose private engine and forward-mode entry points are missing or differ gets torch.autograd.grad
+    # and fwAD's public calls: the same statuses, evaluations and mismatches
+    from gradcheck_kit._engine import analytic
+
+    x = randn(10, dtype=dtype).requires_grad_()
+    cases = [
+        (torch.sin, {}),
+        (lambda t: torch.softmax(t, -1), {}),
+        (unary(torch.sin, torch.cos, vmap_rule=True, jvp=1.0).apply, {"forward_ad": True}),
+        (unary(torch.sin, torch.cos, vmap_rule=True, jvp=1.0, at=3, factor=1.01).apply, {"mode": "full"}),
+        (unary(torch.sin, torch.cos, jvp=1.01).apply, {"forward_ad": True, "mode": "full"}),
+    ]
+
+    def summary(report):
+        return (
+            {c.name: c.status for c in report.checks}, report.evaluations,
+            [(m.check, m.input_index, m.index, m.output_element) for m in report.mismatches],
+        )
+
+    direct = [summary(gk.check_gradients(fn, x, **kw)) for fn, kw in cases]
+    assert analytic.direct_calls_work()
+    monkeypatch.setattr(analytic, "_DIRECT", [False])
+    monkeypatch.setattr(analytic, "_RAW_DUAL", False)
+    public = [summary(gk.check_gradients(fn, x, **kw)) for fn, kw in cases]
+    assert public == direct
+    assert [s[0]["backward"] for s in public] == ["passed", "passed", "passed", "failed", "passed"]
+    assert public[4][0]["forward_ad"] == "failed"
