@@ -74,6 +74,7 @@ def smallest_normal(e: float) -> float:
     return subnormal_spacing(e) / e
 
 
+@lru_cache(maxsize=None)
 def subnormal_spacing(e: float) -> float:
     """The spacing of subnormal numbers of the precision whose eps is ``e`` (TF32: float32's): the absolute
     rounding of results below its smallest normal number, which no multiple of ``eps·|value|`` covers."""

@@ -129,11 +129,11 @@ def _matches_rows(graph, state, pairs, vectors, got) -> bool:
     the inputs (``structural``'s first-pass comparison allows as many). The rounding unit is the dtypes'
     (float32's at least, TF32's where CUDA may use it): a backward that rounds coarser inside goes to the
     full checks, which look for that. Numpy: the Jacobian is small (``limits.JACOBIAN_ENTRIES``)."""
-    e = max(_EPS.get(t.dtype) or eps(t.dtype) for t in (*got, *(o for o, _ in pairs)))
-    e = max(e, _EPS[torch.float32])
+    e = max(eps(t.dtype) for t in (*got, *(o for o, _ in pairs)))
+    e = max(e, eps(torch.float32))
     if any(t.is_cuda for t in got) and (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32):
         e = max(e, TF32_EPS)
-    floor = (abs(COEFFICIENTS[0]) + abs(COEFFICIENTS[1]) + 1.0) * (graph.nondet_tol + ULPS * _subnormal(e))
+    floor = (abs(COEFFICIENTS[0]) + abs(COEFFICIENTS[1]) + 1.0) * (graph.nondet_tol + ULPS * subnormal_spacing(e))
     ws = [(w, np.abs(w)) for w in map(_host64, vectors)]
     checked = []
     for i, g in zip(graph.wrt, got):
@@ -153,17 +153,6 @@ def _matches_rows(graph, state, pairs, vectors, got) -> bool:
         if not (np.abs(b - expected) <= floor + ULPS * e * sizes + TOP_EPS * e * top).all():
             return False
     return True
-
-
-#: rounding units of the floating dtypes, and the subnormal spacings of those (``linearity.subnormal_spacing``)
-_EPS = {dt: eps(dt) for dt in (torch.float64, torch.float32, torch.float16, torch.bfloat16)}
-_SUBNORMAL: dict = {}
-
-
-def _subnormal(e: float) -> float:
-    if e not in _SUBNORMAL:
-        _SUBNORMAL[e] = subnormal_spacing(e)
-    return _SUBNORMAL[e]
 
 
 def _host64(t: torch.Tensor) -> np.ndarray:

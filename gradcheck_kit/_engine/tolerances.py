@@ -12,6 +12,8 @@ stays near ``alpha`` however many entries are compared (see ``docs/numerics.md``
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass
 
@@ -41,6 +43,7 @@ NOISE_MODEL_EPS = 2.0
 PLAUSIBLE_NOISE_EPS = 1e3
 
 
+@functools.cache
 def eps(dtype: torch.dtype) -> float:
     if dtype.is_complex:
         dtype = torch.float64 if dtype == torch.complex128 else torch.float32
