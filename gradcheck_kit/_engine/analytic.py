@@ -70,9 +70,7 @@ def plain_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor], 
     ``torch.autograd.grad`` checks and converts before its engine call), the engine call alone: a small
     function's backward costs less than that argument handling."""
     outputs, leaves, grad_outputs = tuple(outputs), tuple(leaves), tuple(grad_outputs)
-    if _engine_ready(outputs, leaves, grad_outputs, 0):
-        return _engine_run_backward(outputs, grad_outputs, True, False, leaves, True, accumulate_grad=False)
-    return torch.autograd.grad(outputs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
+    return _grad(outputs, leaves, grad_outputs, _engine_ready(outputs, leaves, grad_outputs, 0))
 
 
 def watched_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor], grad_outputs: Sequence[torch.Tensor]):
@@ -82,11 +80,21 @@ def watched_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor]
     outputs, leaves, grad_outputs = tuple(outputs), tuple(leaves), tuple(grad_outputs)
     direct = _engine_ready(outputs, leaves, grad_outputs, 0)
     with PythonInBackward() as probe:
-        if direct:
-            grads = _engine_run_backward(outputs, grad_outputs, True, False, leaves, True, accumulate_grad=False)
-        else:
-            grads = torch.autograd.grad(outputs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
+        grads = _grad(outputs, leaves, grad_outputs, direct)
     return grads, probe.ran
+
+
+def _grad(outputs: tuple, leaves: tuple, grad_outputs: tuple, direct: bool) -> tuple:
+    """The engine call alone where ``direct``, else ``torch.autograd.grad``; retaining the graph, unused leaves
+    given None."""
+    if direct:
+        return _engine(outputs, grad_outputs, leaves)
+    return torch.autograd.grad(outputs, leaves, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
+
+
+def _engine(outputs: tuple, grad_outputs: tuple, leaves: tuple) -> tuple:
+    """``torch.autograd.grad``'s engine call (graph retained, unused leaves allowed, nothing accumulated)."""
+    return _engine_run_backward(outputs, grad_outputs, True, False, leaves, True, accumulate_grad=False)
 
 
 def batched_grad(outputs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor], grad_outputs: Sequence[torch.Tensor]):
@@ -111,13 +119,13 @@ def _batched_engine(outputs: tuple, leaves: tuple, grad_outputs: tuple) -> tuple
         level = torch._C._vmapmode_increment_nesting()
         try:
             batched = tuple(torch._add_batch_dim(g, 0, level) for g in grad_outputs)
-            grads = _engine_run_backward(outputs, batched, True, False, leaves, True, accumulate_grad=False)
+            grads = _engine(outputs, batched, leaves)
             return tuple(None if g is None else torch._remove_batch_dim(g, level, size, 0) for g in grads)
         finally:
             torch._C._vmapmode_decrement_nesting()
 
     def vjp(grad_output):
-        return _engine_run_backward(outputs, grad_output, True, False, leaves, True, accumulate_grad=False)
+        return _engine(outputs, grad_output, leaves)
 
     return _vmap_internals._vmap(vjp, 0, 0, allow_none_pass_through=True)(grad_outputs)
 
@@ -160,7 +168,7 @@ def _try_direct_calls() -> bool:
             x = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
             y = x * x
             g = torch.tensor([[1.0, 3.0], [-2.0, 0.5]], dtype=torch.float64)
-            (plain,) = _engine_run_backward((y,), (g[0],), True, False, (x,), True, accumulate_grad=False)
+            (plain,) = _engine((y,), (g[0],), (x,))
             (batched,) = _batched_engine((y,), (x,), (g,))
         return x.grad is None and plain.tolist() == [2.0, 12.0] and batched.tolist() == [[2.0, 12.0], [-4.0, 2.0]]
     except Exception:  # noqa: BLE001 - any failure: the public calls
