@@ -31,6 +31,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import gradcheck_kit as gk  # noqa: E402
+from corpus import CubeDifferentiableBackward  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -112,18 +113,6 @@ def measure(fn: Callable, inputs: tuple, *, kit: dict | None = None, gc: dict | 
 
 # ---------------------------------------------------------------------------------------------------
 # synthetic cases: tiny checks, a custom Function, full-mode vmappable, directional, a failing expensive one
-class _Cube(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x**3
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 3 * x**2 * g
-
-
 def _mlp(dtype):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(8, 16, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
@@ -167,7 +156,7 @@ def synthetic(dtypes) -> list[tuple[str, Callable, tuple, dict, dict]]:
         gen = torch.Generator().manual_seed(1)
         x10 = torch.randn(10, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
         cases.append((f"tiny sin, 10 ({dname})", torch.sin, (x10,), {}, {}))
-        cases.append((f"tiny custom Function, 10 ({dname})", _Cube.apply, (x10,), {}, {}))
+        cases.append((f"tiny custom Function, 10 ({dname})", CubeDifferentiableBackward.apply, (x10,), {}, {}))
     x = torch.randn(24, 24, dtype=torch.float64, requires_grad=True)
     y = torch.randn(24, 24, dtype=torch.float64, requires_grad=True)
     cases.append(("matmul 24x24, full (float64)", torch.matmul, (x, y), {"mode": "full"}, {}))
