@@ -45,14 +45,6 @@ class ForwardGap:
     rounding: tuple[float, ...] = ()  # per differentiable output: the largest |f64 - low| (its rounding)
 
 
-def _bound(ref: torch.Tensor, e: float, x_scale: float, moved: torch.Tensor | None) -> torch.Tensor:
-    size = ref.abs() + ref.square().mean().sqrt()
-    bound = FORWARD_EPS * e * size + (tolerances.CAP_EPS * e * x_scale + torch.finfo(torch.float32).tiny)
-    if moved is not None:
-        bound = torch.maximum(bound, MOVED_FACTOR * moved)
-    return bound
-
-
 def forward_gap(
     low: Sequence[torch.Tensor],
     ref: Sequence[torch.Tensor],
@@ -65,50 +57,8 @@ def forward_gap(
     (an absolute floor of ``CAP_EPS`` roundings of it: gelu's tail, ``x·(1 + erf(x/√2))``, is a difference of
     intermediates of the size of x, rounded to 0 in float32 where float64 keeps 1e-8); ``moved_outputs``: the float64 outputs at x moved by
     ``CAP_EPS`` roundings (called only where the first bound is exceeded; None where that fails)."""
-    if all(_small(t) for t in (*low, *ref)):
-        return _forward_gap_numpy(low, ref, e, x_scale, moved_outputs)
-
-    def ratios(moved: Sequence[torch.Tensor] | None) -> list[torch.Tensor]:
-        out = []
-        for pos, (lo, re) in enumerate(zip(low, ref)):
-            if lo.numel() == 0:
-                out.append(torch.zeros(()))
-                continue
-            diff = (re - lo).abs().nan_to_num(torch.inf, torch.inf, torch.inf)
-            shift = None if moved is None else (moved[pos] - re).abs().nan_to_num(0.0, 0.0, 0.0)
-            out.append((diff / _bound(re.nan_to_num(0.0, 0.0, 0.0), e, x_scale, shift)).amax())
-        return out
-
-    r = ratios(None)
-    if max(float(x) for x in r) > 1.0 and moved_outputs is not None:
-        moved = moved_outputs()
-        if moved is not None:
-            r = ratios(moved)
-    worst = max(range(len(r)), key=lambda p: float(r[p]))
-    lo, re = low[worst], ref[worst]
-    rel = 0.0
-    if lo.numel():
-        size = re.abs() + re.square().mean().sqrt()
-        rel = float(((re - lo).abs() / size.clamp_min(torch.finfo(torch.float64).tiny)).nan_to_num(torch.inf).amax())
-    rounding = tuple(float((re - lo).abs().nan_to_num(0.0, 0.0, 0.0).amax()) if lo.numel() else 0.0 for lo, re in zip(low, ref))
-    return ForwardGap(float(r[worst]), rel, worst, rounding)
-
-
-#: elements up to which ``forward_gap`` computes in numpy (a numpy call costs a fraction of a torch call)
-SMALL_ELEMENTS = 1 << 12
-
-
-def _small(t) -> bool:
-    return (
-        isinstance(t, torch.Tensor) and t.dtype == torch.float64 and t.device.type == "cpu" and t.dim() == 1
-        and t.numel() <= SMALL_ELEMENTS and not t.is_neg()
-    )
-
-
-def _forward_gap_numpy(low, ref, e: float, x_scale: float, moved_outputs) -> ForwardGap:
-    """``forward_gap`` of small CPU outputs, the same steps in numpy."""
-    lows = [t.detach().numpy() for t in low]
-    refs = [t.detach().numpy() for t in ref]
+    lows = [_host(t) for t in low]
+    refs = [_host(t) for t in ref]
     floor = tolerances.CAP_EPS * e * x_scale + float(torch.finfo(torch.float32).tiny)
 
     def ratios(moved) -> list[float]:
@@ -133,18 +83,23 @@ def _forward_gap_numpy(low, ref, e: float, x_scale: float, moved_outputs) -> For
         if max(r) > 1.0 and moved_outputs is not None:
             moved = moved_outputs()
             if moved is not None:
-                r = ratios([t.detach().to("cpu", torch.float64).reshape(-1).numpy() for t in moved])
+                r = ratios([_host(t) for t in moved])
         worst = max(range(len(r)), key=lambda p: r[p])
         lo, re = lows[worst], refs[worst]
         rel = 0.0
         if lo.size:
             size = np.abs(re) + np.sqrt(np.mean(np.square(re)))
             q = np.abs(re - lo) / np.maximum(size, np.finfo(np.float64).tiny)
-            # torch's nan_to_num(inf): NaN to inf, inf to the largest finite value
+            # NaN (an entry not finite in one run only) as infinitely far, inf as the largest finite value
             rel = math.inf if np.isnan(q).any() else float(np.minimum(q, np.finfo(np.float64).max).max())
         gaps = [np.abs(re - lo) for lo, re in zip(lows, refs)]
         rounding = tuple(float(np.where(np.isfinite(g), g, 0.0).max()) if g.size else 0.0 for g in gaps)
     return ForwardGap(r[worst], rel, worst, rounding)
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """``t`` flat as float64 on the host, in numpy (a check's outputs: one copy per check)."""
+    return t.detach().to("cpu", torch.float64).reshape(-1).resolve_neg().numpy()
 
 
 def moved_point(x: torch.Tensor, e: float) -> torch.Tensor:
