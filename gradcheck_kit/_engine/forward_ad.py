@@ -121,14 +121,8 @@ def forward_against_backward(run, inputs: list[int]) -> bool:
     sparse = None
     if reference is None and limits.TUNING.sparse_forward:
         sparse = screen.screen_candidates(run, inputs, sizes)
-    small = sparse is None and all(
-        t.device.type == "cpu" and t.numel() <= limits.TUNING.joint_screen_entries and not t.is_neg()
-        for table in (analytic, reference or {}) for t in table.values()
-    ) and all(c.device.type == "cpu" and not c.is_neg() for c in cols)
-    if sparse is not None or small:  # small arrays: numpy, where a call costs a fraction of torch's
-        u_norm = np.sqrt(np.stack([np.square(u.numpy()).sum(axis=1) for u in tangents.values()], axis=1))
-    else:
-        u_norm = torch.stack([u.square().sum(dim=1) for u in tangents.values()], dim=1).sqrt_()  # (d, inputs)
+    # numpy on the host: the Jacobians are held there, and a numpy call costs a fraction of torch's
+    u_norm = np.sqrt(np.stack([np.square(u.numpy()).sum(axis=1) for u in tangents.values()], axis=1))  # (d, inputs)
     if sparse is not None:
         limits.TUNING.record("sparse_forward", list(inputs))
         u_all = np.concatenate([u.numpy() for u in tangents.values()], axis=1)
@@ -145,49 +139,24 @@ def forward_against_backward(run, inputs: list[int]) -> bool:
             if not jvp_within(got.numpy(), expected, scale2, u_norm, row_rms, extra_k, policy, None, nondet_tol):
                 return False
             continue
-        # dense: input by input over the matrices (numpy where they are small)
-        if small:
-            if not _dense_within_numpy(got, tangents, analytic, reference, extra, k, inputs, u_norm, policy, nondet_tol):
-                return False
-            continue
-        expected, scale2 = torch.zeros_like(got), torch.zeros_like(got)
-        measured2 = torch.zeros_like(got) if reference is not None else None
-        rms_parts = []
-        for i, u in tangents.items():
-            a = analytic[(i, k)]
-            ref = reference[(i, k)] if reference is not None else None
-            base = ref if ref is not None else a
-            product = u @ base
-            if not bool(torch.isfinite(product).all()):  # entries left unchecked (fn not finite there)
-                base = base.nan_to_num(0.0, posinf=0.0, neginf=0.0)
-                product = u @ base
-            expected += product
-            b2 = base.square()
-            u2 = u.square()
-            scale2 += u2 @ b2
-            rms_parts.append(b2.mean(dim=0).sqrt())
-            if measured2 is not None:
-                measured2 += u2 @ (a - ref).nan_to_num(0.0).square()
-        extra_k = torch.tensor([[extra[(i, k)]] for i in inputs], dtype=torch.float64)
-        measured = measured2.sqrt() if measured2 is not None else None
-        row_rms = torch.stack(rms_parts)  # (inputs, r)
-        if not jvp_within(got, expected, scale2, u_norm, row_rms, extra_k, policy, measured, nondet_tol):
+        # dense: input by input over the matrices
+        if not _dense_within(got, tangents, analytic, reference, extra, k, inputs, u_norm, policy, nondet_tol):
             return False
     return True
 
 
-def _dense_within_numpy(got, tangents, analytic, reference, extra, k, inputs, u_norm, policy, nondet_tol) -> bool:
-    """``forward_against_backward``'s dense comparison of output ``k`` in numpy (small matrices): the same
-    steps."""
-    got = got.detach().numpy()
+def _dense_within(got, tangents, analytic, reference, extra, k, inputs, u_norm, policy, nondet_tol) -> bool:
+    """``forward_against_backward``'s dense comparison of output ``k``: ``J·u`` and ``sum (u b)²`` summed over
+    the inputs' matrices ``b`` (the float64 reference's where there is one), in numpy."""
+    got = _host(got)
     expected, scale2 = np.zeros_like(got), np.zeros_like(got)
     measured2 = np.zeros_like(got) if reference is not None else None
     rms_parts = []
     with np.errstate(all="ignore"):
         for i, u in tangents.items():
             u = u.numpy()
-            a = analytic[(i, k)].detach().numpy()
-            ref = reference[(i, k)].detach().numpy() if reference is not None else None
+            a = _host(analytic[(i, k)])
+            ref = _host(reference[(i, k)]) if reference is not None else None
             base = ref if ref is not None else a
             product = u @ base
             if not np.isfinite(product).all():  # entries left unchecked (fn not finite there)
@@ -205,6 +174,10 @@ def _dense_within_numpy(got, tangents, analytic, reference, extra, k, inputs, u_
         measured = np.sqrt(measured2) if measured2 is not None else None
         row_rms = np.stack(rms_parts)  # (inputs, r)
     return jvp_within(got, expected, scale2, u_norm, row_rms, extra_k, policy, measured, nondet_tol)
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().resolve_neg().numpy()
 
 
 def forward_directional(run) -> bool:
