@@ -205,54 +205,34 @@ def screen_split(run, i, found, rows, analytic, reference, extra, kap) -> tuple[
 
 def candidate_ratios(run, i, found, pos, k, kind, analytic, reference, extra, kap):
     """``|a - D(h)| / tolerance`` of the screen's candidate entries of (input ``i``, output ``k``) and
-    whether each passed (``screen_ratios``), or ``None`` where there are none."""
+    whether each passed (``screen_ratios``), or ``None`` where there are none. Numpy on the host, where the
+    stencil values and Jacobians are held."""
     j_idx, r_idx, a_c = found.candidates[k]
     if j_idx.numel() == 0:
         return None
-    step = stencil.step_of(run, i)
     policy = tolerances.AnalyticAllowance(run.inputs[i].dtype, reference is not None)
-    fp, fm = found.known[k][0], found.known[k][1]
-    if reference is not None and analytic[(i, k)].numel() <= limits.TUNING.joint_screen_entries:
-        small = _host_arrays(fp, fm, analytic[(i, k)], reference[(i, k)], step, j_idx, r_idx)
-        if small is not None:
-            ratio, ok = _candidate_ratios_numpy(run, i, pos, k, kind, small, policy, extra[(i, k)], kap)
-            return torch.from_numpy(ratio), torch.from_numpy(ok)
-    fpc, fmc = fp[j_idx, r_idx], fm[j_idx, r_idx]
-    ref = reference[(i, k)] if reference is not None else None
-    if ref is None and k in found.row_rms:
-        base_c, row_rms = a_c, found.row_rms[k]
-    else:
-        base = ref if ref is not None else analytic[(i, k)]
-        base_c = base[j_idx, r_idx]
-        row_rms = torch.linalg.vector_norm(base.nan_to_num(0.0, posinf=0.0, neginf=0.0), dim=0)
-        row_rms = row_rms / math.sqrt(max(base.shape[0], 1))
-    scale = base_c.abs() + row_rms[r_idx] + extra[(i, k)]
-    measured = (a_c - ref[j_idx, r_idx]).abs() if ref is not None else None
-    allow = policy.allowance(scale, measured, floor_scale=allowance.floor_scale_of(run, scale, i, k, measured))
-    return screen_ratios(run, pos, k, kind, fpc, fmc, step[j_idx], r_idx, a_c, allow, kap)
-
-
-def _host_arrays(*tensors: torch.Tensor) -> list[np.ndarray] | None:
-    """The tensors as numpy arrays (no copies) where each is a CPU tensor numpy can read, else ``None``."""
-    arrays = []
-    for t in tensors:
-        if t.device.type != "cpu" or t.requires_grad or t.is_neg() or t.is_conj():
-            return None
-        arrays.append(t.numpy())
-    return arrays
-
-
-def _candidate_ratios_numpy(run, i, pos, k, kind, arrays, policy, extra, kap) -> tuple[np.ndarray, np.ndarray]:
-    """``candidate_ratios`` with a float64 reference, in numpy (small matrices): the same steps."""
-    fp, fm, a, ref, step, j_idx, r_idx = arrays
-    a_c, ref_c = a[j_idx, r_idx], ref[j_idx, r_idx]
+    fp, fm, a, step, j, r, a_c = (
+        _host(t) for t in (found.known[k][0], found.known[k][1], analytic[(i, k)], stencil.step_of(run, i), j_idx, r_idx, a_c)
+    )
+    ref = _host(reference[(i, k)]) if reference is not None else None
     with np.errstate(all="ignore"):
-        finite = np.where(np.isfinite(ref), ref, 0.0)
-        row_rms = np.sqrt(np.sum(np.square(finite), axis=0)) / math.sqrt(max(ref.shape[0], 1))
-        scale = np.abs(ref_c) + row_rms[r_idx] + extra
-        measured = np.abs(a_c - ref_c)
+        if ref is None and k in found.row_rms:
+            base_c, row_rms = a_c, _host(found.row_rms[k])
+        else:
+            base = ref if ref is not None else a
+            base_c = base[j, r]
+            finite = np.where(np.isfinite(base), base, 0.0)
+            row_rms = np.sqrt(np.sum(np.square(finite), axis=0)) / math.sqrt(max(base.shape[0], 1))
+        scale = np.abs(base_c) + row_rms[r] + extra[(i, k)]
+        measured = np.abs(a_c - ref[j, r]) if ref is not None else None
         allow = policy.allowance(scale, measured, floor_scale=allowance.floor_scale_of(run, scale, i, k, measured))
-    return screen_ratios(run, pos, k, kind, fp[j_idx, r_idx], fm[j_idx, r_idx], step[j_idx], r_idx, a_c, allow, kap)
+    ratio, ok = screen_ratios(run, pos, k, kind, fp[j, r], fm[j, r], step[j], r, a_c, allow, kap)
+    return torch.from_numpy(ratio), torch.from_numpy(ok)
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """``t`` as a numpy array on the host (no copy where numpy can read it as it is)."""
+    return t.detach().cpu().resolve_neg().resolve_conj().numpy()
 
 
 def screen_ratios(run, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap):
