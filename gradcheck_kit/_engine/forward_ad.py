@@ -219,11 +219,9 @@ def jvp_within(got, expected, scale2, u_norm, row_rms, extra, policy, measured, 
     (``expected``) within autograd's round-off allowance (twice it without a float64 run: both sides carry
     it) of each column's scale ``||u_i|| (row rms_i + extra_i)`` over inputs ``i`` plus
     ``sqrt(scale2)``, ``scale2 = sum (u b)²`` over the entries ``b``: ``|b| + c`` bounds an entry's scale as in
-    the backward check, and ``|| u * (|b| + c) || <= || u * b || + c || u ||``. Torch tensors or numpy
-    arrays alike."""
-    xp = np if isinstance(got, np.ndarray) else torch
+    the backward check, and ``|| u * (|b| + c) || <= || u * b || + c || u ||``. Numpy arrays."""
     with np.errstate(all="ignore"):
-        scale = u_norm @ (row_rms + extra) + xp.sqrt(scale2)
+        scale = u_norm @ (row_rms + extra) + np.sqrt(scale2)
         allow = policy.allowance(scale, measured) * (1.0 if measured is not None else 2.0)
         if nondet_tol:
             allow = allow + nondet_tol * scale.clip(min=1.0)

@@ -238,22 +238,17 @@ def _host(t: torch.Tensor) -> np.ndarray:
 def screen_ratios(run, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap):
     """The screen's test of candidate entries (f at ±h, steps, rows, autograd's values, autograd's
     round-off allowance): ``|a - D(h)| / tolerance`` per entry and whether each passed (within the
-    tolerance, and no sign of a kink). Torch tensors or numpy arrays (the shared screen's), answered in
-    kind."""
+    tolerance, and no sign of a kink). Numpy arrays."""
     e = tolerances.eps(run.stencil.dtype)
     f0, fmag, f_scale = autograd_rows.f0_rows(run, pos, k, kind)
-    xp = torch
-    if isinstance(fpc, np.ndarray):
-        xp, f0, fmag, f_scale = np, f0.numpy(), fmag.numpy(), float(f_scale)
+    f0, fmag, f_scale = f0.numpy(), fmag.numpy(), float(f_scale)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         d = (fpc - fmc) / (2 * h)
-        sigma = (tolerances.NOISE_MODEL_EPS * e) * (
-            xp.maximum(xp.maximum(fmag[r_idx], abs(fpc)), abs(fmc)) + f_scale
-        )
+        sigma = (tolerances.NOISE_MODEL_EPS * e) * (np.maximum(np.maximum(fmag[r_idx], abs(fpc)), abs(fmc)) + f_scale)
         if run.options["nondet_tol"]:
             allow = allow + run.options["nondet_tol"]
         if run.options["atol"] is not None:
-            allow = xp.full_like(d, float(run.options["atol"]))
+            allow = np.full_like(d, float(run.options["atol"]))
         tol = kap * sigma / h + allow
         diff = abs(a_c - d)
         kinkish = abs(fpc - 2 * f0[r_idx] + fmc) / h > KINK_SUSPECT * abs(d) + 4 * kap * sigma / h
