@@ -78,31 +78,44 @@ def _gradcheck(fn: Callable, inputs: tuple, kwargs: dict) -> tuple[str, int]:
 
 
 def measure(fn: Callable, inputs: tuple, *, kit: dict | None = None, gc: dict | None = None,
-            budget: float = 3.0, context=None) -> dict:
-    """Both checkers on ``fn(*inputs)`` taking turns; medians of up to 7 rounds within ``budget`` seconds."""
+            budget: float = 3.0, context=None, sample_s: float = 0.02) -> dict:
+    """Both checkers on ``fn(*inputs)`` taking turns; medians of up to 7 rounds within ``budget`` seconds.
+
+    The first round is a warm-up that also sets how many checks one timed sample runs back to back, so
+    that a sample of a sub-millisecond check lasts about ``sample_s`` (a single such check is at the
+    timer's and the scheduler's noise).
+    """
     kit, gc = kit or {}, gc or {}
     times: dict[str, list[float]] = {"kit": [], "gradcheck": []}
     result: dict = {}
     rounds = 0
     spent = 0.0
+    repeats = 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         while rounds < 7 and (rounds < 2 or spent < budget):
             order = (("kit", _kit, kit), ("gradcheck", _gradcheck, gc))
+            first: dict[str, float] = {}
             for name, runner, kw in order if rounds % 2 == 0 else order[::-1]:
+                n = repeats if rounds > 0 else 1
                 with (context() if context is not None else contextlib.nullcontext()):
                     start = time.perf_counter()
-                    verdict, calls = runner(fn, inputs, kw)
+                    for _ in range(n):
+                        verdict, calls = runner(fn, inputs, kw)
                     elapsed = time.perf_counter() - start
                 if rounds > 0 or budget <= 0:
-                    times[name].append(elapsed)
+                    times[name].append(elapsed / n)
+                first[name] = elapsed
                 spent += elapsed
                 result[name] = verdict
                 result[f"{name}_calls"] = calls
+            if rounds == 0:
+                repeats = max(1, min(50, int(sample_s / max(min(first.values()), 1e-6))))
             rounds += 1
             if rounds == 1 and spent > budget:
                 times = {"kit": [], "gradcheck": []}
                 budget = 0.0
+    result["repeats"] = repeats
     for name in ("kit", "gradcheck"):
         result[f"{name}_s"] = statistics.median(times[name]) if times[name] else float("nan")
     result["ratio"] = result["kit_s"] / result["gradcheck_s"]
