@@ -154,6 +154,52 @@ def _value_eps(t: torch.Tensor) -> float:
     return own if low is None else torch.finfo(low).eps
 
 
+def vmap_call(at: Callable, batches: Sequence[torch.Tensor]) -> tuple:
+    """``torch.func.vmap(at, randomness="error")(*batches)`` for tensors batched along their first dimension,
+    all of one batch size, and an ``at`` returning a tuple of tensors: torch's own ``_flat_vmap`` without
+    the argument checks those facts make moot (they cost as much as a small function's batched call)."""
+    if len({b.shape[0] for b in batches}) != 1 or not flat_vmap_works():
+        return torch.func.vmap(at, randomness="error")(*batches)
+    return _flat(at, batches)
+
+
+def _flat(at: Callable, batches: Sequence[torch.Tensor]) -> tuple:
+    _load_vmap_decompositions()
+    flat, spec = tree_flatten(tuple(batches))
+    return _flat_vmap(at, batches[0].shape[0], [0] * len(flat), flat, spec, 0, "error")
+
+
+try:  # torch's vmap after its argument checks
+    from torch._functorch.vmap import _flat_vmap, lazy_load_decompositions as _load_vmap_decompositions
+    from torch.utils._pytree import tree_flatten
+except ImportError:  # pragma: no cover - torch.func.vmap itself
+    _flat_vmap = None
+
+_FLAT: list = []  # whether ``_flat`` gives what torch.func.vmap gives, once tried
+
+
+def flat_vmap_works() -> bool:
+    """Whether this torch's ``_flat_vmap`` takes the arguments ``_flat`` passes and gives torch.func.vmap's
+    values, tried once on a two-output function of two batched tensors: a torch where it differs gets
+    torch.func.vmap."""
+    if not _FLAT:
+        _FLAT.append(_try_flat())
+    return _FLAT[0]
+
+
+def _try_flat() -> bool:
+    if _flat_vmap is None:
+        return False
+    try:
+        a = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 4.0]], dtype=torch.float64)
+        b = torch.tensor([[2.0], [-1.0], [3.0]], dtype=torch.float64)
+        at = lambda x, y: (x * y, (x + y).sum())  # noqa: E731
+        got, want = _flat(at, [a, b]), torch.func.vmap(at, randomness="error")(a, b)
+        return isinstance(got, tuple) and len(got) == 2 and all(torch.equal(g, w) for g, w in zip(got, want))
+    except Exception:  # noqa: BLE001 - any failure: torch.func.vmap
+        return False
+
+
 class _VmapMismatch(Exception):
     """Internal: fn under vmap gives other values than one call per point (its vmap rule)."""
 
@@ -333,7 +379,7 @@ class Evaluator:
         self.calls += 1
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            outs = torch.func.vmap(at, randomness="error")(*batches)
+            outs = vmap_call(at, batches)
         self._check_shapes([o.shape for o in outs], batched=True)
         if not self.vmap_checked:
             self._check_vmap_entry(list(inputs), at, batches, outs)
