@@ -156,46 +156,56 @@ def _value_eps(t: torch.Tensor) -> float:
 
 def vmap_call(at: Callable, batches: Sequence[torch.Tensor]) -> tuple:
     """``torch.func.vmap(at, randomness="error")(*batches)`` for tensors batched along their first dimension,
-    all of one batch size, and an ``at`` returning a tuple of tensors: torch's own ``_flat_vmap`` without
-    the argument checks those facts make moot (they cost as much as a small function's batched call)."""
-    if len({b.shape[0] for b in batches}) != 1 or not flat_vmap_works():
+    all of one batch size, and an ``at`` returning a tuple of tensors: the batching calls that
+    ``torch.func.vmap`` makes, without its argument checks and tree handling, which those facts make moot
+    (they cost several times a small function's batched call)."""
+    if len({b.shape[0] for b in batches}) != 1 or not lean_vmap_works() or _is_exporting():
         return torch.func.vmap(at, randomness="error")(*batches)
-    return _flat(at, batches)
+    return _lean(at, batches)
 
 
-def _flat(at: Callable, batches: Sequence[torch.Tensor]) -> tuple:
+def _lean(at: Callable, batches: Sequence[torch.Tensor]) -> tuple:
+    """``torch._functorch.vmap._flat_vmap``'s calls, for ``vmap_call``."""
     _load_vmap_decompositions()
-    flat, spec = tree_flatten(tuple(batches))
-    return _flat_vmap(at, batches[0].shape[0], [0] * len(flat), flat, spec, 0, "error")
+    size = batches[0].shape[0]
+    level = _functorch._vmap_increment_nesting(size, "error")
+    try:
+        outs = at(*[_functorch._add_batch_dim(b, 0, level) for b in batches])
+        return tuple(_functorch._remove_batch_dim(o, level, size, 0) for o in outs)
+    finally:
+        _functorch._vmap_decrement_nesting()
 
 
-try:  # torch's vmap after its argument checks
-    from torch._functorch.vmap import _flat_vmap, lazy_load_decompositions as _load_vmap_decompositions
-    from torch.utils._pytree import tree_flatten
+try:  # the batching calls behind torch.func.vmap
+    from torch._C import _functorch
+    from torch._functorch.vmap import lazy_load_decompositions as _load_vmap_decompositions
+    from torch.compiler import is_exporting as _is_exporting  # torch.export traces vmap its own way
 except ImportError:  # pragma: no cover - torch.func.vmap itself
-    _flat_vmap = None
+    _functorch = None
 
-_FLAT: list = []  # whether ``_flat`` gives what torch.func.vmap gives, once tried
-
-
-def flat_vmap_works() -> bool:
-    """Whether this torch's ``_flat_vmap`` takes the arguments ``_flat`` passes and gives torch.func.vmap's
-    values, tried once on a two-output function of two batched tensors: a torch where it differs gets
-    torch.func.vmap."""
-    if not _FLAT:
-        _FLAT.append(_try_flat())
-    return _FLAT[0]
+_LEAN: list = []  # whether ``_lean`` gives what torch.func.vmap gives, once tried
 
 
-def _try_flat() -> bool:
-    if _flat_vmap is None:
+def lean_vmap_works() -> bool:
+    """Whether this torch's batching calls take the arguments ``_lean`` passes and give torch.func.vmap's
+    values, tried once on a two-output function of two batched tensors (one output not batched): a torch
+    where they differ gets torch.func.vmap."""
+    if not _LEAN:
+        _LEAN.append(_try_lean())
+    return _LEAN[0]
+
+
+def _try_lean() -> bool:
+    if _functorch is None:
         return False
     try:
         a = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 4.0]], dtype=torch.float64)
         b = torch.tensor([[2.0], [-1.0], [3.0]], dtype=torch.float64)
-        at = lambda x, y: (x * y, (x + y).sum())  # noqa: E731
-        got, want = _flat(at, [a, b]), torch.func.vmap(at, randomness="error")(a, b)
-        return isinstance(got, tuple) and len(got) == 2 and all(torch.equal(g, w) for g, w in zip(got, want))
+        at = lambda x, y: (x * y, (x + y).sum(), torch.ones(2, dtype=torch.float64))  # noqa: E731
+        got, want = _lean(at, [a, b]), torch.func.vmap(at, randomness="error")(a, b)
+        return isinstance(got, tuple) and len(got) == 3 and all(
+            g.shape == w.shape and torch.equal(g, w) for g, w in zip(got, want)
+        )
     except Exception:  # noqa: BLE001 - any failure: torch.func.vmap
         return False
 

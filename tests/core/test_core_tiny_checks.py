@@ -112,8 +112,8 @@ def test_the_public_autograd_calls_give_the_same_reports_as_the_direct_engine_ca
     assert public[4][0]["forward_ad"] == "failed"
 
 
-def test_torch_func_vmap_gives_the_same_reports_as_the_flat_vmap_call(monkeypatch):
-    # a torch whose _flat_vmap is missing or differs gets torch.func.vmap: the same statuses, paths, notes,
+def test_torch_func_vmap_gives_the_same_reports_as_the_lean_vmap_call(monkeypatch):
+    # a torch whose batching calls are missing or differ gets torch.func.vmap: the same statuses, paths, notes,
     # evaluations, worst ratios and mismatches, also where vmap cannot run fn (its reason in the path); full mode
     # throughout (auto mode's plan for a cheap fn follows the forward's timing)
     from gradcheck_kit._engine import evaluate
@@ -136,8 +136,8 @@ def test_torch_func_vmap_gives_the_same_reports_as_the_flat_vmap_call(monkeypatc
         )
 
     flat = [summary(gk.check_gradients(fn, *inputs, **kw)) for fn, inputs, kw in cases]
-    assert evaluate.flat_vmap_works()
-    monkeypatch.setattr(evaluate, "_FLAT", [False])
+    assert evaluate.lean_vmap_works()
+    monkeypatch.setattr(evaluate, "_LEAN", [False])
     public = [summary(gk.check_gradients(fn, *inputs, **kw)) for fn, inputs, kw in cases]
     assert public == flat
     assert [s[1].split(" ")[0] for s in public] == ["vmap", "vmap", "vmap", "vmap", "loop"]
