@@ -116,7 +116,8 @@ def parameter_names(fn: Any) -> list[str]:
     return names
 
 
-#: parameter names of builtins (``torch.sin``) and of methods bound to a class (``Function.apply``), whose
+#: parameter names of builtins (``torch.sin``), of methods bound to a class (``Function.apply``) and of
+#: instances of classes with a Python ``__call__`` (a wrapper counting calls, a module), whose
 #: ``inspect.signature`` costs as much as a small check's backward
 _SIGNATURES: dict = {}
 
@@ -124,9 +125,18 @@ _SIGNATURES: dict = {}
 def _signature_key(fn: Any) -> Any:
     if isinstance(fn, types.BuiltinFunctionType):
         return fn
-    if isinstance(fn, types.MethodType) and isinstance(fn.__self__, type):
-        return (fn.__func__, fn.__self__)
+    if isinstance(fn, types.MethodType):
+        return (fn.__func__, fn.__self__) if isinstance(fn.__self__, type) else None
+    if isinstance(fn, (type, types.FunctionType)):
+        return None
+    call = getattr(type(fn), "__call__", None)
+    if isinstance(call, types.FunctionType) and not any(hasattr(fn, a) for a in _OWN_SIGNATURE):
+        return (type(fn), call)  # an instance of a class with a Python __call__: the class decides
     return None
+
+
+#: attributes through which an object (not its class's ``__call__``) gives ``inspect.signature`` its answer
+_OWN_SIGNATURE = ("__signature__", "__wrapped__", "__text_signature__", "_partialmethod", "__code__")
 
 
 def default_wrt(inputs: Sequence[Any]) -> list[int]:

@@ -219,9 +219,10 @@ def vjp_rows(
         if grads is None:
             if path == "batched":
                 path = "loop"
-            per_row = []
-            for b in range(block.shape[0]):
-                per_row.append(plain_grad([output], leaves, [grad_outputs[b]]))
+            # ``plain_grad`` per row, its argument check made once: every row has the same shape, dtype, device
+            outs_t, leaves_t = (output,), tuple(leaves)
+            direct = _engine_ready(outs_t, leaves_t, (grad_outputs[0],), 0)
+            per_row = [_grad(outs_t, leaves_t, (grad_outputs[b],), direct) for b in range(block.shape[0])]
             grads = [
                 None if all(g[k] is None for g in per_row)
                 else torch.stack([g[k] if g[k] is not None else torch.zeros_like(leaves[k]) for g in per_row])

@@ -154,6 +154,62 @@ def _value_eps(t: torch.Tensor) -> float:
     return own if low is None else torch.finfo(low).eps
 
 
+def vmap_call(at: Callable, batches: Sequence[torch.Tensor]) -> tuple:
+    """``torch.func.vmap(at, randomness="error")(*batches)`` for tensors batched along their first dimension,
+    all of one batch size, and an ``at`` returning a tuple of tensors: the batching calls that
+    ``torch.func.vmap`` makes, without its argument checks and tree handling, which those facts make moot
+    (they cost several times a small function's batched call)."""
+    if len({b.shape[0] for b in batches}) != 1 or not lean_vmap_works() or _is_exporting():
+        return torch.func.vmap(at, randomness="error")(*batches)
+    return _lean(at, batches)
+
+
+def _lean(at: Callable, batches: Sequence[torch.Tensor]) -> tuple:
+    """``torch._functorch.vmap._flat_vmap``'s calls, for ``vmap_call``."""
+    _load_vmap_decompositions()
+    size = batches[0].shape[0]
+    level = _functorch._vmap_increment_nesting(size, "error")
+    try:
+        outs = at(*[_functorch._add_batch_dim(b, 0, level) for b in batches])
+        return tuple(_functorch._remove_batch_dim(o, level, size, 0) for o in outs)
+    finally:
+        _functorch._vmap_decrement_nesting()
+
+
+try:  # the batching calls behind torch.func.vmap
+    from torch._C import _functorch
+    from torch._functorch.vmap import lazy_load_decompositions as _load_vmap_decompositions
+    from torch.compiler import is_exporting as _is_exporting  # torch.export traces vmap its own way
+except ImportError:  # pragma: no cover - torch.func.vmap itself
+    _functorch = None
+
+_LEAN: list = []  # whether ``_lean`` gives what torch.func.vmap gives, once tried
+
+
+def lean_vmap_works() -> bool:
+    """Whether this torch's batching calls take the arguments ``_lean`` passes and give torch.func.vmap's
+    values, tried once on a two-output function of two batched tensors (one output not batched): a torch
+    where they differ gets torch.func.vmap."""
+    if not _LEAN:
+        _LEAN.append(_try_lean())
+    return _LEAN[0]
+
+
+def _try_lean() -> bool:
+    if _functorch is None:
+        return False
+    try:
+        a = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 4.0]], dtype=torch.float64)
+        b = torch.tensor([[2.0], [-1.0], [3.0]], dtype=torch.float64)
+        at = lambda x, y: (x * y, (x + y).sum(), torch.ones(2, dtype=torch.float64))  # noqa: E731
+        got, want = _lean(at, [a, b]), torch.func.vmap(at, randomness="error")(a, b)
+        return isinstance(got, tuple) and len(got) == 3 and all(
+            g.shape == w.shape and torch.equal(g, w) for g, w in zip(got, want)
+        )
+    except Exception:  # noqa: BLE001 - any failure: torch.func.vmap
+        return False
+
+
 class _VmapMismatch(Exception):
     """Internal: fn under vmap gives other values than one call per point (its vmap rule)."""
 
@@ -333,7 +389,7 @@ class Evaluator:
         self.calls += 1
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            outs = torch.func.vmap(at, randomness="error")(*batches)
+            outs = vmap_call(at, batches)
         self._check_shapes([o.shape for o in outs], batched=True)
         if not self.vmap_checked:
             self._check_vmap_entry(list(inputs), at, batches, outs)

@@ -110,3 +110,55 @@ def test_the_public_autograd_calls_give_the_same_reports_as_the_direct_engine_ca
     assert public == direct
     assert [s[0]["backward"] for s in public] == ["passed", "passed", "passed", "failed", "passed"]
     assert public[4][0]["forward_ad"] == "failed"
+
+
+def test_torch_func_vmap_gives_the_same_reports_as_the_lean_vmap_call(monkeypatch):
+    # a torch whose batching calls are missing or differ gets torch.func.vmap: the same statuses, paths, notes,
+    # evaluations, worst ratios and mismatches, also where vmap cannot run fn (its reason in the path); full mode
+    # throughout (auto mode's plan for a cheap fn follows the forward's timing)
+    from gradcheck_kit._engine import evaluate
+
+    x = randn(10).requires_grad_()
+    pair = lambda a, b: (torch.sin(a) * b, (a * b).sum())  # noqa: E731
+    cases = [
+        (torch.sin, (x,), {"mode": "full"}),
+        (pair, (randn(3, 4).requires_grad_(), randn(4).requires_grad_()), {"mode": "full"}),
+        (lambda t: torch.sin(t).abs(), (randn(6, dtype=torch.complex128).requires_grad_(),), {"mode": "full"}),
+        (unary(torch.sin, torch.cos, vmap_rule=True, at=3, factor=1.01).apply, (x,), {"mode": "full"}),
+        (unary(torch.sin, torch.cos).apply, (x,), {"mode": "full"}),  # no vmap rule: point by point
+    ]
+
+    def summary(report):
+        return (
+            {c.name: (c.status, c.detail) for c in report.checks}, report.path, report.method, report.evaluations,
+            [n.code for n in report.notes], [(g.check, g.input_index, g.output_index, g.worst_ratio) for g in report.groups],
+            [(m.check, m.input_index, m.index, m.output_element, m.analytic, m.numerical) for m in report.mismatches],
+        )
+
+    flat = [summary(gk.check_gradients(fn, *inputs, **kw)) for fn, inputs, kw in cases]
+    assert evaluate.lean_vmap_works()
+    monkeypatch.setattr(evaluate, "_LEAN", [False])
+    public = [summary(gk.check_gradients(fn, *inputs, **kw)) for fn, inputs, kw in cases]
+    assert public == flat
+    assert [s[1].split(" ")[0] for s in public] == ["vmap", "vmap", "vmap", "vmap", "loop"]
+    assert [s[0]["backward"][0] for s in public] == ["passed", "passed", "passed", "failed", "passed"]
+
+
+class _Weighted:
+    """A callable instance: its class's ``__call__`` names the inputs."""
+
+    def __call__(self, weights, bias):
+        return torch.sin(weights) + bias
+
+
+def test_a_callable_instance_names_its_inputs_after_its_class_call_unless_it_says_otherwise():
+    import inspect
+
+    x, b = randn(3).requires_grad_(), randn(3).requires_grad_()
+    for _ in range(2):  # the second time from the names kept for the class
+        assert [i.name for i in gk.check_gradients(_Weighted(), x, b).inputs] == ["weights", "bias"]
+    own = _Weighted()
+    P = inspect.Parameter
+    own.__signature__ = inspect.Signature([P("w", P.POSITIONAL_ONLY), P("c", P.POSITIONAL_ONLY)])
+    assert [i.name for i in gk.check_gradients(own, x, b).inputs] == ["w", "c"]
+    assert [i.name for i in gk.check_gradients(_Weighted(), x, b).inputs] == ["weights", "bias"]
