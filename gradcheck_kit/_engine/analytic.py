@@ -207,6 +207,8 @@ def vjp_rows(
         start = 1
         if ran:
             path = "loop (Python code runs in the backward: a hook)"
+        elif r <= chunk:  # one batched call takes every row, the first again: no concatenation of the blocks
+            results, start = [[] for _ in leaves], 0
     while start < r:
         block = rows[start : start + chunk]
         grad_outputs = rows_from_coords(block, output)
