@@ -3,6 +3,7 @@ inputs through one), the steps and multipliers, and f along single coordinates o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -17,9 +18,14 @@ from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS
 from gradcheck_kit._inputs import coords, coords64, from_coords, n_coords
 
 
-def stencil_values(run, i: int, rows: dict[int, str], mults: Sequence[float]) -> dict[int, torch.Tensor]:
+def stencil_values(
+    run, i: int, rows: dict[int, str], mults: Sequence[float], scratch: dict | None = None
+) -> dict[int, torch.Tensor]:
     """``f`` at ``x + m·h_j·e_j`` for every coordinate ``j`` of input ``i`` and each multiplier ``m``:
-    per output ``(len(mults), n_i, r_k)`` float64 (projected rows when ``rows[k]`` says so)."""
+    per output ``(len(mults), n_i, r_k)`` float64 (projected rows when ``rows[k]`` says so).
+
+    ``scratch``: shared by the calls of one pass over several inputs, it keeps the memory of the points
+    for the next call (``points_buffer``): a large fresh array costs its page faults each time."""
     x = run.evaluator.base_args[i]
     complex_ = x.is_complex()
     base = coords(x)  # the input's (real) dtype
@@ -34,9 +40,11 @@ def stencil_values(run, i: int, rows: dict[int, str], mults: Sequence[float]) ->
     for start in range(0, n_i, cols_per_batch):
         stop = min(n_i, start + cols_per_batch)
         b = stop - start
-        points = torch.empty((npts, b, n_i), dtype=base.dtype, device=base.device).copy_(base)
+        points = points_buffer(scratch, (npts, b, n_i), base).copy_(base)
         move_diagonal(points, start, mult * step[start:stop])
         outs = run.evaluator.batched(i, points.view(npts * b, n_i), x.shape, complex_)
+        if scratch is not None and any(shares_memory(o, points) for o in outs):
+            scratch.clear()  # fn's outputs are (views of) its input: these points stay theirs
         for pos, k in enumerate(run.out_idx):
             proj = autograd_rows.project(run, k, rows[k], outs[pos])  # (npts*b, r)
             if b == n_i:
@@ -44,6 +52,22 @@ def stencil_values(run, i: int, rows: dict[int, str], mults: Sequence[float]) ->
             else:
                 values[k][:, start : start + b] = proj.reshape(npts, b, -1)
     return values
+
+
+def points_buffer(scratch: dict | None, shape: tuple, base: torch.Tensor) -> torch.Tensor:
+    """An uninitialised ``shape`` array of ``base``'s dtype and device: the memory ``scratch`` keeps where it
+    is large enough, else fresh (then kept there)."""
+    numel = math.prod(shape)
+    kept = None if scratch is None else scratch.get((base.dtype, base.device))
+    if kept is None or kept.numel() < numel:
+        kept = torch.empty(numel, dtype=base.dtype, device=base.device)
+        if scratch is not None:
+            scratch[(base.dtype, base.device)] = kept
+    return kept[:numel].view(shape)
+
+
+def shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def screen_stencil(run, inputs: Sequence[int], rows: dict[int, str]) -> dict[int, dict[int, torch.Tensor]]:
