@@ -19,19 +19,16 @@ from gradcheck_kit._inputs import coord_index, coords, coords64, n_coords, safe_
 from gradcheck_kit.report import Note, NoteCode, CheckResult, format_index, GroupSummary, Mismatch
 
 
-def full_numerics(
-    run, i: int, rows: dict[int, str], known: dict | None = None, scratch: dict | None = None
-) -> dict[int, "stencil.FullNumerics"]:
+def full_numerics(run, i: int, rows: dict[int, str], known: dict | None = None) -> dict[int, "stencil.FullNumerics"]:
     """Numerical derivatives of every output row w.r.t. every coordinate of input ``i``.
 
     ``rows[k]`` is ``"jacobian"`` (one row per output coordinate) or ``"projected"`` (one row: v·out).
     Returns per output the raw stencil values ``(points, n_i, r_k)`` with the noise of ``f``.
-    ``known``: stencil values already computed for the first multipliers (the screen's ±h); ``scratch``:
-    as ``stencil.stencil_values``'.
+    ``known``: stencil values already computed for the first multipliers (the screen's ±h).
     """
     mults = run.stencil.multipliers
     done = 0 if known is None else next(iter(known.values())).shape[0]
-    fresh = stencil.stencil_values(run, i, rows, mults[done:], scratch) if done < len(mults) else None
+    fresh = stencil.stencil_values(run, i, rows, mults[done:]) if done < len(mults) else None
     x = run.evaluator.base_args[i]
     xc = coords64(x)
     step = stencil.step_of(run, i)
@@ -82,7 +79,7 @@ def backward_full(
         i: open_ for i, (_, open_) in splits.items()
         if open_ is not None and any(j.numel() for j, _ in open_.values())
     }
-    settled, scratch = {}, {}
+    settled = {}
     if opened and limits.TUNING.open_entries:
         known_all = {i: prepared[i].known for i in opened}
         settled = settle.judge_open(run, opened, known_all, analytic, reference, extra, kap)
@@ -93,7 +90,7 @@ def backward_full(
             (screened if i not in opened else partly).append(i)
             record_settled(run, check_name, i, worst, opened.get(i), settled.get(i), flowed)
             continue
-        num = full_numerics(run, i, rows, known, scratch)
+        num = full_numerics(run, i, rows, known)
         run.full.estimates[i] = num
         failed_i = False
         for k in run.out_idx:

@@ -152,14 +152,13 @@ def can_screen(run) -> bool:
 
 
 def screens_apart(run, inputs, rows, analytic, reference) -> dict:
-    """Input by input screens (their points in one array's memory, ``stencil.stencil_values``)."""
-    scratch: dict = {}
-    return {i: screen_prepare(run, i, rows, analytic, reference, scratch) for i in inputs}
+    """Input by input screens."""
+    return {i: screen_prepare(run, i, rows, analytic, reference) for i in inputs}
 
 
-def screen_prepare(run, i, rows, analytic, reference, scratch: dict | None = None) -> "Screen":
+def screen_prepare(run, i, rows, analytic, reference) -> "Screen":
     """``f`` at ±h for every coordinate of input ``i`` and the entries that can differ from zero."""
-    known = stencil.stencil_values(run, i, rows, run.stencil.multipliers[:2], scratch)
+    known = stencil.stencil_values(run, i, rows, run.stencil.multipliers[:2])
     found = Screen(known)
     for pos, k in enumerate(run.out_idx):
         fp, fm = known[k][0], known[k][1]  # (n_i, r)

@@ -3,14 +3,13 @@ inputs through one), the steps and multipliers, and f along single coordinates o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from gradcheck_kit._engine import autograd_rows, limits
+from gradcheck_kit._engine import autograd_rows, limits, workspace
 from gradcheck_kit._engine.evaluate import exception_text
 from gradcheck_kit._engine.reasons import vmap_reason
 from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates, noise_sigma
@@ -18,14 +17,10 @@ from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS
 from gradcheck_kit._inputs import coords, coords64, from_coords, n_coords
 
 
-def stencil_values(
-    run, i: int, rows: dict[int, str], mults: Sequence[float], scratch: dict | None = None
-) -> dict[int, torch.Tensor]:
+def stencil_values(run, i: int, rows: dict[int, str], mults: Sequence[float]) -> dict[int, torch.Tensor]:
     """``f`` at ``x + m·h_j·e_j`` for every coordinate ``j`` of input ``i`` and each multiplier ``m``:
-    per output ``(len(mults), n_i, r_k)`` float64 (projected rows when ``rows[k]`` says so).
-
-    ``scratch``: shared by the calls of one pass over several inputs, it keeps the memory of the points
-    for the next call (``points_buffer``): a large fresh array costs its page faults each time."""
+    per output ``(len(mults), n_i, r_k)`` float64 (projected rows when ``rows[k]`` says so). The points
+    are written into memory kept between batches (``workspace``)."""
     x = run.evaluator.base_args[i]
     complex_ = x.is_complex()
     base = coords(x)  # the input's (real) dtype
@@ -40,11 +35,11 @@ def stencil_values(
     for start in range(0, n_i, cols_per_batch):
         stop = min(n_i, start + cols_per_batch)
         b = stop - start
-        points = points_buffer(scratch, (npts, b, n_i), base).copy_(base)
-        move_diagonal(points, start, mult * step[start:stop])
-        outs = run.evaluator.batched(i, points.view(npts * b, n_i), x.shape, complex_)
-        if scratch is not None and any(shares_memory(o, points) for o in outs):
-            scratch.clear()  # fn's outputs are (views of) its input: these points stay theirs
+        with workspace.points(npts * b * n_i, base.dtype, base.device) as lease:
+            points = lease.array.view(npts, b, n_i).copy_(base)
+            move_diagonal(points, start, mult * step[start:stop])
+            outs = run.evaluator.batched(i, points.view(npts * b, n_i), x.shape, complex_)
+            lease.shared_with(outs)
         for pos, k in enumerate(run.out_idx):
             proj = autograd_rows.project(run, k, rows[k], outs[pos])  # (npts*b, r)
             if b == n_i:
@@ -52,22 +47,6 @@ def stencil_values(
             else:
                 values[k][:, start : start + b] = proj.reshape(npts, b, -1)
     return values
-
-
-def points_buffer(scratch: dict | None, shape: tuple, base: torch.Tensor) -> torch.Tensor:
-    """An uninitialised ``shape`` array of ``base``'s dtype and device: the memory ``scratch`` keeps where it
-    is large enough, else fresh (then kept there)."""
-    numel = math.prod(shape)
-    kept = None if scratch is None else scratch.get((base.dtype, base.device))
-    if kept is None or kept.numel() < numel:
-        kept = torch.empty(numel, dtype=base.dtype, device=base.device)
-        if scratch is not None:
-            scratch[(base.dtype, base.device)] = kept
-    return kept[:numel].view(shape)
-
-
-def shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def screen_stencil(run, inputs: Sequence[int], rows: dict[int, str]) -> dict[int, dict[int, torch.Tensor]]:
@@ -96,20 +75,25 @@ def stencil_values_together(
 ) -> dict[int, dict[int, torch.Tensor]] | None:
     """``stencil_values`` of several inputs through one vmap over all of them (each point moves one
     coordinate of one input; the others stay at x). ``None`` where vmap cannot run fn so."""
+    xs = [run.evaluator.base_args[i] for i in inputs]
+    bases = [coords(x) for x in xs]
+    if any(b.dtype != bases[0].dtype or b.device != bases[0].device for b in bases):
+        return None  # one dtype and device (``joint_screen_prepare``): input by input otherwise
     limits.TUNING.record("together", list(inputs))
     mult = multipliers(run, mults)
     npts = len(mults)
-    xs = [run.evaluator.base_args[i] for i in inputs]
-    bases = [coords(x) for x in xs]
     sizes = [b.numel() for b in bases]
     total = npts * sum(sizes)
-    batches, start = [], 0
-    for i, x, base, n in zip(inputs, xs, bases, sizes):
-        points = torch.empty((total, n), dtype=base.dtype, device=base.device).copy_(base)
-        move_diagonal(points[start : start + npts * n].view(npts, n, n), 0, mult * step_of(run, i))
-        batches.append(from_coords(points, x.shape, x.is_complex()))
-        start += npts * n
-    outs = run.evaluator.batched_together(inputs, batches)
+    with workspace.points(total * sum(sizes), bases[0].dtype, bases[0].device) as lease:
+        batches, start, offset = [], 0, 0  # offset: of input i's (total, n) points in the lent array
+        for i, x, base, n in zip(inputs, xs, bases, sizes):
+            points = lease.array[offset : offset + total * n].view(total, n).copy_(base)
+            move_diagonal(points[start : start + npts * n].view(npts, n, n), 0, mult * step_of(run, i))
+            batches.append(from_coords(points, x.shape, x.is_complex()))
+            start, offset = start + npts * n, offset + total * n
+        outs = run.evaluator.batched_together(inputs, batches)
+        if outs is not None:
+            lease.shared_with(outs)
     if outs is None:
         return None
     values, start = {}, 0
