@@ -189,8 +189,12 @@ def screen_split(run, i, found, rows, analytic, reference, extra, kap) -> tuple[
         j_idx, r_idx, _ = found.candidates[k]
         tested = candidate_ratios(run, i, found, pos, k, rows[k], analytic, reference, extra, kap)
         ok = tested[1] if tested is not None else torch.ones(0, dtype=torch.bool)
-        worst[k] = float(tested[0][ok].max()) if bool(ok.any()) else 0.0
-        if found.complete:  # every nonzero of autograd's is a candidate: the open ones are those that missed
+        every = bool(ok.all())  # the usual case: no masking
+        passed = None if tested is None else tested[0] if every else tested[0][ok]
+        worst[k] = float(passed.max()) if passed is not None and passed.numel() else 0.0
+        if found.complete and every:  # every nonzero of autograd's is a candidate, and each passed
+            opened[k] = (j_idx[:0], r_idx[:0])
+        elif found.complete:  # the open ones are those that missed
             opened[k] = (j_idx[~ok], r_idx[~ok])
         else:
             missed = analytic[(i, k)] != 0
