@@ -243,6 +243,9 @@ def _add_block(results: list, flowed: list, grads: Sequence, leaves: Sequence[to
         else:
             flowed[k] = True
             _check_grad_meta(g, leaves[k])
+            if g._is_zerotensor():  # autograd's immutable zero (the second derivative of abs): a plain one
+                results[k].append(torch.zeros(n_rows, _n(leaves[k]), dtype=torch.float64))
+                continue
             results[k].append(batched_coords(g.detach()).to("cpu", torch.float64))
 
 
