@@ -207,6 +207,8 @@ def vjp_rows(
         start = 1
         if ran:
             path = "loop (Python code runs in the backward: a hook)"
+        elif r <= chunk:  # one batched call takes every row, the first again: no concatenation of the blocks
+            results, start = [[] for _ in leaves], 0
     while start < r:
         block = rows[start : start + chunk]
         grad_outputs = rows_from_coords(block, output)
@@ -242,6 +244,9 @@ def _add_block(results: list, flowed: list, grads: Sequence, leaves: Sequence[to
         else:
             flowed[k] = True
             _check_grad_meta(g, leaves[k])
+            if g._is_zerotensor():  # autograd's immutable zero (the second derivative of abs): a plain one
+                results[k].append(torch.zeros(n_rows, _n(leaves[k]), dtype=torch.float64))
+                continue
             results[k].append(batched_coords(g.detach()).to("cpu", torch.float64))
 
 

@@ -29,10 +29,14 @@ def project(run, k: int, kind: str, values: torch.Tensor, absolute: bool = False
     return (values @ v).unsqueeze(1)
 
 
-def row_vectors(run, k: int, kind: str) -> torch.Tensor:
+def row_vectors(run, k: int, kind: str, zero_row: bool = False) -> torch.Tensor:
+    """The ``grad_output``s of output ``k``'s rows as ``(r, n_out_coords)`` float64; ``zero_row``: one more
+    row of zeros after them."""
     if kind == "jacobian":
-        return torch.eye(run.f0[run.out_idx.index(k)].numel(), dtype=torch.float64)
-    return run.v[k].unsqueeze(0)
+        n = run.f0[run.out_idx.index(k)].numel()
+        return torch.eye(n + int(zero_row), n, dtype=torch.float64)
+    v = run.v[k].unsqueeze(0)
+    return torch.cat([v, v.new_zeros(1, v.shape[1])]) if zero_row else v
 
 
 def analytic_full(
@@ -48,10 +52,8 @@ def analytic_full(
     ``grad_output`` (the structural check's zero_grad_output, without a backward of its own)."""
     order = list(run.wrt)
     leaf_list = [leaves[i] for i in order]
-    vectors = {k: row_vectors(run, k, rows[k]) for k in run.out_idx}
-    fold = zero_rows is not None and all(v.shape[0] >= 2 for v in vectors.values())
-    if fold:
-        vectors = {k: torch.cat([v, v.new_zeros(1, v.shape[1])]) for k, v in vectors.items()}
+    fold = zero_rows is not None and all(row_count(run, k, rows[k]) >= 2 for k in run.out_idx)
+    vectors = {k: row_vectors(run, k, rows[k], fold) for k in run.out_idx}
     n_rows = sum(v.shape[0] for v in vectors.values())
     results, flowed, path = analytic_rows(run, order, leaf_list, vectors, n_rows, outs, args)
     if fold:

@@ -189,8 +189,12 @@ def screen_split(run, i, found, rows, analytic, reference, extra, kap) -> tuple[
         j_idx, r_idx, _ = found.candidates[k]
         tested = candidate_ratios(run, i, found, pos, k, rows[k], analytic, reference, extra, kap)
         ok = tested[1] if tested is not None else torch.ones(0, dtype=torch.bool)
-        worst[k] = float(tested[0][ok].max()) if bool(ok.any()) else 0.0
-        if found.complete:  # every nonzero of autograd's is a candidate: the open ones are those that missed
+        every = bool(ok.all())  # the usual case: no masking
+        passed = None if tested is None else tested[0] if every else tested[0][ok]
+        worst[k] = float(passed.max()) if passed is not None and passed.numel() else 0.0
+        if found.complete and every:  # every nonzero of autograd's is a candidate, and each passed
+            opened[k] = (j_idx[:0], r_idx[:0])
+        elif found.complete:  # the open ones are those that missed
             opened[k] = (j_idx[~ok], r_idx[~ok])
         else:
             missed = analytic[(i, k)] != 0
@@ -226,7 +230,8 @@ def candidate_ratios(run, i, found, pos, k, kind, analytic, reference, extra, ka
         scale = np.abs(base_c) + row_rms[r] + extra[(i, k)]
         measured = np.abs(a_c - ref[j, r]) if ref is not None else None
         allow = policy.allowance(scale, measured, floor_scale=allowance.floor_scale_of(run, scale, i, k, measured))
-    ratio, ok = screen_ratios(run, pos, k, kind, fp[j, r], fm[j, r], step[j], r, a_c, allow, kap)
+    flat = j * fp.shape[1] + r  # np.take by flat index: a few times faster than by pairs of indices
+    ratio, ok = screen_ratios(run, pos, k, kind, np.take(fp, flat), np.take(fm, flat), step[j], r, a_c, allow, kap)
     return torch.from_numpy(ratio), torch.from_numpy(ok)
 
 
@@ -286,15 +291,16 @@ def joint_screen_prepare(run, inputs, rows, analytic, reference) -> "JointScreen
             a = torch.cat([analytic[(i, k)] for i in inputs]).numpy()
         f0 = autograd_rows.f0_rows(run, pos, k, rows[k])[0].numpy()  # (r,)
         moved = (fp != f0) | (fm != f0)
-        j_idx, r_idx = np.nonzero(moved | (a != 0))  # every nonzero of autograd's: its sums are exact
-        a_c = a[j_idx, r_idx]
+        candidate = moved | (a != 0)  # every nonzero of autograd's: its sums are exact
+        j_idx, r_idx = np.nonzero(candidate)
+        a_c = a[candidate]  # a boolean mask gathers in the order of np.nonzero, faster than the index pairs
         s = seg[j_idx]
         sq = np.square(np.where(np.isfinite(a_c), a_c, 0.0))
         r = a.shape[1]
         sums = np.bincount(s * r + r_idx, weights=sq, minlength=len(inputs) * r).reshape(len(inputs), r)
         joint.sumsq[k] = sums.sum(axis=1).tolist()
         joint.row_rms[k] = np.sqrt(sums / n_rows)  # (inputs, r)
-        joint.parts[k] = (fp[j_idx, r_idx], fm[j_idx, r_idx], step[j_idx], a_c, s, r_idx, j_idx, moved[j_idx, r_idx])
+        joint.parts[k] = (fp[candidate], fm[candidate], step[j_idx], a_c, s, r_idx, j_idx, moved[candidate])
     return joint
 
 
@@ -315,7 +321,8 @@ def joint_screen_test(run, joint: "JointScreen", rows, extra, kap) -> dict:
         ok = np.zeros(a_c.shape, dtype=bool)
         if a_c.size:
             extra_c = np.array([extra[(i, k)] for i in joint.inputs])[s]
-            scale = np.abs(a_c) + joint.row_rms[k][s, r_idx] + extra_c
+            row_rms = joint.row_rms[k]  # (inputs, r): its entry (s, r_idx) by flat index
+            scale = np.abs(a_c) + row_rms.ravel()[s * row_rms.shape[1] + r_idx] + extra_c
             ratio, ok = screen_ratios(run, pos, k, rows[k], fpc, fmc, h, r_idx, a_c, policy.allowance(scale, None), kap)
             ok = ok & moved
             np.maximum.at(per_input, s[ok], ratio[ok])

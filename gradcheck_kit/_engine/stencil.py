@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from gradcheck_kit._engine import autograd_rows, limits
+from gradcheck_kit._engine import autograd_rows, limits, workspace
 from gradcheck_kit._engine.evaluate import exception_text
 from gradcheck_kit._engine.reasons import vmap_reason
 from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates, noise_sigma
@@ -19,7 +19,8 @@ from gradcheck_kit._inputs import coords, coords64, from_coords, n_coords
 
 def stencil_values(run, i: int, rows: dict[int, str], mults: Sequence[float]) -> dict[int, torch.Tensor]:
     """``f`` at ``x + m·h_j·e_j`` for every coordinate ``j`` of input ``i`` and each multiplier ``m``:
-    per output ``(len(mults), n_i, r_k)`` float64 (projected rows when ``rows[k]`` says so)."""
+    per output ``(len(mults), n_i, r_k)`` float64 (projected rows when ``rows[k]`` says so). The points
+    are written into memory kept between batches (``workspace``)."""
     x = run.evaluator.base_args[i]
     complex_ = x.is_complex()
     base = coords(x)  # the input's (real) dtype
@@ -34,9 +35,11 @@ def stencil_values(run, i: int, rows: dict[int, str], mults: Sequence[float]) ->
     for start in range(0, n_i, cols_per_batch):
         stop = min(n_i, start + cols_per_batch)
         b = stop - start
-        points = torch.empty((npts, b, n_i), dtype=base.dtype, device=base.device).copy_(base)
-        move_diagonal(points, start, mult * step[start:stop])
-        outs = run.evaluator.batched(i, points.view(npts * b, n_i), x.shape, complex_)
+        with workspace.points(npts * b * n_i, base.dtype, base.device) as lease:
+            points = lease.array.view(npts, b, n_i).copy_(base)
+            move_diagonal(points, start, mult * step[start:stop])
+            outs = run.evaluator.batched(i, points.view(npts * b, n_i), x.shape, complex_)
+            lease.shared_with(outs)
         for pos, k in enumerate(run.out_idx):
             proj = autograd_rows.project(run, k, rows[k], outs[pos])  # (npts*b, r)
             if b == n_i:
@@ -72,20 +75,25 @@ def stencil_values_together(
 ) -> dict[int, dict[int, torch.Tensor]] | None:
     """``stencil_values`` of several inputs through one vmap over all of them (each point moves one
     coordinate of one input; the others stay at x). ``None`` where vmap cannot run fn so."""
+    xs = [run.evaluator.base_args[i] for i in inputs]
+    bases = [coords(x) for x in xs]
+    if any(b.dtype != bases[0].dtype or b.device != bases[0].device for b in bases):
+        return None  # one dtype and device (``joint_screen_prepare``): input by input otherwise
     limits.TUNING.record("together", list(inputs))
     mult = multipliers(run, mults)
     npts = len(mults)
-    xs = [run.evaluator.base_args[i] for i in inputs]
-    bases = [coords(x) for x in xs]
     sizes = [b.numel() for b in bases]
     total = npts * sum(sizes)
-    batches, start = [], 0
-    for i, x, base, n in zip(inputs, xs, bases, sizes):
-        points = torch.empty((total, n), dtype=base.dtype, device=base.device).copy_(base)
-        move_diagonal(points[start : start + npts * n].view(npts, n, n), 0, mult * step_of(run, i))
-        batches.append(from_coords(points, x.shape, x.is_complex()))
-        start += npts * n
-    outs = run.evaluator.batched_together(inputs, batches)
+    with workspace.points(total * sum(sizes), bases[0].dtype, bases[0].device) as lease:
+        batches, start, offset = [], 0, 0  # offset: of input i's (total, n) points in the lent array
+        for i, x, base, n in zip(inputs, xs, bases, sizes):
+            points = lease.array[offset : offset + total * n].view(total, n).copy_(base)
+            move_diagonal(points[start : start + npts * n].view(npts, n, n), 0, mult * step_of(run, i))
+            batches.append(from_coords(points, x.shape, x.is_complex()))
+            start, offset = start + npts * n, offset + total * n
+        outs = run.evaluator.batched_together(inputs, batches)
+        if outs is not None:
+            lease.shared_with(outs)
     if outs is None:
         return None
     values, start = {}, 0
