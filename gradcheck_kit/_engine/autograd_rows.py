@@ -9,7 +9,7 @@ import torch
 
 from gradcheck_kit._engine import context, limits, reductions, setup, tolerances
 from gradcheck_kit._engine.analytic import (
-    _check_grad_meta, forward_pass, GradientMetaError, jvp_columns, rows_from_coords, vjp_rows, vjp_rows_functorch,
+    _check_grad_meta, DualMemo, forward_pass, GradientMetaError, jvp_columns, rows_from_coords, vjp_rows, vjp_rows_functorch,
 )
 from gradcheck_kit._engine.evaluate import as_outputs, describe_exception, fresh_args, seed_global_rng
 from gradcheck_kit._engine.finite_diff import _rms
@@ -182,6 +182,14 @@ def vjp_vectors(run, leaves: dict[int, torch.Tensor], outs, raw: dict | None = N
     return grads, flowed
 
 
+def dual_memo(run) -> DualMemo:
+    """The check's :class:`~analytic.DualMemo`, told that fn's passes need grad where its numerical
+    evaluations did (``evaluator.grad_inside``)."""
+    if run.evaluator is not None and run.evaluator.grad_inside is not None:
+        run.dual.grad = True
+    return run.dual
+
+
 def jvp_args(run) -> list:
     """The inputs as given for a forward-mode pass (fresh copies when fn modifies its inputs)."""
     if not run.mutates_inputs:
@@ -201,7 +209,7 @@ def jvp_directional(run, i: int, tangents: torch.Tensor) -> list[torch.Tensor]:
     args = jvp_args(run)
     primal = args[i]
     tangent = from_coords(tangents, primal.shape, primal.is_complex())[0].to(device=primal.device, dtype=primal.dtype)
-    cols = forward_pass(run.fn, args, {i: tangent}, run.out_idx, run.rng_seed, run.mutates_inputs)
+    cols = forward_pass(run.fn, args, {i: tangent}, run.out_idx, run.rng_seed, run.mutates_inputs, dual_memo(run))
     return [c.unsqueeze(0) for c in cols]
 
 
@@ -245,7 +253,7 @@ def jvp_joint(run, u: dict[int, torch.Tensor]) -> torch.Tensor | None:
             )
             for i in run.wrt
         }
-        cols = forward_pass(run.fn, args, tangents, run.out_idx, run.rng_seed, run.mutates_inputs)
+        cols = forward_pass(run.fn, args, tangents, run.out_idx, run.rng_seed, run.mutates_inputs, dual_memo(run))
         for pos, col in enumerate(cols):
             a[pos, di] = reductions.dot64(col, run.v[run.out_idx[pos]])
     return a if bool(torch.isfinite(a).all()) else None
