@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from gradcheck_kit._engine import context, limits, reductions, setup, tolerances
+from gradcheck_kit._engine import context, graph, limits, reductions, setup, tolerances
 from gradcheck_kit._engine.analytic import (
     _check_grad_meta, DualMemo, forward_pass, GradientMetaError, jvp_columns, rows_from_coords, vjp_rows, vjp_rows_functorch,
 )
@@ -67,8 +67,8 @@ def analytic_rows(run, order, leaf_list, vectors, n_rows, outs, args) -> tuple[d
     if (
         args is not None
         and not run.mutates_inputs
-        and limits.TUNING.functorch_rows <= n_rows
         and n_rows * sum(leaf.numel() for leaf in leaf_list) <= FUNCTORCH_ELEMENTS
+        and (limits.TUNING.functorch_rows <= n_rows or (n_rows >= LOOP_ROWS and _functorch_runs(run, outs)))
     ):
         batched = vjp_rows_functorch(run.fn, args, order, outs, vectors, run.rng_seed)
         if batched is not None:
@@ -89,6 +89,20 @@ def analytic_rows(run, order, leaf_list, vectors, n_rows, outs, args) -> tuple[d
             results[(i, k)] = g.T  # (n_i, r): a view, no copy
             flowed[(i, k)] = f
     return results, flowed, path
+
+
+#: rows from which a graph holding custom Functions gets them through functorch (``_functorch_runs``): one more
+#: forward and a batched backward cost less than this many backwards
+LOOP_ROWS = 4
+
+
+def _functorch_runs(run, outs) -> bool:
+    """Whether the graph holds custom Functions, each with the vmap rule torch generates from its forward and
+    backward (``generate_vmap_rule``: both written to run batched): ``vjp_rows`` would run one backward per
+    row through them, where vmap over ``torch.func.vjp`` batches the rows (functorch raises where a backward
+    cannot run batched, and the rows then come one at a time)."""
+    classes = graph.python_function_classes([outs[k] for k in run.out_idx])
+    return bool(classes) and all(getattr(cls, "generate_vmap_rule", False) is True for cls in classes)
 
 
 def reference_leaves(run, perturb: int | None = None):
