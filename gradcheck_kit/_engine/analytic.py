@@ -352,9 +352,12 @@ def jvp_columns(
     rng_seed: int,
     fresh_copies: bool = False,
     vmap: bool = True,
+    memo: DualMemo | None = None,
 ) -> tuple[list[torch.Tensor], str]:
     """Forward-mode ``J·t`` for tangents ``(B, n_coords)`` of input ``i`` (as given, layout kept); through
-    vmap unless ``vmap`` is false (fn is known not to run under it).
+    vmap unless ``vmap`` is false (fn is known not to run under it). One pass per tangent otherwise: as
+    autograd's forward ran (grad enabled), or with a ``memo``, as ``forward_pass`` runs them (without grad
+    unless fn needs it).
 
     Returns per differentiable output ``(B, n_out_coords)`` float64 and the path used.
     Raises :class:`ForwardADUnsupported` when the function has no forward-mode derivative.
@@ -373,8 +376,10 @@ def jvp_columns(
         call_args = args
         if fresh_copies:  # fn modifies its inputs: each pass starts from the original values
             call_args = [layout_clone(a) if isinstance(a, torch.Tensor) and j != i else a for j, a in enumerate(args)]
-        # as autograd's forward ran it (requires_grad kept): forward-over-reverse where fn is a derivative
-        cols = _dual_pass(fn, call_args, {i: shaped[b]}, output_indices, rng_seed, fresh_copies=False, grad=True)
+        if memo is not None:
+            cols = forward_pass(fn, call_args, {i: shaped[b]}, output_indices, rng_seed, False, memo)
+        else:  # as autograd's forward ran it (requires_grad kept): forward-over-reverse where fn is a derivative
+            cols = _dual_pass(fn, call_args, {i: shaped[b]}, output_indices, rng_seed, fresh_copies=False, grad=True)
         per_col.append(cols)
     return [torch.stack([c[o] for c in per_col]).to(torch.float64) for o in range(len(output_indices))], "loop"
 

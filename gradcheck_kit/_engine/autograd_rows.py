@@ -217,7 +217,7 @@ def jvp_directional(run, i: int, tangents: torch.Tensor) -> list[torch.Tensor]:
     if tangents.shape[0] != 1:
         cols, _ = jvp_columns(
             run.fn, jvp_args(run), i, tangents, run.out_idx, run.rng_seed, run.mutates_inputs,
-            vmap=run.evaluator.vmap_failed is None,
+            vmap=run.evaluator.vmap_failed is None, memo=dual_memo(run),
         )
         return cols
     args = jvp_args(run)
@@ -229,14 +229,24 @@ def jvp_directional(run, i: int, tangents: torch.Tensor) -> list[torch.Tensor]:
 
 def jvp_projection(run, u: dict[int, torch.Tensor]) -> torch.Tensor | Exception:
     """``v·J·u`` per output and direction ``(n_out, d)`` from forward-mode passes, or the exception they
-    raised (``forward_check`` reports it)."""
+    raised (``forward_check`` reports it). Where fn cannot run under vmap, one pass per direction moves every
+    input (``jvp_joint``); in low precision the sum inside fn rounds unlike the backward's, so
+    ``run.jvp_joint_low`` says that a failing judgement is to be made again from ``jvp_per_input``."""
+    run.jvp_joint_low = False
     try:
-        if run.evaluator.vmap_failed is not None and len(run.wrt) > 1 and all(
-            run.inputs[i].dtype in (torch.float64, torch.complex128) for i in run.wrt
-        ):  # one call of fn per pass; in low precision the sum inside fn rounds unlike the backward's
+        if run.evaluator.vmap_failed is not None and len(run.wrt) > 1:  # one call of fn per pass
             joint = jvp_joint(run, u)
             if joint is not None:
+                run.jvp_joint_low = not all(run.inputs[i].dtype in (torch.float64, torch.complex128) for i in run.wrt)
                 return joint
+    except Exception as exc:  # noqa: BLE001 - reported by forward_check, as if raised there
+        return exc
+    return jvp_per_input(run, u)
+
+
+def jvp_per_input(run, u: dict[int, torch.Tensor]) -> torch.Tensor | Exception:
+    """``jvp_projection`` from passes input by input, their projections summed in float64."""
+    try:
         a = torch.zeros(len(run.out_idx), run.n_directions, dtype=torch.float64)
         for i in run.wrt:  # J·u = sum over inputs of J_i·u_i
             cols = jvp_directional(run, i, u[i])

@@ -199,6 +199,7 @@ class Run:
         self.directional: DirectionalState | None = None
         self.n_directions = 0
         self.jvp_projections: Any = None  # forward AD's v·J·u, computed with the directional backward
+        self.jvp_joint_low = False  # ... by one pass for every input in low precision (``autograd_rows.jvp_projection``)
         self.dual = DualMemo()  # what forward-mode passes found out (``analytic.DualMemo``)
         self.dual_calls = -1  # fn's evaluations (``evaluator.calls``) when ``dual`` kept its outputs
         self.refined_resolved = False  # a second opinion at a smaller step passed some entry (settle.refine)

@@ -193,10 +193,10 @@ def forward_directional(run) -> bool:
     if isinstance(a, Exception):
         raise a
     if run.directional_superseded:
-        return forward_against_backward_directional(run, a)
+        return forward_against_backward_directional(run, directional.per_input_projections(run) if run.jvp_joint_low else a)
     # the jvp's round-off is judged like the backward's: same scale, same measured float32 error; the
     # backward's screen may have stopped the stencil early, the jvp is screened (or not) on its own
-    verdict, _, _ = directional.judge_directional(run, a)
+    a, verdict = directional.judge_projections(run, a)
     return directional.record_directional(run, "forward_ad", a, verdict, True)
 
 

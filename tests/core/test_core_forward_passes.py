@@ -7,6 +7,8 @@ error, and a pass whose values differ (fn branches under forward AD) leaves the 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -124,3 +126,55 @@ def test_a_wrong_jvp_is_still_caught(fn, mode):
     assert _forward_status(report) == "failed"
     backward = next(c.status for c in report.checks if c.name == "backward")
     assert backward == "passed"
+
+
+class _ProductSlow(torch.autograd.Function):
+    """x·sin(y), old-style (vmap cannot run it), a little slow (auto mode's plan goes along directions);
+    its jvp wrong by ``rel`` in y's term."""
+
+    rel = 0.0
+
+    @staticmethod
+    def forward(ctx, x, y):
+        time.sleep(5e-4)
+        ctx.save_for_backward(x, y)
+        ctx.save_for_forward(x, y)
+        return x * torch.sin(y)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        return g * torch.sin(y), g * x * torch.cos(y)
+
+    @staticmethod
+    def jvp(ctx, tx, ty):
+        x, y = ctx.saved_tensors
+        return tx * torch.sin(y) + (1 + _ProductSlow.rel) * ty * x * torch.cos(y)
+
+
+def _product_check(dtype, rel, forward_ad="auto"):
+    x, y = randn(24, seed=1, dtype=dtype), randn(24, seed=2, dtype=dtype)
+    _ProductSlow.rel = rel
+    counted = _Counted(_ProductSlow.apply)
+    try:
+        report = gk.check_gradients(counted, x, y, forward_ad=forward_ad)
+    finally:
+        _ProductSlow.rel = 0.0
+    return report, counted.calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_fn_vmap_cannot_run_gets_one_forward_pass_per_direction_for_all_inputs(dtype):
+    on, calls_on = _product_check(dtype, 0.0)
+    off, calls_off = _product_check(dtype, 0.0, forward_ad=False)
+    assert on.ok and off.ok, str(on)
+    assert on.mode == "directional" and _forward_status(on) == "passed"
+    assert calls_on - calls_off == 2  # one pass per direction moving both inputs, in float32 too
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_wrong_jvp_of_one_input_is_caught_through_the_joint_passes(dtype):
+    report, _ = _product_check(dtype, 0.01)
+    assert not report.ok
+    assert _forward_status(report) == "failed"
+    assert next(c.status for c in report.checks if c.name == "backward") == "passed"
