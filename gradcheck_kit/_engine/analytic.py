@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -38,7 +39,7 @@ except ImportError:  # pragma: no cover - older torch: torch.autograd.grad itsel
 
 __all__ = [
     "plain_grad", "watched_grad", "batched_grad", "vjp_rows", "vjp_rows_functorch", "jvp_columns", "jvp_directions", "forward_pass", "ForwardADUnsupported",
-    "rows_from_coords",
+    "rows_from_coords", "DualMemo",
 ]
 
 
@@ -55,6 +56,17 @@ class ForwardADUnsupported(RuntimeError):
         # a callable: the text built where it is read (the check reads ``reason`` only; walking the traceback
         # for where fn raised costs as much as a small function's forward-mode pass)
         return self._message if isinstance(self._message, str) else self._message()
+
+
+@dataclass
+class DualMemo:
+    """What one check's forward-mode passes found out, for its later passes and checks: whether fn's pass
+    needs grad (``True``: without grad it raised, or fn's numerical evaluations did; ``None``: not known),
+    and fn's outputs at the inputs as given from the latest pass that keeps them (``keep``): their primal
+    values, which a plain call there returns too."""
+
+    grad: bool | None = None
+    outputs: tuple | None = None
 
 
 def rows_from_coords(rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -346,9 +358,12 @@ def jvp_columns(
     rng_seed: int,
     fresh_copies: bool = False,
     vmap: bool = True,
+    memo: DualMemo | None = None,
 ) -> tuple[list[torch.Tensor], str]:
     """Forward-mode ``J·t`` for tangents ``(B, n_coords)`` of input ``i`` (as given, layout kept); through
-    vmap unless ``vmap`` is false (fn is known not to run under it).
+    vmap unless ``vmap`` is false (fn is known not to run under it). One pass per tangent otherwise: as
+    autograd's forward ran (grad enabled), or with a ``memo``, as ``forward_pass`` runs them (without grad
+    unless fn needs it).
 
     Returns per differentiable output ``(B, n_out_coords)`` float64 and the path used.
     Raises :class:`ForwardADUnsupported` when the function has no forward-mode derivative.
@@ -367,8 +382,10 @@ def jvp_columns(
         call_args = args
         if fresh_copies:  # fn modifies its inputs: each pass starts from the original values
             call_args = [layout_clone(a) if isinstance(a, torch.Tensor) and j != i else a for j, a in enumerate(args)]
-        # as autograd's forward ran it (requires_grad kept): forward-over-reverse where fn is a derivative
-        cols = _dual_pass(fn, call_args, {i: shaped[b]}, output_indices, rng_seed, fresh_copies=False, grad=True)
+        if memo is not None:
+            cols = forward_pass(fn, call_args, {i: shaped[b]}, output_indices, rng_seed, False, memo)
+        else:  # as autograd's forward ran it (requires_grad kept): forward-over-reverse where fn is a derivative
+            cols = _dual_pass(fn, call_args, {i: shaped[b]}, output_indices, rng_seed, fresh_copies=False, grad=True)
         per_col.append(cols)
     return [torch.stack([c[o] for c in per_col]).to(torch.float64) for o in range(len(output_indices))], "loop"
 
@@ -400,12 +417,15 @@ def jvp_directions(
     output_indices: Sequence[int],
     rng_seed: int,
     fresh_copies: bool = False,
+    memo: DualMemo | None = None,
+    keep: bool = False,
 ) -> tuple[list[torch.Tensor], str]:
     """Forward-mode ``sum_i J_i·t_i`` with every input ``i`` of ``tangents`` moving at once.
 
     ``tangents[i]``: ``(d, n_coords_i)`` float64, ``d`` directions. Returns per differentiable output
     ``(d, n_out_coords)`` float64 and the path used (``direct``: one forward-mode pass per direction).
-    Raises :class:`ForwardADUnsupported` when the function has no forward-mode derivative.
+    Raises :class:`ForwardADUnsupported` when the function has no forward-mode derivative. ``memo`` and
+    ``keep``: as ``forward_pass`` takes them (the last pass's outputs kept).
     """
     order = list(tangents)
     shaped = {
@@ -416,7 +436,8 @@ def jvp_directions(
     # A few directions: one forward-mode pass each (cheaper than vmap's set-up for small functions, and no
     # slower for large ones)
     per_dir = [
-        forward_pass(fn, args, {i: shaped[i][b] for i in order}, output_indices, rng_seed, fresh_copies)
+        forward_pass(fn, args, {i: shaped[i][b] for i in order}, output_indices, rng_seed, fresh_copies, memo,
+                     keep and b == d - 1)
         for b in range(d)
     ]
     return [torch.stack([r[o] for r in per_dir]).to(torch.float64) for o in range(len(output_indices))], "direct"
@@ -429,6 +450,8 @@ def forward_pass(
     output_indices: Sequence[int],
     rng_seed: int,
     fresh_copies: bool = False,
+    memo: DualMemo | None = None,
+    keep: bool = False,
 ) -> list[torch.Tensor]:
     """One forward-mode pass with ``tangents[i]`` (shaped like ``args[i]``, its dtype and device) on input
     ``i``: per differentiable output the tangent's real coordinates, flat, in the output's dtype, on the CPU.
@@ -436,19 +459,23 @@ def forward_pass(
     It runs without grad on detached inputs: recording the tangents' graph as well would double the cost
     of a large pass. Where that raises, fn may differentiate internally, so it runs once more as autograd's
     forward did (grad enabled, ``args``' differentiated inputs requiring grad); that pass's error is the one
-    raised. :class:`ForwardADUnsupported` where fn has no forward-mode derivative.
+    raised. :class:`ForwardADUnsupported` where fn has no forward-mode derivative. ``memo``: the check's
+    :class:`DualMemo` (a pass that needs grad runs with grad at once; with ``keep``, the outputs kept).
     """
-    try:
-        return _dual_pass(fn, [a.detach() if isinstance(a, torch.Tensor) else a for a in args], tangents,
-                          output_indices, rng_seed, fresh_copies, grad=False)
-    except ForwardADUnsupported:
-        raise
-    except Exception:  # noqa: BLE001 - with grad, as autograd's forward ran it
-        pass
-    return _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad=True)
+    if memo is None or not memo.grad:
+        try:
+            return _dual_pass(fn, [a.detach() if isinstance(a, torch.Tensor) else a for a in args], tangents,
+                              output_indices, rng_seed, fresh_copies, grad=False, memo=memo if keep else None)
+        except ForwardADUnsupported:
+            raise
+        except Exception:  # noqa: BLE001 - with grad, as autograd's forward ran it
+            if memo is not None:
+                memo.grad = True
+    return _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad=True,
+                      memo=memo if keep else None)
 
 
-def _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad) -> list[torch.Tensor]:
+def _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad, memo=None) -> list[torch.Tensor]:
     call_args = list(args)
     if fresh_copies:  # fn modifies its inputs: each pass starts from the original values
         call_args = [layout_clone(a) if isinstance(a, torch.Tensor) else a for a in call_args]
@@ -472,10 +499,14 @@ def _dual_pass(fn, args, tangents, output_indices, rng_seed, fresh_copies, grad)
                 raise ForwardADUnsupported(lambda exc=exc: describe_exception(exc), forward_ad_reason(text)) from None
             raise
         result = []
+        kept = list(outs)
         for k in output_indices:
             primal, tangent_out = _unpack_dual(outs[k], level)
+            kept[k] = primal.detach()
             # on the host, where the kit's comparisons run (a no-op for CPU tensors)
             result.append(coords(torch.zeros_like(primal) if tangent_out is None else tangent_out).cpu())
+        if memo is not None:
+            memo.outputs = tuple(kept)
         return result
 
 

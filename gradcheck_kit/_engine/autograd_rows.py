@@ -7,9 +7,9 @@ from typing import Sequence
 
 import torch
 
-from gradcheck_kit._engine import context, limits, reductions, setup, tolerances
+from gradcheck_kit._engine import context, graph, limits, reductions, setup, tolerances
 from gradcheck_kit._engine.analytic import (
-    _check_grad_meta, forward_pass, GradientMetaError, jvp_columns, rows_from_coords, vjp_rows, vjp_rows_functorch,
+    _check_grad_meta, DualMemo, forward_pass, GradientMetaError, jvp_columns, rows_from_coords, vjp_rows, vjp_rows_functorch,
 )
 from gradcheck_kit._engine.evaluate import as_outputs, describe_exception, fresh_args, seed_global_rng
 from gradcheck_kit._engine.finite_diff import _rms
@@ -69,8 +69,8 @@ def analytic_rows(run, order, leaf_list, vectors, n_rows, outs, args) -> tuple[d
     if (
         args is not None
         and not run.mutates_inputs
-        and limits.TUNING.functorch_rows <= n_rows
         and n_rows * sum(leaf.numel() for leaf in leaf_list) <= FUNCTORCH_ELEMENTS
+        and (limits.TUNING.functorch_rows <= n_rows or (n_rows >= LOOP_ROWS and _functorch_runs(run, outs)))
     ):
         batched = vjp_rows_functorch(run.fn, args, order, outs, vectors, run.rng_seed)
         if batched is not None:
@@ -91,6 +91,20 @@ def analytic_rows(run, order, leaf_list, vectors, n_rows, outs, args) -> tuple[d
             results[(i, k)] = g.T  # (n_i, r): a view, no copy
             flowed[(i, k)] = f
     return results, flowed, path
+
+
+#: rows from which a graph holding custom Functions gets them through functorch (``_functorch_runs``): one more
+#: forward and a batched backward cost less than this many backwards
+LOOP_ROWS = 4
+
+
+def _functorch_runs(run, outs) -> bool:
+    """Whether the graph holds custom Functions, each with the vmap rule torch generates from its forward and
+    backward (``generate_vmap_rule``: both written to run batched): ``vjp_rows`` would run one backward per
+    row through them, where vmap over ``torch.func.vjp`` batches the rows (functorch raises where a backward
+    cannot run batched, and the rows then come one at a time)."""
+    classes = graph.python_function_classes([outs[k] for k in run.out_idx])
+    return bool(classes) and all(getattr(cls, "generate_vmap_rule", False) is True for cls in classes)
 
 
 def reference_leaves(run, perturb: int | None = None):
@@ -184,6 +198,14 @@ def vjp_vectors(run, leaves: dict[int, torch.Tensor], outs, raw: dict | None = N
     return grads, flowed
 
 
+def dual_memo(run) -> DualMemo:
+    """The check's :class:`~analytic.DualMemo`, told that fn's passes need grad where its numerical
+    evaluations did (``evaluator.grad_inside``)."""
+    if run.evaluator is not None and run.evaluator.grad_inside is not None:
+        run.dual.grad = True
+    return run.dual
+
+
 def jvp_args(run) -> list:
     """The inputs as given for a forward-mode pass (fresh copies when fn modifies its inputs)."""
     if not run.mutates_inputs:
@@ -197,26 +219,36 @@ def jvp_directional(run, i: int, tangents: torch.Tensor) -> list[torch.Tensor]:
     if tangents.shape[0] != 1:
         cols, _ = jvp_columns(
             run.fn, jvp_args(run), i, tangents, run.out_idx, run.rng_seed, run.mutates_inputs,
-            vmap=run.evaluator.vmap_failed is None,
+            vmap=run.evaluator.vmap_failed is None, memo=dual_memo(run),
         )
         return cols
     args = jvp_args(run)
     primal = args[i]
     tangent = from_coords(tangents, primal.shape, primal.is_complex())[0].to(device=primal.device, dtype=primal.dtype)
-    cols = forward_pass(run.fn, args, {i: tangent}, run.out_idx, run.rng_seed, run.mutates_inputs)
+    cols = forward_pass(run.fn, args, {i: tangent}, run.out_idx, run.rng_seed, run.mutates_inputs, dual_memo(run))
     return [c.unsqueeze(0) for c in cols]
 
 
 def jvp_projection(run, u: dict[int, torch.Tensor]) -> torch.Tensor | Exception:
     """``v·J·u`` per output and direction ``(n_out, d)`` from forward-mode passes, or the exception they
-    raised (``forward_check`` reports it)."""
+    raised (``forward_check`` reports it). Where fn cannot run under vmap, one pass per direction moves every
+    input (``jvp_joint``); in low precision the sum inside fn rounds unlike the backward's, so
+    ``run.jvp_joint_low`` says that a failing judgement is to be made again from ``jvp_per_input``."""
+    run.jvp_joint_low = False
     try:
-        if run.evaluator.vmap_failed is not None and len(run.wrt) > 1 and all(
-            run.inputs[i].dtype in (torch.float64, torch.complex128) for i in run.wrt
-        ):  # one call of fn per pass; in low precision the sum inside fn rounds unlike the backward's
+        if run.evaluator.vmap_failed is not None and len(run.wrt) > 1:  # one call of fn per pass
             joint = jvp_joint(run, u)
             if joint is not None:
+                run.jvp_joint_low = not all(run.inputs[i].dtype in (torch.float64, torch.complex128) for i in run.wrt)
                 return joint
+    except Exception as exc:  # noqa: BLE001 - reported by forward_check, as if raised there
+        return exc
+    return jvp_per_input(run, u)
+
+
+def jvp_per_input(run, u: dict[int, torch.Tensor]) -> torch.Tensor | Exception:
+    """``jvp_projection`` from passes input by input, their projections summed in float64."""
+    try:
         a = torch.zeros(len(run.out_idx), run.n_directions, dtype=torch.float64)
         for i in run.wrt:  # J·u = sum over inputs of J_i·u_i
             cols = jvp_directional(run, i, u[i])
@@ -247,7 +279,7 @@ def jvp_joint(run, u: dict[int, torch.Tensor]) -> torch.Tensor | None:
             )
             for i in run.wrt
         }
-        cols = forward_pass(run.fn, args, tangents, run.out_idx, run.rng_seed, run.mutates_inputs)
+        cols = forward_pass(run.fn, args, tangents, run.out_idx, run.rng_seed, run.mutates_inputs, dual_memo(run))
         for pos, col in enumerate(cols):
             a[pos, di] = reductions.dot64(col, run.v[run.out_idx[pos]])
     return a if bool(torch.isfinite(a).all()) else None

@@ -8,7 +8,7 @@ import torch
 
 from gradcheck_kit._engine import allowance, context, one_vector, screen, setup, stencil, structural
 from gradcheck_kit._engine import cost as _cost
-from gradcheck_kit._engine.determinism import call_again, moved_outputs, not_deterministic
+from gradcheck_kit._engine.determinism import call_again, kept_outputs_agree, moved_outputs, not_deterministic
 from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS
 from gradcheck_kit._engine.linearity import linearity_check
 from gradcheck_kit._inputs import coords, n_coords
@@ -42,10 +42,15 @@ def full_cost(run) -> None:
 
 def called_again(run) -> str | None:
     """fn called once more at the inputs as given: the error saying how it changed since its first call, or
-    None where it gives the same outputs."""
+    None where it gives the same outputs (also where forward AD's pass at the inputs, made after every
+    numerical evaluation of this check, gave the first call's outputs: no call is made then)."""
+    tol = float(run.options["nondet_tol"])
+    latest = run.dual_calls == run.evaluator.calls
+    if latest and kept_outputs_agree(run.outs, run.dual.outputs, run.out_idx, tol):
+        return None
     again, failed = call_again(run.fn, run.inputs, run.grad_positions, run.rng_seed)
     run.extra_evaluations += 1
-    what = failed or moved_outputs(run.outs, again, run.out_idx, float(run.options["nondet_tol"]))
+    what = failed or moved_outputs(run.outs, again, run.out_idx, tol)
     return None if what is None else not_deterministic(what)
 
 

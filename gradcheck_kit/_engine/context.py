@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 
 from gradcheck_kit._engine import approximate
+from gradcheck_kit._engine.analytic import DualMemo
 from gradcheck_kit._engine.budget import Budget
 from gradcheck_kit._engine.evaluate import Evaluator
 from gradcheck_kit._engine.tolerances import Stencil
@@ -198,6 +199,9 @@ class Run:
         self.directional: DirectionalState | None = None
         self.n_directions = 0
         self.jvp_projections: Any = None  # forward AD's v·J·u, computed with the directional backward
+        self.jvp_joint_low = False  # ... by one pass for every input in low precision (``autograd_rows.jvp_projection``)
+        self.dual = DualMemo()  # what forward-mode passes found out (``analytic.DualMemo``)
+        self.dual_calls = -1  # fn's evaluations (``evaluator.calls``) when ``dual`` kept its outputs
         self.refined_resolved = False  # a second opinion at a smaller step passed some entry (settle.refine)
         self.tie_failures: list[tuple[int, list[int], str]] = []  # (input, members, text) of ties judged wrong
         self.cost_plan = False  # auto mode chose directional for its fewer calls (``plan``): full on failure

@@ -19,7 +19,7 @@ from gradcheck_kit._inputs import coord_index, layout_clone
 from gradcheck_kit.report import format_index
 from gradcheck_kit.errors import FunctionError
 
-__all__ = ["call_again", "moved_outputs", "not_deterministic"]
+__all__ = ["call_again", "kept_outputs_agree", "moved_outputs", "not_deterministic"]
 
 CAUSE = (
     "gradients of a function whose values change between calls cannot be checked: make fn a pure function "
@@ -52,6 +52,16 @@ def call_again(
         return as_outputs(result), None
     except FunctionError as exc:
         return None, "it " + str(exc).removeprefix("fn ").split("; it must")[0]
+
+
+def kept_outputs_agree(
+    first: Sequence[torch.Tensor], kept: Sequence[torch.Tensor] | None, out_idx: Sequence[int], nondet_tol: float
+) -> bool:
+    """Whether fn's outputs at the inputs from its latest call in the check (a forward-mode pass's primal
+    values, kept by ``analytic.DualMemo``) equal those of its first call: fn did not change between the
+    calls, and no call of its own is needed. Where they differ (a pass without grad may take another
+    branch of fn), the call made as the first was decides."""
+    return kept is not None and moved_outputs(first, kept, out_idx, nondet_tol) is None
 
 
 def _where(j: int, out: torch.Tensor, k: int, n_outputs: int) -> str:

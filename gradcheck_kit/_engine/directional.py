@@ -171,6 +171,30 @@ def judge_directional(run, a: torch.Tensor) -> tuple[Verdict, torch.Tensor, bool
     return verdict, scale, False
 
 
+def judge_projections(run, a: torch.Tensor) -> tuple[torch.Tensor, Verdict]:
+    """``judge_directional`` of forward AD's projections ``a``, what it finds added to ``run.out``.
+    Where ``a`` came from one pass for every input in low precision (``run.jvp_joint_low``) and failed, the
+    projections from passes input by input replace it and are judged instead: only a failure needs them.
+    Returns the projections judged and their verdict."""
+    with run.stage() as found:
+        verdict, _, _ = judge_directional(run, a)
+    if run.jvp_joint_low and bool(verdict.failed.any()):
+        a = per_input_projections(run)
+        verdict, _, _ = judge_directional(run, a)
+        return a, verdict
+    run.out.extend(found)
+    return a, verdict
+
+
+def per_input_projections(run) -> torch.Tensor:
+    """Forward AD's projections from passes input by input, in place of the joint ones (raises what they raised)."""
+    run.jvp_joint_low = False
+    a = run.jvp_projections = autograd_rows.jvp_per_input(run, run.directional.u)
+    if isinstance(a, Exception):
+        raise a
+    return a
+
+
 def settle_directional_kinks(run, a, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
     """Directional values that passed on a central value spoiled by a kink along ``u`` inside the stencil
     (``kinks``), judged again with the stencil at smaller steps on the kink's clean side."""

@@ -77,6 +77,8 @@ def forward_full(run) -> bool:
                 "full: J·u disagreed with the checked backward Jacobian; every column compared with the "
                 "finite differences"
             )
+    if per_entry:  # fn runs again below: its latest call is no longer the pass kept
+        run.dual_calls = -1
     for i in per_entry:
         est = state.estimates[i]
         if est is None:  # settled by the screen: the full stencil is needed now
@@ -114,7 +116,11 @@ def forward_against_backward(run, inputs: list[int]) -> bool:
     tangents = {
         i: torch.randn(FORWARD_DIRECTIONS, n, generator=run.gen, dtype=torch.float64) for i, n in zip(inputs, sizes)
     }
-    cols, _ = jvp_directions(run.fn, autograd_rows.jvp_args(run), tangents, run.out_idx, run.rng_seed, run.mutates_inputs)
+    cols, _ = jvp_directions(
+        run.fn, autograd_rows.jvp_args(run), tangents, run.out_idx, run.rng_seed, run.mutates_inputs,
+        autograd_rows.dual_memo(run), keep=True,
+    )
+    run.dual_calls = run.evaluator.calls  # the pass came after every numerical evaluation so far
     dtype = min((run.inputs[i].dtype for i in inputs), key=lambda dt: -tolerances.eps(dt))
     policy = tolerances.AnalyticAllowance(dtype, reference is not None)
     nondet_tol = run.options["nondet_tol"]
@@ -187,10 +193,10 @@ def forward_directional(run) -> bool:
     if isinstance(a, Exception):
         raise a
     if run.directional_superseded:
-        return forward_against_backward_directional(run, a)
+        return forward_against_backward_directional(run, directional.per_input_projections(run) if run.jvp_joint_low else a)
     # the jvp's round-off is judged like the backward's: same scale, same measured float32 error; the
     # backward's screen may have stopped the stencil early, the jvp is screened (or not) on its own
-    verdict, _, _ = directional.judge_directional(run, a)
+    a, verdict = directional.judge_projections(run, a)
     return directional.record_directional(run, "forward_ad", a, verdict, True)
 
 

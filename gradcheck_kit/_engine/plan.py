@@ -94,7 +94,7 @@ def directions_failed(run, backward_failed: bool) -> bool:
         return False
     try:
         with run.stage():
-            verdict, _, _ = directional.judge_directional(run, a)
+            _, verdict = directional.judge_projections(run, a)
     except Exception:  # noqa: BLE001 - forward_check reports it
         return False
     return bool(verdict.failed.any())

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from gradcheck_kit._engine import tolerances
@@ -76,24 +77,30 @@ class Ties:
 def scan(x: torch.Tensor, step: torch.Tensor, reach: float) -> Ties | None:
     """The ties of a real input ``x`` (``step``: each coordinate's step): consecutive sorted values within
     ``reach`` steps (or ``ULPS`` roundings) of each other; where that chains more than the tie limit together,
-    only those within ``ULPS`` roundings; None where there is no tie (or only ties too large to move as one)."""
+    only those within ``ULPS`` roundings; None where there is no tie (or only ties too large to move as one).
+    Computed in numpy on the host (a sort and a few passes, each a fraction of a torch call's overhead), the
+    differences of neighbours in ``x``'s dtype (float32 for the half types numpy lacks)."""
     if x.is_complex() or x.numel() < 2 or not x.dtype.is_floating_point:
         return None
-    vals, order = torch.sort(x.detach().reshape(-1).cpu())
+    flat = x.detach().reshape(-1).cpu()
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.to(torch.float32)
+    order = np.argsort(flat.numpy(), kind="stable")
+    vals = flat.numpy()[order]
     eps = torch.finfo(x.dtype).eps
-    gap = (vals[1:] - vals[:-1]).abs().to(torch.float64)
-    close = gap <= ULPS * eps * torch.maximum(vals[1:].abs(), vals[:-1].abs()).to(torch.float64)
-    st = step.reshape(-1).to(torch.float64).cpu()[order]
-    near = close | (gap <= reach * torch.maximum(st[1:], st[:-1]))
-    pos = torch.arange(1, x.numel())
+    with np.errstate(invalid="ignore", over="ignore"):
+        gap = np.abs(vals[1:] - vals[:-1]).astype(np.float64)
+        close = gap <= ULPS * eps * np.maximum(np.abs(vals[1:]), np.abs(vals[:-1])).astype(np.float64)
+        st = step.reshape(-1).to(torch.float64).cpu().numpy()[order]
+        near = close | (gap <= reach * np.maximum(st[1:], st[:-1]))
+    pos = np.arange(1, vals.size)
     starts = []
     for same in (near, close, gap == 0):
-        same = torch.isfinite(gap) & same
-        start = torch.cat([torch.zeros(1, dtype=torch.long), torch.where(same, torch.zeros_like(pos), pos)])
-        starts.append(torch.cummax(start, 0).values)
+        same = np.isfinite(gap) & same
+        starts.append(np.maximum.accumulate(np.concatenate([[0], np.where(same, 0, pos)])))
     for start in starts[:2]:
-        if bool((start[1:] == start[:-1]).any()) and int(torch.bincount(start).max()) <= CHAIN_LIMIT:
-            return Ties(order, start, starts[2])
+        if (start[1:] == start[:-1]).any() and np.bincount(start).max() <= CHAIN_LIMIT:
+            return Ties(torch.from_numpy(order), torch.from_numpy(start), torch.from_numpy(starts[2]))
     return None
 
 
