@@ -42,6 +42,10 @@ class Budget:
         """Whether the evaluations run through vmap (a second opinion is one call, whatever its size)."""
         return run.evaluator.vmap_failed is None and run.evaluator.grad_inside is None
 
+    def point_by_point(self, run) -> bool:
+        """Whether each point a second opinion evaluates is a call of fn (fn does not run under vmap)."""
+        return not self._batches(run)
+
     def _spent_now(self, run) -> int:
         """Spent in this phase, the running second opinion included."""
         running = 0 if self._open_at is None else self._total(run) - self._open_at

@@ -24,6 +24,10 @@ from gradcheck_kit._inputs import coords, coords64, from_coords
 from gradcheck_kit.report import CheckResult, GroupSummary, Mismatch
 
 
+class Undecided(Exception):
+    """The cost plan's ±h screen did not decide: the full check runs instead (``plan.fall_back``)."""
+
+
 def screens(run) -> bool:
     """Whether the ±h screen may decide (``screen``): float64 numerics, unless switched off."""
     return _screen.applies(run.stencil) and limits.TUNING.directional_screen
@@ -156,6 +160,8 @@ def judge_directional(run, a: torch.Tensor) -> tuple[Verdict, torch.Tensor, bool
             verdict = _screen.screen(a, num.values, run.stencil.h0, num.fmag, run.stencil, allow, kap, num.center)
         if verdict is not None:
             return verdict, scale, True
+        if run.cost_plan:  # the full check it stands in for decides (``plan.fall_back``), not the rest of the stencil
+            raise Undecided
     est = directional_estimates(run)
     allow, scale = allowance.allowance_directional(run, screen=False)
     # no second opinion at smaller steps here (full mode's settle.refine): one coordinate's steep feature
@@ -202,12 +208,20 @@ def backward_directional(run) -> bool:
     """The directional backward check; whether it failed in auto mode, or at near-ties in any mode (the
     pipeline narrows it down then: full mode's verdict settles them)."""
     try:
-        failed = backward_directional_once(run)
+        failed = once_probed(run)
+    except Undecided:  # the cost plan's full check decides
+        return True
+    return failed and (run.options["mode"] == "auto" or run.directional.at_ties)
+
+
+def once_probed(run) -> bool:
+    """``backward_directional_once``, again after a deferred probe's point told that fn is not float64."""
+    try:
+        return backward_directional_once(run)
     except context.NoFloat64:  # the deferred probe: fn is not float64 at x + h·u, or another function (reference)
         setup.choose_numeric_dtype(run, defer=False)  # the probe at x decides, as for any other check
         run.extra_evaluations += 1  # the point that told
-        failed = backward_directional_once(run)
-    return failed and (run.options["mode"] == "auto" or run.directional.at_ties)
+        return backward_directional_once(run)
 
 
 def backward_directional_once(run) -> bool:

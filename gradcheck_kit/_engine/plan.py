@@ -95,6 +95,8 @@ def directions_failed(run, backward_failed: bool) -> bool:
     try:
         with run.stage():
             verdict, _, _ = directional.judge_directional(run, a)
+    except directional.Undecided:
+        return True
     except Exception:  # noqa: BLE001 - forward_check reports it
         return False
     return bool(verdict.failed.any())
