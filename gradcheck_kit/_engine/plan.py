@@ -8,8 +8,11 @@ decides and a forward-AD pass each, plus the one-sided evaluations that judge th
 (``directional_ties``). Where
 that is at most ``Tuning.auto_plan_fraction`` of the full check's calls, auto mode checks along directions;
 a directional check that fails (its backward, or forward AD's projections) is followed by the full check
-it stood in for (``fall_back``), whose verdict is the check's: a failure costs both plans' calls, a pass a
-few calls, and the verdicts are full mode's wherever the directions see something wrong. The counts need
+it stood in for (``fall_back``), whose verdict is the check's: a pass costs a few calls, and the verdicts are
+full mode's wherever the directions see something wrong. A ±h screen that cannot decide falls back at once
+(the rest of the stencil along u would not decide the check), and the directions' calls count against the
+second opinions' budget (``budget.Budget.abandon``): a failure costs at most twice the full check's
+passing calls, and the report counts the directions' calls among its ``extra_evaluations``. The counts need
 no call of fn; whether fn runs under vmap is told by one evaluation through vmap, made only where the
 counts favour the directions and the calls saved would take longer than ``Tuning.auto_plan_probe_seconds``
 (timed by the forward at the inputs): a cheap fn's check is not slowed down by finding out."""
@@ -68,6 +71,7 @@ def by_cost(run, mode: str) -> str:
         return mode
     run.mode = "directional"
     run.cost_plan = True
+    run.budget.plan_begins(run)
     run.out.notes.append(Note(
         f"auto mode checked along directions, about {along} calls of fn where a full check needs at least "
         f"{full}: fn cannot run under vmap ({run.evaluator.path}); a failed directional check is followed by the "
@@ -107,6 +111,7 @@ def fall_back(run) -> str:
     directional one's, and the plan's note says so. Returns ``"full"``."""
     run.mode = "full"
     run.cost_plan = False
+    made = run.budget.abandon(run)
     run.directional = None
     run.jvp_projections = None
     run.directional_allowance.clear()
@@ -117,9 +122,9 @@ def fall_back(run) -> str:
             along, full = note.fields[1], note.fields[2]
             run.out.notes[pos] = Note(
                 f"auto mode checked along directions first (about {along} calls of fn where a full check needs "
-                f"at least {full}: fn cannot run under vmap); the directional check failed, so the full check "
-                "ran and its results are the verdict",
-                NoteCode.COST_PLAN, ("full_after_directional", along, full),
+                f"at least {full}: fn cannot run under vmap); the directional check failed ({made} calls of fn), "
+                "so the full check ran and its results are the verdict",
+                NoteCode.COST_PLAN, ("full_after_directional", along, full, made),
             )
     return "full"
 

@@ -42,7 +42,10 @@ def test_failing_check_spends_at_most_as_much_on_second_opinions_and_says_so():
     assert 0 < bad.extra_evaluations <= bad.evaluations - bad.extra_evaluations
     assert bad.to_dict()["extra_evaluations"] == bad.extra_evaluations
     noted = [n for n in bad.notes if n.code == gk.report.NoteCode.SECOND_OPINIONS]
-    assert len(noted) == 1 and noted[0].fields[0] == bad.extra_evaluations
+    # the extra calls: the second opinions, and those of the directional plan the full check replaced
+    [plan] = [n for n in bad.notes if n.code == gk.report.NoteCode.COST_PLAN]
+    assert plan.fields[0] == "full_after_directional" and plan.fields[3] > 0
+    assert len(noted) == 1 and noted[0].fields[0] + plan.fields[3] == bad.extra_evaluations
     assert not any(n.code == gk.report.NoteCode.SECOND_OPINIONS for n in good.notes)
     # the second opinions at most double what the check spent without them
     assert failing.calls <= 2 * (bad.evaluations - bad.extra_evaluations) + (failing.calls - bad.evaluations)
@@ -206,3 +209,38 @@ def test_a_directional_check_of_two_outputs_through_the_whole_stencil_runs():
     with tuned(directional_screen=False):
         report = gk.check_gradients(lambda x: (x.sin(), x.cos().sum()), x, mode="directional")
     assert report.ok and report.mode == "directional"
+
+
+def test_an_approximate_gradient_without_vmap_pays_no_second_opinions_and_no_directional_stencil():
+    # a solver's derivative: right to 1e-6 of itself, within the approximate tier, beyond the projection's
+    # tier. The directions' ±h screen cannot decide: the full check runs at once (2 calls per direction),
+    # and its entries pass as approximate before any second opinion (they only clear failures)
+    solver = lambda: unary(torch.sin, torch.cos, factor=1 + 1e-6, name="Solver").apply  # noqa: E731
+    x = torch.linspace(-1.5, 1.3, 12, dtype=torch.float64)
+    auto, full = _Counted(solver()), _Counted(solver())
+    report = gk.check_gradients(auto, x.clone().requires_grad_())
+    forced = gk.check_gradients(full, x.clone().requires_grad_(), mode="full")
+    assert report.ok and forced.ok and report.mode == "full"
+    [plan] = [n for n in report.notes if n.code == gk.report.NoteCode.COST_PLAN]
+    assert plan.fields[0] == "full_after_directional" and plan.fields[3] == 2 * 2  # ±h of 2 directions
+    assert forced.extra_evaluations == 0 and report.extra_evaluations == plan.fields[3]
+    assert auto.calls <= full.calls + plan.fields[3] + 1  # + the vmap probe
+    for r in (report, forced):
+        [approx] = [n for n in r.notes if n.code == "approximate"]
+        assert str(approx).startswith("12 of")
+    # strict: the same derivatives fail, with the second opinions they are owed
+    strict = gk.check_gradients(solver(), x.clone().requires_grad_(), mode="full", strict=True)
+    assert not strict.ok and len(strict.mismatches) == 12
+
+
+def test_a_failing_check_without_vmap_costs_at_most_twice_its_passing_full_check():
+    x = _x()
+    for scale in (1.03, 1 + 1e-3):
+        passing, failing = _Counted(_tanh_function(1.0), 0.002), _Counted(_tanh_function(scale), 0.002)
+        good = gk.check_gradients(passing, x, mode="full")
+        bad = gk.check_gradients(failing, x)
+        assert good.ok and not bad.ok and bad.mode == "full"
+        # the extra calls (the directions' given up, the second opinions) at most those of the rest of the
+        # check, which at most doubles a passing check's (the whole stencil after the ±h screen)
+        assert 0 < bad.extra_evaluations <= bad.evaluations - bad.extra_evaluations
+        assert failing.calls - bad.extra_evaluations <= 2 * passing.calls
