@@ -285,7 +285,7 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
             "resolution is coarse",
             NoteCode.LOW_PRECISION_OUTPUTS, (name,),
         )
-    return backward_again(run, mode, note)
+    return plan.recheck(run, mode, note, backward_again)
 
 
 def backward_again(run: context.Run, mode: str, note: Note) -> context.Results:

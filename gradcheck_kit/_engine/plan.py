@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from gradcheck_kit._engine import directional, directional_ties, graph, limits, stencil
+from gradcheck_kit._engine import context, directional, directional_ties, graph, limits, stencil
 from gradcheck_kit._engine import screen as _screen
 from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS, FORWARD_DIRECTIONS
 from gradcheck_kit._inputs import n_coords
@@ -128,3 +128,35 @@ def fall_back(run) -> str:
             )
     return "full"
 
+
+
+def _plan_note(run) -> int | None:
+    """The position of the plan's note in the check's results, None where there is none."""
+    return next((pos for pos, n in enumerate(run.out.notes) if getattr(n, "code", None) == NoteCode.COST_PLAN), None)
+
+
+def recheck(run, mode: str, note: Note, again) -> "context.Results":
+    """The backward check run again in fn's own precision (``again(run, mode, note)``, a staircase or
+    lower-precision outputs): where the cost plan's directions had fallen back to the failed full check,
+    along directions first (that precision's whole stencil along each), and the full check only where they
+    fail too, whose verdict counts then."""
+    pos = _plan_note(run)
+    if mode != "full" or pos is None or run.out.notes[pos].fields[0] != "full_after_directional":
+        return again(run, mode, note)
+    _, along, full, made = run.out.notes[pos].fields
+    run.mode, run.cost_plan = "directional", True
+    run.budget.plan_begins(run)
+    found = again(run, "directional", note)
+    result = found.check("backward")
+    if not directions_failed(run, result is None or result.status == "failed"):
+        run.cost_plan = False
+        run.out.notes[pos] = Note(
+            f"auto mode checked along directions (about {along} calls of fn where a full check needs at least "
+            f"{full}: fn cannot run under vmap); they and the full check failed in float64 ({made} calls of fn "
+            "before the full check), fn's precision inside explained it, and the check along directions in "
+            "that precision passed; mode='full' checks every element anyway",
+            NoteCode.COST_PLAN, ("directional_after_recheck", along, full, made),
+        )
+        return found
+    fall_back(run)
+    return again(run, "full", note)

@@ -244,3 +244,36 @@ def test_a_failing_check_without_vmap_costs_at_most_twice_its_passing_full_check
         # check, which at most doubles a passing check's (the whole stencil after the ±h screen)
         assert 0 < bad.extra_evaluations <= bad.evaluations - bad.extra_evaluations
         assert failing.calls - bad.extra_evaluations <= 2 * passing.calls
+
+
+class _Float32Inside(torch.autograd.Function):
+    """exp(x / 4) computed in float32 inside a float64 function, no vmap rule; backward in float64 times
+    ``factor`` (a tensor: 1.01 at an element is a 1% wrong derivative there)."""
+
+    @staticmethod
+    def forward(ctx, x, factor):
+        ctx.save_for_backward(x, factor)
+        return torch.exp(x.float() / 4).double() + x.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        x, factor = ctx.saved_tensors
+        return g * factor * (torch.exp(x / 4) / 4 + x.cos()), None
+
+
+def test_a_staircase_the_directions_fell_back_on_is_checked_along_directions_in_its_precision():
+    # float64 sees a float32 staircase: the directions and the full check fail in float64, the staircase probe
+    # explains it, and the recheck in float32 runs along directions first (its full check only where they fail)
+    x = torch.linspace(-1.5, 1.3, 16, dtype=torch.float64).requires_grad_()
+    right = torch.ones(16, dtype=torch.float64)
+    auto, full = _Counted(lambda x: _Float32Inside.apply(x, right)), _Counted(lambda x: _Float32Inside.apply(x, right))
+    report = gk.check_gradients(auto, x)
+    forced = gk.check_gradients(full, x, mode="full")
+    assert report.ok and forced.ok and report.mode == "directional"
+    assert _plan(report) == ["directional_after_recheck"] and "staircase" in _codes(report)
+    assert auto.calls < full.calls
+    one_wrong = right.clone()
+    one_wrong[6] = 1.01
+    bad = gk.check_gradients(lambda x: _Float32Inside.apply(x, one_wrong), x)
+    assert not bad.ok and bad.mode == "full" and _plan(bad) == ["full_after_directional"]
+    assert [m.index for m in bad.mismatches if m.check == "backward"] == [(6,)]
