@@ -161,6 +161,7 @@ def judge_directional(run, a: torch.Tensor) -> tuple[Verdict, torch.Tensor, bool
         if verdict is not None:
             return verdict, scale, True
         if run.cost_plan:  # the full check it stands in for decides (``plan.fall_back``), not the rest of the stencil
+            num.beyond_tier = beyond_tier(run, a)
             raise Undecided
     est = directional_estimates(run)
     allow, scale = allowance.allowance_directional(run, screen=False)
@@ -175,6 +176,16 @@ def judge_directional(run, a: torch.Tensor) -> tuple[Verdict, torch.Tensor, bool
             run.options["strict"],
         )
     return verdict, scale, False
+
+
+def beyond_tier(run, a: torch.Tensor) -> bool:
+    """Whether the ±h central difference differs from autograd's ``(n_out, d)`` values ``a`` by more than the
+    full check's approximate tier of the projection's size (``approximate``) along some direction: an
+    approximate derivative (an iterative solver's) does not explain the disagreement."""
+    values = run.directional.numerics.values
+    central = (values[1] - values[2]) / (2 * run.stencil.h0)
+    rho = _approximate.accuracy(allowance.directional_dtype(run))
+    return bool(((a - central).abs() > rho * allowance.directional_own_scale(run)).any())
 
 
 def settle_directional_kinks(run, a, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
@@ -325,3 +336,4 @@ class DirectionalNumerics:
     evaluated: int
     center: bool = True  # row 0 (phi(0)) known: False until f(x) is, where the float64 probe was deferred
     estimates: Estimates | None = None
+    beyond_tier: bool = False  # the undecided ±h screen's disagreement is beyond the approximate tier

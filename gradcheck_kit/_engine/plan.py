@@ -135,6 +135,18 @@ def _plan_note(run) -> int | None:
     return next((pos for pos, n in enumerate(run.out.notes) if getattr(n, "code", None) == NoteCode.COST_PLAN), None)
 
 
+def precision_first(run) -> bool:
+    """Whether the cost plan's failed directions ask fn's precision inside (``first_order.own_precision``)
+    before the full check: float64 numerics whose ±h screen along u disagreed beyond the approximate tier
+    (a staircase's steps look like that; an iterative solver's derivative does not). Where fn has such a
+    precision, the check runs in it (``recheck``) instead of the float64 full check that would fail."""
+    state = run.directional
+    return (
+        run.cost_plan and state is not None and getattr(state.numerics, "beyond_tier", False)
+        and run.stencil.dtype == torch.float64 and run.quantized is None
+    )
+
+
 def recheck(run, mode: str, note: Note, again) -> "context.Results":
     """The backward check run again in fn's own precision (``again(run, mode, note)``, a staircase or
     lower-precision outputs): where the cost plan's directions had fallen back to the failed full check,
@@ -152,9 +164,9 @@ def recheck(run, mode: str, note: Note, again) -> "context.Results":
         run.cost_plan = False
         run.out.notes[pos] = Note(
             f"auto mode checked along directions (about {along} calls of fn where a full check needs at least "
-            f"{full}: fn cannot run under vmap); they and the full check failed in float64 ({made} calls of fn "
-            "before the full check), fn's precision inside explained it, and the check along directions in "
-            "that precision passed; mode='full' checks every element anyway",
+            f"{full}: fn cannot run under vmap); they failed in float64 ({made} calls of fn), fn's precision "
+            "inside explained it, and the check along directions in that precision passed; mode='full' checks "
+            "every element anyway",
             NoteCode.COST_PLAN, ("directional_after_recheck", along, full, made),
         )
         return found
