@@ -143,10 +143,11 @@ def directional_reference(run) -> dict | None:
     return state.grads_ref
 
 
-def judge_directional(run, a: torch.Tensor) -> tuple[Verdict, torch.Tensor, bool]:
+def judge_directional(run, a: torch.Tensor, backward: bool = True) -> tuple[Verdict, torch.Tensor, bool]:
     """Autograd's ``(n_out, d)`` values against the numerics: the +-h screen where it decides (every value
     passes it), else the full stencil. Returns the verdict, the scale of each value, and whether the screen
-    decided."""
+    decided. In the cost plan an undecided screen raises ``Undecided`` (for the ``backward`` values, saying
+    whether their disagreement is beyond the approximate tier)."""
     kap = tolerances.kappa(a.numel())
     num = run.directional.numerics
     if num.estimates is None and screens(run):
@@ -161,7 +162,7 @@ def judge_directional(run, a: torch.Tensor) -> tuple[Verdict, torch.Tensor, bool
         if verdict is not None:
             return verdict, scale, True
         if run.cost_plan:  # the full check it stands in for decides (``plan.fall_back``), not the rest of the stencil
-            num.beyond_tier = beyond_tier(run, a)
+            num.beyond_tier = backward and beyond_tier(run, a)
             raise Undecided
     est = directional_estimates(run)
     allow, scale = allowance.allowance_directional(run, screen=False)

@@ -11,8 +11,10 @@ a directional check that fails (its backward, or forward AD's projections) is fo
 it stood in for (``fall_back``), whose verdict is the check's: a pass costs a few calls, and the verdicts are
 full mode's wherever the directions see something wrong. A ±h screen that cannot decide falls back at once
 (the rest of the stencil along u would not decide the check), and the directions' calls count against the
-second opinions' budget (``budget.Budget.abandon``): a failure costs at most twice the full check's
-passing calls, and the report counts the directions' calls among its ``extra_evaluations``. The counts need
+second opinions' budget (``budget.Budget.abandon``): together they make at most as many calls as the rest
+of the check, and the report counts the directions' calls among its ``extra_evaluations``. Where the
+screen's disagreement is beyond the approximate tier, fn's precision inside is looked for first
+(``precision_first``): a staircase is then checked along directions in its precision (``recheck``). The counts need
 no call of fn; whether fn runs under vmap is told by one evaluation through vmap, made only where the
 counts favour the directions and the calls saved would take longer than ``Tuning.auto_plan_probe_seconds``
 (timed by the forward at the inputs): a cheap fn's check is not slowed down by finding out."""
@@ -98,7 +100,7 @@ def directions_failed(run, backward_failed: bool) -> bool:
         return False
     try:
         with run.stage():
-            verdict, _, _ = directional.judge_directional(run, a)
+            verdict, _, _ = directional.judge_directional(run, a, backward=False)
     except directional.Undecided:
         return True
     except Exception:  # noqa: BLE001 - forward_check reports it
