@@ -24,10 +24,6 @@ from gradcheck_kit._inputs import coords, coords64, from_coords
 from gradcheck_kit.report import CheckResult, GroupSummary, Mismatch
 
 
-class Undecided(Exception):
-    """The cost plan's ±h screen did not decide: the full check runs instead (``plan.fall_back``)."""
-
-
 def screens(run) -> bool:
     """Whether the ±h screen may decide (``screen``): float64 numerics, unless switched off."""
     return _screen.applies(run.stencil) and limits.TUNING.directional_screen
@@ -146,8 +142,8 @@ def directional_reference(run) -> dict | None:
 def judge_directional(run, a: torch.Tensor, backward: bool = True) -> tuple[Verdict, torch.Tensor, bool]:
     """Autograd's ``(n_out, d)`` values against the numerics: the +-h screen where it decides (every value
     passes it), else the full stencil. Returns the verdict, the scale of each value, and whether the screen
-    decided. In the cost plan an undecided screen raises ``Undecided`` (for the ``backward`` values, saying
-    whether their disagreement is beyond the approximate tier)."""
+    decided. In the cost plan a failure of the ``backward`` values notes whether it is beyond the
+    approximate tier (``beyond_tier``)."""
     kap = tolerances.kappa(a.numel())
     num = run.directional.numerics
     if num.estimates is None and screens(run):
@@ -161,9 +157,6 @@ def judge_directional(run, a: torch.Tensor, backward: bool = True) -> tuple[Verd
             verdict = _screen.screen(a, num.values, run.stencil.h0, num.fmag, run.stencil, allow, kap, num.center)
         if verdict is not None:
             return verdict, scale, True
-        if run.cost_plan:  # the full check it stands in for decides (``plan.fall_back``), not the rest of the stencil
-            num.beyond_tier = backward and beyond_tier(run, a)
-            raise Undecided
     est = directional_estimates(run)
     allow, scale = allowance.allowance_directional(run, screen=False)
     # no second opinion at smaller steps here (full mode's settle.refine): one coordinate's steep feature
@@ -171,6 +164,8 @@ def judge_directional(run, a: torch.Tensor, backward: bool = True) -> tuple[Verd
     # mode narrows a failure down with a full check, whose entries get it one by one (narrow)
     verdict = compare(a, est, allow, kap)
     settle_directional_kinks(run, a, est, allow, verdict, kap)
+    if backward and run.cost_plan and bool(verdict.failed.any()):
+        num.beyond_tier = beyond_tier(a, verdict, allowance.directional_own_scale(run), allowance.directional_dtype(run))
     if bool(verdict.failed.any()) and settle.approximate_tier(run):
         _approximate.apply(
             verdict, a, allowance.directional_own_scale(run), _approximate.accuracy(allowance.directional_dtype(run), True),
@@ -179,14 +174,13 @@ def judge_directional(run, a: torch.Tensor, backward: bool = True) -> tuple[Verd
     return verdict, scale, False
 
 
-def beyond_tier(run, a: torch.Tensor) -> bool:
-    """Whether the ±h central difference differs from autograd's ``(n_out, d)`` values ``a`` by more than the
-    full check's approximate tier of the projection's size (``approximate``) along some direction: an
-    approximate derivative (an iterative solver's) does not explain the disagreement."""
-    values = run.directional.numerics.values
-    central = (values[1] - values[2]) / (2 * run.stencil.h0)
-    rho = _approximate.accuracy(allowance.directional_dtype(run))
-    return bool(((a - central).abs() > rho * allowance.directional_own_scale(run)).any())
+def beyond_tier(a: torch.Tensor, verdict: Verdict, scale: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether a failed directional value of ``verdict`` differs from autograd's ``a`` by more than the full
+    check's approximate tier of the projection's size ``scale`` (``approximate``): an approximate derivative
+    (an iterative solver's) does not explain the disagreement."""
+    rho = _approximate.accuracy(dtype)
+    beyond = (a - verdict.numerical).abs() > verdict.allowed + rho * scale
+    return bool((verdict.failed & beyond).any())
 
 
 def settle_directional_kinks(run, a, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
@@ -219,10 +213,7 @@ def settle_directional_kinks(run, a, est: Estimates, allow, verdict: Verdict, ka
 def backward_directional(run) -> bool:
     """The directional backward check; whether it failed in auto mode, or at near-ties in any mode (the
     pipeline narrows it down then: full mode's verdict settles them)."""
-    try:
-        failed = once_probed(run)
-    except Undecided:  # the cost plan's full check decides
-        return True
+    failed = once_probed(run)
     return failed and (run.options["mode"] == "auto" or run.directional.at_ties)
 
 
@@ -337,4 +328,4 @@ class DirectionalNumerics:
     evaluated: int
     center: bool = True  # row 0 (phi(0)) known: False until f(x) is, where the float64 probe was deferred
     estimates: Estimates | None = None
-    beyond_tier: bool = False  # the undecided ±h screen's disagreement is beyond the approximate tier
+    beyond_tier: bool = False  # the cost plan's failed disagreement is beyond the approximate tier

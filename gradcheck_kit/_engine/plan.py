@@ -9,11 +9,10 @@ decides and a forward-AD pass each, plus the one-sided evaluations that judge th
 that is at most ``Tuning.auto_plan_fraction`` of the full check's calls, auto mode checks along directions;
 a directional check that fails (its backward, or forward AD's projections) is followed by the full check
 it stood in for (``fall_back``), whose verdict is the check's: a pass costs a few calls, and the verdicts are
-full mode's wherever the directions see something wrong. A ±h screen that cannot decide falls back at once
-(the rest of the stencil along u would not decide the check), and the directions' calls count against the
-second opinions' budget (``budget.Budget.abandon``): together they make at most as many calls as the rest
-of the check, and the report counts the directions' calls among its ``extra_evaluations``. Where the
-screen's disagreement is beyond the approximate tier, fn's precision inside is looked for first
+full mode's wherever the directions see something wrong. The directions' calls count against the second
+opinions' budget (``budget.Budget.abandon``): together they make at most as many calls as the rest of the
+check, and the report counts the directions' calls among its ``extra_evaluations``. Where the directions'
+disagreement is beyond the approximate tier, fn's precision inside is looked for first
 (``precision_first``): a staircase is then checked along directions in its precision (``recheck``). The counts need
 no call of fn; whether fn runs under vmap is told by one evaluation through vmap, made only where the
 counts favour the directions and the calls saved would take longer than ``Tuning.auto_plan_probe_seconds``
@@ -101,8 +100,6 @@ def directions_failed(run, backward_failed: bool) -> bool:
     try:
         with run.stage():
             verdict, _, _ = directional.judge_directional(run, a, backward=False)
-    except directional.Undecided:
-        return True
     except Exception:  # noqa: BLE001 - forward_check reports it
         return False
     return bool(verdict.failed.any())
@@ -139,7 +136,7 @@ def _plan_note(run) -> int | None:
 
 def precision_first(run) -> bool:
     """Whether the cost plan's failed directions ask fn's precision inside (``first_order.own_precision``)
-    before the full check: float64 numerics whose ±h screen along u disagreed beyond the approximate tier
+    before the full check: float64 numerics whose stencil along u disagreed beyond the approximate tier
     (a staircase's steps look like that; an iterative solver's derivative does not). Where fn has such a
     precision, the check runs in it (``recheck``) instead of the float64 full check that would fail."""
     state = run.directional

@@ -211,10 +211,10 @@ def test_a_directional_check_of_two_outputs_through_the_whole_stencil_runs():
     assert report.ok and report.mode == "directional"
 
 
-def test_an_approximate_gradient_without_vmap_pays_no_second_opinions_and_no_directional_stencil():
+def test_an_approximate_gradient_without_vmap_pays_no_second_opinions():
     # a solver's derivative: right to 1e-6 of itself, within the approximate tier, beyond the projection's
-    # tier. The directions' ±h screen cannot decide: the full check runs at once (2 calls per direction),
-    # and its entries pass as approximate before any second opinion (they only clear failures)
+    # tier. The directions fail (their whole stencil, 4 calls each), the full check runs, and its entries
+    # pass as approximate before any second opinion (they only clear failures)
     solver = lambda: unary(torch.sin, torch.cos, factor=1 + 1e-6, name="Solver").apply  # noqa: E731
     x = torch.linspace(-1.5, 1.3, 12, dtype=torch.float64)
     auto, full = _Counted(solver()), _Counted(solver())
@@ -222,7 +222,7 @@ def test_an_approximate_gradient_without_vmap_pays_no_second_opinions_and_no_dir
     forced = gk.check_gradients(full, x.clone().requires_grad_(), mode="full")
     assert report.ok and forced.ok and report.mode == "full"
     [plan] = [n for n in report.notes if n.code == gk.report.NoteCode.COST_PLAN]
-    assert plan.fields[0] == "full_after_directional" and plan.fields[3] == 2 * 2  # ±h of 2 directions
+    assert plan.fields[0] == "full_after_directional" and plan.fields[3] == 2 * 4  # 2 directions, 4 points
     assert forced.extra_evaluations == 0 and report.extra_evaluations == plan.fields[3]
     assert auto.calls <= full.calls + plan.fields[3] + 1  # + the vmap probe
     for r in (report, forced):
@@ -262,9 +262,8 @@ class _Float32Inside(torch.autograd.Function):
 
 
 def test_a_staircase_the_directions_fell_back_on_is_checked_along_directions_in_its_precision():
-    # float64 sees a float32 staircase: the directions' ±h screen fails beyond the approximate tier, the
-    # staircase probe explains it, and the check in float32 runs along directions first (its full check only
-    # where they fail)
+    # float64 sees a float32 staircase: the directions fail beyond the approximate tier, the staircase probe
+    # explains it, and the check in float32 runs along directions first (its full check only where they fail)
     x = torch.linspace(-1.5, 1.3, 16, dtype=torch.float64).requires_grad_()
     right = torch.ones(16, dtype=torch.float64)
     auto, full = _Counted(lambda x: _Float32Inside.apply(x, right)), _Counted(lambda x: _Float32Inside.apply(x, right))
@@ -272,11 +271,21 @@ def test_a_staircase_the_directions_fell_back_on_is_checked_along_directions_in_
     forced = gk.check_gradients(full, x, mode="full")
     assert report.ok and forced.ok and report.mode == "directional"
     assert _plan(report) == ["directional_after_recheck"] and "staircase" in _codes(report)
-    # the float64 full check is not made: the forward, the vmap probe, ±h of 2 directions, the precision
+    # the float64 full check is not made: the forward, the vmap probe, 2 directions x 4 points, the precision
     # probe (1 + 13 calls), 2 directions x 6 points in float32, a forward-AD pass per plan, fn called again
-    assert auto.calls <= 1 + 1 + 2 * 2 + 14 + 2 * 6 + 2 + 1 and auto.calls * 3 < full.calls
+    assert auto.calls <= 1 + 1 + 2 * 4 + 14 + 2 * 6 + 2 + 1 and auto.calls * 3 < full.calls
     one_wrong = right.clone()
     one_wrong[6] = 1.01
     bad = gk.check_gradients(lambda x: _Float32Inside.apply(x, one_wrong), x)
     assert not bad.ok and bad.mode == "full" and _plan(bad) == ["full_after_directional"]
     assert [m.index for m in bad.mismatches if m.check == "backward"] == [(6,)]
+
+
+def test_directions_the_screen_leaves_open_decide_on_their_whole_stencil_without_the_full_check():
+    # right to 1e-8: more than the ±h screen's round-off allows, within the projection's approximate tier;
+    # the directions' whole stencil passes it (4 points each), no full check is made
+    counted = _Counted(unary(torch.sin, torch.cos, factor=1 + 1e-8, name="Close").apply)
+    report = gk.check_gradients(counted, _x())
+    assert report.ok and report.mode == "directional" and _plan(report) == ["directional"]
+    assert "4 evaluations each" in report.check("backward").detail
+    assert counted.calls == 1 + 1 + 2 * 4 + 1 + 1  # forward, vmap probe, directions, forward AD, fn again
