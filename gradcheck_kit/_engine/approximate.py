@@ -72,10 +72,14 @@ def entry_scale(
     return scale.clamp_min(typical)
 
 
-def apply(verdict: Verdict, analytic: torch.Tensor, scale: torch.Tensor | float, rho: float, strict: bool) -> None:
+def apply(
+    verdict: Verdict, analytic: torch.Tensor, scale: torch.Tensor | float, rho: float, strict: bool,
+    only: torch.Tensor | None = None,
+) -> None:
     """Failed derivatives of ``verdict`` within ``rho * scale`` of passing: ``verdict.approximate`` gets their
-    ``|autograd - numerical| / scale`` (0 elsewhere) and, unless ``strict``, they pass (their allowance and
-    ratio then include the tier)."""
+    ``|autograd - numerical| / scale`` (0 elsewhere; those an earlier call found are kept) and, unless
+    ``strict``, they pass (their allowance and ratio then include the tier). ``only``: the derivatives
+    looked at (a mask), all where None."""
     scale = torch.as_tensor(scale, dtype=torch.float64).expand_as(verdict.numerical)
     diff = (analytic - verdict.numerical).abs()
     tier = verdict.allowed + rho * scale
@@ -83,8 +87,12 @@ def apply(verdict: Verdict, analytic: torch.Tensor, scale: torch.Tensor | float,
         verdict.failed & ~verdict.unchecked & ~verdict.sharp_kink & torch.isfinite(analytic)
         & torch.isfinite(verdict.numerical) & (scale > 0) & (diff <= tier)
     )
+    if only is not None:
+        within = within & only
     # within the tier: a positive relative disagreement (at least the smallest normal, never 0)
     relative = torch.where(within, (diff / scale.clamp_min(1e-300)).clamp_min(1e-307), torch.zeros_like(diff))
+    if verdict.approximate is not None:
+        relative = torch.maximum(relative, verdict.approximate)
     verdict.approximate = relative
     if strict or not bool(within.any()):
         return

@@ -8,7 +8,9 @@ most twice a passing one (or ``SECOND_OPINION_FLOOR`` calls, or ``SECOND_OPINION
 of a cheap fn, where that is more: a cheap fn gets every second opinion). Calls, not points: under vmap a second opinion over many coordinates is one call.
 Where fn's calls are expensive, a failure that none of them could clear (``decisive``) leaves out every
 later one (``decided``; the staircase probe, kept back in ``reserve``, still runs).
-What they spent is ``spent`` (the report's ``extra_evaluations``, in calls of fn).
+What they spent is ``spent``; with the calls of a plan given up for another (``abandoned``: auto mode's
+directional check before the full check it stood in for, which count against the same budget) it is the
+report's ``extra_evaluations``, in calls of fn.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class Budget:
         self.cut = False  # a second opinion was cut short or left out for the budget
         self.covered: dict[int, set] = {}  # per input: columns the tie check evaluated at h/8 (free to reuse)
         self.decided = False  # a failure no second opinion can clear was seen (``decisive``): none is made
+        self.abandoned = 0  # calls of a plan given up for another (auto mode's directional check, ``plan``)
+        self._abandoned_phase = 0  # ... in this phase
+        self._plan_at = 0  # the calls count where the plan began
 
     def _total(self, run) -> int:
         return run.evaluator.calls + run.extra_evaluations
@@ -41,6 +46,10 @@ class Budget:
     def _batches(run) -> bool:
         """Whether the evaluations run through vmap (a second opinion is one call, whatever its size)."""
         return run.evaluator.vmap_failed is None and run.evaluator.grad_inside is None
+
+    def point_by_point(self, run) -> bool:
+        """Whether each point a second opinion evaluates is a call of fn (fn does not run under vmap)."""
+        return not self._batches(run)
 
     def _spent_now(self, run) -> int:
         """Spent in this phase, the running second opinion included."""
@@ -51,7 +60,7 @@ class Budget:
         """Evaluations the second opinions may still spend (none after a decisive failure)."""
         if self.decided:
             return 0
-        spent = self._spent_now(run)
+        spent = self._spent_now(run) + self._abandoned_phase
         return max(self._total(run) - self._start - spent - self.reserve, self._floor(run)) - spent
 
     @staticmethod
@@ -78,6 +87,20 @@ class Budget:
         """A new phase: the check runs again from its start (in fn's own precision), with a budget of its own."""
         self._start, self._spent_before, self.reserve = self._total(run), self.spent, 0
         self.decided = False
+        self._abandoned_phase = 0
+
+    def plan_begins(self, run) -> None:
+        """A plan that may be given up begins (``abandon``)."""
+        self._plan_at = self._total(run)
+
+    def abandon(self, run) -> int:
+        """The plan begun at ``plan_begins`` is given up for another: its calls count against the second
+        opinions' budget (a failure's extra calls, together at most the passing check's) and in
+        ``abandoned``. Returns them."""
+        calls = self._total(run) - self._plan_at
+        self.abandoned += calls
+        self._abandoned_phase += calls
+        return calls
 
     def columns(self, run, points_per_column: int, most: int) -> int:
         """How many coordinates a second opinion of ``points_per_column`` evaluations each may take (at

@@ -180,6 +180,7 @@ class Run:
         self.out_vectors: dict[int, torch.Tensor] = {}  # v as drawn or given, in the output's dtype and shape
         self.quantized: torch.dtype | None = None  # fn's outputs' precision, where a recheck used it
         self.staircase = False  # a recheck found a staircase inside a float64 function
+        self.precision_probed = False  # fn's precision inside was looked for (``first_order.own_precision``)
         self.forward_rounding: tuple[float, ...] = ()  # per output: |f64 - low| at x (reference_differs)
         self.coarse: float | None = None  # setup.coarse_eps's result (None: not computed)
         # caches

@@ -22,6 +22,14 @@ smooth and settled (``staircase``); its recheck in that precision, if any, gets 
   while autograd rightly gives one of them the gradient;
 - the error is beyond the approximate tier (``approximate``), where that applies: an entry the tier passes
   fails nothing, and the second opinions would still be owed to the others.
+
+The other side (``settled_approximate``): a failed entry within the approximate tier passes whatever the
+second opinions find (they only clear failures), so where they cost a call per point (fn not under vmap)
+it passes so at once, and the calls they would make on it (an iterative solver's every entry) are not
+made. Only where its estimate is sound enough to be listed as the approximate value: both one-sided
+estimates agree with the central one (no kink within the stencil's reach), the central one's error is
+at most ``PRECISION`` of the tier's scale, and the coordinate ties with no other. A second noise sample
+could have passed some of these exactly: they are counted as approximate instead.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from gradcheck_kit._engine import approximate, ties
 from gradcheck_kit._engine.finite_diff import Estimates
 from gradcheck_kit._engine.compare import Verdict
 
-__all__ = ["DECISIVE_RATIO", "decisive"]
+__all__ = ["DECISIVE_RATIO", "decisive", "settled_approximate"]
 
 #: a failed entry whose error is this many times its allowance, on a smooth stretch of f, is decisive
 DECISIVE_RATIO = 1e4
@@ -52,20 +60,56 @@ def decisive(run, i: int, k: int, block: torch.Tensor, j_idx: torch.Tensor, r_id
         return False
     a = block[j_idx, r_idx]
     diff = (a - est.central).abs()
-    sure = verdict.failed & ~verdict.unchecked & ~verdict.kink & ~num.flat[j_idx, r_idx] & torch.isfinite(a)
-    sure = sure & torch.isfinite(diff) & (verdict.ratio >= DECISIVE_RATIO)
-    sure = sure & (est.central_err <= PRECISION * est.central.abs())
+    sure = smooth_failed(est, verdict, num.flat[j_idx, r_idx], a, kap) & torch.isfinite(diff)
+    sure = sure & (verdict.ratio >= DECISIVE_RATIO)
     for side, err in ((est.right, est.right_err), (est.left, est.left_err)):
-        agrees = (side - est.central).abs() <= kap * (err + est.central_err)
-        sure = sure & agrees & ((a - side).abs() > SIDE_RATIO * (kap * err + allow))
+        sure = sure & ((a - side).abs() > SIDE_RATIO * (kap * err + allow))
     if run.options["atol"] is None and run.options["rtol"] is None and bool(sure.any()):
         jacobian = run.full.rows[k] == "jacobian"
         scale = approximate.entry_scale(block, est.central, j_idx, r_idx, jacobian)
         sure = sure & (diff > verdict.allowed + approximate.accuracy(run.inputs[i].dtype) * scale)
+    return bool(untied(run, i, j_idx, sure, num).any())
+
+
+def smooth_failed(est: Estimates, verdict: Verdict, flat: torch.Tensor, a: torch.Tensor, kap: float) -> torch.Tensor:
+    """Failed entries where the stencil at h shows f smooth: checked, no kink, f moved, autograd finite,
+    the central estimate converged (``PRECISION``) and both one-sided estimates agreeing with it."""
+    sure = verdict.failed & ~verdict.unchecked & ~verdict.kink & ~flat & torch.isfinite(a)
+    sure = sure & (est.central_err <= PRECISION * est.central.abs())
+    for side, err in ((est.right, est.right_err), (est.left, est.left_err)):
+        sure = sure & ((side - est.central).abs() <= kap * (err + est.central_err))
+    return sure
+
+
+def untied(run, i: int, j_idx: torch.Tensor, sure: torch.Tensor, num) -> torch.Tensor:
+    """``sure`` but for the entries whose coordinate ties with another (``ties.tie_groups``)."""
     if not bool(sure.any()):
-        return False
+        return sure
     x = run.evaluator.base_args[i]
     tied = ties.tie_groups(x, num.step.to(torch.float64), max(abs(m) for m in run.stencil.multipliers))
-    if tied:
-        sure = sure & ~torch.isin(j_idx, torch.cat(tied))
-    return bool(sure.any())
+    return sure & ~torch.isin(j_idx, torch.cat(tied)) if tied else sure
+
+
+def settled_approximate(run, i: int, k: int, block: torch.Tensor, j_idx: torch.Tensor, r_idx: torch.Tensor,
+                        est: Estimates, verdict: Verdict, kap: float, num) -> torch.Tensor:
+    """The failed entries of ``verdict`` (arguments as ``decisive``'s) that pass as approximate whatever the
+    second opinions find, where fn is evaluated point by point: within the approximate tier, with an
+    estimate whose error is at most ``PRECISION`` of the tier's scale, on a stretch of f where both
+    one-sided estimates agree with the central one (no kink), untied. Empty where the tier does not apply
+    (given tolerances, ``strict``)."""
+    none = torch.zeros_like(verdict.failed)
+    if run.options["atol"] is not None or run.options["rtol"] is not None or run.options["strict"]:
+        return none
+    if not run.budget.point_by_point(run):
+        return none
+    a = block[j_idx, r_idx]
+    sure = verdict.failed & ~verdict.unchecked & ~verdict.kink & ~verdict.sharp_kink & ~num.flat[j_idx, r_idx]
+    for side, err in ((est.right, est.right_err), (est.left, est.left_err)):
+        sure = sure & ((side - est.central).abs() <= kap * (err + est.central_err))
+    if not bool(sure.any()):
+        return none
+    jacobian = run.full.rows[k] == "jacobian"
+    scale = approximate.entry_scale(block, est.central, j_idx, r_idx, jacobian)
+    sure = sure & torch.isfinite(a) & (est.central_err <= PRECISION * scale)
+    sure = sure & ((a - est.central).abs() <= verdict.allowed + approximate.accuracy(run.inputs[i].dtype) * scale)
+    return untied(run, i, j_idx, sure, num)

@@ -139,10 +139,11 @@ def directional_reference(run) -> dict | None:
     return state.grads_ref
 
 
-def judge_directional(run, a: torch.Tensor) -> tuple[Verdict, torch.Tensor, bool]:
+def judge_directional(run, a: torch.Tensor, backward: bool = True) -> tuple[Verdict, torch.Tensor, bool]:
     """Autograd's ``(n_out, d)`` values against the numerics: the +-h screen where it decides (every value
     passes it), else the full stencil. Returns the verdict, the scale of each value, and whether the screen
-    decided."""
+    decided. In the cost plan a failure of the ``backward`` values notes whether it is beyond the
+    approximate tier (``beyond_tier``)."""
     kap = tolerances.kappa(a.numel())
     num = run.directional.numerics
     if num.estimates is None and screens(run):
@@ -163,6 +164,8 @@ def judge_directional(run, a: torch.Tensor) -> tuple[Verdict, torch.Tensor, bool
     # mode narrows a failure down with a full check, whose entries get it one by one (narrow)
     verdict = compare(a, est, allow, kap)
     settle_directional_kinks(run, a, est, allow, verdict, kap)
+    if backward and run.cost_plan and bool(verdict.failed.any()):
+        num.beyond_tier = beyond_tier(a, verdict, allowance.directional_own_scale(run), allowance.directional_dtype(run))
     if bool(verdict.failed.any()) and settle.approximate_tier(run):
         _approximate.apply(
             verdict, a, allowance.directional_own_scale(run), _approximate.accuracy(allowance.directional_dtype(run), True),
@@ -171,16 +174,17 @@ def judge_directional(run, a: torch.Tensor) -> tuple[Verdict, torch.Tensor, bool
     return verdict, scale, False
 
 
-def judge_projections(run, a: torch.Tensor) -> tuple[torch.Tensor, Verdict]:
-    """``judge_directional`` of forward AD's projections ``a``, what it finds added to ``run.out``.
+def judge_projections(run, a: torch.Tensor, backward: bool = True) -> tuple[torch.Tensor, Verdict]:
+    """``judge_directional`` of forward AD's projections ``a`` (``backward`` passed on), what it finds added to
+    ``run.out``.
     Where ``a`` came from one pass for every input in low precision (``run.jvp_joint_low``) and failed, the
     projections from passes input by input replace it and are judged instead: only a failure needs them.
     Returns the projections judged and their verdict."""
     with run.stage() as found:
-        verdict, _, _ = judge_directional(run, a)
+        verdict, _, _ = judge_directional(run, a, backward)
     if run.jvp_joint_low and bool(verdict.failed.any()):
         a = per_input_projections(run)
-        verdict, _, _ = judge_directional(run, a)
+        verdict, _, _ = judge_directional(run, a, backward)
         return a, verdict
     run.out.extend(found)
     return a, verdict
@@ -193,6 +197,15 @@ def per_input_projections(run) -> torch.Tensor:
     if isinstance(a, Exception):
         raise a
     return a
+
+
+def beyond_tier(a: torch.Tensor, verdict: Verdict, scale: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether a failed directional value of ``verdict`` differs from autograd's ``a`` by more than the full
+    check's approximate tier of the projection's size ``scale`` (``approximate``): an approximate derivative
+    (an iterative solver's) does not explain the disagreement."""
+    rho = _approximate.accuracy(dtype)
+    beyond = (a - verdict.numerical).abs() > verdict.allowed + rho * scale
+    return bool((verdict.failed & beyond).any())
 
 
 def settle_directional_kinks(run, a, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
@@ -225,13 +238,18 @@ def settle_directional_kinks(run, a, est: Estimates, allow, verdict: Verdict, ka
 def backward_directional(run) -> bool:
     """The directional backward check; whether it failed in auto mode, or at near-ties in any mode (the
     pipeline narrows it down then: full mode's verdict settles them)."""
+    failed = once_probed(run)
+    return failed and (run.options["mode"] == "auto" or run.directional.at_ties)
+
+
+def once_probed(run) -> bool:
+    """``backward_directional_once``, again after a deferred probe's point told that fn is not float64."""
     try:
-        failed = backward_directional_once(run)
+        return backward_directional_once(run)
     except context.NoFloat64:  # the deferred probe: fn is not float64 at x + h·u, or another function (reference)
         setup.choose_numeric_dtype(run, defer=False)  # the probe at x decides, as for any other check
         run.extra_evaluations += 1  # the point that told
-        failed = backward_directional_once(run)
-    return failed and (run.options["mode"] == "auto" or run.directional.at_ties)
+        return backward_directional_once(run)
 
 
 def backward_directional_once(run) -> bool:
@@ -335,3 +353,4 @@ class DirectionalNumerics:
     evaluated: int
     center: bool = True  # row 0 (phi(0)) known: False until f(x) is, where the float64 probe was deferred
     estimates: Estimates | None = None
+    beyond_tier: bool = False  # the cost plan's failed disagreement is beyond the approximate tier

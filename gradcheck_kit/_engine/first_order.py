@@ -230,7 +230,10 @@ def backward_stage(run: context.Run, mode: str) -> context.Results:
         wants_narrowing = backward(run, mode)
     run.budget.reserve = 0
     if plan.directions_failed(run, wants_narrowing):  # the full check the directional one stood in for decides
-        return backward_stage(run, plan.fall_back(run))
+        early = plan.precision_first(run)
+        mode = plan.fall_back(run)
+        note = own_precision(run, True) if early else None  # a staircase: the check runs in its precision
+        return backward_stage(run, mode) if note is None else plan.recheck(run, mode, note, backward_again)
     if wants_narrowing:
         return narrow.narrowed(run, found)
     return recheck_own_dtype(run, mode, recheck_quantized(run, mode, found))
@@ -261,6 +264,14 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
     # a pass that needed second opinions (smaller steps, one-sided estimates) may be a staircase too
     if not failed and not (result.status == "passed" and any(_second_opinion(n) for n in first.notes)):
         return first
+    note = None if run.precision_probed else own_precision(run, failed)
+    return first if note is None else plan.recheck(run, mode, note, backward_again)
+
+
+def own_precision(run: context.Run, failed: bool) -> Note | None:
+    """fn's lower precision inside, looked for once: its outputs' precision (where the check ``failed``), else
+    a staircase in its values. Where found, the numerics are set for it and the note saying so returned."""
+    run.precision_probed = True
     with run.budget.spending(run):
         quantized, stair = setup.output_precision(run) if failed else None, None
     if quantized is None:
@@ -270,7 +281,7 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
         except EvaluationFailed:
             stair = None
         if stair is None:
-            return first
+            return None
         quantized = stair.dtype
     run.quantized = quantized
     run.staircase = stair is not None
@@ -285,7 +296,7 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
             "resolution is coarse",
             NoteCode.LOW_PRECISION_OUTPUTS, (name,),
         )
-    return backward_again(run, mode, note)
+    return note
 
 
 def backward_again(run: context.Run, mode: str, note: Note) -> context.Results:
@@ -363,7 +374,7 @@ def finish(run: context.Run, facts: Facts) -> None:
             NoteCode.GRAD_INSIDE, (),
         ))
     facts.evaluations = run.evaluator.evaluations + run.extra_evaluations
-    facts.extra_evaluations = run.budget.spent
+    facts.extra_evaluations = run.budget.spent + run.budget.abandoned  # second opinions, a plan given up
     failed = any(c.status == "failed" for c in run.out.checks)
     if run.budget.cut or run.budget.decided or (run.budget.spent and failed):  # a pass's are no news
         run.out.notes.append(run.budget.note())

@@ -8,8 +8,12 @@ decides and a forward-AD pass each, plus the one-sided evaluations that judge th
 (``directional_ties``). Where
 that is at most ``Tuning.auto_plan_fraction`` of the full check's calls, auto mode checks along directions;
 a directional check that fails (its backward, or forward AD's projections) is followed by the full check
-it stood in for (``fall_back``), whose verdict is the check's: a failure costs both plans' calls, a pass a
-few calls, and the verdicts are full mode's wherever the directions see something wrong. The counts need
+it stood in for (``fall_back``), whose verdict is the check's: a pass costs a few calls, and the verdicts are
+full mode's wherever the directions see something wrong. The directions' calls count against the second
+opinions' budget (``budget.Budget.abandon``): together they make at most as many calls as the rest of the
+check, and the report counts the directions' calls among its ``extra_evaluations``. Where the directions'
+disagreement is beyond the approximate tier, fn's precision inside is looked for first
+(``precision_first``): a staircase is then checked along directions in its precision (``recheck``). The counts need
 no call of fn; whether fn runs under vmap is told by one evaluation through vmap, made only where the
 counts favour the directions and the calls saved would take longer than ``Tuning.auto_plan_probe_seconds``
 (timed by the forward at the inputs): a cheap fn's check is not slowed down by finding out."""
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from gradcheck_kit._engine import directional, directional_ties, graph, limits, stencil
+from gradcheck_kit._engine import context, directional, directional_ties, graph, limits, stencil
 from gradcheck_kit._engine import screen as _screen
 from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS, FORWARD_DIRECTIONS
 from gradcheck_kit._inputs import n_coords
@@ -68,6 +72,7 @@ def by_cost(run, mode: str) -> str:
         return mode
     run.mode = "directional"
     run.cost_plan = True
+    run.budget.plan_begins(run)
     run.out.notes.append(Note(
         f"auto mode checked along directions, about {along} calls of fn where a full check needs at least "
         f"{full}: fn cannot run under vmap ({run.evaluator.path}); a failed directional check is followed by the "
@@ -94,7 +99,7 @@ def directions_failed(run, backward_failed: bool) -> bool:
         return False
     try:
         with run.stage():
-            _, verdict = directional.judge_projections(run, a)
+            _, verdict = directional.judge_projections(run, a, backward=False)
     except Exception:  # noqa: BLE001 - forward_check reports it
         return False
     return bool(verdict.failed.any())
@@ -105,6 +110,7 @@ def fall_back(run) -> str:
     directional one's, and the plan's note says so. Returns ``"full"``."""
     run.mode = "full"
     run.cost_plan = False
+    made = run.budget.abandon(run)
     run.directional = None
     run.jvp_projections = None
     run.directional_allowance.clear()
@@ -115,9 +121,53 @@ def fall_back(run) -> str:
             along, full = note.fields[1], note.fields[2]
             run.out.notes[pos] = Note(
                 f"auto mode checked along directions first (about {along} calls of fn where a full check needs "
-                f"at least {full}: fn cannot run under vmap); the directional check failed, so the full check "
-                "ran and its results are the verdict",
-                NoteCode.COST_PLAN, ("full_after_directional", along, full),
+                f"at least {full}: fn cannot run under vmap); the directional check failed ({made} calls of fn), "
+                "so the full check ran and its results are the verdict",
+                NoteCode.COST_PLAN, ("full_after_directional", along, full, made),
             )
     return "full"
 
+
+
+def _plan_note(run) -> int | None:
+    """The position of the plan's note in the check's results, None where there is none."""
+    return next((pos for pos, n in enumerate(run.out.notes) if getattr(n, "code", None) == NoteCode.COST_PLAN), None)
+
+
+def precision_first(run) -> bool:
+    """Whether the cost plan's failed directions ask fn's precision inside (``first_order.own_precision``)
+    before the full check: float64 numerics whose stencil along u disagreed beyond the approximate tier
+    (a staircase's steps look like that; an iterative solver's derivative does not). Where fn has such a
+    precision, the check runs in it (``recheck``) instead of the float64 full check that would fail."""
+    state = run.directional
+    return (
+        run.cost_plan and state is not None and getattr(state.numerics, "beyond_tier", False)
+        and run.stencil.dtype == torch.float64 and run.quantized is None
+    )
+
+
+def recheck(run, mode: str, note: Note, again) -> "context.Results":
+    """The backward check run again in fn's own precision (``again(run, mode, note)``, a staircase or
+    lower-precision outputs): where the cost plan's directions had fallen back to the failed full check,
+    along directions first (that precision's whole stencil along each), and the full check only where they
+    fail too, whose verdict counts then."""
+    pos = _plan_note(run)
+    if mode != "full" or pos is None or run.out.notes[pos].fields[0] != "full_after_directional":
+        return again(run, mode, note)
+    _, along, full, made = run.out.notes[pos].fields
+    run.mode, run.cost_plan = "directional", True
+    run.budget.plan_begins(run)
+    found = again(run, "directional", note)
+    result = found.check("backward")
+    if not directions_failed(run, result is None or result.status == "failed"):
+        run.cost_plan = False
+        run.out.notes[pos] = Note(
+            f"auto mode checked along directions (about {along} calls of fn where a full check needs at least "
+            f"{full}: fn cannot run under vmap); they failed in float64 ({made} calls of fn), fn's precision "
+            "inside explained it, and the check along directions in that precision passed; mode='full' checks "
+            "every element anyway",
+            NoteCode.COST_PLAN, ("directional_after_recheck", along, full, made),
+        )
+        return found
+    fall_back(run)
+    return again(run, "full", note)

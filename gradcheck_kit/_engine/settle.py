@@ -14,7 +14,7 @@ from gradcheck_kit._engine import kinks as _kinks
 from gradcheck_kit._engine import ties as _ties
 from gradcheck_kit._engine import intermediates
 from gradcheck_kit._engine.compare import compare, Verdict
-from gradcheck_kit._engine.decisive import decisive
+from gradcheck_kit._engine.decisive import decisive, settled_approximate
 from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates, noise_sigma
 from gradcheck_kit._engine.limits import (
     REFINE_COORDS, REFINE_FACTOR, REFINE_LEVELS, REFINE_PRECISION, RESAMPLE_RATIO, RESAMPLE_SHIFT,
@@ -42,6 +42,8 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
         settle_one_sided(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
     if not run.budget.decided and bool(verdict.failed.any()):  # one such failure leaves out the second opinions
         run.budget.decided = decisive(run, i, k, a, j_idx, r_idx, est, allow, verdict, kap, num)
+    if bool(verdict.failed.any()):  # entries the tier passes whatever the second opinions find: none is made
+        approximate_at_once(run, i, k, a, a_g, j_idx, r_idx, est, verdict, kap, num)
     if bool((verdict.failed | verdict.kink).any()):
         settle_ties(run, i, k, a, num, j_idx, r_idx, allow, verdict, kap)
     if bool(verdict.failed.any()):
@@ -54,6 +56,15 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
         rho = _approximate.accuracy(run.inputs[i].dtype)
         _approximate.apply(verdict, a_g, scale, rho, run.options["strict"])
     return verdict, j_idx, r_idx
+
+
+def approximate_at_once(run, i, k, a, a_g, j_idx, r_idx, est: Estimates, verdict: Verdict, kap: float, num) -> None:
+    """The failed entries that pass as approximate whatever the second opinions find
+    (``decisive.settled_approximate``) pass so before any is made."""
+    sure = settled_approximate(run, i, k, a, j_idx, r_idx, est, verdict, kap, num)
+    if bool(sure.any()):
+        scale = _approximate.entry_scale(a, verdict.numerical, j_idx, r_idx, run.full.rows[k] == "jacobian")
+        _approximate.apply(verdict, a_g, scale, _approximate.accuracy(run.inputs[i].dtype), False, only=sure)
 
 
 def judge_open(run, opened: dict, known: dict, analytic, reference, extra: dict, kap: float) -> dict:

@@ -42,7 +42,10 @@ def test_failing_check_spends_at_most_as_much_on_second_opinions_and_says_so():
     assert 0 < bad.extra_evaluations <= bad.evaluations - bad.extra_evaluations
     assert bad.to_dict()["extra_evaluations"] == bad.extra_evaluations
     noted = [n for n in bad.notes if n.code == gk.report.NoteCode.SECOND_OPINIONS]
-    assert len(noted) == 1 and noted[0].fields[0] == bad.extra_evaluations
+    # the extra calls: the second opinions, and those of the directional plan the full check replaced
+    [plan] = [n for n in bad.notes if n.code == gk.report.NoteCode.COST_PLAN]
+    assert plan.fields[0] == "full_after_directional" and plan.fields[3] > 0
+    assert len(noted) == 1 and noted[0].fields[0] + plan.fields[3] == bad.extra_evaluations
     assert not any(n.code == gk.report.NoteCode.SECOND_OPINIONS for n in good.notes)
     # the second opinions at most double what the check spent without them
     assert failing.calls <= 2 * (bad.evaluations - bad.extra_evaluations) + (failing.calls - bad.evaluations)
@@ -206,3 +209,83 @@ def test_a_directional_check_of_two_outputs_through_the_whole_stencil_runs():
     with tuned(directional_screen=False):
         report = gk.check_gradients(lambda x: (x.sin(), x.cos().sum()), x, mode="directional")
     assert report.ok and report.mode == "directional"
+
+
+def test_an_approximate_gradient_without_vmap_pays_no_second_opinions():
+    # a solver's derivative: right to 1e-6 of itself, within the approximate tier, beyond the projection's
+    # tier. The directions fail (their whole stencil, 4 calls each), the full check runs, and its entries
+    # pass as approximate before any second opinion (they only clear failures)
+    solver = lambda: unary(torch.sin, torch.cos, factor=1 + 1e-6, name="Solver").apply  # noqa: E731
+    x = torch.linspace(-1.5, 1.3, 12, dtype=torch.float64)
+    auto, full = _Counted(solver()), _Counted(solver())
+    report = gk.check_gradients(auto, x.clone().requires_grad_())
+    forced = gk.check_gradients(full, x.clone().requires_grad_(), mode="full")
+    assert report.ok and forced.ok and report.mode == "full"
+    [plan] = [n for n in report.notes if n.code == gk.report.NoteCode.COST_PLAN]
+    assert plan.fields[0] == "full_after_directional" and plan.fields[3] == 2 * 4  # 2 directions, 4 points
+    assert forced.extra_evaluations == 0 and report.extra_evaluations == plan.fields[3]
+    assert auto.calls <= full.calls + plan.fields[3] + 1  # + the vmap probe
+    for r in (report, forced):
+        [approx] = [n for n in r.notes if n.code == "approximate"]
+        assert str(approx).startswith("12 of")
+    # strict: the same derivatives fail, with the second opinions they are owed
+    strict = gk.check_gradients(solver(), x.clone().requires_grad_(), mode="full", strict=True)
+    assert not strict.ok and len(strict.mismatches) == 12
+
+
+def test_a_failing_check_without_vmap_costs_at_most_twice_its_passing_full_check():
+    x = _x()
+    for scale in (1.03, 1 + 1e-3):
+        passing, failing = _Counted(_tanh_function(1.0), 0.002), _Counted(_tanh_function(scale), 0.002)
+        good = gk.check_gradients(passing, x, mode="full")
+        bad = gk.check_gradients(failing, x)
+        assert good.ok and not bad.ok and bad.mode == "full"
+        # the extra calls (the directions' given up, the second opinions) at most those of the rest of the
+        # check, which at most doubles a passing check's (the whole stencil after the ±h screen)
+        assert 0 < bad.extra_evaluations <= bad.evaluations - bad.extra_evaluations
+        assert failing.calls - bad.extra_evaluations <= 2 * passing.calls
+
+
+class _Float32Inside(torch.autograd.Function):
+    """exp(x / 4) computed in float32 inside a float64 function, no vmap rule; backward in float64 times
+    ``factor`` (a tensor: 1.01 at an element is a 1% wrong derivative there)."""
+
+    @staticmethod
+    def forward(ctx, x, factor):
+        ctx.save_for_backward(x, factor)
+        return torch.exp(x.float() / 4).double() + x.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        x, factor = ctx.saved_tensors
+        return g * factor * (torch.exp(x / 4) / 4 + x.cos()), None
+
+
+def test_a_staircase_the_directions_fell_back_on_is_checked_along_directions_in_its_precision():
+    # float64 sees a float32 staircase: the directions fail beyond the approximate tier, the staircase probe
+    # explains it, and the check in float32 runs along directions first (its full check only where they fail)
+    x = torch.linspace(-1.5, 1.3, 16, dtype=torch.float64).requires_grad_()
+    right = torch.ones(16, dtype=torch.float64)
+    auto, full = _Counted(lambda x: _Float32Inside.apply(x, right)), _Counted(lambda x: _Float32Inside.apply(x, right))
+    report = gk.check_gradients(auto, x)
+    forced = gk.check_gradients(full, x, mode="full")
+    assert report.ok and forced.ok and report.mode == "directional"
+    assert _plan(report) == ["directional_after_recheck"] and "staircase" in _codes(report)
+    # the float64 full check is not made: the forward, the vmap probe, 2 directions x 4 points, the precision
+    # probe (1 + 13 calls), 2 directions x 6 points in float32, a forward-AD pass per plan, fn called again
+    assert auto.calls <= 1 + 1 + 2 * 4 + 14 + 2 * 6 + 2 + 1 and auto.calls * 3 < full.calls
+    one_wrong = right.clone()
+    one_wrong[6] = 1.01
+    bad = gk.check_gradients(lambda x: _Float32Inside.apply(x, one_wrong), x)
+    assert not bad.ok and bad.mode == "full" and _plan(bad) == ["full_after_directional"]
+    assert [m.index for m in bad.mismatches if m.check == "backward"] == [(6,)]
+
+
+def test_directions_the_screen_leaves_open_decide_on_their_whole_stencil_without_the_full_check():
+    # right to 1e-8: more than the ±h screen's round-off allows, within the projection's approximate tier;
+    # the directions' whole stencil passes it (4 points each), no full check is made
+    counted = _Counted(unary(torch.sin, torch.cos, factor=1 + 1e-8, name="Close").apply)
+    report = gk.check_gradients(counted, _x())
+    assert report.ok and report.mode == "directional" and _plan(report) == ["directional"]
+    assert "4 evaluations each" in report.check("backward").detail
+    assert counted.calls == 1 + 1 + 2 * 4 + 1 + 1  # forward, vmap probe, directions, forward AD, fn again
