@@ -229,7 +229,7 @@ def backward_stage(run: context.Run, mode: str) -> context.Results:
     with run.stage() as found:
         wants_narrowing = backward(run, mode)
     run.budget.reserve = 0
-    if plan.directions_failed(run, wants_narrowing):  # the full check the directional one stood in for decides
+    if plan.directions_failed(run, wants_narrowing or plan.compared_nothing(run, found)):  # the full check decides
         early = plan.precision_first(run)
         mode = plan.fall_back(run)
         note = own_precision(run, True) if early else None  # a staircase: the check runs in its precision

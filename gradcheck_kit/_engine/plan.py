@@ -25,6 +25,7 @@ import torch
 from gradcheck_kit._engine import context, directional, directional_ties, graph, limits, stencil
 from gradcheck_kit._engine import screen as _screen
 from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS, FORWARD_DIRECTIONS
+from gradcheck_kit._engine.one_sided import nothing_compared
 from gradcheck_kit._inputs import n_coords
 from gradcheck_kit.report import Note, NoteCode
 
@@ -88,6 +89,13 @@ def runs_under_vmap(run) -> bool:
     return stencil.runs_under_vmap(run, max(run.wrt, key=lambda i: n_coords(run.inputs[i])))
 
 
+def compared_nothing(run, found) -> bool:
+    """Whether the cost plan's directional check compared nothing (``found``: its results): fn jumps or is
+    not finite at x ± h·u along every direction (a backward at order 2 across ties, an input on the edge
+    of fn's domain). The full check it stood in for compares element by element, one-sided at an edge."""
+    return run.cost_plan and bool(nothing_compared(found.groups, run.wrt, run.names, {}, True))
+
+
 def directions_failed(run, backward_failed: bool) -> bool:
     """Whether the cost plan's directional check failed: its backward (``backward_failed``), or forward AD's
     projections judged as ``forward_check`` will judge them (the numerics are shared; what the judging
@@ -121,7 +129,8 @@ def fall_back(run) -> str:
             along, full = note.fields[1], note.fields[2]
             run.out.notes[pos] = Note(
                 f"auto mode checked along directions first (about {along} calls of fn where a full check needs "
-                f"at least {full}: fn cannot run under vmap); the directional check failed ({made} calls of fn), "
+                f"at least {full}: fn cannot run under vmap); the directional check failed or compared nothing "
+                f"({made} calls of fn), "
                 "so the full check ran and its results are the verdict",
                 NoteCode.COST_PLAN, ("full_after_directional", along, full, made),
             )

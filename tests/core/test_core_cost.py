@@ -289,3 +289,25 @@ def test_directions_the_screen_leaves_open_decide_on_their_whole_stencil_without
     assert report.ok and report.mode == "directional" and _plan(report) == ["directional"]
     assert "4 evaluations each" in report.check("backward").detail
     assert counted.calls == 1 + 1 + 2 * 4 + 1 + 1  # forward, vmap probe, directions, forward AD, fn again
+
+
+def test_directions_that_compare_nothing_give_way_to_the_full_check():
+    # x·sqrt(x) at the edge of its domain: x ± h·u leaves the domain along every direction, so the cost
+    # plan's directions compare nothing; the full check compares element by element, one-sided at 0
+    fn = _Counted(unary(lambda x: x * torch.sqrt(x), lambda x: 1.5 * torch.sqrt(x), name="XSqrtX").apply, 0.002)
+    report = gk.check_gradients(fn, torch.linspace(0, 2, 12, dtype=torch.float64).requires_grad_())
+    assert report.ok and report.mode == "full" and not report.errors
+    [plan] = [n for n in report.notes if n.code == gk.report.NoteCode.COST_PLAN]
+    assert plan.fields[0] == "full_after_directional" and plan.fields[3] > 0
+    assert report.check("backward").status == "passed"
+
+
+def test_the_second_order_of_maximum_across_ties_is_checked_element_by_element():
+    # the backward of maximum jumps across a tie along every random direction: the second-order check's
+    # directions compare nothing, and its full check judges the ties as kinks
+    a = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    b = a.clone()
+    b[1:] += 1.0  # row 0 tied
+    report = gk.check_gradients(torch.maximum, a.requires_grad_(), b.requires_grad_(), order=2)
+    assert report.ok and not report.errors
+    assert report.check("second_order").status == "passed"
