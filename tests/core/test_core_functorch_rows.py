@@ -6,52 +6,16 @@ from __future__ import annotations
 import torch
 
 import gradcheck_kit as gk
-from tests.helpers import randn
+from tests.helpers import randn, unary
 
 WRONG = 5
 
-
-class _SinGenerated(torch.autograd.Function):
-    """sin, written for torch's transforms (vmap rule generated); its backward wrong at element ``WRONG``
-    by ``rel``."""
-
-    generate_vmap_rule = True
-    rel = 0.0
-
-    @staticmethod
-    def forward(x):
-        return torch.sin(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        scale = torch.ones_like(x)
-        scale[..., WRONG] = 1 + _SinGenerated.rel
-        return grad * torch.cos(x) * scale
-
-
-class _SinNoRule(_SinGenerated):
-    """the same sin without the generated vmap rule: one backward per row."""
-
-    generate_vmap_rule = False
-
-
-class _SinOldStyle(torch.autograd.Function):
-    """sin with forward(ctx, x): torch's transforms cannot run it."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.sin(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * torch.cos(x)
+# sin written for torch's transforms (vmap rule generated), right and 1% wrong at element WRONG; the wrong
+# one as an old-style Function (one backward per row); a right old-style one
+_SinGenerated = unary(torch.sin, torch.cos, vmap_rule=True, name="SinGenerated")
+_SinGeneratedWrong = unary(torch.sin, torch.cos, at=WRONG, factor=1.01, vmap_rule=True, name="SinGeneratedWrong")
+_SinNoRuleWrong = unary(torch.sin, torch.cos, at=WRONG, factor=1.01, name="SinNoRuleWrong")
+_SinOldStyle = unary(torch.sin, torch.cos, name="_SinOldStyle")
 
 
 def _check(fn, x):
@@ -65,12 +29,8 @@ def test_a_generated_vmap_rule_gets_the_rows_in_one_batched_backward():
 
 
 def test_a_wrong_row_element_is_named_through_the_generated_vmap_rule():
-    _SinGenerated.rel = 0.01
-    try:
-        report = _check(_SinGenerated.apply, randn(12))
-        loop = _check(_SinNoRule.apply, randn(12))
-    finally:
-        _SinGenerated.rel = 0.0
+    report = _check(_SinGeneratedWrong.apply, randn(12))
+    loop = _check(_SinNoRuleWrong.apply, randn(12))
     assert "vmap over torch.func.vjp" in report.check("backward").detail
     assert "autograd loop" in loop.check("backward").detail
     assert [m.index for m in report.mismatches] == [(WRONG,)]
