@@ -257,7 +257,9 @@ def screen_ratios(run, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap):
         tol = kap * sigma / h + allow
         diff = abs(a_c - d)
         kinkish = abs(fpc - 2 * f0[r_idx] + fmc) / h > KINK_SUSPECT * abs(d) + 4 * kap * sigma / h
-        ok = (diff <= tol) & ~kinkish  # NaN anywhere compares False: the full treatment
+        # NaN anywhere compares False, and an infinite tolerance (autograd's value infinite) passes nothing:
+        # the full treatment
+        ok = (diff <= tol) & np.isfinite(tol) & ~kinkish
         return diff / tol, ok
 
 
