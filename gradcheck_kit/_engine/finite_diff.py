@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from gradcheck_kit._engine import tolerances
+from gradcheck_kit._engine.limits import NUMPY_ELEMENTS
 from gradcheck_kit._engine.tolerances import Stencil
 
 __all__ = [
@@ -107,9 +108,6 @@ def _weight_tensor(data: bytes, shape: tuple, dtype: torch.dtype, device: torch.
     return torch.from_numpy(np.frombuffer(data, dtype=np.float64).reshape(shape).copy()).to(device, dtype)
 
 
-#: elements up to which a CPU float64 tensor's rms goes through numpy
-_SMALL = 1 << 12
-
 
 def _rms(t):
     """Root mean square, also of finite values whose squares overflow (above 1e154): scaled by max |t|.
@@ -124,7 +122,7 @@ def _rms(t):
             return math.sqrt(mean_square)
         top = float(np.abs(t).max())
         return top * math.sqrt(float(np.dot(t / top, t / top)) / t.size)
-    if t.dtype == torch.float64 and t.device.type == "cpu" and t.numel() <= _SMALL and not t.is_neg():
+    if t.dtype == torch.float64 and t.device.type == "cpu" and t.numel() <= NUMPY_ELEMENTS and not t.is_neg():
         return torch.tensor(_rms(t.detach().reshape(-1).numpy()), dtype=torch.float64)  # a few numpy calls, not five torch ops
     mean_square = t.square().mean()
     if bool(torch.isfinite(mean_square)) or not bool(torch.isfinite(t).all()):
@@ -206,7 +204,6 @@ def estimate_with_sigma(
     gradient bug. Off for the second opinion at smaller steps (``settle.refine``), where it would grow
     with ``1/h`` past what steep functions computed at the scale of x (``1/x`` at 1e-12) need.
     """
-    w = weights_for(stencil)
     e = tolerances.eps(stencil.dtype)
     if unit_floor:
         scale = torch.ones((), dtype=values.dtype) if x_abs is None else x_abs.clamp_min(1.0)

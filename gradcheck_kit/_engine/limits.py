@@ -41,6 +41,9 @@ NARROW_COORDS = 1 << 16
 NARROW_LOOP_COORDS = 1 << 13
 #: elements of one batch of perturbed evaluations (inputs + outputs, per point)
 EVALUATION_BATCH_ELEMENTS = 1 << 23
+#: elements up to which a CPU tensor's small arithmetic (a test, a norm, a scaling) runs in numpy, whose calls
+#: cost a fraction of torch's at that size
+NUMPY_ELEMENTS = 1 << 12
 #: bytes of memory for full mode's points kept between checks, per thread and dtype (``workspace``)
 WORKSPACE_BYTES = 1 << 24
 #: elements (rows x input coordinates) one batched backward may produce (``analytic``)

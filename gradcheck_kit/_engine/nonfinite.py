@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from gradcheck_kit._engine.limits import NUMPY_ELEMENTS
 from gradcheck_kit._inputs import coord_index, coords
 
 __all__ = ["nonfinite_elements", "describe", "finite_or_zero", "SHOWN"]
@@ -24,7 +25,6 @@ SHOWN = 5
 
 #: dtypes and sizes whose finiteness numpy tests (``nonfinite_elements``)
 _NUMPY = (torch.float32, torch.float64)
-_SMALL = 1 << 12
 
 
 def nonfinite_elements(inputs: Sequence, wrt: Sequence[int]) -> dict[int, torch.Tensor]:
@@ -35,7 +35,7 @@ def nonfinite_elements(inputs: Sequence, wrt: Sequence[int]) -> dict[int, torch.
         if not isinstance(t, torch.Tensor) or not (t.is_floating_point() or t.is_complex()):
             continue
         c = coords(t.detach())
-        if c.device.type == "cpu" and c.dtype in _NUMPY and c.numel() <= _SMALL and not c.is_neg():
+        if c.device.type == "cpu" and c.dtype in _NUMPY and c.numel() <= NUMPY_ELEMENTS and not c.is_neg():
             if np.isfinite(c.numpy()).all():  # numpy: a small input's test costs a fraction of torch's
                 continue
         finite = torch.isfinite(c.cpu())

@@ -23,6 +23,7 @@ import torch
 
 from gradcheck_kit._engine.analytic import rows_from_coords
 from gradcheck_kit._engine.evaluate import describe_exception
+from gradcheck_kit._engine.limits import NUMPY_ELEMENTS
 from gradcheck_kit._engine.linearity import natural_size, rounding_eps, smallest_normal
 from gradcheck_kit._inputs import bitwise_equal, coord_index, coords64
 from gradcheck_kit.report import CheckResult, format_index
@@ -42,8 +43,6 @@ CONDITIONING_TIMES = 8.0
 #: comparing it with a copy (a copy of 10^6 elements is a page-faulting allocation on top of the backward's)
 LARGE_GRAD_OUTPUT = 1 << 16
 _FOLDED = "the zero grad_output went with the Jacobian's batched rows"
-#: elements up to which the folded zero grad_output's gradients are tested in numpy
-_SMALL = 1 << 12
 
 
 @dataclass(frozen=True)
@@ -270,7 +269,7 @@ def _zero_grad_output(run: Graph, pairs, vectors) -> CheckResult:
     folded = run.zero_grad_rows  # full mode: a zero row went with the Jacobian's rows
     if folded is not None and all((i, k) in folded for i in run.wrt for _, k in pairs):
         parts = [folded[(i, k)] for i in run.wrt for _, k in pairs]
-        if all(t.device.type == "cpu" and not t.is_neg() and t.numel() <= _SMALL for t in parts):  # numpy: small
+        if all(t.device.type == "cpu" and not t.is_neg() and t.numel() <= NUMPY_ELEMENTS for t in parts):  # numpy: small
             nonzero = bool((np.abs(np.concatenate([t.numpy() for t in parts])) > nondet_tol).any())
         else:
             nonzero = bool((torch.cat(parts).abs() > nondet_tol).any())

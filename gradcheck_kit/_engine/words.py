@@ -9,6 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from gradcheck_kit._engine.limits import NUMPY_ELEMENTS
+
 
 #: per float dtype: the integer type of its bits, their number, the significand's bits, and 1.0's bits
 FLOAT_BITS = {
@@ -47,10 +49,6 @@ def rademacher(x: torch.Tensor, d: int, gen: torch.Generator) -> torch.Tensor:
     return u.view(x.dtype)
 
 
-#: elements up to which ``uniform_vector`` scales its words in numpy
-SMALL_VECTOR = 1 << 12
-
-
 def uniform_vector(shape: Sequence[int], gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     """Independent values ``(2k + 1)/2^16`` for uniform 16-bit integers ``k`` in ``[-2^15, 2^15)``: symmetric,
     never zero, exact in float32 and float64, from 2 random bytes per element (cheaper than ``randn``, and
@@ -58,7 +56,7 @@ def uniform_vector(shape: Sequence[int], gen: torch.Generator, dtype: torch.dtyp
     ``|v_i| = |v_j|``, probability 2^-15, against 0 for a Gaussian)."""
     n = math.prod(shape)
     words = random_words(-(-n // 4), torch.int64, gen)
-    if n <= SMALL_VECTOR and dtype in (torch.float32, torch.float64):  # numpy: the same exact steps, cheaper
+    if n <= NUMPY_ELEMENTS and dtype in (torch.float32, torch.float64):  # numpy: the same exact steps, cheaper
         k = words.numpy().view(np.int16)[:n].astype(np.float64 if dtype == torch.float64 else np.float32)
         return torch.from_numpy(k * (2.0**-15) + (2.0**-16)).view(tuple(shape))
     v = words.view(torch.int16)[:n].to(dtype)
