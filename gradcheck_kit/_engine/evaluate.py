@@ -151,9 +151,9 @@ def _own_eps(t: torch.Tensor) -> float:
 def _value_eps(t: torch.Tensor) -> float:
     """The rounding unit of ``t``'s values: its dtype's, or a lower precision's where every value is one
     (a float64 output computed in float32 inside)."""
-    if not (t.is_floating_point() or t.is_complex()):
+    own = _own_eps(t)
+    if not own:
         return 0.0
-    own = torch.finfo(t.dtype).eps
     real = torch.view_as_real(t) if t.is_complex() else t
     low = coarsest_precision([real], finer_than=own, finite_only=False)
     return own if low is None else torch.finfo(low).eps

@@ -154,15 +154,15 @@ def forward_against_backward(run, inputs: list[int]) -> bool:
 def _dense_within(got, tangents, analytic, reference, extra, k, inputs, u_norm, policy, nondet_tol) -> bool:
     """``forward_against_backward``'s dense comparison of output ``k``: ``J·u`` and ``sum (u b)²`` summed over
     the inputs' matrices ``b`` (the float64 reference's where there is one), in numpy."""
-    got = _host(got)
+    got = screen.host_array(got)
     expected, scale2 = np.zeros_like(got), np.zeros_like(got)
     measured2 = np.zeros_like(got) if reference is not None else None
     rms_parts = []
     with np.errstate(all="ignore"):
         for i, u in tangents.items():
             u = u.numpy()
-            a = _host(analytic[(i, k)])
-            ref = _host(reference[(i, k)]) if reference is not None else None
+            a = screen.host_array(analytic[(i, k)])
+            ref = screen.host_array(reference[(i, k)]) if reference is not None else None
             base = ref if ref is not None else a
             product = u @ base
             if not np.isfinite(product).all():  # entries left unchecked (fn not finite there)
@@ -180,10 +180,6 @@ def _dense_within(got, tangents, analytic, reference, extra, k, inputs, u_norm, 
         measured = np.sqrt(measured2) if measured2 is not None else None
         row_rms = np.stack(rms_parts)  # (inputs, r)
     return jvp_within(got, expected, scale2, u_norm, row_rms, extra_k, policy, measured, nondet_tol)
-
-
-def _host(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().resolve_neg().numpy()
 
 
 def forward_directional(run) -> bool:

@@ -124,18 +124,16 @@ def fall_back(run) -> str:
     run.directional_allowance.clear()
     run.directional_square_sums.clear()
     run.tie_failures.clear()
-    for pos, note in enumerate(run.out.notes):
-        if getattr(note, "code", None) == NoteCode.COST_PLAN:
-            along, full = note.fields[1], note.fields[2]
-            run.out.notes[pos] = Note(
-                f"auto mode checked along directions first (about {along} calls of fn where a full check needs "
-                f"at least {full}: fn cannot run under vmap); the directional check failed or compared nothing "
-                f"({made} calls of fn), "
-                "so the full check ran and its results are the verdict",
-                NoteCode.COST_PLAN, ("full_after_directional", along, full, made),
-            )
+    pos = _plan_note(run)
+    if pos is not None:
+        along, full = run.out.notes[pos].fields[1:3]
+        run.out.notes[pos] = Note(
+            f"auto mode checked along directions first (about {along} calls of fn where a full check needs "
+            f"at least {full}: fn cannot run under vmap); the directional check failed or compared nothing "
+            f"({made} calls of fn), so the full check ran and its results are the verdict",
+            NoteCode.COST_PLAN, ("full_after_directional", along, full, made),
+        )
     return "full"
-
 
 
 def _plan_note(run) -> int | None:

@@ -76,7 +76,7 @@ from gradcheck_kit._engine.tolerances import Stencil
 from gradcheck_kit._inputs import n_coords
 
 __all__ = ["applies", "screen", "describe", "can_screen", "screen_prepare", "joint_screen_prepare",
-           "joint_screen_test", "screen_candidates", "screen_split", "Screen", "JointScreen"]
+           "joint_screen_test", "screen_candidates", "screen_split", "host_array", "Screen", "JointScreen"]
 
 #: one-sided differences at +-h that disagree by more than this fraction of the central one: run the full
 #: stencil, which tells a kink (reported as such) from curvature
@@ -216,12 +216,12 @@ def candidate_ratios(run, i, found, pos, k, kind, analytic, reference, extra, ka
         return None
     policy = tolerances.AnalyticAllowance(run.inputs[i].dtype, reference is not None)
     fp, fm, a, step, j, r, a_c = (
-        _host(t) for t in (found.known[k][0], found.known[k][1], analytic[(i, k)], stencil.step_of(run, i), j_idx, r_idx, a_c)
+        host_array(t) for t in (found.known[k][0], found.known[k][1], analytic[(i, k)], stencil.step_of(run, i), j_idx, r_idx, a_c)
     )
-    ref = _host(reference[(i, k)]) if reference is not None else None
+    ref = host_array(reference[(i, k)]) if reference is not None else None
     with np.errstate(all="ignore"):
         if ref is None and k in found.row_rms:
-            base_c, row_rms = a_c, _host(found.row_rms[k])
+            base_c, row_rms = a_c, host_array(found.row_rms[k])
         else:
             base = ref if ref is not None else a
             base_c = base[j, r]
@@ -235,7 +235,7 @@ def candidate_ratios(run, i, found, pos, k, kind, analytic, reference, extra, ka
     return torch.from_numpy(ratio), torch.from_numpy(ok)
 
 
-def _host(t: torch.Tensor) -> np.ndarray:
+def host_array(t: torch.Tensor) -> np.ndarray:
     """``t`` as a numpy array on the host (no copy where numpy can read it as it is)."""
     return t.detach().cpu().resolve_neg().resolve_conj().numpy()
 
@@ -268,7 +268,7 @@ def joint_screen_prepare(run, inputs, rows, analytic, reference) -> "JointScreen
     (``stencil.screen_stencil``), then the candidates (where f moved or autograd is nonzero), sums of
     squares and row sizes from the inputs' stacked ``(sum n_i, r)`` matrices. ``None`` where the inputs
     do not qualify."""
-    if len(inputs) < 1 or reference is not None:
+    if not inputs or reference is not None:
         return None
     dtype = run.inputs[inputs[0]].dtype
     if any(run.inputs[i].dtype != dtype for i in inputs):

@@ -40,7 +40,7 @@ slopes, or not finite. What no rule can tell apart is a gradient moved between m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields as dataclass_fields
 
 import numpy as np
 import torch
@@ -95,6 +95,10 @@ class Sides:
     left_own: torch.Tensor | None = None
 
 
+#: ``Sides``' fields in order
+SIDE_FIELDS = tuple(f.name for f in dataclass_fields(Sides))
+
+
 def sides(
     coarse: torch.Tensor, fine: torch.Tensor, step: torch.Tensor, fmag: torch.Tensor, stencil: Stencil,
     finer: torch.Tensor | None = None,
@@ -131,8 +135,7 @@ def _own(value, err, values, errs):
 
 def join(first: Sides, second: Sides) -> Sides:
     """``first``'s directions, then ``second``'s."""
-    fields = ("right", "right_err", "left", "left_err", "moved", "right_own", "left_own")
-    parts = [(getattr(first, f), getattr(second, f)) for f in fields]
+    parts = [(getattr(first, f), getattr(second, f)) for f in SIDE_FIELDS]
     return Sides(*(None if a is None or b is None else torch.cat([a, b]) for a, b in parts))
 
 
@@ -293,8 +296,7 @@ def decide(
     allow_full = torch.zeros_like(a, dtype=allow.dtype)
     allow_full[j_idx, r_idx] = allow
     at = torch.searchsorted(singles, j_idx).clamp_max(singles.numel() - 1)
-    fields = ("right", "right_err", "left", "left_err", "moved", "right_own", "left_own")
-    one = Sides(*(getattr(s, f)[at, r_idx] for f in fields))
+    one = Sides(*(getattr(s, f)[at, r_idx] for f in SIDE_FIELDS))
     _, inside = kink_at_point(a[j_idx, r_idx], one, allow, kappa)
     looked = failed & torch.isin(j_idx, cols)
     rescued = looked & inside
