@@ -25,24 +25,24 @@ __all__ = ["rows_and_reference"]
 def rows_and_reference(run, rows: dict[int, str], zero_rows: dict | None) -> tuple[dict, dict, str, dict | None]:
     """``autograd_rows.analytic_full`` of the check's graph (``zero_rows`` as there), and of the float64
     reference run's where the check makes one (else ``None``; also where that run fails)."""
-    if run.reference and _qualifies(run, rows):
-        try:
-            ref = autograd_rows.reference_leaves(run)
-        except context.Failure:
-            ref = None
-        paired = _paired(run, rows, zero_rows, ref) if ref is not None else None
+    qualified = run.reference and _qualifies(run, rows)
+    ref = _reference_inputs(run) if qualified else None
+    if ref is not None:
+        paired = _paired(run, rows, zero_rows, ref)
         if paired is not None:
             return paired
-        analytic, flowed, path = autograd_rows.analytic_full(run, rows, run.leaves, run.outs, run.analytic_args, zero_rows)
-        return analytic, flowed, path, _reference_rows(run, rows, ref)
     analytic, flowed, path = autograd_rows.analytic_full(run, rows, run.leaves, run.outs, run.analytic_args, zero_rows)
-    if not run.reference:
-        return analytic, flowed, path, None
-    try:
-        ref = autograd_rows.reference_leaves(run)
-    except context.Failure:
-        ref = None
+    if run.reference and not qualified:  # (after the check's own rows, as without pairing)
+        ref = _reference_inputs(run)
     return analytic, flowed, path, _reference_rows(run, rows, ref)
+
+
+def _reference_inputs(run):
+    """``autograd_rows.reference_leaves`` of the check, or ``None`` where the float64 run fails."""
+    try:
+        return autograd_rows.reference_leaves(run)
+    except context.Failure:
+        return None
 
 
 def _reference_rows(run, rows, ref) -> dict | None:
@@ -86,9 +86,7 @@ def _paired(run, rows, zero_rows, ref) -> tuple[dict, dict, str, dict] | None:
     n_cols = sum(t.numel() * (2 if t.is_complex() else 1) for t in leaves)
     if n_rows < 2 or n_rows * max(n_cols, 1) > BACKWARD_BATCH_ELEMENTS or python_function_nodes([ref_out]):
         return None
-    vectors = torch.eye(n_out, dtype=torch.float64)
-    if fold:
-        vectors = torch.cat([vectors, vectors.new_zeros(1, n_out)])
+    vectors = torch.eye(n_rows, n_out, dtype=torch.float64)  # one-hot rows, the folded zero row last
     ours, theirs = rows_from_coords(vectors, out), rows_from_coords(vectors, ref_out)
     every = leaves + twins
     results: list[list[torch.Tensor]] = [[] for _ in every]
