@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Optional, Union
@@ -19,6 +20,7 @@ __all__ = [
     "randn",
     "rand",
     "unary",
+    "Counted",
     "around",
     "SinRight",
     "SinWithVmapRule",
@@ -41,6 +43,19 @@ __all__ = [
 
 NAN = math.nan
 INF = math.inf
+
+
+class Counted:
+    """``fn`` counting its calls (``calls``); ``seconds`` of sleep in each: an expensive fn."""
+
+    def __init__(self, fn: Callable, seconds: float = 0.0):
+        self.fn, self.calls, self.seconds = fn, 0, seconds
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.seconds:
+            time.sleep(self.seconds)
+        return self.fn(*args)
 
 
 def randn(

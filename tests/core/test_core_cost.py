@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
 import gradcheck_kit as gk
 import gradcheck_kit.report
 from gradcheck_kit.errors import InvalidArgument
-from tests.helpers import unary
-
-
-class _Counted:
-    def __init__(self, fn, seconds: float = 0.0):
-        self.fn, self.calls, self.seconds = fn, 0, seconds
-
-    def __call__(self, *args):
-        self.calls += 1
-        if self.seconds:
-            time.sleep(self.seconds)  # an expensive fn: second opinions are bounded by the calls
-        return self.fn(*args)
+from tests.helpers import Counted, unary
 
 
 def _tanh_function(scale: float):
@@ -34,7 +21,7 @@ def _x():
 
 
 def test_failing_check_spends_at_most_as_much_on_second_opinions_and_says_so():
-    passing, failing = _Counted(_tanh_function(1.0), 0.002), _Counted(_tanh_function(1.03), 0.002)
+    passing, failing = Counted(_tanh_function(1.0), 0.002), Counted(_tanh_function(1.03), 0.002)
     good = gk.check_gradients(passing, _x())
     bad = gk.check_gradients(failing, _x())
     assert good.ok and good.extra_evaluations == 0
@@ -54,7 +41,7 @@ def test_failing_check_spends_at_most_as_much_on_second_opinions_and_says_so():
 def test_a_decisive_failure_of_an_expensive_fn_costs_at_most_twice_its_passing_check():
     # 3% off on a smooth stretch: no kink, tie, noise sample or smaller step could clear it, so none of
     # them is made (the note says so); only the probe for a lower-precision staircase runs (1 + 13 calls)
-    passing, failing = _Counted(_tanh_function(1.0), 0.002), _Counted(_tanh_function(1.03), 0.002)
+    passing, failing = Counted(_tanh_function(1.0), 0.002), Counted(_tanh_function(1.03), 0.002)
     good = gk.check_gradients(passing, _x(), mode="full")
     bad = gk.check_gradients(failing, _x(), mode="full")
     assert good.ok and not bad.ok
@@ -64,7 +51,7 @@ def test_a_decisive_failure_of_an_expensive_fn_costs_at_most_twice_its_passing_c
     assert failing.calls - bad.extra_evaluations <= 2 * passing.calls
     assert len(bad.mismatches) == 12
     # auto mode passes along directions; its failure is the directions' calls plus the same full check
-    directional, auto_failing = _Counted(_tanh_function(1.0), 0.002), _Counted(_tanh_function(1.03), 0.002)
+    directional, auto_failing = Counted(_tanh_function(1.0), 0.002), Counted(_tanh_function(1.03), 0.002)
     assert gk.check_gradients(directional, _x()).ok
     auto_bad = gk.check_gradients(auto_failing, _x())
     assert not auto_bad.ok and len(auto_bad.mismatches) == 12
@@ -82,7 +69,7 @@ def test_a_decisive_failure_of_an_expensive_fn_costs_at_most_twice_its_passing_c
     ids=["tie", "below_the_step", "kink"],
 )
 def test_an_expensive_correct_fn_that_needs_second_opinions_still_gets_them(fn, x):
-    counted = _Counted(fn, 0.002)
+    counted = Counted(fn, 0.002)
     report = gk.check_gradients(counted, torch.tensor(x, dtype=torch.float64, requires_grad=True), mode="full")
     assert report.ok, str(report)
 
@@ -90,8 +77,6 @@ def test_an_expensive_correct_fn_that_needs_second_opinions_still_gets_them(fn, 
 def test_a_cheap_fn_gets_every_second_opinion():
     # 1/x at 1e-12 and -3e-9: smaller steps down to h/8^9 on two coordinates, more calls than the rest of the
     # check made; a cheap fn is never cut short (a correct one would false-alarm)
-    from tests.helpers import unary
-
     f = unary(lambda x: 1 / x, lambda x: -1 / (x * x)).apply
     report = gk.check_gradients(f, torch.tensor([1e-12, -3e-9, 1.0], dtype=torch.float64, requires_grad=True))
     assert report.ok
@@ -148,7 +133,7 @@ def test_auto_mode_checks_a_fn_without_vmap_along_directions_where_that_takes_fe
     from gradcheck_kit._engine.limits import tuned
 
     x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    planned, full = _Counted(_cube_function()), _Counted(_cube_function())
+    planned, full = Counted(_cube_function()), Counted(_cube_function())
     report = gk.check_gradients(planned, x.clone().requires_grad_())
     forced = gk.check_gradients(full, x.clone().requires_grad_(), mode="full")
     assert report.ok and report.mode == "directional" and _plan(report) == ["directional"]
@@ -188,7 +173,7 @@ def test_forward_ad_of_several_inputs_without_vmap_in_one_pass_per_direction_and
     wrong = unary(lambda y: y**3, lambda y: 3 * y**2, jvp=1.02, name="CubeJvp").apply
     gen = torch.Generator().manual_seed(0)
     x, y = (torch.randn(12, dtype=torch.float64, generator=gen).requires_grad_() for _ in range(2))
-    counted = _Counted(lambda x, y: right(x) * right(y))
+    counted = Counted(lambda x, y: right(x) * right(y))
     good = gk.check_gradients(counted, x, y)
     assert good.ok and good.mode == "directional" and good.check("forward_ad").status == "passed"
     # the forward, the vmap probe, 2 directions x 2 points, 1 forward-mode pass per direction (not per input and
@@ -217,7 +202,7 @@ def test_an_approximate_gradient_without_vmap_pays_no_second_opinions():
     # pass as approximate before any second opinion (they only clear failures)
     solver = lambda: unary(torch.sin, torch.cos, factor=1 + 1e-6, name="Solver").apply  # noqa: E731
     x = torch.linspace(-1.5, 1.3, 12, dtype=torch.float64)
-    auto, full = _Counted(solver()), _Counted(solver())
+    auto, full = Counted(solver()), Counted(solver())
     report = gk.check_gradients(auto, x.clone().requires_grad_())
     forced = gk.check_gradients(full, x.clone().requires_grad_(), mode="full")
     assert report.ok and forced.ok and report.mode == "full"
@@ -236,7 +221,7 @@ def test_an_approximate_gradient_without_vmap_pays_no_second_opinions():
 def test_a_failing_check_without_vmap_costs_at_most_twice_its_passing_full_check():
     x = _x()
     for scale in (1.03, 1 + 1e-3):
-        passing, failing = _Counted(_tanh_function(1.0), 0.002), _Counted(_tanh_function(scale), 0.002)
+        passing, failing = Counted(_tanh_function(1.0), 0.002), Counted(_tanh_function(scale), 0.002)
         good = gk.check_gradients(passing, x, mode="full")
         bad = gk.check_gradients(failing, x)
         assert good.ok and not bad.ok and bad.mode == "full"
@@ -266,7 +251,7 @@ def test_a_staircase_the_directions_fell_back_on_is_checked_along_directions_in_
     # explains it, and the check in float32 runs along directions first (its full check only where they fail)
     x = torch.linspace(-1.5, 1.3, 16, dtype=torch.float64).requires_grad_()
     right = torch.ones(16, dtype=torch.float64)
-    auto, full = _Counted(lambda x: _Float32Inside.apply(x, right)), _Counted(lambda x: _Float32Inside.apply(x, right))
+    auto, full = Counted(lambda x: _Float32Inside.apply(x, right)), Counted(lambda x: _Float32Inside.apply(x, right))
     report = gk.check_gradients(auto, x)
     forced = gk.check_gradients(full, x, mode="full")
     assert report.ok and forced.ok and report.mode == "directional"
@@ -284,7 +269,7 @@ def test_a_staircase_the_directions_fell_back_on_is_checked_along_directions_in_
 def test_directions_the_screen_leaves_open_decide_on_their_whole_stencil_without_the_full_check():
     # right to 1e-8: more than the ±h screen's round-off allows, within the projection's approximate tier;
     # the directions' whole stencil passes it (4 points each), no full check is made
-    counted = _Counted(unary(torch.sin, torch.cos, factor=1 + 1e-8, name="Close").apply)
+    counted = Counted(unary(torch.sin, torch.cos, factor=1 + 1e-8, name="Close").apply)
     report = gk.check_gradients(counted, _x())
     assert report.ok and report.mode == "directional" and _plan(report) == ["directional"]
     assert "4 evaluations each" in report.check("backward").detail
@@ -294,7 +279,7 @@ def test_directions_the_screen_leaves_open_decide_on_their_whole_stencil_without
 def test_directions_that_compare_nothing_give_way_to_the_full_check():
     # x·sqrt(x) at the edge of its domain: x ± h·u leaves the domain along every direction, so the cost
     # plan's directions compare nothing; the full check compares element by element, one-sided at 0
-    fn = _Counted(unary(lambda x: x * torch.sqrt(x), lambda x: 1.5 * torch.sqrt(x), name="XSqrtX").apply, 0.002)
+    fn = Counted(unary(lambda x: x * torch.sqrt(x), lambda x: 1.5 * torch.sqrt(x), name="XSqrtX").apply, 0.002)
     report = gk.check_gradients(fn, torch.linspace(0, 2, 12, dtype=torch.float64).requires_grad_())
     assert report.ok and report.mode == "full" and not report.errors
     [plan] = [n for n in report.notes if n.code == gk.report.NoteCode.COST_PLAN]

@@ -14,17 +14,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 import gradcheck_kit as gk
-from tests.helpers import randn
-
-
-class _Counted:
-    def __init__(self, fn):
-        self.fn = fn
-        self.calls = 0
-
-    def __call__(self, *args):
-        self.calls += 1
-        return self.fn(*args)
+from tests.helpers import Counted, randn, unary
 
 
 def _forward_status(report) -> str:
@@ -32,7 +22,7 @@ def _forward_status(report) -> str:
 
 
 def _check(fn, x, **options):
-    counted = _Counted(fn)
+    counted = Counted(fn)
     report = gk.check_gradients(counted, x, **options)
     return report, counted.calls
 
@@ -89,27 +79,8 @@ def test_a_function_that_changes_at_its_last_call_is_an_error_with_forward_ad():
     assert report.errors[0].startswith("fn is not a deterministic function of its inputs"), str(report)
 
 
-class _SquareWrongJvp(torch.autograd.Function):
-    """x² with a right backward and a jvp 1% off."""
-
-    @staticmethod
-    def forward(x):
-        return x * x
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-        ctx.save_for_forward(*inputs)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return 2 * x * grad
-
-    @staticmethod
-    def jvp(ctx, t):
-        (x,) = ctx.saved_tensors
-        return 2.02 * x * t
+# x² with a right backward and a jvp 1% off
+_SquareWrongJvp = unary(lambda x: x * x, lambda x: 2 * x, jvp=1.01, name="SquareWrongJvp")
 
 
 def _wrong_jvp_needing_grad(x):
@@ -155,7 +126,7 @@ class _ProductSlow(torch.autograd.Function):
 def _product_check(dtype, rel, forward_ad="auto"):
     x, y = randn(24, seed=1, dtype=dtype), randn(24, seed=2, dtype=dtype)
     _ProductSlow.rel = rel
-    counted = _Counted(_ProductSlow.apply)
+    counted = Counted(_ProductSlow.apply)
     try:
         report = gk.check_gradients(counted, x, y, forward_ad=forward_ad)
     finally:
