@@ -208,6 +208,8 @@ class Run:
         self.cost_plan = False  # auto mode chose directional for its fewer calls (``plan``): full on failure
         self.directional_superseded = False  # auto mode's narrowed full check overrode the directional failure
         self.forward_detail: str | None = None
+        self.forward_ad: bool | str = self.options["forward_ad"]  # as resolved for fn's graph (``forward_ad.resolve``)
+        self.forward_ad_builtin = 0  # the built-in operations of fn's graph where "auto" left forward AD out
         self.approximate = approximate.Tally()  # derivatives within the approximate tier (one note)
 
     @property

@@ -257,7 +257,7 @@ def backward_directional_once(run) -> bool:
     # forward AD's projections now, while least else is held in memory (the check of them comes with
     # forward_check): its temporaries on top of the numerics' and the backward's cost page faults on
     # large inputs
-    run.jvp_projections = autograd_rows.jvp_projection(run, u) if run.options["forward_ad"] is not False else None
+    run.jvp_projections = autograd_rows.jvp_projection(run, u) if run.forward_ad is not False else None
     num = directional_numerics(run, u)
     raw: dict = {}
     grads, flowed = autograd_rows.vjp_vectors(run, run.leaves, run.outs, raw)

@@ -30,7 +30,7 @@ from gradcheck_kit._engine.evaluate import (
     EvaluationFailed, as_outputs, describe_exception, differentiable_output_indices, fresh_args, is_none_output,
     seed_global_rng,
 )
-from gradcheck_kit._engine.forward_ad import forward_check
+from gradcheck_kit._engine.forward_ad import forward_check, resolve as resolve_forward_ad
 from gradcheck_kit._engine.limits import AUTO_COORDS, AUTO_ENTRIES
 from gradcheck_kit._engine.one_sided import nothing_compared
 from gradcheck_kit._engine.reductions import nonfinite_count
@@ -188,6 +188,7 @@ def forward(run: context.Run, facts: Facts) -> None:
             "fn returned no floating-point or complex tensor: " + ", ".join(facts.outputs), function_failed=True
         )
     refuse_nonfinite_outputs(run)
+    resolve_forward_ad(run)
 
 
 def refuse_nonfinite_outputs(run: context.Run) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gradcheck_kit._engine import allowance, autograd_rows, directional, full, limits, screen, settle, tolerances
+from gradcheck_kit._engine import allowance, autograd_rows, directional, full, graph, limits, screen, settle, tolerances
 from gradcheck_kit._engine.analytic import ForwardADUnsupported, jvp_columns, jvp_directions
 from gradcheck_kit._engine.compare import Verdict
 from gradcheck_kit._engine.evaluate import describe_exception, exception_text
@@ -17,10 +17,32 @@ from gradcheck_kit._inputs import n_coords
 from gradcheck_kit.report import CheckResult
 
 
+def resolve(run) -> None:
+    """``run.forward_ad``: ``"auto"`` leaves forward AD out where fn's graph (from its outputs at the inputs)
+    is more than ``limits.AUTO_FORWARD_BUILTIN_NODES`` of torch's built-in operations and no custom
+    ``autograd.Function``: forward mode there is torch's own formulas, and its pass mixes tangents with
+    plain tensors at every operation (``run.forward_ad_builtin``: the number of operations)."""
+    if run.options["forward_ad"] != "auto":
+        return
+    size = graph.builtin_size([run.outs[k] for k in run.out_idx])
+    if size is not None and size > limits.AUTO_FORWARD_BUILTIN_NODES:
+        run.forward_ad = False
+        run.forward_ad_builtin = size
+
+
+def _skipped_detail(run) -> str:
+    if not run.forward_ad_builtin:
+        return "forward_ad=False"
+    return (
+        f"fn's graph is {run.forward_ad_builtin} of torch's built-in operations and no custom autograd.Function: "
+        "its forward-mode derivatives are torch's own formulas (forward_ad=True checks them)"
+    )
+
+
 def forward_check(run, mode: str) -> None:
-    setting = run.options["forward_ad"]
+    setting = run.forward_ad
     if setting is False:
-        run.out.checks.append(CheckResult("forward_ad", "skipped", "forward_ad=False"))
+        run.out.checks.append(CheckResult("forward_ad", "skipped", _skipped_detail(run)))
         return
     try:
         if mode == "full" and run.full is not None:

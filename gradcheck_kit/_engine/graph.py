@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import torch
 
-__all__ = ["python_function_nodes", "python_function_classes", "PythonInBackward"]
+__all__ = ["python_function_nodes", "python_function_classes", "builtin_size", "PythonInBackward"]
 
 #: nodes visited at most (a graph this large is treated as holding a Python node: one backward per row)
 MAX_NODES = 1 << 16
@@ -63,6 +63,25 @@ def python_function_classes(outputs: Iterable[torch.Tensor]) -> list[type]:
             classes.append(forward_cls)
         stack.extend(child for child, _ in node.next_functions if child is not None)
     return classes
+
+
+def builtin_size(outputs: Iterable[torch.Tensor]) -> int | None:
+    """The number of operations (nodes other than the leaves' gradient accumulators) in the graph of
+    ``outputs`` where none is a custom ``autograd.Function``'s (torch's built-in operations only), else None
+    (also past ``MAX_NODES`` nodes)."""
+    stack = [o.grad_fn for o in outputs if isinstance(o, torch.Tensor) and o.grad_fn is not None]
+    seen: dict[int, object] = {}
+    leaves = 0
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen[id(node)] = node
+        if len(seen) > MAX_NODES or _is_python_node(node):
+            return None
+        leaves += type(node).__name__ == "AccumulateGrad"
+        stack.extend(child for child, _ in node.next_functions if child is not None)
+    return len(seen) - leaves
 
 
 def _is_python_node(node: object) -> bool:

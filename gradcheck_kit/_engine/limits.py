@@ -122,3 +122,6 @@ def tuned(**changes) -> Iterator[Tuning]:
         yield TUNING
     finally:
         TUNING = saved
+#: ``forward_ad="auto"`` leaves forward AD out of a graph of more than this many of torch's built-in operations
+#: and no custom Function (``forward_ad.resolve``)
+AUTO_FORWARD_BUILTIN_NODES = 8

@@ -49,7 +49,7 @@ def directional_calls(run, forward: bool) -> int:
 def forward_passes(run) -> bool:
     """Whether forward AD's passes are likely to run fn: not where it is off, nor where the graph holds a
     custom Function without a forward-mode rule (its pass stops there; a guess that only sways the plan)."""
-    if run.options["forward_ad"] is False:
+    if run.forward_ad is False:
         return False
     classes = graph.python_function_classes([run.outs[k] for k in run.out_idx])
     return not any(getattr(cls, "jvp", None) is getattr(torch.autograd.Function, "jvp", None) for cls in classes)

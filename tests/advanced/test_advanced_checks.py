@@ -158,9 +158,31 @@ def test_forward_ad_passes_on_torch_ops():
     assert report.ok and report.check("forward_ad").status == "passed"
 
 
-def test_forward_ad_is_checked_by_default_where_supported():
-    report = gk.check_gradients(torch.tanh, _x(torch.float64))
+def test_forward_ad_is_checked_by_default_where_fn_defines_its_own_jvp():
+    report = gk.check_gradients(unary(torch.tanh, lambda x: 1 - torch.tanh(x) ** 2, jvp=1.0).apply, _x(torch.float64))
     assert report.check("forward_ad").status == "passed"
+    wrong_jvp = unary(torch.tanh, lambda x: 1 - torch.tanh(x) ** 2, jvp=1.01)
+    for fn in (wrong_jvp.apply, lambda t: _tanh_layers(wrong_jvp.apply(t))):  # also among many torch operations
+        wrong = gk.check_gradients(fn, _x(torch.float64))
+        assert wrong.check("forward_ad").status == "failed" and wrong.check("backward").status == "passed"
+
+
+def _tanh_layers(t):  # 15 of torch's built-in operations
+    for _ in range(5):
+        t = torch.tanh(t) * 1.1 + 0.1
+    return t
+
+
+def test_forward_ad_of_a_few_torch_operations_is_checked_by_default():
+    assert gk.check_gradients(torch.tanh, _x(torch.float64)).check("forward_ad").status == "passed"
+
+
+def test_forward_ad_of_many_torch_operations_alone_is_checked_on_request():
+    report = gk.check_gradients(_tanh_layers, _x(torch.float64))
+    skipped = report.check("forward_ad")
+    assert report.ok and skipped.status == "skipped"
+    assert "15 of torch's built-in operations" in skipped.detail and "forward_ad=True" in skipped.detail
+    assert gk.check_gradients(_tanh_layers, _x(torch.float64), forward_ad=True).check("forward_ad").status == "passed"
 
 
 # --- re-entrancy and structure -------------------------------------------------------------------
@@ -253,9 +275,9 @@ def test_forward_over_reverse_keeps_its_tangent(dtype):
 
     g = torch.Generator().manual_seed(0)
     # mode="full": auto mode checks G, which cannot run under vmap, along directions (the cost plan)
-    small = gk.check_gradients(f, randn(6, dtype=dtype, generator=g), order=2, mode="full")
+    small = gk.check_gradients(f, randn(6, dtype=dtype, generator=g), order=2, mode="full", forward_ad=True)
     assert small.ok, str(small)
     assert "against the checked backward Jacobian" in small.check("second_order_forward").detail
-    large = gk.check_gradients(f, randn(70_000, dtype=dtype, generator=g), order=2)
+    large = gk.check_gradients(f, randn(70_000, dtype=dtype, generator=g), order=2, forward_ad=True)
     assert large.mode == "directional" and large.ok, str(large)
     assert large.check("second_order_forward").status == "passed"

@@ -172,7 +172,7 @@ def _forces(pos):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("mode, n", [("full", 6), ("directional", 6), ("directional", 20_000)])
 def test_a_function_that_differentiates_internally_is_checked(mode, n, dtype):
-    report = gk.check_gradients(_forces, randn(n, dtype=dtype, seed=3), mode=mode)
+    report = gk.check_gradients(_forces, randn(n, dtype=dtype, seed=3), mode=mode, forward_ad=True)
     assert report.ok, str(report)
     assert report.errors == []
     assert report.check("backward").status == "passed"

@@ -313,7 +313,7 @@ def test_forward_ad_is_checked_when_autograd_is_nonzero_where_f_does_not_move():
     # 1e-20·x vanishes in the rounding of 1.0: f does not move at ±h while autograd is 1e-20, so the
     # screen leaves the input to the full stencil, which passes it; forward AD must still be checked
     x = _randn(5, seed=11)
-    report = gk.check_gradients(lambda t: t * 1e-20 + 1.0, x, mode="full")
+    report = gk.check_gradients(lambda t: t * 1e-20 + 1.0, x, mode="full", forward_ad=True)
     assert report.ok, str(report)
     assert not _settled(report)
     assert report.check("forward_ad").status == "passed", report.check("forward_ad").detail
@@ -529,7 +529,7 @@ def test_forward_mode_passes_record_no_graph(mode, n):
         seen.append((dual, torch.is_grad_enabled(), x.requires_grad))
         return torch.sin(x) * x
 
-    report = gk.check_gradients(sin_times_x, _randn(n), mode=mode)
+    report = gk.check_gradients(sin_times_x, _randn(n), mode=mode, forward_ad=True)
     assert report.ok and report.check("forward_ad").status == "passed", str(report)
     duals = [s for s in seen if s[0]]
     assert duals, seen

@@ -39,7 +39,7 @@ def _third_power_derivative(x):
 def test_the_forward_pass_at_the_inputs_stands_in_for_the_determinism_call():
     x = randn(6)
     # (mode="full": auto mode's plan may probe vmap, or not, by the time a call takes)
-    on, calls_on = _check(_sin_times_x, x, mode="full")
+    on, calls_on = _check(_sin_times_x, x, mode="full", forward_ad=True)
     off, calls_off = _check(_sin_times_x, x, mode="full", forward_ad=False)
     assert on.ok and off.ok
     assert _forward_status(on) == "passed"
@@ -49,7 +49,7 @@ def test_the_forward_pass_at_the_inputs_stands_in_for_the_determinism_call():
 
 def test_a_function_that_needs_grad_gets_one_pass_with_grad():
     x = torch.linspace(0.3, 1.2, 6, dtype=torch.float64)
-    on, calls_on = _check(_third_power_derivative, x, mode="full")
+    on, calls_on = _check(_third_power_derivative, x, mode="full", forward_ad=True)
     off, calls_off = _check(_third_power_derivative, x, mode="full", forward_ad=False)
     assert on.ok and off.ok
     assert _forward_status(on) == "passed"
@@ -61,8 +61,8 @@ def test_a_pass_whose_values_differ_under_forward_ad_leaves_determinism_to_a_pla
         return torch.sin(x) + (1e-3 if fwAD._current_level >= 0 else 0.0)
 
     x = randn(6)
-    report, calls = _check(shifted_under_forward_ad, x, mode="full")
-    _, plain_calls = _check(_sin_times_x, x, mode="full")
+    report, calls = _check(shifted_under_forward_ad, x, mode="full", forward_ad=True)
+    _, plain_calls = _check(_sin_times_x, x, mode="full", forward_ad=True)
     assert report.ok and not report.errors, str(report)
     assert calls == plain_calls + 1  # the plain call at the inputs was made, and agreed
 
