@@ -15,8 +15,10 @@ A non-finite autograd value where a numerical value exists is always a mismatch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gradcheck_kit._engine.finite_diff import Estimates
@@ -51,13 +53,28 @@ class Verdict:
 UNCHECKED_CAUSES = {1: "nonfinite", 2: "jump", 3: "underflow", 4: "flat"}
 
 
-def _usable(value: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
-    return torch.isfinite(value) & torch.isfinite(err)
+def _usable(value, err):
+    xp = np if isinstance(value, np.ndarray) else torch
+    return xp.isfinite(value) & xp.isfinite(err)
 
 
-def compare(analytic: torch.Tensor, est: Estimates, allowance: torch.Tensor, kappa: float) -> Verdict:
-    a = analytic
-    finite_a = torch.isfinite(a)
+def int8(t):
+    """``t`` as int8, a torch tensor or a numpy array alike."""
+    return t.astype(np.int8) if isinstance(t, np.ndarray) else t.to(torch.int8)
+
+
+def compare(analytic, est: Estimates, allowance, kappa: float) -> Verdict:
+    """The verdict per derivative; ``analytic``, ``est`` and ``allowance`` all torch tensors or all numpy
+    arrays (a few derivatives on the host, where numpy's calls cost a fraction of torch's), the verdict's
+    fields of the same kind."""
+    if isinstance(analytic, np.ndarray):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return _compare(np, analytic, est, allowance, kappa)
+    return _compare(torch, analytic, est, allowance, kappa)
+
+
+def _compare(xp, a, est: Estimates, allowance, kappa: float) -> Verdict:
+    finite_a = xp.isfinite(a)
     c_ok_num = _usable(est.central, est.central_err)
     r_ok_num = _usable(est.right, est.right_err)
     l_ok_num = _usable(est.left, est.left_err)
@@ -65,20 +82,20 @@ def compare(analytic: torch.Tensor, est: Estimates, allowance: torch.Tensor, kap
     tol_c = kappa * est.central_err + allowance
     tol_r = kappa * est.right_err + allowance
     tol_l = kappa * est.left_err + allowance
-    diff_c = (a - est.central).abs()
-    diff_r = (a - est.right).abs()
-    diff_l = (a - est.left).abs()
+    diff_c = abs(a - est.central)
+    diff_r = abs(a - est.right)
+    diff_l = abs(a - est.left)
 
     pass_c = c_ok_num & finite_a & (diff_c <= tol_c)
     pass_r = r_ok_num & finite_a & (diff_r <= tol_r)
     pass_l = l_ok_num & finite_a & (diff_l <= tol_l)
 
-    spread = (est.right - est.left).abs()
+    spread = abs(est.right - est.left)
     both = r_ok_num & l_ok_num
     disagree = both & (spread > tol_r + tol_l)
     sharp = disagree & (SHARPNESS * kappa * (est.right_err + est.left_err) <= spread)
-    lo = torch.minimum(est.right, est.left) - torch.maximum(tol_r, tol_l)
-    hi = torch.maximum(est.right, est.left) + torch.maximum(tol_r, tol_l)
+    lo = xp.minimum(est.right, est.left) - xp.maximum(tol_r, tol_l)
+    hi = xp.maximum(est.right, est.left) + xp.maximum(tol_r, tol_l)
     between = sharp & finite_a & (a >= lo) & (a <= hi)
     rescue_r = pass_r & (~l_ok_num | (est.left_err > CONTAMINATION_RATIO * est.right_err))
     rescue_l = pass_l & (~r_ok_num | (est.right_err > CONTAMINATION_RATIO * est.left_err))
@@ -89,18 +106,18 @@ def compare(analytic: torch.Tensor, est: Estimates, allowance: torch.Tensor, kap
         # makes every estimate grow like 1/h: each differs from its previous Richardson level by a large
         # fraction and dwarfs autograd's value. The derivative does not exist there: not checkable.
         def blows_up(value, trunc):
-            return torch.isfinite(value) & (trunc > JUMP_FRACTION * value.abs())
+            return xp.isfinite(value) & (trunc > JUMP_FRACTION * abs(value))
 
-        magnitude = torch.minimum(torch.minimum(est.central.abs(), est.right.abs()), est.left.abs())
+        magnitude = xp.minimum(xp.minimum(abs(est.central), abs(est.right)), abs(est.left))
         jump = (
             blows_up(est.central, est.central_trunc) & blows_up(est.right, est.right_trunc)
-            & blows_up(est.left, est.left_trunc) & (magnitude > JUMP_DOMINANCE * (a.abs() + allowance))
+            & blows_up(est.left, est.left_trunc) & (magnitude > JUMP_DOMINANCE * (abs(a) + allowance))
             & finite_a
         )
         unchecked = unchecked | jump
     else:
-        jump = torch.zeros_like(unchecked)
-    cause = torch.where(~(c_ok_num | r_ok_num | l_ok_num), 1, torch.where(jump, 2, 0)).to(torch.int8)
+        jump = xp.zeros_like(unchecked)
+    cause = int8(xp.where(~(c_ok_num | r_ok_num | l_ok_num), 1, xp.where(jump, 2, 0)))
     passed = pass_c | between | rescue_r | rescue_l | unchecked
     failed = ~passed
     # At a sharp kink only values between the one-sided slopes are valid, even where the central value
@@ -109,23 +126,23 @@ def compare(analytic: torch.Tensor, est: Estimates, allowance: torch.Tensor, kap
     kink = passed & (sharp | ~pass_c) & ~unchecked
 
     # what to show: the central value where it exists, else a usable side
-    side = torch.where(r_ok_num, est.right, est.left)
-    side_tol = torch.where(r_ok_num, tol_r, tol_l)
-    numerical = torch.where(c_ok_num, est.central, side)
-    allowed = torch.where(c_ok_num, tol_c, side_tol)
-    diff = (a - numerical).abs()
-    ratio = torch.where(allowed > 0, diff / allowed, torch.where(diff > 0, torch.inf, 0.0))
+    side = xp.where(r_ok_num, est.right, est.left)
+    side_tol = xp.where(r_ok_num, tol_r, tol_l)
+    numerical = xp.where(c_ok_num, est.central, side)
+    allowed = xp.where(c_ok_num, tol_c, side_tol)
+    diff = abs(a - numerical)
+    ratio = xp.where(allowed > 0, diff / allowed, xp.where(diff > 0, math.inf, 0.0))
     # a check rescued by a side is as close as that side says
-    side_ratio = torch.where(rescue_r, diff_r / tol_r, torch.where(rescue_l, diff_l / tol_l, torch.zeros_like(ratio)))
-    ratio = torch.where(kink, side_ratio, ratio)
-    ratio = torch.where(unchecked, torch.zeros_like(ratio), ratio)
+    side_ratio = xp.where(rescue_r, diff_r / tol_r, xp.where(rescue_l, diff_l / tol_l, xp.zeros_like(ratio)))
+    ratio = xp.where(kink, side_ratio, ratio)
+    ratio = xp.where(unchecked, xp.zeros_like(ratio), ratio)
     # a derivative failed by the kink rule lies outside [left, right]: say by how much, never below 1
-    side_tol = torch.maximum(tol_r, tol_l)
-    outside = torch.maximum(lo - a, a - hi).clamp_min(0.0)
-    kink_ratio = 1.0 + torch.where(side_tol > 0, outside / side_tol, torch.zeros_like(outside))
-    ratio = torch.where(failed & (ratio < 1.0), torch.maximum(ratio, kink_ratio), ratio)
-    ratio = torch.where(failed & ~finite_a, torch.full_like(ratio, torch.inf), ratio)
+    side_tol = xp.maximum(tol_r, tol_l)
+    outside = xp.maximum(lo - a, a - hi).clip(min=0.0)
+    kink_ratio = 1.0 + xp.where(side_tol > 0, outside / side_tol, xp.zeros_like(outside))
+    ratio = xp.where(failed & (ratio < 1.0), xp.maximum(ratio, kink_ratio), ratio)
+    ratio = xp.where(failed & ~finite_a, xp.full_like(ratio, math.inf), ratio)
     return Verdict(
-        failed, kink, unchecked, numerical, allowed, torch.nan_to_num(ratio, nan=torch.inf), sharp, est.left, est.right,
+        failed, kink, unchecked, numerical, allowed, xp.nan_to_num(ratio, nan=math.inf), sharp, est.left, est.right,
         cause,
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from gradcheck_kit._engine.compare import CONTAMINATION_RATIO, Verdict, compare
@@ -38,14 +39,16 @@ PRECISION = 1e-2
 
 
 def suspects(a: torch.Tensor, est: Estimates, allowance: torch.Tensor, kappa: float, verdict: Verdict) -> torch.Tensor:
-    """Entries that passed on a central value a kink inside the stencil may have spoiled (bool)."""
-    usable = torch.isfinite(est.right_err) & torch.isfinite(est.left_err) & torch.isfinite(est.central_err)
+    """Entries that passed on a central value a kink inside the stencil may have spoiled (bool); torch
+    tensors or numpy arrays alike (``compare``)."""
+    xp = np if isinstance(a, np.ndarray) else torch
+    usable = xp.isfinite(est.right_err) & xp.isfinite(est.left_err) & xp.isfinite(est.central_err)
     r_sharp = (CONTAMINATION_RATIO * est.right_err < est.central_err) & (CONTAMINATION_RATIO * est.right_err < est.left_err)
     l_sharp = (CONTAMINATION_RATIO * est.left_err < est.central_err) & (CONTAMINATION_RATIO * est.left_err < est.right_err)
-    off_r = (a - est.right).abs() > kappa * est.right_err + allowance
-    off_l = (a - est.left).abs() > kappa * est.left_err + allowance
+    off_r = abs(a - est.right) > kappa * est.right_err + allowance
+    off_l = abs(a - est.left) > kappa * est.left_err + allowance
     passed = ~verdict.failed & ~verdict.unchecked & ~verdict.sharp_kink
-    return passed & usable & torch.isfinite(a) & ((r_sharp & off_r) | (l_sharp & off_l))
+    return passed & usable & xp.isfinite(a) & ((r_sharp & off_r) | (l_sharp & off_l))
 
 
 @dataclass

@@ -13,13 +13,14 @@ from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine import kinks as _kinks
 from gradcheck_kit._engine import ties as _ties
 from gradcheck_kit._engine import intermediates
-from gradcheck_kit._engine.compare import compare, Verdict
+from gradcheck_kit._engine.compare import compare, int8, Verdict
 from gradcheck_kit._engine.decisive import decisive, settled_approximate
 from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates, noise_sigma
 from gradcheck_kit._engine.limits import (
-    REFINE_COORDS, REFINE_FACTOR, REFINE_LEVELS, REFINE_PRECISION, RESAMPLE_RATIO, RESAMPLE_SHIFT,
+    NUMPY_ELEMENTS, REFINE_COORDS, REFINE_FACTOR, REFINE_LEVELS, REFINE_PRECISION, RESAMPLE_RATIO, RESAMPLE_SHIFT,
 )
 from gradcheck_kit._engine.one_sided import one_sided
+from gradcheck_kit._engine.screen import host_array
 from gradcheck_kit._inputs import coords
 from gradcheck_kit.report import Note, NoteCode
 
@@ -112,6 +113,10 @@ def judge_open(run, opened: dict, known: dict, analytic, reference, extra: dict,
         for (i, k), lo, hi in zip(keys, bounds[:-1], bounds[1:])
     ])
     a_g = torch.cat([analytic[(i, k)][opened[i][k]] for i, k in keys])
+    if a_g.numel() <= NUMPY_ELEMENTS and all(t.device.type == "cpu" for t in (a_g, allow, values)):
+        # numpy from here on for a few entries: its calls cost a fraction of torch's at this size
+        est = Estimates(**{name: host_array(t) for name, t in vars(est).items()})
+        a_g, allow, values, step = (host_array(t) for t in (a_g, allow, values, step))
     verdict = compare(a_g, est, allow, kap)
     unchecked_flat(run, verdict, values, step, a_g)
     flat = verdict.unchecked & ((verdict.cause == 3) | (verdict.cause == 4))  # underflow, flat
@@ -124,9 +129,12 @@ def judge_open(run, opened: dict, known: dict, analytic, reference, extra: dict,
 
 
 def _sliced(result, part: slice):
-    """An ``Estimates`` or ``Verdict`` of some of its entries (every tensor field sliced alike)."""
+    """An ``Estimates`` or ``Verdict`` of some of its entries (every tensor field sliced alike; numpy
+    arrays become torch tensors)."""
     return type(result)(**{
-        name: value[part] if isinstance(value, torch.Tensor) else value for name, value in vars(result).items()
+        name: value[part] if isinstance(value, torch.Tensor)
+        else torch.from_numpy(value[part]) if isinstance(value, np.ndarray) else value
+        for name, value in vars(result).items()
     })
 
 
@@ -142,14 +150,16 @@ def first_verdict(run, i, k, a, ref, values, sigma, step, x_abs, idx: tuple, ext
     return est, allow, a_g, verdict
 
 
-def unchecked_flat(run, verdict: Verdict, values: torch.Tensor, step: torch.Tensor, a_g: torch.Tensor) -> None:
+def unchecked_flat(run, verdict: Verdict, values, step, a_g) -> None:
     """Entries that f does not move at any stencil point (``values`` ``(points, m)``) while autograd's
-    value is too small to move it: counted as unchecked, never as mismatches."""
+    value is too small to move it: counted as unchecked, never as mismatches. Torch tensors or numpy
+    arrays alike (``compare``)."""
+    xp = np if isinstance(values, np.ndarray) else torch
     # f exactly zero at every point while autograd's value is below sqrt(tiny): f underflows (x * x at
     # x = 1e-200), a finite difference cannot see the derivative: not checkable, never a mismatch
     tiny = torch.finfo(run.num_dtype).tiny ** 0.5
-    flat = (values[1:] == values[0]).all(dim=0)
-    underflow = flat & (values[0] == 0) & (a_g.abs() < tiny)
+    flat = (values[1:] == values[0]).all(0)
+    underflow = flat & (values[0] == 0) & (abs(a_g) < tiny)
     zero_f = underflow
     # f identical at every point while autograd's value would move it over the stencil by less than one
     # rounding at unit scale (|a|·reach < eps·max(|f|, 1)): f computed through intermediates of that
@@ -157,15 +167,15 @@ def unchecked_flat(run, verdict: Verdict, values: torch.Tensor, step: torch.Tens
     # no change at all: not checkable either. A derivative of a constant that a finite difference could
     # see (at float64's step, anything above ~3e-11·max(|f|, 1)) is still compared
     reach = step * max(abs(m) for m in run.stencil.multipliers)
-    quantum = tolerances.eps(run.stencil.dtype) * values[0].abs().clamp_min(1.0)
-    underflow = underflow | (flat & (a_g.abs() * reach < quantum))
+    quantum = tolerances.eps(run.stencil.dtype) * abs(values[0]).clip(min=1.0)
+    underflow = underflow | (flat & (abs(a_g) * reach < quantum))
     if bool(underflow.any()):
         verdict.failed = verdict.failed & ~underflow
         verdict.unchecked = verdict.unchecked | underflow
         if verdict.cause is not None:
-            code = torch.where(zero_f, 3, 4).to(torch.int8)
-            verdict.cause = torch.where(underflow & (verdict.cause == 0), code, verdict.cause)
-        verdict.ratio = torch.where(underflow, torch.zeros_like(verdict.ratio), verdict.ratio)
+            code = int8(xp.where(zero_f, 3, 4))
+            verdict.cause = xp.where(underflow & (verdict.cause == 0), code, verdict.cause)
+        verdict.ratio = xp.where(underflow, xp.zeros_like(verdict.ratio), verdict.ratio)
 
 
 @second_opinion

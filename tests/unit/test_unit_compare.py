@@ -128,3 +128,21 @@ def test_batch_shape_is_kept():
     for field in (v.failed, v.kink, v.unchecked, v.numerical, v.allowed, v.ratio):
         assert field.shape == (2, 3)
     assert not bool(v.failed.any())
+
+
+@pytest.mark.parametrize("trunc", [False, True])
+def test_numpy_arrays_get_the_verdict_torch_tensors_get(trunc):
+    """compare on numpy arrays (full mode's few open entries) gives every field torch's compare gives."""
+    rows = [t[2] for t in TABLE] + [(1.0, 1.0, 1.0, 0.0, 0.0, 0.0), (NAN, NAN, NAN, NAN, NAN, NAN)]
+    analytic = [t[1] for t in TABLE] + [1.0, math.inf]
+    est = _estimates(rows, trunc)
+    a = torch.tensor(analytic, dtype=torch.float64)
+    allow = torch.full_like(a, 1e-7)
+    want = cmp.compare(a, est, allow, KAPPA)
+    host = fd.Estimates(**{k: None if v is None else v.numpy() for k, v in vars(est).items()})
+    got = cmp.compare(a.numpy(), host, allow.numpy(), KAPPA)
+    for name, value in vars(want).items():
+        if value is None:
+            assert getattr(got, name) is None
+        else:
+            torch.testing.assert_close(torch.from_numpy(getattr(got, name)), value, rtol=0, atol=0, equal_nan=True, msg=name)
