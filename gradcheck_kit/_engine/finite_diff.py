@@ -95,10 +95,11 @@ class Estimates:
     left_trunc: torch.Tensor | None = None
 
 
-def _apply(w: np.ndarray, values: torch.Tensor) -> torch.Tensor:
-    """``w`` ``(points,)`` or ``(m, points)`` over the first dimension of ``values`` ``(points, *batch)``."""
+def _apply(w: np.ndarray, values):
+    """``w`` ``(points,)`` or ``(m, points)`` over the first dimension of ``values`` ``(points, *batch)``
+    (a torch tensor or a numpy array)."""
     lead = w.shape[:-1]
-    wt = _weight_tensor(w.tobytes(), w.shape, values.dtype, values.device)
+    wt = w if isinstance(values, np.ndarray) else _weight_tensor(w.tobytes(), w.shape, values.dtype, values.device)
     flat = values.reshape(values.shape[0], -1)
     return (wt.reshape(-1, w.shape[-1]) @ flat).reshape(*lead, *values.shape[1:])
 
@@ -139,8 +140,9 @@ def round_off_model(
     Monotone in the points: computed from some of a stencil's points it is at most the value from all of
     them (what lets a directional check stop after the first points, see ``screen``). ``whole``: the
     magnitudes of every row the derivatives belong to, whose rms scales the model (default ``fmag``: a
-    few entries of a matrix are modelled as they are among all of it).
+    few entries of a matrix are modelled as they are among all of it). Torch tensors or numpy arrays alike.
     """
+    xp = np if isinstance(values, np.ndarray) else torch
     e = tolerances.eps(stencil.dtype)
     # round-off model: eps of |f| plus eps of the output's typical size. An entry far below its siblings is
     # often the difference of large intermediates (gelu's tail is x * (1 + erf) with erf ~ -1) whose
@@ -148,11 +150,14 @@ def round_off_model(
     f_scale = _rms(fmag if whole is None else whole)
     # |f| at the stencil points too, not only at x: where the step dwarfs x (x = 1e-200), f(x) can be 0
     # while f(x +- h) ~ h^2, whose rounding swallows the difference a derivative needs
-    at_points = values.abs().nan_to_num(0.0, posinf=0.0).amax(dim=0)
+    if xp is np:
+        at_points = np.nan_to_num(abs(values), nan=0.0, posinf=0.0).max(axis=0)
+    else:
+        at_points = values.abs().nan_to_num(0.0, posinf=0.0).amax(dim=0)
     # and never below the spacing of subnormal numbers (eps·tiny), which eps·|f| underflows past: an f
     # of 1e-313 carries an absolute rounding of 5e-324, 3e-11 of itself
     tiny = torch.finfo(stencil.dtype).tiny
-    return tolerances.NOISE_MODEL_EPS * e * (torch.maximum(fmag, at_points) + f_scale + tiny)
+    return tolerances.NOISE_MODEL_EPS * e * (xp.maximum(fmag, at_points) + f_scale + tiny)
 
 
 def noise_sigma(
@@ -160,9 +165,10 @@ def noise_sigma(
     whole: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Round-off level of ``f`` for each derivative of ``values`` (shape ``(points, *batch)``); ``whole``
-    as in ``round_off_model``. Without ``pool_dim`` it is at most the pooled value of the same entries."""
+    as in ``round_off_model``. Without ``pool_dim`` it is at most the pooled value of the same entries.
+    Torch tensors or numpy arrays alike (numpy: without ``pool_dim``)."""
     w = weights_for(stencil)
-    sample = _apply(w.noise, values).abs()
+    sample = abs(_apply(w.noise, values))
     model = round_off_model(values, fmag, stencil, whole)
     top = fmag.max() if whole is None else whole.max()
     # The residual of one derivative is noise (round-off of f, which can be far above eps|f| where terms
@@ -170,7 +176,8 @@ def noise_sigma(
     # that size is implausible, so the entry's own sample counts up to a cap far below h; the pooled median
     # of the row's derivatives (x 1.48: the median of |N(0, s)| is 0.674 s) stands for noise shared by the row.
     plausible = tolerances.PLAUSIBLE_NOISE_EPS * model + 1e-6 * stencil.h0 * (fmag + top)
-    sigma = torch.maximum(model, torch.minimum(sample, plausible))
+    xp = np if isinstance(values, np.ndarray) else torch
+    sigma = xp.maximum(model, xp.minimum(sample, plausible))
     if pool_dim is not None and sample.shape[pool_dim] > 1:
         # pool over the derivatives where f moved: a coordinate f does not depend on has an exactly zero
         # residual that says nothing about noise (in a sparse Jacobian it would pull the median to 0)
@@ -203,21 +210,26 @@ def estimate_with_sigma(
     model sees. A relative floor of about ``eps / h0`` (1e-10 with float64 numerics), far below any
     gradient bug. Off for the second opinion at smaller steps (``settle.refine``), where it would grow
     with ``1/h`` past what steep functions computed at the scale of x (``1/x`` at 1e-12) need.
+
+    Torch tensors or numpy arrays alike (the estimates of the same kind).
     """
+    xp = np if isinstance(values, np.ndarray) else torch
     e = tolerances.eps(stencil.dtype)
     if unit_floor:
-        scale = torch.ones((), dtype=values.dtype) if x_abs is None else x_abs.clamp_min(1.0)
+        scale = (np.ones(()) if xp is np else torch.ones((), dtype=values.dtype)) if x_abs is None else x_abs.clip(min=1.0)
     else:
         scale = x_abs
 
     # the three values and their previous Richardson levels in one product: (6, *batch)
     combined = _apply(_stacked(stencil.levels), values) / h
     value, previous = combined[0::2], combined[1::2]
-    truncation = (value - previous).abs()
-    sums = _weight_tensor(_weight_sums(stencil.levels).tobytes(), (3,), values.dtype, values.device)
-    err = truncation + sums.view(3, *([1] * (value.dim() - 1))) * (sigma / h)
+    truncation = abs(value - previous)
+    sums = _weight_sums(stencil.levels)
+    if xp is torch:
+        sums = _weight_tensor(sums.tobytes(), (3,), values.dtype, values.device)
+    err = truncation + sums.reshape(3, *([1] * (value.ndim - 1))) * (sigma / h)
     if scale is not None:
-        err = err + e * (scale / h) * value.abs().nan_to_num(0.0, posinf=0.0)
+        err = err + e * (scale / h) * xp.nan_to_num(abs(value), nan=0.0, posinf=0.0)
     return Estimates(value[0], err[0], value[1], err[1], value[2], err[2], truncation[0], truncation[1], truncation[2])
 
 

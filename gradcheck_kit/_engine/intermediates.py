@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from gradcheck_kit._engine import tolerances
@@ -35,6 +36,8 @@ def sigma_floor(sigma: torch.Tensor, x_abs: torch.Tensor, stencil: Stencil) -> t
     each derivative's coordinate, broadcast to ``sigma``), for float64 numerics."""
     if stencil.dtype != torch.float64:
         return sigma
+    if isinstance(sigma, np.ndarray):  # full mode's few open entries (``settle.judge_open``)
+        return np.maximum(sigma, (X_EPS * tolerances.eps(torch.float64)) * x_abs)
     return torch.maximum(sigma, (X_EPS * tolerances.eps(torch.float64)) * x_abs.to(sigma.dtype))
 
 

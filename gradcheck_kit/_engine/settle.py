@@ -87,6 +87,12 @@ def judge_open(run, opened: dict, known: dict, analytic, reference, extra: dict,
     outer = stencil.columns_at(run, cols, run.stencil.multipliers[2:])
     steps = {i: stencil.step_of(run, i) for i in opened}
     at = {i: stencil.coordinates(run, i, cols[i]).abs() for i in opened}
+    tolerances_given = run.options["atol"] is not None or run.options["rtol"] is not None  # est read there
+    # numpy for a few entries on the host, where its calls cost a fraction of torch's
+    entries = sum(j.numel() for per_k in opened.values() for j, _ in per_k.values())
+    host = not tolerances_given and entries <= NUMPY_ELEMENTS
+    host &= all(known[i][k].device.type == "cpu" for i in opened for k in run.out_idx)
+    join = (lambda ts: np.concatenate(ts, axis=-1)) if host else (lambda ts: torch.cat(ts, dim=-1))
     keys, sizes, parts = [], [], []
     for pos, k in enumerate(run.out_idx):  # per output one noise model over every input's entries
         f0, fmag, _ = autograd_rows.f0_rows(run, pos, k, run.full.rows[k])
@@ -99,12 +105,13 @@ def judge_open(run, opened: dict, known: dict, analytic, reference, extra: dict,
             sizes.append(j_idx.numel())
             group.append((values, steps[i][j_idx], at[i][where], r_idx))
         values, step, x_abs, r_idx = (torch.cat(t, dim=-1) for t in zip(*group))
+        if host:
+            values, step, x_abs, r_idx, fmag = (host_array(t) for t in (values, step, x_abs, r_idx, fmag))
         parts.append((values, noise_sigma(values, fmag[r_idx], run.stencil, whole=fmag), step, x_abs))
-    values, sigma, step, x_abs = (torch.cat(t, dim=-1) for t in zip(*parts))
+    values, sigma, step, x_abs = (join(t) for t in zip(*parts))
     sigma = intermediates.sigma_floor(sigma, x_abs, run.stencil)
     est = estimate_with_sigma(values, step, sigma, run.stencil, x_abs=x_abs)
     bounds = np.cumsum([0] + sizes).tolist()
-    tolerances_given = run.options["atol"] is not None or run.options["rtol"] is not None  # est read there
     allow = torch.cat([
         allowance.allowance_full(
             run, i, k, analytic[(i, k)], reference[(i, k)] if reference is not None else None,
@@ -113,10 +120,8 @@ def judge_open(run, opened: dict, known: dict, analytic, reference, extra: dict,
         for (i, k), lo, hi in zip(keys, bounds[:-1], bounds[1:])
     ])
     a_g = torch.cat([analytic[(i, k)][opened[i][k]] for i, k in keys])
-    if a_g.numel() <= NUMPY_ELEMENTS and all(t.device.type == "cpu" for t in (a_g, allow, values)):
-        # numpy from here on for a few entries: its calls cost a fraction of torch's at this size
-        est = Estimates(**{name: host_array(t) for name, t in vars(est).items()})
-        a_g, allow, values, step = (host_array(t) for t in (a_g, allow, values, step))
+    if host:
+        a_g, allow = host_array(a_g), host_array(allow)
     verdict = compare(a_g, est, allow, kap)
     unchecked_flat(run, verdict, values, step, a_g)
     flat = verdict.unchecked & ((verdict.cause == 3) | (verdict.cause == 4))  # underflow, flat
