@@ -319,24 +319,26 @@ def joint_screen_test(run, joint: "JointScreen", rows, extra, kap) -> dict:
     cols: list[set] = [set() for _ in joint.inputs]
     for pos, k in enumerate(run.out_idx):
         fpc, fmc, h, a_c, s, r_idx, j_idx, moved = joint.parts[k]  # numpy (joint_screen_prepare)
-        per_input = np.zeros(n)
         ok = np.zeros(a_c.shape, dtype=bool)
+        ratio = np.zeros(a_c.shape)
         if a_c.size:
             extra_c = np.array([extra[(i, k)] for i in joint.inputs])[s]
             row_rms = joint.row_rms[k]  # (inputs, r): its entry (s, r_idx) by flat index
             scale = np.abs(a_c) + row_rms.ravel()[s * row_rms.shape[1] + r_idx] + extra_c
             ratio, ok = screen_ratios(run, pos, k, rows[k], fpc, fmc, h, r_idx, a_c, policy.allowance(scale, None), kap)
             ok = ok & moved
-            np.maximum.at(per_input, s[ok], ratio[ok])
+        passed = np.where(ok, ratio, 0.0)
         bad = ~ok
         any_bad = bool(bad.any())
         none = torch.zeros(0, dtype=torch.long)
-        for p, (i, value) in enumerate(zip(joint.inputs, per_input.tolist())):
-            worst[i][k] = value
+        ends = np.searchsorted(s, np.arange(n + 1)).tolist()  # the stacked rows are in input order
+        for p, i in enumerate(joint.inputs):
+            lo, hi = ends[p], ends[p + 1]
+            worst[i][k] = float(passed[lo:hi].max()) if hi > lo else 0.0
             if not any_bad:
                 opened[i][k] = (none, none)
                 continue
-            mine = bad & (s == p)
+            mine = lo + np.flatnonzero(bad[lo:hi])
             j_open = j_idx[mine] - offsets[p]
             opened[i][k] = (torch.from_numpy(j_open), torch.from_numpy(r_idx[mine]))
             cols[p].update(j_open.tolist())
