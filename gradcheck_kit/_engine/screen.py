@@ -294,15 +294,17 @@ def joint_screen_prepare(run, inputs, rows, analytic, reference) -> "JointScreen
         f0 = autograd_rows.f0_rows(run, pos, k, rows[k])[0].numpy()  # (r,)
         moved = (fp != f0) | (fm != f0)
         candidate = moved | (a != 0)  # every nonzero of autograd's: its sums are exact
-        j_idx, r_idx = np.nonzero(candidate)
-        a_c = a[candidate]  # a boolean mask gathers in the order of np.nonzero, faster than the index pairs
+        r = a.shape[1]
+        flat = np.flatnonzero(candidate)  # by flat index: a few times faster than np.nonzero and masks
+        j_idx = flat // r
+        r_idx = flat - j_idx * r
+        a_c = np.take(a, flat)
         s = seg[j_idx]
         sq = np.square(np.where(np.isfinite(a_c), a_c, 0.0))
-        r = a.shape[1]
         sums = np.bincount(s * r + r_idx, weights=sq, minlength=len(inputs) * r).reshape(len(inputs), r)
         joint.sumsq[k] = sums.sum(axis=1).tolist()
         joint.row_rms[k] = np.sqrt(sums / n_rows)  # (inputs, r)
-        joint.parts[k] = (fp[candidate], fm[candidate], step[j_idx], a_c, s, r_idx, j_idx, moved[candidate])
+        joint.parts[k] = (np.take(fp, flat), np.take(fm, flat), step[j_idx], a_c, s, r_idx, j_idx, np.take(moved, flat))
     return joint
 
 
