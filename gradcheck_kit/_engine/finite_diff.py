@@ -26,6 +26,7 @@ from gradcheck_kit._engine.tolerances import Stencil
 
 __all__ = [
     "Weights", "weights_for", "Estimates", "estimate", "noise_sigma", "round_off_model", "estimate_with_sigma",
+    "host_array",
 ]
 
 
@@ -102,6 +103,11 @@ def _apply(w: np.ndarray, values):
     wt = w if isinstance(values, np.ndarray) else _weight_tensor(w.tobytes(), w.shape, values.dtype, values.device)
     flat = values.reshape(values.shape[0], -1)
     return (wt.reshape(-1, w.shape[-1]) @ flat).reshape(*lead, *values.shape[1:])
+
+
+def host_array(t: torch.Tensor) -> np.ndarray:
+    """``t`` as a numpy array on the host (no copy where numpy can read it as it is)."""
+    return t.detach().cpu().resolve_neg().resolve_conj().numpy()
 
 
 @lru_cache(maxsize=64)

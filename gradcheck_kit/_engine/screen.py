@@ -70,7 +70,7 @@ import torch
 
 from gradcheck_kit._engine import allowance, autograd_rows, limits, stencil, tolerances
 from gradcheck_kit._engine.compare import SHARPNESS, Verdict
-from gradcheck_kit._engine.finite_diff import round_off_model, weights_for
+from gradcheck_kit._engine.finite_diff import host_array, round_off_model, weights_for
 from gradcheck_kit._engine.limits import KINK_SUSPECT
 from gradcheck_kit._engine.tolerances import Stencil
 from gradcheck_kit._inputs import n_coords
@@ -233,11 +233,6 @@ def candidate_ratios(run, i, found, pos, k, kind, analytic, reference, extra, ka
     flat = j * fp.shape[1] + r  # np.take by flat index: a few times faster than by pairs of indices
     ratio, ok = screen_ratios(run, pos, k, kind, np.take(fp, flat), np.take(fm, flat), step[j], r, a_c, allow, kap)
     return torch.from_numpy(ratio), torch.from_numpy(ok)
-
-
-def host_array(t: torch.Tensor) -> np.ndarray:
-    """``t`` as a numpy array on the host (no copy where numpy can read it as it is)."""
-    return t.detach().cpu().resolve_neg().resolve_conj().numpy()
 
 
 def screen_ratios(run, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap):

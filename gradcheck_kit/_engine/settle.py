@@ -15,12 +15,11 @@ from gradcheck_kit._engine import ties as _ties
 from gradcheck_kit._engine import intermediates
 from gradcheck_kit._engine.compare import compare, int8, Verdict
 from gradcheck_kit._engine.decisive import decisive, settled_approximate
-from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates, noise_sigma
+from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates, host_array, noise_sigma
 from gradcheck_kit._engine.limits import (
     NUMPY_ELEMENTS, REFINE_COORDS, REFINE_FACTOR, REFINE_LEVELS, REFINE_PRECISION, RESAMPLE_RATIO, RESAMPLE_SHIFT,
 )
 from gradcheck_kit._engine.one_sided import one_sided
-from gradcheck_kit._engine.screen import host_array
 from gradcheck_kit._inputs import coords
 from gradcheck_kit.report import Note, NoteCode
 
