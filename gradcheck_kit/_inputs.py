@@ -228,7 +228,7 @@ def coords(t: torch.Tensor) -> torch.Tensor:
     t = t.detach()
     if t.is_complex():
         return torch.view_as_real(t.resolve_conj().contiguous()).reshape(-1)
-    return t.reshape(-1)
+    return t if t.dim() == 1 else t.reshape(-1)
 
 
 def coords64(t: torch.Tensor) -> torch.Tensor:

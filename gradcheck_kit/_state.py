@@ -63,7 +63,11 @@ def recording() -> Iterator[None]:
     inside switched them (``torch.set_grad_enabled(False)`` without a ``with``)."""
     grad_enabled = torch.is_grad_enabled()
     try:
-        with torch.inference_mode(False), torch.enable_grad():
+        if torch.is_inference_mode_enabled():
+            with torch.inference_mode(False), torch.enable_grad():
+                yield
+        else:  # (inference mode already off: grad switched on for the block, the finally restores it)
+            torch.set_grad_enabled(True)
             yield
     finally:
         torch.set_grad_enabled(grad_enabled)
@@ -140,5 +144,8 @@ def module_state_kept(fn: Any) -> Iterator[None]:
     """Where ``fn`` is a module or a bound method of one, its buffers (BatchNorm's running statistics) and
     its parameters' ``.grad`` are as before on exit; otherwise nothing to do."""
     module = owning_module(fn)
+    if module is None:
+        yield
+        return
     with buffers_restored(module), grads_restored(module):
         yield

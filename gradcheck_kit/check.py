@@ -39,7 +39,6 @@ from gradcheck_kit.errors import InvalidArgument
 from gradcheck_kit.options import (  # noqa: F401 - MODES, FORWARD_AD re-exported
     FORWARD_AD,
     MODES,
-    OPTION_NAMES,
     check_input_names,
     resolve_options,
 )
@@ -81,12 +80,11 @@ def check_gradients(
     ``None`` take the defaults of ``gradcheck_kit._config.defaults`` (the pytest plugin sets them from its
     options).
     """
-    resolved = resolve_options(
-        dict(mode=mode, order=order, forward_ad=forward_ad, atol=atol, rtol=rtol, seed=seed,
-             directions=directions, nondet_tol=nondet_tol, strict=strict, batched=batched),
-        _config.current_defaults(),
-    )
-    options = {name: getattr(resolved, name) for name in OPTION_NAMES}  # plain values: no deep copy
+    given = dict(mode=mode, order=order, forward_ad=forward_ad, atol=atol, rtol=rtol, seed=seed,
+                 directions=directions, nondet_tol=nondet_tol, strict=strict, batched=batched)
+    # a keyword left None takes the default: only the given ones need a look
+    resolved = resolve_options({k: v for k, v in given.items() if v is not None}, _config.current_defaults())
+    options = resolved.plain()
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable")
     inputs = _torch_style(inputs)

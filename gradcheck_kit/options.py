@@ -83,6 +83,14 @@ class CheckOptions:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def plain(self) -> dict[str, Any]:
+        """The options as a new dict of their values (no deep copy: every value is a plain one)."""
+        kept = self.__dict__.get("_plain")
+        if kept is None:
+            kept = {name: getattr(self, name) for name in OPTION_NAMES}
+            object.__setattr__(self, "_plain", kept)  # (not a field: equality and as_dict ignore it)
+        return dict(kept)
+
     def replace(self, **changes: Any) -> CheckOptions:
         return dataclasses.replace(self, **changes)
 

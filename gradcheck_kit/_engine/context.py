@@ -55,8 +55,11 @@ class Results:
         return next((c for c in self.checks if c.name == name), None)
 
     def extend(self, other: "Results") -> None:
-        for name in ("checks", "groups", "mismatches", "notes", "errors"):
-            getattr(self, name).extend(getattr(other, name))
+        self.checks.extend(other.checks)
+        self.groups.extend(other.groups)
+        self.mismatches.extend(other.mismatches)
+        self.notes.extend(other.notes)
+        self.errors.extend(other.errors)
         if other.resolution is not None:
             self.resolution = other.resolution
 

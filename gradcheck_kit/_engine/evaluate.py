@@ -61,8 +61,12 @@ def seed_global_rng(seed: int) -> None:
     """Reset the global RNG the function draws from (cheap: ``torch.manual_seed`` also queues lazy
     seeding of every accelerator, which formats a stack trace on each call)."""
     torch.default_generator.manual_seed(seed)
-    if torch.cuda.is_initialized() and torch.cuda.is_available():  # the cheap test first
+    if _CUDA_BUILT and torch.cuda.is_initialized() and torch.cuda.is_available():  # the cheap tests first
         torch.cuda.manual_seed_all(seed)
+
+
+#: whether this torch was built with CUDA (or ROCm): without, ``torch.cuda`` is never initialized
+_CUDA_BUILT = torch.version.cuda is not None or getattr(torch.version, "hip", None) is not None
 
 
 def fresh_args(
@@ -288,7 +292,10 @@ class Evaluator:
         if self.grad_inside is None:
             seed_global_rng(self.rng_seed)
             try:
-                with torch.no_grad():
+                if torch.is_grad_enabled():
+                    with torch.no_grad():
+                        result = self.fn(*self._fresh(args))
+                else:  # (a loop of calls under one no_grad: ``batched``)
                     result = self.fn(*self._fresh(args))
             except Exception as exc:  # noqa: BLE001 - maybe it differentiates internally: once more with grad
                 try:
@@ -353,11 +360,12 @@ class Evaluator:
                 self.vmap_failed = vmap_reason(exception_text(exc))
         self.used_loop = True
         rows = []
-        for b in range(batch.shape[0]):
-            args = list(self.base_args)
-            args[i] = batch[b]
-            outs = self.call(args)
-            rows.append([coords64(outs[k]) for k in self.output_indices])
+        with torch.no_grad():  # (a call that needs grad enables it itself: ``_call_with_grad``)
+            for b in range(batch.shape[0]):
+                args = list(self.base_args)
+                args[i] = batch[b]
+                outs = self.call(args)
+                rows.append([coords64(outs[k]) for k in self.output_indices])
         return [torch.stack([r[o] for r in rows]) for o in range(len(self.output_indices))]
 
     def batched_together(self, inputs: Sequence[int], batches: Sequence[torch.Tensor]) -> list[torch.Tensor] | None:

@@ -96,7 +96,7 @@ def build_report(run: context.Run, facts: Facts, beside: context.Results | None 
         method=facts.method, path=facts.path,
         resolution=found.resolution, function_failed=facts.function_failed, function_error=facts.function_error,
     )
-    if facts.completed:
+    if facts.completed and run.approximate.count:  # (no derivative within the approximate tier: no note)
         note = run.approximate.note(report.compared, run.options["strict"])
         if note is not None:
             report.notes.append(note)

@@ -3,6 +3,7 @@ sizes (sums of squares, sums of absolute products) where the rounding of a scale
 
 from __future__ import annotations
 
+import cmath
 import math
 
 import torch
@@ -104,8 +105,12 @@ def nonfinite_count(t: torch.Tensor) -> int:
     temporary; the count runs only where the sum is not finite (overflow of finite values included)."""
     t = t.detach()
     try:
-        if t.numel() == 0 or bool(torch.isfinite(t.sum())):
+        if t.numel() == 0 or _finite(t.sum().item()):  # (a Python number: cheaper than torch.isfinite's bool)
             return 0
     except Exception:  # noqa: BLE001 - a layout without sum: count directly
         pass
     return int((~torch.isfinite(t)).sum().item())
+
+
+def _finite(value: float | complex | int) -> bool:
+    return cmath.isfinite(value) if isinstance(value, complex) else math.isfinite(value)

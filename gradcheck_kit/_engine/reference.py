@@ -40,7 +40,7 @@ class ForwardGap:
     """How far the float64 forward is from the low-precision one, relative to what rounding explains."""
 
     ratio: float  # worst |f64 - low| / bound over the outputs' entries (> 1: another function)
-    relative: float  # worst |f64 - low| / (|f64| + rms of its output): the size the note gives
+    relative: float  # worst |f64 - low| / (|f64| + rms of its output): the size the note gives (0 within 1)
     output: int  # position (among the differentiable outputs) of the worst entry
     rounding: tuple[float, ...] = ()  # per differentiable output: the largest |f64 - low| (its rounding)
 
@@ -60,41 +60,48 @@ def forward_gap(
     lows = [_host(t) for t in low]
     refs = [_host(t) for t in ref]
     floor = tolerances.CAP_EPS * e * x_scale + float(torch.finfo(torch.float32).tiny)
-
-    def ratios(moved) -> list[float]:
-        out = []
-        for pos, (lo, re) in enumerate(zip(lows, refs)):
-            if lo.size == 0:
-                out.append(0.0)
-                continue
-            diff = np.abs(re - lo)
-            diff = np.where(np.isfinite(diff), diff, np.inf)
-            re0 = np.where(np.isfinite(re), re, 0.0)
-            bound = FORWARD_EPS * e * (np.abs(re0) + np.sqrt(np.mean(np.square(re0)))) + floor
-            if moved is not None:
-                shift = np.abs(moved[pos] - re)
-                shift = np.where(np.isfinite(shift), shift, 0.0)
-                bound = np.maximum(bound, MOVED_FACTOR * shift)
-            out.append(float(np.max(diff / bound)))
-        return out
-
     with np.errstate(all="ignore"):
+        gaps = [np.abs(re - lo) for lo, re in zip(lows, refs)]
+        finite = [bool(np.isfinite(g).all()) for g in gaps]  # (a finite gap: finite outputs in both runs)
+        rounding = tuple(
+            (float(g.max()) if ok else float(np.where(np.isfinite(g), g, 0.0).max())) if g.size else 0.0
+            for g, ok in zip(gaps, finite)
+        )
+
+        def ratios(moved) -> list[float]:
+            out = []
+            for pos, (gap, re, ok) in enumerate(zip(gaps, refs, finite)):
+                if gap.size == 0:
+                    out.append(0.0)
+                    continue
+                diff = gap if ok else np.where(np.isfinite(gap), gap, np.inf)
+                re0 = re if ok else np.where(np.isfinite(re), re, 0.0)
+                bound = FORWARD_EPS * e * (np.abs(re0) + np.sqrt(np.mean(np.square(re0)))) + floor
+                if moved is not None:
+                    shift = np.abs(moved[pos] - re)
+                    shift = np.where(np.isfinite(shift), shift, 0.0)
+                    bound = np.maximum(bound, MOVED_FACTOR * shift)
+                out.append(float(np.max(diff / bound)))
+            return out
+
         r = ratios(None)
         if max(r) > 1.0 and moved_outputs is not None:
             moved = moved_outputs()
             if moved is not None:
                 r = ratios([_host(t) for t in moved])
         worst = max(range(len(r)), key=lambda p: r[p])
-        lo, re = lows[worst], refs[worst]
-        rel = 0.0
-        if lo.size:
-            size = np.abs(re) + np.sqrt(np.mean(np.square(re)))
-            q = np.abs(re - lo) / np.maximum(size, np.finfo(np.float64).tiny)
-            # NaN (an entry not finite in one run only) as infinitely far, inf as the largest finite value
-            rel = math.inf if np.isnan(q).any() else float(np.minimum(q, np.finfo(np.float64).max).max())
-        gaps = [np.abs(re - lo) for lo, re in zip(lows, refs)]
-        rounding = tuple(float(np.where(np.isfinite(g), g, 0.0).max()) if g.size else 0.0 for g in gaps)
+        rel = _relative(lows[worst], refs[worst]) if r[worst] > 1.0 else 0.0  # the note's size, where one is made
     return ForwardGap(r[worst], rel, worst, rounding)
+
+
+def _relative(lo: np.ndarray, re: np.ndarray) -> float:
+    """The worst ``|f64 - low| / (|f64| + rms of f64)`` of one output (0 for an empty one)."""
+    if not lo.size:
+        return 0.0
+    size = np.abs(re) + np.sqrt(np.mean(np.square(re)))
+    q = np.abs(re - lo) / np.maximum(size, np.finfo(np.float64).tiny)
+    # NaN (an entry not finite in one run only) as infinitely far, inf as the largest finite value
+    return math.inf if np.isnan(q).any() else float(np.minimum(q, np.finfo(np.float64).max).max())
 
 
 def _host(t: torch.Tensor) -> np.ndarray:

@@ -261,6 +261,16 @@ def test_resolve_options_takes_given_then_defaults_then_builtins():
         resolve_options({"tolerance": 1}, {})
 
 
+def test_check_keywords_given_as_none_take_the_defaults_and_reports_own_their_options():
+    x = torch.linspace(-1.0, 1.0, 4, dtype=torch.float64, requires_grad=True)
+    with _config.defaults(mode="directional", seed=3):
+        first = gk.check_gradients(torch.sin, x, mode=None, seed=None, atol=None)
+        first.options["seed"] = 99  # a report's options are its own
+        second = gk.check_gradients(torch.sin, x)
+    assert (first.mode, second.options["mode"], second.options["seed"]) == ("directional", "directional", 3)
+    assert gk.check_gradients(torch.sin, x, seed=None).options == CheckOptions().as_dict()
+
+
 def test_modes_are_defined_once():
     from gradcheck_kit import checkers, options, pytest_plugin
 
