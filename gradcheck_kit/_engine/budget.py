@@ -1,16 +1,28 @@
-"""The evaluations second opinions may spend after a failed comparison.
+"""The calls of fn a failing check may make beyond those of its passing path, and the count of them.
 
-A failed full-mode comparison asks for second opinions (kinks, one-sided stencils, ties, a second noise
-sample, smaller steps, the staircase probe); each costs evaluations of fn, and on an expensive fn that
-cannot run under vmap each one is a call. Together they may make at most as many calls of fn as the check
-made without them (the passing path: the forward, the screen, the stencil), so a failing check costs at
-most twice a passing one (or ``SECOND_OPINION_FLOOR`` calls, or ``SECOND_OPINION_FLOOR_SECONDS`` of calls
-of a cheap fn, where that is more: a cheap fn gets every second opinion). Calls, not points: under vmap a second opinion over many coordinates is one call.
+The passing path of a check is what the same check of a right gradient of the same fn makes: the forward,
+the ±h screen (or the whole stencil where the screen does not apply), the structural and forward-AD checks.
+A failed comparison adds the failing path:
+
+- the rest of the stencil on an input whose first comparison failed (``failed_first``: the screen left it
+  and its whole stencil failed too; a passing input's whole stencil stays on the passing path);
+- the second opinions (kinks, one-sided stencils, ties, a second noise sample, smaller steps, the staircase
+  probe: ``spending``);
+- the calls of a plan given up for another (``abandoned``: auto mode's directional check before the full
+  check it stood in for, or narrowed down).
+
+Each costs evaluations of fn, and on an expensive fn that cannot run under vmap each one is a call.
+Together they may make at most as many calls as the passing path (``passing``): a failing check costs at
+most twice its passing twin. The second opinions are what gives way: the rest of the stencil and the plan
+given up are made first and count against the same bound. Where fn is cheap (``cheap``: as many calls as
+``SECOND_OPINION_FLOOR_SECONDS`` pays for are at least ``SECOND_OPINION_FLOOR``), the second opinions may
+always make that many calls: a right gradient of a fn that changes on a scale below h (1/x at 1e-12) needs
+smaller steps down to h / 8^7 and more to pass, at a cost the time bound keeps below a tenth of a second.
+Calls, not points: under vmap a second opinion over many coordinates is one call.
 Where fn's calls are expensive, a failure that none of them could clear (``decisive``) leaves out every
 later one (``decided``; the staircase probe, kept back in ``reserve``, still runs).
-What they spent is ``spent``; with the calls of a plan given up for another (``abandoned``: auto mode's
-directional check before the full check it stood in for, which count against the same budget) it is the
-report's ``extra_evaluations``, in calls of fn.
+The report's ``extra_evaluations`` is ``extra``: the failing path's calls; the second opinions' note gives
+them with the passing path's calls (the bound).
 """
 
 from __future__ import annotations
@@ -21,6 +33,10 @@ from typing import Callable, Iterator
 
 from gradcheck_kit._engine.limits import SECOND_OPINION_FLOOR, SECOND_OPINION_FLOOR_SECONDS
 from gradcheck_kit.report import Note, NoteCode
+
+
+#: the key of ``Budget.stencil`` for the whole stencil on the entries the screen left open
+OPEN = -1
 
 
 class Budget:
@@ -38,6 +54,9 @@ class Budget:
         self.abandoned = 0  # calls of a plan given up for another (auto mode's directional check, ``plan``)
         self._abandoned_phase = 0  # ... in this phase
         self._plan_at = 0  # the calls count where the plan began
+        self.failing = 0  # calls of the whole stencil on inputs whose first comparison failed
+        self._failing_phase = 0  # ... in this phase
+        self._stencil: dict[int, int] = {}  # per input: calls of its whole stencil, until it is judged
 
     def _total(self, run) -> int:
         return run.evaluator.calls + run.extra_evaluations
@@ -60,13 +79,13 @@ class Budget:
         """Evaluations the second opinions may still spend (none after a decisive failure)."""
         if self.decided:
             return 0
-        spent = self._spent_now(run) + self._abandoned_phase
+        spent = self._spent_now(run) + self._abandoned_phase + self._failing_phase
         return max(self._total(run) - self._start - spent - self.reserve, self._floor(run)) - spent
 
     @staticmethod
     def _floor(run) -> int:
-        """The calls second opinions may always make: ``SECOND_OPINION_FLOOR``, or as many as take
-        ``SECOND_OPINION_FLOOR_SECONDS`` where one call is cheaper."""
+        """The calls second opinions may always make: as many as take ``SECOND_OPINION_FLOOR_SECONDS`` where
+        that is at least ``SECOND_OPINION_FLOOR`` (fn is cheap), else ``SECOND_OPINION_FLOOR``."""
         per_call = Budget._per_call(run)
         cheap = int(SECOND_OPINION_FLOOR_SECONDS / per_call) if per_call > 0 else SECOND_OPINION_FLOOR
         return max(SECOND_OPINION_FLOOR, cheap)
@@ -87,7 +106,29 @@ class Budget:
         """A new phase: the check runs again from its start (in fn's own precision), with a budget of its own."""
         self._start, self._spent_before, self.reserve = self._total(run), self.spent, 0
         self.decided = False
-        self._abandoned_phase = 0
+        self._abandoned_phase = self._failing_phase = 0
+        self._stencil.clear()
+
+    @contextmanager
+    def stencil(self, run, i: int) -> Iterator[None]:
+        """The whole stencil of input ``i`` made inside the block (``OPEN``: on the entries the ±h screen left
+        open, of any input): on the failing path if its first comparison fails (``failed_first``)."""
+        start = self._total(run)
+        try:
+            yield
+        finally:
+            self._stencil[i] = self._stencil.get(i, 0) + self._total(run) - start
+
+    def failed_first(self, i: int) -> None:
+        """Input ``i``'s first comparison on its whole stencil failed: that stencil is on the failing path, and
+        so is the one on the open entries that could not settle it."""
+        calls = self._stencil.pop(i, 0) + self._stencil.pop(OPEN, 0)
+        self.failing += calls
+        self._failing_phase += calls
+
+    def extra(self) -> int:
+        """The failing path's calls: the whole stencil of failed inputs, second opinions, plans given up."""
+        return self.spent + self.abandoned + self.failing
 
     def plan_begins(self, run) -> None:
         """A plan that may be given up begins (``abandon``)."""
@@ -134,15 +175,19 @@ class Budget:
         keep = [n for n, c in enumerate(cols.tolist()) if c in allowed]
         return cols[keep]
 
-    def note(self) -> Note:
-        """What the second opinions cost, and whether the budget cut them short."""
-        text = f"{self.spent} call(s) of fn were second opinions on failed or doubtful derivatives"
+    def note(self, evaluations: int) -> Note:
+        """What the second opinions and the failing path cost against the passing path's calls (of the
+        check's ``evaluations``), and whether the budget cut them short."""
+        extra = self.extra()
+        text = (f"{self.spent} call(s) of fn were second opinions on failed or doubtful derivatives; the failing "
+                f"path made {extra} call(s) beyond the {evaluations - extra} of the passing path")
         if self.decided:
             text += (" (the others were left out: a derivative failed by far more than its allowance on a "
                      "smooth, kink-free, untied stretch of fn, which none of them could clear)")
         elif self.cut:
-            text += " (cut short: they may spend at most as many calls as the rest of the check)"
-        return Note(text, NoteCode.SECOND_OPINIONS, (self.spent, self.cut and not self.decided, self.decided))
+            text += " (cut short: the failing path may make at most as many calls as the passing path)"
+        cut = self.cut and not self.decided
+        return Note(text, NoteCode.SECOND_OPINIONS, (self.spent, cut, self.decided, extra, evaluations - extra))
 
     @contextmanager
     def spending(self, run) -> Iterator[None]:

@@ -375,10 +375,10 @@ def finish(run: context.Run, facts: Facts) -> None:
             NoteCode.GRAD_INSIDE, (),
         ))
     facts.evaluations = run.evaluator.evaluations + run.extra_evaluations
-    facts.extra_evaluations = run.budget.spent + run.budget.abandoned  # second opinions, a plan given up
+    facts.extra_evaluations = run.budget.extra()  # the failing path's calls (``budget``)
     failed = any(c.status == "failed" for c in run.out.checks)
-    if run.budget.cut or run.budget.decided or (run.budget.spent and failed):  # a pass's are no news
-        run.out.notes.append(run.budget.note())
+    if run.budget.cut or run.budget.decided or (run.budget.extra() and failed):  # a pass's are no news
+        run.out.notes.append(run.budget.note(facts.evaluations))
     facts.path = run.evaluator.path
     if run.nonfinite:
         run.out.notes.append(Note(

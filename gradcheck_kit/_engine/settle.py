@@ -37,6 +37,8 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
     est, allow, a_g, verdict = first_verdict(
         run, i, k, a, ref, values, sigma, num.step[j_idx], num.x_abs[j_idx], (j_idx, r_idx), extra, kap
     )
+    if bool(verdict.failed.any()):  # its whole stencil is on the failing path (``budget``)
+        run.budget.failed_first(i)
     settle_kinks(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
     if bool(verdict.unchecked.any()):
         settle_one_sided(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
