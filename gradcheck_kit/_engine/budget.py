@@ -12,12 +12,14 @@ A failed comparison adds the failing path:
   check it stood in for, or narrowed down).
 
 Each costs evaluations of fn, and on an expensive fn that cannot run under vmap each one is a call.
-Together they may make at most as many calls as the passing path (``passing``): a failing check costs at
-most twice its passing twin. The second opinions are what gives way: the rest of the stencil and the plan
-given up are made first and count against the same bound. Where fn is cheap (``cheap``: as many calls as
-``SECOND_OPINION_FLOOR_SECONDS`` pays for are at least ``SECOND_OPINION_FLOOR``), the second opinions may
-always make that many calls: a right gradient of a fn that changes on a scale below h (1/x at 1e-12) needs
-smaller steps down to h / 8^7 and more to pass, at a cost the time bound keeps below a tenth of a second.
+The second opinions and the plan given up may make at most as many calls as the passing path
+less the whole stencil of the failed inputs, and always ``SECOND_OPINION_FLOOR`` calls, or as many as take
+``SECOND_OPINION_FLOOR_SECONDS`` where fn is cheaper (a cheap fn gets every second opinion). The floor
+stays for an expensive fn: a right gradient at a tie, or of 1/x next to its pole, needs it to pass. Calls
+of a second opinion that the check of a right gradient makes too (``twin``: refine's smaller steps on a
+coordinate whose estimate moved off the one at h, where fn changes below h) are on the passing path. The
+whole stencil of the failed inputs and the staircase probe are never cut: a failing check makes at most
+its passing twin's calls, those, and the larger of the passing path's calls and the floor.
 Calls, not points: under vmap a second opinion over many coordinates is one call.
 Where fn's calls are expensive, a failure that none of them could clear (``decisive``) leaves out every
 later one (``decided``; the staircase probe, kept back in ``reserve``, still runs).
@@ -47,7 +49,7 @@ class Budget:
         self.reserve = 0  # calls kept back for a later second opinion (the staircase probe after the stencil)
         self._start = 0  # the calls count where this phase began (a recheck in another precision restarts)
         self._spent_before = 0  # spent in earlier phases
-        self._open_at: int | None = None  # the evaluations count when the running second opinion began
+        self._open_at: tuple | None = None  # the calls and twin counts when the running second opinion began
         self.cut = False  # a second opinion was cut short or left out for the budget
         self.covered: dict[int, set] = {}  # per input: columns the tie check evaluated at h/8 (free to reuse)
         self.decided = False  # a failure no second opinion can clear was seen (``decisive``): none is made
@@ -57,6 +59,7 @@ class Budget:
         self.failing = 0  # calls of the whole stencil on inputs whose first comparison failed
         self._failing_phase = 0  # ... in this phase
         self._stencil: dict[int, int] = {}  # per input: calls of its whole stencil, until it is judged
+        self._twin = 0  # calls inside second opinions that the check of a right gradient makes too (``twin``)
 
     def _total(self, run) -> int:
         return run.evaluator.calls + run.extra_evaluations
@@ -72,15 +75,16 @@ class Budget:
 
     def _spent_now(self, run) -> int:
         """Spent in this phase, the running second opinion included."""
-        running = 0 if self._open_at is None else self._total(run) - self._open_at
+        running = 0 if self._open_at is None else self._total(run) - self._open_at[0] - self._twin + self._open_at[1]
         return self.spent - self._spent_before + running
 
     def remaining(self, run) -> int:
         """Evaluations the second opinions may still spend (none after a decisive failure)."""
         if self.decided:
             return 0
-        spent = self._spent_now(run) + self._abandoned_phase + self._failing_phase
-        return max(self._total(run) - self._start - spent - self.reserve, self._floor(run)) - spent
+        used = self._spent_now(run) + self._abandoned_phase
+        passing = self._total(run) - self._start - used - self._failing_phase
+        return max(passing - self._failing_phase - self.reserve, self._floor(run)) - used
 
     @staticmethod
     def _floor(run) -> int:
@@ -125,6 +129,17 @@ class Budget:
         calls = self._stencil.pop(i, 0) + self._stencil.pop(OPEN, 0)
         self.failing += calls
         self._failing_phase += calls
+
+    @contextmanager
+    def twin(self, run, fraction: float) -> Iterator[None]:
+        """``fraction`` of the calls made inside the block (within a second opinion) are on the passing path:
+        the check of a right gradient makes them too (refine's smaller steps where fn changes below h).
+        They are not spent, and count with the passing path."""
+        start = self._total(run)
+        try:
+            yield
+        finally:
+            self._twin += int((self._total(run) - start) * fraction)
 
     def extra(self) -> int:
         """The failing path's calls: the whole stencil of failed inputs, second opinions, plans given up."""
@@ -196,11 +211,11 @@ class Budget:
         if self._open_at is not None:
             yield
             return
-        self._open_at = self._total(run)
+        self._open_at = (self._total(run), self._twin)
         try:
             yield
         finally:
-            self.spent += self._total(run) - self._open_at
+            self.spent += self._total(run) - self._open_at[0] - self._twin + self._open_at[1]
             self._open_at = None
 
 

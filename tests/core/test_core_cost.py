@@ -82,7 +82,20 @@ def test_a_cheap_fn_gets_every_second_opinion():
     f = unary(lambda x: 1 / x, lambda x: -1 / (x * x)).apply
     report = gk.check_gradients(f, torch.tensor([1e-12, -3e-9, 1.0], dtype=torch.float64, requires_grad=True))
     assert report.ok
-    assert report.extra_evaluations > report.evaluations - report.extra_evaluations
+    [refined] = [n for n in report.notes if n.code == gk.report.NoteCode.REFINED]
+    assert refined.fields[2:] == (2, 9)  # both coordinates, down to h/8^9
+
+
+def test_smaller_steps_where_fn_changes_below_h_are_the_passing_path_of_an_expensive_fn():
+    # 1/x with right gradients at two coordinates of 12 next to the pole, 2 ms a call: the estimates move
+    # off those at h, so the smaller steps below the first are what the check of a right gradient makes
+    # (the failing path's bound does not cut them); the rest of the stencil counts as the failing path
+    f = Counted(unary(lambda x: 1 / x, lambda x: -1 / (x * x), name="Reciprocal").apply, 0.002)
+    x = torch.tensor([1e-10, -3e-9] + [1.0 + 0.1 * k for k in range(10)], dtype=torch.float64, requires_grad=True)
+    report = gk.check_gradients(f, x, mode="full")
+    assert report.ok, str(report)
+    [refined] = [n for n in report.notes if n.code == gk.report.NoteCode.REFINED]
+    assert refined.fields[2:] == (2, 7)  # both coordinates, down to h/8^7
 
 
 def test_a_wrong_element_still_fails_with_the_budget():
