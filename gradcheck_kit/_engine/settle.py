@@ -384,9 +384,7 @@ def refine(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, 
     prev_c, prev_e = est.central[open_], est.central_err[open_]  # each open entry's last estimate, and
     shifted = torch.zeros_like(open_, dtype=torch.bool)  # whether it moved off the one at h (``refine_columns``)
     for level in range(1, REFINE_LEVELS + 1):
-        if open_.numel() == 0:
-            break
-        cols, free = refine_columns(run, i, j_idx[open_], shifted, level)
+        cols, free = refine_columns(run, i, j_idx[open_], shifted, level) if open_.numel() else (open_, 0)
         if cols.numel() == 0:
             break
         if cols.numel() < torch.unique(j_idx[open_]).numel():
