@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import statistics
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -38,7 +39,7 @@ def calls(fn, inputs, context, options) -> tuple[int, gk.GradientReport]:
 
 def passing_path(report) -> int | None:
     noted = [n for n in report.notes if getattr(n, "code", None) == gk.report.NoteCode.SECOND_OPINIONS]
-    return noted[0].fields[4] if noted else None
+    return noted[0].fields[4] if noted and len(noted[0].fields) > 4 else None
 
 
 def main(argv=None) -> int:
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", default="auto")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
     found, skipped = cases(args.libraries.split(",") if args.libraries else None)
     for lib, why in skipped.items():
         print(f"skipped {lib}: {why}")

@@ -190,19 +190,20 @@ class Budget:
         keep = [n for n, c in enumerate(cols.tolist()) if c in allowed]
         return cols[keep]
 
-    def note(self, evaluations: int) -> Note:
-        """What the second opinions and the failing path cost against the passing path's calls (of the
-        check's ``evaluations``), and whether the budget cut them short."""
+    def note(self, run) -> Note:
+        """What the second opinions and the failing path cost against the passing path's calls, and whether
+        the budget cut them short."""
         extra = self.extra()
+        passing = self._total(run) - extra
         text = (f"{self.spent} call(s) of fn were second opinions on failed or doubtful derivatives; the failing "
-                f"path made {extra} call(s) beyond the {evaluations - extra} of the passing path")
+                f"path made {extra} call(s) beyond the {passing} of the passing path")
         if self.decided:
             text += (" (the others were left out: a derivative failed by far more than its allowance on a "
                      "smooth, kink-free, untied stretch of fn, which none of them could clear)")
         elif self.cut:
             text += " (cut short: the failing path may make at most as many calls as the passing path)"
         cut = self.cut and not self.decided
-        return Note(text, NoteCode.SECOND_OPINIONS, (self.spent, cut, self.decided, extra, evaluations - extra))
+        return Note(text, NoteCode.SECOND_OPINIONS, (self.spent, cut, self.decided, extra, passing))
 
     @contextmanager
     def spending(self, run) -> Iterator[None]:

@@ -378,7 +378,7 @@ def finish(run: context.Run, facts: Facts) -> None:
     facts.extra_evaluations = run.budget.extra()  # the failing path's calls (``budget``)
     failed = any(c.status == "failed" for c in run.out.checks)
     if run.budget.cut or run.budget.decided or (run.budget.extra() and failed):  # a pass's are no news
-        run.out.notes.append(run.budget.note(facts.evaluations))
+        run.out.notes.append(run.budget.note(run))
     facts.path = run.evaluator.path
     if run.nonfinite:
         run.out.notes.append(Note(
