@@ -12,9 +12,10 @@ A failed comparison adds the failing path:
   check it stood in for, or narrowed down).
 
 Each costs evaluations of fn, and on an expensive fn that cannot run under vmap each one is a call.
-The second opinions and the plan given up may make at most as many calls as the passing path
-less the whole stencil of the failed inputs, and always ``SECOND_OPINION_FLOOR`` calls, or as many as take
-``SECOND_OPINION_FLOOR_SECONDS`` where fn is cheaper (a cheap fn gets every second opinion). The floor
+The second opinions and the plan given up may make at most as many calls as the passing path less the
+whole stencil of the failed inputs where fn is expensive (``expensive``), as the rest of the check where
+it is cheap, and always ``SECOND_OPINION_FLOOR`` calls, or as many as take ``SECOND_OPINION_FLOOR_SECONDS``
+where fn is cheaper (a cheap fn gets every second opinion: its calls cost time, not a bound). The floor
 stays for an expensive fn: a right gradient at a tie, or of 1/x next to its pole, needs it to pass. Calls
 of a second opinion that the check of a right gradient makes too (``twin``: refine's smaller steps on a
 coordinate whose estimate moved off the one at h, where fn changes below h) are on the passing path. The
@@ -83,8 +84,10 @@ class Budget:
         if self.decided:
             return 0
         used = self._spent_now(run) + self._abandoned_phase
-        passing = self._total(run) - self._start - used - self._failing_phase
-        return max(passing - self._failing_phase - self.reserve, self._floor(run)) - used
+        rest = self._total(run) - self._start - used  # the passing path and the failed inputs' stencil
+        if self.expensive(run):  # the passing path less that stencil
+            rest -= 2 * self._failing_phase
+        return max(rest - self.reserve, self._floor(run)) - used
 
     @staticmethod
     def _floor(run) -> int:

@@ -345,7 +345,7 @@ def probed_staircase(run: context.Run, bases: dict) -> "_staircase.Staircase | N
     """The staircase probe, a second opinion on a failed or doubtful check (its calls were kept back from the
     others': ``budget.reserve``)."""
     with run.budget.spending(run):
-        return _staircase.staircase(run.evaluator.outputs_at, bases)
+        return _staircase.staircase(run.evaluator.outputs_at, bases, run.evaluator.batched_together)
 
 
 def higher_orders(run: context.Run, facts: Facts) -> context.Results:
