@@ -38,12 +38,11 @@ from gradcheck_kit._engine.limits import SECOND_OPINION_FLOOR, SECOND_OPINION_FL
 from gradcheck_kit.report import Note, NoteCode
 
 
-#: the key of ``Budget.stencil`` for the whole stencil on the entries the screen left open
-OPEN = -1
-
-
 class Budget:
     """Evaluations spent on second opinions (``spent``) against those made without them."""
+
+    #: the key of ``stencil`` for the whole stencil on the entries the screen left open
+    OPEN = -1
 
     def __init__(self) -> None:
         self.spent = 0
@@ -129,7 +128,7 @@ class Budget:
     def failed_first(self, i: int) -> None:
         """Input ``i``'s first comparison on its whole stencil failed: that stencil is on the failing path, and
         so is the one on the open entries that could not settle it."""
-        calls = self._stencil.pop(i, 0) + self._stencil.pop(OPEN, 0)
+        calls = self._stencil.pop(i, 0) + self._stencil.pop(self.OPEN, 0)
         self.failing += calls
         self._failing_phase += calls
 

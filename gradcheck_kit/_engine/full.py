@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from gradcheck_kit._engine import allowance, autograd_rows, budget, context, limits, paired_rows, screen, settle, stencil, tolerances
+from gradcheck_kit._engine import allowance, autograd_rows, context, limits, paired_rows, screen, settle, stencil, tolerances
 from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine.compare import Verdict
 from gradcheck_kit._engine.finite_diff import noise_sigma
@@ -82,7 +82,7 @@ def backward_full(
     settled = {}
     if opened and limits.TUNING.open_entries:
         known_all = {i: prepared[i].known for i in opened}
-        with run.budget.stencil(run, budget.OPEN):
+        with run.budget.stencil(run, run.budget.OPEN):
             settled = settle.judge_open(run, opened, known_all, analytic, reference, extra, kap)
     for i in inputs:
         known = prepared[i].known if i in prepared else None
