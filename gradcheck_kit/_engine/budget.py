@@ -1,16 +1,31 @@
-"""The evaluations second opinions may spend after a failed comparison.
+"""The calls of fn a failing check may make beyond those of its passing path, and the count of them.
 
-A failed full-mode comparison asks for second opinions (kinks, one-sided stencils, ties, a second noise
-sample, smaller steps, the staircase probe); each costs evaluations of fn, and on an expensive fn that
-cannot run under vmap each one is a call. Together they may make at most as many calls of fn as the check
-made without them (the passing path: the forward, the screen, the stencil), so a failing check costs at
-most twice a passing one (or ``SECOND_OPINION_FLOOR`` calls, or ``SECOND_OPINION_FLOOR_SECONDS`` of calls
-of a cheap fn, where that is more: a cheap fn gets every second opinion). Calls, not points: under vmap a second opinion over many coordinates is one call.
+The passing path of a check is what the same check of a right gradient of the same fn makes: the forward,
+the ±h screen (or the whole stencil where the screen does not apply), the structural and forward-AD checks.
+A failed comparison adds the failing path:
+
+- the rest of the stencil on an input whose first comparison failed (``failed_first``: the screen left it
+  and its whole stencil failed too; a passing input's whole stencil stays on the passing path);
+- the second opinions (kinks, one-sided stencils, ties, a second noise sample, smaller steps, the staircase
+  probe: ``spending``);
+- the calls of a plan given up for another (``abandoned``: auto mode's directional check before the full
+  check it stood in for, or narrowed down).
+
+Each costs evaluations of fn, and on an expensive fn that cannot run under vmap each one is a call.
+The second opinions and the plan given up may make at most as many calls as the passing path less the
+whole stencil of the failed inputs where fn is expensive (``expensive``), as the rest of the check where
+it is cheap, and always ``SECOND_OPINION_FLOOR`` calls, or as many as take ``SECOND_OPINION_FLOOR_SECONDS``
+where fn is cheaper (a cheap fn gets every second opinion: its calls cost time, not a bound). The floor
+stays for an expensive fn: a right gradient at a tie, or of 1/x next to its pole, needs it to pass. Calls
+of a second opinion that the check of a right gradient makes too (``twin``: refine's smaller steps on a
+coordinate whose estimate moved off the one at h, where fn changes below h) are on the passing path. The
+whole stencil of the failed inputs and the staircase probe are never cut: a failing check makes at most
+its passing twin's calls, those, and the larger of the passing path's calls and the floor.
+Calls, not points: under vmap a second opinion over many coordinates is one call.
 Where fn's calls are expensive, a failure that none of them could clear (``decisive``) leaves out every
 later one (``decided``; the staircase probe, kept back in ``reserve``, still runs).
-What they spent is ``spent``; with the calls of a plan given up for another (``abandoned``: auto mode's
-directional check before the full check it stood in for, which count against the same budget) it is the
-report's ``extra_evaluations``, in calls of fn.
+The report's ``extra_evaluations`` is ``extra``: the failing path's calls; the second opinions' note gives
+them with the passing path's calls (the bound).
 """
 
 from __future__ import annotations
@@ -26,18 +41,25 @@ from gradcheck_kit.report import Note, NoteCode
 class Budget:
     """Evaluations spent on second opinions (``spent``) against those made without them."""
 
+    #: the key of ``stencil`` for the whole stencil on the entries the screen left open
+    OPEN = -1
+
     def __init__(self) -> None:
         self.spent = 0
         self.reserve = 0  # calls kept back for a later second opinion (the staircase probe after the stencil)
         self._start = 0  # the calls count where this phase began (a recheck in another precision restarts)
         self._spent_before = 0  # spent in earlier phases
-        self._open_at: int | None = None  # the evaluations count when the running second opinion began
+        self._open_at: tuple | None = None  # the calls and twin counts when the running second opinion began
         self.cut = False  # a second opinion was cut short or left out for the budget
         self.covered: dict[int, set] = {}  # per input: columns the tie check evaluated at h/8 (free to reuse)
         self.decided = False  # a failure no second opinion can clear was seen (``decisive``): none is made
         self.abandoned = 0  # calls of a plan given up for another (auto mode's directional check, ``plan``)
         self._abandoned_phase = 0  # ... in this phase
         self._plan_at = 0  # the calls count where the plan began
+        self.failing = 0  # calls of the whole stencil on inputs whose first comparison failed
+        self._failing_phase = 0  # ... in this phase
+        self._stencil: dict[int, int] = {}  # per input: calls of its whole stencil, until it is judged
+        self._twin = 0  # calls inside second opinions that the check of a right gradient makes too (``twin``)
 
     def _total(self, run) -> int:
         return run.evaluator.calls + run.extra_evaluations
@@ -53,20 +75,23 @@ class Budget:
 
     def _spent_now(self, run) -> int:
         """Spent in this phase, the running second opinion included."""
-        running = 0 if self._open_at is None else self._total(run) - self._open_at
+        running = 0 if self._open_at is None else self._total(run) - self._open_at[0] - self._twin + self._open_at[1]
         return self.spent - self._spent_before + running
 
     def remaining(self, run) -> int:
         """Evaluations the second opinions may still spend (none after a decisive failure)."""
         if self.decided:
             return 0
-        spent = self._spent_now(run) + self._abandoned_phase
-        return max(self._total(run) - self._start - spent - self.reserve, self._floor(run)) - spent
+        used = self._spent_now(run) + self._abandoned_phase
+        rest = self._total(run) - self._start - used  # the passing path and the failed inputs' stencil
+        if self.expensive(run):  # the passing path less that stencil
+            rest -= 2 * self._failing_phase
+        return max(rest - self.reserve, self._floor(run)) - used
 
     @staticmethod
     def _floor(run) -> int:
-        """The calls second opinions may always make: ``SECOND_OPINION_FLOOR``, or as many as take
-        ``SECOND_OPINION_FLOOR_SECONDS`` where one call is cheaper."""
+        """The calls second opinions may always make: as many as take ``SECOND_OPINION_FLOOR_SECONDS`` where
+        that is at least ``SECOND_OPINION_FLOOR`` (fn is cheap), else ``SECOND_OPINION_FLOOR``."""
         per_call = Budget._per_call(run)
         cheap = int(SECOND_OPINION_FLOOR_SECONDS / per_call) if per_call > 0 else SECOND_OPINION_FLOOR
         return max(SECOND_OPINION_FLOOR, cheap)
@@ -87,7 +112,40 @@ class Budget:
         """A new phase: the check runs again from its start (in fn's own precision), with a budget of its own."""
         self._start, self._spent_before, self.reserve = self._total(run), self.spent, 0
         self.decided = False
-        self._abandoned_phase = 0
+        self._abandoned_phase = self._failing_phase = 0
+        self._stencil.clear()
+
+    @contextmanager
+    def stencil(self, run, i: int) -> Iterator[None]:
+        """The whole stencil of input ``i`` made inside the block (``OPEN``: on the entries the ±h screen left
+        open, of any input): on the failing path if its first comparison fails (``failed_first``)."""
+        start = self._total(run)
+        try:
+            yield
+        finally:
+            self._stencil[i] = self._stencil.get(i, 0) + self._total(run) - start
+
+    def failed_first(self, i: int) -> None:
+        """Input ``i``'s first comparison on its whole stencil failed: that stencil is on the failing path, and
+        so is the one on the open entries that could not settle it."""
+        calls = self._stencil.pop(i, 0) + self._stencil.pop(self.OPEN, 0)
+        self.failing += calls
+        self._failing_phase += calls
+
+    @contextmanager
+    def twin(self, run, fraction: float) -> Iterator[None]:
+        """``fraction`` of the calls made inside the block (within a second opinion) are on the passing path:
+        the check of a right gradient makes them too (refine's smaller steps where fn changes below h).
+        They are not spent, and count with the passing path."""
+        start = self._total(run)
+        try:
+            yield
+        finally:
+            self._twin += int((self._total(run) - start) * fraction)
+
+    def extra(self) -> int:
+        """The failing path's calls: the whole stencil of failed inputs, second opinions, plans given up."""
+        return self.spent + self.abandoned + self.failing
 
     def plan_begins(self, run) -> None:
         """A plan that may be given up begins (``abandon``)."""
@@ -134,15 +192,20 @@ class Budget:
         keep = [n for n, c in enumerate(cols.tolist()) if c in allowed]
         return cols[keep]
 
-    def note(self) -> Note:
-        """What the second opinions cost, and whether the budget cut them short."""
-        text = f"{self.spent} call(s) of fn were second opinions on failed or doubtful derivatives"
+    def note(self, run) -> Note:
+        """What the second opinions and the failing path cost against the passing path's calls, and whether
+        the budget cut them short."""
+        extra = self.extra()
+        passing = self._total(run) - extra
+        text = (f"{self.spent} call(s) of fn were second opinions on failed or doubtful derivatives; the failing "
+                f"path made {extra} call(s) beyond the {passing} of the passing path")
         if self.decided:
             text += (" (the others were left out: a derivative failed by far more than its allowance on a "
                      "smooth, kink-free, untied stretch of fn, which none of them could clear)")
         elif self.cut:
-            text += " (cut short: they may spend at most as many calls as the rest of the check)"
-        return Note(text, NoteCode.SECOND_OPINIONS, (self.spent, self.cut and not self.decided, self.decided))
+            text += " (cut short: the failing path may make at most as many calls as the passing path)"
+        cut = self.cut and not self.decided
+        return Note(text, NoteCode.SECOND_OPINIONS, (self.spent, cut, self.decided, extra, passing))
 
     @contextmanager
     def spending(self, run) -> Iterator[None]:
@@ -151,11 +214,11 @@ class Budget:
         if self._open_at is not None:
             yield
             return
-        self._open_at = self._total(run)
+        self._open_at = (self._total(run), self._twin)
         try:
             yield
         finally:
-            self.spent += self._total(run) - self._open_at
+            self.spent += self._total(run) - self._open_at[0] - self._twin + self._open_at[1]
             self._open_at = None
 
 

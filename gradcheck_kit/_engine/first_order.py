@@ -345,7 +345,7 @@ def probed_staircase(run: context.Run, bases: dict) -> "_staircase.Staircase | N
     """The staircase probe, a second opinion on a failed or doubtful check (its calls were kept back from the
     others': ``budget.reserve``)."""
     with run.budget.spending(run):
-        return _staircase.staircase(run.evaluator.outputs_at, bases)
+        return _staircase.staircase(run.evaluator.outputs_at, bases, run.evaluator.batched_together)
 
 
 def higher_orders(run: context.Run, facts: Facts) -> context.Results:
@@ -375,10 +375,10 @@ def finish(run: context.Run, facts: Facts) -> None:
             NoteCode.GRAD_INSIDE, (),
         ))
     facts.evaluations = run.evaluator.evaluations + run.extra_evaluations
-    facts.extra_evaluations = run.budget.spent + run.budget.abandoned  # second opinions, a plan given up
+    facts.extra_evaluations = run.budget.extra()  # the failing path's calls (``budget``)
     failed = any(c.status == "failed" for c in run.out.checks)
-    if run.budget.cut or run.budget.decided or (run.budget.spent and failed):  # a pass's are no news
-        run.out.notes.append(run.budget.note())
+    if run.budget.cut or run.budget.decided or (run.budget.extra() and failed):  # a pass's are no news
+        run.out.notes.append(run.budget.note(run))
     facts.path = run.evaluator.path
     if run.nonfinite:
         run.out.notes.append(Note(

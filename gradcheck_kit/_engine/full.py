@@ -82,7 +82,8 @@ def backward_full(
     settled = {}
     if opened and limits.TUNING.open_entries:
         known_all = {i: prepared[i].known for i in opened}
-        settled = settle.judge_open(run, opened, known_all, analytic, reference, extra, kap)
+        with run.budget.stencil(run, run.budget.OPEN):
+            settled = settle.judge_open(run, opened, known_all, analytic, reference, extra, kap)
     for i in inputs:
         known = prepared[i].known if i in prepared else None
         worst, open_ = splits.get(i, (None, None))
@@ -90,7 +91,8 @@ def backward_full(
             (screened if i not in opened else partly).append(i)
             record_settled(run, check_name, i, worst, opened.get(i), settled.get(i), flowed)
             continue
-        num = full_numerics(run, i, rows, known)
+        with run.budget.stencil(run, i):
+            num = full_numerics(run, i, rows, known)
         run.full.estimates[i] = num
         failed_i = False
         for k in run.out_idx:

@@ -37,6 +37,8 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
     est, allow, a_g, verdict = first_verdict(
         run, i, k, a, ref, values, sigma, num.step[j_idx], num.x_abs[j_idx], (j_idx, r_idx), extra, kap
     )
+    if bool(verdict.failed.any()):  # its whole stencil is on the failing path (``budget``)
+        run.budget.failed_first(i)
     settle_kinks(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
     if bool(verdict.unchecked.any()):
         settle_one_sided(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
@@ -388,26 +390,24 @@ def refine(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, 
     entry stops there (one level of evaluations, ``4 x min(coordinates, REFINE_COORDS)`` points).
     """
     failed = verdict.failed.nonzero().squeeze(1)
-    coords_failed = torch.unique(j_idx[failed])[:REFINE_COORDS]
-    open_ = failed[torch.isin(j_idx[failed], coords_failed)]  # entries still being refined
+    open_ = failed[torch.isin(j_idx[failed], torch.unique(j_idx[failed])[:REFINE_COORDS])]  # being refined
     mults = stencil.multipliers(run, run.stencil.multipliers)  # (points, 1)
     center = autograd_rows.f0_rows(run, run.out_idx.index(k), k, run.full.rows[k])[0]  # (r,)
     resolved, level_used, reestimated, level_worse = 0, 0, set(), 0
     best_tol = torch.full_like(verdict.allowed, float("inf"))
-    prev_c, prev_e = est.central[open_], est.central_err[open_]  # each open entry's last estimate
+    prev_c, prev_e = est.central[open_], est.central_err[open_]  # each open entry's last estimate, and
+    shifted = torch.zeros_like(open_, dtype=torch.bool)  # whether it moved off the one at h (``refine_columns``)
     for level in range(1, REFINE_LEVELS + 1):
-        if open_.numel() == 0:
-            break
-        cols = torch.unique(j_idx[open_])
-        cols = run.budget.affordable(run, i, cols, len(run.stencil.multipliers), level == 1)
+        cols, free = refine_columns(run, i, j_idx[open_], shifted, level) if open_.numel() else (open_, 0)
         if cols.numel() == 0:
             break
         if cols.numel() < torch.unique(j_idx[open_]).numel():
             keep_open = torch.isin(j_idx[open_], cols)
-            open_, prev_c, prev_e = open_[keep_open], prev_c[keep_open], prev_e[keep_open]
+            open_, prev_c, prev_e, shifted = open_[keep_open], prev_c[keep_open], prev_e[keep_open], shifted[keep_open]
         step = stencil.step_of(run, i)[cols] / REFINE_FACTOR**level
         at = stencil.coordinates(run, i, cols)
-        proj = stencil.stencil_along(run, i, k, cols, at, mults * step)
+        with run.budget.twin(run, free / cols.numel()):  # the passing path's share (``refine_columns``)
+            proj = stencil.stencil_along(run, i, k, cols, at, mults * step)
         values = torch.cat([center.view(1, 1, -1).expand(1, cols.numel(), -1), proj])  # (points + 1, b, r)
         fine = stencil.entry_estimates(run, k, values, cols, step, j_idx[open_], r_idx[open_], at, unit_floor=False)
         a_o, allow_o = a[open_], allow[open_]
@@ -439,7 +439,8 @@ def refine(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, 
             (fine.central - prev_c).abs() <= kap * (prev_e + fine.central_err)
         )
         keep = usable & ~agrees & ~settled
-        open_, prev_c, prev_e = open_[keep], fine.central[keep], fine.central_err[keep]
+        shifted = shifted | moved
+        open_, prev_c, prev_e, shifted = open_[keep], fine.central[keep], fine.central_err[keep], shifted[keep]
     reestimated = sum(1 for e in reestimated if verdict.failed[e])  # not resolved at a later level
     if reestimated:
         run.out.notes.append(Note(
@@ -456,6 +457,18 @@ def refine(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, 
             "scale below h there",
             NoteCode.REFINED, (run.names[i], k, resolved, level_used),
         ))
+
+
+def refine_columns(run, i: int, cols_of_open: torch.Tensor, shifted: torch.Tensor, level: int):
+    """The coordinates refine evaluates at ``level`` (of the open entries' ``cols_of_open``) and how many of
+    them are on the passing path: those with an entry whose estimate moved off the one at h at an earlier
+    level (``shifted``: fn changes below h there, and the check of a right gradient refines them as far).
+    The others are the failing path's and take what the budget pays for."""
+    free = torch.unique(cols_of_open[shifted])
+    paid = torch.unique(cols_of_open[~shifted])
+    paid = paid[~torch.isin(paid, free)]
+    paid = run.budget.affordable(run, i, paid, len(run.stencil.multipliers), level == 1)
+    return torch.sort(torch.cat([free, paid])).values, free.numel()
 
 
 def relist(verdict: Verdict, entries: torch.Tensor, numerical, tol, diff) -> None:

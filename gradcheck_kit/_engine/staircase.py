@@ -41,14 +41,21 @@ def _moved(x: torch.Tensor, t: float) -> torch.Tensor:
 
 
 def staircase(
-    evaluate: Callable[[dict[int, torch.Tensor]], Sequence[torch.Tensor]], bases: dict[int, torch.Tensor]
+    evaluate: Callable[[dict[int, torch.Tensor]], Sequence[torch.Tensor]], bases: dict[int, torch.Tensor],
+    evaluate_all: Callable[[list, list], Sequence[torch.Tensor] | None] | None = None,
 ) -> Staircase | None:
     """``evaluate(replacements)``: the differentiable outputs (float64 coordinates) at the base point with the
     real float64 inputs ``bases`` (position -> tensor) replaced; None where fn is smooth at float64's
-    rounding there (or the inputs are not all real float64)."""
+    rounding there (or the inputs are not all real float64). ``evaluate_all(inputs, batches)``, where given:
+    the outputs ``(points, n)`` at every point at once (one call of fn under vmap), None where it cannot."""
     if not bases or any(x.dtype != torch.float64 for x in bases.values()):
         return None
-    rows = [evaluate({i: _moved(x, float(t)) for i, x in bases.items()}) for t in POINTS]
+    moved = {i: torch.stack([_moved(x, float(t)) for t in POINTS]) for i, x in bases.items()}
+    together = None if evaluate_all is None else evaluate_all(list(moved), list(moved.values()))
+    if together is not None:
+        rows = [[out[p] for out in together] for p in range(len(POINTS))]
+    else:
+        rows = [evaluate({i: m[p] for i, m in moved.items()}) for p in range(len(POINTS))]
     worst = 0.0
     for pos in range(len(rows[0])):
         values = torch.stack([r[pos] for r in rows])  # (points, n)
