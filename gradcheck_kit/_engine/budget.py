@@ -104,9 +104,9 @@ class Budget:
 
     @staticmethod
     def _per_call(run) -> float:
-        """Seconds one call of fn takes: the check's plain calls on average, else the forward's."""
-        ev = run.evaluator
-        return ev.call_seconds / ev.timed_calls if ev.timed_calls else run.forward_seconds
+        """Seconds one call of fn takes: the shortest of the forward and the check's plain calls (a call that the
+        machine's load stretched does not make a cheap fn expensive)."""
+        return min(run.evaluator.fastest_call, run.forward_seconds)
 
     def restart(self, run) -> None:
         """A new phase: the check runs again from its start (in fn's own precision), with a budget of its own."""
