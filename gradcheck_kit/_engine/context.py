@@ -210,6 +210,7 @@ class Run:
         self.forward_detail: str | None = None
         self.forward_ad: bool | str = self.options["forward_ad"]  # as resolved for fn's graph (``forward_ad.resolve``)
         self.forward_ad_builtin = 0  # the built-in operations of fn's graph where "auto" left forward AD out
+        self.forward_ad_without_jvp: list[str] = []  # custom Functions without a jvp for which "auto" left it out
         self.approximate = approximate.Tally()  # derivatives within the approximate tier (one note)
 
     @property
