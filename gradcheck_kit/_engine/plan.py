@@ -88,7 +88,8 @@ def by_cost(run, mode: str) -> str:
 def runs_under_vmap(run) -> bool:
     """Whether fn's evaluations run through vmap: one batch of one point of the largest input tells (a
     custom Function without a vmap rule in the graph is no proof: fn may route around it without grad)."""
-    return stencil.runs_under_vmap(run, max(run.wrt, key=lambda i: n_coords(run.inputs[i])))
+    largest = max(run.wrt, key=lambda i: n_coords(run.inputs[i]))
+    return stencil.runs_under_vmap(run, largest, screened=len(run.wrt) == 1 and _screen.can_screen(run))
 
 
 def compared_nothing(run, found) -> bool:

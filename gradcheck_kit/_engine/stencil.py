@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from gradcheck_kit._engine import autograd_rows, limits, workspace
-from gradcheck_kit._engine.evaluate import exception_text
+from gradcheck_kit._engine.evaluate import _VmapMismatch as VmapMismatch, exception_text
 from gradcheck_kit._engine.reasons import vmap_reason
 from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates, noise_sigma
 from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS
@@ -32,14 +32,18 @@ def stencil_values(run, i: int, rows: dict[int, str], mults: Sequence[float]) ->
     values = {}
     if cols_per_batch < n_i:
         values = {k: torch.empty(npts, n_i, autograd_rows.row_count(run, k, rows[k]), dtype=torch.float64) for k in run.out_idx}
+    probed = run.probed_batch.pop(i, None)  # (points, f there) of the vmap probe: used where the same points
     for start in range(0, n_i, cols_per_batch):
         stop = min(n_i, start + cols_per_batch)
         b = stop - start
         with workspace.points(npts * b * n_i, base.dtype, base.device) as lease:
             points = lease.array.view(npts, b, n_i).copy_(base)
             move_diagonal(points, start, mult * step[start:stop])
-            outs = run.evaluator.batched(i, points.view(npts * b, n_i), x.shape, complex_)
-            lease.shared_with(outs)
+            if probed is not None and probed[0].shape == points.shape and torch.equal(probed[0], points):
+                outs = probed[1]
+            else:
+                outs = run.evaluator.batched(i, points.view(npts * b, n_i), x.shape, complex_)
+                lease.shared_with(outs)
         for pos, k in enumerate(run.out_idx):
             proj = autograd_rows.project(run, k, rows[k], outs[pos])  # (npts*b, r)
             if b == n_i:
@@ -220,11 +224,15 @@ def entry_estimates(run, k, values, cols, step, j_sel, r_sel, at, unit_floor) ->
     return estimate_with_sigma(vals, step[where], sig, run.stencil, x_abs=at[where].abs(), unit_floor=unit_floor)
 
 
-def runs_under_vmap(run, i: int) -> bool:
+def runs_under_vmap(run, i: int, screened: bool = False) -> bool:
     """Whether full mode's batched evaluations of input ``i`` would run through vmap: one batch of one
     point (x itself) through vmap tells, as the first batch of a full check would (the evaluator remembers;
-    no point-by-point call follows where it fails)."""
+    no point-by-point call follows where it fails). ``screened``: input ``i`` is the only one and full mode
+    would screen it at ±h, so the batch is that screen's (``probe_screen``), kept for ``stencil_values``."""
     ev = run.evaluator
+    if screened and ev.vmap_failed is None and ev.grad_inside is None and not ev.used_vmap:
+        if probe_screen(run, i):
+            return True
     if ev.vmap_failed is None and ev.grad_inside is None and not ev.used_vmap:
         x = ev.base_args[i]
         batch = from_coords(coords(x).unsqueeze(0), x.shape, x.is_complex()).to(x.device)
@@ -238,6 +246,39 @@ def runs_under_vmap(run, i: int) -> bool:
         finally:
             ev.vmap_checked = checked
     return ev.vmap_failed is None and ev.grad_inside is None
+
+
+def probe_screen(run, i: int) -> bool:
+    """The ±h screen's batch of input ``i`` (``stencil_values`` at the first two multipliers, one batch)
+    through vmap as the probe of ``runs_under_vmap``: where it runs, its values are kept for the screen,
+    which then makes no batch of its own where its points are the same (the probe costs nothing more than
+    the check). Whether it ran
+    (also where its first entry differed from a plain call: the evaluator then evaluates point by point, as
+    after the screen's own batch); False where the batch is not the screen's (more than one batch, a
+    deferred float64 probe) or vmap raised (the evaluator remembers why)."""
+    ev = run.evaluator
+    x = ev.base_args[i]
+    base = coords(x)
+    n_i = base.numel()
+    mults = tuple(run.stencil.multipliers[:2])
+    if run.reference_pending or EVALUATION_BATCH_ELEMENTS // ((n_i + run.n_out) * len(mults)) < n_i:
+        return False
+    points = base.expand(len(mults), n_i, n_i).clone()
+    move_diagonal(points, 0, multipliers(run, mults) * step_of(run, i))
+    batch = from_coords(points.view(-1, n_i), x.shape, x.is_complex()).to(x.device)
+    try:
+        outs = ev._vmapped([i], [batch], ev._fresh(ev.base_args, keep=(i,)))
+    except VmapMismatch:  # vmap ran; the evaluator evaluates point by point from now on
+        ev.evaluations += 1
+        return True
+    except Exception as exc:  # noqa: BLE001 - any failure of vmap means: the loop
+        ev.evaluations += 1
+        ev.vmap_failed = vmap_reason(exception_text(exc))
+        return False
+    ev.evaluations += batch.shape[0]
+    ev.used_vmap = True
+    run.probed_batch[i] = (points, outs)
+    return True
 
 
 @dataclass
