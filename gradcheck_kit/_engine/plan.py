@@ -89,7 +89,19 @@ def runs_under_vmap(run) -> bool:
     """Whether fn's evaluations run through vmap: one batch of one point of the largest input tells (a
     custom Function without a vmap rule in the graph is no proof: fn may route around it without grad)."""
     largest = max(run.wrt, key=lambda i: n_coords(run.inputs[i]))
-    return stencil.runs_under_vmap(run, largest, screened=len(run.wrt) == 1 and _screen.can_screen(run))
+    return stencil.runs_under_vmap(run, largest, screened=screen_batch(run))
+
+
+def screen_batch(run) -> list[int]:
+    """The inputs whose ±h screen full mode would evaluate in one batch (``stencil.screen_stencil``): the
+    only input, or every input where all are vectors or matrices small enough to go together; else none."""
+    if not _screen.can_screen(run):
+        return []
+    if len(run.wrt) == 1:
+        return list(run.wrt)
+    n = sum(n_coords(run.inputs[i]) for i in run.wrt)
+    small = len(run.stencil.multipliers[:2]) * n * n <= limits.TUNING.together_elements
+    return list(run.wrt) if small and all(run.inputs[i].dim() <= 2 for i in run.wrt) else []
 
 
 def compared_nothing(run, found) -> bool:

@@ -84,20 +84,18 @@ def stencil_values_together(
     if any(b.dtype != bases[0].dtype or b.device != bases[0].device for b in bases):
         return None  # one dtype and device (``joint_screen_prepare``): input by input otherwise
     limits.TUNING.record("together", list(inputs))
-    mult = multipliers(run, mults)
     npts = len(mults)
     sizes = [b.numel() for b in bases]
     total = npts * sum(sizes)
+    probed = run.probed_batch.pop(tuple(inputs), None)  # (batches, f there) of the vmap probe
     with workspace.points(total * sum(sizes), bases[0].dtype, bases[0].device) as lease:
-        batches, start, offset = [], 0, 0  # offset: of input i's (total, n) points in the lent array
-        for i, x, base, n in zip(inputs, xs, bases, sizes):
-            points = lease.array[offset : offset + total * n].view(total, n).copy_(base)
-            move_diagonal(points[start : start + npts * n].view(npts, n, n), 0, mult * step_of(run, i))
-            batches.append(from_coords(points, x.shape, x.is_complex()))
-            start, offset = start + npts * n, offset + total * n
-        outs = run.evaluator.batched_together(inputs, batches)
-        if outs is not None:
-            lease.shared_with(outs)
+        batches = together_points(run, inputs, mults, lease.array)
+        if probed is not None and all(p.shape == b.shape and torch.equal(p, b) for p, b in zip(probed[0], batches)):
+            outs = probed[1]
+        else:
+            outs = run.evaluator.batched_together(inputs, batches)
+            if outs is not None:
+                lease.shared_with(outs)
     if outs is None:
         return None
     values, start = {}, 0
@@ -108,6 +106,25 @@ def stencil_values_together(
         }
         start += npts * n
     return values
+
+
+def together_points(run, inputs: Sequence[int], mults: Sequence[float], array: torch.Tensor) -> list[torch.Tensor]:
+    """The points of ``stencil_values_together`` written into ``array`` (flat, at least ``points ·
+    (sum n_i)²`` values): per input its batch ``(points · sum n_i, *shape)``, each point moving one
+    coordinate of one input (the others at x)."""
+    xs = [run.evaluator.base_args[i] for i in inputs]
+    bases = [coords(x) for x in xs]
+    mult = multipliers(run, mults)
+    npts = len(mults)
+    sizes = [b.numel() for b in bases]
+    total = npts * sum(sizes)
+    batches, start, offset = [], 0, 0  # offset: of input i's (total, n) points in the array
+    for i, x, base, n in zip(inputs, xs, bases, sizes):
+        points = array[offset : offset + total * n].view(total, n).copy_(base)
+        move_diagonal(points[start : start + npts * n].view(npts, n, n), 0, mult * step_of(run, i))
+        batches.append(from_coords(points, x.shape, x.is_complex()))
+        start, offset = start + npts * n, offset + total * n
+    return batches
 
 
 def columns_at(run, cols: dict[int, torch.Tensor], mults: Sequence[float]) -> dict[int, dict[int, torch.Tensor]]:
@@ -224,14 +241,15 @@ def entry_estimates(run, k, values, cols, step, j_sel, r_sel, at, unit_floor) ->
     return estimate_with_sigma(vals, step[where], sig, run.stencil, x_abs=at[where].abs(), unit_floor=unit_floor)
 
 
-def runs_under_vmap(run, i: int, screened: bool = False) -> bool:
+def runs_under_vmap(run, i: int, screened: Sequence[int] = ()) -> bool:
     """Whether full mode's batched evaluations of input ``i`` would run through vmap: one batch of one
     point (x itself) through vmap tells, as the first batch of a full check would (the evaluator remembers;
-    no point-by-point call follows where it fails). ``screened``: input ``i`` is the only one and full mode
-    would screen it at ±h, so the batch is that screen's (``probe_screen``), kept for ``stencil_values``."""
+    no point-by-point call follows where it fails). ``screened``: the inputs whose ±h screen full mode
+    would evaluate in one batch (``i`` alone, or several small ones together), so the batch is that
+    screen's (``probe_screen``), kept for ``stencil_values`` or ``stencil_values_together``."""
     ev = run.evaluator
     if screened and ev.vmap_failed is None and ev.grad_inside is None and not ev.used_vmap:
-        if probe_screen(run, i):
+        if probe_screen(run, list(screened)):
             return True
     if ev.vmap_failed is None and ev.grad_inside is None and not ev.used_vmap:
         x = ev.base_args[i]
@@ -248,26 +266,33 @@ def runs_under_vmap(run, i: int, screened: bool = False) -> bool:
     return ev.vmap_failed is None and ev.grad_inside is None
 
 
-def probe_screen(run, i: int) -> bool:
-    """The ±h screen's batch of input ``i`` (``stencil_values`` at the first two multipliers, one batch)
-    through vmap as the probe of ``runs_under_vmap``: where it runs, its values are kept for the screen,
-    which then makes no batch of its own where its points are the same (the probe costs nothing more than
-    the check). Whether it ran
-    (also where its first entry differed from a plain call: the evaluator then evaluates point by point, as
-    after the screen's own batch); False where the batch is not the screen's (more than one batch, a
-    deferred float64 probe) or vmap raised (the evaluator remembers why)."""
+def probe_screen(run, inputs: list[int]) -> bool:
+    """The ±h screen's batch of ``inputs`` (``stencil_values`` of one input at the first two multipliers in
+    one batch, or ``stencil_values_together`` of several) through vmap as the probe of ``runs_under_vmap``:
+    where it runs, its values are kept for the screen, which then makes no batch of its own where its
+    points are the same (the probe costs nothing more than the check). Whether it ran (also where its first
+    entry differed from a plain call: the evaluator then evaluates point by point, as after the screen's
+    own batch); False where the batch is not the screen's (more than one batch, a deferred float64 probe,
+    fresh copies per call) or vmap raised (the evaluator remembers why)."""
     ev = run.evaluator
-    x = ev.base_args[i]
-    base = coords(x)
-    n_i = base.numel()
+    xs = [ev.base_args[i] for i in inputs]
+    sizes = [n_coords(x) for x in xs]
     mults = tuple(run.stencil.multipliers[:2])
-    if run.reference_pending or EVALUATION_BATCH_ELEMENTS // ((n_i + run.n_out) * len(mults)) < n_i:
+    total = len(mults) * sum(sizes)
+    if run.reference_pending or EVALUATION_BATCH_ELEMENTS // ((sum(sizes) + run.n_out) * len(mults)) < sum(sizes):
         return False
-    points = base.expand(len(mults), n_i, n_i).clone()
-    move_diagonal(points, 0, multipliers(run, mults) * step_of(run, i))
-    batch = from_coords(points.view(-1, n_i), x.shape, x.is_complex()).to(x.device)
+    if len(inputs) > 1 and (ev.fresh_copies or any(x.dtype != xs[0].dtype or x.device != xs[0].device for x in xs)):
+        return False
+    if len(inputs) == 1:
+        points = coords(xs[0]).expand(len(mults), sizes[0], sizes[0]).clone()
+        move_diagonal(points, 0, multipliers(run, mults) * step_of(run, inputs[0]))
+        batches = [from_coords(points.view(-1, sizes[0]), xs[0].shape, xs[0].is_complex()).to(xs[0].device)]
+        kept, key = points, inputs[0]
+    else:
+        batches = together_points(run, inputs, mults, torch.empty(total * sum(sizes), dtype=coords(xs[0]).dtype))
+        kept, key = batches, tuple(inputs)
     try:
-        outs = ev._vmapped([i], [batch], ev._fresh(ev.base_args, keep=(i,)))
+        outs = ev._vmapped(inputs, batches, ev._fresh(ev.base_args, keep=tuple(inputs)))
     except VmapMismatch:  # vmap ran; the evaluator evaluates point by point from now on
         ev.evaluations += 1
         return True
@@ -275,9 +300,9 @@ def probe_screen(run, i: int) -> bool:
         ev.evaluations += 1
         ev.vmap_failed = vmap_reason(exception_text(exc))
         return False
-    ev.evaluations += batch.shape[0]
+    ev.evaluations += total
     ev.used_vmap = True
-    run.probed_batch[i] = (points, outs)
+    run.probed_batch[key] = (kept, outs)
     return True
 
 
