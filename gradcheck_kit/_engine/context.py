@@ -188,7 +188,7 @@ class Run:
         self.natural_parts: dict = {}  # (input, output): the natural scale in each derivative scale
         self.steps: dict[int, torch.Tensor] = {}  # finite-difference step per coordinate, per input
         self.mult_cache: dict[tuple, torch.Tensor] = {}  # stencil multipliers as (points, 1) tensors
-        self.probed_batch: dict[int, tuple] = {}  # per input: (points, f there) of the vmap probe (``stencil``)
+        self.probed_batch: dict = {}  # per input or inputs: (points, f there) of the vmap probe (``stencil``)
         self.along_cache: dict = {}  # stencil.stencil_along's evaluations per (input, column, points)
         self.tie_scans: dict = {}  # input -> tie_groups.Ties (or None): directional mode's scan for ties
         self.directional_allowance: dict = {}  # "screen"/"full" -> (allowance, scale): backward and jvp share them

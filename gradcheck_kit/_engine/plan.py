@@ -68,10 +68,8 @@ def by_cost(run, mode: str) -> str:
     full, along = full_calls(run, forward), directional_calls(run, forward)
     if along > fraction * full or (full - along) * run.forward_seconds < limits.TUNING.auto_plan_probe_seconds:
         return mode  # (a fn this cheap: the calls saved would not pay for finding out whether it vmaps)
-    if runs_under_vmap(run):  # (before the ties are scanned: full mode never reads their scans)
-        return mode
     along += directional_ties.judging_calls(run)
-    if along > fraction * full:
+    if along > fraction * full or runs_under_vmap(run):
         return mode
     run.mode = "directional"
     run.cost_plan = True
