@@ -16,7 +16,9 @@ disagreement is beyond the approximate tier, fn's precision inside is looked for
 (``precision_first``): a staircase is then checked along directions in its precision (``recheck``). The counts need
 no call of fn; whether fn runs under vmap is told by one evaluation through vmap, made only where the
 counts favour the directions and the calls saved would take longer than ``Tuning.auto_plan_probe_seconds``
-(timed by the forward at the inputs): a cheap fn's check is not slowed down by finding out."""
+(timed by the forward at the inputs): a cheap fn's check is not slowed down by finding out. Where full mode
+would screen the inputs at ±h in one batch (one input, or several small ones together: ``screen_batch``),
+that batch is the probe, and the screen uses its values (``stencil.probe_screen``)."""
 
 from __future__ import annotations
 
