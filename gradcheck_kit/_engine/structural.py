@@ -23,7 +23,7 @@ import torch
 
 from gradcheck_kit._engine.analytic import rows_from_coords
 from gradcheck_kit._engine.evaluate import describe_exception
-from gradcheck_kit._engine.graph import PythonInBackward
+from gradcheck_kit._engine.graph import PythonInBackward, python_function_nodes
 from gradcheck_kit._engine.limits import NUMPY_ELEMENTS
 from gradcheck_kit._engine.linearity import natural_size, rounding_eps, smallest_normal
 from gradcheck_kit._inputs import bitwise_equal, coord_index, coords64
@@ -192,6 +192,8 @@ def watched_reentrant(run: Graph) -> tuple[CheckResult, bool]:
     pairs = [(run.outs[k], k) for k in run.out_idx if run.outs[k].requires_grad]
     if not pairs:
         return CheckResult("reentrant", "skipped", "no output requires grad"), False
+    if python_function_nodes([o for o, _ in pairs]):  # a custom Function's backward: Python, unwatched
+        return _reentrant(run, pairs, _given_vectors(run, pairs)), False
     with PythonInBackward() as probe:
         result = _reentrant(run, pairs, _given_vectors(run, pairs))
     on_cpu = all(o.device.type == "cpu" for o, _ in pairs)
