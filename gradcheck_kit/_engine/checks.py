@@ -54,18 +54,32 @@ def called_again(run) -> str | None:
     return None if what is None else not_deterministic(what)
 
 
+#: how ``linearity``'s detail says that its backwards and ``zero_grad_output``'s were one batched backward
+BATCHED_DETAIL = "its backwards and zero_grad_output's in one batched backward"
+
+
 def structure_and_linearity(run, graph: structural.Graph) -> list[CheckResult]:
     """``reentrant``, ``zero_grad_output`` and ``linearity``: from two backwards of one vector against the
-    checked Jacobian where that passes (``one_vector``), else each in full."""
+    checked Jacobian where that passes (``one_vector``), else ``reentrant`` in full and the other two from
+    one batched backward where that runs and both pass (``one_vector.batched_passes``), else each in full."""
     quick = one_vector.quick_checks(graph, run.seed)
-    if quick is None:
-        found = structural.structural_checks(graph)
-        return found + [linearity(run)]
-    reentrant, linear = quick
-    return [reentrant, structural.zero_grad_check(graph), linear]
+    if quick is not None:
+        reentrant, linear = quick
+        return [reentrant, structural.zero_grad_check(graph), linear]
+    reentrant, batchable = structural.watched_reentrant(graph)
+    if reentrant.status in ("skipped", "error"):
+        return [reentrant, linearity(run)]
+    passes = one_vector.batched_passes(graph, run.seed) if batchable and reentrant.status == "passed" else None
+    if passes is not None:
+        zero, linear = structural.zero_grad_check(graph, passes[3]), linearity(run, passes[:3])
+        if zero.status == "passed" and linear.status == "passed":
+            return [reentrant, zero, CheckResult("linearity", "passed", f"{linear.detail}; {BATCHED_DETAIL}")]
+    return [reentrant, structural.zero_grad_check(graph), linearity(run)]
 
 
-def linearity(run) -> CheckResult:
+def linearity(run, passes: tuple | None = None) -> CheckResult:
+    """``linearity_check`` of the check's outputs, again with fn's coarser precision or the float64
+    conditioning where it fails; ``passes``: its three backwards where already made."""
     graded = [k for k in run.out_idx if run.outs[k].requires_grad]
     args = (
         [run.outs[k] for k in graded], [run.leaves[i] for i in run.wrt], [run.names[i] for i in run.wrt],
@@ -75,9 +89,9 @@ def linearity(run) -> CheckResult:
     jacobians = None if state is None else [
         [state.analytic.get((i, k)) if state.rows[k] == "jacobian" else None for k in graded] for i in run.wrt
     ]
-    result = linearity_check(*args, jacobians=jacobians)
+    result = linearity_check(*args, jacobians=jacobians, passes=passes)
     if result.status == "failed" and setup.coarse_eps(run):  # fn computes in a lower precision inside
-        result = linearity_check(*args, eps_floor=setup.coarse_eps(run), jacobians=jacobians)
+        result = linearity_check(*args, eps_floor=setup.coarse_eps(run), jacobians=jacobians, passes=passes)
     float32 = all(run.inputs[i].dtype == torch.float32 for i in run.wrt)  # float16/bfloat16: too coarse
     if result.status == "failed" and float32 and state is not None and state.reference:
         # a low-precision backward of an ill-conditioned function rounds each of the three backwards by
@@ -86,5 +100,7 @@ def linearity(run) -> CheckResult:
         if conditioning:
             spread = [[conditioning.get((i, k)) if state.rows[k] == "jacobian" else None for k in graded]
                       for i in run.wrt]
-            result = linearity_check(*args, eps_floor=setup.coarse_eps(run), jacobians=jacobians, conditioning=spread)
+            result = linearity_check(
+                *args, eps_floor=setup.coarse_eps(run), jacobians=jacobians, conditioning=spread, passes=passes,
+            )
     return result

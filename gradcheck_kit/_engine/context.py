@@ -191,6 +191,7 @@ class Run:
         self.natural_parts: dict = {}  # (input, output): the natural scale in each derivative scale
         self.steps: dict[int, torch.Tensor] = {}  # finite-difference step per coordinate, per input
         self.mult_cache: dict[tuple, torch.Tensor] = {}  # stencil multipliers as (points, 1) tensors
+        self.probed_batch: dict = {}  # per input or inputs: (points, f there) of the vmap probe (``stencil``)
         self.along_cache: dict = {}  # stencil.stencil_along's evaluations per (input, column, points)
         self.tie_scans: dict = {}  # input -> tie_groups.Ties (or None): directional mode's scan for ties
         self.directional_allowance: dict = {}  # "screen"/"full" -> (allowance, scale): backward and jvp share them
@@ -213,6 +214,7 @@ class Run:
         self.forward_detail: str | None = None
         self.forward_ad: bool | str = self.options["forward_ad"]  # as resolved for fn's graph (``forward_ad.resolve``)
         self.forward_ad_builtin = 0  # the built-in operations of fn's graph where "auto" left forward AD out
+        self.forward_ad_without_jvp: list[str] = []  # custom Functions without a jvp for which "auto" left it out
         self.approximate = approximate.Tally()  # derivatives within the approximate tier (one note)
 
     @property

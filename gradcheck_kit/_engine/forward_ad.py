@@ -12,7 +12,7 @@ from gradcheck_kit._engine.analytic import ForwardADUnsupported, jvp_columns, jv
 from gradcheck_kit._engine.compare import Verdict
 from gradcheck_kit._engine.evaluate import describe_exception, exception_text
 from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS, FORWARD_DIRECTIONS
-from gradcheck_kit._engine.reasons import forward_ad_reason
+from gradcheck_kit._engine.reasons import NO_JVP, forward_ad_reason
 from gradcheck_kit._inputs import n_coords
 from gradcheck_kit.report import CheckResult
 
@@ -21,16 +21,27 @@ def resolve(run) -> None:
     """``run.forward_ad``: ``"auto"`` leaves forward AD out where fn's graph (from its outputs at the inputs)
     is more than ``limits.AUTO_FORWARD_BUILTIN_NODES`` of torch's built-in operations and no custom
     ``autograd.Function``: forward mode there is torch's own formulas, and its pass mixes tangents with
-    plain tensors at every operation (``run.forward_ad_builtin``: the number of operations)."""
+    plain tensors at every operation (``run.forward_ad_builtin``: the number of operations). It leaves it out
+    too where the graph holds a custom ``autograd.Function`` without a ``jvp`` (``run.forward_ad_without_jvp``:
+    their names): a forward-mode pass raises there, after a call of fn (the skip says so as that raise would)."""
     if run.options["forward_ad"] != "auto":
         return
-    size = graph.builtin_size([run.outs[k] for k in run.out_idx])
+    outs = [run.outs[k] for k in run.out_idx]
+    size = graph.builtin_size(outs)
     if size is not None and size > limits.AUTO_FORWARD_BUILTIN_NODES:
         run.forward_ad = False
         run.forward_ad_builtin = size
+    elif size is None:
+        plain = getattr(torch.autograd.Function, "jvp", None)
+        without = [cls for cls in graph.python_function_classes(outs) if getattr(cls, "jvp", None) is plain]
+        if without:
+            run.forward_ad = False
+            run.forward_ad_without_jvp = [getattr(cls, "__qualname__", cls.__name__) for cls in without]
 
 
 def _skipped_detail(run) -> str:
+    if run.forward_ad_without_jvp:
+        return f"fn does not support forward-mode AD: {NO_JVP}"
     if not run.forward_ad_builtin:
         return "forward_ad=False"
     return (

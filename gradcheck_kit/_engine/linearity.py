@@ -26,7 +26,9 @@ from gradcheck_kit._inputs import coord_index, coords64
 from gradcheck_kit.report import CheckResult, format_index
 from gradcheck_kit._engine.tolerances import coarsest_precision, eps
 
-__all__ = ["linearity_check", "rounding_eps", "smallest_normal", "subnormal_spacing", "natural_size", "COEFFICIENTS"]
+__all__ = [
+    "linearity_check", "draw", "rounding_eps", "smallest_normal", "subnormal_spacing", "natural_size", "COEFFICIENTS",
+]
 
 #: b(c) is compared with A·b(v1) + B·b(v2) for c = A·v1 + B·v2
 COEFFICIENTS = (3.0, -2.0)
@@ -140,6 +142,13 @@ def _largest(t: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(_real(t), ord=float("inf"))) if t.numel() else 0.0
 
 
+def draw(outs: Sequence[torch.Tensor], seed: int) -> tuple[tuple, tuple, tuple]:
+    """``(v1, v2, c)``, each a tuple over ``outs``: the vectors ``linearity_check`` draws for ``seed``."""
+    gen = torch.Generator().manual_seed((seed * 1000003 + 7) % (2**63))
+    v1, v2, c = zip(*[_vectors(o, gen) for o in outs])  # exact: multiples of 1/2 below 21
+    return v1, v2, c
+
+
 def _backward(outs, leaves, vectors) -> list[torch.Tensor]:
     grads = torch.autograd.grad(outs, leaves, grad_outputs=vectors, retain_graph=True, allow_unused=True)
     return [torch.zeros_like(leaf) if g is None else g.detach() for g, leaf in zip(grads, leaves)]
@@ -154,6 +163,7 @@ def linearity_check(
     eps_floor: float = 0.0,
     jacobians: Sequence[Sequence[torch.Tensor | None]] | None = None,
     conditioning: Sequence[Sequence[torch.Tensor | None]] | None = None,
+    passes: tuple | None = None,
 ) -> CheckResult:
     """``outs``: the outputs that require grad (of one graph, kept); ``leaves``: the differentiated inputs
     and ``names`` theirs. Three backwards; ``nondet_tol`` is allowed per backward on top of rounding, whose
@@ -162,14 +172,14 @@ def linearity_check(
     terms of ``b(c)`` before they cancel (``inv`` of a nearly singular matrix: terms 10^12 times the result).
     ``conditioning[leaf][output]``: how far the float64 Jacobian moves when the inputs move by a few roundings
     (``allowance.full_conditioning``), where measured: ``CONDITIONING_TIMES`` times its projection on |w| is allowed
-    on top, for the three backwards of an ill-conditioned low-precision function."""
+    on top, for the three backwards of an ill-conditioned low-precision function. ``passes``: the three
+    backwards ``(b(v1), b(v2), b(c))`` (per leaf) where already made (one batched backward: ``one_vector``)."""
     if not outs:
         return CheckResult("linearity", "skipped", "no output requires grad")
-    gen = torch.Generator().manual_seed((seed * 1000003 + 7) % (2**63))
     a, b = COEFFICIENTS
-    v1, v2, c = zip(*[_vectors(o, gen) for o in outs])  # exact: multiples of 1/2 below 21
+    v1, v2, c = draw(outs, seed)
     try:
-        g1, g2, gc = _backward(outs, leaves, v1), _backward(outs, leaves, v2), _backward(outs, leaves, c)
+        g1, g2, gc = passes or (_backward(outs, leaves, v1), _backward(outs, leaves, v2), _backward(outs, leaves, c))
     except Exception as exc:  # noqa: BLE001 - the function's backward failing is reported
         raised = describe_exception(exc)
         return CheckResult("linearity", "error", f"a backward with a random grad_output raised {raised}")

@@ -24,14 +24,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gradcheck_kit._engine.analytic import plain_grad
+from gradcheck_kit._engine.analytic import batched_grad, plain_grad
+from gradcheck_kit._engine.limits import BACKWARD_BATCH_ELEMENTS
 from gradcheck_kit._engine.linearity import (
-    BLOCK, COEFFICIENTS, TF32_EPS, ULPS, _tables, _vectors, subnormal_spacing,
+    BLOCK, COEFFICIENTS, TF32_EPS, ULPS, _tables, _vectors, draw, subnormal_spacing,
 )
 from gradcheck_kit._engine.tolerances import eps
 from gradcheck_kit.report import CheckResult
 
-__all__ = ["quick_checks"]
+__all__ = ["quick_checks", "batched_passes"]
 
 #: roundings of the largest size over the inputs allowed on each element
 TOP_EPS = 4.0
@@ -161,3 +162,31 @@ def _host64(t: torch.Tensor) -> np.ndarray:
     if flat._is_zerotensor():  # autograd's immutable zero (the second derivative of abs)
         return np.zeros(flat.numel())
     return (flat if flat.dtype == torch.float64 else flat.double()).numpy()
+
+
+def batched_passes(graph, seed: int) -> tuple[list, list, list, list] | None:
+    """``linearity``'s three backwards (of its ``v1``, ``v2``, ``c`` for ``seed``) and ``zero_grad_output``'s,
+    per input, through one batched backward (``is_grads_batched``) over the graph the check built: a
+    backward of torch's own operations batches four vectors for about the cost of two of its passes. Only
+    where that backward ran no Python code (``structural.watched_reentrant``: a custom Function's backward
+    or a hook could crash the process under batching, ``graph``); ``None`` where torch cannot batch it,
+    and the checks then make their own backwards. Each vector's rows are computed as their own backward
+    would (the batch dimension is torch's, never mixed into another vector's sums), so a backward that
+    clamps, takes ``abs``/``sign``/powers of or normalises ``grad_output`` differs from the linear
+    combination here as there; one that changes between calls is ``reentrant``'s to find."""
+    pairs = [(graph.outs[k], k) for k in graph.out_idx if graph.outs[k].requires_grad]
+    leaves = [graph.leaves[i] for i in graph.wrt]
+    outs = [o for o, _ in pairs]
+    if not outs or not leaves or 4 * sum(leaf.numel() for leaf in leaves) > BACKWARD_BATCH_ELEMENTS:
+        return None
+    v1, v2, c = draw(outs, seed)
+    stacked = [torch.stack([a, b, w, torch.zeros_like(a)]) for a, b, w in zip(v1, v2, c)]
+    try:
+        grads = batched_grad(outs, leaves, stacked)
+        per_vector = [
+            [torch.zeros_like(leaf) if g is None else g[j].detach().clone() for g, leaf in zip(grads, leaves)]
+            for j in range(4)
+        ]
+    except Exception:  # noqa: BLE001 - torch could not batch this backward: the checks make their own
+        return None
+    return per_vector[0], per_vector[1], per_vector[2], per_vector[3]

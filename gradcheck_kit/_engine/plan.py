@@ -16,7 +16,9 @@ disagreement is beyond the approximate tier, fn's precision inside is looked for
 (``precision_first``): a staircase is then checked along directions in its precision (``recheck``). The counts need
 no call of fn; whether fn runs under vmap is told by one evaluation through vmap, made only where the
 counts favour the directions and the calls saved would take longer than ``Tuning.auto_plan_probe_seconds``
-(timed by the forward at the inputs): a cheap fn's check is not slowed down by finding out."""
+(timed by the forward at the inputs): a cheap fn's check is not slowed down by finding out. Where full mode
+would screen the inputs at ±h in one batch (one input, or several small ones together: ``screen_batch``),
+that batch is the probe, and the screen uses its values (``stencil.probe_screen``)."""
 
 from __future__ import annotations
 
@@ -86,7 +88,20 @@ def by_cost(run, mode: str) -> str:
 def runs_under_vmap(run) -> bool:
     """Whether fn's evaluations run through vmap: one batch of one point of the largest input tells (a
     custom Function without a vmap rule in the graph is no proof: fn may route around it without grad)."""
-    return stencil.runs_under_vmap(run, max(run.wrt, key=lambda i: n_coords(run.inputs[i])))
+    largest = max(run.wrt, key=lambda i: n_coords(run.inputs[i]))
+    return stencil.runs_under_vmap(run, largest, screened=screen_batch(run))
+
+
+def screen_batch(run) -> list[int]:
+    """The inputs whose ±h screen full mode would evaluate in one batch (``stencil.screen_stencil``): the
+    only input, or every input where all are vectors or matrices small enough to go together; else none."""
+    if not _screen.can_screen(run):
+        return []
+    if len(run.wrt) == 1:
+        return list(run.wrt)
+    n = sum(n_coords(run.inputs[i]) for i in run.wrt)
+    small = len(run.stencil.multipliers[:2]) * n * n <= limits.TUNING.together_elements
+    return list(run.wrt) if small and all(run.inputs[i].dim() <= 2 for i in run.wrt) else []
 
 
 def compared_nothing(run, found) -> bool:

@@ -7,7 +7,7 @@ without a vmap rule"``); the exception's type stays in the text where no known c
 
 from __future__ import annotations
 
-__all__ = ["vmap_reason", "forward_ad_reason"]
+__all__ = ["vmap_reason", "forward_ad_reason", "NO_JVP"]
 
 # (fragment of torch's message, lowercased) -> the cause in words; the first match wins
 _VMAP_CAUSES = (
@@ -28,9 +28,12 @@ _VMAP_CAUSES = (
     ("returned a", "fn returns something other than tensors"),
 )
 
+#: why forward-mode AD cannot run a graph holding a custom autograd.Function without a jvp
+NO_JVP = "fn has a custom autograd.Function without a jvp (forward-mode) rule"
+
 _FORWARD_CAUSES = (
-    ("jvp function for custom autograd.function", "fn has a custom autograd.Function without a jvp (forward-mode) rule"),
-    ("autograd.function", "fn has a custom autograd.Function without a jvp (forward-mode) rule"),
+    ("jvp function for custom autograd.function", NO_JVP),
+    ("autograd.function", NO_JVP),
     ("trying to use forward ad with", "an operation in fn has no forward-mode derivative in torch"),
     ("forward ad", "an operation in fn has no forward-mode derivative in torch"),
     ("forward-mode", "an operation in fn has no forward-mode derivative in torch"),

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from gradcheck_kit._engine import autograd_rows, limits, workspace
-from gradcheck_kit._engine.evaluate import exception_text
+from gradcheck_kit._engine.evaluate import _VmapMismatch as VmapMismatch, exception_text
 from gradcheck_kit._engine.reasons import vmap_reason
 from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates, noise_sigma
 from gradcheck_kit._engine.limits import EVALUATION_BATCH_ELEMENTS
@@ -32,14 +32,18 @@ def stencil_values(run, i: int, rows: dict[int, str], mults: Sequence[float]) ->
     values = {}
     if cols_per_batch < n_i:
         values = {k: torch.empty(npts, n_i, autograd_rows.row_count(run, k, rows[k]), dtype=torch.float64) for k in run.out_idx}
+    probed = run.probed_batch.pop(i, None)  # (points, f there) of the vmap probe: used where the same points
     for start in range(0, n_i, cols_per_batch):
         stop = min(n_i, start + cols_per_batch)
         b = stop - start
         with workspace.points(npts * b * n_i, base.dtype, base.device) as lease:
             points = lease.array.view(npts, b, n_i).copy_(base)
             move_diagonal(points, start, mult * step[start:stop])
-            outs = run.evaluator.batched(i, points.view(npts * b, n_i), x.shape, complex_)
-            lease.shared_with(outs)
+            if probed is not None and probed[0].shape == points.shape and torch.equal(probed[0], points):
+                outs = probed[1]
+            else:
+                outs = run.evaluator.batched(i, points.view(npts * b, n_i), x.shape, complex_)
+                lease.shared_with(outs)
         for pos, k in enumerate(run.out_idx):
             proj = autograd_rows.project(run, k, rows[k], outs[pos])  # (npts*b, r)
             if b == n_i:
@@ -80,20 +84,18 @@ def stencil_values_together(
     if any(b.dtype != bases[0].dtype or b.device != bases[0].device for b in bases):
         return None  # one dtype and device (``joint_screen_prepare``): input by input otherwise
     limits.TUNING.record("together", list(inputs))
-    mult = multipliers(run, mults)
     npts = len(mults)
     sizes = [b.numel() for b in bases]
     total = npts * sum(sizes)
+    probed = run.probed_batch.pop(tuple(inputs), None)  # (batches, f there) of the vmap probe
     with workspace.points(total * sum(sizes), bases[0].dtype, bases[0].device) as lease:
-        batches, start, offset = [], 0, 0  # offset: of input i's (total, n) points in the lent array
-        for i, x, base, n in zip(inputs, xs, bases, sizes):
-            points = lease.array[offset : offset + total * n].view(total, n).copy_(base)
-            move_diagonal(points[start : start + npts * n].view(npts, n, n), 0, mult * step_of(run, i))
-            batches.append(from_coords(points, x.shape, x.is_complex()))
-            start, offset = start + npts * n, offset + total * n
-        outs = run.evaluator.batched_together(inputs, batches)
-        if outs is not None:
-            lease.shared_with(outs)
+        batches = together_points(run, inputs, mults, lease.array)
+        if probed is not None and all(p.shape == b.shape and torch.equal(p, b) for p, b in zip(probed[0], batches)):
+            outs = probed[1]
+        else:
+            outs = run.evaluator.batched_together(inputs, batches)
+            if outs is not None:
+                lease.shared_with(outs)
     if outs is None:
         return None
     values, start = {}, 0
@@ -104,6 +106,25 @@ def stencil_values_together(
         }
         start += npts * n
     return values
+
+
+def together_points(run, inputs: Sequence[int], mults: Sequence[float], array: torch.Tensor) -> list[torch.Tensor]:
+    """The points of ``stencil_values_together`` written into ``array`` (flat, at least ``points ·
+    (sum n_i)²`` values): per input its batch ``(points · sum n_i, *shape)``, each point moving one
+    coordinate of one input (the others at x)."""
+    xs = [run.evaluator.base_args[i] for i in inputs]
+    bases = [coords(x) for x in xs]
+    mult = multipliers(run, mults)
+    npts = len(mults)
+    sizes = [b.numel() for b in bases]
+    total = npts * sum(sizes)
+    batches, start, offset = [], 0, 0  # offset: of input i's (total, n) points in the array
+    for i, x, base, n in zip(inputs, xs, bases, sizes):
+        points = array[offset : offset + total * n].view(total, n).copy_(base)
+        move_diagonal(points[start : start + npts * n].view(npts, n, n), 0, mult * step_of(run, i))
+        batches.append(from_coords(points, x.shape, x.is_complex()))
+        start, offset = start + npts * n, offset + total * n
+    return batches
 
 
 def columns_at(run, cols: dict[int, torch.Tensor], mults: Sequence[float]) -> dict[int, dict[int, torch.Tensor]]:
@@ -220,11 +241,16 @@ def entry_estimates(run, k, values, cols, step, j_sel, r_sel, at, unit_floor) ->
     return estimate_with_sigma(vals, step[where], sig, run.stencil, x_abs=at[where].abs(), unit_floor=unit_floor)
 
 
-def runs_under_vmap(run, i: int) -> bool:
+def runs_under_vmap(run, i: int, screened: Sequence[int] = ()) -> bool:
     """Whether full mode's batched evaluations of input ``i`` would run through vmap: one batch of one
     point (x itself) through vmap tells, as the first batch of a full check would (the evaluator remembers;
-    no point-by-point call follows where it fails)."""
+    no point-by-point call follows where it fails). ``screened``: the inputs whose ±h screen full mode
+    would evaluate in one batch (``i`` alone, or several small ones together), so the batch is that
+    screen's (``probe_screen``), kept for ``stencil_values`` or ``stencil_values_together``."""
     ev = run.evaluator
+    if screened and ev.vmap_failed is None and ev.grad_inside is None and not ev.used_vmap:
+        if probe_screen(run, list(screened)):
+            return True
     if ev.vmap_failed is None and ev.grad_inside is None and not ev.used_vmap:
         x = ev.base_args[i]
         batch = from_coords(coords(x).unsqueeze(0), x.shape, x.is_complex()).to(x.device)
@@ -238,6 +264,46 @@ def runs_under_vmap(run, i: int) -> bool:
         finally:
             ev.vmap_checked = checked
     return ev.vmap_failed is None and ev.grad_inside is None
+
+
+def probe_screen(run, inputs: list[int]) -> bool:
+    """The ±h screen's batch of ``inputs`` (``stencil_values`` of one input at the first two multipliers in
+    one batch, or ``stencil_values_together`` of several) through vmap as the probe of ``runs_under_vmap``:
+    where it runs, its values are kept for the screen, which then makes no batch of its own where its
+    points are the same (the probe costs nothing more than the check). Whether it ran (also where its first
+    entry differed from a plain call: the evaluator then evaluates point by point, as after the screen's
+    own batch); False where the batch is not the screen's (more than one batch, a deferred float64 probe,
+    fresh copies per call) or vmap raised (the evaluator remembers why)."""
+    ev = run.evaluator
+    xs = [ev.base_args[i] for i in inputs]
+    sizes = [n_coords(x) for x in xs]
+    mults = tuple(run.stencil.multipliers[:2])
+    total = len(mults) * sum(sizes)
+    if run.reference_pending or EVALUATION_BATCH_ELEMENTS // ((sum(sizes) + run.n_out) * len(mults)) < sum(sizes):
+        return False
+    if len(inputs) > 1 and (ev.fresh_copies or any(x.dtype != xs[0].dtype or x.device != xs[0].device for x in xs)):
+        return False
+    if len(inputs) == 1:
+        points = coords(xs[0]).expand(len(mults), sizes[0], sizes[0]).clone()
+        move_diagonal(points, 0, multipliers(run, mults) * step_of(run, inputs[0]))
+        batches = [from_coords(points.view(-1, sizes[0]), xs[0].shape, xs[0].is_complex()).to(xs[0].device)]
+        kept, key = points, inputs[0]
+    else:
+        batches = together_points(run, inputs, mults, torch.empty(total * sum(sizes), dtype=coords(xs[0]).dtype))
+        kept, key = batches, tuple(inputs)
+    try:
+        outs = ev._vmapped(inputs, batches, ev._fresh(ev.base_args, keep=tuple(inputs)))
+    except VmapMismatch:  # vmap ran; the evaluator evaluates point by point from now on
+        ev.evaluations += 1
+        return True
+    except Exception as exc:  # noqa: BLE001 - any failure of vmap means: the loop
+        ev.evaluations += 1
+        ev.vmap_failed = vmap_reason(exception_text(exc))
+        return False
+    ev.evaluations += total
+    ev.used_vmap = True
+    run.probed_batch[key] = (kept, outs)
+    return True
 
 
 @dataclass

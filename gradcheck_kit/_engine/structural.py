@@ -23,12 +23,13 @@ import torch
 
 from gradcheck_kit._engine.analytic import rows_from_coords
 from gradcheck_kit._engine.evaluate import describe_exception
+from gradcheck_kit._engine.graph import PythonInBackward, python_function_nodes
 from gradcheck_kit._engine.limits import NUMPY_ELEMENTS
 from gradcheck_kit._engine.linearity import natural_size, rounding_eps, smallest_normal
 from gradcheck_kit._inputs import bitwise_equal, coord_index, coords64
 from gradcheck_kit.report import CheckResult, format_index
 
-__all__ = ["structural_checks", "zero_grad_check", "Graph"]
+__all__ = ["structural_checks", "watched_reentrant", "zero_grad_check", "Graph"]
 
 #: above this many input coordinates a directional check skips the zero-grad_output backward
 LARGE_INPUT = 1 << 16
@@ -167,23 +168,43 @@ def structural_checks(run: Graph) -> list[CheckResult]:
     pairs = [(run.outs[k], k) for k in run.out_idx if run.outs[k].requires_grad]
     if not pairs:
         return [CheckResult("reentrant", "skipped", "no output requires grad")]
-    drawn = run.drawn_vectors
-    # the drawn grad_output itself where it has the output's dtype (no rebuild from float64 coordinates):
-    # the main backward already used it, so a backward that modified it in place makes the passes differ
-    vectors = [
-        drawn[k] if k in drawn and drawn[k].dtype == o.dtype else rows_from_coords(run.v[k].unsqueeze(0), o)[0]
-        for o, k in pairs
-    ]
+    vectors = _given_vectors(run, pairs)
     reentrant = _reentrant(run, pairs, vectors)
     if reentrant.status == "error":
         return [reentrant]
     return [reentrant, _zero_grad_output(run, pairs, vectors)]
 
 
-def zero_grad_check(run: Graph) -> CheckResult:
-    """``zero_grad_output`` alone (``reentrant`` ran elsewhere: ``one_vector``)."""
+def _given_vectors(run: Graph, pairs) -> list[torch.Tensor]:
+    # the drawn grad_output itself where it has the output's dtype (no rebuild from float64 coordinates):
+    # the main backward already used it, so a backward that modified it in place makes the passes differ
+    drawn = run.drawn_vectors
+    return [
+        drawn[k] if k in drawn and drawn[k].dtype == o.dtype else rows_from_coords(run.v[k].unsqueeze(0), o)[0]
+        for o, k in pairs
+    ]
+
+
+def watched_reentrant(run: Graph) -> tuple[CheckResult, bool]:
+    """``reentrant`` as ``structural_checks`` makes it, its backwards watched (``graph.PythonInBackward``):
+    the result and whether they were seen to run no Python code (no custom Function's backward, no hook;
+    False where nothing could watch: another profile function installed, or a backward off this thread)."""
     pairs = [(run.outs[k], k) for k in run.out_idx if run.outs[k].requires_grad]
-    return _zero_grad_output(run, pairs, [o.detach() for o, _ in pairs])
+    if not pairs:
+        return CheckResult("reentrant", "skipped", "no output requires grad"), False
+    if python_function_nodes([o for o, _ in pairs]):  # a custom Function's backward: Python, unwatched
+        return _reentrant(run, pairs, _given_vectors(run, pairs)), False
+    with PythonInBackward() as probe:
+        result = _reentrant(run, pairs, _given_vectors(run, pairs))
+    on_cpu = all(o.device.type == "cpu" for o, _ in pairs)
+    return result, probe.watching and not probe.ran and on_cpu
+
+
+def zero_grad_check(run: Graph, zeros: list | None = None) -> CheckResult:
+    """``zero_grad_output`` alone (``reentrant`` ran elsewhere: ``one_vector``); ``zeros``: the gradients of
+    a zero grad_output per input where already made (a batched backward's)."""
+    pairs = [(run.outs[k], k) for k in run.out_idx if run.outs[k].requires_grad]
+    return _zero_grad_output(run, pairs, [o.detach() for o, _ in pairs], zeros)
 
 
 def _reentrant(run: Graph, pairs, vectors) -> CheckResult:
@@ -258,8 +279,9 @@ def _passes_differ(run: Graph, first, second, nondet_tol: float) -> list[str]:
     return problems
 
 
-def _zero_grad_output(run: Graph, pairs, vectors) -> CheckResult:
-    """A zero grad_output gives a zero gradient (one more backward: on large inputs, full mode only)."""
+def _zero_grad_output(run: Graph, pairs, vectors, given: list | None = None) -> CheckResult:
+    """A zero grad_output gives a zero gradient (one more backward: on large inputs, full mode only;
+    ``given``: its gradients per input where already made)."""
     nondet_tol = run.nondet_tol
     if run.directional is not None and run.n_in > LARGE_INPUT:
         return CheckResult(
@@ -280,6 +302,8 @@ def _zero_grad_output(run: Graph, pairs, vectors) -> CheckResult:
         for i in run.wrt:
             g = torch.stack([folded[(i, k)] for _, k in pairs]).abs().nan_to_num(0.0).amax(dim=0)
             zeros.append(g.view(-1, 2).amax(dim=1) if run.inputs[i].is_complex() else g)
+    elif given is not None:
+        zeros = given
     else:
         try:
             zeros = _grads([o for o, _ in pairs], [run.leaves[i] for i in run.wrt], [torch.zeros_like(v) for v in vectors])

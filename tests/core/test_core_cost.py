@@ -176,6 +176,20 @@ def test_a_vmappable_a_small_or_an_explicit_full_check_keeps_its_mode():
     assert gk.check_gradients(_cube_function(), x[0, :2].detach().requires_grad_()).mode == "full"
 
 
+def test_the_vmap_probe_of_one_input_is_its_screen_batch():
+    # the probe that tells whether fn vmaps evaluates the ±h screen's points; the screen reuses them
+    from gradcheck_kit._engine.limits import tuned
+
+    x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    fn = Counted(lambda x: torch.tanh(x * 1.5).sin())
+    with tuned(auto_plan_probe_seconds=0.0):  # the probe made, however cheap fn is
+        report = gk.check_gradients(fn, x.clone().requires_grad_())
+    assert report.ok and report.mode == "full" and "settled at ±h" in report.check("backward").detail
+    # the forward, the screen's batch (under vmap: one call), one plain call at its first point, forward
+    # AD's pass (whose outputs at x stand for fn called again): no batch of one point besides
+    assert fn.calls == 4 + 1 and report.evaluations == 2 * 64 + 1 + 1
+
+
 def test_ties_whose_judging_costs_more_than_a_full_check_keep_it():
     # exact ties: judging each along its members costs (members + 1) · 2 · points calls of fn one at a time
     x = torch.arange(16, dtype=torch.float64).div(4).floor().requires_grad_()
@@ -291,7 +305,8 @@ def test_directions_the_screen_leaves_open_decide_on_their_whole_stencil_without
     report = gk.check_gradients(counted, _x())
     assert report.ok and report.mode == "directional" and _plan(report) == ["directional"]
     assert "4 evaluations each" in report.check("backward").detail
-    assert counted.calls == 1 + 1 + 2 * 4 + 1 + 1  # forward, vmap probe, directions, forward AD, fn again
+    # forward, vmap probe, directions, fn again (no forward-AD pass: the Function has no jvp)
+    assert counted.calls == 1 + 1 + 2 * 4 + 1
 
 
 def test_directions_that_compare_nothing_give_way_to_the_full_check():

@@ -171,3 +171,45 @@ def test_the_random_directions_follow_the_seed_alone(n):
     assert torch.equal(torch.get_rng_state(), torch_state)
     after = np.random.get_state()
     assert after[0] == numpy_state[0] and np.array_equal(after[1], numpy_state[1]) and after[2:] == numpy_state[2:]
+
+
+def _tanh_chain(x):
+    return torch.tanh(x * 1.5 + 0.3).sin() * x
+
+
+def test_a_directional_check_of_torch_operations_batches_linearity_and_zero_grad_output():
+    x = randn(40).requires_grad_()
+    report = gk.check_gradients(_tanh_chain, x, mode="directional")
+    assert report.ok
+    assert {c.name: c.status for c in report.checks}["zero_grad_output"] == "passed"
+    assert "one batched backward" in report.check("linearity").detail
+
+
+def test_a_hook_in_the_backward_keeps_linearity_to_its_own_backwards():
+    # Python code in the backward could crash a batched backward (graph): the passes stay one at a time
+    def hooked(x):
+        y = x * 1.5
+        y.register_hook(lambda g: g * 1.0)
+        return torch.tanh(y)
+
+    report = gk.check_gradients(hooked, randn(40).requires_grad_(), mode="directional")
+    assert report.ok
+    assert "batched" not in report.check("linearity").detail
+
+
+class _AbsOfGradOutput(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sin()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad.abs() * x.cos()
+
+
+def test_a_backward_not_linear_in_grad_output_still_fails_linearity_in_directional_mode():
+    report = gk.check_gradients(_AbsOfGradOutput.apply, randn(40).requires_grad_(), mode="directional")
+    assert not report.ok
+    assert report.check("linearity").status == "failed"

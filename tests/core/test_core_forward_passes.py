@@ -149,3 +149,15 @@ def test_a_wrong_jvp_of_one_input_is_caught_through_the_joint_passes(dtype):
     assert not report.ok
     assert _forward_status(report) == "failed"
     assert next(c.status for c in report.checks if c.name == "backward") == "passed"
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_auto_makes_no_forward_pass_through_a_custom_function_without_a_jvp(mode):
+    # the pass would raise at the Function after a call of fn: "auto" skips it with the reason that raise gives
+    fn = Counted(unary(torch.sin, torch.cos, name="NoJvp").apply)
+    report = gk.check_gradients(fn, randn(6).requires_grad_(), mode=mode)
+    check = report.check("forward_ad")
+    assert report.ok and check.status == "skipped" and "without a jvp" in check.detail
+    asked = Counted(unary(torch.sin, torch.cos, name="NoJvp").apply)
+    forced = gk.check_gradients(asked, randn(6).requires_grad_(), mode=mode, forward_ad=True)
+    assert forced.check("forward_ad").status == "error" and asked.calls > fn.calls
