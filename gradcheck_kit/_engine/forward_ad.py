@@ -22,8 +22,10 @@ def resolve(run) -> None:
     is more than ``limits.AUTO_FORWARD_BUILTIN_NODES`` of torch's built-in operations and no custom
     ``autograd.Function``: forward mode there is torch's own formulas, and its pass mixes tangents with
     plain tensors at every operation (``run.forward_ad_builtin``: the number of operations). It leaves it out
-    too where the graph holds a custom ``autograd.Function`` without a ``jvp`` (``run.forward_ad_without_jvp``:
-    their names): a forward-mode pass raises there, after a call of fn (the skip says so as that raise would)."""
+    too where every custom ``autograd.Function`` of the graph has no ``jvp`` (``run.forward_ad_without_jvp``:
+    their names): a forward-mode pass raises at the first the tangents reach, after a call of fn, and one
+    they do not reach leaves torch's formulas alone to check (the skip says so as that raise would). A graph
+    that also holds a Function with a ``jvp`` gets the pass."""
     if run.options["forward_ad"] != "auto":
         return
     outs = [run.outs[k] for k in run.out_idx]
@@ -33,15 +35,16 @@ def resolve(run) -> None:
         run.forward_ad_builtin = size
     elif size is None:
         plain = getattr(torch.autograd.Function, "jvp", None)
-        without = [cls for cls in graph.python_function_classes(outs) if getattr(cls, "jvp", None) is plain]
-        if without:
+        classes = graph.python_function_classes(outs)
+        without = [cls for cls in classes if getattr(cls, "jvp", None) is plain]
+        if without and len(without) == len(classes):
             run.forward_ad = False
             run.forward_ad_without_jvp = [getattr(cls, "__qualname__", cls.__name__) for cls in without]
 
 
 def _skipped_detail(run) -> str:
     if run.forward_ad_without_jvp:
-        return f"fn does not support forward-mode AD: {NO_JVP}"
+        return f"fn does not support forward-mode AD: {NO_JVP} ({', '.join(run.forward_ad_without_jvp)})"
     if not run.forward_ad_builtin:
         return "forward_ad=False"
     return (

@@ -161,3 +161,18 @@ def test_auto_makes_no_forward_pass_through_a_custom_function_without_a_jvp(mode
     asked = Counted(unary(torch.sin, torch.cos, name="NoJvp").apply)
     forced = gk.check_gradients(asked, randn(6).requires_grad_(), mode=mode, forward_ad=True)
     assert forced.check("forward_ad").status == "error" and asked.calls > fn.calls
+
+
+def test_a_wrong_jvp_beside_a_function_without_one_is_still_caught():
+    # the Function without a jvp acts on a constant that requires grad (a parameter), where no tangent goes:
+    # the pass runs, and the other Function's wrong jvp fails it
+    without = unary(torch.sin, torch.cos, name="NoJvp")
+    wrong_jvp = unary(lambda x: x * x, lambda x: 2 * x, jvp=1.01, name="SquareWrongJvp")
+    scale = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
+
+    def fn(x):
+        return wrong_jvp.apply(x) * without.apply(scale)
+
+    report = gk.check_gradients(fn, torch.linspace(0.5, 1.5, 6, dtype=torch.float64), mode="full")
+    assert _forward_status(report) == "failed", str(report)
+    assert "NoJvp" not in report.check("forward_ad").detail
