@@ -262,7 +262,9 @@ def test_a_pass_is_one_line_and_details_hold_plain_reasons():
     assert report.path == "loop (fn has a custom autograd.Function without a vmap rule: evaluated point by point)"
     forward = report.check("forward_ad")
     assert forward.status == "skipped"
-    assert forward.detail == "fn does not support forward-mode AD: fn has a custom autograd.Function without a jvp (forward-mode) rule"
+    assert forward.detail == (
+        "fn does not support forward-mode AD: fn has a custom autograd.Function without a jvp (forward-mode) rule (_NoVmap)"
+    )
     details = report.details()
     assert text.startswith(details.splitlines()[0])
     assert "Checks:" in details and "  forward_ad: skipped (" in details
