@@ -197,16 +197,7 @@ def test_a_hook_in_the_backward_keeps_linearity_to_its_own_backwards():
     assert "batched" not in report.check("linearity").detail
 
 
-class _AbsOfGradOutput(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.sin()
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad.abs() * x.cos()
+_AbsOfGradOutput = unary(torch.sin, torch.cos, on_grad=torch.abs, name="AbsOfGradOutput")
 
 
 def test_a_backward_not_linear_in_grad_output_still_fails_linearity_in_directional_mode():
