@@ -48,6 +48,9 @@ NUMPY_ELEMENTS = 1 << 12
 WORKSPACE_BYTES = 1 << 24
 #: elements (rows x input coordinates) one batched backward may produce (``analytic``)
 BACKWARD_BATCH_ELEMENTS = 1 << 24
+#: elements (4 rows x input coordinates) up to which linearity's and zero_grad_output's backwards are one
+#: batched backward (``one_vector.batched_passes``); on larger inputs four rows cost more than four passes
+STRUCTURAL_BATCH_ELEMENTS = 1 << 14
 #: mismatches kept per (check, input, output) group
 KEPT_PER_GROUP = 100
 DEFAULT_DIRECTIONS = 2

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from gradcheck_kit._engine.analytic import batched_grad, plain_grad
-from gradcheck_kit._engine.limits import BACKWARD_BATCH_ELEMENTS
+from gradcheck_kit._engine.limits import STRUCTURAL_BATCH_ELEMENTS
 from gradcheck_kit._engine.linearity import (
     BLOCK, COEFFICIENTS, TF32_EPS, ULPS, _tables, _vectors, draw, subnormal_spacing,
 )
@@ -169,7 +169,8 @@ def batched_passes(graph, seed: int) -> tuple[list, list, list, list] | None:
     per input, through one batched backward (``is_grads_batched``) over the graph the check built: a
     backward of torch's own operations batches four vectors for about the cost of two of its passes. Only
     where that backward ran no Python code (``structural.watched_reentrant``: a custom Function's backward
-    or a hook could crash the process under batching, ``graph``); ``None`` where torch cannot batch it,
+    or a hook could crash the process under batching, ``graph``), on inputs small enough that a pass's
+    fixed cost outweighs its arithmetic (``STRUCTURAL_BATCH_ELEMENTS``); ``None`` where torch cannot batch it,
     and the checks then make their own backwards. Each vector's rows are computed as their own backward
     would (the batch dimension is torch's, never mixed into another vector's sums), so a backward that
     clamps, takes ``abs``/``sign``/powers of or normalises ``grad_output`` differs from the linear
@@ -177,7 +178,7 @@ def batched_passes(graph, seed: int) -> tuple[list, list, list, list] | None:
     pairs = [(graph.outs[k], k) for k in graph.out_idx if graph.outs[k].requires_grad]
     leaves = [graph.leaves[i] for i in graph.wrt]
     outs = [o for o, _ in pairs]
-    if not outs or not leaves or 4 * sum(leaf.numel() for leaf in leaves) > BACKWARD_BATCH_ELEMENTS:
+    if not outs or not leaves or 4 * sum(leaf.numel() for leaf in leaves) > STRUCTURAL_BATCH_ELEMENTS:
         return None
     v1, v2, c = draw(outs, seed)
     stacked = [torch.stack([a, b, w, torch.zeros_like(a)]) for a, b, w in zip(v1, v2, c)]
