@@ -16,7 +16,7 @@ runs a CPU graph's backward (a GPU graph's runs on the engine's device threads, 
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -26,42 +26,45 @@ __all__ = ["python_function_nodes", "python_function_classes", "builtin_size", "
 MAX_NODES = 1 << 16
 
 
-def python_function_nodes(outputs: Iterable[torch.Tensor]) -> list[str]:
-    """Names of the custom ``autograd.Function`` classes whose backward the graph of ``outputs`` runs, in
-    the order first met (``["<graph too large to inspect>"]`` past ``MAX_NODES`` nodes)."""
+def _walk(outputs: Iterable[torch.Tensor]) -> Iterator[Any]:
+    """The nodes of the graph of ``outputs``, each once, from the outputs down; where the graph has more than
+    ``MAX_NODES`` nodes, ``None`` after the first ``MAX_NODES`` and no more."""
     stack = [o.grad_fn for o in outputs if isinstance(o, torch.Tensor) and o.grad_fn is not None]
     seen: dict[int, object] = {}  # the nodes themselves held, so that no id is reused during the walk
-    names: list[str] = []
     while stack:
         node = stack.pop()
         if id(node) in seen:
             continue
         seen[id(node)] = node
         if len(seen) > MAX_NODES:
+            yield None
+            return
+        yield node
+        stack.extend(child for child, _ in node.next_functions if child is not None)
+
+
+def python_function_nodes(outputs: Iterable[torch.Tensor]) -> list[str]:
+    """Names of the custom ``autograd.Function`` classes whose backward the graph of ``outputs`` runs, in
+    the order first met (``["<graph too large to inspect>"]`` past ``MAX_NODES`` nodes)."""
+    names: list[str] = []
+    for node in _walk(outputs):
+        if node is None:
             return names + ["<graph too large to inspect>"]
         if _is_python_node(node):
             name = _forward_name(node)
             if name not in names:
                 names.append(name)
-        stack.extend(child for child, _ in node.next_functions if child is not None)
     return names
 
 
 def python_function_classes(outputs: Iterable[torch.Tensor]) -> list[type]:
     """The custom ``autograd.Function`` classes whose backward the graph of ``outputs`` runs (those whose
     class is known; the walk stops after ``MAX_NODES`` nodes)."""
-    stack = [o.grad_fn for o in outputs if isinstance(o, torch.Tensor) and o.grad_fn is not None]
-    seen: dict[int, object] = {}
     classes: list[type] = []
-    while stack and len(seen) <= MAX_NODES:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen[id(node)] = node
+    for node in _walk(outputs):
         forward_cls = getattr(node, "_forward_cls", None)
         if forward_cls is not None and forward_cls not in classes:
             classes.append(forward_cls)
-        stack.extend(child for child, _ in node.next_functions if child is not None)
     return classes
 
 
@@ -69,19 +72,12 @@ def builtin_size(outputs: Iterable[torch.Tensor]) -> int | None:
     """The number of operations (nodes other than the leaves' gradient accumulators) in the graph of
     ``outputs`` where none is a custom ``autograd.Function``'s (torch's built-in operations only), else None
     (also past ``MAX_NODES`` nodes)."""
-    stack = [o.grad_fn for o in outputs if isinstance(o, torch.Tensor) and o.grad_fn is not None]
-    seen: dict[int, object] = {}
-    leaves = 0
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen[id(node)] = node
-        if len(seen) > MAX_NODES or _is_python_node(node):
+    operations = 0
+    for node in _walk(outputs):
+        if node is None or _is_python_node(node):
             return None
-        leaves += type(node).__name__ == "AccumulateGrad"
-        stack.extend(child for child, _ in node.next_functions if child is not None)
-    return len(seen) - leaves
+        operations += type(node).__name__ != "AccumulateGrad"
+    return operations
 
 
 def _is_python_node(node: object) -> bool:
