@@ -34,9 +34,8 @@ def resolve(run) -> None:
         run.forward_ad = False
         run.forward_ad_builtin = size
     elif size is None:
-        plain = getattr(torch.autograd.Function, "jvp", None)
         classes = graph.python_function_classes(outs)
-        without = [cls for cls in classes if getattr(cls, "jvp", None) is plain]
+        without = [cls for cls in classes if graph.lacks_jvp(cls)]
         if without and len(without) == len(classes):
             run.forward_ad = False
             run.forward_ad_without_jvp = [getattr(cls, "__qualname__", cls.__name__) for cls in without]

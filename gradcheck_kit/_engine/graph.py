@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-__all__ = ["python_function_nodes", "python_function_classes", "builtin_size", "PythonInBackward"]
+__all__ = ["python_function_nodes", "python_function_classes", "builtin_size", "lacks_jvp", "PythonInBackward"]
 
 #: nodes visited at most (a graph this large is treated as holding a Python node: one backward per row)
 MAX_NODES = 1 << 16
@@ -78,6 +78,11 @@ def builtin_size(outputs: Iterable[torch.Tensor]) -> int | None:
             return None
         operations += type(node).__name__ != "AccumulateGrad"
     return operations
+
+
+def lacks_jvp(cls: type) -> bool:
+    """Whether the custom ``autograd.Function`` class ``cls`` has no forward-mode rule of its own."""
+    return getattr(cls, "jvp", None) is getattr(torch.autograd.Function, "jvp", None)
 
 
 def _is_python_node(node: object) -> bool:

@@ -54,7 +54,7 @@ def forward_passes(run) -> bool:
     if run.forward_ad is False:
         return False
     classes = graph.python_function_classes([run.outs[k] for k in run.out_idx])
-    return not any(getattr(cls, "jvp", None) is getattr(torch.autograd.Function, "jvp", None) for cls in classes)
+    return not any(map(graph.lacks_jvp, classes))
 
 
 def by_cost(run, mode: str) -> str:
