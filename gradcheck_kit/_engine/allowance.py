@@ -151,18 +151,33 @@ def full_conditioning(run) -> dict | None:
 def rounding_changes(run, reference: dict, derive: Callable) -> dict | None:
     """Per key of ``reference`` (the float64 derivatives), how far ``derive(leaves, outs)`` moves from it
     when each low-precision input in turn moves by ``CAP_EPS`` roundings at unit scale, summed over those
-    inputs (``full_conditioning``, ``directional_conditioning``); None where that fails or finds nothing."""
+    inputs (``full_conditioning``, ``directional_conditioning``); None where that fails or finds nothing.
+
+    Each input moves twice: signs alternating, and all positive with the change over ``sqrt(n)`` (n its
+    coordinates), the larger counting. One pattern alone misses what it cancels: alternating signs leave
+    ``d/dy sum(x·y) = sum(x)`` unmoved at ``x = (1, a, -1, a)`` while float32 rounds that sum at the size of
+    its terms, and uniform signs leave a shift-invariant fn (softmax) unmoved. Over ``sqrt(n)``: a sum's
+    rounding grows as the root of its length, not as the length."""
     low = [j for j, t in enumerate(run.inputs) if is_differentiable(t) and tolerances.eps(t.dtype) > 1e-15]
     total: dict = {}
     try:
         for j in low:
-            _, leaves, outs = autograd_rows.reference_leaves(run, perturb=j)
-            for key, moved in derive(leaves, outs).items():
-                change = (moved - reference[key]).abs().nan_to_num(0.0)
+            n = coords(run.inputs[j]).numel()
+            moved = _changes(run, reference, derive, j, False)
+            if n > 1:
+                uniform = _changes(run, reference, derive, j, True)
+                moved = {key: torch.maximum(c, uniform[key] / math.sqrt(n)) for key, c in moved.items()}
+            for key, change in moved.items():
                 total[key] = change if key not in total else total[key] + change
     except Exception:  # noqa: BLE001 - no conditioning: the capped allowance stands
         return None
     return total or None
+
+
+def _changes(run, reference: dict, derive: Callable, j: int, uniform: bool) -> dict:
+    """``|derive - reference|`` per key with input j moved by ``setup.nudged`` (one float64 forward and backward)."""
+    _, leaves, outs = autograd_rows.reference_leaves(run, perturb=j, uniform=uniform)
+    return {key: (moved - reference[key]).abs().nan_to_num(0.0) for key, moved in derive(leaves, outs).items()}
 
 
 def directional_own_scale(run) -> torch.Tensor:

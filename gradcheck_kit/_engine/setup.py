@@ -213,10 +213,12 @@ def alternating(n: int, dtype: torch.dtype) -> torch.Tensor:
     return 1.0 - 2.0 * (torch.arange(n) % 2).to(dtype)
 
 
-def nudged(t: torch.Tensor, rel: float) -> torch.Tensor:
-    """``t`` with each real coordinate moved by ``rel·max(|c|, 1)``, signs alternating (a new tensor)."""
+def nudged(t: torch.Tensor, rel: float, uniform: bool = False) -> torch.Tensor:
+    """``t`` with each real coordinate moved by ``rel·max(|c|, 1)``, signs alternating, or all positive
+    where ``uniform`` (a new tensor)."""
     c = coords(t)
-    moved = c + c.abs().clamp_min(1.0) * rel * alternating(c.numel(), c.dtype).to(c.device)
+    signs = torch.ones(c.numel(), dtype=c.dtype) if uniform else alternating(c.numel(), c.dtype)
+    moved = c + c.abs().clamp_min(1.0) * rel * signs.to(c.device)
     return from_coords(moved.unsqueeze(0), t.shape, t.is_complex())[0].to(t.dtype)
 
 

@@ -56,3 +56,31 @@ def test_a_backward_that_underflows_below_the_smallest_normal_number_is_not_reen
     )
     assert report.ok, report
     assert report.check("reentrant").status == "passed"
+
+
+_CANCELLING = torch.tensor([1.0, 3e-5, -1.0, 3e-5])  # d/dy sum(2xy) = sum(2x): float32 rounds it at |terms|
+
+
+def test_a_float32_sum_whose_terms_cancel_under_alternating_signs_is_no_false_alarm():
+    # moving x by alternating signs leaves sum(2x) where it was: the conditioning also moves them all alike
+    report = gk.check_gradients(lambda x, y: torch.sum(2 * x * y), _CANCELLING.clone(), torch.tensor(0.0))
+    assert report.ok, report.details()
+    assert {c.name: c.status for c in report.checks if c.name in ("reentrant", "forward_ad")} == {
+        "reentrant": "passed", "forward_ad": "passed"}
+
+
+def test_a_half_precision_backward_of_that_sum_is_still_caught():
+    class HalfSum(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, y):
+            ctx.save_for_backward(x, y)
+            return torch.sum(2 * x * y)
+
+        @staticmethod
+        def backward(ctx, g):
+            x, y = ctx.saved_tensors
+            return 2 * y * g * torch.ones_like(x), (2 * x).half().sum().float() * g
+
+    report = gk.check_gradients(HalfSum.apply, _CANCELLING.clone(), torch.tensor(0.0), forward_ad=False)
+    assert not report.ok
+    assert {m.input_index for m in report.mismatches} == {1}
