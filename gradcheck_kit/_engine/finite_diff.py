@@ -156,8 +156,9 @@ def round_off_model(
     f_scale = _rms(fmag if whole is None else whole)
     # |f| at the stencil points too, not only at x: where the step dwarfs x (x = 1e-200), f(x) can be 0
     # while f(x +- h) ~ h^2, whose rounding swallows the difference a derivative needs
-    if xp is np:
-        at_points = np.nan_to_num(abs(values), nan=0.0, posinf=0.0).max(axis=0)
+    if xp is np:  # np.where: np.nan_to_num is a Python wrapper of several numpy calls
+        at_points = abs(values)
+        at_points = np.where(np.isfinite(at_points), at_points, 0.0).max(axis=0)
     else:
         at_points = values.abs().nan_to_num(0.0, posinf=0.0).amax(dim=0)
     # and never below the spacing of subnormal numbers (eps·tiny), which eps·|f| underflows past: an f
@@ -235,7 +236,9 @@ def estimate_with_sigma(
         sums = _weight_tensor(sums.tobytes(), (3,), values.dtype, values.device)
     err = truncation + sums.reshape(3, *([1] * (value.ndim - 1))) * (sigma / h)
     if scale is not None:
-        err = err + e * (scale / h) * xp.nan_to_num(abs(value), nan=0.0, posinf=0.0)
+        size = abs(value)
+        size = np.where(np.isfinite(size), size, 0.0) if xp is np else size.nan_to_num(0.0, posinf=0.0)
+        err = err + e * (scale / h) * size
     return Estimates(value[0], err[0], value[1], err[1], value[2], err[2], truncation[0], truncation[1], truncation[2])
 
 

@@ -85,8 +85,9 @@ class Tuning:
     #: than this many seconds (timed by the forward at the inputs): a vmapped evaluation's own overhead
     auto_plan_probe_seconds: float = 1e-3
     #: the shared ±h screen evaluates its vector and matrix inputs through one vmap up to this many
-    #: elements of batched input values (points x coordinates); see ``stencil.screen_stencil``
-    together_elements: int = 1 << 19
+    #: elements of batched input values (points x coordinates); above it one vmap per input is cheaper, as
+    #: it writes and reads only that input's points; see ``stencil.screen_stencil``
+    together_elements: int = 1 << 18
     #: full mode computes autograd's rows through vmap over torch.func.vjp from this many rows on (one more
     #: forward, then functorch's batching rules; slower than is_grads_batched for a few rows)
     functorch_rows: int = 64

@@ -4,6 +4,7 @@ inputs through one), the steps and multipliers, and f along single coordinates o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -114,17 +115,36 @@ def together_points(run, inputs: Sequence[int], mults: Sequence[float], array: t
     coordinate of one input (the others at x)."""
     xs = [run.evaluator.base_args[i] for i in inputs]
     bases = [coords(x) for x in xs]
-    mult = multipliers(run, mults)
     npts = len(mults)
     sizes = [b.numel() for b in bases]
     total = npts * sum(sizes)
-    batches, start, offset = [], 0, 0  # offset: of input i's (total, n) points in the array
-    for i, x, base, n in zip(inputs, xs, bases, sizes):
+    batches, offset = [], 0  # offset: of input i's (total, n) points in the array
+    for x, base, n in zip(xs, bases, sizes):
         points = array[offset : offset + total * n].view(total, n).copy_(base)
-        move_diagonal(points[start : start + npts * n].view(npts, n, n), 0, mult * step_of(run, i))
         batches.append(from_coords(points, x.shape, x.is_complex()))
-        start, offset = start + npts * n, offset + total * n
+        offset += total * n
+    # every moved coordinate at once: x_j + m·h_j summed in float64, rounded once to the points' dtype
+    shift = (multipliers(run, mults) * torch.cat([step_of(run, i) for i in inputs])).to(array.device)
+    moved = (torch.cat(bases).to(array.device, torch.float64) + shift).to(array.dtype)
+    where = moved_positions(tuple(sizes), npts).to(array.device)
+    array.view(-1)[:offset].index_put_((where.view(-1),), moved.view(-1))
     return batches
+
+
+@lru_cache(maxsize=64)
+def moved_positions(sizes: tuple, npts: int) -> torch.Tensor:
+    """Where ``together_points`` moves coordinates, as flat positions in its array: ``(npts, sum n_i)``,
+    entry ``(m, offset_i + c)`` the point that moves coordinate ``c`` of input ``i`` by multiplier ``m``.
+    Input ``i``'s points sit at ``array_offset_i`` as ``(total, n_i)`` rows; its own rows start at row
+    ``start_i`` (the points of the inputs before it), ``m·n_i + c`` further on."""
+    total = npts * sum(sizes)
+    parts, start, array_offset = [], 0, 0
+    m = torch.arange(npts).unsqueeze(1)
+    for n in sizes:
+        c = torch.arange(n).unsqueeze(0)
+        parts.append(array_offset + (start + m * n + c) * n + c)
+        start, array_offset = start + npts * n, array_offset + total * n
+    return torch.cat(parts, dim=1)
 
 
 def columns_at(run, cols: dict[int, torch.Tensor], mults: Sequence[float]) -> dict[int, dict[int, torch.Tensor]]:
