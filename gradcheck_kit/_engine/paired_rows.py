@@ -25,6 +25,7 @@ __all__ = ["rows_and_reference"]
 def rows_and_reference(run, rows: dict[int, str], zero_rows: dict | None) -> tuple[dict, dict, str, dict | None]:
     """``autograd_rows.analytic_full`` of the check's graph (``zero_rows`` as there), and of the float64
     reference run's where the check makes one (else ``None``; also where that run fails)."""
+    run.signed_rows = None  # (set by ``analytic_full`` where they go with the check's rows)
     qualified = run.reference and _qualifies(run, rows)
     ref = _reference_inputs(run) if qualified else None
     if ref is not None:
