@@ -145,8 +145,12 @@ def f0_rows(run, pos: int, k: int, kind: str) -> tuple[torch.Tensor, torch.Tenso
     rms of that (cached per output and kind of rows)."""
     key = ("f0 rows", k, kind)
     if key not in run.rms_cache:
-        f0 = project(run, k, kind, run.f0[pos].unsqueeze(0))[0]
-        fmag = project(run, k, kind, run.f0[pos].abs().unsqueeze(0), absolute=True)[0]  # (r,)
+        if kind == "jacobian":  # the rows are the output's coordinates
+            f0 = run.f0[pos]
+            fmag = f0.abs()
+        else:
+            f0 = project(run, k, kind, run.f0[pos].unsqueeze(0))[0]
+            fmag = project(run, k, kind, run.f0[pos].abs().unsqueeze(0), absolute=True)[0]  # (r,)
         run.rms_cache[key] = (f0, fmag, _rms(fmag))
     return run.rms_cache[key]
 
