@@ -81,13 +81,13 @@ def _passed(tol: float, passes: str) -> tuple[CheckResult, CheckResult]:
 
 
 def signed_vectors(run, rows: dict, leaves: list, outs, n_rows: int) -> dict[int, torch.Tensor] | None:
-    """Per output, ``c`` and ``-c`` (``(2, n_out_coords)`` float64) to go with the Jacobian's rows of a full
-    check through its one batched backward, where that is how the rows come (a CPU graph of real floating
-    tensors without custom Functions, Jacobian rows of every output, one batch, not through functorch):
+    """``{k: [c; -c]}`` (``(2, n_out_coords)`` float64) for the one output ``k`` of a full check, to go with its
+    Jacobian's rows through their one batched backward, where that is how the rows come (a CPU graph of real
+    floating tensors without custom Functions, Jacobian rows, one batch, not through functorch):
     ``quick_checks`` then needs no backwards of its own. ``None`` elsewhere."""
     graded = [outs[k] for k in run.out_idx]
-    if any(rows[k] != "jacobian" for k in run.out_idx) or limits.TUNING.functorch_rows <= n_rows:
-        return None
+    if len(graded) != 1 or rows[run.out_idx[0]] != "jacobian" or limits.TUNING.functorch_rows <= n_rows:
+        return None  # (several outputs: b(c) sums over them, which ``_signed_agree`` does not take)
     if any(not o.requires_grad for o in graded) or not leaves:
         return None
     if any(not t.is_floating_point() or t.device.type != "cpu" for t in (*graded, *leaves)):
@@ -96,12 +96,15 @@ def signed_vectors(run, rows: dict, leaves: list, outs, n_rows: int) -> dict[int
     if max(o.numel() + 3 for o in graded) * cols > BACKWARD_BATCH_ELEMENTS or python_function_nodes(graded):
         return None
     vectors = _combined_vectors(graded, run.seed)
-    key = ("signed", id(vectors))
-    if key not in _SIGNED or _SIGNED[key][0] is not vectors:  # (the vectors held: no id is reused meanwhile)
+    key = id(vectors)
+    if key in _SIGNED and _SIGNED[key][0] is vectors:  # (the vectors held: no id is reused meanwhile)
+        return dict(zip(run.out_idx, _SIGNED[key][1]))
+    signed = [torch.stack([c.reshape(-1), -c.reshape(-1)]).to(torch.float64) for c in vectors]
+    if all(o.numel() <= BLOCK for o in graded):  # kept as ``_combined_vectors`` keeps the vectors
         if len(_SIGNED) >= _DRAWN_KEPT:
             _SIGNED.clear()
-        _SIGNED[key] = (vectors, [torch.stack([c.reshape(-1), -c.reshape(-1)]).to(torch.float64) for c in vectors])
-    return dict(zip(run.out_idx, _SIGNED[key][1]))
+        _SIGNED[key] = (vectors, signed)
+    return dict(zip(run.out_idx, signed))
 
 
 #: ``signed_vectors``' float64 rows per drawn vectors (at most ``_DRAWN_KEPT`` entries)
