@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from gradcheck_kit._engine import context, graph, limits, reductions, setup, tolerances
+from gradcheck_kit._engine import context, graph, limits, one_vector, reductions, setup, tolerances
 from gradcheck_kit._engine.analytic import (
     _check_grad_meta, DualMemo, forward_pass, GradientMetaError, jvp_columns, rows_from_coords, vjp_rows, vjp_rows_functorch,
 )
@@ -55,7 +55,13 @@ def analytic_full(
     fold = zero_rows is not None and all(row_count(run, k, rows[k]) >= 2 for k in run.out_idx)
     vectors = {k: row_vectors(run, k, rows[k], fold) for k in run.out_idx}
     n_rows = sum(v.shape[0] for v in vectors.values())
+    signed = one_vector.signed_vectors(run, rows, leaf_list, outs, n_rows) if fold else None
+    if signed is not None:  # (not counted in n_rows: the rows' path is chosen as without them)
+        vectors = {k: torch.cat([vectors[k], signed[k]]) for k in vectors}
     results, flowed, path = analytic_rows(run, order, leaf_list, vectors, n_rows, outs, args)
+    if signed is not None:
+        run.signed_rows = {key: g[:, -2:] for key, g in results.items()} if path == "batched" else None
+        results = {key: g[:, :-2] for key, g in results.items()}
     if fold:
         for key, g in results.items():
             zero_rows[key] = g[:, -1]
@@ -140,8 +146,12 @@ def f0_rows(run, pos: int, k: int, kind: str) -> tuple[torch.Tensor, torch.Tenso
     rms of that (cached per output and kind of rows)."""
     key = ("f0 rows", k, kind)
     if key not in run.rms_cache:
-        f0 = project(run, k, kind, run.f0[pos].unsqueeze(0))[0]
-        fmag = project(run, k, kind, run.f0[pos].abs().unsqueeze(0), absolute=True)[0]  # (r,)
+        if kind == "jacobian":  # the rows are the output's coordinates
+            f0 = run.f0[pos]
+            fmag = f0.abs()
+        else:
+            f0 = project(run, k, kind, run.f0[pos].unsqueeze(0))[0]
+            fmag = project(run, k, kind, run.f0[pos].abs().unsqueeze(0), absolute=True)[0]  # (r,)
         run.rms_cache[key] = (f0, fmag, _rms(fmag))
     return run.rms_cache[key]
 

@@ -62,7 +62,7 @@ def structure_and_linearity(run, graph: structural.Graph) -> list[CheckResult]:
     """``reentrant``, ``zero_grad_output`` and ``linearity``: from two backwards of one vector against the
     checked Jacobian where that passes (``one_vector``), else ``reentrant`` in full and the other two from
     one batched backward where that runs and both pass (``one_vector.batched_passes``), else each in full."""
-    quick = one_vector.quick_checks(graph, run.seed)
+    quick = one_vector.quick_checks(graph, run.seed, run.signed_rows)
     if quick is not None:
         reentrant, linear = quick
         return [reentrant, structural.zero_grad_check(graph), linear]

@@ -200,6 +200,7 @@ class Run:
         # what the backward found
         self.not_evaluable: dict[int, int] = {}  # per input: derivatives no stencil could evaluate
         self.zero_grad_rows: dict | None = None  # full mode: the zero grad_output's gradient (structural)
+        self.signed_rows: dict | None = None  # full mode: b(c) and b(-c) batched with the rows (``one_vector``)
         self.full: FullState | None = None
         self.directional: DirectionalState | None = None
         self.n_directions = 0

@@ -126,6 +126,7 @@ def stages(run: context.Run, facts: Facts) -> None:
         facts.completed = True
         return
     facts.mode = mode = plan.by_cost(run, mode)
+    setup.rule_out_vmap(run)
     full_cost(run)
     run.out.extend(backward_stage(run, mode))
     facts.mode = mode = run.mode  # full where the cost plan's directional check failed (``plan.fall_back``)

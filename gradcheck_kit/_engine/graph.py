@@ -20,7 +20,10 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-__all__ = ["python_function_nodes", "python_function_classes", "builtin_size", "lacks_jvp", "PythonInBackward"]
+__all__ = [
+    "python_function_nodes", "python_function_classes", "builtin_size", "lacks_jvp", "lacks_setup_context",
+    "PythonInBackward",
+]
 
 #: nodes visited at most (a graph this large is treated as holding a Python node: one backward per row)
 MAX_NODES = 1 << 16
@@ -83,6 +86,12 @@ def builtin_size(outputs: Iterable[torch.Tensor]) -> int | None:
 def lacks_jvp(cls: type) -> bool:
     """Whether the custom ``autograd.Function`` class ``cls`` has no forward-mode rule of its own."""
     return getattr(cls, "jvp", None) is getattr(torch.autograd.Function, "jvp", None)
+
+
+def lacks_setup_context(cls: type) -> bool:
+    """Whether the custom ``autograd.Function`` class ``cls`` defines its context in ``forward`` (no
+    ``setup_context``): torch refuses such a Function under every functorch transform (vmap among them)."""
+    return getattr(cls, "setup_context", None) is getattr(torch.autograd.Function, "setup_context", None)
 
 
 def _is_python_node(node: object) -> bool:

@@ -24,24 +24,27 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gradcheck_kit._engine import limits
 from gradcheck_kit._engine.analytic import batched_grad, plain_grad
-from gradcheck_kit._engine.limits import STRUCTURAL_BATCH_ELEMENTS
+from gradcheck_kit._engine.graph import python_function_nodes
+from gradcheck_kit._engine.limits import BACKWARD_BATCH_ELEMENTS, STRUCTURAL_BATCH_ELEMENTS
 from gradcheck_kit._engine.linearity import (
     BLOCK, COEFFICIENTS, TF32_EPS, ULPS, _tables, _vectors, draw, subnormal_spacing,
 )
 from gradcheck_kit._engine.tolerances import eps
 from gradcheck_kit.report import CheckResult
 
-__all__ = ["quick_checks", "batched_passes"]
+__all__ = ["quick_checks", "batched_passes", "signed_vectors"]
 
 #: roundings of the largest size over the inputs allowed on each element
 TOP_EPS = 4.0
 LINEARITY_DETAIL = "backward(c) = Jᵀ·c (the checked Jacobian's rows) and backward(-c) = -backward(c), c = 3·v1 - 2·v2"
 
 
-def quick_checks(graph, seed: int) -> tuple[CheckResult, CheckResult] | None:
+def quick_checks(graph, seed: int, signed: dict | None = None) -> tuple[CheckResult, CheckResult] | None:
     """``(reentrant, linearity)`` both passed, or ``None`` where the full checks must decide. ``graph``:
-    the ``structural.Graph`` of a full check."""
+    the ``structural.Graph`` of a full check; ``signed``: per (input, output) the columns ``b(c)``, ``b(-c)``
+    that went with the Jacobian's rows (``signed_vectors``), tried first."""
     state = graph.full
     if state is None or graph.directional is not None or not state.analytic or not state.rows:
         return None
@@ -55,6 +58,8 @@ def quick_checks(graph, seed: int) -> tuple[CheckResult, CheckResult] | None:
     if any(not t.is_floating_point() for t in (*outs, *leaves)):
         return None
     vectors = _combined_vectors(outs, seed)
+    if signed is not None and _signed_agree(graph, state, pairs, vectors, leaves, signed):
+        return _passed(graph.nondet_tol, "b(c) and b(-c) batched with the Jacobian's rows")
     try:
         given = [c.clone() for c in vectors]
         first = _grads(outs, leaves, given)
@@ -67,9 +72,65 @@ def quick_checks(graph, seed: int) -> tuple[CheckResult, CheckResult] | None:
             return None
     except Exception:  # noqa: BLE001 - anything unusual (an immutable zero gradient...): the full checks decide
         return None
-    tol = graph.nondet_tol
-    detail = "two passes (of c and -c) agree" + (f" within nondet_tol={tol:g}" if tol else " exactly")
+    return _passed(graph.nondet_tol, "two passes (of c and -c)")
+
+
+def _passed(tol: float, passes: str) -> tuple[CheckResult, CheckResult]:
+    detail = f"{passes} agree" + (f" within nondet_tol={tol:g}" if tol else " exactly")
     return CheckResult("reentrant", "passed", detail), CheckResult("linearity", "passed", LINEARITY_DETAIL)
+
+
+def signed_vectors(run, rows: dict, leaves: list, outs, n_rows: int) -> dict[int, torch.Tensor] | None:
+    """``{k: [c; -c]}`` (``(2, n_out_coords)`` float64) for the one output ``k`` of a full check, to go with its
+    Jacobian's rows through their one batched backward, where that is how the rows come (a CPU graph of real
+    floating tensors without custom Functions, Jacobian rows, one batch, not through functorch):
+    ``quick_checks`` then needs no backwards of its own. ``None`` elsewhere."""
+    graded = [outs[k] for k in run.out_idx]
+    if len(graded) != 1 or rows[run.out_idx[0]] != "jacobian" or limits.TUNING.functorch_rows <= n_rows:
+        return None  # (several outputs: b(c) sums over them, which ``_signed_agree`` does not take)
+    if any(not o.requires_grad for o in graded) or not leaves:
+        return None
+    if any(not t.is_floating_point() or t.device.type != "cpu" for t in (*graded, *leaves)):
+        return None
+    cols = sum(leaf.numel() for leaf in leaves)
+    if max(o.numel() + 3 for o in graded) * cols > BACKWARD_BATCH_ELEMENTS or python_function_nodes(graded):
+        return None
+    vectors = _combined_vectors(graded, run.seed)
+    key = id(vectors)
+    if key in _SIGNED and _SIGNED[key][0] is vectors:  # (the vectors held: no id is reused meanwhile)
+        return dict(zip(run.out_idx, _SIGNED[key][1]))
+    signed = [torch.stack([c.reshape(-1), -c.reshape(-1)]).to(torch.float64) for c in vectors]
+    if all(o.numel() <= BLOCK for o in graded):  # kept as ``_combined_vectors`` keeps the vectors
+        if len(_SIGNED) >= _DRAWN_KEPT:
+            _SIGNED.clear()
+        _SIGNED[key] = (vectors, signed)
+    return dict(zip(run.out_idx, signed))
+
+
+#: ``signed_vectors``' float64 rows per drawn vectors (at most ``_DRAWN_KEPT`` entries)
+_SIGNED: dict = {}
+
+
+def _signed_agree(graph, state, pairs, vectors, leaves, signed) -> bool:
+    """``_agree`` of the columns ``b(c)``, ``b(-c)`` that went with the Jacobian's rows of one output: no
+    ``grad_output`` reached Python code (none runs in that backward), and the comparisons run on the host
+    (the columns hold the inputs' dtype's values in float64, exactly). ``dtypes`` of ``_matches_rows``: the
+    inputs'."""
+    if len(pairs) != 1 or any((i, pairs[0][1]) not in signed for i in graph.wrt):
+        return False
+    k, tol = pairs[0][1], graph.nondet_tol
+    first = []
+    try:
+        for i in graph.wrt:
+            both = signed[(i, k)].numpy()  # (n_i, 2)
+            a, b = both[:, 0], both[:, 1]
+            # negation is exact and rounds symmetrically: a linear backward gives -b(c) bit for bit
+            if not (np.array_equal(a, -b) or (tol and bool((np.abs(a + b) <= tol).all()))):
+                return False
+            first.append(a)
+        return _matches_rows(graph, state, pairs, vectors, first, [leaf.dtype for leaf in leaves])
+    except Exception:  # noqa: BLE001 - anything unusual: the two passes of their own
+        return False
 
 
 def _agree(graph, state, pairs, vectors, sent, passes) -> bool:
@@ -123,16 +184,18 @@ def _grads(outs, leaves, grad_outputs) -> list[torch.Tensor]:
     return [torch.zeros_like(leaf) if g is None else g.detach() for g, leaf in zip(grads, leaves)]
 
 
-def _matches_rows(graph, state, pairs, vectors, got) -> bool:
+def _matches_rows(graph, state, pairs, vectors, got, dtypes: list | None = None) -> bool:
     """Whether each backward of ``c`` equals ``Jᵀc`` of the checked rows within ``linearity``'s allowance:
     ``ULPS`` roundings of ``|b(c)| + 2·|J|ᵀ|c|`` (its sizes ``|b(c)| + 3|b(v1)| + 2|b(v2)|`` plus the
     cancellation of its terms, where ``|c| = 3|v1| + 2|v2|``), and ``TOP_EPS`` of the largest such size over
     the inputs (``structural``'s first-pass comparison allows as many). The rounding unit is the dtypes'
     (float32's at least, TF32's where CUDA may use it): a backward that rounds coarser inside goes to the
     full checks, which look for that. Numpy: the Jacobian is small (``limits.JACOBIAN_ENTRIES``)."""
-    e = max(eps(t.dtype) for t in (*got, *(o for o, _ in pairs)))
+    dtypes_of_got = [t.dtype for t in got] if dtypes is None else dtypes
+    e = max(eps(d) for d in (*dtypes_of_got, *(o.dtype for o, _ in pairs)))
     e = max(e, eps(torch.float32))
-    if any(t.is_cuda for t in got) and (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32):
+    cuda = dtypes is None and any(t.is_cuda for t in got)  # (``dtypes`` given: ``got`` on the host already)
+    if cuda and (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32):
         e = max(e, TF32_EPS)
     floor = (abs(COEFFICIENTS[0]) + abs(COEFFICIENTS[1]) + 1.0) * (graph.nondet_tol + ULPS * subnormal_spacing(e))
     ws = [(w, np.abs(w)) for w in map(_host64, vectors)]
@@ -143,7 +206,7 @@ def _matches_rows(graph, state, pairs, vectors, got) -> bool:
             a = state.analytic[(i, k)].numpy()
             expected = expected + a @ w
             size = size + np.abs(a) @ w_abs
-        b = _host64(g)
+        b = g if dtypes is not None else _host64(g)
         b_abs = np.abs(b)
         sizes = b_abs + 2 * size  # NaN or inf anywhere (a non-finite term) fails the comparison below
         if not np.isfinite(sizes).all() or not np.isfinite(expected).all():

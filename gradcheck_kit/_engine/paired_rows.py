@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from gradcheck_kit._engine import autograd_rows, context, limits
+from gradcheck_kit._engine import autograd_rows, context, limits, one_vector
 from gradcheck_kit._engine.analytic import _add_block, batched_grad, rows_from_coords, watched_grad
 from gradcheck_kit._engine.graph import python_function_nodes
 from gradcheck_kit._engine.limits import BACKWARD_BATCH_ELEMENTS, FUNCTORCH_ELEMENTS
@@ -25,6 +25,7 @@ __all__ = ["rows_and_reference"]
 def rows_and_reference(run, rows: dict[int, str], zero_rows: dict | None) -> tuple[dict, dict, str, dict | None]:
     """``autograd_rows.analytic_full`` of the check's graph (``zero_rows`` as there), and of the float64
     reference run's where the check makes one (else ``None``; also where that run fails)."""
+    run.signed_rows = None  # (set by ``analytic_full`` where they go with the check's rows)
     qualified = run.reference and _qualifies(run, rows)
     ref = _reference_inputs(run) if qualified else None
     if ref is not None:
@@ -87,6 +88,9 @@ def _paired(run, rows, zero_rows, ref) -> tuple[dict, dict, str, dict] | None:
     if n_rows < 2 or n_rows * max(n_cols, 1) > BACKWARD_BATCH_ELEMENTS or python_function_nodes([ref_out]):
         return None
     vectors = torch.eye(n_rows, n_out, dtype=torch.float64)  # one-hot rows, the folded zero row last
+    signed = one_vector.signed_vectors(run, rows, leaves, run.outs, n_rows) if fold else None
+    if signed is not None:  # c and -c after them (the reference graph's two rows unread)
+        vectors = torch.cat([vectors, signed[k]])
     ours, theirs = rows_from_coords(vectors, out), rows_from_coords(vectors, ref_out)
     every = leaves + twins
     results: list[list[torch.Tensor]] = [[] for _ in every]
@@ -97,12 +101,16 @@ def _paired(run, rows, zero_rows, ref) -> tuple[dict, dict, str, dict] | None:
             return None
         rest = batched_grad([out, ref_out], every, [ours[1:], theirs[1:]])
         _add_block(results, flowed, [None if g is None else g.unsqueeze(0) for g in first], every, 1)
-        _add_block(results, flowed, rest, every, n_rows - 1)
+        _add_block(results, flowed, rest, every, vectors.shape[0] - 1)
     except Exception:  # noqa: BLE001 - the separate calls run and report it
         return None
     analytic, flows, reference = {}, {}, {}
     for pos, i in enumerate(order):
         g, r = torch.cat(results[pos]), torch.cat(results[len(order) + pos])
+        if signed is not None:
+            run.signed_rows = run.signed_rows or {}
+            run.signed_rows[(i, k)] = g[-2:].T
+            g, r = g[:-2], r[:-2]
         if fold:
             zero_rows[(i, k)] = g[-1]
             g, r = g[:-1], r[:-1]

@@ -7,12 +7,15 @@ without a vmap rule"``); the exception's type stays in the text where no known c
 
 from __future__ import annotations
 
-__all__ = ["vmap_reason", "forward_ad_reason", "NO_JVP"]
+__all__ = ["vmap_reason", "forward_ad_reason", "NO_JVP", "NO_VMAP_RULE"]
+
+#: why vmap cannot run a graph holding a custom autograd.Function without a vmap rule
+NO_VMAP_RULE = "fn has a custom autograd.Function without a vmap rule"
 
 # (fragment of torch's message, lowercased) -> the cause in words; the first match wins
 _VMAP_CAUSES = (
-    ("autograd.function with functorch transforms", "fn has a custom autograd.Function without a vmap rule"),
-    ("setup_context", "fn has a custom autograd.Function without a vmap rule"),
+    ("autograd.function with functorch transforms", NO_VMAP_RULE),
+    ("setup_context", NO_VMAP_RULE),
     ("requires_grad_()", "fn calls autograd inside (requires_grad_ or torch.autograd.grad)"),
     ("autograd.grad", "fn calls autograd inside (requires_grad_ or torch.autograd.grad)"),
     (".item()", "fn reads a tensor's value as a Python number (.item(), float(), bool())"),

@@ -327,7 +327,7 @@ def joint_screen_test(run, joint: "JointScreen", rows, extra, kap) -> dict:
         passed = np.where(ok, ratio, 0.0)
         bad = ~ok
         any_bad = bool(bad.any())
-        none = torch.zeros(0, dtype=torch.long)
+        none = torch.zeros(0, dtype=torch.long) if not any_bad else None
         ends = np.searchsorted(s, np.arange(n + 1)).tolist()  # the stacked rows are in input order
         for p, i in enumerate(joint.inputs):
             lo, hi = ends[p], ends[p + 1]

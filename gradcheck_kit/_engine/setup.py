@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 from gradcheck_kit._engine import reference as _reference
-from gradcheck_kit._engine import tolerances, words
+from gradcheck_kit._engine import graph, tolerances, words
 from gradcheck_kit._engine.evaluate import EvaluationFailed, Evaluator
 from gradcheck_kit._engine.finite_diff import _rms
 from gradcheck_kit._engine.limits import DEFERRED_PROBE_COORDS
+from gradcheck_kit._engine.reasons import NO_VMAP_RULE
 from gradcheck_kit._inputs import coords, coords64, from_coords
 from gradcheck_kit.errors import InvalidArgument
 from gradcheck_kit.report import Note, NoteCode
@@ -109,6 +110,19 @@ def choose_numeric_dtype(run, defer: bool = True, own: bool = False) -> None:
         run.f0_cache = [coords64(probe[k]) for k in run.out_idx]
     elif not run.reference_pending:
         run.f0_cache = run.evaluator.outputs_at({})
+
+
+def rule_out_vmap(run) -> None:
+    """Full mode's batches point by point from the start where fn's graph at the inputs holds a custom
+    ``autograd.Function`` that defines its context in ``forward``: torch refuses it under vmap, so the first
+    batch's vmap would raise after a call of fn, and the evaluator would go point by point from there on.
+    (Where fn routes around that Function without grad, vmap could run: its points then take the loop,
+    whose values are fn's own.) Nothing where vmap already ran or failed, or is not tried."""
+    ev = run.evaluator
+    if run.mode != "full" or ev.vmap_failed is not None or ev.used_vmap or ev.grad_inside is not None:
+        return
+    if any(map(graph.lacks_setup_context, graph.python_function_classes([run.outs[k] for k in run.out_idx]))):
+        ev.vmap_failed = NO_VMAP_RULE
 
 
 def probe_float64(run, ref_args: list) -> tuple[tuple | None, str | None]:

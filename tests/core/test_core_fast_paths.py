@@ -534,3 +534,31 @@ def test_forward_mode_passes_record_no_graph(mode, n):
     duals = [s for s in seen if s[0]]
     assert duals, seen
     assert not any(grad and requires for _, grad, requires in duals), duals
+
+
+class _OldStyleCube(torch.autograd.Function):
+    """x³ with its context set in ``forward`` (no ``setup_context``): torch refuses it under vmap."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 3 * x**2
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_function_without_setup_context_is_never_called_under_vmap(dtype):
+    under_vmap = []
+
+    def fn(x):
+        under_vmap.append(torch._C._are_functorch_transforms_active())
+        return _OldStyleCube.apply(x)
+
+    report = gk.check_gradients(fn, _randn(10, dtype=dtype).requires_grad_(), mode="full")
+    assert report.ok
+    assert report.path == "loop (fn has a custom autograd.Function without a vmap rule: evaluated point by point)"
+    assert not any(under_vmap) and len(under_vmap) >= 20

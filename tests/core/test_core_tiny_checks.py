@@ -162,3 +162,22 @@ def test_a_callable_instance_names_its_inputs_after_its_class_call_unless_it_say
     own.__signature__ = inspect.Signature([P("w", P.POSITIONAL_ONLY), P("c", P.POSITIONAL_ONLY)])
     assert [i.name for i in gk.check_gradients(own, x, b).inputs] == ["w", "c"]
     assert [i.name for i in gk.check_gradients(_Weighted(), x, b).inputs] == ["weights", "bias"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_b_of_c_and_minus_c_go_with_the_jacobian_rows_where_no_python_code_runs_in_the_backward(dtype):
+    # (float32: with the float64 reference's rows, in the engine call both graphs share)
+    x = randn(10, dtype=dtype).requires_grad_()
+    report = gk.check_gradients(torch.sin, x)
+    assert report.ok, str(report)
+    assert "batched with the Jacobian's rows" in report.check("reentrant").detail
+    # a hook taking abs of the gradient (Python code in the backward): rows one at a time, and the
+    # non-linearity in grad_output still fails linearity
+    def fn(t):
+        y = torch.sin(t)
+        if y.requires_grad:
+            y.register_hook(lambda g: g.abs())
+        return y * 1.0
+
+    hooked = gk.check_gradients(fn, x)
+    assert hooked.check("linearity").status == "failed", str(hooked)
