@@ -46,6 +46,26 @@ def test_a_backward_wrong_from_its_second_call_names_the_first_pass():
     assert "a later backward differs from the first" in report.check("reentrant").detail
 
 
+def test_a_hook_wrong_from_its_second_call_on_a_built_in_graph_fails():
+    # no custom Function: the hook is the only Python code in the backward, and the first-pass comparison
+    # (made only where Python code may run) names it
+    def fn(x):
+        calls = [0]
+
+        def hook(g):
+            calls[0] += 1
+            return g if calls[0] == 1 else g * 1.01
+
+        y = x * 2
+        y.register_hook(hook)
+        return y.sin()
+
+    report = gk.check_gradients(fn, randn(5, dtype=torch.float64), mode="full")
+    assert not report.ok
+    assert report.check("reentrant").status == "failed", str(report)
+    assert "a later backward differs from the first" in report.check("reentrant").detail
+
+
 # -- item 3: a backward non-linear in grad_output ----------------------------------------------------------
 NON_LINEAR = {
     "clamp": lambda g: g.clamp(-1, 1),
