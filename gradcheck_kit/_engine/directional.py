@@ -189,9 +189,12 @@ def early_failure(run, a: torch.Tensor, num: "DirectionalNumerics", allow: torch
     only sends the check to the full check, whose results replace it). None where the stencil along ``u``
     goes on: a disagreement beyond the approximate tier (a wrong derivative, a staircase, a jump at x, which
     the whole stencil tells apart and ``precision_first`` reads), ``phi`` not smooth at ±h (one-sided slopes
-    that the screen's kink test tells apart, a value not finite), or f(x) not known."""
+    that the screen's kink test tells apart, a value not finite), f(x) not known, or given tolerances (no
+    approximate tier; an ``rtol`` widens the whole stencil's allowance beyond the screen's)."""
     h, values = run.stencil.h0, num.values
-    if not num.center or not bool(torch.isfinite(values[: _screen.POINTS]).all()):
+    if not settle.approximate_tier(run) or not num.center:
+        return None
+    if not bool(torch.isfinite(values[: _screen.POINTS]).all()):
         return None
     central = (values[1] - values[2]) / (2 * h)
     w = weights_for(run.stencil)
@@ -215,12 +218,10 @@ def early_failure(run, a: torch.Tensor, num: "DirectionalNumerics", allow: torch
         return None
     failed = torch.ones_like(a, dtype=torch.bool)
     none = torch.zeros_like(failed)
-    verdict = Verdict(
+    return Verdict(
         failed=failed, kink=none, unchecked=none, numerical=central, allowed=allow.expand_as(a).clone(),
-        ratio=((a - central).abs() / allow.clamp_min(1e-300)).expand_as(a).clone(), sharp_kink=none,
-        left=central, right=central,
+        ratio=(diff / allow.clamp_min(1e-300)).expand_as(a).clone(), sharp_kink=none, left=central, right=central,
     )
-    return verdict
 
 
 def settles_unlikely(run, excess: float) -> bool:
