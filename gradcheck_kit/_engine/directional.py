@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gradcheck_kit._engine import (
@@ -16,9 +17,11 @@ from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine import kinks as _kinks
 from gradcheck_kit._engine import limits
 from gradcheck_kit._engine import screen as _screen
-from gradcheck_kit._engine.compare import compare, Verdict
+from gradcheck_kit._engine.compare import SHARPNESS, compare, Verdict
 from gradcheck_kit._engine.evaluate import EvaluationFailed
-from gradcheck_kit._engine.finite_diff import estimate, estimate_with_sigma, Estimates, noise_sigma
+from gradcheck_kit._engine.finite_diff import (
+    estimate, estimate_with_sigma, Estimates, noise_sigma, round_off_model, weights_for,
+)
 from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS, LARGE_COORDS
 from gradcheck_kit._inputs import coords, coords64, from_coords
 from gradcheck_kit.report import CheckResult, GroupSummary, Mismatch
@@ -157,6 +160,10 @@ def judge_directional(run, a: torch.Tensor, backward: bool = True) -> tuple[Verd
             verdict = _screen.screen(a, num.values, run.stencil.h0, num.fmag, run.stencil, allow, kap, num.center)
         if verdict is not None:
             return verdict, scale, True
+        if backward and run.cost_plan:
+            early = early_failure(run, a, num, allow, kap)
+            if early is not None:
+                return early, scale, False
     est = directional_estimates(run)
     allow, scale = allowance.allowance_directional(run, screen=False)
     # no second opinion at smaller steps here (full mode's settle.refine): one coordinate's steep feature
@@ -172,6 +179,64 @@ def judge_directional(run, a: torch.Tensor, backward: bool = True) -> tuple[Verd
             run.options["strict"],
         )
     return verdict, scale, False
+
+
+def early_failure(run, a: torch.Tensor, num: "DirectionalNumerics", allow: torch.Tensor, kap: float) -> Verdict | None:
+    """The cost plan's failed verdict from ``phi(±h)`` alone where the directions disagree as an iterative
+    solver's derivative does (within the full check's approximate tier, beyond the projection's: the full
+    check passes such entries as approximate) and the rest of the stencil along ``u`` is not worth its calls
+    (``settles_unlikely``): the full check it stands in for runs right away. Every value fails (the verdict
+    only sends the check to the full check, whose results replace it). None where the stencil along ``u``
+    goes on: a disagreement beyond the approximate tier (a wrong derivative, a staircase, a jump at x, which
+    the whole stencil tells apart and ``precision_first`` reads), ``phi`` not smooth at ±h (one-sided slopes
+    that the screen's kink test tells apart, a value not finite), f(x) not known, or given tolerances (no
+    approximate tier; an ``rtol`` widens the whole stencil's allowance beyond the screen's)."""
+    h, values = run.stencil.h0, num.values
+    if not settle.approximate_tier(run) or not num.center:
+        return None
+    if not bool(torch.isfinite(values[: _screen.POINTS]).all()):
+        return None
+    central = (values[1] - values[2]) / (2 * h)
+    w = weights_for(run.stencil)
+    sigma = round_off_model(values[: _screen.POINTS], num.fmag, run.stencil)
+    noise = kap * float(np.abs(w.central).sum()) * sigma / h  # the screen's round-off
+    # one-sided slopes that differ as the screen's kink test has it: a kink or a jump along u, which the
+    # whole stencil tells apart (kinks pass between the slopes, jumps are not compared)
+    one_sided = float(np.abs(w.right).sum() + np.abs(w.left).sum())
+    kinked = ((values[1] - values[0]) - (values[0] - values[2])).abs() / h > (
+        _screen.KINK_FRACTION * central.abs() + 0.5 * SHARPNESS * kap * one_sided * sigma / h
+    )
+    if bool(kinked.any()):
+        return None
+    own = allowance.directional_own_scale(run)
+    dtype = allowance.directional_dtype(run)
+    diff = (a - central).abs()
+    if bool((diff > noise + allow + _approximate.accuracy(dtype) * own).any()):
+        return None  # beyond the full check's approximate tier: a wrong derivative, a staircase, a jump
+    excess = diff / (noise + allow + _approximate.accuracy(dtype, True) * own).clamp_min(1e-300)
+    if not settles_unlikely(run, float(excess.nan_to_num(float("inf")).max())):
+        return None
+    failed = torch.ones_like(a, dtype=torch.bool)
+    none = torch.zeros_like(failed)
+    return Verdict(
+        failed=failed, kink=none, unchecked=none, numerical=central, allowed=allow.expand_as(a).clone(),
+        ratio=(diff / allow.clamp_min(1e-300)).expand_as(a).clone(), sharp_kink=none, left=central, right=central,
+    )
+
+
+def settles_unlikely(run, excess: float) -> bool:
+    """Whether the cost plan's directions, which missed the ±h screen by ``excess`` times the directional
+    approximate tier (the screen's tolerance plus that tier, at most), go to the full check without the rest
+    of their stencil. The rest (``(points - 2) · d`` calls) passes only where truncation at h explains the
+    disagreement, less likely the more tiers it spans: taken as one chance in ``excess``, it is worth its
+    calls where that chance times the calls of the full check it may save (at least ±h per coordinate)
+    exceeds them. Within the tier (``excess <= 1``) the stencil always goes on. A cost rule only: either
+    way a failure runs the full check, whose verdict counts."""
+    if excess <= 1.0:
+        return False
+    rest = (run.stencil.points - (_screen.POINTS - 1)) * run.n_directions
+    full = (2 if _screen.can_screen(run) else run.stencil.points) * run.n_in
+    return full <= rest * excess
 
 
 def judge_projections(run, a: torch.Tensor, backward: bool = True) -> tuple[torch.Tensor, Verdict]:
@@ -267,7 +332,9 @@ def backward_directional_once(run) -> bool:
     with run.stage() as found:  # dropped where the check runs again
         verdict, scale, screened = judge_directional(run, a)
         again = bool(verdict.failed.any()) and directional_ties.scan_large(run)  # ties moved apart
-        wrong_ties = [] if again else directional_ties.judge(run, grads, failed=bool(verdict.failed.any()))
+        # a failed projection of the cost plan goes to the full check, which judges the ties itself
+        skip_ties = again or (run.cost_plan and bool(verdict.failed.any()))
+        wrong_ties = [] if skip_ties else directional_ties.judge(run, grads, failed=bool(verdict.failed.any()))
         differs = not again and directional_ties.deferred_reference_differs(run)
     if again:  # once more, with the ties moved together
         return backward_directional_once(run)

@@ -248,6 +248,27 @@ def test_an_approximate_gradient_without_vmap_pays_no_second_opinions():
     assert not strict.ok and len(strict.mismatches) == 12
 
 
+def test_a_solver_derivative_of_few_coordinates_goes_to_the_full_check_after_the_directions_first_points():
+    # right to 5e-6 of itself on 4 coordinates: beyond the projection's tier at ±h, within the full check's
+    # approximate tier. The rest of the directions' stencil (4 calls) would have to find that much truncation
+    # to pass, while the full check it may save costs 8: the directions stop after ±h (2 directions x 2)
+    solver = unary(torch.sin, torch.cos, factor=1 + 5e-6, name="Solver").apply
+    x = torch.linspace(-1.2, 0.9, 4, dtype=torch.float64).requires_grad_()
+    counted = Counted(solver)
+    report = gk.check_gradients(counted, x)
+    assert report.ok and report.mode == "full" and "approximate" in _codes(report)
+    [plan] = [n for n in report.notes if n.code == gk.report.NoteCode.COST_PLAN]
+    assert plan.fields[0] == "full_after_directional" and plan.fields[3] == 2 * 2
+    # the forward, the vmap probe, the directions at ±h, the full stencil (4 points x 4), fn called again
+    assert counted.calls == 1 + 1 + 2 * 2 + 4 * 4 + 1
+    # the same error beyond the full check's tier is no solver's: the whole stencil along u tells (a
+    # staircase, a jump), and the full check finds every element wrong
+    wrong = gk.check_gradients(unary(torch.sin, torch.cos, factor=1.03, name="Wrong").apply, x)
+    assert not wrong.ok and wrong.mode == "full"
+    [plan] = [n for n in wrong.notes if n.code == gk.report.NoteCode.COST_PLAN]
+    assert plan.fields[3] == 2 * 4
+
+
 def test_a_failing_check_without_vmap_costs_at_most_twice_its_passing_full_check():
     x = _x()
     for scale in (1.03, 1 + 1e-3):
