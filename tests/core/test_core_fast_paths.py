@@ -11,6 +11,7 @@ import torch
 
 import gradcheck_kit as gk
 from gradcheck_kit._engine.limits import tuned
+from tests.helpers import unary
 
 
 def _randn(*shape, dtype=torch.float64, seed=0):
@@ -536,18 +537,8 @@ def test_forward_mode_passes_record_no_graph(mode, n):
     assert not any(grad and requires for _, grad, requires in duals), duals
 
 
-class _OldStyleCube(torch.autograd.Function):
-    """x³ with its context set in ``forward`` (no ``setup_context``): torch refuses it under vmap."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x**3
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * 3 * x**2
+#: x³ with its context set in ``forward`` (no ``setup_context``): torch refuses it under vmap
+_OldStyleCube = unary(lambda x: x**3, lambda x: 3 * x**2, name="OldStyleCube")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
