@@ -160,6 +160,17 @@ class Budget:
         self._abandoned_phase += calls
         return calls
 
+    def unplanned(self, calls: int) -> None:
+        """``calls`` made inside the plan were second opinions (``pinpoint``), counted as spent: not the
+        plan's, should it be given up (``abandon``)."""
+        self._plan_at += calls
+
+    def failed_directions(self, calls: int) -> None:
+        """The cost plan's directions failed their ±h screen and made the rest of their stencil (``calls``),
+        which a passing check does not: on the failing path."""
+        self.failing += calls
+        self._failing_phase += calls
+
     def columns(self, run, points_per_column: int, most: int) -> int:
         """How many coordinates a second opinion of ``points_per_column`` evaluations each may take (at
         most ``most``); 0 where the budget is spent."""
