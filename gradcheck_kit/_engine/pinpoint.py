@@ -3,7 +3,7 @@ bisecting the failing direction, in place of the full check that would evaluate 
 
 The cost plan checks a fn that cannot run under vmap along directions (``plan``): every evaluation is a
 call of fn, and the full check it falls back to on a failure makes at least two calls per coordinate, then
-the rest of the stencil on the failed inputs and the staircase probe. Where a direction's estimate
+the rest of the stencil on the failed inputs. Where a direction's estimate
 converged, both one-sided estimates agree with it, and autograd is ``decisive.DECISIVE_RATIO`` times its
 tolerance away and ``GATE_SIDE_RATIO`` times the one-sided estimates' (``decisive``'s terms), a wrong
 element is looked for:
@@ -19,13 +19,18 @@ element is looked for:
   stencil's reach), autograd ``DECISIVE_RATIO`` times the tolerance away (the direction's round-off
   allowance, autograd's over the whole projection), beyond the full check's approximate tier of the
   input's largest entry, f moved, and the coordinate tied with no other. That is a failure the full check
-  fails too and none of its second opinions clears (``decisive``): the verdict is the full check's.
+  fails too and none of its second opinions clears (``decisive``): the verdict is the full check's. Where
+  autograd is only ``GATE_SIDE_RATIO`` times the one-sided estimates' tolerance away, the stencil at h/8
+  (the tie check's and refine's first step, four calls) must reproduce the estimate at h and hold the
+  terms with ``decisive.SIDE_RATIO``: no smaller step or one-sided slope there lies near autograd.
 
-The estimate at two step sizes settled far from autograd is also why the staircase probe is not made here:
-a lower precision's staircase seen at float64's step scatters the estimates at h and 2h by as much as it
-moves them (``staircase``). Where the bisection ends on an element that does not fail so, nothing is
-concluded: the full check runs as it would have (``plan.fall_back``), and the calls made here count as
-second opinions (``budget``). A passing check never gets here: its directions passed.
+A lower precision's staircase inside a float64 fn can look settled at h and 2h: where its steps are finer
+than h and h is close to a whole number of them, its roundings at the stencil's points fall on a line and
+shift every estimate alike. So a failure is claimed only where the staircase probe, with ``PROBE_POINTS``
+moves instead of ``staircase.POINTS`` (points ``2^-22`` apart alias with h otherwise than the stencil's),
+finds none. Where it finds one, or the bisection ends on an element that does not fail so, nothing is
+concluded: the full check runs as it would have (``plan.fall_back``: fn's precision first), and the calls
+made here count as second opinions (``budget``). A passing check never gets here: its directions passed.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ import torch
 
 from gradcheck_kit._engine import allowance, context, directional, ties, tolerances
 from gradcheck_kit._engine import screen as _screen
+from gradcheck_kit._engine import staircase as _staircase
+from gradcheck_kit._engine.evaluate import EvaluationFailed
 from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine import stencil as _stencil
 from gradcheck_kit._engine.decisive import DECISIVE_RATIO, PRECISION, SIDE_RATIO
@@ -51,6 +58,8 @@ __all__ = ["pinpointed", "GATE_SIDE_RATIO"]
 GATE_SIDE_RATIO = 2.0
 #: the named element's mismatch note
 BISECTED = "named by bisecting the failed direction; the other elements were not judged"
+#: the staircase probe's moves before a failure is claimed: four third differences (``staircase``)
+PROBE_POINTS = tuple(range(-3, 4))
 
 
 def pinpointed(run, found: context.Results) -> context.Results | None:
@@ -64,6 +73,8 @@ def pinpointed(run, found: context.Results) -> context.Results | None:
     with run.budget.spending(run):
         ended = bisect(run, pos, di)
         element = None if ended is None else judge_element(run, pos, di, *ended)
+        if element is not None and staircase_seen(run):
+            element = None
     made = run.evaluator.calls + run.extra_evaluations - start
     if element is None:
         run.budget.unplanned(made)  # second opinions, not the plan's calls (``budget.Budget.abandon``)
@@ -182,30 +193,71 @@ def masks(u: dict[int, torch.Tensor], members: list[tuple[int, int]]) -> dict[in
 def judge_element(run, pos: int, di: int, i: int, j: int, known: list[float]) -> dict | None:
     """Coordinate ``j`` of input ``i`` judged on its whole stencil along its own axis (``known``: f at its
     first points, reused): its autograd and numerical derivatives of ``v·out`` and the tolerance where it
-    fails beyond doubt (the module's terms), else None."""
+    fails beyond doubt (the module's terms), else None. Where only autograd's distance from the one-sided
+    estimates falls short (``decisive.SIDE_RATIO`` of their tolerance, but ``GATE_SIDE_RATIO`` of it), the
+    stencil at h/8 decides: the terms hold there too and its estimate reproduces the one at h (``fine``)."""
     state = run.directional
     k = run.out_idx[pos]
-    w = state.u[i][di].to(torch.float64)[j]  # ± the coordinate's step scale: a power of two
-    axis = {i: masks({i: state.u[i][di].to(torch.float64)}, [(i, j)])[i]}
-    mults = run.stencil.multipliers
-    values = [float(state.numerics.values[0, pos, di])] + known + along(run, pos, axis, mults[len(known):])
-    stacked = torch.tensor(values, dtype=torch.float64).view(-1, 1, 1)
-    est = estimate(stacked, torch.tensor(run.stencil.h0, dtype=torch.float64), state.numerics.fmag[pos].view(1, 1),
-                   run.stencil)
-    est = Estimates(*(None if t is None else t.reshape(1) for t in vars(est).values()))
+    w = float(state.u[i][di][j])  # ± the coordinate's step scale: a power of two
     g = state.grads[(i, k)].to(torch.float64)
     a = (g[j] * w).reshape(1)
     allow = allowance.allowance_directional(run, screen=False)[0][pos, di].reshape(1)
     kap = tolerances.kappa(projections(run).numel())
-    diff = (a - est.central).abs()
-    sure = sound(a, est, diff, allow, kap, SIDE_RATIO) & ~(stacked[1:] == stacked[0]).all()
-    # beyond the full check's approximate tier of the largest entry it would scale this one by
-    scale = max(float(g.abs().max()) * abs(float(w)), float(a.abs()), float(est.central.abs()))
-    sure &= diff > allow + _approximate.accuracy(torch.float64) * scale
-    if not bool(sure.all()) or tied(run, i, j):
+    est = axis_estimates(run, pos, di, i, j, known, 1.0)
+    if est is None or tied(run, i, j):
         return None
+    diff = (a - est.central).abs()
+    # beyond the full check's approximate tier of the largest entry it would scale this one by
+    scale = max(float(g.abs().max()) * abs(w), float(a.abs()), float(est.central.abs()))
+    if not bool(diff > allow + _approximate.accuracy(torch.float64) * scale):
+        return None
+    if not bool(sound(a, est, diff, allow, kap, SIDE_RATIO)):
+        near = not bool(sound(a, est, diff, allow, kap, GATE_SIDE_RATIO))
+        if near or not fine(run, pos, di, i, j, a, est, allow, kap):
+            return None
     tol = float(kap * est.central_err[0] + allow[0])
-    return {"analytic": float(g[j]), "numerical": float(est.central[0]) / float(w), "allowed": tol / abs(float(w))}
+    return {"analytic": float(g[j]), "numerical": float(est.central[0]) / w, "allowed": tol / abs(w)}
+
+
+def axis_estimates(run, pos: int, di: int, i: int, j: int, known: list[float], scale: float) -> Estimates | None:
+    """The estimates of the derivative along coordinate ``j`` of input ``i`` (times its step scale) from the
+    whole stencil at ``scale·h`` (``known``: f at its first points); None where f did not move."""
+    state = run.directional
+    axis = masks({i: state.u[i][di].to(torch.float64)}, [(i, j)])
+    mults = [m * scale for m in run.stencil.multipliers]
+    values = [float(state.numerics.values[0, pos, di])] + known + along(run, pos, axis, mults[len(known):])
+    stacked = torch.tensor(values, dtype=torch.float64).view(-1, 1, 1)
+    if bool((stacked[1:] == stacked[0]).all()):
+        return None
+    h = torch.tensor(run.stencil.h0 * scale, dtype=torch.float64)
+    est = estimate(stacked, h, state.numerics.fmag[pos].view(1, 1), run.stencil)
+    return Estimates(*(None if t is None else t.reshape(1) for t in vars(est).values()))
+
+
+def fine(run, pos: int, di: int, i: int, j: int, a, est: Estimates, allow, kap: float) -> bool:
+    """The stencil at h/8 along the coordinate (the tie check's and refine's first step): its estimate
+    reproduces the one at h (refine clears only an estimate that moved), and ``decisive``'s terms hold
+    there with ``decisive.SIDE_RATIO`` (no one-sided slope at h/8 near autograd: the tie check clears
+    none)."""
+    est8 = axis_estimates(run, pos, di, i, j, [], 1.0 / 8)
+    if est8 is None:
+        return False
+    same = (est8.central - est.central).abs() <= kap * (est8.central_err + est.central_err)
+    return bool(same & sound(a, est8, (a - est8.central).abs(), allow, kap, SIDE_RATIO))
+
+
+def staircase_seen(run) -> bool:
+    """Whether the staircase probe at ``PROBE_POINTS`` sees fn's values scatter like a lower precision's
+    roundings (or fn fails there: nothing is claimed then either)."""
+    bases = {i: run.evaluator.base_args[i] for i in run.wrt}
+
+    def outputs_at(repl: dict) -> list:  # the probe's middle point is x itself: f there is known
+        return run.f0 if all(torch.equal(t, bases[i]) for i, t in repl.items()) else run.evaluator.outputs_at(repl)
+
+    try:
+        return _staircase.staircase(outputs_at, bases, run.evaluator.batched_together, PROBE_POINTS) is not None
+    except EvaluationFailed:
+        return True
 
 
 def tied(run, i: int, j: int) -> bool:
