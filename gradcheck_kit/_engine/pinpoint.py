@@ -269,17 +269,22 @@ def tied(run, i: int, j: int) -> bool:
 
 
 def joined(run, found: context.Results, pos: int, i: int, j: int, element: dict, made: int) -> context.Results:
-    """``found`` (the failed directional check) with the element named: its mismatch, a group of one
-    entry, the note, and the ``backward`` result's detail saying so."""
+    """``found`` (the failed directional check) with the element named in place of the directions: its
+    mismatch, a group of one entry, the note, and the ``backward`` result's detail saying so."""
     k = run.out_idx[pos]
     x = run.inputs[i]
     index, part = coord_index(j, x.shape, x.is_complex())
     diff = abs(element["analytic"] - element["numerical"])
+    # the element stands for the failed directions: their mismatches and groups give way to it, as to the full
+    # check's (``plan.fall_back``); the check's detail keeps them
+    found.mismatches = [m for m in found.mismatches if not (m.check == "backward" and m.kind == "directional")]
+    found.groups = [g for g in found.groups if not (g.check == "backward" and g.kind == "directional")]
     found.mismatches.insert(0, Mismatch(
         check="backward", input_index=i, output_index=k, index=index, analytic=element["analytic"],
         numerical=element["numerical"], abs_error=diff, allowed=element["allowed"], output_element=None,
         input_name=run.names[i], input_value=safe_float(coords(x)[j]), kind="projected",
-        note="; ".join([f"input {part}"] * bool(part) + [BISECTED]),
+        note="; ".join([f"input {part}"] * bool(part) + [f"no gradient flows to input {i}: autograd gave none"]
+                       * (run.directional.raw_grads.get((i, k)) is None) + [BISECTED]),
     ))
     group = GroupSummary("backward", i, k, "projected")
     group.compared, group.failed = 1, 1
