@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -427,6 +429,19 @@ def test_a_failing_check_reports_its_extra_calls_against_its_passing_twin(case):
 def test_a_failing_check_makes_at_most_twice_the_calls_of_its_passing_twin(case):
     passing, failing, _, _ = _twins(case)
     assert failing.calls <= 2 * passing.calls
+
+
+@pytest.mark.parametrize("case", sorted(_TWINS))
+def test_auto_mode_bounds_a_failing_check_without_vmap_by_its_passing_twin_and_the_bisection(case):
+    # auto mode's passing twin goes along directions; the failure makes the rest of their stencil (2 x 2),
+    # a call per split of the n coordinates, the element's stencil at h (3 or 4) and, where needed, at h/8
+    # (4), and the staircase probe (6): what remains above twice the passing twin
+    make, x = _TWINS[case]
+    passing, failing = Counted(make(1.0), 0.002), Counted(make(1.03), 0.002)
+    good, bad = gk.check_gradients(passing, x()), gk.check_gradients(failing, x())
+    assert good.ok and not bad.ok and _plan(bad) == ["pinpointed"]
+    splits = math.ceil(math.log2(x().numel()))
+    assert failing.calls - passing.calls == bad.extra_evaluations <= 2 * 2 + splits + 4 + 4 + 6
 
 
 def test_bisection_names_the_wrong_element_of_the_right_input_and_a_passing_check_is_unchanged():
