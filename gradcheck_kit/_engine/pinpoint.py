@@ -160,33 +160,34 @@ def bisect(run, pos: int, di: int) -> tuple[int, int, list[float]] | None:
     state = run.directional
     k = run.out_idx[pos]
     u = {i: state.u[i][di].to(torch.float64) for i in run.wrt}
-    members = [(i, j) for i in run.wrt for j in u[i].nonzero().reshape(-1).tolist()]
-    if not members:
+    moved = [u[i].nonzero().reshape(-1) for i in run.wrt]  # the members: (input position, flat index) rows
+    members = torch.cat([torch.stack([torch.full_like(m, p), m], 1) for p, m in enumerate(moved)])
+    if members.shape[0] == 0:
         return None
     g = {i: state.grads[(i, k)].to(torch.float64) for i in run.wrt}
     error = float(projections(run)[pos, di] - state.numerics.estimates.central[pos, di])
     center = float(state.numerics.values[0, pos, di])
     known: list[float] = []
-    while len(members) > 1:
-        half, rest = members[: len(members) // 2], members[len(members) // 2:]
-        masked = masks(u, half)
+    while members.shape[0] > 1:
+        half, rest = members[: members.shape[0] // 2], members[members.shape[0] // 2:]
+        masked = masks(run, u, half)
         [plus] = along(run, pos, masked, (1.0,))
         e_half = sum(float(masked[i] @ g[i]) for i in masked) - (plus - center) / run.stencil.h0
         if abs(e_half) >= abs(error - e_half):
             members, error, known = half, e_half, [plus]
         else:
             members, error, known = rest, error - e_half, []
-    i, j = members[0]
-    return i, j, known
+    return run.wrt[int(members[0, 0])], int(members[0, 1]), known
 
 
-def masks(u: dict[int, torch.Tensor], members: list[tuple[int, int]]) -> dict[int, torch.Tensor]:
-    """``u`` restricted to ``members`` (input, flat index), per input that has one."""
+def masks(run, u: dict[int, torch.Tensor], members: torch.Tensor) -> dict[int, torch.Tensor]:
+    """``u`` restricted to ``members`` (rows of input position in ``run.wrt``, flat index), per input that
+    has one."""
     out: dict[int, torch.Tensor] = {}
-    for i, j in members:
-        if i not in out:
-            out[i] = torch.zeros_like(u[i])
-        out[i][j] = u[i][j]
+    for p in torch.unique(members[:, 0]).tolist():
+        i = run.wrt[p]
+        idx = members[members[:, 0] == p, 1]
+        out[i] = torch.zeros_like(u[i]).index_copy_(0, idx, u[i][idx])
     return out
 
 
@@ -223,7 +224,7 @@ def axis_estimates(run, pos: int, di: int, i: int, j: int, known: list[float], s
     """The estimates of the derivative along coordinate ``j`` of input ``i`` (times its step scale) from the
     whole stencil at ``scale·h`` (``known``: f at its first points); None where f did not move."""
     state = run.directional
-    axis = masks({i: state.u[i][di].to(torch.float64)}, [(i, j)])
+    axis = masks(run, {i: state.u[i][di].to(torch.float64)}, torch.tensor([[run.wrt.index(i), j]]))
     mults = [m * scale for m in run.stencil.multipliers]
     values = [float(state.numerics.values[0, pos, di])] + known + along(run, pos, axis, mults[len(known):])
     stacked = torch.tensor(values, dtype=torch.float64).view(-1, 1, 1)
