@@ -6,7 +6,9 @@ suite (``realworld.py``) and of the same fn with the bug undone (its right gradi
 
 Prints per case the calls of the passing twin and of the failing check, their ratio, the failing check's
 ``extra_evaluations`` (its failing path: the whole stencil of the failed inputs, the second opinions, the
-directions given up) and the passing path's calls the second opinions' note gives; then the median and the
+directions given up, or the rest of the failed directions' stencil and the bisection that named a wrong
+element instead of the full check), the passing path's calls the second opinions' note gives and the
+failing check's cost plan (``pinpointed``, ``full_after_directional``; ``-``: none); then the median and the
 worst ratio, and how many cases exceed twice their twin.
 """
 
@@ -42,6 +44,12 @@ def passing_path(report) -> int | None:
     return noted[0].fields[4] if noted and len(noted[0].fields) > 4 else None
 
 
+def plan(report) -> str:
+    """The failing check's cost plan (``pinpointed``, ``full_after_directional``, ...), ``-`` where none."""
+    noted = [n for n in report.notes if getattr(n, "code", None) == gk.report.NoteCode.COST_PLAN]
+    return noted[0].fields[0] if noted else "-"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--libraries", default=None, help="comma-separated subset of the real-library suite")
@@ -53,7 +61,7 @@ def main(argv=None) -> int:
     found, skipped = cases(args.libraries.split(",") if args.libraries else None)
     for lib, why in skipped.items():
         print(f"skipped {lib}: {why}")
-    print(f"{'case':<64} {'pass#':>6} {'fail#':>6} {'ratio':>6} {'extra':>6} {'path':>6}  verdicts")
+    print(f"{'case':<64} {'pass#':>6} {'fail#':>6} {'ratio':>6} {'extra':>6} {'path':>6}  verdicts  plan")
     ratios = []
     for case in (c for c in found if c.expected != "correct"):
         for dname in args.dtypes.split(","):
@@ -67,7 +75,7 @@ def main(argv=None) -> int:
             path = passing_path(bad)
             verdicts = f"{'pass' if good.ok else 'FAIL'}/{'pass' if bad.ok else 'FAIL'}"
             print(f"{case.name[:55] + ' (' + dname + ')':<64} {good_calls:6d} {bad_calls:6d} {ratio:6.2f} "
-                  f"{bad.extra_evaluations:6d} {path if path is not None else '-':>6}  {verdicts}", flush=True)
+                  f"{bad.extra_evaluations:6d} {path if path is not None else '-':>6}  {verdicts} {plan(bad)}", flush=True)
     if ratios:
         print(f"{len(ratios)} cases: failing / passing calls median {statistics.median(ratios):.2f}x, worst "
               f"{max(ratios):.2f}x, above 2x: {sum(r > 2 for r in ratios)}")

@@ -122,6 +122,7 @@ class NoteCode(_Code):
     CONDITIONING = "conditioning"
     NARROWED = "narrowed"
     NOT_NARROWED = "not_narrowed"
+    PINPOINTED = "pinpointed"
     LOW_PRECISION_OUTPUTS = "low_precision_outputs"
     INPUT_MODIFIED = "input_modified"
     GRAD_INSIDE = "grad_inside"

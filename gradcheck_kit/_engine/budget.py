@@ -9,7 +9,9 @@ A failed comparison adds the failing path:
 - the second opinions (kinks, one-sided stencils, ties, a second noise sample, smaller steps, the staircase
   probe: ``spending``);
 - the calls of a plan given up for another (``abandoned``: auto mode's directional check before the full
-  check it stood in for, or narrowed down).
+  check it stood in for, or narrowed down);
+- where the cost plan's directions failed beyond doubt, the rest of their stencil (``failed_directions``)
+  and the bisection that names a wrong element instead of the full check (``pinpoint``, second opinions).
 
 Each costs evaluations of fn, and on an expensive fn that cannot run under vmap each one is a call.
 The second opinions and the plan given up may make at most as many calls as the passing path less the
@@ -159,6 +161,17 @@ class Budget:
         self.abandoned += calls
         self._abandoned_phase += calls
         return calls
+
+    def unplanned(self, calls: int) -> None:
+        """``calls`` made inside the plan were second opinions (``pinpoint``), counted as spent: not the
+        plan's, should it be given up (``abandon``)."""
+        self._plan_at += calls
+
+    def failed_directions(self, calls: int) -> None:
+        """The cost plan's directions failed their ±h screen and made the rest of their stencil (``calls``),
+        which a passing check does not: on the failing path."""
+        self.failing += calls
+        self._failing_phase += calls
 
     def columns(self, run, points_per_column: int, most: int) -> int:
         """How many coordinates a second opinion of ``points_per_column`` evaluations each may take (at

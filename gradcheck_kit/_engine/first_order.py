@@ -20,6 +20,7 @@ import torch
 from gradcheck_kit import _config, _state
 from gradcheck_kit._engine import allowance, context, directional, full, narrow, own_dtype, second_order, setup, structural
 from gradcheck_kit._engine import plan
+from gradcheck_kit._engine import pinpoint
 from gradcheck_kit._engine import nonfinite as _nonfinite
 from gradcheck_kit._engine import notes as _notes
 from gradcheck_kit._engine import screen as _screen
@@ -232,6 +233,9 @@ def backward_stage(run: context.Run, mode: str) -> context.Results:
         wants_narrowing = backward(run, mode)
     run.budget.reserve = 0
     if plan.directions_failed(run, wants_narrowing or plan.compared_nothing(run, found)):  # the full check decides
+        pinned = pinpoint.pinpointed(run, found) if wants_narrowing else None  # failed beyond doubt: one element
+        if pinned is not None:
+            return pinned
         early = plan.precision_first(run)
         mode = plan.fall_back(run)
         note = own_precision(run, True) if early else None  # a staircase: the check runs in its precision

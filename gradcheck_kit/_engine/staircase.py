@@ -43,19 +43,21 @@ def _moved(x: torch.Tensor, t: float) -> torch.Tensor:
 def staircase(
     evaluate: Callable[[dict[int, torch.Tensor]], Sequence[torch.Tensor]], bases: dict[int, torch.Tensor],
     evaluate_all: Callable[[list, list], Sequence[torch.Tensor] | None] | None = None,
+    points: Sequence[int] = POINTS,
 ) -> Staircase | None:
     """``evaluate(replacements)``: the differentiable outputs (float64 coordinates) at the base point with the
     real float64 inputs ``bases`` (position -> tensor) replaced; None where fn is smooth at float64's
     rounding there (or the inputs are not all real float64). ``evaluate_all(inputs, batches)``, where given:
-    the outputs ``(points, n)`` at every point at once (one call of fn under vmap), None where it cannot."""
+    the outputs ``(points, n)`` at every point at once (one call of fn under vmap), None where it cannot.
+    ``points``: the moves (consecutive steps; fewer points, fewer third differences to take the median of)."""
     if not bases or any(x.dtype != torch.float64 for x in bases.values()):
         return None
-    moved = {i: torch.stack([_moved(x, float(t)) for t in POINTS]) for i, x in bases.items()}
+    moved = {i: torch.stack([_moved(x, float(t)) for t in points]) for i, x in bases.items()}
     together = None if evaluate_all is None else evaluate_all(list(moved), list(moved.values()))
     if together is not None:
-        rows = [[out[p] for out in together] for p in range(len(POINTS))]
+        rows = [[out[p] for out in together] for p in range(len(points))]
     else:
-        rows = [evaluate({i: m[p] for i, m in moved.items()}) for p in range(len(POINTS))]
+        rows = [evaluate({i: m[p] for i, m in moved.items()}) for p in range(len(points))]
     worst = 0.0
     for pos in range(len(rows[0])):
         values = torch.stack([r[pos] for r in rows])  # (points, n)
@@ -65,7 +67,7 @@ def staircase(
         # sigma gives about sqrt(20)·sigma. Their median per entry: a kink among the points spoils 3 of them
         third = torch.diff(values, n=3, dim=0).abs()
         sigma = third.median(dim=0).values / (0.6745 * 20**0.5)
-        centre = values[len(POINTS) // 2]
+        centre = values[len(points) // 2]
         size = centre.abs() + centre.square().mean().sqrt() + torch.finfo(torch.float64).tiny
         worst = max(worst, float((sigma / size).amax()))
     if worst <= FLOAT64_NOISE_EPS * tolerances.eps(torch.float64) or worst > EXPLAINS_EPS * tolerances.eps(torch.bfloat16):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -29,14 +31,15 @@ def test_failing_check_spends_at_most_as_much_on_second_opinions_and_says_so():
     assert bad.to_dict()["extra_evaluations"] == bad.extra_evaluations
     [noted] = [n for n in bad.notes if n.code == gk.report.NoteCode.SECOND_OPINIONS]
     spent, _, _, extra, passing_path = noted.fields
-    # the extra calls: the whole stencil of the failed input, the second opinions, and those of the
-    # directional plan the full check replaced; the rest is the passing path
-    [plan] = [n for n in bad.notes if n.code == gk.report.NoteCode.COST_PLAN]
-    assert plan.fields[0] == "full_after_directional" and plan.fields[3] > 0
-    assert extra == bad.extra_evaluations > spent + plan.fields[3]
+    # the extra calls: the rest of the failed directions' stencil (2 directions, 2 points), the bisection that
+    # named a wrong element and the staircase probe before it is claimed (the second opinions); the rest is
+    # the passing path
+    [pinned] = [n for n in bad.notes if n.code == gk.report.NoteCode.PINPOINTED]
+    assert extra == bad.extra_evaluations == spent + 2 * 2 and pinned.fields[3] == spent
+    assert failing.calls - passing.calls == extra and passing_path == passing.calls
     assert not any(n.code == gk.report.NoteCode.SECOND_OPINIONS for n in good.notes)
-    # the second opinions and the directions given up at most as many calls as the passing path
-    assert spent + plan.fields[3] <= passing_path
+    # the second opinions within the bound: the passing path's calls, or the floor a right gradient needs
+    assert spent <= max(passing_path, 28)
 
 
 def test_a_decisive_failure_of_an_expensive_fn_costs_at_most_twice_its_passing_check():
@@ -52,12 +55,14 @@ def test_a_decisive_failure_of_an_expensive_fn_costs_at_most_twice_its_passing_c
     assert decided and not cut and spent == 14 and extra == bad.extra_evaluations == 14 + 24
     assert 0 <= failing.calls - passing.calls - extra <= 1 and abs(passing_path - passing.calls) <= 1
     assert len(bad.mismatches) == 12
-    # auto mode passes along directions; its failure is the directions' calls plus the same full check
+    # auto mode passes along directions; its failure names one wrong element by bisecting a direction: the
+    # rest of the directions' stencil (2 x 2), a call per split of 12 coordinates, the element's stencil, the
+    # staircase probe's 6 moves off x
     directional, auto_failing = Counted(_tanh_function(1.0), 0.002), Counted(_tanh_function(1.03), 0.002)
     assert gk.check_gradients(directional, _x()).ok
     auto_bad = gk.check_gradients(auto_failing, _x())
-    assert not auto_bad.ok and len(auto_bad.mismatches) == 12
-    assert auto_failing.calls <= directional.calls + failing.calls + 1
+    assert not auto_bad.ok and [m.kind for m in auto_bad.mismatches if m.kind != "directional"] == ["projected"]
+    assert auto_failing.calls - directional.calls == auto_bad.extra_evaluations <= 2 * 2 + 4 + 4 + 6
 
 
 @pytest.mark.parametrize(
@@ -106,7 +111,9 @@ def test_a_wrong_element_still_fails_with_the_budget():
     one_wrong = unary(torch.sin, torch.cos, factor=1.01, at=5, name="OneWrong")
     report = gk.check_gradients(one_wrong.apply, _x())
     assert not report.ok
-    assert [m.index for m in report.mismatches] == [(5,)]
+    # named first; the failed directions follow (auto mode bisected one instead of the full check)
+    assert report.mismatches[0].index == (5,) and report.mismatches[0].kind == "projected"
+    assert [m.index for m in gk.check_gradients(one_wrong.apply, _x(), mode="full").mismatches] == [(5,)]
 
 
 def test_options_cache_does_not_leak_across_options():
@@ -160,9 +167,23 @@ def test_auto_mode_checks_a_fn_without_vmap_along_directions_where_that_takes_fe
         assert gk.check_gradients(_cube_function(), x.clone().requires_grad_()).mode == "full"
 
 
-def test_a_failed_directional_plan_falls_back_to_the_full_check_which_names_the_wrong_element():
+def test_a_failed_directional_plan_names_the_one_wrong_element_by_bisecting_the_direction():
     x = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
-    report = gk.check_gradients(_cube_function(wrong_at=13), x)
+    counted = Counted(_cube_function(wrong_at=13))
+    report = gk.check_gradients(counted, x)
+    assert not report.ok and report.mode == "directional" and _plan(report) == ["pinpointed"]
+    [named] = [m for m in report.mismatches if m.kind != "directional"]
+    assert (named.kind, named.input_index, named.output_index, named.index) == ("projected", 0, 0, (1, 5))
+    # both values: autograd's 1% off the numerical derivative d(v·out)/dx[1, 5] = v[1, 5]·3x²
+    assert named.analytic == pytest.approx(1.01 * named.numerical, rel=1e-6)
+    [pinned] = [n for n in report.notes if n.code == gk.report.NoteCode.PINPOINTED]
+    assert pinned.fields[:3] == ("x", (1, 5), 0) and [c.name for c in report.checks].count("backward") == 1
+    assert report.check("backward").status == "failed" and "pinpointed" in report.check("backward").detail
+    # the forward, the vmap probe, 2 directions x 4 points, 6 splits of 64 coordinates, the element's 3 or 4
+    # points, the staircase probe's 6 moves, fn called again; the full check would make 2 calls per coordinate
+    assert counted.calls <= 1 + 1 + 8 + 6 + 4 + 6 + 1
+    # given tolerances: the full check runs instead, and names the Jacobian entry
+    report = gk.check_gradients(_cube_function(wrong_at=13), x, atol=1e-7, rtol=1e-7)
     assert not report.ok and report.mode == "full" and _plan(report) == ["full_after_directional"]
     assert [(m.kind, m.index) for m in report.mismatches if m.check == "backward"] == [("jacobian", (1, 5))]
     assert [c.name for c in report.checks].count("backward") == 1
@@ -261,27 +282,26 @@ def test_a_solver_derivative_of_few_coordinates_goes_to_the_full_check_after_the
     assert plan.fields[0] == "full_after_directional" and plan.fields[3] == 2 * 2
     # the forward, the vmap probe, the directions at ±h, the full stencil (4 points x 4), fn called again
     assert counted.calls == 1 + 1 + 2 * 2 + 4 * 4 + 1
-    # the same error beyond the full check's tier is no solver's: the whole stencil along u tells (a
-    # staircase, a jump), and the full check finds every element wrong
+    # the same error beyond the full check's tier is no solver's: the whole stencil along u runs (it tells a
+    # staircase or a jump), converges, and bisecting a direction names a wrong element
     wrong = gk.check_gradients(unary(torch.sin, torch.cos, factor=1.03, name="Wrong").apply, x)
-    assert not wrong.ok and wrong.mode == "full"
+    assert not wrong.ok and wrong.mismatches[0].input_name == "x"
     [plan] = [n for n in wrong.notes if n.code == gk.report.NoteCode.COST_PLAN]
-    assert plan.fields[3] == 2 * 4
+    assert plan.fields[0] == "pinpointed"  # bisecting needs the converged estimate of the whole stencil
 
 
-def test_a_failing_check_without_vmap_costs_at_most_twice_its_passing_full_check():
+def test_a_failing_check_without_vmap_costs_less_than_its_passing_full_check():
     x = _x()
     for scale in (1.03, 1 + 1e-3):
         passing, failing = Counted(_tanh_function(1.0), 0.002), Counted(_tanh_function(scale), 0.002)
         good = gk.check_gradients(passing, x, mode="full")
         bad = gk.check_gradients(failing, x)
-        assert good.ok and not bad.ok and bad.mode == "full"
-        # the calls beyond the passing twin's are the extra ones the report counts (and the plan's vmap probe,
-        # forward AD's second pass over the failed entries); the optional ones at most the passing path's
+        assert good.ok and not bad.ok and bad.mode == "directional"
+        # the calls the report counts as extra are the failing path's: the rest of the directions' stencil, the
+        # bisection, which names one element, and the staircase probe (the full check's are not made)
         [noted] = [n for n in bad.notes if n.code == gk.report.NoteCode.SECOND_OPINIONS]
-        [plan] = [n for n in bad.notes if n.code == gk.report.NoteCode.COST_PLAN]
-        assert bad.extra_evaluations == noted.fields[3] and failing.calls - bad.extra_evaluations <= passing.calls + 2
-        assert noted.fields[0] + plan.fields[3] <= noted.fields[4] <= passing.calls + 1
+        assert bad.extra_evaluations == noted.fields[3] == noted.fields[0] + 2 * 2
+        assert failing.calls < passing.calls and noted.fields[0] <= max(noted.fields[4], 28)
 
 
 class _Float32Inside(torch.autograd.Function):
@@ -430,3 +450,33 @@ def test_a_failing_check_reports_its_extra_calls_against_its_passing_twin(case):
 def test_a_failing_check_makes_at_most_twice_the_calls_of_its_passing_twin(case):
     passing, failing, _, _ = _twins(case)
     assert failing.calls <= 2 * passing.calls
+
+
+@pytest.mark.parametrize("case", sorted(_TWINS))
+def test_auto_mode_bounds_a_failing_check_without_vmap_by_its_passing_twin_and_the_bisection(case):
+    # auto mode's passing twin goes along directions; the failure makes the rest of their stencil (2 x 2),
+    # a call per split of the n coordinates, the element's stencil at h (3 or 4) and, where needed, at h/8
+    # (4), and the staircase probe (6): what remains above twice the passing twin
+    make, x = _TWINS[case]
+    passing, failing = Counted(make(1.0), 0.002), Counted(make(1.03), 0.002)
+    good, bad = gk.check_gradients(passing, x()), gk.check_gradients(failing, x())
+    assert good.ok and not bad.ok and _plan(bad) == ["pinpointed"]
+    splits = math.ceil(math.log2(x().numel()))
+    assert failing.calls - passing.calls == bad.extra_evaluations <= 2 * 2 + splits + 4 + 4 + 6
+
+
+def test_bisection_names_the_wrong_element_of_the_right_input_and_a_passing_check_is_unchanged():
+    right = unary(torch.sin, torch.cos, name="Sin").apply
+    wrong = unary(torch.sin, torch.cos, factor=1.01, at=7, name="OneWrong").apply
+    gen = torch.Generator().manual_seed(0)
+    x, y = (torch.randn(3, 4, dtype=torch.float64, generator=gen).requires_grad_() for _ in range(2))
+    report = gk.check_gradients(lambda x, y: right(x) * 2 + wrong(y), x, y)
+    assert not report.ok and _plan(report) == ["pinpointed"]
+    named = report.mismatches[0]
+    assert (named.kind, named.input_index, named.input_name, named.index) == ("projected", 1, "y", (1, 3))
+    assert named.analytic == pytest.approx(1.01 * named.numerical, rel=1e-6)
+    # the same fn with a right gradient: its directions pass, no second opinion, no bisection
+    counted = Counted(lambda x, y: right(x) * 2 + right(y))
+    good = gk.check_gradients(counted, x, y)
+    assert good.ok and _plan(good) == ["directional"] and good.extra_evaluations == 0
+    assert not any(n.code == gk.report.NoteCode.PINPOINTED for n in good.notes)
