@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from gradcheck_kit._engine import autograd_rows, context, full, stencil
+from gradcheck_kit._engine import autograd_rows, context, full, pinpoint, stencil
 from gradcheck_kit._engine.limits import NARROW_COORDS, NARROW_LOOP_COORDS
 from gradcheck_kit._inputs import n_coords
 from gradcheck_kit.report import CheckResult, Note, NoteCode
@@ -19,9 +19,13 @@ def narrowed(run, first: context.Results) -> context.Results:
 
     Where the directions moved near-ties together (``DirectionalState.at_ties``), the full check uses its
     Jacobian where small, and its verdict overrides the directional one."""
+    small = [i for i in run.wrt if n_coords(run.inputs[i]) <= NARROW_COORDS]
+    if not small or not stencil.runs_under_vmap(run, small[0]):  # a call of fn per point, or no narrowing
+        pinned = pinpoint.pinpointed(run, first, planned=False)
+        if pinned is not None:
+            return pinned
     found = context.Results()
     found.extend(first)
-    small = [i for i in run.wrt if n_coords(run.inputs[i]) <= NARROW_COORDS]
     if not small:
         found.notes.append(Note(
             f"the directional check failed; inputs are larger than {NARROW_COORDS} elements, so the wrong "

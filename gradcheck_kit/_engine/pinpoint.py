@@ -62,10 +62,12 @@ BISECTED = "named by bisecting the failed direction; the other elements were not
 PROBE_POINTS = tuple(range(-3, 4))
 
 
-def pinpointed(run, found: context.Results) -> context.Results | None:
+def pinpointed(run, found: context.Results, planned: bool = True) -> context.Results | None:
     """The cost plan's failed directional results ``found`` joined by one wrong element that bisecting the
-    failing direction named, or None where this does not apply or named none (the full check decides)."""
-    target = decisive_direction(run) if applies(run) else None
+    failing direction named, or None where this does not apply or named none (the full check decides).
+    ``planned=False``: directions that auto mode took for the input's size, whose narrowing would make a
+    call of fn per point and coordinate or is not made (``narrow.narrowed``)."""
+    target = decisive_direction(run) if applies(run, planned) else None
     if target is None:
         return None
     pos, di = target
@@ -84,12 +86,13 @@ def pinpointed(run, found: context.Results) -> context.Results | None:
     return joined(run, found, pos, ended[0], ended[1], element, made)
 
 
-def applies(run) -> bool:
-    """Whether the cost plan's failed directions may be bisected: their whole stencil made, float64
-    numerics and inputs, no given tolerances, no ties along the directions, no lower precision found."""
+def applies(run, planned: bool = True) -> bool:
+    """Whether the cost plan's failed directions (any failed directions: ``planned=False``) may be bisected:
+    their whole stencil made, float64 numerics and inputs, no given tolerances, no ties along the
+    directions, no lower precision found."""
     state = run.directional
     return (
-        run.cost_plan and state is not None and state.numerics.estimates is not None
+        (run.cost_plan or not planned) and state is not None and state.numerics.estimates is not None
         and run.stencil.dtype == torch.float64 and not run.reference and run.quantized is None
         and run.options["atol"] is None and run.options["rtol"] is None and not state.ties_split
     )

@@ -273,7 +273,8 @@ def runs_under_vmap(run, i: int, screened: Sequence[int] = ()) -> bool:
             return True
     if ev.vmap_failed is None and ev.grad_inside is None and not ev.used_vmap:
         x = ev.base_args[i]
-        batch = from_coords(coords(x).unsqueeze(0), x.shape, x.is_complex()).to(x.device)
+        # a copy: x may be the caller's own tensor (a directional check borrows it), and fn may write into its inputs
+        batch = from_coords(coords(x).unsqueeze(0).clone(), x.shape, x.is_complex()).to(x.device)
         ev.evaluations += 1
         checked, ev.vmap_checked = ev.vmap_checked, True  # one point cannot show a vmap rule mixing entries:
         try:  # the first batch of the check is compared with a plain call instead

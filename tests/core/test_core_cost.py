@@ -480,3 +480,19 @@ def test_bisection_names_the_wrong_element_of_the_right_input_and_a_passing_chec
     good = gk.check_gradients(counted, x, y)
     assert good.ok and _plan(good) == ["directional"] and good.extra_evaluations == 0
     assert not any(n.code == gk.report.NoteCode.PINPOINTED for n in good.notes)
+
+
+@pytest.mark.parametrize("n", [5000, 20000])
+def test_a_large_input_without_vmap_names_its_wrong_element_by_bisection(n):
+    # directions taken for the input's size: narrowing would make about 4 calls per coordinate (5,000) or
+    # none at all (20,000); where the directions fail by far (here x[1234]'s gradient with its sign
+    # flipped), bisecting one names the wrong element in a few dozen
+    fn = Counted(unary(lambda x: x**3, lambda x: 3 * x**2, at=1234, factor=-1.0, name="Cube").apply)
+    x = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    report = gk.check_gradients(fn, x)
+    assert not report.ok and report.mode == "directional"
+    m = report.mismatches[0]
+    assert m.index == (1234,) and m.analytic == pytest.approx(-m.numerical, rel=1e-6)
+    assert gk.report.NoteCode.PINPOINTED in _codes(report) and fn.calls < 60
+    right = Counted(unary(lambda x: x**3, lambda x: 3 * x**2, name="Cube").apply)
+    assert gk.check_gradients(right, x).ok and right.calls < 10

@@ -231,13 +231,20 @@ def test_out_of_range_seed_is_invalid_argument():
 
 
 def test_auto_does_not_narrow_a_large_input_down_through_the_loop():
-    """A custom Function without a vmap rule narrows down one call of fn per point and coordinate: above
-    NARROW_LOOP_COORDS the report says so instead (2^15 coordinates took 131,209 calls and 99 s), and a
-    smaller input still gets its wrong element listed."""
+    """A custom Function without a vmap rule would narrow down one call of fn per point and coordinate:
+    above NARROW_LOOP_COORDS it does not (2^15 coordinates took 131,209 calls and 99 s). Where the
+    directions failed by far, bisecting one names the wrong element in a few dozen calls; where not (a 1%
+    error of one element in 2^14), the report says the elements were not narrowed down."""
     from gradcheck_kit._engine.limits import NARROW_LOOP_COORDS
 
     x = randn(2 * NARROW_LOOP_COORDS, seed=3)
     report = gk.check_gradients(_OneWrong.apply, x, forward_ad=False)
+    assert report.mode == "directional" and not report.ok
+    assert report.evaluations < 60, report.evaluations
+    assert report.mismatches[0].index == (WRONG,) and report.mismatches[0].kind == "projected"
+    assert any(n.code == "pinpointed" for n in report.notes), report.notes
+    slightly = unary(torch.sin, torch.cos, at=WRONG, factor=1.01)
+    report = gk.check_gradients(slightly.apply, x, forward_ad=False)
     assert report.mode == "directional" and not report.ok
     assert report.evaluations < 20, report.evaluations
     assert any(n.code == "not_narrowed" and n.fields[0] == "no_vmap" for n in report.notes), report.notes
