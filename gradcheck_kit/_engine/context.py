@@ -84,12 +84,14 @@ class FullState:
 @dataclass
 class DirectionalState:
     """What a directional backward check leaves: the directions ``u``, the numerics along them, autograd's
-    ``v·J`` (and the float64 run's, once made), autograd's own gradients, the conditioning once computed."""
+    ``v·J`` (and the float64 run's, once made), autograd's own gradients, its ``(n_out, d)`` projections
+    ``v·J·u`` the verdict compared, the conditioning once computed."""
 
     u: dict
     numerics: Any
     grads: dict
     raw_grads: dict
+    projections: torch.Tensor | None = None
     grads_ref: dict | None = None
     reference_ran: bool = False
     conditioning_ran: bool = False

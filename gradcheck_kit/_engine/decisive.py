@@ -40,7 +40,7 @@ from gradcheck_kit._engine import approximate, ties
 from gradcheck_kit._engine.finite_diff import Estimates
 from gradcheck_kit._engine.compare import Verdict
 
-__all__ = ["DECISIVE_RATIO", "decisive", "settled_approximate"]
+__all__ = ["DECISIVE_RATIO", "decisive", "settled_approximate", "sides_agree", "sides_far"]
 
 #: a failed entry whose error is this many times its allowance, on a smooth stretch of f, is decisive
 DECISIVE_RATIO = 1e4
@@ -61,9 +61,7 @@ def decisive(run, i: int, k: int, block: torch.Tensor, j_idx: torch.Tensor, r_id
     a = block[j_idx, r_idx]
     diff = (a - est.central).abs()
     sure = smooth_failed(est, verdict, num.flat[j_idx, r_idx], a, kap) & torch.isfinite(diff)
-    sure = sure & (verdict.ratio >= DECISIVE_RATIO)
-    for side, err in ((est.right, est.right_err), (est.left, est.left_err)):
-        sure = sure & ((a - side).abs() > SIDE_RATIO * (kap * err + allow))
+    sure = sure & (verdict.ratio >= DECISIVE_RATIO) & sides_far(a, est, allow, kap, SIDE_RATIO)
     if run.options["atol"] is None and run.options["rtol"] is None and bool(sure.any()):
         jacobian = run.full.rows[k] == "jacobian"
         scale = approximate.entry_scale(block, est.central, j_idx, r_idx, jacobian)
@@ -76,9 +74,21 @@ def smooth_failed(est: Estimates, verdict: Verdict, flat: torch.Tensor, a: torch
     the central estimate converged (``PRECISION``) and both one-sided estimates agreeing with it."""
     sure = verdict.failed & ~verdict.unchecked & ~verdict.kink & ~flat & torch.isfinite(a)
     sure = sure & (est.central_err <= PRECISION * est.central.abs())
-    for side, err in ((est.right, est.right_err), (est.left, est.left_err)):
-        sure = sure & ((side - est.central).abs() <= kap * (err + est.central_err))
-    return sure
+    return sure & sides_agree(est, kap)
+
+
+def sides_agree(est: Estimates, kap: float) -> torch.Tensor:
+    """Where both one-sided estimates agree with the central one within ``kap`` times their errors: no kink
+    or jump within the stencil's reach."""
+    agree = (est.right - est.central).abs() <= kap * (est.right_err + est.central_err)
+    return agree & ((est.left - est.central).abs() <= kap * (est.left_err + est.central_err))
+
+
+def sides_far(a: torch.Tensor, est: Estimates, allow, kap: float, ratio: float) -> torch.Tensor:
+    """Where autograd's ``a`` is ``ratio`` times their tolerance from both one-sided estimates (a one-sided
+    slope near autograd would make the failure a kink's)."""
+    far = (a - est.right).abs() > ratio * (kap * est.right_err + allow)
+    return far & ((a - est.left).abs() > ratio * (kap * est.left_err + allow))
 
 
 def untied(run, i: int, j_idx: torch.Tensor, sure: torch.Tensor, num) -> torch.Tensor:
@@ -104,8 +114,7 @@ def settled_approximate(run, i: int, k: int, block: torch.Tensor, j_idx: torch.T
         return none
     a = block[j_idx, r_idx]
     sure = verdict.failed & ~verdict.unchecked & ~verdict.kink & ~verdict.sharp_kink & ~num.flat[j_idx, r_idx]
-    for side, err in ((est.right, est.right_err), (est.left, est.left_err)):
-        sure = sure & ((side - est.central).abs() <= kap * (err + est.central_err))
+    sure = sure & sides_agree(est, kap)
     if not bool(sure.any()):
         return none
     jacobian = run.full.rows[k] == "jacobian"

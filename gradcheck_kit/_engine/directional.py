@@ -328,7 +328,7 @@ def backward_directional_once(run) -> bool:
     grads, flowed = autograd_rows.vjp_vectors(run, run.leaves, run.outs, raw)
     run.directional = context.DirectionalState(u, num, grads, raw)
     run.directional_allowance.clear()  # of an earlier attempt's directions
-    a = project_directional(run, grads, u)
+    a = run.directional.projections = project_directional(run, grads, u)
     with run.stage() as found:  # dropped where the check runs again
         verdict, scale, screened = judge_directional(run, a)
         again = bool(verdict.failed.any()) and directional_ties.scan_large(run)  # ties moved apart

@@ -45,7 +45,7 @@ from gradcheck_kit._engine import staircase as _staircase
 from gradcheck_kit._engine.evaluate import EvaluationFailed
 from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine import stencil as _stencil
-from gradcheck_kit._engine.decisive import DECISIVE_RATIO, PRECISION, SIDE_RATIO
+from gradcheck_kit._engine.decisive import DECISIVE_RATIO, PRECISION, SIDE_RATIO, sides_agree, sides_far
 from gradcheck_kit._engine.finite_diff import Estimates, estimate
 from gradcheck_kit._inputs import coord_index, coords, from_coords, safe_float
 from gradcheck_kit.report import CheckResult, GroupSummary, Mismatch, Note, NoteCode
@@ -98,22 +98,12 @@ def applies(run, planned: bool = True) -> bool:
     )
 
 
-def projections(run) -> torch.Tensor:
-    """Autograd's ``(n_out, d)`` projections on the directions, float64."""
-    state = run.directional
-    a = torch.zeros(len(run.out_idx), run.n_directions, dtype=torch.float64)
-    for pos, k in enumerate(run.out_idx):
-        for i in run.wrt:
-            a[pos] += state.u[i].to(torch.float64) @ state.grads[(i, k)].to(torch.float64)
-    return a
-
-
 def decisive_direction(run) -> tuple[int, int] | None:
     """The (output position, direction) whose failure no second opinion could clear (the worst of them),
     None where there is none."""
     num = run.directional.numerics
     est = num.estimates
-    a = projections(run)
+    a = run.directional.projections
     allow, _ = allowance.allowance_directional(run, screen=False)
     kap = tolerances.kappa(a.numel())
     diff = (a - est.central).abs()
@@ -133,10 +123,7 @@ def sound(a: torch.Tensor, est: Estimates, diff: torch.Tensor, allow, kap: float
     sure = torch.isfinite(a) & torch.isfinite(diff) & torch.isfinite(est.central_err)
     sure &= diff >= DECISIVE_RATIO * (kap * est.central_err + allow)
     sure &= est.central_err <= PRECISION * est.central.abs()
-    for side, err in ((est.right, est.right_err), (est.left, est.left_err)):
-        sure &= (side - est.central).abs() <= kap * (err + est.central_err)
-        sure &= (a - side).abs() > side_ratio * (kap * err + allow)
-    return sure
+    return sure & sides_agree(est, kap) & sides_far(a, est, allow, kap, side_ratio)
 
 
 def along(run, pos: int, masked: dict[int, torch.Tensor], mults) -> list[float]:
@@ -168,7 +155,7 @@ def bisect(run, pos: int, di: int) -> tuple[int, int, list[float]] | None:
     if members.shape[0] == 0:
         return None
     g = {i: state.grads[(i, k)].to(torch.float64) for i in run.wrt}
-    error = float(projections(run)[pos, di] - state.numerics.estimates.central[pos, di])
+    error = float(state.projections[pos, di] - state.numerics.estimates.central[pos, di])
     center = float(state.numerics.values[0, pos, di])
     known: list[float] = []
     while members.shape[0] > 1:
@@ -206,7 +193,7 @@ def judge_element(run, pos: int, di: int, i: int, j: int, known: list[float]) ->
     g = state.grads[(i, k)].to(torch.float64)
     a = (g[j] * w).reshape(1)
     allow = allowance.allowance_directional(run, screen=False)[0][pos, di].reshape(1)
-    kap = tolerances.kappa(projections(run).numel())
+    kap = tolerances.kappa(state.projections.numel())
     est = axis_estimates(run, pos, di, i, j, known, 1.0)
     if est is None or tied(run, i, j):
         return None
