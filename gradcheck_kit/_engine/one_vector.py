@@ -96,19 +96,7 @@ def signed_vectors(run, rows: dict, leaves: list, outs, n_rows: int) -> dict[int
     if max(o.numel() + 3 for o in graded) * cols > BACKWARD_BATCH_ELEMENTS or python_function_nodes(graded):
         return None
     vectors = _combined_vectors(graded, run.seed)
-    key = id(vectors)
-    if key in _SIGNED and _SIGNED[key][0] is vectors:  # (the vectors held: no id is reused meanwhile)
-        return dict(zip(run.out_idx, _SIGNED[key][1]))
-    signed = [torch.stack([c.reshape(-1), -c.reshape(-1)]).to(torch.float64) for c in vectors]
-    if all(o.numel() <= BLOCK for o in graded):  # kept as ``_combined_vectors`` keeps the vectors
-        if len(_SIGNED) >= _DRAWN_KEPT:
-            _SIGNED.clear()
-        _SIGNED[key] = (vectors, signed)
-    return dict(zip(run.out_idx, signed))
-
-
-#: ``signed_vectors``' float64 rows per drawn vectors (at most ``_DRAWN_KEPT`` entries)
-_SIGNED: dict = {}
+    return {k: torch.stack([c.reshape(-1), -c.reshape(-1)]).to(torch.float64) for k, c in zip(run.out_idx, vectors)}
 
 
 def _signed_agree(graph, state, pairs, vectors, leaves, signed) -> bool:
