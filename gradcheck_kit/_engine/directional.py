@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from gradcheck_kit._engine import (
@@ -17,11 +16,9 @@ from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine import kinks as _kinks
 from gradcheck_kit._engine import limits
 from gradcheck_kit._engine import screen as _screen
-from gradcheck_kit._engine.compare import SHARPNESS, compare, Verdict
+from gradcheck_kit._engine.compare import compare, Verdict
 from gradcheck_kit._engine.evaluate import EvaluationFailed
-from gradcheck_kit._engine.finite_diff import (
-    estimate, estimate_with_sigma, Estimates, noise_sigma, round_off_model, weights_for,
-)
+from gradcheck_kit._engine.finite_diff import estimate, estimate_with_sigma, Estimates, noise_sigma
 from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS, LARGE_COORDS
 from gradcheck_kit._inputs import coords, coords64, from_coords
 from gradcheck_kit.report import CheckResult, GroupSummary, Mismatch
@@ -196,17 +193,10 @@ def early_failure(run, a: torch.Tensor, num: "DirectionalNumerics", allow: torch
         return None
     if not bool(torch.isfinite(values[: _screen.POINTS]).all()):
         return None
-    central = (values[1] - values[2]) / (2 * h)
-    w = weights_for(run.stencil)
-    sigma = round_off_model(values[: _screen.POINTS], num.fmag, run.stencil)
-    noise = kap * float(np.abs(w.central).sum()) * sigma / h  # the screen's round-off
+    central, noise, _, _, no_kink = _screen.terms(values, h, num.fmag, run.stencil, kap)
     # one-sided slopes that differ as the screen's kink test has it: a kink or a jump along u, which the
     # whole stencil tells apart (kinks pass between the slopes, jumps are not compared)
-    one_sided = float(np.abs(w.right).sum() + np.abs(w.left).sum())
-    kinked = ((values[1] - values[0]) - (values[0] - values[2])).abs() / h > (
-        _screen.KINK_FRACTION * central.abs() + 0.5 * SHARPNESS * kap * one_sided * sigma / h
-    )
-    if bool(kinked.any()):
+    if not bool(no_kink.all()):
         return None
     own = allowance.directional_own_scale(run)
     dtype = allowance.directional_dtype(run)

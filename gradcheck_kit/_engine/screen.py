@@ -112,19 +112,9 @@ def screen(
     """
     if not applies(stencil):
         return None
-    w = weights_for(stencil)
-    sigma = round_off_model(values[0 if center else 1 : POINTS], fmag, stencil)
-    central = (values[1] - values[2]) / (2 * h)
-    tol = kappa * (float(np.abs(w.central).sum()) * sigma / h) + allowance
+    central, noise, right, left, no_kink = terms(values, h, fmag, stencil, kappa, center)
+    tol = noise + allowance
     diff = (a - central).abs()
-    if center:
-        right = (values[1] - values[0]) / h
-        left = (values[0] - values[2]) / h
-        one_sided = float(np.abs(w.right).sum() + np.abs(w.left).sum())
-        no_kink = (right - left).abs() <= KINK_FRACTION * central.abs() + 0.5 * SHARPNESS * kappa * one_sided * sigma / h
-    else:
-        right = left = central
-        no_kink = torch.ones_like(diff, dtype=torch.bool)
     ok = torch.isfinite(a) & torch.isfinite(central) & torch.isfinite(tol) & (diff <= tol) & no_kink
     if not bool(ok.all()):
         return None
@@ -134,6 +124,24 @@ def screen(
         failed=none, kink=none, unchecked=none, numerical=central, allowed=tol, ratio=ratio,
         sharp_kink=none, left=left, right=right,
     )
+
+
+def terms(values: torch.Tensor, h: float, fmag: torch.Tensor, stencil: Stencil, kappa: float, center: bool = True):
+    """What the screen reads of ``φ(0), φ(+h), φ(−h)`` (``values`` ``(3, *batch)``; ``center`` as
+    ``screen``'s): the central difference, its round-off bound ``κ·Σ|w|·σ/h``, the one-sided differences
+    (the central one where ``φ(0)`` is not known) and where they agree within ``KINK_FRACTION`` of it plus
+    the noise below which the full stencil cannot call a kink sharp (everywhere without ``φ(0)``)."""
+    w = weights_for(stencil)
+    sigma = round_off_model(values[0 if center else 1 : POINTS], fmag, stencil)
+    central = (values[1] - values[2]) / (2 * h)
+    noise = kappa * (float(np.abs(w.central).sum()) * sigma / h)
+    if not center:
+        return central, noise, central, central, torch.ones_like(central, dtype=torch.bool)
+    right = (values[1] - values[0]) / h
+    left = (values[0] - values[2]) / h
+    one_sided = float(np.abs(w.right).sum() + np.abs(w.left).sum())
+    no_kink = (right - left).abs() <= KINK_FRACTION * central.abs() + 0.5 * SHARPNESS * kappa * one_sided * sigma / h
+    return central, noise, right, left, no_kink
 
 
 def describe(stencil: Stencil) -> str:
