@@ -109,7 +109,7 @@ def _functorch_runs(run, outs) -> bool:
     backward (``generate_vmap_rule``: both written to run batched): ``vjp_rows`` would run one backward per
     row through them, where vmap over ``torch.func.vjp`` batches the rows (functorch raises where a backward
     cannot run batched, and the rows then come one at a time)."""
-    classes = graph.python_function_classes([outs[k] for k in run.out_idx])
+    classes = run.graph.classes if outs is run.outs else graph.python_function_classes([outs[k] for k in run.out_idx])
     return bool(classes) and all(getattr(cls, "generate_vmap_rule", False) is True for cls in classes)
 
 

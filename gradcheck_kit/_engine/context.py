@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from gradcheck_kit._engine import approximate
+from gradcheck_kit._engine import approximate, graph
 from gradcheck_kit._engine.analytic import DualMemo
 from gradcheck_kit._engine.budget import Budget
 from gradcheck_kit._engine.evaluate import Evaluator
@@ -219,6 +219,14 @@ class Run:
         self.forward_ad_builtin = 0  # the built-in operations of fn's graph where "auto" left forward AD out
         self.forward_ad_without_jvp: list[str] = []  # custom Functions without a jvp for which "auto" left it out
         self.approximate = approximate.Tally()  # derivatives within the approximate tier (one note)
+        self.graph_cache: graph.Facts | None = None
+
+    @property
+    def graph(self) -> graph.Facts:
+        """What the graph of autograd's forward at the inputs holds (its differentiable outputs'), walked once."""
+        if self.graph_cache is None:
+            self.graph_cache = graph.facts([self.outs[k] for k in self.out_idx or ()])
+        return self.graph_cache
 
     @property
     def f0(self) -> list[torch.Tensor]:

@@ -149,7 +149,7 @@ def structural_graph(run: context.Run) -> structural.Graph:
         v=run.v, drawn_vectors=run.drawn_vectors, nondet_tol=float(run.options["nondet_tol"]), n_in=run.n_in,
         full=run.full if run.directional is None else None, directional=run.directional,
         zero_grad_rows=run.zero_grad_rows, coarse_eps=lambda: setup.coarse_eps(run),
-        conditioning=lambda: allowance.full_conditioning(run),
+        conditioning=lambda: allowance.full_conditioning(run), custom_functions=run.graph.names,
     )
 
 

@@ -28,13 +28,12 @@ def resolve(run) -> None:
     that also holds a Function with a ``jvp`` gets the pass."""
     if run.options["forward_ad"] != "auto":
         return
-    outs = [run.outs[k] for k in run.out_idx]
-    size = graph.builtin_size(outs)
+    size = run.graph.builtin_size
     if size is not None and size > limits.AUTO_FORWARD_BUILTIN_NODES:
         run.forward_ad = False
         run.forward_ad_builtin = size
     elif size is None:
-        classes = graph.python_function_classes(outs)
+        classes = run.graph.classes
         without = [cls for cls in classes if graph.lacks_jvp(cls)]
         if without and len(without) == len(classes):
             run.forward_ad = False

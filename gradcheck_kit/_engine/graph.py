@@ -16,13 +16,14 @@ runs a CPU graph's backward (a GPU graph's runs on the engine's device threads, 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import torch
 
 __all__ = [
-    "python_function_nodes", "python_function_classes", "builtin_size", "lacks_jvp", "lacks_setup_context",
-    "PythonInBackward",
+    "Facts", "facts", "python_function_nodes", "python_function_classes", "builtin_size", "lacks_jvp",
+    "lacks_setup_context", "PythonInBackward",
 ]
 
 #: nodes visited at most (a graph this large is treated as holding a Python node: one backward per row)
@@ -46,52 +47,72 @@ def _walk(outputs: Iterable[torch.Tensor]) -> Iterator[Any]:
         stack.extend(child for child, _ in node.next_functions if child is not None)
 
 
-def python_function_nodes(outputs: Iterable[torch.Tensor]) -> list[str]:
-    """Names of the custom ``autograd.Function`` classes whose backward the graph of ``outputs`` runs, in
-    the order first met (``["<graph too large to inspect>"]`` past ``MAX_NODES`` nodes)."""
+@dataclass(frozen=True)
+class Facts:
+    """What one walk of a graph finds: the custom ``autograd.Function`` classes whose backward it runs (those
+    whose class is known) and their names, in the order first met, and its number of built-in operations.
+    Past ``MAX_NODES`` nodes the walk stops: ``names`` ends with ``"<graph too large to inspect>"`` and
+    ``builtin_size`` is None."""
+
+    classes: tuple[type, ...]
+    names: tuple[str, ...]
+    builtin_size: int | None  # operations other than the leaves' accumulators; None where a custom one is among them
+
+
+def facts(outputs: Iterable[torch.Tensor]) -> Facts:
+    """:class:`Facts` of the graph of ``outputs``, in one walk."""
+    classes: list[type] = []
     names: list[str] = []
+    operations: int | None = 0
     for node in _walk(outputs):
         if node is None:
-            return names + ["<graph too large to inspect>"]
+            return Facts(tuple(classes), tuple(names) + ("<graph too large to inspect>",), None)
         if _is_python_node(node):
+            operations = None
             name = _forward_name(node)
             if name not in names:
                 names.append(name)
-    return names
+        elif operations is not None:
+            operations += type(node).__name__ != "AccumulateGrad"
+        forward_cls = getattr(node, "_forward_cls", None)
+        if forward_cls is not None and forward_cls not in classes:
+            classes.append(forward_cls)
+    return Facts(tuple(classes), tuple(names), operations)
+
+
+def python_function_nodes(outputs: Iterable[torch.Tensor]) -> list[str]:
+    """Names of the custom ``autograd.Function`` classes whose backward the graph of ``outputs`` runs, in
+    the order first met (``["<graph too large to inspect>"]`` past ``MAX_NODES`` nodes)."""
+    return list(facts(outputs).names)
 
 
 def python_function_classes(outputs: Iterable[torch.Tensor]) -> list[type]:
     """The custom ``autograd.Function`` classes whose backward the graph of ``outputs`` runs (those whose
     class is known; the walk stops after ``MAX_NODES`` nodes)."""
-    classes: list[type] = []
-    for node in _walk(outputs):
-        forward_cls = getattr(node, "_forward_cls", None)
-        if forward_cls is not None and forward_cls not in classes:
-            classes.append(forward_cls)
-    return classes
+    return list(facts(outputs).classes)
 
 
 def builtin_size(outputs: Iterable[torch.Tensor]) -> int | None:
     """The number of operations (nodes other than the leaves' gradient accumulators) in the graph of
     ``outputs`` where none is a custom ``autograd.Function``'s (torch's built-in operations only), else None
     (also past ``MAX_NODES`` nodes)."""
-    operations = 0
-    for node in _walk(outputs):
-        if node is None or _is_python_node(node):
-            return None
-        operations += type(node).__name__ != "AccumulateGrad"
-    return operations
+    return facts(outputs).builtin_size
 
 
 def lacks_jvp(cls: type) -> bool:
     """Whether the custom ``autograd.Function`` class ``cls`` has no forward-mode rule of its own."""
-    return getattr(cls, "jvp", None) is getattr(torch.autograd.Function, "jvp", None)
+    return _inherited(cls, "jvp")
 
 
 def lacks_setup_context(cls: type) -> bool:
     """Whether the custom ``autograd.Function`` class ``cls`` defines its context in ``forward`` (no
     ``setup_context``): torch refuses such a Function under every functorch transform (vmap among them)."""
-    return getattr(cls, "setup_context", None) is getattr(torch.autograd.Function, "setup_context", None)
+    return _inherited(cls, "setup_context")
+
+
+def _inherited(cls: type, name: str) -> bool:
+    # ``autograd.Function``'s own placeholder, not overridden by ``cls``
+    return getattr(cls, name, None) is getattr(torch.autograd.Function, name, None)
 
 
 def _is_python_node(node: object) -> bool:

@@ -93,7 +93,7 @@ def signed_vectors(run, rows: dict, leaves: list, outs, n_rows: int) -> dict[int
     if any(not t.is_floating_point() or t.device.type != "cpu" for t in (*graded, *leaves)):
         return None
     cols = sum(leaf.numel() for leaf in leaves)
-    if max(o.numel() + 3 for o in graded) * cols > BACKWARD_BATCH_ELEMENTS or python_function_nodes(graded):
+    if max(o.numel() + 3 for o in graded) * cols > BACKWARD_BATCH_ELEMENTS or (run.graph.names if outs is run.outs else python_function_nodes(graded)):
         return None
     vectors = _combined_vectors(graded, run.seed)
     return {k: torch.stack([c.reshape(-1), -c.reshape(-1)]).to(torch.float64) for k, c in zip(run.out_idx, vectors)}

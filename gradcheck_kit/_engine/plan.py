@@ -53,8 +53,7 @@ def forward_passes(run) -> bool:
     custom Function without a forward-mode rule (its pass stops there; a guess that only sways the plan)."""
     if run.forward_ad is False:
         return False
-    classes = graph.python_function_classes([run.outs[k] for k in run.out_idx])
-    return not any(map(graph.lacks_jvp, classes))
+    return not any(map(graph.lacks_jvp, run.graph.classes))
 
 
 def by_cost(run, mode: str) -> str:

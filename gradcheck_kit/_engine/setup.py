@@ -121,7 +121,7 @@ def rule_out_vmap(run) -> None:
     ev = run.evaluator
     if run.mode != "full" or ev.vmap_failed is not None or ev.used_vmap or ev.grad_inside is not None:
         return
-    if any(map(graph.lacks_setup_context, graph.python_function_classes([run.outs[k] for k in run.out_idx]))):
+    if any(map(graph.lacks_setup_context, run.graph.classes)):
         ev.vmap_failed = NO_VMAP_RULE
 
 

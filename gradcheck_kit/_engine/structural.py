@@ -23,7 +23,7 @@ import torch
 
 from gradcheck_kit._engine.analytic import rows_from_coords
 from gradcheck_kit._engine.evaluate import describe_exception
-from gradcheck_kit._engine.graph import PythonInBackward, python_function_nodes
+from gradcheck_kit._engine.graph import PythonInBackward
 from gradcheck_kit._engine.limits import NUMPY_ELEMENTS
 from gradcheck_kit._engine.linearity import natural_size, rounding_eps, smallest_normal
 from gradcheck_kit._inputs import bitwise_equal, coord_index, coords64
@@ -68,6 +68,7 @@ class Graph:
     zero_grad_rows: dict | None
     coarse_eps: Callable[[], float]
     conditioning: Callable[[], dict | None]
+    custom_functions: tuple  # the custom autograd.Functions' names in the graph of outs (``graph.Facts``)
 
 
 def _grads(outs, leaves, grad_outputs):
@@ -192,7 +193,7 @@ def watched_reentrant(run: Graph) -> tuple[CheckResult, bool]:
     pairs = [(run.outs[k], k) for k in run.out_idx if run.outs[k].requires_grad]
     if not pairs:
         return CheckResult("reentrant", "skipped", "no output requires grad"), False
-    if python_function_nodes([o for o, _ in pairs]):  # a custom Function's backward: Python, unwatched
+    if run.custom_functions:  # a custom Function's backward: Python, unwatched
         return _reentrant(run, pairs, _given_vectors(run, pairs)), False
     on_cpu = all(o.device.type == "cpu" for o, _ in pairs)
     with PythonInBackward() as probe:

@@ -128,8 +128,9 @@ def test_checks_are_counted_by_the_outcome_of_their_test(pytester: pytest.Pytest
             "* gradient checks in 4 tests: * passed, 2 failed, 2 expected (in tests that did not fail), "
             "* explored (by Hypothesis' search), * evaluations, *",
             "failed:",
-            "  *::test_fails: off_by_3(x: (4,) float64): 4 mismatch(es), *",
-            "  *::test_search: off_by_3(x: (4,) float64): 4 mismatch(es), *",
+            # (auto mode may check along directions where fn's timed forward was slow: fewer mismatches named)
+            "  *::test_fails: off_by_3(x: (4,) float64): * mismatch(es), *",
+            "  *::test_search: off_by_3(x: (4,) float64): * mismatch(es), *",
             "closest to tolerance:",
         ]
     )
