@@ -572,7 +572,8 @@ def test_a_full_check_point_by_point_evaluates_each_point_once(factor):
     # (and x[3]'s derivative 3% off, where wrong), so the input's whole stencil follows: the points at ±2h of
     # the open coordinates are read back from that judging, not evaluated again
     x = torch.cat([torch.zeros(1, dtype=torch.float64), _randn(11, seed=7)]).requires_grad_()
-    fn, seen = _points_seen(unary(lambda t: t.abs() + torch.sin(t), lambda t: t.sign() + torch.cos(t), factor=factor, at=3).apply)
+    wrapped = unary(lambda t: t.abs() + torch.sin(t), lambda t: t.sign() + torch.cos(t), factor=factor, at=3)
+    fn, seen = _points_seen(wrapped.apply)
     report = gk.check_gradients(fn, x, mode="full", forward_ad=False)
     assert report.ok == (factor == 1.0)
     at_x = x.detach().numpy().tobytes()
