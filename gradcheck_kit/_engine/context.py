@@ -68,7 +68,9 @@ class Results:
 class FullState:
     """What a full backward check leaves for the checks after it: per output the kind of rows, per input
     the numerics (``None`` where the ±h screen settled it), autograd's rows, the float64 reference's, the
-    scales added to each entry's, whether each input passed, and the screens."""
+    scales added to each entry's, whether each input passed, and the screens; per input whose open entries
+    were judged on their coordinates (``settle.judge_open``), those coordinates and f at the stencil's
+    points beyond ±h there (per output ``(points, b, r)``)."""
 
     rows: dict
     analytic: dict
@@ -79,6 +81,7 @@ class FullState:
     estimates: dict = field(default_factory=dict)
     input_passed: dict = field(default_factory=dict)
     screened: list = field(default_factory=list)
+    outer: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -28,7 +28,9 @@ def full_numerics(run, i: int, rows: dict[int, str], known: dict | None = None) 
     """
     mults = run.stencil.multipliers
     done = 0 if known is None else next(iter(known.values())).shape[0]
-    fresh = stencil.stencil_values(run, i, rows, mults[done:]) if done < len(mults) else None
+    fresh = None
+    if done < len(mults):
+        fresh = outer_kept(run, i, rows, mults[done:]) or stencil.stencil_values(run, i, rows, mults[done:])
     x = run.evaluator.base_args[i]
     xc = coords64(x)
     step = stencil.step_of(run, i)
@@ -45,6 +47,29 @@ def full_numerics(run, i: int, rows: dict[int, str], known: dict | None = None) 
         flat = (values[1:] == values[0]).all(dim=0)
         numerics[k] = stencil.FullNumerics(values, sigma, step, xc.abs(), flat)
     return numerics
+
+
+def outer_kept(run, i: int, rows: dict[int, str], mults) -> dict[int, torch.Tensor] | None:
+    """``stencil.stencil_values`` of input ``i`` at the multipliers beyond ±h, the coordinates whose open
+    entries ``settle.judge_open`` evaluated there read back and only the others evaluated: where fn runs
+    point by point (each point a call of fn); ``None`` elsewhere or where nothing was kept."""
+    kept = run.full.outer.get(i) if run.full is not None else None
+    if kept is None or tuple(mults) != tuple(run.stencil.multipliers[2:]) or not run.budget.point_by_point(run):
+        return None
+    cols, values = kept
+    n_i = n_coords(run.inputs[i])
+    rest = torch.ones(n_i, dtype=torch.bool)
+    rest[cols] = False
+    rest = rest.nonzero().reshape(-1)
+    fresh = stencil.columns_at(run, {i: rest}, mults)[i] if rest.numel() else {}
+    joined = {}
+    for k in run.out_idx:
+        part = values[k]
+        joined[k] = torch.empty(len(mults), n_i, part.shape[-1], dtype=torch.float64)
+        joined[k][:, cols] = part
+        if rest.numel():
+            joined[k][:, rest] = fresh[k]
+    return joined
 
 
 def backward_full(

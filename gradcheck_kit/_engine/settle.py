@@ -86,6 +86,7 @@ def judge_open(run, opened: dict, known: dict, analytic, reference, extra: dict,
     """
     cols = {i: torch.unique(torch.cat([j for j, _ in per_k.values()])) for i, per_k in opened.items()}
     outer = stencil.columns_at(run, cols, run.stencil.multipliers[2:])
+    run.full.outer.update({i: (cols[i], outer[i]) for i in cols if cols[i].numel()})  # read again by full_numerics
     steps = {i: stencil.step_of(run, i) for i in opened}
     at = {i: stencil.coordinates(run, i, cols[i]).abs() for i in opened}
     tolerances_given = run.options["atol"] is not None or run.options["rtol"] is not None  # est read there

@@ -105,10 +105,10 @@ def test_the_screen_does_not_hide_a_tiny_error_in_one_element():
     (m,) = report.mismatches
     assert m.index == (_SinWrongAt.where,)
     # the failing coordinate's points at ±2h (the screen left it open), then the whole stencil for the
-    # listing, the failing coordinate's one level of refinement (h/8), one point off float32's grid (fn
-    # returns float64 values there), 13 close points (no staircase there) and the call that checks fn is
-    # deterministic
-    assert report.evaluations == 1 + 2 + 4 * x.numel() + 4 + 1 + 13 + 1
+    # listing (those two points read back, not evaluated again), the failing coordinate's one level of
+    # refinement (h/8), one point off float32's grid (fn returns float64 values there), 13 close points (no
+    # staircase there) and the call that checks fn is deterministic
+    assert report.evaluations == 1 + 2 + (4 * x.numel() - 2) + 4 + 1 + 13 + 1
 
 
 @pytest.mark.parametrize("fn", [torch.relu, torch.abs], ids=["relu", "abs"])
@@ -238,11 +238,11 @@ def test_one_wrong_input_among_small_ones_is_named_and_the_others_stay_settled()
     detail = report.check("backward").detail
     assert "settled at ±h" in detail and detail.rstrip().endswith("input0")
     # x: 2 evaluations per coordinate; y: the failing coordinate at ±2h (the screen left it open), then the
-    # whole stencil (4)
+    # whole stencil (4), less those two points (read back, not evaluated again)
     # + 4: the failing coordinate's second opinion at h/8 reproduced the estimate at h, and stopped there;
     # + 1: one point off float32's grid (fn returns float64 values there: no lower-precision recheck)
     # + 13: close points (no staircase of a lower precision there); + 1: the call that checks fn is deterministic
-    assert report.evaluations == 1 + 2 * 12 + 2 + 4 * 12 + 4 + 1 + 13 + 1
+    assert report.evaluations == 1 + 2 * 12 + 2 + (4 * 12 - 2) + 4 + 1 + 13 + 1
 
 
 def test_a_gradient_where_the_output_does_not_move_is_a_mismatch_with_shared_screening():
@@ -553,3 +553,32 @@ def test_a_function_without_setup_context_is_never_called_under_vmap(dtype):
     assert report.ok
     assert report.path == "loop (fn has a custom autograd.Function without a vmap rule: evaluated point by point)"
     assert not any(under_vmap) and len(under_vmap) >= 20
+
+
+def _points_seen(fn):
+    """``fn`` recording the point of each of its calls (the bytes of its input); and the record."""
+    seen: list = []
+
+    def recorded(x):
+        seen.append(x.detach().numpy().tobytes())
+        return fn(x)
+
+    return recorded, seen
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.03], ids=["right", "wrong"])
+def test_a_full_check_point_by_point_evaluates_each_point_once(factor):
+    # no vmap rule: each point a call of fn; x[0] = 0 is a kink the open entries' own judging cannot settle
+    # (and x[3]'s derivative 3% off, where wrong), so the input's whole stencil follows: the points at ±2h of
+    # the open coordinates are read back from that judging, not evaluated again
+    x = torch.cat([torch.zeros(1, dtype=torch.float64), _randn(11, seed=7)]).requires_grad_()
+    wrapped = unary(lambda t: t.abs() + torch.sin(t), lambda t: t.sign() + torch.cos(t), factor=factor, at=3)
+    fn, seen = _points_seen(wrapped.apply)
+    report = gk.check_gradients(fn, x, mode="full", forward_ad=False)
+    assert report.ok == (factor == 1.0)
+    at_x = x.detach().numpy().tobytes()
+    moved = [p for p in seen if p != at_x]
+    assert len(moved) > 4 * x.numel()  # the whole stencil ran, and a second opinion after it
+    assert "but for a few entries" not in report.check("backward").detail
+    stencil = moved[: 4 * x.numel()]  # the screen's ±h, the open coordinate's ±2h, the rest of the stencil
+    assert len(set(stencil)) == len(stencil)
