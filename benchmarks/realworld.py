@@ -1482,6 +1482,11 @@ def _pytorch_metric_learning() -> list[Case]:
         labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
         return emb, labels
 
+    def b_tied(dtype, gen):
+        """Rows 6, 7 repeat rows 4, 5 under other labels: anchors meet exactly tied hardest negatives."""
+        emb = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+        return torch.cat([emb, emb[4:]]).to(dtype).requires_grad_(True), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+
     def bound(loss, miner=None):
         def fn(emb, labels):
             if miner is None:
@@ -1501,6 +1506,8 @@ def _pytorch_metric_learning() -> list[Case]:
         Case("pml.TripletMarginLoss", "pytorch_metric_learning", triplet, b_emb, note="hinge, normalized embeddings"),
         Case("pml.TripletMarginLoss(BatchHardMiner)", "pytorch_metric_learning", hard, b_emb,
              note="miner picks arg-max/arg-min pairs"),
+        Case("pml.TripletMarginLoss(BatchHardMiner, tied negatives)", "pytorch_metric_learning", hard, b_tied,
+             note="arg-min over exactly tied distances"),
         Case("pml.ContrastiveLoss", "pytorch_metric_learning", contrastive, b_emb),
         Case("pml.NTXentLoss", "pytorch_metric_learning", ntxent, b_emb),
         Case("pml.MultiSimilarityLoss", "pytorch_metric_learning", multisim, b_emb),
