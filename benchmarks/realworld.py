@@ -29,6 +29,7 @@ __all__ = ["Case", "LIBRARIES", "build_inputs", "cases", "seed_for"]
 LIBRARIES = (
     "kornia", "gpytorch", "pyro", "geoopt", "zuko", "normflows", "ot", "torchode", "torchlie",
     "torchopt", "entmax", "torchdiffeq", "cvxpylayers",
+    "roma", "geomloss", "sparsemax", "diffsort", "e3nn", "monai", "pytorch_metric_learning",
 )
 
 
@@ -1146,10 +1147,391 @@ def _cvxpylayers() -> list[Case]:
     ]
 
 
+# ---------------------------------------------------------------------------------------------------
+# roma: rotation mappings, the Procrustes problem through an SVD and through Horn's closed form
+def _roma() -> list[Case]:
+    import roma
+    from roma import mappings as rm
+
+    def b_m3(dtype, gen):
+        return (_n(gen, dtype, 2, 3, 3),)
+
+    def svd_procrustes(m):
+        return roma.special_procrustes(m, method="svd")
+
+    def horn_procrustes(m):
+        return roma.special_procrustes(m, method="horn")
+
+    def procrustes_4d(m):
+        return roma.procrustes(m)
+
+    def b_m4(dtype, gen):
+        return (_n(gen, dtype, 2, 4, 4),)
+
+    def procrustes_sv(m):
+        r, sv = roma.special_procrustes(m, method="svd", return_singular_values=True)
+        return r, sv
+
+    def regularized(m):
+        return roma.special_procrustes(m, regularization=0.1, method="svd")
+
+    def unitquat(m):
+        return roma.special_procrustes_unitquat(m)
+
+    def symmatrixvec(x):
+        return roma.symmatrixvec_to_unitquat(x)
+
+    def b_10(dtype, gen):
+        return (_n(gen, dtype, 3, 10),)
+
+    def rotvec_roundtrip(v):
+        return roma.rotmat_to_rotvec(roma.rotvec_to_rotmat(v))
+
+    def b_rotvec(dtype, gen):
+        return (_u(gen, dtype, -1.5, 1.5, 4, 3),)
+
+    def geodesic(v1, v2):
+        return roma.rotmat_geodesic_distance(roma.rotvec_to_rotmat(v1), roma.rotvec_to_rotmat(v2))
+
+    def b_two_rotvecs(dtype, gen):
+        return _u(gen, dtype, -1.0, 1.0, 4, 3), _u(gen, dtype, -1.0, 1.0, 4, 3)
+
+    def registration(x, y):
+        r, t = roma.rigid_points_registration(x, y)
+        return r, t
+
+    def b_points(dtype, gen):
+        return _n(gen, dtype, 6, 3), _n(gen, dtype, 6, 3)
+
+    return [
+        Case("roma.special_procrustes(svd)", "roma", svd_procrustes, b_m3, note="custom Function, damped SVD"),
+        Case("roma.special_procrustes(horn)", "roma", horn_procrustes, b_m3,
+             note="custom Function, closed-form eigenvector in float64"),
+        Case("roma.procrustes(4x4)", "roma", procrustes_4d, b_m4, note="custom Function, SVD"),
+        Case("roma.special_procrustes(singular values)", "roma", procrustes_sv, b_m3, note="custom Function"),
+        Case("roma.special_procrustes_unitquat", "roma", unitquat, b_m3, note="custom Function"),
+        Case("roma.symmatrixvec_to_unitquat", "roma", symmatrixvec, b_10, note="custom Function, smallest eigenvector"),
+        Case("roma.rotmat_to_rotvec(rotvec_to_rotmat)", "roma", rotvec_roundtrip, b_rotvec,
+             note="branches on the largest diagonal entry; Taylor switches"),
+        Case("roma.rotmat_geodesic_distance", "roma", geodesic, b_two_rotvecs),
+        Case("roma.rigid_points_registration", "roma", registration, b_points),
+        Case("roma.special_procrustes(regularization=0.1) [finding]", "roma", regularized, b_m3, "wrong",
+             note="documented: the regularization term is added to the gradient and is no derivative"),
+        Case("roma.special_procrustes(horn) [bug: grad +3%]", "roma", horn_procrustes, b_m3, "wrong",
+             _scale_backward(rm._HornEigenvectorManualDerivatives, 0)),
+        Case("roma.special_procrustes [bug: dropped singular-value term]", "roma", procrustes_sv, b_m3, "wrong",
+             lambda: _patch(rm._ProcrustesManualDerivatives, "backward", _roma_dropped_sv)),
+    ]
+
+
+def _roma_dropped_sv(original):
+    """The Procrustes backward without the singular values' contribution ``US·diag(grad_DS)·Vᵀ``."""
+
+    def backward(ctx, grad_r, grad_ds, grad_us, grad_v):
+        return original(ctx, grad_r, torch.zeros_like(grad_ds), grad_us, grad_v)
+
+    return backward
+
+
+# ---------------------------------------------------------------------------------------------------
+# geomloss: Sinkhorn divergences with envelope-theorem gradients, kernel norms with a doubled gradient
+def _geomloss() -> list[Case]:
+    from geomloss import SamplesLoss
+    from geomloss._legacy import kernel_samples
+
+    def b_clouds(dtype, gen):
+        y = _n(gen, dtype, 5, 2, scale=0.8, grad=False) + 0.3
+        return _n(gen, dtype, 6, 2), y.requires_grad_(True)
+
+    def b_weighted(dtype, gen):
+        a = _u(gen, dtype, 0.5, 1.5, 6)
+        b = _u(gen, dtype, 0.5, 1.5, 5)
+        x, y = b_clouds(dtype, gen)
+        return a, x, b, y
+
+    def loss(name, **kw):
+        def fn(*args):
+            return SamplesLoss(name, backend="tensorized", **kw)(*args)
+
+        fn.__name__ = name
+        return fn
+
+    sinkhorn = loss("sinkhorn", p=2, blur=0.5, scaling=0.9)
+    unbalanced = loss("sinkhorn", p=2, blur=0.5, scaling=0.9, reach=1.0)
+    gaussian = loss("gaussian", blur=0.7)
+    laplacian = loss("laplacian", blur=0.7)
+    energy = loss("energy")
+    return [
+        Case("geomloss.gaussian MMD", "geomloss", gaussian, b_clouds, note="DoubleGrad custom Function"),
+        Case("geomloss.laplacian MMD", "geomloss", laplacian, b_clouds, note="DoubleGrad custom Function"),
+        Case("geomloss.energy distance", "geomloss", energy, b_clouds, note="DoubleGrad custom Function"),
+        Case("geomloss.sinkhorn(blur=0.5, scaling=0.9) [finding]", "geomloss", sinkhorn, b_clouds, "wrong",
+             note="approximate by design: the envelope gradient of an annealing loop that stops before "
+                  "convergence (9% at scaling 0.9, 0.3% at 0.999, 2e-5 at blur 10)"),
+        Case("geomloss.sinkhorn(reach=1, weights) [finding]", "geomloss", unbalanced, b_weighted, "wrong",
+             note="UnbalancedWeight.backward (rho + eps) is an nn.Module method autograd never calls: the "
+                  "weights' gradient is (rho + eps/2)/(rho + eps) = 0.9 of the derivative at convergence"),
+        Case("geomloss.gaussian MMD [bug: DoubleGrad +3%]", "geomloss", gaussian, b_clouds, "wrong",
+             lambda: _patch(kernel_samples.DoubleGrad, "backward", lambda original: lambda ctx, g: 2.06 * g)),
+        Case("geomloss.energy distance [bug: dropped self-interaction term]", "geomloss", energy, b_clouds, "wrong",
+             lambda: _patch(kernel_samples, "double_grad", lambda original: lambda x: x)),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# sparsemax (the package): a custom Function built on a sort
+def _sparsemax() -> list[Case]:
+    from sparsemax import Sparsemax
+    from sparsemax.sparsemax import SparsemaxFunction
+
+    last, middle = Sparsemax(dim=-1), Sparsemax(dim=1)
+
+    def sparsemax_last(x):
+        return last(x)
+
+    def sparsemax_3d(x):
+        return middle(x)
+
+    def b_x(dtype, gen):
+        return (_n(gen, dtype, 4, 6),)
+
+    def b_3d(dtype, gen):
+        return (_n(gen, dtype, 2, 5, 3),)
+
+    def b_ties(dtype, gen):
+        """Rows with repeated entries inside the support and outside it: the sort meets exact ties."""
+        base = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+        return (torch.cat([base, base], dim=1).to(dtype).requires_grad_(True),)
+
+    return [
+        Case("sparsemax.Sparsemax", "sparsemax", sparsemax_last, b_x, note="custom Function, sort"),
+        Case("sparsemax.Sparsemax(dim=1, 3-d)", "sparsemax", sparsemax_3d, b_3d, note="reshaping path"),
+        Case("sparsemax.Sparsemax(tied entries)", "sparsemax", sparsemax_last, b_ties, note="sort with ties"),
+        Case("sparsemax.Sparsemax [bug: grad +3%]", "sparsemax", sparsemax_last, b_x, "wrong",
+             _scale_backward(SparsemaxFunction, 0)),
+        Case("sparsemax.Sparsemax [bug: dropped mean term]", "sparsemax", sparsemax_last, b_x, "wrong",
+             lambda: _patch(SparsemaxFunction, "backward", _sparsemax_dropped_mean)),
+    ]
+
+
+def _sparsemax_dropped_mean(original):
+    def backward(ctx, grad_output):
+        (output,) = ctx.saved_tensors
+        return (output != 0) * grad_output, None
+
+    return backward
+
+
+# ---------------------------------------------------------------------------------------------------
+# diffsort: differentiable sorting networks (relaxed swaps; a custom Function for the Gaussian CDF)
+def _diffsort() -> list[Case]:
+    from diffsort import DiffSortNet
+    from diffsort import functional as dsf
+
+    def net(kind, size, distribution, steepness=10.0):
+        sorter = DiffSortNet(kind, size, steepness=steepness, distribution=distribution)
+
+        def fn(x):
+            return sorter(x)
+
+        fn.__name__ = f"{kind}_{distribution}"
+        return fn
+
+    def b(size):
+        return lambda dtype, gen: (_n(gen, dtype, 2, size, scale=0.5),)
+
+    cauchy = net("odd_even", 5, "cauchy")
+    gaussian = net("odd_even", 5, "gaussian")
+    optimal = net("bitonic", 4, "optimal", steepness=5.0)
+    return [
+        Case("diffsort.odd_even(cauchy)", "diffsort", cauchy, b(5)),
+        Case("diffsort.odd_even(gaussian)", "diffsort", gaussian, b(5), note="NormalCDF custom Function"),
+        Case("diffsort.bitonic(logistic)", "diffsort", net("bitonic", 8, "logistic"), b(8)),
+        Case("diffsort.bitonic(optimal)", "diffsort", optimal, b(4), note="piecewise monotonic relaxation"),
+        Case("diffsort.odd_even(reciprocal)", "diffsort", net("odd_even", 5, "reciprocal"), b(5)),
+        Case("diffsort.odd_even(gaussian) [bug: grad +3%]", "diffsort", gaussian, b(5), "wrong",
+             _scale_backward(dsf.NormalCDF, 0)),
+        Case("diffsort.bitonic(optimal) [bug: dropped swap-weight term]", "diffsort", optimal, b(4), "wrong",
+             lambda: _patch(dsf, "s_best", lambda original: lambda v: original(v.detach()))),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# e3nn: spherical harmonics, smooth radial bases (a custom Function), rotations from angles
+def _e3nn() -> list[Case]:
+    from e3nn import o3
+    from e3nn.math import _soft_unit_step, soft_one_hot_linspace, soft_unit_step
+
+    def sh(x):
+        return o3.spherical_harmonics([0, 1, 2, 3], x, normalize=True)
+
+    def sh_raw(x):
+        return o3.spherical_harmonics(2, x, normalize=False, normalization="component")
+
+    def b_vec(dtype, gen):
+        return (_n(gen, dtype, 5, 3),)
+
+    def step(x):
+        return soft_unit_step(x)
+
+    def b_step(dtype, gen):
+        return (_u(gen, dtype, 0.2, 2.0, 8),)
+
+    def radial(r):
+        return soft_one_hot_linspace(r, 0.0, 2.0, 6, basis="smooth_finite", cutoff=True)
+
+    def b_r(dtype, gen):
+        return (_u(gen, dtype, 0.1, 1.9, 5),)
+
+    def wigner(alpha, beta, gamma):
+        return o3.wigner_D(2, alpha, beta, gamma)
+
+    def b_angles(dtype, gen):
+        return tuple(_u(gen, dtype, 0.2, 2.5, 3) for _ in range(3))
+
+    def angles_roundtrip(alpha, beta, gamma):
+        return o3.matrix_to_angles(o3.angles_to_matrix(alpha, beta, gamma))
+
+    return [
+        Case("e3nn.spherical_harmonics(l<=3, normalize)", "e3nn", sh, b_vec),
+        Case("e3nn.spherical_harmonics(l=2, raw)", "e3nn", sh_raw, b_vec),
+        Case("e3nn.soft_unit_step", "e3nn", step, b_step, note="custom Function"),
+        Case("e3nn.soft_one_hot_linspace(smooth_finite)", "e3nn", radial, b_r, note="soft_unit_step inside"),
+        Case("e3nn.wigner_D(l=2)", "e3nn", wigner, b_angles, note="matrix exponentials"),
+        Case("e3nn.matrix_to_angles(angles_to_matrix)", "e3nn", angles_roundtrip, b_angles, note="atan2, acos"),
+        Case("e3nn.soft_unit_step [bug: grad +3%]", "e3nn", step, b_step, "wrong",
+             _scale_backward(_soft_unit_step._SoftUnitStep, 0)),
+        Case("e3nn.spherical_harmonics [bug: dropped normalization term]", "e3nn", sh, b_vec, "wrong",
+             lambda: _patch(torch.nn.functional, "normalize", _e3nn_detached_norm)),
+    ]
+
+
+def _e3nn_detached_norm(original):
+    """``x / ‖x‖`` with the norm detached: the projection term of the normalization's derivative is dropped."""
+
+    def normalize(x, p=2.0, dim=1, eps=1e-12, out=None):
+        return x / x.detach().norm(p=p, dim=dim, keepdim=True).clamp_min(eps)
+
+    return normalize
+
+
+# ---------------------------------------------------------------------------------------------------
+# monai: segmentation losses (soft Dice variants, focal, a distance-transform loss computed in numpy)
+def _monai() -> list[Case]:
+    from monai import losses
+    from monai.losses import focal_loss
+
+    def b_seg(dtype, gen):
+        logits = _n(gen, dtype, 2, 3, 5, 5)
+        labels = torch.randint(0, 3, (2, 1, 5, 5), generator=gen)
+        target = torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2).to(dtype)
+        return logits, target
+
+    def b_binary(dtype, gen):
+        logits = _n(gen, dtype, 2, 1, 6, 6, scale=2.0)
+        target = (torch.rand(2, 1, 6, 6, generator=gen, dtype=torch.float64) > 0.5).to(dtype)
+        return logits, target
+
+    def bound(loss):
+        def fn(x, t):
+            return loss(x, t)
+
+        fn.__name__ = type(loss).__name__
+        return fn
+
+    dice = bound(losses.DiceLoss(softmax=True))
+    gdice = bound(losses.GeneralizedDiceLoss(softmax=True))
+    tversky = bound(losses.TverskyLoss(sigmoid=True, alpha=0.3, beta=0.7))
+    focal = bound(losses.FocalLoss(gamma=2.0, use_softmax=False))
+    dice_focal = bound(losses.DiceFocalLoss(sigmoid=True))
+    hausdorff = bound(losses.HausdorffDTLoss(sigmoid=True))
+    return [
+        Case("monai.DiceLoss(softmax)", "monai", dice, b_seg),
+        Case("monai.GeneralizedDiceLoss(softmax)", "monai", gdice, b_seg, note="weights from the target"),
+        Case("monai.TverskyLoss(sigmoid)", "monai", tversky, b_binary),
+        Case("monai.FocalLoss(sigmoid, gamma=2)", "monai", focal, b_binary),
+        Case("monai.DiceFocalLoss(sigmoid)", "monai", dice_focal, b_binary),
+        Case("monai.HausdorffDTLoss(sigmoid)", "monai", hausdorff, b_binary,
+             note="distance transforms in numpy (scipy) on the thresholded prediction"),
+        Case("monai.DiceLoss [bug: input grad +3%]", "monai", dice, b_seg, "wrong",
+             _scale_arg(losses.DiceLoss, "forward", 1)),
+        Case("monai.FocalLoss [bug: dropped modulating-factor term]", "monai", focal, b_binary, "wrong",
+             lambda: _patch(focal_loss, "sigmoid_focal_loss", _monai_detached_factor)),
+    ]
+
+
+def _monai_detached_factor(original):
+    """Sigmoid focal loss with (1 - p_t)^γ detached: the derivative of the modulating factor is dropped."""
+    import torch.nn.functional as F
+
+    def sigmoid_focal_loss(x, target, gamma=2.0, alpha=None):
+        loss = x - x * target - F.logsigmoid(x)
+        factor = (F.logsigmoid(-x * (target * 2 - 1)) * gamma).exp().detach()
+        return factor * loss
+
+    return sigmoid_focal_loss
+
+
+# ---------------------------------------------------------------------------------------------------
+# pytorch_metric_learning: metric losses with miners, hinges and pair selections
+def _pytorch_metric_learning() -> list[Case]:
+    from pytorch_metric_learning import distances, losses, miners
+
+    def b_emb(dtype, gen):
+        emb = _n(gen, dtype, 8, 4)
+        labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+        return emb, labels
+
+    def b_tied(dtype, gen):
+        """Rows 6, 7 repeat rows 4, 5 under other labels: anchors meet exactly tied hardest negatives."""
+        emb = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+        return torch.cat([emb, emb[4:]]).to(dtype).requires_grad_(True), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+
+    def bound(loss, miner=None):
+        def fn(emb, labels):
+            if miner is None:
+                return loss(emb, labels)
+            return loss(emb, labels, miner(emb, labels))
+
+        fn.__name__ = type(loss).__name__
+        return fn
+
+    triplet = bound(losses.TripletMarginLoss(margin=0.5))
+    hard = bound(losses.TripletMarginLoss(margin=0.5), miners.BatchHardMiner())
+    contrastive = bound(losses.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0))
+    ntxent = bound(losses.NTXentLoss(temperature=0.5))
+    multisim = bound(losses.MultiSimilarityLoss())
+    lifted = bound(losses.GeneralizedLiftedStructureLoss(neg_margin=1.0, distance=distances.LpDistance()))
+    return [
+        Case("pml.TripletMarginLoss", "pytorch_metric_learning", triplet, b_emb, note="hinge, normalized embeddings"),
+        Case("pml.TripletMarginLoss(BatchHardMiner)", "pytorch_metric_learning", hard, b_emb,
+             note="miner picks arg-max/arg-min pairs"),
+        Case("pml.TripletMarginLoss(BatchHardMiner, tied negatives)", "pytorch_metric_learning", hard, b_tied,
+             note="arg-min over exactly tied distances"),
+        Case("pml.ContrastiveLoss", "pytorch_metric_learning", contrastive, b_emb),
+        Case("pml.NTXentLoss", "pytorch_metric_learning", ntxent, b_emb),
+        Case("pml.MultiSimilarityLoss", "pytorch_metric_learning", multisim, b_emb),
+        Case("pml.GeneralizedLiftedStructureLoss", "pytorch_metric_learning", lifted, b_emb, note="logsumexp"),
+        Case("pml.NTXentLoss [bug: embedding grad +3%]", "pytorch_metric_learning", ntxent, b_emb, "wrong",
+             _scale_arg(losses.NTXentLoss, "forward", 1)),
+        Case("pml.TripletMarginLoss [bug: dropped normalization term]", "pytorch_metric_learning", triplet, b_emb,
+             "wrong", lambda: _patch(distances.LpDistance, "normalize", _pml_detached_norm)),
+    ]
+
+
+def _pml_detached_norm(original):
+    def normalize(self, embeddings, dim=1, **kwargs):
+        return embeddings / embeddings.detach().norm(p=self.p, dim=dim, keepdim=True)
+
+    return normalize
+
+
 _BUILDERS: dict[str, Callable[[], list[Case]]] = {
     "kornia": _kornia, "gpytorch": _gpytorch, "pyro": _pyro, "geoopt": _geoopt, "zuko": _zuko,
     "normflows": _normflows, "ot": _ot, "torchode": _torchode, "torchlie": _torchlie, "torchopt": _torchopt,
     "entmax": _entmax, "torchdiffeq": _torchdiffeq, "cvxpylayers": _cvxpylayers,
+    "roma": _roma, "geomloss": _geomloss, "sparsemax": _sparsemax, "diffsort": _diffsort, "e3nn": _e3nn,
+    "monai": _monai, "pytorch_metric_learning": _pytorch_metric_learning,
 }
 
 
