@@ -26,10 +26,16 @@ import torch
 
 from gradcheck_kit._engine import context, directional, directional_ties, graph, limits, stencil
 from gradcheck_kit._engine import screen as _screen
+from gradcheck_kit._engine.evaluate import EvaluationFailed
 from gradcheck_kit._engine.limits import DEFAULT_DIRECTIONS, FORWARD_DIRECTIONS
 from gradcheck_kit._engine.one_sided import nothing_compared
 from gradcheck_kit._inputs import n_coords
 from gradcheck_kit.report import Note, NoteCode
+
+
+#: the forward's time is checked by a second call where the calls saved would take less than this many times
+#: ``Tuning.auto_plan_probe_seconds``
+RETIME_MARGIN = 8.0
 
 
 def full_calls(run, forward: bool) -> int:
@@ -67,7 +73,7 @@ def by_cost(run, mode: str) -> str:
         return mode
     forward = forward_passes(run)
     full, along = full_calls(run, forward), directional_calls(run, forward)
-    if along > fraction * full or (full - along) * run.forward_seconds < limits.TUNING.auto_plan_probe_seconds:
+    if along > fraction * full or not saves_time(run, full - along):
         return mode  # (a fn this cheap: the calls saved would not pay for finding out whether it vmaps)
     along += directional_ties.judging_calls(run)
     if along > fraction * full or runs_under_vmap(run):
@@ -82,6 +88,22 @@ def by_cost(run, mode: str) -> str:
         NoteCode.COST_PLAN, ("directional", along, full),
     ))
     return "directional"
+
+
+def saves_time(run, calls: int) -> bool:
+    """Whether ``calls`` calls of fn take longer than ``Tuning.auto_plan_probe_seconds``, timed by the forward at
+    the inputs; where they would by less than ``RETIME_MARGIN`` times, by the shorter of it and one more plain
+    call (f at x): a first call's set-up or a busy machine does not make a cheap fn take the directions."""
+    probe = limits.TUNING.auto_plan_probe_seconds
+    if calls * run.forward_seconds < probe:
+        return False
+    if calls * run.forward_seconds < RETIME_MARGIN * probe:
+        try:
+            run.evaluator.outputs_at({})
+        except EvaluationFailed:
+            return True  # (the check finds out, as it would have)
+        return calls * min(run.forward_seconds, run.evaluator.fastest_call) >= probe
+    return True
 
 
 def runs_under_vmap(run) -> bool:
