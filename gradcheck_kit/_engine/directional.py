@@ -170,6 +170,7 @@ def judge_directional(run, a: torch.Tensor, backward: bool = True) -> tuple[Verd
     settle_directional_kinks(run, a, est, allow, verdict, kap)
     if backward and run.cost_plan and bool(verdict.failed.any()):
         num.beyond_tier = beyond_tier(a, verdict, allowance.directional_own_scale(run), allowance.directional_dtype(run))
+        num.within_tier = not num.beyond_tier
     if bool(verdict.failed.any()) and settle.approximate_tier(run):
         _approximate.apply(
             verdict, a, allowance.directional_own_scale(run), _approximate.accuracy(allowance.directional_dtype(run), True),
@@ -206,6 +207,7 @@ def early_failure(run, a: torch.Tensor, num: "DirectionalNumerics", allow: torch
     excess = diff / (noise + allow + _approximate.accuracy(dtype, True) * own).clamp_min(1e-300)
     if not settles_unlikely(run, float(excess.nan_to_num(float("inf")).max())):
         return None
+    num.within_tier = True
     failed = torch.ones_like(a, dtype=torch.bool)
     none = torch.zeros_like(failed)
     return Verdict(
@@ -411,3 +413,4 @@ class DirectionalNumerics:
     center: bool = True  # row 0 (phi(0)) known: False until f(x) is, where the float64 probe was deferred
     estimates: Estimates | None = None
     beyond_tier: bool = False  # the cost plan's failed disagreement is beyond the approximate tier
+    within_tier: bool = False  # ... and where it failed within it (an iterative solver's derivative)
