@@ -522,3 +522,23 @@ def test_a_large_input_without_vmap_names_its_wrong_element_by_bisection(n):
     assert gk.report.NoteCode.PINPOINTED in _codes(report) and fn.calls < 60
     right = Counted(unary(lambda x: x**3, lambda x: 3 * x**2, name="Cube").apply)
     assert gk.check_gradients(right, x).ok and right.calls < 10
+
+
+def test_a_fn_drawing_random_numbers_is_evaluated_through_vmap_with_its_draws_shared():
+    # a dropout mask drawn inside fn: every evaluation starts from the same RNG state, and vmap makes one draw
+    # per batch that all its points share, so the numerical side runs batched (a few calls of fn) instead of
+    # one call per point, and it is still the same function at every point: a wrong gradient fails
+    def masked(f):
+        def fn(x):
+            return f(x) * (torch.rand(x.shape, dtype=x.dtype) > 0.3).to(x.dtype)
+        return fn
+
+    x = torch.linspace(-1.2, 1.1, 30, dtype=torch.float64).requires_grad_()
+    right = Counted(masked(unary(torch.sin, torch.cos, vmap_rule=True, name="Sin").apply))
+    report = gk.check_gradients(right, x)
+    assert report.ok and report.mode == "full"
+    assert "numerical vmap" in report.check("backward").detail
+    assert right.calls <= 6  # (one call per point: 2 per coordinate at least, 60)
+    wrong = gk.check_gradients(masked(unary(torch.sin, torch.cos, factor=1.01, vmap_rule=True, name="Sin").apply), x)
+    assert not wrong.ok and wrong.mismatches
+
