@@ -148,7 +148,9 @@ def judge_directional(run, a: torch.Tensor, backward: bool = True) -> tuple[Verd
     num = run.directional.numerics
     if num.estimates is None and screens(run):
         allow, scale = allowance.allowance_directional(run, screen=True)
-        verdict = _screen.screen(a, num.values, run.stencil.h0, num.fmag, run.stencil, allow, kap, num.center)
+        verdict = _screen.screen(
+            a, num.values, run.stencil.h0, num.fmag, run.stencil, allow, kap, num.center, screen_margin(run),
+        )
         if verdict is None and run.reference and directional_reference(run) is not None:
             # low-precision inputs: the floor alone did not settle it; with autograd's round-off measured
             # against the float64 run (the allowance the full comparison gives) it may, without the
@@ -177,6 +179,25 @@ def judge_directional(run, a: torch.Tensor, backward: bool = True) -> tuple[Verd
             run.options["strict"],
         )
     return verdict, scale, False
+
+
+#: the cost plan's ±h screen allows this fraction of the directional approximate tier beyond its round-off
+#: tolerance (``screen_margin``): far below any disagreement the tier's note would be worth listing
+SCREEN_MARGIN = 0.02
+
+
+def screen_margin(run) -> torch.Tensor | None:
+    """What the cost plan's ±h screen may allow beyond its tolerance (``screen.screen``'s ``margin``):
+    ``SCREEN_MARGIN`` of the approximate tier the full stencil's comparison adds to the projection's size
+    (``approximate.apply`` there), where that tier applies (no given tolerances, not ``strict``), so that a
+    screened value is one the full stencil passes, on its central value or as approximate. The whole
+    stencil along ``u`` (``(points - 2) · d`` calls) is left out where the first difference at ±h misses
+    its round-off bound by its truncation alone; disagreements beyond the margin go on to it (and to the
+    approximate note)."""
+    if not run.cost_plan or not settle.approximate_tier(run) or run.options["strict"]:
+        return None
+    rho = _approximate.accuracy(allowance.directional_dtype(run), True)
+    return SCREEN_MARGIN * rho * allowance.directional_own_scale(run)
 
 
 def early_failure(run, a: torch.Tensor, num: "DirectionalNumerics", allow: torch.Tensor, kap: float) -> Verdict | None:
@@ -339,7 +360,8 @@ def backward_directional_once(run) -> bool:
     if screened:
         detail = (
             f"directional, {run.n_directions} direction(s), 2 evaluations each (stopped after ±h: the "
-            "central difference already agreed within its round-off)"
+            "central difference already agreed within its round-off"
+            + (f", or {SCREEN_MARGIN:.0%} of the approximate tier beyond it)" if screen_margin(run) is not None else ")")
         )
         if not num.center:
             detail += "; f(x) in float64 was not needed, so a kink exactly at x was not looked for"

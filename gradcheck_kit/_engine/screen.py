@@ -116,12 +116,14 @@ def screen(
     allowance: torch.Tensor,
     kappa: float,
     center: bool = True,
+    margin: torch.Tensor | None = None,
 ) -> Verdict | None:
     """A verdict (every derivative passed) when ``φ(0), φ(+h), φ(−h)`` decide, else ``None``.
 
     ``a``: autograd's values ``(*batch)``; ``values``: ``(3, *batch)``; ``fmag``: the magnitude of ``φ`` the
     full stencil's noise model uses; ``allowance``: at most what the full comparison allows autograd;
-    ``center``: whether ``values[0]`` (``φ(0)``) is known (else the central test alone decides).
+    ``center``: whether ``values[0]`` (``φ(0)``) is known (else the central test alone decides);
+    ``margin``: at most the approximate tier the full comparison adds (``within_margin``), or None.
     """
     if not applies(stencil):
         return None
@@ -129,6 +131,9 @@ def screen(
     tol = noise + allowance
     diff = (a - central).abs()
     ok = torch.isfinite(a) & torch.isfinite(central) & torch.isfinite(tol) & (diff <= tol) & no_kink
+    if not bool(ok.all()) and margin is not None and center:
+        tol = tol + within_margin(a, diff, tol, right, left, margin) * margin
+        ok = torch.isfinite(a) & torch.isfinite(central) & torch.isfinite(tol) & (diff <= tol) & no_kink
     if not bool(ok.all()):
         return None
     none = torch.zeros_like(ok)
@@ -137,6 +142,15 @@ def screen(
         failed=none, kink=none, unchecked=none, numerical=central, allowed=tol, ratio=ratio,
         sharp_kink=none, left=left, right=right,
     )
+
+
+def within_margin(a, diff, tol, right, left, margin) -> torch.Tensor:
+    """Where ``screen`` may allow ``margin`` beyond its tolerance ``tol``: values that the full stencil, whose
+    comparison adds at least ``margin`` as the approximate tier, passes on its central value or within that
+    tier (``|a - D4| <= kappa·E + allowance + margin``, as for ``|a - D(h)| <= tol``), and that its kink rule
+    cannot fail, ``a`` lying within ``tol`` of the one-sided slopes' range (argument 2 above)."""
+    inside = (a >= torch.minimum(right, left) - tol) & (a <= torch.maximum(right, left) + tol)
+    return (inside & (diff > tol) & torch.isfinite(margin)).to(diff.dtype)
 
 
 def terms(values: torch.Tensor, h: float, fmag: torch.Tensor, stencil: Stencil, kappa: float, center: bool = True):

@@ -542,3 +542,23 @@ def test_a_fn_drawing_random_numbers_is_evaluated_through_vmap_with_its_draws_sh
     wrong = gk.check_gradients(masked(unary(torch.sin, torch.cos, factor=1.01, vmap_rule=True, name="Sin").apply), x)
     assert not wrong.ok and wrong.mismatches
 
+
+def test_directions_whose_first_difference_misses_its_round_off_by_truncation_alone_stop_at_plus_minus_h():
+    # sin(16x) on 40 coordinates without vmap: the cost plan's directions, whose central difference at ±h
+    # misses its round-off bound by its truncation (far below the approximate tier): the whole stencil along u
+    # could only pass them, so it is left out (forward, vmap probe, 2 directions x ±h, fn called again)
+    x = torch.linspace(-1.3, 1.2, 40, dtype=torch.float64)
+    steep = lambda factor: unary(  # noqa: E731
+        lambda t: torch.sin(16 * t), lambda t: 16 * torch.cos(16 * t), factor=factor, name="Steep").apply
+    counted = Counted(steep(1.0))
+    report = gk.check_gradients(counted, x.clone().requires_grad_())
+    assert report.ok and report.mode == "directional"
+    assert "stopped after ±h" in report.check("backward").detail
+    assert counted.calls == 1 + 1 + 2 * 2 + 1
+    assert not [n for n in report.notes if n.code == "approximate"]
+    # strict (no approximate tier, so no margin): the whole stencil along u, 4 points per direction
+    strict = Counted(steep(1.0))
+    assert gk.check_gradients(strict, x.clone().requires_grad_(), strict=True).ok
+    assert strict.calls == 1 + 1 + 2 * 4 + 1
+    wrong = gk.check_gradients(steep(1.01), x.clone().requires_grad_())
+    assert not wrong.ok and wrong.mismatches
