@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 import torch
 
 from gradcheck_kit._engine.compare import Verdict
-from gradcheck_kit.report import Note
+from gradcheck_kit._inputs import coord_index
+from gradcheck_kit.report import Note, format_index
 
-__all__ = ["ACCURACY", "accuracy", "entry_scale", "apply", "Tally"]
+__all__ = ["ACCURACY", "accuracy", "entry_scale", "apply", "entry_label", "Tally"]
 
 #: the relative accuracy (of the scale) accepted as approximate, by the precision of the differentiated
 #: inputs: float64 (eps <= 1e-15), and everything coarser (float32, float16, bfloat16); see docs/numerics.md
@@ -99,6 +100,17 @@ def apply(
     verdict.failed = verdict.failed & ~within
     verdict.allowed = torch.where(within, tier, verdict.allowed)
     verdict.ratio = torch.where(within, diff / tier, verdict.ratio)
+
+
+def entry_label(out: torch.Tensor, lhs: str, kind: str, x: torch.Tensor, name: str, j: int, r: int) -> str:
+    """The derivative of row ``r`` of output ``out`` (named ``lhs``) w.r.t. coordinate ``j`` of ``x`` (named
+    ``name``) as the note lists it: ``d out[2] / d x[0, 1]``, ``d (v·out) / d x[..]`` for a projected row."""
+    index, _ = coord_index(j, x.shape, x.is_complex())
+    if kind == "jacobian":
+        lhs += format_index(coord_index(r, out.shape, out.is_complex())[0])
+    else:
+        lhs = f"(v·{lhs})"
+    return f"d {lhs} / d {name}{format_index(index)}"
 
 
 @dataclass

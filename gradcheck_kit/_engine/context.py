@@ -216,6 +216,8 @@ class Run:
         self.refined_resolved = False  # a second opinion at a smaller step passed some entry (settle.refine)
         self.tie_failures: list[tuple[int, list[int], str]] = []  # (input, members, text) of ties judged wrong
         self.cost_plan = False  # auto mode chose directional for its fewer calls (``plan``): full on failure
+        self.tier_screen = False  # ... whose directions failed within the approximate tier (``screen.tier_screens``)
+        self.tier_pending: dict[int, list] = {}  # per input: what its ±h screen passed within that tier (``screen``)
         self.directional_superseded = False  # auto mode's narrowed full check overrode the directional failure
         self.forward_detail: str | None = None
         self.forward_ad: bool | str = self.options["forward_ad"]  # as resolved for fn's graph (``forward_ad.resolve``)

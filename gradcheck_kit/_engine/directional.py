@@ -148,7 +148,9 @@ def judge_directional(run, a: torch.Tensor, backward: bool = True) -> tuple[Verd
     num = run.directional.numerics
     if num.estimates is None and screens(run):
         allow, scale = allowance.allowance_directional(run, screen=True)
-        verdict = _screen.screen(a, num.values, run.stencil.h0, num.fmag, run.stencil, allow, kap, num.center)
+        verdict = _screen.screen(
+            a, num.values, run.stencil.h0, num.fmag, run.stencil, allow, kap, num.center, screen_margin(run),
+        )
         if verdict is None and run.reference and directional_reference(run) is not None:
             # low-precision inputs: the floor alone did not settle it; with autograd's round-off measured
             # against the float64 run (the allowance the full comparison gives) it may, without the
@@ -170,12 +172,32 @@ def judge_directional(run, a: torch.Tensor, backward: bool = True) -> tuple[Verd
     settle_directional_kinks(run, a, est, allow, verdict, kap)
     if backward and run.cost_plan and bool(verdict.failed.any()):
         num.beyond_tier = beyond_tier(a, verdict, allowance.directional_own_scale(run), allowance.directional_dtype(run))
+        num.within_tier = not num.beyond_tier
     if bool(verdict.failed.any()) and settle.approximate_tier(run):
         _approximate.apply(
             verdict, a, allowance.directional_own_scale(run), _approximate.accuracy(allowance.directional_dtype(run), True),
             run.options["strict"],
         )
     return verdict, scale, False
+
+
+#: the cost plan's ±h screen allows this fraction of the directional approximate tier beyond its round-off
+#: tolerance (``screen_margin``): far below any disagreement the tier's note would be worth listing
+SCREEN_MARGIN = 0.02
+
+
+def screen_margin(run) -> torch.Tensor | None:
+    """What the cost plan's ±h screen may allow beyond its tolerance (``screen.screen``'s ``margin``):
+    ``SCREEN_MARGIN`` of the approximate tier the full stencil's comparison adds to the projection's size
+    (``approximate.apply`` there), where that tier applies (no given tolerances, not ``strict``), so that a
+    screened value is one the full stencil passes, on its central value or as approximate. The whole
+    stencil along ``u`` (``(points - 2) · d`` calls) is left out where the first difference at ±h misses
+    its round-off bound by its truncation alone; disagreements beyond the margin go on to it (and to the
+    approximate note)."""
+    if not run.cost_plan or not settle.approximate_tier(run) or run.options["strict"]:
+        return None
+    rho = _approximate.accuracy(allowance.directional_dtype(run), True)
+    return SCREEN_MARGIN * rho * allowance.directional_own_scale(run)
 
 
 def early_failure(run, a: torch.Tensor, num: "DirectionalNumerics", allow: torch.Tensor, kap: float) -> Verdict | None:
@@ -206,6 +228,7 @@ def early_failure(run, a: torch.Tensor, num: "DirectionalNumerics", allow: torch
     excess = diff / (noise + allow + _approximate.accuracy(dtype, True) * own).clamp_min(1e-300)
     if not settles_unlikely(run, float(excess.nan_to_num(float("inf")).max())):
         return None
+    num.within_tier = True
     failed = torch.ones_like(a, dtype=torch.bool)
     none = torch.zeros_like(failed)
     return Verdict(
@@ -337,7 +360,8 @@ def backward_directional_once(run) -> bool:
     if screened:
         detail = (
             f"directional, {run.n_directions} direction(s), 2 evaluations each (stopped after ±h: the "
-            "central difference already agreed within its round-off)"
+            "central difference already agreed within its round-off"
+            + (f", or {SCREEN_MARGIN:.0%} of the approximate tier beyond it)" if screen_margin(run) is not None else ")")
         )
         if not num.center:
             detail += "; f(x) in float64 was not needed, so a kink exactly at x was not looked for"
@@ -411,3 +435,4 @@ class DirectionalNumerics:
     center: bool = True  # row 0 (phi(0)) known: False until f(x) is, where the float64 probe was deferred
     estimates: Estimates | None = None
     beyond_tier: bool = False  # the cost plan's failed disagreement is beyond the approximate tier
+    within_tier: bool = False  # ... and where it failed within it (an iterative solver's derivative)

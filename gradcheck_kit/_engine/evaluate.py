@@ -3,8 +3,13 @@
 Every call of ``fn`` starts from the same global RNG state (derived from the check's seed), so a
 function that draws random numbers (dropout) is the same function at every point; the caller's RNG
 state is restored by the checker afterwards (one check at a time across threads: ``_state``). Batched evaluation uses ``torch.func.vmap``; functions vmap
-cannot run (custom ``autograd.Function`` without a vmap rule, ``.item()``, random draws) fall back to a
+cannot run (custom ``autograd.Function`` without a vmap rule, ``.item()``) fall back to a
 Python loop, and the report says which path ran.
+
+Under vmap, random draws are made once per batch and shared by its points (``RANDOMNESS``): each point
+sees the draws a call from that RNG state makes, as one call per point would (the first batch's first
+point is compared with such a call, ``Evaluator._check_vmap_entry``; a function whose draws vmap cannot
+share raises, and is evaluated point by point).
 
 Numeric evaluations run without autograd. A function that differentiates internally (forces as the
 gradient of an energy, a gradient penalty) cannot: when a call without grad raises, the same call is
@@ -165,13 +170,18 @@ def _value_eps(t: torch.Tensor) -> float:
     return own if low is None else torch.finfo(low).eps
 
 
+#: vmap's treatment of random draws: one draw per batch, the same for every point (each point of a
+#: batch starts from the same RNG state, as each call of fn does)
+RANDOMNESS = "same"
+
+
 def vmap_call(at: Callable, batches: Sequence[torch.Tensor]) -> tuple:
-    """``torch.func.vmap(at, randomness="error")(*batches)`` for tensors batched along their first dimension,
+    """``torch.func.vmap(at, randomness=RANDOMNESS)(*batches)`` for tensors batched along their first dimension,
     all of one batch size, and an ``at`` returning a tuple of tensors: the batching calls that
     ``torch.func.vmap`` makes, without its argument checks and tree handling, which those facts make moot
     (they cost several times a small function's batched call)."""
     if len({b.shape[0] for b in batches}) != 1 or not lean_vmap_works() or _is_exporting():
-        return torch.func.vmap(at, randomness="error")(*batches)
+        return torch.func.vmap(at, randomness=RANDOMNESS)(*batches)
     return _lean(at, batches)
 
 
@@ -179,7 +189,7 @@ def _lean(at: Callable, batches: Sequence[torch.Tensor]) -> tuple:
     """``torch._functorch.vmap._flat_vmap``'s calls, for ``vmap_call``."""
     _load_vmap_decompositions()
     size = batches[0].shape[0]
-    level = _functorch._vmap_increment_nesting(size, "error")
+    level = _functorch._vmap_increment_nesting(size, RANDOMNESS)
     try:
         outs = at(*[_functorch._add_batch_dim(b, 0, level) for b in batches])
         return tuple(_functorch._remove_batch_dim(o, level, size, 0) for o in outs)
@@ -213,7 +223,7 @@ def _try_lean() -> bool:
         a = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 4.0]], dtype=torch.float64)
         b = torch.tensor([[2.0], [-1.0], [3.0]], dtype=torch.float64)
         at = lambda x, y: (x * y, (x + y).sum(), torch.ones(2, dtype=torch.float64))  # noqa: E731
-        got, want = _lean(at, [a, b]), torch.func.vmap(at, randomness="error")(a, b)
+        got, want = _lean(at, [a, b]), torch.func.vmap(at, randomness=RANDOMNESS)(a, b)
         return isinstance(got, tuple) and len(got) == 3 and all(
             g.shape == w.shape and torch.equal(g, w) for g, w in zip(got, want)
         )

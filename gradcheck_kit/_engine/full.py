@@ -147,6 +147,7 @@ def record_settled(run, check: str, i: int, worst: dict, opened: dict | None, ve
     where the screen settled every entry): recorded as passed."""
     run.full.input_passed[i] = True
     run.full.estimates[i] = None  # computed on demand (forward AD per entry)
+    screen.tally_settled(run, i)
     rows, analytic = run.full.rows, run.full.analytic
     for k in run.out_idx:
         if opened is None:

@@ -154,6 +154,7 @@ def fall_back(run) -> str:
     directional one's, and the plan's note says so. Returns ``"full"``."""
     run.mode = "full"
     run.cost_plan = False
+    run.tier_screen = run.directional is not None and run.directional.numerics.within_tier
     made = run.budget.abandon(run)
     run.directional = None
     run.jvp_projections = None

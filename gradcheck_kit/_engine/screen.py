@@ -58,6 +58,18 @@ else (a failure, a possible kink: one-sided slopes differing by ``KINK_SUSPECT``
 does not move while autograd is nonzero, a non-finite value) is left open: where the open entries lie on
 a few of the input's coordinates, the full stencil runs on those coordinates alone and decides them where
 it can without the rest (``settle.judge_open``), else on the whole input.
+
+In the full check that the cost plan's directions fell back on after failing within the approximate tier
+(an iterative solver's derivative, ``tier_screens``), the screen also passes entries as approximate where
+the whole stencil could only pass them, on its central value or within the tier (``within_tier``):
+``|a − D(h)|`` within the screen's tolerance plus ``ρ·s₀``, where ``s₀`` (the largest of autograd's
+magnitudes in the entry's coordinate and row: ``block_maxima``) is at most the tier's scale, so that
+``|a − D4| ≤ κ·E + allowance + ρ·scale``; and no sharp kink can fail it: either the one-sided slopes at ±h
+agree within the noise below which the full stencil cannot call a kink sharp, or ``a`` lies within the
+screen's tolerance of their range (argument 2 above). Tied coordinates stay open, as full mode's ties
+rule judges them. The entries the screen leaves open get the same tier on their whole stencil
+(``open_within_tier``). What this cannot see is a second opinion at a smaller step moving an entry's
+estimate (``settle.refine``, where fn changes below h): the full check would judge that estimate instead.
 """
 
 from __future__ import annotations
@@ -68,7 +80,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from gradcheck_kit._engine import allowance, autograd_rows, limits, stencil, tolerances
+from gradcheck_kit._engine import allowance, autograd_rows, limits, stencil, ties, tolerances
+from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine.compare import SHARPNESS, Verdict
 from gradcheck_kit._engine.finite_diff import host_array, round_off_model, weights_for
 from gradcheck_kit._engine.limits import KINK_SUSPECT
@@ -103,12 +116,14 @@ def screen(
     allowance: torch.Tensor,
     kappa: float,
     center: bool = True,
+    margin: torch.Tensor | None = None,
 ) -> Verdict | None:
     """A verdict (every derivative passed) when ``φ(0), φ(+h), φ(−h)`` decide, else ``None``.
 
     ``a``: autograd's values ``(*batch)``; ``values``: ``(3, *batch)``; ``fmag``: the magnitude of ``φ`` the
     full stencil's noise model uses; ``allowance``: at most what the full comparison allows autograd;
-    ``center``: whether ``values[0]`` (``φ(0)``) is known (else the central test alone decides).
+    ``center``: whether ``values[0]`` (``φ(0)``) is known (else the central test alone decides);
+    ``margin``: at most the approximate tier the full comparison adds (``within_margin``), or None.
     """
     if not applies(stencil):
         return None
@@ -116,6 +131,9 @@ def screen(
     tol = noise + allowance
     diff = (a - central).abs()
     ok = torch.isfinite(a) & torch.isfinite(central) & torch.isfinite(tol) & (diff <= tol) & no_kink
+    if not bool(ok.all()) and margin is not None and center:
+        tol = tol + within_margin(a, diff, tol, right, left, margin) * margin
+        ok = torch.isfinite(a) & torch.isfinite(central) & torch.isfinite(tol) & (diff <= tol) & no_kink
     if not bool(ok.all()):
         return None
     none = torch.zeros_like(ok)
@@ -124,6 +142,15 @@ def screen(
         failed=none, kink=none, unchecked=none, numerical=central, allowed=tol, ratio=ratio,
         sharp_kink=none, left=left, right=right,
     )
+
+
+def within_margin(a, diff, tol, right, left, margin) -> torch.Tensor:
+    """Where ``screen`` may allow ``margin`` beyond its tolerance ``tol``: values that the full stencil, whose
+    comparison adds at least ``margin`` as the approximate tier, passes on its central value or within that
+    tier (``|a - D4| <= kappa·E + allowance + margin``, as for ``|a - D(h)| <= tol``), and that its kink rule
+    cannot fail, ``a`` lying within ``tol`` of the one-sided slopes' range (argument 2 above)."""
+    inside = (a >= torch.minimum(right, left) - tol) & (a <= torch.maximum(right, left) + tol)
+    return (inside & (diff > tol) & torch.isfinite(margin)).to(diff.dtype)
 
 
 def terms(values: torch.Tensor, h: float, fmag: torch.Tensor, stencil: Stencil, kappa: float, center: bool = True):
@@ -168,6 +195,7 @@ def screen_prepare(run, i, rows, analytic, reference) -> "Screen":
     """``f`` at ±h for every coordinate of input ``i`` and the entries that can differ from zero."""
     known = stencil.stencil_values(run, i, rows, run.stencil.multipliers[:2])
     found = Screen(known)
+    run.tier_pending.pop(i, None)
     for pos, k in enumerate(run.out_idx):
         fp, fm = known[k][0], known[k][1]  # (n_i, r)
         f0 = autograd_rows.project(run, k, rows[k], run.f0[pos].unsqueeze(0))  # (1, r)
@@ -239,14 +267,103 @@ def candidate_ratios(run, i, found, pos, k, kind, analytic, reference, extra, ka
         measured = np.abs(a_c - ref[j, r]) if ref is not None else None
         allow = policy.allowance(scale, measured, floor_scale=allowance.floor_scale_of(run, scale, i, k, measured))
     flat = j * fp.shape[1] + r  # np.take by flat index: a few times faster than by pairs of indices
-    ratio, ok = screen_ratios(run, pos, k, kind, np.take(fp, flat), np.take(fm, flat), step[j], r, a_c, allow, kap)
+    tier = None
+    if tier_screens(run):
+        tier = (tier_scale(run, i, k, j, r), untied_coordinates(run, i)[j], _approximate.accuracy(run.inputs[i].dtype))
+    ratio, ok, relative = screen_ratios(
+        run, pos, k, kind, np.take(fp, flat), np.take(fm, flat), step[j], r, a_c, allow, kap, tier
+    )
+    if relative is not None:
+        run.tier_pending.setdefault(i, []).append((k, kind, relative, j, r))
     return torch.from_numpy(ratio), torch.from_numpy(ok)
 
 
-def screen_ratios(run, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap):
+def tier_screens(run) -> bool:
+    """Whether full mode's ±h screen passes entries within the approximate tier as approximate
+    (``screen_ratios``' ``tier``): in the full check that the cost plan's directions fell back on after they
+    failed within that tier (``plan.fall_back``: an iterative solver's derivative), where each point is a
+    call of fn; not under given tolerances nor ``strict`` (which fail such entries)."""
+    return (
+        run.tier_screen and not run.options["strict"] and run.options["atol"] is None
+        and run.options["rtol"] is None and run.budget.point_by_point(run)
+    )
+
+
+def block_maxima(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The largest finite magnitude of autograd's ``(n_i, r)`` values per coordinate (over the rows) and per
+    row (over the coordinates): at most the approximate tier's scale of any entry there
+    (``approximate.entry_scale`` takes the larger of these of the magnitudes it compares, numerical too)."""
+    m = np.abs(np.where(np.isfinite(a), a, 0.0))
+    return m.max(axis=1, initial=0.0), m.max(axis=0, initial=0.0)
+
+
+def untied_coordinates(run, i: int) -> np.ndarray:
+    """Per coordinate of input ``i``: whether it ties with no other (``ties.tie_groups``, as
+    ``decisive.untied`` reads them)."""
+    x = run.evaluator.base_args[i]
+    mask = np.ones(n_coords(x), dtype=bool)
+    reach = max(abs(m) for m in run.stencil.multipliers)
+    tied = ties.tie_groups(x, stencil.step_of(run, i).to(torch.float64), reach)
+    if tied:
+        mask[torch.cat(tied).numpy()] = False
+    return mask
+
+
+def tally_settled(run, i: int) -> None:
+    """The entries of input ``i`` that its ±h screen passed within the approximate tier (``screen_ratios``),
+    counted in the check's approximate note once the screen settled the input (where it did not, the whole
+    stencil judges them again and counts its own): per output their disagreement over the tier's scale
+    (``relative > 0``) with their coordinates and rows."""
+    x, name = run.inputs[i], run.names[i]
+    for k, kind, relative, j_idx, r_idx in run.tier_pending.pop(i, []):
+        label = lambda pos, k=k, kind=kind, j_idx=j_idx, r_idx=r_idx: _approximate.entry_label(  # noqa: E731
+            run.outs[k], run.output_names[k], kind, x, name, int(j_idx[pos]), int(r_idx[pos]))
+        run.approximate.add(torch.from_numpy(relative), _approximate.accuracy(x.dtype), x.dtype, label)
+
+
+def open_within_tier(run, verdict: Verdict, a, keys: list, opened: dict) -> None:
+    """The entries the ±h screen left open, judged on their whole stencil (``settle.judge_open``, whose
+    ``verdict`` covers ``opened[i][k]`` for each ``(i, k)`` of ``keys`` in turn; numpy arrays or torch
+    tensors): those that failed within the approximate tier of a scale at most the full check's
+    (``tier_scale``), on untied coordinates, with no kink, pass as approximate (``verdict.approximate``).
+    The full check judges them on the same stencil points with at least this noise, so it finds them
+    within the tier too, and no sharp kink where this found none."""
+    xp = np if isinstance(a, np.ndarray) else torch
+    scale = np.concatenate([tier_scale(run, i, k, *opened[i][k]) for i, k in keys])
+    untied = np.concatenate([untied_coordinates(run, i)[np.asarray(opened[i][k][0])] for i, k in keys])
+    rho = np.concatenate([
+        np.full(opened[i][k][0].numel(), _approximate.accuracy(run.inputs[i].dtype)) for i, k in keys
+    ])
+    if xp is torch:
+        scale, untied, rho = torch.from_numpy(scale), torch.from_numpy(untied), torch.from_numpy(rho)
+    diff = abs(a - verdict.numerical)
+    tier = verdict.allowed + rho * scale
+    within = verdict.failed & ~verdict.unchecked & ~verdict.sharp_kink & ~verdict.kink & untied & (scale > 0)
+    within = within & xp.isfinite(a) & xp.isfinite(verdict.numerical) & (diff <= tier)
+    if not bool(within.any()):
+        return
+    verdict.approximate = xp.where(within, (diff / xp.where(scale > 0, scale, 1.0)).clip(min=1e-307), 0.0 * diff)
+    verdict.failed = verdict.failed & ~within
+    verdict.allowed = xp.where(within, tier, verdict.allowed)
+    verdict.ratio = xp.where(within, diff / tier, verdict.ratio)
+
+
+def tier_scale(run, i: int, k: int, j_idx, r_idx) -> np.ndarray:
+    """Per entry ``(j_idx, r_idx)`` of (input ``i``, output ``k``) a scale at most the approximate tier's
+    (``block_maxima`` of autograd's block), numpy."""
+    a = host_array(run.full.analytic[(i, k)])
+    rows_max, cols_max = block_maxima(a)
+    j, r = np.asarray(j_idx), np.asarray(r_idx)
+    return rows_max[j] if run.full.rows[k] != "jacobian" else np.maximum(rows_max[j], cols_max[r])
+
+
+def screen_ratios(run, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap, tier=None):
     """The screen's test of candidate entries (f at ±h, steps, rows, autograd's values, autograd's
-    round-off allowance): ``|a - D(h)| / tolerance`` per entry and whether each passed (within the
-    tolerance, and no sign of a kink). Numpy arrays."""
+    round-off allowance): ``|a - D(h)| / tolerance`` per entry, whether each passed (within the
+    tolerance, and no sign of a kink), and where ``tier`` is given (``tier_screens``: per entry a scale at
+    most the approximate tier's and whether its coordinate is untied, and the tier's accuracy) the
+    disagreement over that scale of the entries passed within the tier (``within_tier``; else None).
+    Numpy arrays."""
     e = tolerances.eps(run.stencil.dtype)
     f0, fmag, f_scale = autograd_rows.f0_rows(run, pos, k, kind)
     f0, fmag, f_scale = f0.numpy(), fmag.numpy(), float(f_scale)
@@ -263,7 +380,33 @@ def screen_ratios(run, pos, k, kind, fpc, fmc, h, r_idx, a_c, allow, kap):
         # NaN anywhere compares False, and an infinite tolerance (autograd's value infinite) passes nothing:
         # the full treatment
         ok = (diff <= tol) & np.isfinite(tol) & ~kinkish
-        return diff / tol, ok
+        ratio = diff / tol
+        if tier is None or bool(ok.all()):
+            return ratio, ok, None
+        right, left = (fpc - f0[r_idx]) / h, (f0[r_idx] - fmc) / h
+        scale, untied, rho = tier
+        w = weights_for(run.stencil)
+        one_sided = float(np.abs(w.right).sum() + np.abs(w.left).sum())
+        quiet = abs(right - left) <= 0.5 * SHARPNESS * kap * one_sided * sigma / h
+        relative = within_tier(a_c, d, right, left, diff, tol, scale, rho, ~ok & ~kinkish & untied, quiet)
+        passed = relative > 0
+        return np.where(passed, diff / (tol + rho * scale), ratio), ok | passed, relative
+
+
+def within_tier(a, d, right, left, diff, tol, scale, rho, candidate, quiet):
+    """Entries the full stencil passes, on its central value or as approximate, from ``f`` at ±h alone
+    (numpy arrays: autograd's values ``a``, the central difference ``d``, the one-sided ones, ``|a - d|``,
+    the screen's tolerance ``tol``, at most the tier's ``scale``): ``|disagreement| / scale`` there, 0
+    elsewhere. The full estimate ``D4`` is within its error estimate of ``d``, so ``|a - D4|`` is within
+    ``kappa`` times that plus the tolerance plus ``rho * scale``: within the tier (``approximate.apply``)
+    unless the full stencil sees a sharp kink, which it cannot where the one-sided slopes at ±h agree
+    within the noise (``quiet``), and which does not fail ``a`` where it lies within ``tol`` of the range of
+    those slopes (as the screen's own argument has it). Where a second opinion moves an entry's estimate
+    (a smaller step where fn changes below h), the full stencil would judge that estimate instead."""
+    inside = (a >= np.minimum(right, left) - tol) & (a <= np.maximum(right, left) + tol)
+    ok = candidate & np.isfinite(d) & np.isfinite(a) & np.isfinite(tol) & (scale > 0)
+    ok &= (diff <= tol + rho * scale) & (inside | quiet)
+    return np.where(ok, np.maximum(diff / np.where(scale > 0, scale, 1.0), 1e-307), 0.0)
 
 
 def joint_screen_prepare(run, inputs, rows, analytic, reference) -> "JointScreen | None":
@@ -283,6 +426,8 @@ def joint_screen_prepare(run, inputs, rows, analytic, reference) -> "JointScreen
     step = torch.cat([stencil.step_of(run, i) for i in inputs]).numpy()
     known = stencil.screen_stencil(run, inputs, rows)
     joint = JointScreen(known, list(inputs), dtype, sizes)
+    for i in inputs:
+        run.tier_pending.pop(i, None)
     seg = np.repeat(np.arange(len(sizes)), sizes)  # input position per row
     n_rows = np.maximum(np.array(sizes, dtype=np.float64), 1.0)[:, None]
     # numpy from here on: these matrices are small (limits.TUNING.joint_screen_entries), where a numpy call costs a
@@ -330,8 +475,17 @@ def joint_screen_test(run, joint: "JointScreen", rows, extra, kap) -> dict:
             extra_c = np.array([extra[(i, k)] for i in joint.inputs])[s]
             row_rms = joint.row_rms[k]  # (inputs, r): its entry (s, r_idx) by flat index
             scale = np.abs(a_c) + row_rms.ravel()[s * row_rms.shape[1] + r_idx] + extra_c
-            ratio, ok = screen_ratios(run, pos, k, rows[k], fpc, fmc, h, r_idx, a_c, policy.allowance(scale, None), kap)
+            tier = joint_tier(run, joint, k, rows[k], a_c, s, j_idx, r_idx, row_rms.shape[1]) if tier_screens(run) else None
+            ratio, ok, relative = screen_ratios(
+                run, pos, k, rows[k], fpc, fmc, h, r_idx, a_c, policy.allowance(scale, None), kap, tier
+            )
             ok = ok & moved
+            if relative is not None:
+                relative = np.where(moved, relative, 0.0)
+                local = j_idx - np.array(offsets, dtype=j_idx.dtype)[s]
+                for p, i in enumerate(joint.inputs):
+                    mine = s == p
+                    run.tier_pending.setdefault(i, []).append((k, rows[k], relative[mine], local[mine], r_idx[mine]))
         passed = np.where(ok, ratio, 0.0)
         bad = ~ok
         any_bad = bool(bad.any())
@@ -351,6 +505,22 @@ def joint_screen_test(run, joint: "JointScreen", rows, extra, kap) -> dict:
         i: (worst[i], opened[i] if len(cols[p]) <= OPEN_FRACTION * joint.sizes[p] else None)
         for p, i in enumerate(joint.inputs)
     }
+
+
+def joint_tier(run, joint: "JointScreen", k: int, kind: str, a_c, s, j_idx, r_idx, rows: int) -> tuple:
+    """``screen_ratios``' ``tier`` for the candidates of output ``k`` of a joint screen: each entry's scale
+    from its coordinate's and (Jacobian rows) its row's largest magnitude within its input's block (the
+    candidates hold every nonzero of autograd's), whether its coordinate is untied, the tier's accuracy."""
+    size = np.abs(np.where(np.isfinite(a_c), a_c, 0.0))
+    per_coordinate = np.zeros(sum(joint.sizes))
+    np.maximum.at(per_coordinate, j_idx, size)
+    scale = per_coordinate[j_idx]
+    if kind == "jacobian":
+        per_row = np.zeros(len(joint.inputs) * rows)
+        np.maximum.at(per_row, s * rows + r_idx, size)
+        scale = np.maximum(scale, per_row[s * rows + r_idx])
+    untied = np.concatenate([untied_coordinates(run, i) for i in joint.inputs])[j_idx]
+    return scale, untied, _approximate.accuracy(joint.dtype)
 
 
 def screen_candidates(run, inputs: list[int], sizes: list[int]) -> dict | None:

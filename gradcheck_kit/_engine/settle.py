@@ -7,7 +7,7 @@ import numpy as np
 
 import torch
 
-from gradcheck_kit._engine import allowance, autograd_rows, stencil, tolerances
+from gradcheck_kit._engine import allowance, autograd_rows, screen, stencil, tolerances
 from gradcheck_kit._engine.budget import second_opinion
 from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine import kinks as _kinks
@@ -126,6 +126,8 @@ def judge_open(run, opened: dict, known: dict, analytic, reference, extra: dict,
         a_g, allow = host_array(a_g), host_array(allow)
     verdict = compare(a_g, est, allow, kap)
     unchecked_flat(run, verdict, values, step, a_g)
+    if screen.tier_screens(run):
+        screen.open_within_tier(run, verdict, a_g, keys, opened)
     flat = verdict.unchecked & ((verdict.cause == 3) | (verdict.cause == 4))  # underflow, flat
     clean = ~verdict.failed & ~verdict.unchecked & ~verdict.kink & ~verdict.sharp_kink
     bad = ~(clean | flat) | _kinks.suspects(a_g, est, allow, kap, verdict)

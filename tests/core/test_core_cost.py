@@ -258,14 +258,40 @@ def test_an_approximate_gradient_without_vmap_pays_no_second_opinions():
     assert report.ok and forced.ok and report.mode == "full"
     [plan] = [n for n in report.notes if n.code == gk.report.NoteCode.COST_PLAN]
     assert plan.fields[0] == "full_after_directional" and plan.fields[3] == 2 * 4  # 2 directions, 4 points
-    # no second opinion: the extra calls are the rest of the stencil where the first comparison failed
-    assert forced.extra_evaluations == 2 * 12 and report.extra_evaluations == plan.fields[3] + 2 * 12
-    assert auto.calls <= full.calls + plan.fields[3] + 1  # + the vmap probe
+    # no second opinion: the extra calls of mode="full" are the rest of the stencil where the first comparison
+    # failed; after the directions failed within the approximate tier, the full check's ±h screen passes the
+    # entries whose whole stencil could only pass them (on its central value or as approximate), and the
+    # others get their whole stencil on their coordinates alone: no extra call but the directions'
+    assert forced.extra_evaluations == 2 * 12 and report.extra_evaluations == plan.fields[3]
+    assert auto.calls < full.calls
     for r in (report, forced):
         [approx] = [n for n in r.notes if n.code == "approximate"]
-        assert str(approx).startswith("12 of")
+        assert str(approx).startswith("12 of")  # each entry counted once, by the screen or the stencil
     # strict: the same derivatives fail, with the second opinions they are owed
     strict = gk.check_gradients(solver(), x.clone().requires_grad_(), mode="full", strict=True)
+    assert not strict.ok and len(strict.mismatches) == 12
+
+
+def test_the_full_check_after_directions_failed_within_the_tier_settles_a_solver_at_plus_minus_h():
+    # a solver's derivative on 12 coordinates (right to 1e-6 of itself): the directions fail within the
+    # approximate tier, and the full check's ±h screen passes the entries that its whole stencil could only
+    # pass (their one-sided slopes at ±h bracket autograd's value): the points at ±2h are evaluated on the
+    # few coordinates left open only (sin's curvature vanishes near 0, where the slopes do not bracket it)
+    solver = unary(torch.sin, torch.cos, factor=1 + 1e-6, name="Solver").apply
+    x = torch.linspace(-1.5, 1.3, 12, dtype=torch.float64)
+    counted = Counted(solver)
+    report = gk.check_gradients(counted, x.clone().requires_grad_())
+    assert report.ok and report.mode == "full"
+    assert "settled at ±h but for a few entries" in report.check("backward").detail
+    [plan] = [n for n in report.notes if n.code == gk.report.NoteCode.COST_PLAN]
+    assert plan.fields[0] == "full_after_directional"
+    # forward, vmap probe, the directions, ±h on every coordinate, ±2h on at most a quarter of them, fn again
+    # (the whole stencil on every coordinate: 1 + 1 + 8 + 4 * 12 + 1 = 59)
+    assert counted.calls <= 1 + 1 + plan.fields[3] + 2 * 12 + 2 * 3 + 1
+    [approx] = [n for n in report.notes if n.code == "approximate"]
+    assert str(approx).startswith("12 of 144")
+    # strict: no tier at ±h either, the same entries fail
+    strict = gk.check_gradients(solver, x.clone().requires_grad_(), strict=True)
     assert not strict.ok and len(strict.mismatches) == 12
 
 
@@ -519,3 +545,43 @@ def test_a_slow_first_call_of_a_cheap_fn_does_not_make_auto_mode_take_the_direct
         report = gk.check_gradients(fn, x)
     assert report.ok
     assert (report.mode, _plan(report)) == (("full", []) if later == 0.0 else ("directional", ["directional"]))
+
+
+def test_a_fn_drawing_random_numbers_is_evaluated_through_vmap_with_its_draws_shared():
+    # a dropout mask drawn inside fn: every evaluation starts from the same RNG state, and vmap makes one draw
+    # per batch that all its points share, so the numerical side runs batched (a few calls of fn) instead of
+    # one call per point, and it is still the same function at every point: a wrong gradient fails
+    def masked(f):
+        def fn(x):
+            return f(x) * (torch.rand(x.shape, dtype=x.dtype) > 0.3).to(x.dtype)
+        return fn
+
+    x = torch.linspace(-1.2, 1.1, 30, dtype=torch.float64).requires_grad_()
+    right = Counted(masked(unary(torch.sin, torch.cos, vmap_rule=True, name="Sin").apply))
+    report = gk.check_gradients(right, x)
+    assert report.ok and report.mode == "full"
+    assert "numerical vmap" in report.check("backward").detail
+    assert right.calls <= 6  # (one call per point: 2 per coordinate at least, 60)
+    wrong = gk.check_gradients(masked(unary(torch.sin, torch.cos, factor=1.01, vmap_rule=True, name="Sin").apply), x)
+    assert not wrong.ok and wrong.mismatches
+
+
+def test_directions_whose_first_difference_misses_its_round_off_by_truncation_alone_stop_at_plus_minus_h():
+    # sin(16x) on 40 coordinates without vmap: the cost plan's directions, whose central difference at ±h
+    # misses its round-off bound by its truncation (far below the approximate tier): the whole stencil along u
+    # could only pass them, so it is left out (forward, vmap probe, 2 directions x ±h, fn called again)
+    x = torch.linspace(-1.3, 1.2, 40, dtype=torch.float64)
+    steep = lambda factor: unary(  # noqa: E731
+        lambda t: torch.sin(16 * t), lambda t: 16 * torch.cos(16 * t), factor=factor, name="Steep").apply
+    counted = Counted(steep(1.0))
+    report = gk.check_gradients(counted, x.clone().requires_grad_())
+    assert report.ok and report.mode == "directional"
+    assert "stopped after ±h" in report.check("backward").detail
+    assert counted.calls == 1 + 1 + 2 * 2 + 1
+    assert not [n for n in report.notes if n.code == "approximate"]
+    # strict (no approximate tier, so no margin): the whole stencil along u, 4 points per direction
+    strict = Counted(steep(1.0))
+    assert gk.check_gradients(strict, x.clone().requires_grad_(), strict=True).ok
+    assert strict.calls == 1 + 1 + 2 * 4 + 1
+    wrong = gk.check_gradients(steep(1.01), x.clone().requires_grad_())
+    assert not wrong.ok and wrong.mismatches
