@@ -16,7 +16,7 @@ from gradcheck_kit._engine.limits import KEPT_PER_GROUP
 from gradcheck_kit._engine.notes import NO_GRADIENT_FLOW
 from gradcheck_kit._engine.notes import unchecked_notes
 from gradcheck_kit._inputs import coord_index, coords, coords64, n_coords, safe_float
-from gradcheck_kit.report import Note, NoteCode, CheckResult, format_index, GroupSummary, Mismatch
+from gradcheck_kit.report import Note, NoteCode, CheckResult, GroupSummary, Mismatch
 
 
 def full_numerics(run, i: int, rows: dict[int, str], known: dict | None = None) -> dict[int, "stencil.FullNumerics"]:
@@ -190,7 +190,7 @@ def record(
     x = run.inputs[i]
     name = run.names[i]
     if verdict.approximate is not None:
-        label = lambda pos: approximate_label(run.outs[k], run.output_names[k], kind, x, name, int(j_idx[pos]), int(r_idx[pos]))  # noqa: E731
+        label = lambda pos: _approximate.entry_label(run.outs[k], run.output_names[k], kind, x, name, int(j_idx[pos]), int(r_idx[pos]))  # noqa: E731
         run.approximate.add(verdict.approximate, _approximate.accuracy(x.dtype), x.dtype, label)
     if group.kinks:
         report.notes.append(Note(
@@ -208,16 +208,6 @@ def record(
         return False
     report.mismatches.extend(mismatches(run, check, i, k, kind, a, verdict, flowed, j_idx, r_idx))
     return True
-
-
-def approximate_label(out: torch.Tensor, lhs: str, kind: str, x: torch.Tensor, name: str, j: int, r: int) -> str:
-    """``d out[2] / d x[0, 1]`` (``d (v·out) / d x[..]`` for a projected row)."""
-    index, _ = coord_index(j, x.shape, x.is_complex())
-    if kind == "jacobian":
-        lhs += format_index(coord_index(r, out.shape, out.is_complex())[0])
-    else:
-        lhs = f"(v·{lhs})"
-    return f"d {lhs} / d {name}{format_index(index)}"
 
 
 def no_gradient_note(i: int, name: str, k: int) -> Note:
