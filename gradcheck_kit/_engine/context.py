@@ -79,6 +79,7 @@ class FullState:
     estimates: dict = field(default_factory=dict)
     input_passed: dict = field(default_factory=dict)
     screened: list = field(default_factory=list)
+    rounding_probe: dict = field(default_factory=dict)  # allowance.cancellation's float64 probe, once made
 
 
 @dataclass

@@ -42,6 +42,8 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
     settle_kinks(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
     if bool(verdict.unchecked.any()):
         settle_one_sided(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
+    if bool(verdict.failed.any()) and tolerances.eps(run.inputs[i].dtype) <= 1e-15:
+        settle_cancellation(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
     if not run.budget.decided and bool(verdict.failed.any()):  # one such failure leaves out the second opinions
         run.budget.decided = decisive(run, i, k, a, j_idx, r_idx, est, allow, verdict, kap, num)
     if bool(verdict.failed.any()):  # entries the tier passes whatever the second opinions find: none is made
@@ -225,6 +227,38 @@ def settle_one_sided(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict:
         "differences at smaller steps: fn is not finite on one side of the point within the stencil",
         NoteCode.ONE_SIDED, (run.names[i], k, done.numel()),
     ))
+
+
+@second_opinion
+def settle_cancellation(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
+    """float64 failed entries within the float64 rounding probe's move of their derivative
+    (``allowance.cancellation``): a sum whose terms cancel far below their size, rounded at the size of its
+    terms by autograd and the finite differences alike. Not under given tolerances, nor at a sharp kink;
+    where the budget pays for the probe's calls."""
+    idx = (verdict.failed & ~verdict.unchecked & ~verdict.sharp_kink).nonzero().squeeze(1)
+    if idx.numel() == 0 or not approximate_tier(run):
+        return
+    calls = allowance.cancellation_calls(run)
+    if not run.budget.affords(run, calls, calls):
+        run.budget.cut = True
+        return
+    diff = (a[idx] - est.central[idx]).abs()
+    tol = kap * est.central_err[idx] + allow[idx]
+    ok = torch.isfinite(diff) & torch.isfinite(tol)
+
+    def within(moved: dict) -> torch.Tensor:
+        return ok & (diff <= tol + tolerances.MEASURED_FACTOR * moved[(i, k)][j_idx[idx], r_idx[idx]])
+
+    moved = allowance.cancellation(run, lambda bound: (i, k) in bound and bool(within(bound).any()))
+    if moved is None or (i, k) not in moved:
+        return
+    passed = within(moved)
+    if not bool(passed.any()):
+        return
+    raised = tol + tolerances.MEASURED_FACTOR * moved[(i, k)][j_idx[idx], r_idx[idx]]
+    allow[idx] += raised - tol  # later second opinions of the entries still failed allow it too
+    verdict.failed[idx[passed]] = False
+    relist(verdict, idx[passed], est.central[idx[passed]], raised[passed], diff[passed])
 
 
 def approximate_tier(run) -> bool:
