@@ -199,29 +199,35 @@ def cancellation(run, clears: Callable[[dict], bool]) -> dict | None:
     full = run.full
     if full is None or full.reference is not None:
         return None
-    probe = full.rounding_probe
-    if "once" not in probe:
-        probe["once"] = _moves(run, 1.0)
-    once = probe["once"]
+    rows = full.rows
+    derive = lambda leaves, outs: autograd_rows.analytic_full(run, rows, leaves, outs)[0]  # noqa: E731
+    return _probe(run, full.rounding_probe, derive, clears)
+
+
+def _probe(run, store: dict, derive: Callable, clears: Callable[[dict], bool]) -> dict | None:
+    """``cancellation``'s two steps, their results kept in ``store``."""
+    if "once" not in store:
+        store["once"] = _moves(run, store, derive, 1.0)
+    once = store["once"]
     if not once or not clears(_combined(run, {key: _abs(moved) for key, moved in once.items()})):
         return None
-    if "smooth" not in probe:
-        twice = _moves(run, 2.0)
-        probe["smooth"] = None if twice is None else _combined(run, {
+    if "smooth" not in store:
+        twice = _moves(run, store, derive, 2.0)
+        store["smooth"] = None if twice is None else _combined(run, {
             key: {
                 part: torch.where((twice[key][part] - 2 * c).abs() <= c.abs() / 2, c.abs(), torch.zeros_like(c))
                 for part, c in moved.items()
             }
             for key, moved in once.items()
         })
-        if probe["smooth"]:
+        if store["smooth"]:
             run.out.notes.append(CANCELLATION_NOTE)
-    return probe["smooth"] or None
+    return store["smooth"] or None
 
 
-def cancellation_calls(run) -> int:
-    """The calls of fn (each with a backward) that ``cancellation`` may still make (0 once made)."""
-    probe = run.full.rounding_probe if run.full is not None else {"smooth": None}
+def cancellation_calls(run, probe: dict) -> int:
+    """The calls of fn (each with a backward) that ``cancellation`` may still make with ``probe`` (its
+    ``rounding_probe``; 0 once made)."""
     patterns = sum(2 if coords(run.inputs[j]).numel() > 1 else 1 for j in _own_inputs(run))
     return (0 if "smooth" in probe else patterns) + (0 if "once" in probe else patterns + 1)
 
@@ -231,13 +237,10 @@ def _own_inputs(run) -> list[int]:
     return [j for j, t in enumerate(run.inputs) if is_differentiable(t) and tolerances.eps(t.dtype) <= 1e-15]
 
 
-def _moves(run, factor: float) -> dict | None:
-    """Per (float64 input, uniform): the signed move of autograd's rows per (input, output) when that input
-    moves by ``factor·CAP_EPS`` roundings (``setup.nudged``), against the rows made the same way at the
-    inputs (cached in ``rounding_probe``); None where a run fails."""
-    rows = run.full.rows
-    probe = run.full.rounding_probe
-    derive = lambda leaves, outs: autograd_rows.analytic_full(run, rows, leaves, outs)[0]  # noqa: E731
+def _moves(run, probe: dict, derive: Callable, factor: float) -> dict | None:
+    """Per (float64 input, uniform): the signed move of ``derive``'s derivatives per (input, output) when that
+    input moves by ``factor·CAP_EPS`` roundings (``setup.nudged``), against those made the same way at the
+    inputs (kept in ``probe``); None where a run fails."""
     moves = {}
     if not _own_inputs(run):
         return None

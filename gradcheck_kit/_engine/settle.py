@@ -238,7 +238,7 @@ def settle_cancellation(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdi
     idx = (verdict.failed & ~verdict.unchecked & ~verdict.sharp_kink).nonzero().squeeze(1)
     if idx.numel() == 0 or not approximate_tier(run):
         return
-    calls = allowance.cancellation_calls(run)
+    calls = allowance.cancellation_calls(run, run.full.rounding_probe)
     if not run.budget.affords(run, calls, calls):
         run.budget.cut = True
         return

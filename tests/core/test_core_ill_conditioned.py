@@ -136,7 +136,7 @@ def _mean_xy(grad_x=None, grad_y=None, nonlinear=False):
 
 
 def test_the_right_custom_function_of_that_mean_passes():
-    report = gk.check_gradients(_mean_xy(), _FLOAT64_CANCELLING.clone(), _ZERO64.clone(), forward_ad=False)
+    report = gk.check_gradients(_mean_xy(), _FLOAT64_CANCELLING.clone(), _ZERO64.clone(), forward_ad=False, mode="full")
     assert report.ok, report.details()
 
 
@@ -146,7 +146,7 @@ def test_the_right_custom_function_of_that_mean_passes():
 ], ids=["a-millionth-of-a-term", "one-term-off-by-1pct"])
 def test_a_float64_backward_of_that_mean_off_by_part_of_a_term_is_still_caught(grad_y):
     report = gk.check_gradients(_mean_xy(grad_y=grad_y), _FLOAT64_CANCELLING.clone(), _ZERO64.clone(),
-                                forward_ad=False)
+                                forward_ad=False, mode="full")
     assert not report.ok
     assert {m.input_index for m in report.mismatches} == {1}
 
@@ -155,7 +155,7 @@ def test_a_float64_backward_of_a_mean_cancelling_to_a_millionth_off_by_1pct_is_s
     x = torch.tensor([0.25908901567006204, 1.0884836327894527, 1e-6, -1.0884836327894527,
                       -0.25908901567006204], dtype=torch.float64)
     report = gk.check_gradients(_mean_xy(grad_y=lambda x, y: 1.01 * torch.mean(x)), x, _ZERO64.clone(),
-                                forward_ad=False)
+                                forward_ad=False, mode="full")
     assert not report.ok
     assert {m.input_index for m in report.mismatches} == {1}
 
@@ -164,7 +164,7 @@ def test_one_wrong_element_of_the_other_gradient_is_still_caught():
     # moving y by 64 roundings moves x's gradient y/n by 3e-15: its raised allowance stays far below this
     wrong = torch.tensor([0.0, 0.0, 1e-6, 0.0, 0.0], dtype=torch.float64)
     report = gk.check_gradients(_mean_xy(grad_x=lambda x, y: y * torch.ones_like(x) / x.numel() + wrong),
-                                _FLOAT64_CANCELLING.clone(), _ZERO64.clone(), forward_ad=False)
+                                _FLOAT64_CANCELLING.clone(), _ZERO64.clone(), forward_ad=False, mode="full")
     assert not report.ok
     assert {(m.input_index, m.index) for m in report.mismatches} == {(0, (2,))}
 
@@ -172,7 +172,7 @@ def test_one_wrong_element_of_the_other_gradient_is_still_caught():
 def test_a_float64_backward_not_linear_in_grad_output_is_still_caught():
     x = torch.tensor([0.25908901567006204, 1.0884836327894527, 1e-6, -1.0884836327894527,
                       -0.25908901567006204], dtype=torch.float64)
-    report = gk.check_gradients(_mean_xy(nonlinear=True), x, _ZERO64.clone(), forward_ad=False)
+    report = gk.check_gradients(_mean_xy(nonlinear=True), x, _ZERO64.clone(), forward_ad=False, mode="full")
     assert not report.ok
     assert report.check("linearity").status == "failed"
 
