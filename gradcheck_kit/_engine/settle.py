@@ -42,12 +42,12 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
     settle_kinks(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
     if bool(verdict.unchecked.any()):
         settle_one_sided(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
-    if bool(verdict.failed.any()) and tolerances.eps(run.inputs[i].dtype) <= 1e-15:
-        settle_cancellation(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
     if not run.budget.decided and bool(verdict.failed.any()):  # one such failure leaves out the second opinions
         run.budget.decided = decisive(run, i, k, a, j_idx, r_idx, est, allow, verdict, kap, num)
     if bool(verdict.failed.any()):  # entries the tier passes whatever the second opinions find: none is made
         approximate_at_once(run, i, k, a, a_g, j_idx, r_idx, est, verdict, kap, num)
+    if bool(verdict.failed.any()) and tolerances.eps(run.inputs[i].dtype) <= 1e-15 and not run.budget.decided:
+        settle_cancellation(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
     if bool((verdict.failed | verdict.kink).any()):
         settle_ties(run, i, k, a, num, j_idx, r_idx, allow, verdict, kap)
     if bool(verdict.failed.any()):
@@ -234,7 +234,7 @@ def settle_cancellation(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdi
     """float64 failed entries within the float64 rounding probe's move of their derivative
     (``allowance.cancellation``): a sum whose terms cancel far below their size, rounded at the size of its
     terms by autograd and the finite differences alike. Not under given tolerances, nor at a sharp kink;
-    where the budget pays for the probe's calls."""
+    where the budget pays for the probe's calls (not after a decisive failure of an expensive fn)."""
     idx = (verdict.failed & ~verdict.unchecked & ~verdict.sharp_kink).nonzero().squeeze(1)
     if idx.numel() == 0 or not approximate_tier(run):
         return
