@@ -242,8 +242,10 @@ def settle_cancellation(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdi
     if not run.budget.affords(run, calls, calls):
         run.budget.cut = True
         return
-    diff = (a[idx] - est.central[idx]).abs()
-    tol = kap * est.central_err[idx] + allow[idx]
+    # against the value and tolerance the verdict holds (an earlier second opinion may have replaced them)
+    numerical = verdict.numerical[idx]
+    diff = (a[idx] - numerical).abs()
+    tol = verdict.allowed[idx]
     ok = torch.isfinite(diff) & torch.isfinite(tol)
 
     def within(moved: dict) -> torch.Tensor:
@@ -255,10 +257,10 @@ def settle_cancellation(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdi
     passed = within(moved)
     if not bool(passed.any()):
         return
-    raised = tol + tolerances.MEASURED_FACTOR * moved[(i, k)][j_idx[idx], r_idx[idx]]
-    allow[idx] += raised - tol  # later second opinions of the entries still failed allow it too
+    raise_ = tolerances.MEASURED_FACTOR * moved[(i, k)][j_idx[idx], r_idx[idx]]
+    allow[idx] += raise_  # later second opinions of the entries still failed allow it too
     verdict.failed[idx[passed]] = False
-    relist(verdict, idx[passed], est.central[idx[passed]], raised[passed], diff[passed])
+    relist(verdict, idx[passed], numerical[passed], (tol + raise_)[passed], diff[passed])
 
 
 def approximate_tier(run) -> bool:
