@@ -225,6 +225,23 @@ def _probe(run, store: dict, derive: Callable, clears: Callable[[dict], bool]) -
     return store["smooth"] or None
 
 
+#: roundings of the largest value a check knows (``known_size``) beyond which a float64 error is no rounding
+#: the probe could explain (``cancellation``), as the staircase probe reads float64's own scatter
+KNOWN_SIZE_ROUNDINGS = 2.0**20
+
+
+def rounding_reach(run) -> float:
+    """``KNOWN_SIZE_ROUNDINGS`` float64 roundings of the largest value the full check knows without a call of
+    fn: every float64 input, output and derivative of autograd, and 1. A failed entry further than this from
+    its numerical value is left to the other second opinions: the probe's calls are not made for it."""
+    probe = run.full.rounding_probe
+    if "reach" not in probe:
+        values = [coords64(run.inputs[j]) for j in _own_inputs(run)] + list(run.f0) + list(run.full.analytic.values())
+        largest = max([1.0] + [float(t.nan_to_num(0.0, 0.0, 0.0).abs().max()) for t in values if t.numel()])
+        probe["reach"] = KNOWN_SIZE_ROUNDINGS * tolerances.eps(torch.float64) * largest
+    return probe["reach"]
+
+
 def cancellation_calls(run, probe: dict) -> int:
     """The calls of fn (each with a backward) that ``cancellation`` may still make with ``probe`` (its
     ``rounding_probe``; 0 once made)."""

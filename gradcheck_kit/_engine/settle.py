@@ -234,19 +234,22 @@ def settle_cancellation(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdi
     """float64 failed entries within the float64 rounding probe's move of their derivative
     (``allowance.cancellation``): a sum whose terms cancel far below their size, rounded at the size of its
     terms by autograd and the finite differences alike. Not under given tolerances, nor at a sharp kink;
-    where the budget pays for the probe's calls (not after a decisive failure of an expensive fn)."""
+    where the budget pays for the probe's calls (not after a decisive failure of an expensive fn), and only
+    for entries within ``allowance.rounding_reach`` of their numerical value."""
     idx = (verdict.failed & ~verdict.unchecked & ~verdict.sharp_kink).nonzero().squeeze(1)
     if idx.numel() == 0 or not approximate_tier(run):
-        return
-    calls = allowance.cancellation_calls(run, run.full.rounding_probe)
-    if not run.budget.affords(run, calls, calls):
-        run.budget.cut = True
         return
     # against the value and tolerance the verdict holds (an earlier second opinion may have replaced them)
     numerical = verdict.numerical[idx]
     diff = (a[idx] - numerical).abs()
     tol = verdict.allowed[idx]
-    ok = torch.isfinite(diff) & torch.isfinite(tol)
+    ok = torch.isfinite(diff) & torch.isfinite(tol) & (diff <= allowance.rounding_reach(run))
+    if not bool(ok.any()):
+        return
+    calls = allowance.cancellation_calls(run, run.full.rounding_probe)
+    if not run.budget.affords(run, calls, calls):
+        run.budget.cut = True
+        return
 
     def within(moved: dict) -> torch.Tensor:
         return ok & (diff <= tol + tolerances.MEASURED_FACTOR * moved[(i, k)][j_idx[idx], r_idx[idx]])
