@@ -180,6 +180,128 @@ def _changes(run, reference: dict, derive: Callable, j: int, uniform: bool) -> d
     return {key: (moved - reference[key]).abs().nan_to_num(0.0) for key, moved in derive(leaves, outs).items()}
 
 
+def cancellation(run, clears: Callable[[dict], bool]) -> dict | None:
+    """float64's counterpart of ``full_conditioning``, on a full check with no float64 reference run (every
+    differentiated input float64): per (input, output) how far float64 autograd's rows move when each
+    float64 input in turn moves by ``CAP_EPS`` of its roundings (``rounding_changes``' two sign patterns),
+    summed over those inputs, where they move smoothly; None where that fails or finds nothing.
+
+    A derivative that is a sum of terms cancelling far below their size (``d/dy mean(x·y) = mean(x)`` at
+    ``y = 0`` with ``x`` summing to about zero) is rounded by both autograd and the finite differences at
+    ``eps`` of its terms, which neither its own size nor ``|out| / |x|`` shows; moving the inputs by a few
+    roundings moves it by that much. Smoothly: the move at twice the roundings is 1.5 to 2.5 times the
+    move (signed, against the rows made the same way at the inputs); a jump (a kink or tie within those
+    roundings: relu at 0, a max of tied values) is no rounding and counts 0.
+
+    Made on a failed comparison only, in two steps: the moves (one forward and backward at the inputs, and
+    one per input and sign pattern), then, where ``clears`` (given their sizes, an upper bound of the
+    result) says they could clear something, the same at twice the roundings. Each step once per check."""
+    full = run.full
+    if full is None or full.reference is not None:
+        return None
+    rows = full.rows
+    derive = lambda leaves, outs: autograd_rows.analytic_full(run, rows, leaves, outs)[0]  # noqa: E731
+    return _probe(run, full.rounding_probe, derive, clears)
+
+
+def _probe(run, store: dict, derive: Callable, clears: Callable[[dict], bool]) -> dict | None:
+    """``cancellation``'s two steps, their results kept in ``store``."""
+    if "once" not in store:
+        store["once"] = _moves(run, store, derive, 1.0)
+    once = store["once"]
+    if not once or not clears(_combined(run, {key: _abs(moved) for key, moved in once.items()})):
+        return None
+    if "smooth" not in store:
+        twice = _moves(run, store, derive, 2.0)
+        store["smooth"] = None if twice is None else _combined(run, {
+            key: {
+                part: torch.where((twice[key][part] - 2 * c).abs() <= c.abs() / 2, c.abs(), torch.zeros_like(c))
+                for part, c in moved.items()
+            }
+            for key, moved in once.items()
+        })
+        if store["smooth"]:
+            run.out.notes.append(CANCELLATION_NOTE)
+    return store["smooth"] or None
+
+
+#: roundings of the largest value a check knows (``known_size``) beyond which a float64 error is no rounding
+#: the probe could explain (``cancellation``), as the staircase probe reads float64's own scatter
+KNOWN_SIZE_ROUNDINGS = 2.0**20
+
+
+def rounding_reach(run) -> float:
+    """``KNOWN_SIZE_ROUNDINGS`` float64 roundings of the largest value the full check knows without a call of
+    fn: every float64 input, output and derivative of autograd, and 1. A failed entry further than this from
+    its numerical value is left to the other second opinions: the probe's calls are not made for it."""
+    probe = run.full.rounding_probe
+    if "reach" not in probe:
+        values = [coords64(run.inputs[j]) for j in _own_inputs(run)] + list(run.f0) + list(run.full.analytic.values())
+        largest = max([1.0] + [float(t.nan_to_num(0.0, 0.0, 0.0).abs().max()) for t in values if t.numel()])
+        probe["reach"] = KNOWN_SIZE_ROUNDINGS * tolerances.eps(torch.float64) * largest
+    return probe["reach"]
+
+
+def cancellation_calls(run, probe: dict) -> int:
+    """The calls of fn (each with a backward) that ``cancellation`` may still make with ``probe`` (its
+    ``rounding_probe``; 0 once made)."""
+    patterns = sum(2 if coords(run.inputs[j]).numel() > 1 else 1 for j in _own_inputs(run))
+    return (0 if "smooth" in probe else patterns) + (0 if "once" in probe else patterns + 1)
+
+
+def _own_inputs(run) -> list[int]:
+    """The float64 (and complex128) tensor inputs, which ``cancellation`` moves."""
+    return [j for j, t in enumerate(run.inputs) if is_differentiable(t) and tolerances.eps(t.dtype) <= 1e-15]
+
+
+def _moves(run, probe: dict, derive: Callable, factor: float) -> dict | None:
+    """Per (float64 input, uniform): the signed move of ``derive``'s derivatives per (input, output) when that
+    input moves by ``factor·CAP_EPS`` roundings (``setup.nudged``), against those made the same way at the
+    inputs (kept in ``probe``); None where a run fails."""
+    moves = {}
+    if not _own_inputs(run):
+        return None
+    try:
+        if "base" not in probe:
+            probe["base"] = derive(*autograd_rows.reference_leaves(run)[1:])
+        base = probe["base"]
+        for j in _own_inputs(run):
+            for uniform in (False, True) if coords(run.inputs[j]).numel() > 1 else (False,):
+                _, leaves, outs = autograd_rows.reference_leaves(run, perturb=j, uniform=uniform, factor=factor)
+                moved = derive(leaves, outs)
+                moves[(j, uniform)] = {part: (moved[part] - base[part]).nan_to_num(0.0) for part in moved}
+    except Exception:  # noqa: BLE001 - no probe: the allowance stands
+        return None
+    return moves
+
+
+def _abs(moved: dict) -> dict:
+    return {part: c.abs() for part, c in moved.items()}
+
+
+def _combined(run, sizes: dict) -> dict:
+    """Per (input, output): over the moved inputs j, the sum of the larger of the alternating move and the
+    uniform one over ``sqrt(n_j)`` (``rounding_changes``)."""
+    total: dict = {}
+    for (j, uniform), moved in sizes.items():
+        if uniform:
+            continue
+        partner = sizes.get((j, True))
+        root = math.sqrt(coords(run.inputs[j]).numel())
+        for part, c in moved.items():
+            c = c if partner is None else torch.maximum(c, partner[part] / root)
+            total[part] = c if part not in total else total[part] + c
+    return total
+
+
+CANCELLATION_NOTE = Note(
+    "some float64 derivatives differ from the finite differences by more than their allowance, by no more "
+    "than 4 times how far float64 autograd's derivatives move when the inputs move by 64 roundings: their "
+    "allowance was raised to that (a sum whose terms cancel far below their size rounds at the size of its terms)",
+    NoteCode.CONDITIONING, ("float64",),
+)
+
+
 def directional_own_scale(run) -> torch.Tensor:
     """Per output ``(n_out, 1)``: ``||(v·J) ∘ |u| ||`` of autograd's gradients (0 where not finite)."""
     scale = torch.zeros(len(run.out_idx), 1, dtype=torch.float64)

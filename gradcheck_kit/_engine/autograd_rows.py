@@ -113,15 +113,16 @@ def _functorch_runs(run, outs) -> bool:
     return bool(classes) and all(getattr(cls, "generate_vmap_rule", False) is True for cls in classes)
 
 
-def reference_leaves(run, perturb: int | None = None, uniform: bool = False):
+def reference_leaves(run, perturb: int | None = None, uniform: bool = False, factor: float = 1.0):
     """float64 copies of the inputs with a fresh graph, for the autograd round-off allowance; ``perturb``:
-    input moved by ``CAP_EPS`` roundings of its own dtype at unit scale (``allowance.full_conditioning``),
-    signs alternating or, ``uniform``, all positive (``setup.nudged``)."""
+    input moved by ``factor`` times ``CAP_EPS`` roundings of its own dtype at unit scale
+    (``allowance.full_conditioning``, ``allowance.cancellation``), signs alternating or, ``uniform``, all
+    positive (``setup.nudged``)."""
     args = [setup.to_double(t) for t in run.inputs]
     if perturb is not None:
         # CAP_EPS roundings: intermediates up to that many times the input's unit scale (((10 + 1/(x + 3))²
         # - 71)² forms 1280 from x = 0, and rounds it by eps·1280, 76 roundings of x at unit scale)
-        e = tolerances.CAP_EPS * tolerances.eps(run.inputs[perturb].dtype)
+        e = factor * tolerances.CAP_EPS * tolerances.eps(run.inputs[perturb].dtype)
         args[perturb] = setup.nudged(args[perturb], e, uniform)
     for i in run.grad_positions:
         args[i] = args[i].detach().clone().requires_grad_(True)

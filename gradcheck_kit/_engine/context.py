@@ -82,6 +82,7 @@ class FullState:
     input_passed: dict = field(default_factory=dict)
     screened: list = field(default_factory=list)
     outer: dict = field(default_factory=dict)
+    rounding_probe: dict = field(default_factory=dict)  # allowance.cancellation's float64 probe, once made
 
 
 @dataclass

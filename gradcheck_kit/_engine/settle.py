@@ -46,6 +46,8 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
         run.budget.decided = decisive(run, i, k, a, j_idx, r_idx, est, allow, verdict, kap, num)
     if bool(verdict.failed.any()):  # entries the tier passes whatever the second opinions find: none is made
         approximate_at_once(run, i, k, a, a_g, j_idx, r_idx, est, verdict, kap, num)
+    if bool(verdict.failed.any()) and tolerances.eps(run.inputs[i].dtype) <= 1e-15 and not run.budget.decided:
+        settle_cancellation(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
     if bool((verdict.failed | verdict.kink).any()):
         settle_ties(run, i, k, a, num, j_idx, r_idx, allow, verdict, kap)
     if bool(verdict.failed.any()):
@@ -228,6 +230,43 @@ def settle_one_sided(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict:
         "differences at smaller steps: fn is not finite on one side of the point within the stencil",
         NoteCode.ONE_SIDED, (run.names[i], k, done.numel()),
     ))
+
+
+@second_opinion
+def settle_cancellation(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict, kap: float) -> None:
+    """float64 failed entries within the float64 rounding probe's move of their derivative
+    (``allowance.cancellation``): a sum whose terms cancel far below their size, rounded at the size of its
+    terms by autograd and the finite differences alike. Not under given tolerances, nor at a sharp kink;
+    where the budget pays for the probe's calls (not after a decisive failure of an expensive fn), and only
+    for entries within ``allowance.rounding_reach`` of their numerical value."""
+    idx = (verdict.failed & ~verdict.unchecked & ~verdict.sharp_kink).nonzero().squeeze(1)
+    if idx.numel() == 0 or not approximate_tier(run):
+        return
+    # against the value and tolerance the verdict holds (an earlier second opinion may have replaced them)
+    numerical = verdict.numerical[idx]
+    diff = (a[idx] - numerical).abs()
+    tol = verdict.allowed[idx]
+    ok = torch.isfinite(diff) & torch.isfinite(tol) & (diff <= allowance.rounding_reach(run))
+    if not bool(ok.any()):
+        return
+    calls = allowance.cancellation_calls(run, run.full.rounding_probe)
+    if not run.budget.affords(run, calls, calls):
+        run.budget.cut = True
+        return
+
+    def within(moved: dict) -> torch.Tensor:
+        return ok & (diff <= tol + tolerances.MEASURED_FACTOR * moved[(i, k)][j_idx[idx], r_idx[idx]])
+
+    moved = allowance.cancellation(run, lambda bound: (i, k) in bound and bool(within(bound).any()))
+    if moved is None or (i, k) not in moved:
+        return
+    passed = within(moved)
+    if not bool(passed.any()):
+        return
+    raise_ = tolerances.MEASURED_FACTOR * moved[(i, k)][j_idx[idx], r_idx[idx]]
+    allow[idx] += raise_  # later second opinions of the entries still failed allow it too
+    verdict.failed[idx[passed]] = False
+    relist(verdict, idx[passed], numerical[passed], (tol + raise_)[passed], diff[passed])
 
 
 def approximate_tier(run) -> bool:

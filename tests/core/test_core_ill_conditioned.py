@@ -89,13 +89,92 @@ def test_a_half_precision_backward_of_that_sum_is_still_caught():
     assert {m.input_index for m in report.mismatches} == {1}
 
 
-@pytest.mark.xfail(strict=True, reason="float64 has no measured rounding for terms that cancel (README limitation)")
+_FLOAT64_CANCELLING = torch.tensor([0.25908901567006204, 1.0884836327894527, 3.669799789359714e-15,
+                                    -1.0884836327894527, -0.25908901567006204], dtype=torch.float64)
+_ZERO64 = torch.tensor(0.0, dtype=torch.float64)
+
+
 def test_a_float64_mean_whose_terms_cancel_far_below_their_size_is_no_false_alarm():
-    # d/dy mean(x·y) = mean(x) = 7.3e-16 at y = 0: both sides round it at eps·|x|, 30 times the allowance
-    x = torch.tensor([0.25908901567006204, 1.0884836327894527, 3.669799789359714e-15, -1.0884836327894527,
-                      -0.25908901567006204], dtype=torch.float64)
-    report = gk.check_gradients(lambda x, y: torch.mean(x * y), x, torch.tensor(0.0, dtype=torch.float64))
+    # d/dy mean(x·y) = mean(x) = 7.3e-16 at y = 0: both sides round it at eps·|x|, 30 times its own allowance
+    report = gk.check_gradients(lambda x, y: torch.mean(x * y), _FLOAT64_CANCELLING.clone(), _ZERO64.clone())
     assert report.ok, report.details()
+    assert all(c.status == "passed" for c in report.checks), report.details()
+    assert any(n.code == "conditioning" and n.fields == ("float64",) for n in report.notes)
+
+
+@pytest.mark.parametrize("x", [
+    [-0.8419715771927774, -0.2629451153666404, 0.8419715771927774, 0.2629451153666404],
+    [0.3552806817333975, -0.3552806817333975, 1.3859005551383041, -0.4705930039622384, -1.3859005551383041,
+     0.4705930039622384],
+])
+def test_a_float64_backward_whose_terms_cancel_is_linear_within_their_rounding(x):
+    # b(c) - 3·b(v1) + 2·b(v2) for y is 3·mean(x)'s rounding at eps·|x|, far above eps·|mean(x)|
+    report = gk.check_gradients(lambda x, y: torch.sum(2 * x * y), torch.tensor(x, dtype=torch.float64),
+                                _ZERO64.clone())
+    assert report.ok, report.details()
+    assert report.check("linearity").status == "passed"
+
+
+def _mean_xy(grad_x=None, grad_y=None, nonlinear=False):
+    """mean(x·y) as a custom Function; ``grad_x(x, y)``, ``grad_y(x, y)`` replace its right gradients (for
+    grad_output 1), ``nonlinear``: its gradient of y clamps grad_output to [-1, 1]."""
+
+    class MeanXY(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, y):
+            ctx.save_for_backward(x, y)
+            return torch.mean(x * y)
+
+        @staticmethod
+        def backward(ctx, g):
+            x, y = ctx.saved_tensors
+            gx = grad_x(x, y) if grad_x else y * torch.ones_like(x) / x.numel()
+            gy = grad_y(x, y) if grad_y else torch.mean(x)
+            return gx * g, gy * (g.clamp(-1, 1) if nonlinear else g)
+
+    return MeanXY.apply
+
+
+def test_the_right_custom_function_of_that_mean_passes():
+    report = gk.check_gradients(_mean_xy(), _FLOAT64_CANCELLING.clone(), _ZERO64.clone(), forward_ad=False, mode="full")
+    assert report.ok, report.details()
+
+
+@pytest.mark.parametrize("grad_y", [
+    lambda x, y: (x.sum() + 1e-6 * x[0]) / x.numel(),  # off by a millionth of one of its terms
+    lambda x, y: (x.sum() + 0.01 * x[1]) / x.numel(),  # one term off by 1%
+], ids=["a-millionth-of-a-term", "one-term-off-by-1pct"])
+def test_a_float64_backward_of_that_mean_off_by_part_of_a_term_is_still_caught(grad_y):
+    report = gk.check_gradients(_mean_xy(grad_y=grad_y), _FLOAT64_CANCELLING.clone(), _ZERO64.clone(),
+                                forward_ad=False, mode="full")
+    assert not report.ok
+    assert {m.input_index for m in report.mismatches} == {1}
+
+
+def test_a_float64_backward_of_a_mean_cancelling_to_a_millionth_off_by_1pct_is_still_caught():
+    x = torch.tensor([0.25908901567006204, 1.0884836327894527, 1e-6, -1.0884836327894527,
+                      -0.25908901567006204], dtype=torch.float64)
+    report = gk.check_gradients(_mean_xy(grad_y=lambda x, y: 1.01 * torch.mean(x)), x, _ZERO64.clone(),
+                                forward_ad=False, mode="full")
+    assert not report.ok
+    assert {m.input_index for m in report.mismatches} == {1}
+
+
+def test_one_wrong_element_of_the_other_gradient_is_still_caught():
+    # moving y by 64 roundings moves x's gradient y/n by 3e-15: its raised allowance stays far below this
+    wrong = torch.tensor([0.0, 0.0, 1e-6, 0.0, 0.0], dtype=torch.float64)
+    report = gk.check_gradients(_mean_xy(grad_x=lambda x, y: y * torch.ones_like(x) / x.numel() + wrong),
+                                _FLOAT64_CANCELLING.clone(), _ZERO64.clone(), forward_ad=False, mode="full")
+    assert not report.ok
+    assert {(m.input_index, m.index) for m in report.mismatches} == {(0, (2,))}
+
+
+def test_a_float64_backward_not_linear_in_grad_output_is_still_caught():
+    x = torch.tensor([0.25908901567006204, 1.0884836327894527, 1e-6, -1.0884836327894527,
+                      -0.25908901567006204], dtype=torch.float64)
+    report = gk.check_gradients(_mean_xy(nonlinear=True), x, _ZERO64.clone(), forward_ad=False, mode="full")
+    assert not report.ok
+    assert report.check("linearity").status == "failed"
 
 
 @pytest.mark.xfail(strict=True, reason="f rounds through 1 + x², above both |f| and |x| (README limitation)")
