@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
+from tests.helpers import around
 
 
 def _sinkhorn(a, b, m):
@@ -98,8 +99,42 @@ def test_a_float64_mean_whose_terms_cancel_far_below_their_size_is_no_false_alar
     assert report.ok, report.details()
 
 
-@pytest.mark.xfail(strict=True, reason="f rounds through 1 + x², above both |f| and |x| (README limitation)")
-def test_a_float64_value_rounded_through_an_intermediate_of_unit_size_is_no_false_alarm():
-    # found by the random-expression test (seed 145): the numerical derivative is off by 8e-5 of itself
-    report = gk.check_gradients(lambda x: torch.log(x**2 + 1).sum(), torch.tensor(2e-8, dtype=torch.float64))
+def _log1p_square(x):
+    return torch.log(x**2 + 1)
+
+
+def _softplus_tail(x):
+    return torch.log(torch.exp(3 * (x + 3) ** 1.5 - 31) + 1)
+
+
+# found by the random-expression test: float64 rounds 1 + x² at 1 (seed 145), float32's softplus of -15.4
+# forms 1 + 2e-7 (seed 144); f moves in quanta far above eps·|f| and eps·|x|
+_UNIT_INTERMEDIATES = [
+    pytest.param(_log1p_square, torch.tensor(2e-8, dtype=torch.float64), id="float64-log-1-plus-square"),
+    pytest.param(_softplus_tail, torch.tensor(0.0), id="float32-softplus-tail"),
+]
+
+
+@pytest.mark.parametrize("fn,x", _UNIT_INTERMEDIATES)
+def test_a_value_rounded_through_an_intermediate_of_unit_size_is_no_false_alarm(fn, x):
+    report = gk.check_gradients(lambda x: fn(x).sum(), x)
     assert report.ok, report.details()
+
+
+def test_the_float64_one_passes_against_its_observed_rounding():
+    report = gk.check_gradients(lambda x: _log1p_square(x).sum(), torch.tensor(2e-8, dtype=torch.float64))
+    assert "observed_rounding" in report.note_codes
+
+
+def test_the_float32_one_keeps_its_float64_reference():
+    report = gk.check_gradients(lambda x: _softplus_tail(x).sum(), torch.tensor(0.0))
+    assert "reference_differs" not in report.note_codes and "float64_reference" in report.note_codes
+
+
+@pytest.mark.parametrize("factor", [1.01, 1.001])
+@pytest.mark.parametrize("fn,x", _UNIT_INTERMEDIATES)
+def test_a_wrong_backward_of_them_is_still_caught(fn, x, factor):
+    wrong = around(fn, factor=factor)
+    report = gk.check_gradients(lambda x: wrong.apply(x).sum(), x)
+    assert not report.ok
+    assert [m.check for m in report.mismatches] == ["backward"]
