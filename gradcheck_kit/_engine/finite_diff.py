@@ -25,7 +25,7 @@ from gradcheck_kit._engine.limits import NUMPY_ELEMENTS
 from gradcheck_kit._engine.tolerances import Stencil
 
 __all__ = [
-    "Weights", "weights_for", "Estimates", "estimate", "noise_sigma", "round_off_model", "estimate_with_sigma",
+    "Weights", "weights_for", "Estimates", "estimate", "noise_sigma", "round_off_model", "rough", "estimate_with_sigma",
     "host_array",
 ]
 
@@ -165,6 +165,15 @@ def round_off_model(
     # of 1e-313 carries an absolute rounding of 5e-324, 3e-11 of itself
     tiny = torch.finfo(stencil.dtype).tiny
     return tolerances.NOISE_MODEL_EPS * e * (xp.maximum(fmag, at_points) + f_scale + tiny)
+
+
+def rough(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) -> torch.Tensor:
+    """Where the stencil's residual of ``values`` ``(points, m)`` is beyond what the noise model allows as
+    rounding (``noise_sigma`` caps it there): rounding above the model's, or a kink."""
+    w = torch.as_tensor(weights_for(stencil).noise, dtype=values.dtype)
+    sample = (w @ values.reshape(values.shape[0], -1)).abs().reshape(values.shape[1:])
+    model = round_off_model(values, fmag, stencil)
+    return sample.nan_to_num(0.0) > tolerances.PLAUSIBLE_NOISE_EPS * model
 
 
 def noise_sigma(

@@ -17,7 +17,7 @@ small outputs its resolution, so it applies to float64 numerics only.
 Where an intermediate rounds far above both (``log(x² + 1)`` at ``x = 2e-8`` rounds ``1 + x²`` at 1; float32's
 softplus of -15 forms ``1 + 2e-7``), ``f`` moves in quanta far above ``eps·|f|`` and ``eps·|x|``: the stencil's
 residual shows it, but a kink inside the stencil leaves one of that size too, so the noise model caps it
-(``finite_diff.noise_sigma``). A failed entry whose residual is beyond that cap is probed (``probe_offsets``:
+(``finite_diff.noise_sigma``). A failed entry whose residual is beyond that cap (``finite_diff.rough``) is probed (``probe_offsets``:
 ``PROBE_POINTS`` points within ``PROBE_REACH`` of the step around x, at spacings no lattice of roundings
 aliases with): the median residual of cubics through 5 neighbouring points there is f's rounding
 (``observed_rounding``: a kink spoils at most 4 of the 9, a smooth function's residual over that reach is
@@ -36,11 +36,11 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from gradcheck_kit._engine import finite_diff, tolerances
+from gradcheck_kit._engine import tolerances
 from gradcheck_kit._engine.tolerances import Stencil
 
 __all__ = [
-    "X_EPS", "UNIT_ROUNDINGS", "sigma_floor", "input_rounding", "PROBE_POINTS", "PROBE_REACH", "LARGER_STEPS", "rough",
+    "X_EPS", "UNIT_ROUNDINGS", "sigma_floor", "input_rounding", "PROBE_POINTS", "PROBE_REACH", "LARGER_STEPS",
     "probe_offsets", "observed_rounding",
 ]
 
@@ -108,15 +108,6 @@ def _window_weights() -> np.ndarray:
         row[start:start + _WINDOW] = vt[-1] / np.linalg.norm(vt[-1])
         rows.append(row)
     return np.stack(rows)
-
-
-def rough(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) -> torch.Tensor:
-    """Where the stencil's residual of ``values`` ``(points, m)`` is beyond what the noise model allows as
-    rounding (``finite_diff.noise_sigma`` caps it there): rounding above the model's, or a kink."""
-    w = torch.as_tensor(finite_diff.weights_for(stencil).noise, dtype=values.dtype)
-    sample = (w @ values.reshape(values.shape[0], -1)).abs().reshape(values.shape[1:])
-    model = finite_diff.round_off_model(values, fmag, stencil)
-    return sample.nan_to_num(0.0) > tolerances.PLAUSIBLE_NOISE_EPS * model
 
 
 def observed_rounding(

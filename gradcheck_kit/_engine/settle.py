@@ -285,7 +285,7 @@ def settle_rounding(run, i, k, a, j_idx, r_idx, values, sigma, x_abs, allow, ver
     the stencil at ``LARGER_STEPS`` where that rounding is far above the model's); at most
     ``REFINE_COORDS`` coordinates."""
     fmag = autograd_rows.f0_rows(run, run.out_idx.index(k), k, run.full.rows[k])[1][r_idx]
-    idx = (verdict.failed & intermediates.rough(values, fmag, run.stencil)).nonzero().squeeze(1)
+    idx = (verdict.failed & finite_diff.rough(values, fmag, run.stencil)).nonzero().squeeze(1)
     points = 2 * intermediates.PROBE_POINTS
     idx = idx[torch.isin(j_idx[idx], run.budget.first(run, torch.unique(j_idx[idx]), points, REFINE_COORDS))]
     if idx.numel() == 0:
