@@ -80,6 +80,8 @@ LARGER_STEPS = (8.0, 64.0)
 #: f's values at the probe are tied (not moved at all) where the stencil's slope moves them this many times
 #: the model's rounding between neighbouring points
 TIE_MOVE = 16.0
+#: a move between neighbouring points of a staircase is within this of a whole number of its steps
+LATTICE = 0.05
 #: a window of the probe's points through which the residual of a cubic is taken
 _WINDOW = 5
 
@@ -121,13 +123,26 @@ def observed_rounding(
     ys = torch.cat([probe[:PROBE_POINTS], center.unsqueeze(0), probe[PROBE_POINTS:]])  # ascending in x
     w = torch.as_tensor(_window_weights(), dtype=ys.dtype)
     spread = (w @ ys).abs().median(dim=0).values / 0.6745
-    gaps = torch.diff(ys, dim=0)
-    apart = torch.as_tensor(np.diff(np.insert(probe_offsets(), PROBE_POINTS, 0.0)), dtype=ys.dtype).unsqueeze(1)
-    tied = ((gaps == 0) & (slope.abs() * step * apart > TIE_MOVE * model)).any(dim=0)
-    every = torch.cat([ys, values]).sort(dim=0).values
-    steps = torch.diff(every, dim=0)
-    quantum = torch.where(steps > 0, steps, torch.inf).amin(dim=0)
-    quantum = torch.where(tied & torch.isfinite(quantum), quantum / 2, torch.zeros_like(quantum))
+    quantum = _tied_quantum(ys, values, slope.abs() * step, model)
     found = torch.maximum(spread, quantum)
     finite = torch.isfinite(ys).all(dim=0) & torch.isfinite(values).all(dim=0)
     return torch.where(finite & torch.isfinite(found), found, torch.zeros_like(found))
+
+
+def _tied_quantum(ys: torch.Tensor, values: torch.Tensor, move: torch.Tensor, model: torch.Tensor) -> torch.Tensor:
+    """Half the smallest step between f's values near x (probe ``ys`` with x, stencil ``values``) where f is a
+    staircase wider than the probe's spacing, else 0: tied values on both sides of x where the stencil's
+    slope (``move``: times the step) moves f by ``TIE_MOVE`` times the model's rounding between them, and
+    every other move between neighbouring points a whole number of such steps. A kink next to a flat side
+    (relu's) ties one side only, and its sloped side moves by amounts that the probe's two spacings make
+    no multiples of one step."""
+    gaps = torch.diff(ys, dim=0)
+    apart = torch.as_tensor(np.diff(np.insert(probe_offsets(), PROBE_POINTS, 0.0)), dtype=ys.dtype).unsqueeze(1)
+    tie = (gaps == 0) & (move * apart > TIE_MOVE * model)
+    tied = tie[:PROBE_POINTS].any(dim=0) & tie[PROBE_POINTS:].any(dim=0)
+    every = torch.cat([ys, values]).sort(dim=0).values
+    steps = torch.diff(every, dim=0)
+    quantum = torch.where(steps > 0, steps, torch.inf).amin(dim=0)
+    multiples = gaps.abs() / quantum
+    whole = ((multiples - multiples.round()).abs() <= LATTICE).all(dim=0)
+    return torch.where(tied & whole & torch.isfinite(quantum), quantum / 2, torch.zeros_like(quantum))

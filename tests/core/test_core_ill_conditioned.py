@@ -138,3 +138,28 @@ def test_a_wrong_backward_of_them_is_still_caught(fn, x, factor):
     report = gk.check_gradients(lambda x: wrong.apply(x).sum(), x)
     assert not report.ok
     assert [m.check for m in report.mismatches] == ["backward"]
+
+
+def _float32_only(fn):
+    def only(x):
+        if x.dtype != torch.float32:
+            raise TypeError("float32 only")
+        return fn(x)
+
+    return only
+
+
+def test_a_float32_staircase_wider_than_the_probe_passes_in_float32_numerics():
+    # no float64 run: float32's numerics see f in steps of 2^-23 at the stencil's points, flat around x
+    report = gk.check_gradients(lambda x: _float32_only(_softplus_tail)(x).sum(), torch.tensor(0.0))
+    assert report.ok, report.details()
+    assert {"observed_rounding", "no_float64"} <= set(report.note_codes)
+
+
+@pytest.mark.parametrize("x0", [0.002, -0.001])
+def test_a_wrong_backward_next_to_a_flat_kink_is_still_caught_in_float32_numerics(x0):
+    # relu's flat side ties the probe's values on one side of x: no staircase
+    wrong = around(_float32_only(lambda x: torch.relu(x) * 3), factor=1.01)
+    report = gk.check_gradients(wrong.apply, torch.tensor([x0, 0.5, -0.7, 1.3]))
+    assert not report.ok
+    assert "observed_rounding" not in report.note_codes
