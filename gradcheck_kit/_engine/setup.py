@@ -28,6 +28,12 @@ def coarse_eps(run) -> float:
     return run.coarse
 
 
+#: a float64 value below UNIT_GRID_BELOW that is a multiple of 1/UNIT_GRID (the ulp of values from 1/4 to 1/2)
+#: is a rounded intermediate of unit size less another: it has fewer bits than float32 without being float32's
+UNIT_GRID = 2.0**54
+UNIT_GRID_BELOW = 2.0**-30
+
+
 def output_precision(run) -> torch.dtype | None:
     """The coarsest precision (bfloat16, float16, float32) whose values fn returns at a point that is not a
     float32 value, or None where fn returns float64 values (or integers only) there."""
@@ -42,7 +48,9 @@ def output_precision(run) -> torch.dtype | None:
     except EvaluationFailed:
         return None
     finite = [o[torch.isfinite(o)] for o in outs]
-    # integers (a constant 0, rounded values) are values of every precision: they tell nothing
+    # integers (a constant 0, rounded values) are values of every precision: they tell nothing; nor do small
+    # multiples of float64's ulp at unit size (cos(x) - 1 at 1e-5 rounds cos(x) at 1: -5e-11 has few bits)
+    finite = [f[(f.abs() >= UNIT_GRID_BELOW) | (f * UNIT_GRID != (f * UNIT_GRID).round())] for f in finite]
     if not any(bool((f != f.round()).any()) for f in finite):
         return None
     return tolerances.coarsest_precision(finite)

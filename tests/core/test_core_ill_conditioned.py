@@ -173,3 +173,12 @@ def test_float64_rounding_a_unit_intermediate_is_no_float32_staircase(factor):
     report = gk.check_gradients(fn.apply, torch.tensor([1e-4, 3e-4]))
     assert report.ok == (factor == 1.0), report.details()
     assert "staircase" not in report.note_codes
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.01])
+def test_a_small_multiple_of_float64s_unit_rounding_is_no_float32_output(factor):
+    # cos(x) - 1 at 1e-5 rounds cos(x) at 1: -5e-11 holds fewer bits than a float32 value without being one
+    fn = around(lambda x: torch.cos(x) - 1, factor=factor)
+    report = gk.check_gradients(fn.apply, torch.tensor([1e-5, 2e-5], dtype=torch.float64))
+    assert report.ok == (factor == 1.0), report.details()
+    assert "low_precision_outputs" not in report.note_codes
