@@ -1,4 +1,5 @@
-"""Round-off of ``f`` through intermediates of the size of its inputs, which ``eps·|f|`` does not see.
+"""Round-off of ``f`` through intermediates larger than its value (of its inputs' size, of unit size, or as
+observed near x), which ``eps·|f|`` does not see.
 
 A function whose value is a difference of intermediates far larger than itself rounds them, not its value:
 gelu's tail ``x·(1 + erf(x/√2))/2`` forms ``1 + erf`` with ``erf ≈ -1``, so float64's gelu at ``x = -8``
@@ -14,24 +15,24 @@ it bounds a derivative's resolution at ~5e-13 absolute, far below a gradient bug
 scale; in the inputs' own low precision (float32 numerics, steps of 0.03) it would cost a function of
 small outputs its resolution, so it applies to float64 numerics only.
 
-Where an intermediate rounds far above both (``log(x² + 1)`` at ``x = 2e-8`` rounds ``1 + x²`` at 1; float32's
-softplus of -15 forms ``1 + 2e-7``), ``f`` moves in quanta far above ``eps·|f|`` and ``eps·|x|``: the stencil's
-residual shows it, but a kink inside the stencil leaves one of that size too, so the noise model caps it
-(``finite_diff.noise_sigma``). A failed entry whose residual is beyond that cap (``finite_diff.rough``) is probed (``probe_offsets``:
-``PROBE_POINTS`` points within ``PROBE_REACH`` of the step around x, at spacings no lattice of roundings
-aliases with): the median residual of cubics through 5 neighbouring points there is f's rounding
-(``observed_rounding``: a kink spoils at most 4 of the 9, a smooth function's residual over that reach is
-``(h/10)^4`` small), and where the probe has exact ties that a function moving at the stencil's slope could
-not have (a staircase wider than its spacing) the smallest step between f's values near x is. That rounding
-replaces the model's; the stencil at ``LARGER_STEPS`` times h, whose round-off it shrinks, is looked at
-too, and the estimate with the smallest error is compared.
+Where an intermediate rounds far above both (``log(x² + 1)`` at ``x = 2e-8`` rounds ``1 + x²`` at 1;
+float32's softplus of -15 forms ``1 + 2e-7``), ``f`` moves in quanta far above ``eps·|f|`` and ``eps·|x|``:
+the stencil's residual shows it, but a kink inside the stencil leaves one of that size too, so the noise
+model caps it (``finite_diff.noise_sigma``). A failed entry whose residual is beyond that cap
+(``finite_diff.rough``) is probed (``probe_offsets``: ``PROBE_POINTS`` points on each side of x within
+``PROBE_REACH`` of the step, at spacings no lattice of roundings aliases with): the median residual of
+cubics through 5 neighbouring points there is f's rounding (``observed_rounding``: a kink spoils at most 4
+of the 9, a smooth function's residual over that reach is ``(h/10)^4`` small), and where the probe has
+exact ties that a function moving at the stencil's slope could not have (a staircase wider than its
+spacing) half the smallest step between f's values near x is. That rounding replaces the model's; the
+stencil at ``LARGER_STEPS`` times h, whose round-off it shrinks, is looked at too, and the estimate with
+the smallest error is compared.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 from functools import lru_cache
+from typing import Sequence
 
 import numpy as np
 import torch

@@ -62,7 +62,8 @@ def staircase(
     else:
         rows = [evaluate({i: m[p] for i, m in moved.items()}) for p in range(len(points))]
     worst = 0.0
-    unit = FLOAT64_UNIT_EPS * tolerances.eps(torch.float64) * max([1.0] + [float(x.abs().max()) for x in bases.values() if x.numel()])
+    x_size = max([1.0] + [float(x.abs().max()) for x in bases.values() if x.numel()])
+    unit = FLOAT64_UNIT_EPS * tolerances.eps(torch.float64) * x_size
     for pos in range(len(rows[0])):
         values = torch.stack([r[pos] for r in rows])  # (points, n)
         if values.numel() == 0 or not bool(torch.isfinite(values).all()):
