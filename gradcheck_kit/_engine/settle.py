@@ -285,7 +285,9 @@ def settle_rounding(run, i, k, a, j_idx, r_idx, values, sigma, x_abs, allow, ver
     the stencil at ``LARGER_STEPS`` where that rounding is far above the model's); at most
     ``REFINE_COORDS`` coordinates."""
     fmag = autograd_rows.f0_rows(run, run.out_idx.index(k), k, run.full.rows[k])[1][r_idx]
-    idx = (verdict.failed & finite_diff.rough(values, fmag, run.stencil)).nonzero().squeeze(1)
+    model = finite_diff.round_off_model(values, fmag, run.stencil)
+    coarse = finite_diff.lattice(values) > intermediates.TIE_MOVE * model  # whole ulps of a larger intermediate
+    idx = (verdict.failed & (finite_diff.rough(values, fmag, run.stencil) | coarse)).nonzero().squeeze(1)
     points = 2 * intermediates.PROBE_POINTS
     idx = idx[torch.isin(j_idx[idx], run.budget.first(run, torch.unique(j_idx[idx]), points, REFINE_COORDS))]
     if idx.numel() == 0:
@@ -295,9 +297,8 @@ def settle_rounding(run, i, k, a, j_idx, r_idx, values, sigma, x_abs, allow, ver
     step, at = stencil.step_of(run, i)[cols], stencil.coordinates(run, i, cols)
     offsets = torch.from_numpy(intermediates.probe_offsets()).unsqueeze(1) * step
     probe = stencil.stencil_along(run, i, k, cols, at, offsets)[:, where, r_idx[idx]]
-    model = finite_diff.round_off_model(values[:, idx], fmag[idx], run.stencil)
     seen = intermediates.observed_rounding(
-        values[0, idx], probe, values[:, idx], est.central[idx], step[where], model
+        values[0, idx], probe, values[:, idx], est.central[idx], step[where], model[idx]
     )
     raised = seen > intermediates.TIE_MOVE * sigma[idx]
     idx, where, sig = idx[raised], where[raised], torch.maximum(sigma[idx], seen)[raised]

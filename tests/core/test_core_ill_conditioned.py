@@ -182,3 +182,20 @@ def test_a_small_multiple_of_float64s_unit_rounding_is_no_float32_output(factor)
     report = gk.check_gradients(fn.apply, torch.tensor([1e-5, 2e-5], dtype=torch.float64))
     assert report.ok == (factor == 1.0), report.details()
     assert "low_precision_outputs" not in report.note_codes
+
+
+def _one_less_cosine(x, y, z):
+    return torch.sum(x - torch.cos(x**3 * y**3 / (2 * (z + 3) ** 3)))
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.001])
+def test_a_value_rounded_in_whole_ulps_of_a_unit_intermediate_is_judged_against_them(factor):
+    # found by the random-expression test (seed 157): x - cos(a) at x = 1 moves in whole ulps of cos(a) ~ 1,
+    # symmetric about z = 0 so the stencil's residual is 0; a 1e-3 wrong backward stays caught
+    def fn(x, y, z):
+        return _one_less_cosine(x, y, around(lambda t: t, factor=factor).apply(z))
+
+    xs = [torch.tensor(v, dtype=torch.float64) for v in (1.0, 0.21875, 0.0)]
+    report = gk.check_gradients(fn if factor != 1.0 else _one_less_cosine, *xs)
+    assert report.ok == (factor == 1.0), report.details()
+    assert {m.input_index for m in report.mismatches} == (set() if factor == 1.0 else {2})
