@@ -28,10 +28,18 @@ def coarse_eps(run) -> float:
     return run.coarse
 
 
-#: a float64 value below UNIT_GRID_BELOW that is a multiple of 1/UNIT_GRID (the ulp of values from 1/4 to 1/2)
-#: is a rounded intermediate of unit size less another: it has fewer bits than float32 without being float32's
-UNIT_GRID = 2.0**54
-UNIT_GRID_BELOW = 2.0**-30
+#: a float64 value that is a multiple of 2^-g for one of these g (the ulps of values from 1/4 to 2) and holds
+#: at most float32's 24 bits is a rounded intermediate of unit size less another, not a float32 value
+UNIT_GRIDS = (52, 53, 54)
+
+
+def _unit_grid(f: torch.Tensor) -> torch.Tensor:
+    """Where ``f`` is a small whole multiple of float64's ulp at unit size (``UNIT_GRIDS``)."""
+    found = torch.zeros_like(f, dtype=torch.bool)
+    for g in UNIT_GRIDS:
+        scaled = f * 2.0**g
+        found |= (f.abs() < 2.0 ** (24 - g)) & (scaled == scaled.round())
+    return found
 
 
 def output_precision(run) -> torch.dtype | None:
@@ -50,7 +58,7 @@ def output_precision(run) -> torch.dtype | None:
     finite = [o[torch.isfinite(o)] for o in outs]
     # integers (a constant 0, rounded values) are values of every precision: they tell nothing; nor do small
     # multiples of float64's ulp at unit size (cos(x) - 1 at 1e-5 rounds cos(x) at 1: -5e-11 has few bits)
-    finite = [f[(f.abs() >= UNIT_GRID_BELOW) | (f * UNIT_GRID != (f * UNIT_GRID).round())] for f in finite]
+    finite = [f[~_unit_grid(f)] for f in finite]
     if not any(bool((f != f.round()).any()) for f in finite):
         return None
     return tolerances.coarsest_precision(finite)
