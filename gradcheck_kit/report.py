@@ -117,6 +117,7 @@ class NoteCode(_Code):
     KINK_IN_STENCIL = "kink_in_stencil"
     ONE_SIDED = "one_sided"
     SECOND_SAMPLE = "second_sample"
+    OBSERVED_ROUNDING = "observed_rounding"
     REFINED = "refined"
     REESTIMATED = "reestimated"
     CONDITIONING = "conditioning"

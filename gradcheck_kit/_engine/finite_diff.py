@@ -25,8 +25,8 @@ from gradcheck_kit._engine.limits import NUMPY_ELEMENTS
 from gradcheck_kit._engine.tolerances import Stencil
 
 __all__ = [
-    "Weights", "weights_for", "Estimates", "estimate", "noise_sigma", "round_off_model", "estimate_with_sigma",
-    "host_array",
+    "Weights", "weights_for", "Estimates", "estimate", "noise_sigma", "round_off_model", "rough", "lattice",
+    "estimate_with_sigma", "host_array",
 ]
 
 
@@ -165,6 +165,29 @@ def round_off_model(
     # of 1e-313 carries an absolute rounding of 5e-324, 3e-11 of itself
     tiny = torch.finfo(stencil.dtype).tiny
     return tolerances.NOISE_MODEL_EPS * e * (xp.maximum(fmag, at_points) + f_scale + tiny)
+
+
+def rough(values: torch.Tensor, fmag: torch.Tensor, stencil: Stencil) -> torch.Tensor:
+    """Where the stencil's residual of ``values`` ``(points, m)`` is beyond what the noise model allows as
+    rounding (``noise_sigma`` caps it there): rounding above the model's, or a kink."""
+    w = torch.as_tensor(weights_for(stencil).noise, dtype=values.dtype)
+    sample = (w @ values.reshape(values.shape[0], -1)).abs().reshape(values.shape[1:])
+    model = round_off_model(values, fmag, stencil)
+    return sample.nan_to_num(0.0) > tolerances.PLAUSIBLE_NOISE_EPS * model
+
+
+def lattice(values: torch.Tensor) -> torch.Tensor:
+    """Per entry of ``values`` ``(points, m)``: the largest power of two of which every difference from the
+    first point is a whole multiple (0 where f does not move). A smooth function's differences end in
+    bits of the size of its own ulp; a value rounded through an intermediate far larger than itself
+    (``1 - cos(a)`` rounds ``cos(a)`` at 1) moves in whole ulps of that intermediate."""
+    d = (values[1:].to(torch.float64) - values[:1].to(torch.float64)).abs()
+    mantissa, exponent = torch.frexp(d)
+    whole = (mantissa * 2.0**53).to(torch.int64)
+    low = (whole & -whole).to(torch.float64) * torch.pow(2.0, (exponent - 53).to(torch.float64))
+    low = torch.where((d > 0) & torch.isfinite(d), low, torch.full_like(low, torch.inf))
+    low = low.amin(dim=0)
+    return torch.where(torch.isfinite(low), low, torch.zeros_like(low))
 
 
 def noise_sigma(

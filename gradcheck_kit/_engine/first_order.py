@@ -273,7 +273,9 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
     # a pass that needed second opinions (smaller steps, one-sided estimates) may be a staircase too
     if not lowered and not (result.status == "passed" and any(_second_opinion(n) for n in first.notes)):
         return first
-    note = None if run.precision_probed else own_precision(run, lowered)
+    # a pass against f's observed rounding (whole ulps of a coarser value) asks for its outputs' precision too
+    observed = any(getattr(n, "code", None) == NoteCode.OBSERVED_ROUNDING for n in first.notes)
+    note = None if run.precision_probed else own_precision(run, lowered or observed)
     return first if note is None else plan.recheck(run, mode, note, backward_again)
 
 

@@ -7,7 +7,8 @@ near the clamp fail: their float64 derivative is the derivative of another funct
 
 Where a full check with a float64 reference fails, the output elements of its failing entries are compared
 again, each against its own rounding: ``ELEMENT_EPS`` eps of the element's size plus the size of the
-input element of the entry (intermediates of that size round by that much). Where an element differs by
+input element of the entry (intermediates of that size round by that much), plus ``UNIT_ROUNDINGS`` eps
+(an intermediate of unit size). Where an element differs by
 more, the check runs again with the numerics in the inputs' own dtype, whose results replace the first.
 A backward that is wrong only in low precision leaves its forward equal to the float64 one, so it stays
 caught; a wrong gradient stays caught at the inputs' dtype's resolution.
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from gradcheck_kit._engine import tolerances
+from gradcheck_kit._engine.intermediates import UNIT_ROUNDINGS
 from gradcheck_kit._inputs import coord_index, coords64
 from gradcheck_kit.report import Note, format_index
 
@@ -63,7 +65,7 @@ def element_gap(outs: list, out_idx: list, f0: list, mismatches: list, eps: floa
         else:
             sel = torch.arange(low.numel())
         size = ref[sel].abs() + abs(m.input_value or 0.0)
-        bound = ELEMENT_EPS * eps * size + torch.finfo(torch.float64).tiny
+        bound = ELEMENT_EPS * eps * size + UNIT_ROUNDINGS * eps + torch.finfo(torch.float64).tiny
         ratio = ((ref[sel] - low[sel]).abs() / bound).nan_to_num(0.0, 0.0, 0.0)
         best = int(ratio.argmax())
         r = float(ratio[best])

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from gradcheck_kit._engine import tolerances
+from gradcheck_kit._engine.intermediates import UNIT_ROUNDINGS
 from gradcheck_kit.report import Note
 
 __all__ = ["ForwardGap", "FORWARD_EPS", "MOVED_FACTOR", "forward_gap", "moved_point", "gap_note"]
@@ -55,11 +56,12 @@ def forward_gap(
     """``low``, ``ref``: the differentiable outputs at x (float64 coordinates) of the low-precision run and of
     the float64 run; ``e``: the low precision's eps; ``x_scale``: the largest rms of the low-precision inputs
     (an absolute floor of ``CAP_EPS`` roundings of it: gelu's tail, ``x·(1 + erf(x/√2))``, is a difference of
-    intermediates of the size of x, rounded to 0 in float32 where float64 keeps 1e-8); ``moved_outputs``: the float64 outputs at x moved by
+    intermediates of the size of x, rounded to 0 in float32 where float64 keeps 1e-8), and ``UNIT_ROUNDINGS``
+    eps (of unit size: softplus forms ``1 + e^g``); ``moved_outputs``: the float64 outputs at x moved by
     ``CAP_EPS`` roundings (called only where the first bound is exceeded; None where that fails)."""
     lows = [_host(t) for t in low]
     refs = [_host(t) for t in ref]
-    floor = tolerances.CAP_EPS * e * x_scale + float(torch.finfo(torch.float32).tiny)
+    floor = tolerances.CAP_EPS * e * x_scale + UNIT_ROUNDINGS * e + float(torch.finfo(torch.float32).tiny)
     with np.errstate(all="ignore"):
         gaps = [np.abs(re - lo) for lo, re in zip(lows, refs)]
         finite = [bool(np.isfinite(g).all()) for g in gaps]  # (a finite gap: finite outputs in both runs)

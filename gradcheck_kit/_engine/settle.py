@@ -7,14 +7,14 @@ import numpy as np
 
 import torch
 
-from gradcheck_kit._engine import allowance, autograd_rows, screen, stencil, tolerances
+from gradcheck_kit._engine import allowance, autograd_rows, finite_diff, screen, stencil, tolerances
 from gradcheck_kit._engine.budget import second_opinion
 from gradcheck_kit._engine import approximate as _approximate
 from gradcheck_kit._engine import kinks as _kinks
 from gradcheck_kit._engine import ties as _ties
 from gradcheck_kit._engine import intermediates
 from gradcheck_kit._engine.compare import compare, int8, Verdict
-from gradcheck_kit._engine.decisive import decisive, settled_approximate
+from gradcheck_kit._engine.decisive import decisive, settled_approximate, sides_agree
 from gradcheck_kit._engine.finite_diff import estimate_with_sigma, Estimates, host_array, noise_sigma
 from gradcheck_kit._engine.limits import (
     NUMPY_ELEMENTS, REFINE_COORDS, REFINE_FACTOR, REFINE_LEVELS, REFINE_PRECISION, RESAMPLE_RATIO, RESAMPLE_SHIFT,
@@ -52,6 +52,8 @@ def judge(run, i, k, a, ref, num: "stencil.FullNumerics", extra: float, kap: flo
         settle_ties(run, i, k, a, num, j_idx, r_idx, allow, verdict, kap)
     if bool(verdict.failed.any()):
         resample(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
+    if bool(verdict.failed.any()):
+        settle_rounding(run, i, k, a_g, j_idx, r_idx, values, sigma, num.x_abs[j_idx], allow, verdict, kap, est)
     if bool(verdict.failed.any()):
         refine(run, i, k, a_g, j_idx, r_idx, est, allow, verdict, kap)
     if bool(verdict.failed.any()) and approximate_tier(run):
@@ -315,6 +317,75 @@ def resample(run, i, k, a, j_idx, r_idx, est: Estimates, allow, verdict: Verdict
         "rounding (the same stencil at x moved by 2^-10 of the step): one sample had understated it",
         NoteCode.SECOND_SAMPLE, (run.names[i], k, int(ok.sum())),
     ))
+
+
+@second_opinion
+def settle_rounding(run, i, k, a, j_idx, r_idx, values, sigma, x_abs, allow, verdict: Verdict, kap: float,
+                    est: Estimates) -> None:
+    """Failed entries whose stencil residual is beyond the model's rounding, compared again against f's
+    rounding observed near x (``intermediates``: a probe of ``2·PROBE_POINTS`` points per coordinate, then
+    the stencil at ``LARGER_STEPS`` where that rounding is far above the model's); at most
+    ``REFINE_COORDS`` coordinates."""
+    fmag = autograd_rows.f0_rows(run, run.out_idx.index(k), k, run.full.rows[k])[1][r_idx]
+    model = finite_diff.round_off_model(values, fmag, run.stencil)
+    coarse = finite_diff.lattice(values) > intermediates.TIE_MOVE * model  # whole ulps of a larger intermediate
+    idx = (verdict.failed & (finite_diff.rough(values, fmag, run.stencil) | coarse)).nonzero().squeeze(1)
+    points = 2 * intermediates.PROBE_POINTS
+    idx = idx[torch.isin(j_idx[idx], run.budget.first(run, torch.unique(j_idx[idx]), points, REFINE_COORDS))]
+    if idx.numel() == 0:
+        return
+    cols = torch.unique(j_idx[idx])
+    where = torch.searchsorted(cols, j_idx[idx])
+    step, at = stencil.step_of(run, i)[cols], stencil.coordinates(run, i, cols)
+    offsets = torch.from_numpy(intermediates.probe_offsets()).unsqueeze(1) * step
+    probe = stencil.stencil_along(run, i, k, cols, at, offsets)[:, where, r_idx[idx]]
+    seen = intermediates.observed_rounding(
+        values[0, idx], probe, values[:, idx], est.central[idx], step[where], model[idx]
+    )
+    raised = seen > intermediates.TIE_MOVE * sigma[idx]
+    idx, where, sig = idx[raised], where[raised], torch.maximum(sigma[idx], seen)[raised]
+    if idx.numel() == 0:
+        return
+    best = estimate_with_sigma(values[:, idx], step[where], sig, run.stencil, x_abs=x_abs[idx])
+    best = larger_steps(run, i, k, j_idx[idx], r_idx[idx], sig, x_abs[idx], best, kap)
+    tol = kap * best.central_err + allow[idx]
+    diff = (a[idx] - best.central).abs()
+    ok = torch.isfinite(best.central) & torch.isfinite(tol) & torch.isfinite(a[idx]) & (diff <= tol)
+    verdict.failed[idx[ok]] = False
+    relist(verdict, idx, best.central, tol, diff)
+    if bool(ok.any()):
+        run.out.notes.append(Note(
+            f"{int(ok.sum())} derivative(s) of output {k} w.r.t. {run.names[i]} passed against fn's rounding "
+            "observed near x, far above eps·|f| (it rounds intermediates larger than its value): "
+            "resolution is coarse there",
+            NoteCode.OBSERVED_ROUNDING, (run.names[i], k, int(ok.sum())),
+        ))
+
+
+def larger_steps(run, i, k, j_sel, r_sel, sigma, x_abs, best: Estimates, kap: float) -> Estimates:
+    """``best`` (estimates of the entries ``(j_sel, r_sel)`` at h with f's rounding ``sigma``) replaced per
+    entry by the stencil's at ``intermediates.LARGER_STEPS`` times h where its error is smaller there and
+    its one-sided values agree with it (no kink within the larger reach)."""
+    mults = stencil.multipliers(run, run.stencil.multipliers)
+    factors = intermediates.LARGER_STEPS
+    cols = torch.unique(j_sel)
+    if not run.budget.affords(run, len(factors) * mults.shape[0] * cols.numel()):
+        return best
+    where = torch.searchsorted(cols, j_sel)
+    step, at = stencil.step_of(run, i)[cols], stencil.coordinates(run, i, cols)
+    offsets = torch.cat([mults * (f * step) for f in factors])
+    both = stencil.stencil_along(run, i, k, cols, at, offsets)[:, where, r_sel]
+    center = autograd_rows.f0_rows(run, run.out_idx.index(k), k, run.full.rows[k])[0][r_sel].unsqueeze(0)
+    p = mults.shape[0]
+    for n, f in enumerate(factors):
+        vals = torch.cat([center, both[n * p:(n + 1) * p]])
+        e = estimate_with_sigma(vals, f * step[where], sigma, run.stencil, x_abs=x_abs)
+        better = torch.isfinite(e.central_err) & (e.central_err < best.central_err) & sides_agree(e, kap)
+        best = Estimates(*(torch.where(better, new, old) for new, old in zip(
+            (e.central, e.central_err, e.right, e.right_err, e.left, e.left_err),
+            (best.central, best.central_err, best.right, best.right_err, best.left, best.left_err),
+        )))
+    return best
 
 
 @second_opinion

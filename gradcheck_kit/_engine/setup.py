@@ -28,6 +28,20 @@ def coarse_eps(run) -> float:
     return run.coarse
 
 
+#: a float64 value that is a multiple of 2^-g for one of these g (the ulps of values from 1/4 to 2) and holds
+#: at most float32's 24 bits is a rounded intermediate of unit size less another, not a float32 value
+UNIT_GRIDS = (52, 53, 54)
+
+
+def _unit_grid(f: torch.Tensor) -> torch.Tensor:
+    """Where ``f`` is a small whole multiple of float64's ulp at unit size (``UNIT_GRIDS``)."""
+    found = torch.zeros_like(f, dtype=torch.bool)
+    for g in UNIT_GRIDS:
+        scaled = f * 2.0**g
+        found |= (f.abs() < 2.0 ** (24 - g)) & (scaled == scaled.round())
+    return found
+
+
 def output_precision(run) -> torch.dtype | None:
     """The coarsest precision (bfloat16, float16, float32) whose values fn returns at a point that is not a
     float32 value, or None where fn returns float64 values (or integers only) there."""
@@ -42,7 +56,9 @@ def output_precision(run) -> torch.dtype | None:
     except EvaluationFailed:
         return None
     finite = [o[torch.isfinite(o)] for o in outs]
-    # integers (a constant 0, rounded values) are values of every precision: they tell nothing
+    # integers (a constant 0, rounded values) are values of every precision: they tell nothing; nor do small
+    # multiples of float64's ulp at unit size (cos(x) - 1 at 1e-5 rounds cos(x) at 1: -5e-11 has few bits)
+    finite = [f[~_unit_grid(f)] for f in finite]
     if not any(bool((f != f.round()).any()) for f in finite):
         return None
     return tolerances.coarsest_precision(finite)

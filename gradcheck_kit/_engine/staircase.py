@@ -24,6 +24,9 @@ POINTS = tuple(range(-6, 7))
 #: a scatter above this many float64 eps of the outputs' size is no float64 rounding (float64's own, with
 #: cancellation of intermediates 1e5 times the output, stays below; a float32 part of 1e-2 of it is above)
 FLOAT64_NOISE_EPS = 2.0**20
+#: ... nor one below this many float64 eps at unit size or the inputs' (float64 rounding an intermediate of
+#: that size: ``log(x² + 1)`` at ``x = 1e-4`` forms ``1 + 1e-8``, whose ulp is 2e-8 of f)
+FLOAT64_UNIT_EPS = 16.0
 #: the finest precision whose this many eps of the outputs' size exceed the scatter explains it
 EXPLAINS_EPS = 4.0
 
@@ -59,6 +62,8 @@ def staircase(
     else:
         rows = [evaluate({i: m[p] for i, m in moved.items()}) for p in range(len(points))]
     worst = 0.0
+    x_size = max([1.0] + [float(x.abs().max()) for x in bases.values() if x.numel()])
+    unit = FLOAT64_UNIT_EPS * tolerances.eps(torch.float64) * x_size
     for pos in range(len(rows[0])):
         values = torch.stack([r[pos] for r in rows])  # (points, n)
         if values.numel() == 0 or not bool(torch.isfinite(values).all()):
@@ -69,7 +74,7 @@ def staircase(
         sigma = third.median(dim=0).values / (0.6745 * 20**0.5)
         centre = values[len(points) // 2]
         size = centre.abs() + centre.square().mean().sqrt() + torch.finfo(torch.float64).tiny
-        worst = max(worst, float((sigma / size).amax()))
+        worst = max(worst, float((sigma.where(sigma > unit, torch.zeros_like(sigma)) / size).amax()))
     if worst <= FLOAT64_NOISE_EPS * tolerances.eps(torch.float64) or worst > EXPLAINS_EPS * tolerances.eps(torch.bfloat16):
         return None  # float64's own rounding, or more than any rounding: fn changes on a scale below the points
     for dtype in (torch.float32, torch.float16, torch.bfloat16):  # the finest that explains it

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
+from tests.helpers import around
 
 
 def _sinkhorn(a, b, m):
@@ -177,8 +178,103 @@ def test_a_float64_backward_not_linear_in_grad_output_is_still_caught():
     assert report.check("linearity").status == "failed"
 
 
-@pytest.mark.xfail(strict=True, reason="f rounds through 1 + x², above both |f| and |x| (README limitation)")
-def test_a_float64_value_rounded_through_an_intermediate_of_unit_size_is_no_false_alarm():
-    # found by the random-expression test (seed 145): the numerical derivative is off by 8e-5 of itself
-    report = gk.check_gradients(lambda x: torch.log(x**2 + 1).sum(), torch.tensor(2e-8, dtype=torch.float64))
+def _log1p_square(x):
+    return torch.log(x**2 + 1)
+
+
+def _softplus_tail(x):
+    return torch.log(torch.exp(3 * (x + 3) ** 1.5 - 31) + 1)
+
+
+# found by the random-expression test: float64 rounds 1 + x² at 1 (seed 145), float32's softplus of -15.4
+# forms 1 + 2e-7 (seed 144); f moves in quanta far above eps·|f| and eps·|x|
+_UNIT_INTERMEDIATES = [
+    pytest.param(_log1p_square, torch.tensor(2e-8, dtype=torch.float64), id="float64-log-1-plus-square"),
+    pytest.param(_softplus_tail, torch.tensor(0.0), id="float32-softplus-tail"),
+]
+
+
+@pytest.mark.parametrize("fn,x", _UNIT_INTERMEDIATES)
+def test_a_value_rounded_through_an_intermediate_of_unit_size_is_no_false_alarm(fn, x):
+    report = gk.check_gradients(lambda x: fn(x).sum(), x)
     assert report.ok, report.details()
+
+
+def test_the_float64_one_passes_against_its_observed_rounding():
+    report = gk.check_gradients(lambda x: _log1p_square(x).sum(), torch.tensor(2e-8, dtype=torch.float64))
+    assert "observed_rounding" in report.note_codes
+
+
+def test_the_float32_one_keeps_its_float64_reference():
+    report = gk.check_gradients(lambda x: _softplus_tail(x).sum(), torch.tensor(0.0))
+    assert "reference_differs" not in report.note_codes and "float64_reference" in report.note_codes
+
+
+@pytest.mark.parametrize("factor", [1.01, 1.001])
+@pytest.mark.parametrize("fn,x", _UNIT_INTERMEDIATES)
+def test_a_wrong_backward_of_them_is_still_caught(fn, x, factor):
+    wrong = around(fn, factor=factor)
+    report = gk.check_gradients(lambda x: wrong.apply(x).sum(), x)
+    assert not report.ok
+    assert [m.check for m in report.mismatches] == ["backward"]
+
+
+def _float32_only(fn):
+    def only(x):
+        if x.dtype != torch.float32:
+            raise TypeError("float32 only")
+        return fn(x)
+
+    return only
+
+
+def test_a_float32_staircase_wider_than_the_probe_passes_in_float32_numerics():
+    # no float64 run: float32's numerics see f in steps of 2^-23 at the stencil's points, flat around x
+    report = gk.check_gradients(lambda x: _float32_only(_softplus_tail)(x).sum(), torch.tensor(0.0))
+    assert report.ok, report.details()
+    assert {"observed_rounding", "no_float64"} <= set(report.note_codes)
+
+
+@pytest.mark.parametrize("x0", [0.002, -0.001])
+def test_a_wrong_backward_next_to_a_flat_kink_is_still_caught_in_float32_numerics(x0):
+    # relu's flat side ties the probe's values on one side of x: no staircase
+    wrong = around(_float32_only(lambda x: torch.relu(x) * 3), factor=1.01)
+    report = gk.check_gradients(wrong.apply, torch.tensor([x0, 0.5, -0.7, 1.3]))
+    assert not report.ok
+    assert "observed_rounding" not in report.note_codes
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.01])
+def test_float64_rounding_a_unit_intermediate_is_no_float32_staircase(factor):
+    # float64 forms 1 + 1e-8 at x = 1e-4: f's values scatter by 2e-8 of their size, which is no float32
+    # part inside, so the check keeps float64's resolution and a 1% wrong backward stays caught
+    fn = around(_log1p_square, factor=factor)
+    report = gk.check_gradients(fn.apply, torch.tensor([1e-4, 3e-4]))
+    assert report.ok == (factor == 1.0), report.details()
+    assert "staircase" not in report.note_codes
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.01])
+def test_a_small_multiple_of_float64s_unit_rounding_is_no_float32_output(factor):
+    # cos(x) - 1 at 1e-5 rounds cos(x) at 1: -5e-11 holds fewer bits than a float32 value without being one
+    fn = around(lambda x: torch.cos(x) - 1, factor=factor)
+    report = gk.check_gradients(fn.apply, torch.tensor([1e-5, 2e-5], dtype=torch.float64))
+    assert report.ok == (factor == 1.0), report.details()
+    assert "low_precision_outputs" not in report.note_codes
+
+
+def _one_less_cosine(x, y, z):
+    return torch.sum(x - torch.cos(x**3 * y**3 / (2 * (z + 3) ** 3)))
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.001])
+def test_a_value_rounded_in_whole_ulps_of_a_unit_intermediate_is_judged_against_them(factor):
+    # found by the random-expression test (seed 157): x - cos(a) at x = 1 moves in whole ulps of cos(a) ~ 1,
+    # symmetric about z = 0 so the stencil's residual is 0; a 1e-3 wrong backward stays caught
+    def fn(x, y, z):
+        return _one_less_cosine(x, y, around(lambda t: t, factor=factor).apply(z))
+
+    xs = [torch.tensor(v, dtype=torch.float64) for v in (1.0, 0.21875, 0.0)]
+    report = gk.check_gradients(fn if factor != 1.0 else _one_less_cosine, *xs)
+    assert report.ok == (factor == 1.0), report.details()
+    assert {m.input_index for m in report.mismatches} == (set() if factor == 1.0 else {2})
