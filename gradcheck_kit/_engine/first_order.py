@@ -268,8 +268,9 @@ def recheck_quantized(run: context.Run, mode: str, first: context.Results) -> co
         return first
     failed = result.status == "failed"
     # outputs of a lower dtype than the float64 inputs: fn computes in it, and a pass at float64's step
-    # may owe itself to that precision's noise, grown into the allowance
-    lowered = failed or any(tolerances.eps(run.outs[k].dtype) > 1e-15 for k in run.out_idx)
+    # may owe itself to that precision's noise, grown into the allowance (float32 inputs' own outputs are not)
+    finest = min(tolerances.eps(run.inputs[i].dtype) for i in run.wrt)
+    lowered = failed or any(tolerances.eps(run.outs[k].dtype) > max(finest, 1e-15) for k in run.out_idx)
     # a pass that needed second opinions (smaller steps, one-sided estimates) may be a staircase too
     if not lowered and not (result.status == "passed" and any(_second_opinion(n) for n in first.notes)):
         return first
@@ -355,7 +356,8 @@ def probed_staircase(run: context.Run, bases: dict) -> "_staircase.Staircase | N
     """The staircase probe, a second opinion on a failed or doubtful check (its calls were kept back from the
     others': ``budget.reserve``)."""
     with run.budget.spending(run):
-        return _staircase.staircase(run.evaluator.outputs_at, bases, run.evaluator.batched_together)
+        return _staircase.staircase(run.evaluator.outputs_at, bases, run.evaluator.batched_together,
+                                    unit_floor=not run.reference)
 
 
 def higher_orders(run: context.Run, facts: Facts) -> context.Results:

@@ -246,7 +246,8 @@ def staircase_seen(run) -> bool:
         return run.f0 if all(torch.equal(t, bases[i]) for i, t in repl.items()) else run.evaluator.outputs_at(repl)
 
     try:
-        return _staircase.staircase(outputs_at, bases, run.evaluator.batched_together, PROBE_POINTS) is not None
+        return _staircase.staircase(outputs_at, bases, run.evaluator.batched_together, PROBE_POINTS,
+                                    unit_floor=not run.reference) is not None
     except EvaluationFailed:
         return True
 

@@ -25,7 +25,9 @@ POINTS = tuple(range(-6, 7))
 #: cancellation of intermediates 1e5 times the output, stays below; a float32 part of 1e-2 of it is above)
 FLOAT64_NOISE_EPS = 2.0**20
 #: ... nor one below this many float64 eps at unit size or the inputs' (float64 rounding an intermediate of
-#: that size: ``log(x² + 1)`` at ``x = 1e-4`` forms ``1 + 1e-8``, whose ulp is 2e-8 of f)
+#: that size: ``cos(x) - 1`` at ``x = 1e-5`` forms ``cos(x)`` at 1), where autograd runs in float64 too: a
+#: float32 autograd (``unit_floor=False``) rounds that intermediate at float32's eps (torch's float32 gelu
+#: backward at -6.8: 0 for -2e-10), which the coarser precision's numerics allow for
 FLOAT64_UNIT_EPS = 16.0
 #: the finest precision whose this many eps of the outputs' size exceed the scatter explains it
 EXPLAINS_EPS = 4.0
@@ -46,13 +48,14 @@ def _moved(x: torch.Tensor, t: float) -> torch.Tensor:
 def staircase(
     evaluate: Callable[[dict[int, torch.Tensor]], Sequence[torch.Tensor]], bases: dict[int, torch.Tensor],
     evaluate_all: Callable[[list, list], Sequence[torch.Tensor] | None] | None = None,
-    points: Sequence[int] = POINTS,
+    points: Sequence[int] = POINTS, unit_floor: bool = True,
 ) -> Staircase | None:
     """``evaluate(replacements)``: the differentiable outputs (float64 coordinates) at the base point with the
     real float64 inputs ``bases`` (position -> tensor) replaced; None where fn is smooth at float64's
     rounding there (or the inputs are not all real float64). ``evaluate_all(inputs, batches)``, where given:
     the outputs ``(points, n)`` at every point at once (one call of fn under vmap), None where it cannot.
-    ``points``: the moves (consecutive steps; fewer points, fewer third differences to take the median of)."""
+    ``points``: the moves (consecutive steps; fewer points, fewer third differences to take the median of).
+    ``unit_floor``: a scatter below ``FLOAT64_UNIT_EPS`` is float64's own (see there)."""
     if not bases or any(x.dtype != torch.float64 for x in bases.values()):
         return None
     moved = {i: torch.stack([_moved(x, float(t)) for t in points]) for i, x in bases.items()}
@@ -63,7 +66,7 @@ def staircase(
         rows = [evaluate({i: m[p] for i, m in moved.items()}) for p in range(len(points))]
     worst = 0.0
     x_size = max([1.0] + [float(x.abs().max()) for x in bases.values() if x.numel()])
-    unit = FLOAT64_UNIT_EPS * tolerances.eps(torch.float64) * x_size
+    unit = FLOAT64_UNIT_EPS * tolerances.eps(torch.float64) * x_size if unit_floor else 0.0
     for pos in range(len(rows[0])):
         values = torch.stack([r[pos] for r in rows])  # (points, n)
         if values.numel() == 0 or not bool(torch.isfinite(values).all()):

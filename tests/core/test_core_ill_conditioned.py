@@ -244,14 +244,22 @@ def test_a_wrong_backward_next_to_a_flat_kink_is_still_caught_in_float32_numeric
     assert "observed_rounding" not in report.note_codes
 
 
-@pytest.mark.parametrize("factor", [1.0, 1.01])
-def test_float64_rounding_a_unit_intermediate_is_no_float32_staircase(factor):
-    # float64 forms 1 + 1e-8 at x = 1e-4: f's values scatter by 2e-8 of their size, which is no float32
-    # part inside, so the check keeps float64's resolution and a 1% wrong backward stays caught
+@pytest.mark.parametrize("factor", [1.0, pytest.param(1.01, marks=pytest.mark.xfail(
+    strict=True, reason="float32 inputs: float64 rounding a unit intermediate reads as a float32 staircase (README)"))])
+def test_float64_rounding_a_unit_intermediate_of_float32_inputs(factor):
+    # float64 forms 1 + 1e-8 at x = 1e-4: f's values scatter by 2e-8 of their size; with float32 inputs that
+    # reads as a float32 part inside (float32 autograd rounds such an intermediate at its own eps), and the
+    # check's resolution is float32's, where a 1% error of this derivative passes
     fn = around(_log1p_square, factor=factor)
     report = gk.check_gradients(fn.apply, torch.tensor([1e-4, 3e-4]))
     assert report.ok == (factor == 1.0), report.details()
-    assert "staircase" not in report.note_codes
+
+
+def test_torchs_float32_gelu_backward_in_its_tail_is_no_false_alarm():
+    # float32 gelu_backward rounds 0.5·(1 + erf(x/√2)) at 1: 0 at x = -6.83 for -2e-10
+    x = torch.tensor([-6.88, -6.87, -6.86, -6.85, -6.84, -6.83, -6.82, -6.81])
+    report = gk.check_gradients(torch.nn.functional.gelu, x)
+    assert report.ok, report.details()
 
 
 @pytest.mark.parametrize("factor", [1.0, 1.01])
