@@ -159,19 +159,14 @@ def rounding_changes(run, reference: dict, derive: Callable) -> dict | None:
     its terms, and uniform signs leave a shift-invariant fn (softmax) unmoved. Over ``sqrt(n)``: a sum's
     rounding grows as the root of its length, not as the length."""
     low = [j for j, t in enumerate(run.inputs) if is_differentiable(t) and tolerances.eps(t.dtype) > 1e-15]
-    total: dict = {}
     try:
-        for j in low:
-            n = coords(run.inputs[j]).numel()
-            moved = _changes(run, reference, derive, j, False)
-            if n > 1:
-                uniform = _changes(run, reference, derive, j, True)
-                moved = {key: torch.maximum(c, uniform[key] / math.sqrt(n)) for key, c in moved.items()}
-            for key, change in moved.items():
-                total[key] = change if key not in total else total[key] + change
+        sizes = {
+            (j, uniform): _changes(run, reference, derive, j, uniform)
+            for j in low for uniform in ((False, True) if coords(run.inputs[j]).numel() > 1 else (False,))
+        }
     except Exception:  # noqa: BLE001 - no conditioning: the capped allowance stands
         return None
-    return total or None
+    return _combined(run, sizes) or None
 
 
 def _changes(run, reference: dict, derive: Callable, j: int, uniform: bool) -> dict:
