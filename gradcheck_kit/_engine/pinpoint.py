@@ -39,12 +39,11 @@ import math
 
 import torch
 
-from gradcheck_kit._engine import allowance, context, directional, ties, tolerances
+from gradcheck_kit._engine import allowance, context, directional, tolerances
 from gradcheck_kit._engine import screen as _screen
 from gradcheck_kit._engine import staircase as _staircase
 from gradcheck_kit._engine.evaluate import EvaluationFailed
 from gradcheck_kit._engine import approximate as _approximate
-from gradcheck_kit._engine import stencil as _stencil
 from gradcheck_kit._engine.decisive import DECISIVE_RATIO, PRECISION, SIDE_RATIO, sides_agree, sides_far
 from gradcheck_kit._engine.finite_diff import Estimates, estimate
 from gradcheck_kit._inputs import coord_index, coords, from_coords, safe_float
@@ -253,11 +252,8 @@ def staircase_seen(run) -> bool:
 
 
 def tied(run, i: int, j: int) -> bool:
-    """Whether coordinate ``j`` of input ``i`` ties with another (``ties.tie_groups``)."""
-    x = run.evaluator.base_args[i]
-    step = _stencil.step_of(run, i).to(torch.float64)
-    groups = ties.tie_groups(x, step, max(abs(m) for m in run.stencil.multipliers))
-    return any(bool((group == j).any()) for group in groups)
+    """Whether coordinate ``j`` of input ``i`` ties with another (``screen.untied_coordinates``)."""
+    return not bool(_screen.untied_coordinates(run, i)[j])
 
 
 def joined(run, found: context.Results, pos: int, i: int, j: int, element: dict, made: int) -> context.Results:
